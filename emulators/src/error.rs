@@ -1,0 +1,33 @@
+//! Errors raised while configuring or starting an emulator (request errors are HTTP answers).
+
+use std::net::SocketAddr;
+
+/// Why an emulator could not be started or reconfigured.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address that was asked for.
+        addr: SocketAddr,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A given Tinybird admin token is not shaped `p.<b64url json>.<signature>`.
+    #[error("malformed admin token: {0}")]
+    MalformedAdminToken(&'static str),
+    /// The configured workspace id and the admin token's `u` field differ.
+    #[error("workspace id {configured} does not match the admin token's workspace {in_token}")]
+    WorkspaceMismatch {
+        /// The workspace id from the configuration.
+        configured: String,
+        /// The workspace id read from the admin token.
+        in_token: String,
+    },
+    /// A pipe definition is unusable (empty name, dots in the name...).
+    #[error("invalid pipe definition: {0}")]
+    InvalidPipe(String),
+    /// A fault rule is unusable (status outside 408 and 5xx).
+    #[error("invalid fault: {0}")]
+    InvalidFault(String),
+}

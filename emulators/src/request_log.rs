@@ -1,0 +1,134 @@
+//! What each emulator was asked: method, path (never the query string, which may hold a token)
+//! and answer status, so tests can count calls.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::Serialize;
+
+use crate::sync::lock;
+
+/// Requests kept in the log; older ones drop out (the per-status counters keep counting).
+const MAX_RECORDS: usize = 10_000;
+
+/// Paths under this prefix are the emulators' own controls and are not recorded.
+pub const CONTROL_PREFIX: &str = "/_emulator";
+
+/// One answered request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    /// HTTP method, e.g. `GET`.
+    pub method: String,
+    /// Request path without the query string.
+    pub path: String,
+    /// Answer status code.
+    pub status: u16,
+}
+
+/// Log of the API requests an emulator answered (control requests excluded).
+#[derive(Debug, Default)]
+pub struct RequestLog {
+    inner: Mutex<LogState>,
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    records: VecDeque<RequestRecord>,
+    counts_by_status: BTreeMap<u16, u64>,
+}
+
+impl RequestLog {
+    /// Appends one record.
+    pub fn record(&self, record: RequestRecord) {
+        let mut state = lock(&self.inner);
+        *state.counts_by_status.entry(record.status).or_default() += 1;
+        if state.records.len() == MAX_RECORDS {
+            state.records.pop_front();
+        }
+        state.records.push_back(record);
+    }
+
+    /// The recorded requests, oldest first.
+    #[must_use]
+    pub fn records(&self) -> Vec<RequestRecord> {
+        lock(&self.inner).records.iter().cloned().collect()
+    }
+
+    /// How many answers had each status.
+    #[must_use]
+    pub fn counts_by_status(&self) -> BTreeMap<u16, u64> {
+        lock(&self.inner).counts_by_status.clone()
+    }
+
+    /// How many answers had `status`.
+    #[must_use]
+    pub fn count_status(&self, status: u16) -> u64 {
+        lock(&self.inner).counts_by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    /// How many requests used `method` on a path starting with `path_prefix`.
+    #[must_use]
+    pub fn count_matching(&self, method: &str, path_prefix: &str) -> usize {
+        lock(&self.inner)
+            .records
+            .iter()
+            .filter(|record| record.method == method && record.path.starts_with(path_prefix))
+            .count()
+    }
+
+    /// Total number of requests answered.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        lock(&self.inner).counts_by_status.values().sum()
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        let mut state = lock(&self.inner);
+        state.records.clear();
+        state.counts_by_status.clear();
+    }
+}
+
+/// Middleware recording every non-control request.
+pub(crate) async fn record_requests(
+    State(log): State<Arc<RequestLog>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if !path.starts_with(CONTROL_PREFIX) {
+        let status = response.status().as_u16();
+        tracing::debug!(%method, %path, status, "answered");
+        log.record(RequestRecord { method, path, status });
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(method: &str, path: &str, status: u16) -> RequestRecord {
+        RequestRecord { method: method.to_owned(), path: path.to_owned(), status }
+    }
+
+    #[test]
+    fn counts_by_status_and_path() {
+        let log = RequestLog::default();
+        log.record(record("GET", "/v1/jwt_templates", 200));
+        log.record(record("POST", "/v1/jwt_templates", 422));
+        log.record(record("GET", "/v1/jwt_templates/jtmpl_1", 200));
+        assert_eq!(log.count_status(200), 2);
+        assert_eq!(log.count_matching("GET", "/v1/jwt_templates"), 2);
+        assert_eq!(log.total(), 3);
+        log.clear();
+        assert_eq!(log.total(), 0);
+        assert!(log.records().is_empty());
+    }
+}

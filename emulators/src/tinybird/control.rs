@@ -1,0 +1,56 @@
+//! Tinybird-only control endpoints: the admin token (tests and demo only), pipes, rate limits.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{delete, get};
+use serde_json::{Value, json};
+
+use super::pipes::PipeDefinition;
+use super::state::{ADMIN_TOKEN_NAME, TinybirdState};
+use crate::control::control_error;
+
+pub(crate) fn router(state: Arc<TinybirdState>) -> Router {
+    Router::new()
+        .route("/_emulator/admin-token", get(read_admin_token))
+        .route("/_emulator/pipes", get(list_pipes).put(upsert_pipe))
+        .route("/_emulator/pipes/{name}", delete(remove_pipe))
+        .route("/_emulator/rate-limits", delete(clear_rate_limits))
+        .with_state(state)
+}
+
+async fn read_admin_token(State(state): State<Arc<TinybirdState>>) -> Json<Value> {
+    Json(json!({
+        "token": state.current_admin_token(),
+        "id": state.admin_token_id,
+        "name": ADMIN_TOKEN_NAME,
+        "workspace_id": state.workspace.id,
+    }))
+}
+
+async fn list_pipes(State(state): State<Arc<TinybirdState>>) -> Json<Vec<PipeDefinition>> {
+    Json(state.pipes())
+}
+
+async fn upsert_pipe(State(state): State<Arc<TinybirdState>>, Json(pipe): Json<PipeDefinition>) -> Response {
+    match state.upsert_pipe(pipe) {
+        Ok(pipe) => Json(pipe).into_response(),
+        Err(error) => control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    }
+}
+
+async fn remove_pipe(State(state): State<Arc<TinybirdState>>, Path(name): Path<String>) -> Response {
+    if state.remove_pipe(&name) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        control_error(StatusCode::NOT_FOUND, format!("no pipe {name}"))
+    }
+}
+
+async fn clear_rate_limits(State(state): State<Arc<TinybirdState>>) -> StatusCode {
+    state.rate_limiter.clear();
+    StatusCode::NO_CONTENT
+}

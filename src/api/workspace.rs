@@ -1,0 +1,182 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, SecretKeySelector, conditions_schema, duration_schema};
+
+/// A Tinybird workspace whose admin token signs tenant tokens: the issuer of TenantAccess
+/// tokens for TenantAccess resources in the same namespace (like cert-manager's Issuer).
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tenantaccess.dev",
+    version = "v1alpha1",
+    kind = "TinybirdWorkspace",
+    namespaced,
+    shortname = "tbws",
+    category = "tenantaccess",
+    status = "WorkspaceStatus",
+    doc = "A Tinybird workspace (its admin token, optional Clerk connection and policy) that signs tokens for TenantAccess resources of its own namespace.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Workspace ID","type":"string","jsonPath":".status.workspaceId"}"#,
+    printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.region"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","jsonPath":".status.signingKeyFingerprint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct TinybirdWorkspaceSpec {
+    #[serde(flatten)]
+    pub workspace: WorkspaceSpec,
+}
+
+/// A Tinybird workspace shared by many namespaces (like cert-manager's ClusterIssuer). Its admin
+/// token is read from the operator's cluster-resource namespace; `policy.allowedNamespaces`
+/// decides which namespaces may use it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tenantaccess.dev",
+    version = "v1alpha1",
+    kind = "ClusterTinybirdWorkspace",
+    shortname = "ctbws",
+    category = "tenantaccess",
+    status = "WorkspaceStatus",
+    doc = "A cluster-wide Tinybird workspace; its admin token lives in the operator's cluster-resource namespace and its policy says which namespaces may use it.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Workspace ID","type":"string","jsonPath":".status.workspaceId"}"#,
+    printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.region"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","jsonPath":".status.signingKeyFingerprint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct ClusterTinybirdWorkspaceSpec {
+    #[serde(flatten)]
+    pub workspace: WorkspaceSpec,
+}
+
+/// The fields both workspace kinds share.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSpec {
+    /// The Secret key holding the workspace **admin token** (`p.eyJ...`), the HS256 signing key
+    /// of every token this workspace issues. Rotating it (changing the Secret) re-signs every
+    /// dependent token and Clerk template.
+    pub admin_token_secret_ref: SecretKeySelector,
+
+    /// Tinybird API base URL, e.g. `https://api.us-east.aws.tinybird.co` or Tinybird Local's
+    /// `http://localhost:7181`. Default: derived from the admin token's region (`host` field),
+    /// else `https://api.tinybird.co`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^\s/?#]+[^\s?#]*$"))]
+    pub api_url: Option<String>,
+
+    /// Expected workspace id (UUID). Default: the admin token's `u` field. When set and the
+    /// admin token belongs to another workspace, the workspace is not Ready
+    /// (`WorkspaceMismatch`) and nothing is signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+
+    /// Optional Clerk instance: when set, TenantAccess Clerk templates are pushed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk: Option<ClerkConnection>,
+
+    /// What a TenantAccess may ask of this workspace. Without a policy a TenantAccess may ask
+    /// for PIPES:READ on any resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<WorkspacePolicy>,
+
+    /// How often to check the admin token against Tinybird (`GET /v1/workspace`), e.g. `10m`.
+    /// `0` (the default) disables the remote check; the token is then only decoded locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub verify_interval: Option<String>,
+}
+
+/// A connection to a Clerk instance's Backend API.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClerkConnection {
+    /// The Secret key holding the Clerk secret key (`sk_live_...` or `sk_test_...`), in the same
+    /// namespace as the admin token Secret.
+    pub secret_key_secret_ref: SecretKeySelector,
+    /// Clerk Backend API base URL. Default `https://api.clerk.com/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^\s/?#]+[^\s?#]*$"))]
+    pub api_url: Option<String>,
+}
+
+/// Limits on what a TenantAccess may ask of a workspace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspacePolicy {
+    /// Namespaces whose TenantAccess resources may use this workspace (a label selector on the
+    /// Namespace). Only for ClusterTinybirdWorkspace. Unset admits **no** namespace (fail
+    /// closed); the empty selector `{}` admits every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<LabelSelector>,
+    /// Globs (`*` and `?`) over pipe and data-source names a scope may name, e.g.
+    /// `["tenant_*", "top_pages"]`. Empty allows every resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_resources: Vec<String>,
+    /// Scope types a TenantAccess may use. Default `["PIPES:READ"]`: `DATASOURCES:READ` must be
+    /// allowed explicitly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "string", "enum": ["PIPES:READ", "DATASOURCES:READ"]}))]
+    pub allowed_scope_types: Vec<String>,
+    /// Longest token lifetime a TenantAccess may ask for, e.g. `6h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub max_lifetime: Option<String>,
+    /// Highest `limits.rps` a TenantAccess may ask for; a TenantAccess without `limits.rps` gets
+    /// this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_rps: Option<i64>,
+    /// Fixed params forced into every scope, and where each value must come from. A
+    /// TenantAccess that sets another value for one of them is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub required_params: BTreeMap<String, RequiredParamSource>,
+}
+
+/// Where the value of a required fixed param comes from. Exactly one of `namespaceLabel` and
+/// `namespaceName` is set.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredParamSource {
+    /// The value is the TenantAccess namespace's label with this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_label: Option<String>,
+    /// The value is the TenantAccess's namespace name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_name: Option<bool>,
+    /// For Clerk templates: the only shortcode allowed for this param (e.g. `{{org.slug}}`).
+    /// Without it a Clerk template may not use a shortcode for this param.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk_shortcode: Option<String>,
+}
+
+/// Observed state of a workspace, written by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceStatus {
+    /// `Ready` with a reason: `Ready`, `SecretNotFound`, `KeyMissing`, `MalformedToken`,
+    /// `WorkspaceMismatch`, `Unauthorized`, `InvalidSpec`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The workspace id decoded from the admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    /// The API URL tokens of this workspace are used against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// The region key decoded from the admin token (`host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A short one-way hash of the current admin token (never the token). Changes when the
+    /// admin token rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_fingerprint: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

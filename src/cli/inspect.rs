@@ -1,0 +1,117 @@
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use jiff::Timestamp;
+
+use super::{CliError, exit, parse_now, read_admin_token, read_input};
+use crate::jwt::{ParsedToken, TokenError};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct InspectArgs {
+    /// The JWT, or `-` to read it from stdin (keeps it out of shell history).
+    token: String,
+    /// Verify the signature with this workspace admin token, as Tinybird would.
+    #[arg(long, env = "TENANT_ACCESS_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<String>,
+    /// Judge expiry as of this time (RFC 3339) instead of now.
+    #[arg(long)]
+    now: Option<String>,
+}
+
+pub(super) fn run(args: &InspectArgs) -> Result<ExitCode, CliError> {
+    let text = if args.token == "-" { read_input("-")? } else { args.token.clone() };
+    let token = ParsedToken::parse(&text).map_err(|e| CliError::Input(format!("the token is {e}")))?;
+    let now = parse_now(args.now.as_deref())?;
+    print!("{}", explain(&token, now));
+
+    let (verdict, code) = match &args.admin_token_file {
+        None => match token.check_validity_window(now) {
+            Ok(()) => (
+                "not expired; signature NOT verified (pass --admin-token-file to verify)".to_owned(),
+                ExitCode::SUCCESS,
+            ),
+            Err(error) => verdict_for(&error),
+        },
+        Some(path) => {
+            let key = read_admin_token(path)?;
+            match token.verify(&key, now) {
+                Ok(_) => (
+                    "valid: signature verified with the admin token (HS256), not expired".to_owned(),
+                    ExitCode::SUCCESS,
+                ),
+                Err(error) => verdict_for(&error),
+            }
+        }
+    };
+    println!("Verdict:    {verdict}");
+    Ok(code)
+}
+
+fn verdict_for(error: &TokenError) -> (String, ExitCode) {
+    let code = match error {
+        TokenError::Expired { .. } => exit::EXPIRED,
+        TokenError::BadSignature => exit::BAD_SIGNATURE,
+        TokenError::NotYetValid { .. } => exit::NOT_YET_VALID,
+        TokenError::Malformed(_) | TokenError::MissingClaim(_) => exit::FAILURE,
+    };
+    let label = match error {
+        TokenError::Expired { .. } => "EXPIRED",
+        TokenError::BadSignature => "BAD SIGNATURE",
+        TokenError::NotYetValid { .. } => "NOT YET VALID",
+        TokenError::Malformed(_) | TokenError::MissingClaim(_) => "INVALID",
+    };
+    (format!("{label}: {error}"), ExitCode::from(code))
+}
+
+/// The human-readable explanation of a token (never the token itself).
+fn explain(token: &ParsedToken, now: Timestamp) -> String {
+    let mut out = String::new();
+    let header = &token.header;
+    let alg = header.get("alg").and_then(|v| v.as_str()).unwrap_or("?");
+    let _ = write!(out, "Header:     alg {alg}");
+    if alg != "HS256" {
+        out.push_str(" (Tinybird ignores it and verifies HS256)");
+    }
+    out.push('\n');
+    let payload = &token.payload;
+    let text = |name: &str| payload.get(name).and_then(|v| v.as_str()).unwrap_or("<missing>").to_owned();
+    let _ = writeln!(out, "Workspace:  {}", text("workspace_id"));
+    let _ = writeln!(out, "Name:       {} (rate-limit bucket)", text("name"));
+    let _ = writeln!(out, "Issued:     {}", describe_time(token.issued_at(), now));
+    let _ = writeln!(out, "Expires:    {}", describe_time(token.expires_at(), now));
+    if let Some(nbf) = token.not_before() {
+        let _ = writeln!(out, "Not before: {}", describe_time(Some(nbf), now));
+    }
+    out.push_str("Scopes:\n");
+    match payload.get("scopes").and_then(|v| v.as_array()) {
+        None => out.push_str("  <missing: Tinybird refuses a token without scopes>\n"),
+        Some(scopes) => {
+            for scope in scopes {
+                let field = |name: &str| scope.get(name).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+                let _ = write!(out, "  - {} {}", field("type"), field("resource"));
+                if let Some(params) = scope.get("fixed_params").and_then(|v| v.as_object()) {
+                    let rendered: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let _ = write!(out, "  fixed_params: {}", rendered.join(", "));
+                }
+                if let Some(filter) = scope.get("filter").and_then(|v| v.as_str()) {
+                    let _ = write!(out, "  filter: {filter}");
+                }
+                out.push('\n');
+            }
+        }
+    }
+    match payload.pointer("/limits/rps").and_then(serde_json::Value::as_i64) {
+        Some(rps) if rps > 0 => {
+            let _ = writeln!(out, "Limits:     {rps} requests/s per pipe");
+        }
+        _ => out.push_str("Limits:     none\n"),
+    }
+    out
+}
+
+fn describe_time(time: Option<Timestamp>, now: Timestamp) -> String {
+    let Some(time) = time else { return "<missing>".to_owned() };
+    let seconds = time.as_second() - now.as_second();
+    let relative = crate::duration::format(jiff::SignedDuration::from_secs(seconds.abs()));
+    if seconds >= 0 { format!("{time} (in {relative})") } else { format!("{time} ({relative} ago)") }
+}

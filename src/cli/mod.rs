@@ -1,0 +1,94 @@
+//! The `tenant-access` command line. `main` parses [`Cli`] and calls [`run`]; each subcommand
+//! lives in its own module and returns an [`ExitCode`].
+
+mod crd;
+mod inspect;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes shared by the subcommands (2 is clap's usage error).
+pub mod exit {
+    /// An input could not be read or is invalid.
+    pub const FAILURE: u8 = 1;
+    /// `inspect`: the token has expired.
+    pub const EXPIRED: u8 = 3;
+    /// `inspect`: the signature does not verify with the admin token.
+    pub const BAD_SIGNATURE: u8 = 4;
+    /// `inspect`: the token is not valid yet (`nbf` in the future).
+    pub const NOT_YET_VALID: u8 = 5;
+}
+
+/// Issues, renews and re-signs Tinybird JWTs and Clerk JWT templates for Kubernetes tenants.
+#[derive(Debug, Parser)]
+#[command(name = "tenant-access", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd(crd::CrdArgs),
+    /// Offline: print the Secret and the Clerk template exactly as the controller would write them.
+    Render(render::RenderArgs),
+    /// Decode and explain a Tinybird JWT; verify it with --admin-token-file.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Runs a parsed command line. Errors are printed as one line on stderr.
+#[must_use]
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Crd(args) => crd::run(&args),
+        Command::Render(args) => render::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+/// A failed CLI action: one line, no secret.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Reads a file, or stdin for `-`.
+fn read_input(path: &str) -> Result<String, CliError> {
+    let result =
+        if path == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) };
+    result.map_err(|source| CliError::Read { path: path.to_owned(), source })
+}
+
+/// Parses `--now`.
+fn parse_now(now: Option<&str>) -> Result<jiff::Timestamp, CliError> {
+    match now {
+        None => Ok(jiff::Timestamp::now()),
+        Some(text) => text.parse().map_err(|_| {
+            CliError::Input(format!("--now {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
+        }),
+    }
+}
+
+/// Reads an admin token file.
+fn read_admin_token(path: &str) -> Result<crate::admin_token::AdminToken, CliError> {
+    let token = crate::admin_token::AdminToken::new(&read_input(path)?);
+    if token.expose().is_empty() {
+        return Err(CliError::Input(format!("--admin-token-file {path}: the file is empty")));
+    }
+    Ok(token)
+}

@@ -1,0 +1,137 @@
+use std::process::ExitCode;
+
+use kube::Resource as _;
+
+use super::{CliError, parse_now, read_admin_token, read_input};
+use crate::api::{TenantAccess, WorkspaceSpec};
+use crate::desired::{clerk_template, desired_clerk_configmap, desired_secret, issue_token};
+use crate::manifests::{Manifests, to_yaml_stream};
+use crate::validate::{WorkspaceKind, validate_tenant_access};
+use crate::workspace::resolve;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RenderArgs {
+    /// Manifest files (`-` for stdin) holding TenantAccess resources and, optionally, the
+    /// workspaces they reference. Other documents are ignored.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<String>,
+    /// File holding the workspace admin token (the signing key).
+    #[arg(long, env = "TENANT_ACCESS_ADMIN_TOKEN_FILE")]
+    admin_token_file: String,
+    /// Sign as of this time (RFC 3339) instead of now, for reproducible output.
+    #[arg(long)]
+    now: Option<String>,
+    /// Namespace of TenantAccess resources that do not name one.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// Token revision to stamp on the Secret.
+    #[arg(long, default_value_t = 1)]
+    revision: i64,
+}
+
+pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
+    let mut manifests = Manifests::default();
+    for file in &args.files {
+        manifests.parse(file, &read_input(file)?).map_err(|e| CliError::Input(e.to_string()))?;
+    }
+    if manifests.tenant_accesses.is_empty() {
+        return Err(CliError::Input(format!(
+            "no TenantAccess (apiVersion tenantaccess.dev/v1alpha1) in {}",
+            args.files.join(", ")
+        )));
+    }
+    let key = read_admin_token(&args.admin_token_file)?;
+    let now = parse_now(args.now.as_deref())?;
+
+    let mut objects: Vec<serde_json::Value> = Vec::new();
+    for access in &manifests.tenant_accesses {
+        let namespace = access.metadata.namespace.clone().unwrap_or_else(|| args.namespace.clone());
+        let name = access.metadata.name.clone().unwrap_or_default();
+        let label = format!("TenantAccess {namespace}/{name}");
+        if name.is_empty() {
+            return Err(CliError::Input("TenantAccess: metadata.name is missing".into()));
+        }
+        let validated = validate_tenant_access(&namespace, &name, &access.spec)
+            .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
+        for warning in &validated.warnings {
+            eprintln!("warning: {label}: {warning}");
+        }
+        let workspace_spec = find_workspace(&manifests, &validated, args)?;
+        let workspace = resolve(&workspace_spec, key.clone())
+            .map_err(|e| CliError::Input(format!("{label}: workspace {}: {e}", validated.workspace_name)))?;
+        let owner = owner_reference(access);
+
+        if validated.secret.is_some() {
+            let token = issue_token(&validated, &workspace, now)
+                .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
+            if let Some(secret) = desired_secret(&validated, &workspace, &token, args.revision, owner.clone())
+            {
+                objects.push(to_value(&secret)?);
+            }
+        }
+        if let Some(output) = &validated.clerk_template {
+            let template = clerk_template(&validated, output, &workspace.workspace_id);
+            objects.push(to_value(&desired_clerk_configmap(&validated, &template, owner))?);
+        }
+    }
+    let yaml = to_yaml_stream(&objects).map_err(|e| CliError::Input(e.to_string()))?;
+    print!("{yaml}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_value<T: serde::Serialize>(object: &T) -> Result<serde_json::Value, CliError> {
+    serde_json::to_value(object).map_err(|e| CliError::Input(e.to_string()))
+}
+
+/// The controller's owner reference, when the manifest carries a uid (e.g. from `kubectl get -o yaml`).
+fn owner_reference(
+    access: &TenantAccess,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    access.controller_owner_ref(&())
+}
+
+/// The referenced workspace's spec from the manifests; without one, everything is derived
+/// from the admin token, as for a workspace with only `adminTokenSecretRef`.
+fn find_workspace(
+    manifests: &Manifests,
+    access: &crate::validate::ValidatedAccess,
+    args: &RenderArgs,
+) -> Result<WorkspaceSpec, CliError> {
+    let wanted = &access.workspace_name;
+    let found = match access.workspace_kind {
+        WorkspaceKind::Namespaced => {
+            let same_name: Vec<_> = manifests
+                .workspaces
+                .iter()
+                .filter(|ws| ws.metadata.name.as_deref() == Some(wanted.as_str()))
+                .collect();
+            let in_namespace = same_name
+                .iter()
+                .find(|ws| ws.metadata.namespace.as_deref().unwrap_or(&args.namespace) == access.namespace);
+            match (in_namespace, same_name.first()) {
+                (Some(ws), _) => Some(ws.spec.workspace.clone()),
+                (None, Some(other)) => {
+                    return Err(CliError::Input(format!(
+                        "TenantAccess {}/{}: spec.workspaceRef: TinybirdWorkspace {wanted:?} is in namespace {:?}; a TenantAccess may only use a TinybirdWorkspace of its own namespace (or a ClusterTinybirdWorkspace)",
+                        access.namespace,
+                        access.name,
+                        other.metadata.namespace.as_deref().unwrap_or(&args.namespace)
+                    )));
+                }
+                (None, None) => None,
+            }
+        }
+        WorkspaceKind::Cluster => manifests
+            .cluster_workspaces
+            .iter()
+            .find(|ws| ws.metadata.name.as_deref() == Some(wanted.as_str()))
+            .map(|ws| ws.spec.workspace.clone()),
+    };
+    Ok(found.unwrap_or_else(|| {
+        eprintln!(
+            "note: {} {wanted:?} is not in the input: workspace id and API URL come from the admin token",
+            access.workspace_kind.kind_name()
+        );
+        WorkspaceSpec::default()
+    }))
+}

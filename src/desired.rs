@@ -1,0 +1,225 @@
+//! The build stage: desired tokens, Secrets, Clerk templates and ConfigMaps as pure functions of
+//! a validated TenantAccess, a signing workspace and `now`.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::Serialize;
+
+use crate::admin_token::{AdminToken, fingerprint};
+use crate::jwt::{self, AccessClaims, ClaimLimits, ClaimScope, SignError, TinybirdClaims};
+use crate::names::{
+    ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_KEY, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, LABEL_MANAGED_BY,
+    LABEL_TENANT_ACCESS, OPERATOR_NAME, secret_keys,
+};
+use crate::validate::{ValidClerkOutput, ValidatedAccess};
+use crate::workspace::SigningWorkspace;
+
+/// The claims granting what the TenantAccess asks for (shortcodes kept as written).
+#[must_use]
+pub fn access_claims(access: &ValidatedAccess, workspace_id: &str) -> AccessClaims {
+    AccessClaims {
+        workspace_id: workspace_id.to_owned(),
+        name: access.token_name.clone(),
+        scopes: access
+            .scopes
+            .iter()
+            .map(|scope| ClaimScope {
+                scope_type: scope.scope_type.to_owned(),
+                resource: scope.resource.clone(),
+                fixed_params: (!scope.fixed_params.is_empty()).then(|| scope.fixed_params.clone()),
+                filter: scope.filter.clone(),
+            })
+            .collect(),
+        limits: access.rps.map(|rps| ClaimLimits { rps }),
+    }
+}
+
+/// A freshly signed token and its schedule.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub jwt: String,
+    /// Hash of the access claims.
+    pub claims_hash: String,
+    /// `iat`.
+    pub issued_at: Timestamp,
+    /// `exp`.
+    pub expires_at: Timestamp,
+    /// When to renew: `exp - renewBefore`.
+    pub renewal_time: Timestamp,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("jwt", &"<redacted>")
+            .field("claims_hash", &self.claims_hash)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Signs a token for the TenantAccess at `now`.
+///
+/// # Errors
+/// Only if signing itself fails.
+pub fn issue_token(
+    access: &ValidatedAccess,
+    workspace: &SigningWorkspace,
+    now: Timestamp,
+) -> Result<IssuedToken, SignError> {
+    let claims = TinybirdClaims::new(access_claims(access, &workspace.workspace_id), now, access.lifetime);
+    let jwt = jwt::sign(&claims, &workspace.key)?;
+    let issued_at = Timestamp::from_second(claims.iat).unwrap_or(now);
+    let expires_at = Timestamp::from_second(claims.exp).unwrap_or(now);
+    Ok(IssuedToken {
+        claims_hash: claims.access.hash(),
+        jwt,
+        issued_at,
+        expires_at,
+        renewal_time: renewal_time(expires_at, access),
+    })
+}
+
+/// `expiresAt - renewBefore`.
+#[must_use]
+pub fn renewal_time(expires_at: Timestamp, access: &ValidatedAccess) -> Timestamp {
+    expires_at.checked_sub(access.renew_before).unwrap_or(expires_at)
+}
+
+/// Labels on everything the operator creates for a TenantAccess.
+#[must_use]
+pub fn managed_labels(access_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), OPERATOR_NAME.to_owned()),
+        (LABEL_TENANT_ACCESS.to_owned(), access_name.to_owned()),
+    ])
+}
+
+/// The Secret as the operator writes it (server-side apply: only the fields it owns).
+#[must_use]
+pub fn desired_secret(
+    access: &ValidatedAccess,
+    workspace: &SigningWorkspace,
+    token: &IssuedToken,
+    revision: i64,
+    owner: Option<OwnerReference>,
+) -> Option<Secret> {
+    let output = access.secret.as_ref()?;
+    let mut labels = output.labels.clone();
+    labels.extend(managed_labels(&access.name));
+    let mut annotations = output.annotations.clone();
+    annotations.insert(ANNOTATION_REVISION.to_owned(), revision.to_string());
+    let data = BTreeMap::from([
+        (secret_keys::TOKEN.to_owned(), ByteString(token.jwt.clone().into_bytes())),
+        (secret_keys::API_URL.to_owned(), ByteString(workspace.api_url.clone().into_bytes())),
+        (secret_keys::WORKSPACE_ID.to_owned(), ByteString(workspace.workspace_id.clone().into_bytes())),
+        (secret_keys::EXPIRES_AT.to_owned(), ByteString(token.expires_at.to_string().into_bytes())),
+    ]);
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(output.name.clone()),
+            namespace: Some(access.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner.map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    })
+}
+
+/// A Clerk JWT template, without its signing key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClerkTemplate {
+    /// Template name.
+    pub name: String,
+    /// Claims (Clerk adds `exp`, `iat`, `nbf`, ... itself).
+    pub claims: AccessClaims,
+    /// Token lifetime, seconds.
+    pub lifetime: i64,
+    /// Allowed clock skew, seconds.
+    pub allowed_clock_skew: i64,
+    /// Always true: Clerk signs with the workspace admin token.
+    pub custom_signing_key: bool,
+    /// Always HS256.
+    pub signing_algorithm: &'static str,
+}
+
+impl ClerkTemplate {
+    /// A short hash of the whole body without the key.
+    #[must_use]
+    pub fn hash(&self) -> String {
+        fingerprint(serde_json::to_string(self).unwrap_or_default().as_bytes())
+    }
+
+    /// The body to send to Clerk: the template plus `signing_key`. Build it just before the
+    /// request; never log or store it.
+    #[must_use]
+    pub fn request_body(&self, signing_key: &AdminToken) -> serde_json::Value {
+        let mut body = serde_json::to_value(self).unwrap_or_default();
+        if let Some(object) = body.as_object_mut() {
+            object.insert("signing_key".into(), signing_key.expose().into());
+        }
+        body
+    }
+
+    /// Pretty JSON of the template for people and the ConfigMap (no key).
+    #[must_use]
+    pub fn to_pretty_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// The Clerk template a TenantAccess asks for.
+#[must_use]
+pub fn clerk_template(
+    access: &ValidatedAccess,
+    output: &ValidClerkOutput,
+    workspace_id: &str,
+) -> ClerkTemplate {
+    ClerkTemplate {
+        name: output.name.clone(),
+        claims: access_claims(access, workspace_id),
+        lifetime: output.lifetime_seconds,
+        allowed_clock_skew: output.allowed_clock_skew_seconds,
+        custom_signing_key: true,
+        signing_algorithm: "HS256",
+    }
+}
+
+/// Name of the ConfigMap holding a TenantAccess's rendered Clerk template.
+#[must_use]
+pub fn clerk_configmap_name(access_name: &str) -> String {
+    format!("{access_name}{CLERK_TEMPLATE_CONFIGMAP_SUFFIX}")
+}
+
+/// The ConfigMap holding the rendered Clerk template (never the key).
+#[must_use]
+pub fn desired_clerk_configmap(
+    access: &ValidatedAccess,
+    template: &ClerkTemplate,
+    owner: Option<OwnerReference>,
+) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(clerk_configmap_name(&access.name)),
+            namespace: Some(access.namespace.clone()),
+            labels: Some(managed_labels(&access.name)),
+            owner_references: owner.map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(CLERK_TEMPLATE_CONFIGMAP_KEY.to_owned(), template.to_pretty_json())])),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! tenant-access-operator: turns `TenantAccess` resources into signed Tinybird JWTs kept in
+//! Secrets and Clerk JWT templates, renews and re-signs them, and health-checks the endpoints.
+//!
+//! The library holds all logic; the `tenant-access` binary only parses arguments.
+//! Pure core: [`validate`], [`jwt`], [`desired`], [`admin_token`], [`workspace`].
+//! Edges: [`cli`].
+
+pub mod admin_token;
+pub mod api;
+pub mod cli;
+pub mod desired;
+pub mod duration;
+pub mod jwt;
+pub mod k8s_names;
+pub mod manifests;
+pub mod names;
+pub mod redact;
+pub mod shortcode;
+pub mod validate;
+pub mod workspace;
