@@ -7,13 +7,16 @@
 
 pub mod admin_token;
 pub mod api;
+pub mod backoff;
 pub mod cli;
+pub mod conditions;
 pub mod desired;
 pub mod duration;
 pub mod jwt;
 pub mod k8s_names;
 pub mod manifests;
 pub mod names;
+pub mod reconcile;
 pub mod redact;
 pub mod shortcode;
 pub mod validate;

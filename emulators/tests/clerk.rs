@@ -17,9 +17,14 @@ async fn start() -> ClerkEmulator {
 /// A small Backend API client for the tests.
 struct Api<'a> {
     clerk: &'a ClerkEmulator,
+    http: reqwest::Client,
 }
 
-impl Api<'_> {
+impl<'a> Api<'a> {
+    fn new(clerk: &'a ClerkEmulator) -> Self {
+        Self { clerk, http: client() }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.clerk.api_url())
     }
@@ -29,19 +34,19 @@ impl Api<'_> {
     }
 
     async fn get(&self, path: &str) -> Answer {
-        self.send(client().get(self.url(path))).await
+        self.send(self.http.get(self.url(path))).await
     }
 
     async fn post(&self, path: &str, body: &Value) -> Answer {
-        self.send(client().post(self.url(path)).json(body)).await
+        self.send(self.http.post(self.url(path)).json(body)).await
     }
 
     async fn patch(&self, path: &str, body: &Value) -> Answer {
-        self.send(client().patch(self.url(path)).json(body)).await
+        self.send(self.http.patch(self.url(path)).json(body)).await
     }
 
     async fn delete(&self, path: &str) -> Answer {
-        self.send(client().delete(self.url(path))).await
+        self.send(self.http.delete(self.url(path))).await
     }
 
     async fn create(&self, body: &Value) -> Answer {
@@ -76,7 +81,7 @@ async fn requires_the_secret_key() {
     assert_clerk_error(&get(&url).await, 401, "authentication_invalid");
     let wrong = Answer::from(client().get(&url).bearer_auth("sk_test_wrong").send().await.unwrap()).await;
     assert_clerk_error(&wrong, 401, "authentication_invalid");
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let listed = api.get("/jwt_templates").await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.body, json!([]));
@@ -96,7 +101,7 @@ async fn configured_secret_key_is_used() {
 #[tokio::test]
 async fn creates_templates_with_defaults_and_clerks_answer_shape() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let created = api.create(&template("tinybird")).await;
     assert_eq!(created.status, 200);
     let body = &created.body;
@@ -135,7 +140,7 @@ async fn creates_templates_with_defaults_and_clerks_answer_shape() {
 #[tokio::test]
 async fn signing_key_is_write_only() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let key = "p.secret-admin-token.sig";
     let created = api.create(&keyed_template("tinybird", key)).await;
     let id = created.body["id"].as_str().unwrap().to_owned();
@@ -167,7 +172,7 @@ async fn signing_key_is_write_only() {
 #[tokio::test]
 async fn reserved_claims_are_refused() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     for claim in ["azp", "exp", "iat", "iss", "jti", "nbf", "sub"] {
         let answer = api.create(&json!({"name": format!("t_{claim}"), "claims": {claim: "x"}})).await;
         assert_clerk_error(&answer, 400, "jwt_template_reserved_claim");
@@ -182,7 +187,7 @@ async fn reserved_claims_are_refused() {
 #[tokio::test]
 async fn patch_needs_name_and_claims() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let id = api.create(&template("t")).await.body["id"].as_str().unwrap().to_owned();
     let path = format!("/jwt_templates/{id}");
     let no_name = api.patch(&path, &json!({"claims": {"a": 1}})).await;
@@ -201,7 +206,7 @@ async fn patch_needs_name_and_claims() {
 #[tokio::test]
 async fn duplicate_names_are_refused() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     api.create(&template("a")).await;
     assert_clerk_error(&api.create(&template("a")).await, 422, "form_identifier_exists");
     let b = api.create(&template("b")).await.body["id"].as_str().unwrap().to_owned();
@@ -212,7 +217,7 @@ async fn duplicate_names_are_refused() {
 #[tokio::test]
 async fn lifetime_and_clock_skew_must_be_in_range() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     for (field, value) in
         [("lifetime", 29), ("lifetime", 315_360_001), ("allowed_clock_skew", 301), ("allowed_clock_skew", -1)]
     {
@@ -235,7 +240,7 @@ async fn lifetime_and_clock_skew_must_be_in_range() {
 #[tokio::test]
 async fn unknown_templates_are_404() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     assert_clerk_error(&api.get("/jwt_templates/jtmpl_nope").await, 404, "resource_not_found");
     assert_clerk_error(
         &api.patch("/jwt_templates/jtmpl_nope", &template("x")).await,
@@ -253,7 +258,7 @@ async fn unknown_templates_are_404() {
 #[tokio::test]
 async fn deletes_templates() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let id = api.create(&template("t")).await.body["id"].as_str().unwrap().to_owned();
     let deleted = api.delete(&format!("/jwt_templates/{id}")).await;
     assert_eq!(deleted.status, 200);
@@ -264,7 +269,7 @@ async fn deletes_templates() {
 #[tokio::test]
 async fn lists_bare_or_paginated() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     for name in ["a", "b", "c"] {
         api.create(&template(name)).await;
     }
@@ -282,7 +287,7 @@ async fn lists_bare_or_paginated() {
 #[tokio::test]
 async fn default_budget_is_100_requests_per_10_seconds() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     for _ in 0..100 {
         assert_eq!(api.get("/jwt_templates").await.status, 200);
     }
@@ -296,7 +301,7 @@ async fn default_budget_is_100_requests_per_10_seconds() {
 #[tokio::test]
 async fn budget_counts_only_authenticated_calls_and_is_configurable() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let set = client()
         .put(format!("{}/_emulator/request-budget", clerk.base_url()))
         .json(&json!({"requests": 2, "window_secs": 5}))
@@ -322,7 +327,7 @@ async fn budget_counts_only_authenticated_calls_and_is_configurable() {
 #[tokio::test]
 async fn mints_tokens_with_clerks_claims_and_the_custom_key() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let mut body = keyed_template("tinybird", "the-key");
     body["lifetime"] = json!(300);
     body["allowed_clock_skew"] = json!(10);
@@ -357,7 +362,7 @@ async fn mints_tokens_with_clerks_claims_and_the_custom_key() {
 #[tokio::test]
 async fn minting_follows_the_identity_switched_at_run_time() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     api.create(&keyed_template("tinybird", "k")).await;
     let org_of = |answer: &Answer| {
         let jwt = answer.body["jwt"].as_str().unwrap();
@@ -383,7 +388,7 @@ async fn minting_follows_the_identity_switched_at_run_time() {
 #[tokio::test]
 async fn refuses_to_mint_with_the_instance_key() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     api.create(&template("plain")).await;
     let answer = api.post("/sessions/sess_1/tokens/plain", &json!({})).await;
     assert_clerk_error(&answer, 400, "emulator_unsupported");
@@ -392,7 +397,7 @@ async fn refuses_to_mint_with_the_instance_key() {
 #[tokio::test]
 async fn custom_signing_key_needs_a_key() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let answer = api
         .create(&json!({"name": "t", "claims": {}, "custom_signing_key": true, "signing_algorithm": "HS256"}))
         .await;
@@ -403,7 +408,7 @@ async fn custom_signing_key_needs_a_key() {
 #[tokio::test]
 async fn logs_requests_for_call_counting() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     let id = api.create(&template("t")).await.body["id"].as_str().unwrap().to_owned();
     api.patch(&format!("/jwt_templates/{id}"), &template("t")).await;
     api.get("/jwt_templates").await;
@@ -421,7 +426,7 @@ async fn logs_requests_for_call_counting() {
 #[tokio::test]
 async fn faults_answer_in_clerks_error_shape() {
     let clerk = start().await;
-    let api = Api { clerk: &clerk };
+    let api = Api::new(&clerk);
     clerk.add_fault(Fault::status(503).for_path_prefix("/v1/jwt_templates").times(1)).unwrap();
     assert_clerk_error(&api.get("/jwt_templates").await, 503, "internal_clerk_error");
     assert_eq!(api.get("/jwt_templates").await.status, 200);

@@ -74,7 +74,7 @@ fn refuses_an_empty_resource() {
 #[test]
 fn refuses_unknown_and_append_scope_types() {
     let (field, problem) =
-        problem("workspaceRef: {name: a}\nscopes: [{type: 'PIPES:WRITE', resource: p}]\nsecret: {}\n");
+        only_problem("workspaceRef: {name: a}\nscopes: [{type: 'PIPES:WRITE', resource: p}]\nsecret: {}\n");
     assert_eq!(field, "spec.scopes[0].type");
     assert!(problem.contains("PIPES:READ or DATASOURCES:READ"), "{problem}");
     let (_, problem) = only_problem(
@@ -85,8 +85,9 @@ fn refuses_unknown_and_append_scope_types() {
 
 #[test]
 fn refuses_null_and_empty_fixed_param_values() {
-    let (field, problem) =
-        problem("workspaceRef: {name: a}\nscopes: [{resource: p, fixedParams: {org: null}}]\nsecret: {}\n");
+    let (field, problem) = only_problem(
+        "workspaceRef: {name: a}\nscopes: [{resource: p, fixedParams: {org: null}}]\nsecret: {}\n",
+    );
     assert_eq!(field, "spec.scopes[0].fixedParams.org");
     assert!(problem.contains("fail open"), "{problem}");
     let (field, _) = only_problem(
@@ -169,7 +170,7 @@ fn refuses_invalid_token_name_characters() {
 #[test]
 fn refuses_a_filter_on_pipes_read() {
     let (field, problem) =
-        problem("workspaceRef: {name: a}\nscopes: [{resource: p, filter: \"org = 'a'\"}]\nsecret: {}\n");
+        only_problem("workspaceRef: {name: a}\nscopes: [{resource: p, filter: \"org = 'a'\"}]\nsecret: {}\n");
     assert_eq!(field, "spec.scopes[0].filter");
     assert!(problem.contains("only to DATASOURCES:READ"), "{problem}");
 }
@@ -194,7 +195,7 @@ fn refuses_shortcodes_in_filters() {
 #[test]
 fn refuses_an_invalid_secret_name() {
     let (field, _) =
-        problem("workspaceRef: {name: a}\nscopes: [{resource: p}]\nsecret: {name: Acme_Token}\n");
+        only_problem("workspaceRef: {name: a}\nscopes: [{resource: p}]\nsecret: {name: Acme_Token}\n");
     assert_eq!(field, "spec.secret.name");
 }
 
@@ -229,7 +230,7 @@ fn refuses_duplicate_scopes() {
 #[test]
 fn refuses_clerk_lifetime_and_skew_outside_clerks_bounds() {
     let (field, _) =
-        problem("workspaceRef: {name: a}\nscopes: [{resource: p}]\nclerkTemplate: {lifetime: 10s}\n");
+        only_problem("workspaceRef: {name: a}\nscopes: [{resource: p}]\nclerkTemplate: {lifetime: 10s}\n");
     assert_eq!(field, "spec.clerkTemplate.lifetime");
     let (field, _) = only_problem(
         "workspaceRef: {name: a}\nscopes: [{resource: p}]\nclerkTemplate: {allowedClockSkew: 10m}\n",
@@ -240,7 +241,7 @@ fn refuses_clerk_lifetime_and_skew_outside_clerks_bounds() {
 #[test]
 fn refuses_unknown_workspace_kind_and_rollout_kind() {
     let (field, _) =
-        problem("workspaceRef: {kind: Workspace, name: a}\nscopes: [{resource: p}]\nsecret: {}\n");
+        only_problem("workspaceRef: {kind: Workspace, name: a}\nscopes: [{resource: p}]\nsecret: {}\n");
     assert_eq!(field, "spec.workspaceRef.kind");
     let (field, _) = only_problem(
         "workspaceRef: {name: a}\nscopes: [{resource: p}]\nsecret: {rolloutRestartTargets: [{kind: Pod, name: x}]}\n",

@@ -1,0 +1,213 @@
+//! The decide stage: does this TenantAccess need a new token, and why? A pure chain of checks on
+//! what is observed (the Secret, the status, the key) at `now`, in the spirit of cert-manager's
+//! "needs re-issuing" policy chain. Re-signing only for a reason matters: a fresh `iat` changes
+//! the Secret, which restarts pods and feeds back into reconciles.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::api::TokenStatus;
+use crate::desired::access_claims;
+use crate::jwt::ParsedToken;
+use crate::names::{ANNOTATION_RENEW, secret_keys};
+use crate::validate::ValidatedAccess;
+use crate::workspace::SigningWorkspace;
+
+/// Why a new token is signed. Each maps to an event reason and a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueReason {
+    /// No Secret yet (first issuance, or the Secret was deleted).
+    SecretMissing,
+    /// The Secret has no `token` key.
+    TokenMissing,
+    /// The `token` key does not hold a JWT.
+    TokenUnparseable,
+    /// The token does not verify with the current key, and the key did not change: edited.
+    TokenInvalid,
+    /// The admin token rotated since the token was signed.
+    SigningKeyChanged,
+    /// The spec asks for other claims (scopes, params, name, limits, workspace).
+    ClaimsChanged,
+    /// The spec asks for another lifetime.
+    LifetimeChanged,
+    /// The `tenantaccess.dev/renew` annotation changed.
+    RenewRequested,
+    /// The renewal time is reached (or the token expired).
+    RenewalDue,
+}
+
+impl IssueReason {
+    /// Event reason: `Issued` for a first token, `Renewed` on schedule, `Resigned` otherwise.
+    #[must_use]
+    pub fn event_reason(self, first: bool) -> &'static str {
+        use crate::names::reason;
+        match self {
+            _ if first => reason::ISSUED,
+            Self::RenewalDue => reason::RENEWED,
+            _ => reason::RESIGNED,
+        }
+    }
+
+    /// Human explanation for events and logs.
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::SecretMissing => "the token Secret does not exist",
+            Self::TokenMissing => "the token Secret has no `token` key",
+            Self::TokenUnparseable => "the token Secret's `token` is not a JWT",
+            Self::TokenInvalid => {
+                "the token in the Secret does not verify with the workspace key (it was edited)"
+            }
+            Self::SigningKeyChanged => "the workspace admin token (signing key) rotated",
+            Self::ClaimsChanged => "the requested access (scopes, params, name, limits) changed",
+            Self::LifetimeChanged => "the requested lifetime changed",
+            Self::RenewRequested => "a renewal was requested with the tenantaccess.dev/renew annotation",
+            Self::RenewalDue => "the renewal time was reached",
+        }
+    }
+}
+
+/// What the Secret currently holds, for a token that is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentToken {
+    /// The JWT in the Secret.
+    pub jwt: String,
+    /// Its `iat`.
+    pub issued_at: Timestamp,
+    /// Its `exp`.
+    pub expires_at: Timestamp,
+    /// `exp - renewBefore`.
+    pub renewal_time: Timestamp,
+    /// Hash of its access claims.
+    pub claims_hash: String,
+}
+
+/// The decision about the token Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenDecision {
+    /// A Secret of that name exists and is not this TenantAccess's: leave it alone.
+    Conflict,
+    /// Sign a new token.
+    Issue(IssueReason),
+    /// The token stays; only metadata may need repair.
+    Keep(CurrentToken),
+}
+
+/// Everything `decide` looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The TenantAccess's uid (owner of its Secret).
+    pub owner_uid: &'a str,
+    /// The Secret with the output's name, if it exists.
+    pub secret: Option<&'a Secret>,
+    /// `status.token` of the TenantAccess.
+    pub status_token: Option<&'a TokenStatus>,
+    /// Its annotations.
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// Whether this Secret is controlled by the TenantAccess with this uid.
+#[must_use]
+pub fn is_owned_by(secret: &Secret, owner_uid: &str) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner_uid && o.controller == Some(true))
+}
+
+/// The renew annotation's value, if set.
+#[must_use]
+pub fn renew_request(annotations: Option<&BTreeMap<String, String>>) -> Option<&str> {
+    annotations.and_then(|a| a.get(ANNOTATION_RENEW)).map(String::as_str)
+}
+
+/// Decides what to do with the token at `now`.
+#[must_use]
+pub fn decide_token(
+    access: &ValidatedAccess,
+    workspace: &SigningWorkspace,
+    observed: Observed<'_>,
+    now: Timestamp,
+) -> TokenDecision {
+    let Some(secret) = observed.secret else {
+        return TokenDecision::Issue(IssueReason::SecretMissing);
+    };
+    if !is_owned_by(secret, observed.owner_uid) {
+        return TokenDecision::Conflict;
+    }
+    let Some(jwt) = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(secret_keys::TOKEN))
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+        .filter(|t| !t.trim().is_empty())
+    else {
+        return TokenDecision::Issue(IssueReason::TokenMissing);
+    };
+    let Ok(parsed) = ParsedToken::parse(&jwt) else {
+        return TokenDecision::Issue(IssueReason::TokenUnparseable);
+    };
+    if !parsed.signature_matches(&workspace.key) {
+        let signed_with_other_key = observed
+            .status_token
+            .is_some_and(|t| t.signing_key_fingerprint != workspace.signing_key_fingerprint);
+        return TokenDecision::Issue(if signed_with_other_key {
+            IssueReason::SigningKeyChanged
+        } else {
+            IssueReason::TokenInvalid
+        });
+    }
+    let (Ok(claims), Some(issued_at), Some(expires_at)) =
+        (parsed.claims(), parsed.issued_at(), parsed.expires_at())
+    else {
+        return TokenDecision::Issue(IssueReason::TokenUnparseable);
+    };
+    let desired_hash = access_claims(access, &workspace.workspace_id).hash();
+    let claims_hash = claims.access.hash();
+    if claims_hash != desired_hash {
+        return TokenDecision::Issue(IssueReason::ClaimsChanged);
+    }
+    if claims.exp - claims.iat != access.lifetime.as_secs() {
+        return TokenDecision::Issue(IssueReason::LifetimeChanged);
+    }
+    if let Some(requested) = renew_request(observed.annotations)
+        && observed.status_token.and_then(|t| t.renew_request.as_deref()) != Some(requested)
+    {
+        return TokenDecision::Issue(IssueReason::RenewRequested);
+    }
+    let renewal_time = crate::desired::renewal_time(expires_at, access);
+    if now >= renewal_time {
+        return TokenDecision::Issue(IssueReason::RenewalDue);
+    }
+    TokenDecision::Keep(CurrentToken { jwt, issued_at, expires_at, renewal_time, claims_hash })
+}
+
+/// Whether the observed Secret lacks something of the desired one: a label, an annotation, a
+/// data key or value, the owner reference. Extra labels or keys others added are left alone.
+#[must_use]
+pub fn secret_needs_repair(desired: &Secret, observed: &Secret) -> bool {
+    fn missing<V: PartialEq>(
+        desired: Option<&BTreeMap<String, V>>,
+        observed: Option<&BTreeMap<String, V>>,
+    ) -> bool {
+        desired.into_iter().flatten().any(|(k, v)| observed.and_then(|o| o.get(k)) != Some(v))
+    }
+    missing(desired.metadata.labels.as_ref(), observed.metadata.labels.as_ref())
+        || missing(desired.metadata.annotations.as_ref(), observed.metadata.annotations.as_ref())
+        || missing(desired.data.as_ref(), observed.data.as_ref())
+        || desired.metadata.owner_references.iter().flatten().any(|o| {
+            !observed
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|x| x.uid == o.uid && x.controller == o.controller)
+        })
+}
+
+#[cfg(test)]
+mod tests;

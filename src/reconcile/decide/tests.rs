@@ -1,0 +1,196 @@
+use jiff::SignedDuration;
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+use super::*;
+use crate::admin_token::AdminToken;
+use crate::admin_token::tests::fake_admin_token;
+use crate::api::{SecretKeySelector, TenantAccessSpec, WorkspaceSpec};
+use crate::desired::{IssuedToken, desired_secret, issue_token};
+use crate::validate::validate_tenant_access;
+use crate::workspace::resolve;
+
+const UID: &str = "uid-acme";
+const SPEC: &str = "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: acme}}]\nlifetime: 1h\nsecret: {}\n";
+
+fn workspace(key: &str) -> SigningWorkspace {
+    let spec = WorkspaceSpec {
+        admin_token_secret_ref: SecretKeySelector { name: "admin".into(), key: None },
+        ..WorkspaceSpec::default()
+    };
+    resolve(&spec, AdminToken::new(&fake_admin_token("ws-1", None).replace("c2lnbmF0dXJlLXRlc3Q", key)))
+        .unwrap()
+}
+
+fn access(yaml: &str) -> ValidatedAccess {
+    let spec: TenantAccessSpec = serde_saphyr::from_str(yaml).unwrap();
+    validate_tenant_access("acme", "acme", &spec).unwrap()
+}
+
+fn t0() -> Timestamp {
+    "2026-01-01T00:00:00Z".parse().unwrap()
+}
+
+fn owner() -> OwnerReference {
+    OwnerReference {
+        uid: UID.into(),
+        controller: Some(true),
+        name: "acme".into(),
+        ..OwnerReference::default()
+    }
+}
+
+/// A Secret as the operator wrote it at `t0` with `ws`'s key, and its status.
+fn issued(access: &ValidatedAccess, ws: &SigningWorkspace) -> (Secret, TokenStatus, IssuedToken) {
+    let token = issue_token(access, ws, t0()).unwrap();
+    let secret = desired_secret(access, ws, &token, 1, Some(owner())).unwrap();
+    let status = TokenStatus {
+        name: access.token_name.clone(),
+        issued_at: Time(token.issued_at),
+        expires_at: Time(token.expires_at),
+        renewal_time: Time(token.renewal_time),
+        revision: 1,
+        claims_hash: token.claims_hash.clone(),
+        signing_key_fingerprint: ws.signing_key_fingerprint.clone(),
+        secret_name: "acme".into(),
+        renew_request: None,
+    };
+    (secret, status, token)
+}
+
+fn decide(
+    access: &ValidatedAccess,
+    ws: &SigningWorkspace,
+    secret: Option<&Secret>,
+    status: Option<&TokenStatus>,
+    annotations: Option<&BTreeMap<String, String>>,
+    now: Timestamp,
+) -> TokenDecision {
+    decide_token(access, ws, Observed { owner_uid: UID, secret, status_token: status, annotations }, now)
+}
+
+#[test]
+fn issues_when_the_secret_is_missing() {
+    let access = access(SPEC);
+    assert_eq!(
+        decide(&access, &workspace("k1"), None, None, None, t0()),
+        TokenDecision::Issue(IssueReason::SecretMissing)
+    );
+}
+
+#[test]
+fn keeps_a_valid_token_until_the_renewal_time_and_renews_at_it() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (secret, status, token) = issued(&access, &ws);
+    let just_before = token.renewal_time.checked_sub(SignedDuration::from_secs(1)).unwrap();
+    match decide(&access, &ws, Some(&secret), Some(&status), None, just_before) {
+        TokenDecision::Keep(current) => {
+            assert_eq!(current.renewal_time, "2026-01-01T00:40:00Z".parse().unwrap());
+            assert_eq!(current.jwt, token.jwt);
+        }
+        other => panic!("expected Keep, got {other:?}"),
+    }
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), None, token.renewal_time),
+        TokenDecision::Issue(IssueReason::RenewalDue)
+    );
+}
+
+#[test]
+fn resigns_when_the_key_rotates() {
+    let access = access(SPEC);
+    let (secret, status, _) = issued(&access, &workspace("k1"));
+    assert_eq!(
+        decide(&access, &workspace("k2"), Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::SigningKeyChanged)
+    );
+}
+
+#[test]
+fn resigns_an_edited_token() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (mut secret, status, _) = issued(&access, &ws);
+    let forged = issue_token(&access, &workspace("attacker"), t0()).unwrap();
+    secret.data.as_mut().unwrap().insert("token".into(), ByteString(forged.jwt.into_bytes()));
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::TokenInvalid)
+    );
+    secret.data.as_mut().unwrap().insert("token".into(), ByteString(b"garbage".to_vec()));
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::TokenUnparseable)
+    );
+    secret.data.as_mut().unwrap().remove("token");
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::TokenMissing)
+    );
+}
+
+#[test]
+fn resigns_when_claims_or_lifetime_change() {
+    let ws = workspace("k1");
+    let (secret, status, _) = issued(&access(SPEC), &ws);
+    let other_params = access(&SPEC.replace("org: acme", "org: acme2"));
+    assert_eq!(
+        decide(&other_params, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::ClaimsChanged)
+    );
+    let longer = access(&SPEC.replace("lifetime: 1h", "lifetime: 2h"));
+    assert_eq!(
+        decide(&longer, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::LifetimeChanged)
+    );
+}
+
+#[test]
+fn resigns_once_per_new_renew_annotation_value() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (secret, mut status, _) = issued(&access, &ws);
+    let annotations = BTreeMap::from([(ANNOTATION_RENEW.to_owned(), "2026-01-01".to_owned())]);
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), Some(&annotations), t0()),
+        TokenDecision::Issue(IssueReason::RenewRequested)
+    );
+    status.renew_request = Some("2026-01-01".into());
+    assert!(matches!(
+        decide(&access, &ws, Some(&secret), Some(&status), Some(&annotations), t0()),
+        TokenDecision::Keep(_)
+    ));
+}
+
+#[test]
+fn leaves_a_foreign_secret_alone() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (mut secret, status, _) = issued(&access, &ws);
+    secret.metadata.owner_references = None;
+    assert_eq!(decide(&access, &ws, Some(&secret), Some(&status), None, t0()), TokenDecision::Conflict);
+}
+
+#[test]
+fn keeps_a_valid_token_even_without_status_after_a_restart() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (secret, _, _) = issued(&access, &ws);
+    assert!(matches!(decide(&access, &ws, Some(&secret), None, None, t0()), TokenDecision::Keep(_)));
+}
+
+#[test]
+fn repairs_missing_labels_and_keys_but_not_extra_ones() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (desired, _, _) = issued(&access, &ws);
+    let mut observed = desired.clone();
+    observed.metadata.labels.as_mut().unwrap().insert("added-by-someone".into(), "x".into());
+    assert!(!secret_needs_repair(&desired, &observed));
+    observed.metadata.labels.as_mut().unwrap().remove("app.kubernetes.io/managed-by");
+    assert!(secret_needs_repair(&desired, &observed));
+    let mut observed = desired.clone();
+    observed.data.as_mut().unwrap().remove("api-url");
+    assert!(secret_needs_repair(&desired, &observed));
+}

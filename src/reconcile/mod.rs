@@ -1,0 +1,3 @@
+//! The reconcile pipeline's pure stages (fetch and apply live in `crate::controller`).
+
+pub mod decide;
