@@ -194,6 +194,7 @@ start_etcd() {
   rm -rf "$dir/etcd"
   mkdir -p "$dir/etcd"
   chmod 700 "$dir/etcd"
+  # shellcheck disable=SC2016 # expanded by the inner shell: it records its own pid, then execs
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/etcd.pid" \
     "$ETCD" --name default --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
@@ -201,7 +202,7 @@ start_etcd() {
     --initial-cluster "default=http://127.0.0.1:$pport" --unsafe-no-fsync \
     --logger=zap --log-outputs=stderr \
     </dev/null >"$dir/logs/etcd.log" 2>&1 &
-  local deadline=$((SECONDS + 30)) pid=
+  local deadline=$((SECONDS + 30)) pid=''
   while [ "$SECONDS" -lt "$deadline" ]; do
     [ -n "$pid" ] || pid="$(read_pid "$dir/etcd.pid")"
     if [ -n "$pid" ] && ! alive "$pid"; then
@@ -221,6 +222,7 @@ start_etcd() {
 # start_apiserver DIR PORT ETCD_PORT: returns 1 when the apiserver exits early (port taken).
 start_apiserver() {
   local dir="$1" port="$2" eport="$3"
+  # shellcheck disable=SC2016 # expanded by the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/kube-apiserver.pid" \
     "$KUBE_APISERVER" \
     --etcd-servers="http://127.0.0.1:$eport" \
@@ -237,7 +239,7 @@ start_apiserver() {
     --endpoint-reconciler-type=none \
     </dev/null >"$dir/logs/kube-apiserver.log" 2>&1 &
   local timeout="${TENANT_ACCESS_CLUSTER_TIMEOUT:-60}"
-  local deadline=$((SECONDS + timeout)) pid= out
+  local deadline=$((SECONDS + timeout)) pid='' out
   while [ "$SECONDS" -lt "$deadline" ]; do
     [ -n "$pid" ] || pid="$(read_pid "$dir/kube-apiserver.pid")"
     if [ -n "$pid" ] && ! alive "$pid"; then
@@ -361,7 +363,7 @@ EOF
   if [ -n "$owner" ]; then
     local purge_flag=""
     [ "$purge_on_owner_exit" = 1 ] && purge_flag=--purge
-    setsid bash "$SELF" __watchdog "$dir" "$owner" "$(start_time "$owner")" $purge_flag \
+    setsid bash "$SELF" __watchdog "$dir" "$owner" "$(start_time "$owner")" ${purge_flag:+"$purge_flag"} \
       </dev/null >"$dir/logs/watchdog.log" 2>&1 &
     echo $! >"$dir/watchdog.pid" # the watchdog rewrites it with its own pid
   fi
@@ -382,7 +384,7 @@ cmd_watchdog() {
     sleep 1
   done
   echo "owner $owner exited; stopping the cluster in $dir"
-  WATCHDOG_SELF=1 "$SELF" down "$dir" $purge
+  WATCHDOG_SELF=1 "$SELF" down "$dir" ${purge:+"$purge"}
 }
 
 # --- down ---------------------------------------------------------------------------------

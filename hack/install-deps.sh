@@ -186,8 +186,10 @@ build_apiserver() {
   BUILD_WORK="$work"
   trap build_cleanup EXIT
   local started=$SECONDS
+  local blog="$CACHE/kube-apiserver-build.log" # outside $work: kept when the build fails
+  : >"$blog"
   log "building kube-apiserver $K8S_VERSION from Debian's kubernetes source package in $work"
-  log "(takes about 4-7 minutes on 2 cores; log: $work/build.log)"
+  log "(takes about 4-7 minutes on 2 cores; log: $blog)"
 
   # Private apt configuration: deb-src lines only, /etc/apt untouched.
   local aptdir="$work/apt"
@@ -215,16 +217,16 @@ EOF
   (
     export APT_CONFIG="$aptdir/apt.conf"
     cd "$work"
-    apt-get update -qq >>"$work/build.log" 2>&1 || die "apt-get update (deb-src) failed; see $work/build.log"
-    apt-get source --download-only -qq kubernetes >>"$work/build.log" 2>&1 ||
-      die "apt-get source kubernetes failed; see $work/build.log"
+    apt-get update -qq >>"$blog" 2>&1 || die "apt-get update (deb-src) failed; see $blog"
+    apt-get source --download-only -qq kubernetes >>"$blog" 2>&1 ||
+      die "apt-get source kubernetes failed; see $blog"
   )
   local dsc
   dsc="$(find "$work" -maxdepth 1 -name 'kubernetes_*.dsc' | head -n1)"
   [ -n "$dsc" ] || die "no kubernetes_*.dsc downloaded"
   log "unpacking $(basename "$dsc")"
-  (cd "$work" && dpkg-source -x "$dsc" src >>"$work/build.log" 2>&1) ||
-    die "dpkg-source -x failed; see $work/build.log"
+  (cd "$work" && dpkg-source -x "$dsc" src >>"$blog" 2>&1) ||
+    die "dpkg-source -x failed; see $blog"
   rm -f "$work"/kubernetes_*
 
   # Required fix: Go 1.19 breaks the vendored reflect2 v1.0.1 (nil dereference in
@@ -252,14 +254,14 @@ EOF
     unset XDG_CACHE_HOME GOPATH GOROOT
     env HOME="$work/home" GOCACHE="$work/home/go-build" GOTMPDIR="" \
       CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off GO111MODULE=on \
-      make WHAT=cmd/kube-apiserver >>"$work/build.log" 2>&1
+      make WHAT=cmd/kube-apiserver >>"$blog" 2>&1
   ) || {
-    tail -n 40 "$work/build.log" >&2
-    die "kube-apiserver build failed; see $work/build.log"
+    tail -n 40 "$blog" >&2
+    die "kube-apiserver build failed; see $blog"
   }
   local out="$work/src/_output/bin/kube-apiserver"
   [ -x "$out" ] || out="$(find "$work/src/_output" -type f -name kube-apiserver | head -n1)"
-  [ -n "$out" ] && [ -x "$out" ] || die "build produced no kube-apiserver binary"
+  if [ -z "$out" ] || [ ! -x "$out" ]; then die "build produced no kube-apiserver binary"; fi
   local v
   v="$("$out" --version 2>/dev/null || true)"
   [ "$v" = "Kubernetes $K8S_VERSION" ] || die "built binary reports '$v', expected 'Kubernetes $K8S_VERSION'"

@@ -33,21 +33,21 @@ while IFS= read -r line; do
     KUBE_APISERVER=* | ETCD=* | HELM=*) export "${line?}" ;;
   esac
 done < <("$HACK_DIR/install-deps.sh" --print-env)
-[ -n "${KUBE_APISERVER:-}" ] && [ -n "${ETCD:-}" ] ||
-  {
-    echo "with-cluster: hack/install-deps.sh failed" >&2
-    exit 1
-  }
+if [ -z "${KUBE_APISERVER:-}" ] || [ -z "${ETCD:-}" ]; then
+  echo "with-cluster: hack/install-deps.sh failed" >&2
+  exit 1
+fi
 
 CLUSTER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tenant-access-cluster.XXXXXX")"
 purge_flag=--purge
 [ "${TENANT_ACCESS_KEEP_CLUSTER_DIR:-0}" = 1 ] && purge_flag=
 
+# shellcheck disable=SC2317 # invoked through the EXIT trap
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  "$HACK_DIR/cluster.sh" down "$CLUSTER_DIR" $purge_flag || true
-  [ -z "$purge_flag" ] && echo "with-cluster: cluster files kept in $CLUSTER_DIR" >&2
+  "$HACK_DIR/cluster.sh" down "$CLUSTER_DIR" ${purge_flag:+"$purge_flag"} || true
+  if [ -z "$purge_flag" ]; then echo "with-cluster: cluster files kept in $CLUSTER_DIR" >&2; fi
   exit "$rc"
 }
 trap cleanup EXIT

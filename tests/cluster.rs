@@ -176,6 +176,7 @@ async fn kubectl_explain_shows_field_documentation() {
         description.len() > 10 && !description.contains("<empty>"),
         "scopes has no documentation: {text}"
     );
+    assert!(text.contains("-required-"), "required fields are marked: {text}");
     for field in ["resource", "type", "fixedParams"] {
         assert!(text.contains(field), "field {field} missing: {text}");
     }

@@ -4,6 +4,7 @@
 mod crd;
 mod inspect;
 mod render;
+mod run;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,8 @@ enum Command {
     Render(render::RenderArgs),
     /// Decode and explain a Tinybird JWT; verify it with --admin-token-file.
     Inspect(inspect::InspectArgs),
+    /// Run the operator (the controllers) against the cluster.
+    Run(run::RunArgs),
 }
 
 /// Runs a parsed command line. Errors are printed as one line on stderr.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd(args) => crd::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,114 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::CliError;
+use crate::controller::{RunConfig, run as run_controllers};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "TENANT_ACCESS_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace holding ClusterTinybirdWorkspace admin tokens (the operator's own).
+    #[arg(long, env = "TENANT_ACCESS_CLUSTER_RESOURCE_NAMESPACE", default_value = "tenant-access-system")]
+    cluster_resource_namespace: String,
+    /// Concurrent reconciles per controller.
+    #[arg(long, env = "TENANT_ACCESS_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Re-check every object at least this often (seconds).
+    #[arg(long, env = "TENANT_ACCESS_RESYNC_SECONDS", default_value_t = 600)]
+    resync_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "TENANT_ACCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (e.g. `info`, `tenant_access=debug`); RUST_LOG overrides it.
+    #[arg(long, env = "TENANT_ACCESS_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "TENANT_ACCESS_KUBECONFIG")]
+    kubeconfig: Option<String>,
+    /// Name of this replica, for events (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    init_logging(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let client = client(args.kubeconfig.as_deref()).await?;
+        let config = RunConfig {
+            namespace: args.namespace,
+            cluster_resource_namespace: args.cluster_resource_namespace,
+            concurrency: args.concurrency,
+            resync: Duration::from_secs(args.resync_seconds.max(10)),
+            instance: args.instance,
+        };
+        run_controllers(client, config, shutdown_signal()).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn client(kubeconfig: Option<&str>) -> Result<kube::Client, CliError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| CliError::Input(format!("no Kubernetes configuration found: {e}")))?,
+    };
+    kube::Client::try_from(config)
+        .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested: finishing in-flight reconciles");
+}
+
+fn init_logging(args: &RunArgs) -> Result<(), CliError> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log_level))
+        .map_err(|e| CliError::Input(format!("--log-level {:?}: {e}", args.log_level)))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let result = match args.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| CliError::Input(format!("initialising logging: {e}")))
+}

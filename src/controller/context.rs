@@ -1,0 +1,162 @@
+//! What every reconcile shares: the client, the caches, the event recorder, the settings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, core::PartialObjectMeta};
+
+use super::keys::KeyStore;
+use crate::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
+use crate::backoff::{Backoff, jitter};
+use crate::names::OPERATOR_NAME;
+use crate::redact::redact;
+
+/// Settings of a running operator.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace of ClusterTinybirdWorkspace admin tokens (the operator's own).
+    pub cluster_resource_namespace: String,
+    /// Backoff of failing objects.
+    pub backoff: Backoff,
+    /// Re-check interval of healthy objects when nothing else schedules them.
+    pub resync: Duration,
+}
+
+/// The shared state of the reconcilers.
+#[derive(Clone)]
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Settings.
+    pub settings: Settings,
+    /// Workspace keys.
+    pub keys: KeyStore,
+    /// TenantAccess cache.
+    pub tenant_accesses: Store<TenantAccess>,
+    /// Namespaced workspaces cache.
+    pub workspaces: Store<TinybirdWorkspace>,
+    /// Cluster workspaces cache.
+    pub cluster_workspaces: Store<ClusterTinybirdWorkspace>,
+    /// Namespaces (metadata only), for `allowedNamespaces`.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Managed Secrets (label-selected), to compare without a GET.
+    pub managed_secrets: Store<Secret>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for backoff.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// The clock.
+    clock: fn() -> Timestamp,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// The caches a Context reads.
+#[allow(missing_debug_implementations)]
+#[derive(Clone)]
+pub struct Caches {
+    /// TenantAccess cache.
+    pub tenant_accesses: Store<TenantAccess>,
+    /// Namespaced workspaces cache.
+    pub workspaces: Store<TinybirdWorkspace>,
+    /// Cluster workspaces cache.
+    pub cluster_workspaces: Store<ClusterTinybirdWorkspace>,
+    /// Namespaces cache.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Managed Secrets cache.
+    pub managed_secrets: Store<Secret>,
+}
+
+impl Context {
+    /// A context over the given caches.
+    #[must_use]
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        caches: Caches,
+        keys: KeyStore,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter { controller: OPERATOR_NAME.to_owned(), instance };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            keys,
+            tenant_accesses: caches.tenant_accesses,
+            workspaces: caches.workspaces,
+            cluster_workspaces: caches.cluster_workspaces,
+            namespaces: caches.namespaces,
+            managed_secrets: caches.managed_secrets,
+            failures: Arc::default(),
+            clock: Timestamp::now,
+        }
+    }
+
+    /// Now, by the context's clock.
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Publishes an event about `object`; the note is redacted. Failures are logged, never fatal.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(truncate(&redact(note, &[]), 1000)),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%reason, error = %redact(&error.to_string(), &[]), "could not publish event");
+        }
+    }
+
+    /// Records a failure of `object` and returns the backoff delay before the next attempt.
+    #[must_use]
+    pub fn record_failure<K: Resource<DynamicType = ()>>(&self, object: &K) -> (u32, Duration) {
+        let key = ObjectRef::from_obj(object).to_string();
+        let attempts = self.failures.lock().map_or(1, |mut failures| {
+            let count = failures.entry(key.clone()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        });
+        (attempts, self.settings.backoff.delay(attempts, jitter(&key)))
+    }
+
+    /// Forgets the failures of `object` after a success.
+    pub fn record_success<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        let key = ObjectRef::from_obj(object).to_string();
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&key);
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].to_owned()
+}

@@ -1,0 +1,232 @@
+//! The running operator: watches, caches and the two reconcilers (workspaces, TenantAccess).
+
+pub mod context;
+pub mod error;
+pub mod keys;
+pub mod tenants;
+pub mod workspaces;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt as _, future};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt as _, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use self::context::{Caches, Context, Settings};
+use self::keys::{KeyStore, SecretKey};
+use crate::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
+use crate::names::{LABEL_MANAGED_BY, OPERATOR_NAME};
+use crate::validate::WorkspaceKind;
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Watch only this namespace (None: all namespaces).
+    pub namespace: Option<String>,
+    /// Namespace of ClusterTinybirdWorkspace admin tokens.
+    pub cluster_resource_namespace: String,
+    /// Concurrent reconciles per controller.
+    pub concurrency: u16,
+    /// Re-check interval when nothing else schedules an object.
+    pub resync: Duration,
+    /// Name of this replica (pod name), for events.
+    pub instance: Option<String>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn managed_selector() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
+}
+
+/// Runs the controllers until `shutdown` resolves (then finishes in-flight reconciles).
+pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let shutdown = shutdown.shared();
+    let ns = config.namespace.as_deref();
+    let keys = KeyStore::default();
+
+    // Managed Secrets: cached (they are ours), managedFields dropped to keep memory small.
+    let (managed_secrets, secret_writer) = reflector::store::<Secret>();
+    let managed_secret_stream = reflector::reflector(
+        secret_writer,
+        watcher(api::<Secret>(&client, ns), managed_selector()).modify(|s| s.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+
+    // Namespaces, metadata only: for allowedNamespaces and re-evaluation on label changes.
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_stream = reflector::reflector(
+        namespace_writer,
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+            .modify(|n| n.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+
+    let workspace_controller =
+        Controller::new(api::<TinybirdWorkspace>(&client, ns), watcher::Config::default());
+    let cluster_workspace_controller =
+        Controller::new(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default());
+    let tenant_controller = Controller::new(api::<TenantAccess>(&client, ns), watcher::Config::default());
+
+    let caches = Caches {
+        tenant_accesses: tenant_controller.store(),
+        workspaces: workspace_controller.store(),
+        cluster_workspaces: cluster_workspace_controller.store(),
+        namespaces,
+        managed_secrets,
+    };
+    let settings = Settings {
+        cluster_resource_namespace: config.cluster_resource_namespace.clone(),
+        backoff: crate::backoff::Backoff::default(),
+        resync: config.resync,
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        caches.clone(),
+        keys.clone(),
+        config.instance.clone(),
+    ));
+
+    // Admin-token Secrets are watched metadata-only, with no cache: an event only says "this
+    // Secret changed", mapped to the workspaces that reference it.
+    let admin_secret_events =
+        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default()).touched_objects();
+    let workspaces_for_secret = {
+        let workspaces = caches.workspaces.clone();
+        let keys = keys.clone();
+        move |secret: PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            let refs: Vec<ObjectRef<TinybirdWorkspace>> = workspaces
+                .state()
+                .iter()
+                .filter(|ws| {
+                    ws.namespace().as_deref() == Some(namespace.as_str())
+                        && ws.spec.workspace.admin_token_secret_ref.name == name
+                })
+                .map(|ws| ObjectRef::from_obj(ws.as_ref()))
+                .collect();
+            if !refs.is_empty() {
+                keys.observe_secret(SecretKey { namespace, name }, secret.resource_version());
+            }
+            refs
+        }
+    };
+    let cluster_admin_secret_events = watcher(
+        Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &config.cluster_resource_namespace),
+        watcher::Config::default(),
+    )
+    .touched_objects();
+    let cluster_workspaces_for_secret = {
+        let workspaces = caches.cluster_workspaces.clone();
+        let keys = keys.clone();
+        move |secret: PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            let refs: Vec<ObjectRef<ClusterTinybirdWorkspace>> = workspaces
+                .state()
+                .iter()
+                .filter(|ws| ws.spec.workspace.admin_token_secret_ref.name == name)
+                .map(|ws| ObjectRef::from_obj(ws.as_ref()))
+                .collect();
+            if !refs.is_empty() {
+                keys.observe_secret(SecretKey { namespace, name }, secret.resource_version());
+            }
+            refs
+        }
+    };
+
+    let controller_config = kube::runtime::controller::Config::default().concurrency(config.concurrency);
+    let workspaces = workspace_controller
+        .with_config(controller_config.clone())
+        .watches_stream(admin_secret_events, workspaces_for_secret)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            workspaces::reconcile::<TinybirdWorkspace>,
+            workspaces::error_policy::<TinybirdWorkspace>,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let cluster_workspaces = cluster_workspace_controller
+        .with_config(controller_config.clone())
+        .watches_stream(cluster_admin_secret_events, cluster_workspaces_for_secret)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            workspaces::reconcile::<ClusterTinybirdWorkspace>,
+            workspaces::error_policy::<ClusterTinybirdWorkspace>,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+
+    let tenants = tenant_controller
+        .with_config(controller_config)
+        .owns_stream(managed_secret_stream)
+        .owns(api::<ConfigMap>(&client, ns), managed_selector())
+        .watches(api::<TinybirdWorkspace>(&client, ns), watcher::Config::default(), {
+            let tenants = caches.tenant_accesses.clone();
+            move |ws: TinybirdWorkspace| {
+                dependents(&tenants, WorkspaceKind::Namespaced, ws.namespace().as_deref(), &ws.name_any())
+            }
+        })
+        .watches(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default(), {
+            let tenants = caches.tenant_accesses.clone();
+            move |ws: ClusterTinybirdWorkspace| {
+                dependents(&tenants, WorkspaceKind::Cluster, None, &ws.name_any())
+            }
+        })
+        .watches_stream(namespace_stream, {
+            let tenants = caches.tenant_accesses.clone();
+            move |namespace: PartialObjectMeta<Namespace>| {
+                let name = namespace.name_any();
+                tenants
+                    .state()
+                    .iter()
+                    .filter(|ta| ta.namespace().as_deref() == Some(name.as_str()))
+                    .map(|ta| ObjectRef::from_obj(ta.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(tenants::reconcile, tenants::error_policy, ctx.clone())
+        .for_each(|_| future::ready(()));
+
+    tracing::info!(namespace = ns.unwrap_or("<all>"), cluster_resource_namespace = %config.cluster_resource_namespace, "operator started");
+    future::join3(workspaces, cluster_workspaces, tenants).await;
+    tracing::info!("operator stopped");
+}
+
+/// The TenantAccess resources that use a workspace.
+fn dependents(
+    tenants: &Store<TenantAccess>,
+    kind: WorkspaceKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<TenantAccess>> {
+    tenants
+        .state()
+        .iter()
+        .filter(|ta| {
+            let ta_kind = match ta.spec.workspace_ref.kind.as_deref() {
+                Some(crate::api::KIND_CLUSTER_WORKSPACE) => WorkspaceKind::Cluster,
+                _ => WorkspaceKind::Namespaced,
+            };
+            ta_kind == kind
+                && ta.spec.workspace_ref.name == name
+                && (kind == WorkspaceKind::Cluster || ta.namespace().as_deref() == namespace)
+        })
+        .map(|ta| ObjectRef::from_obj(ta.as_ref()))
+        .collect()
+}

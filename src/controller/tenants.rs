@@ -1,0 +1,494 @@
+//! The TenantAccess reconciler: fetch -> validate -> decide -> build -> apply -> status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+
+use super::context::Context;
+use super::error::Error;
+use super::keys::{WorkspaceKey, WorkspaceProblem};
+use super::workspaces::{refresh_entry, workspace_key};
+use crate::api::{TenantAccess, TenantAccessStatus, TokenStatus};
+use crate::backoff::jitter;
+use crate::conditions::{DesiredCondition, find, remove_condition, set_condition};
+use crate::desired::{
+    IssuedToken, clerk_configmap_name, clerk_template, desired_clerk_configmap, desired_secret, issue_token,
+};
+use crate::names::{ANNOTATION_REVISION, FIELD_MANAGER, condition, reason};
+use crate::reconcile::decide::{Observed, TokenDecision, decide_token, renew_request, secret_needs_repair};
+use crate::selector;
+use crate::validate::{ValidatedAccess, WorkspaceKind, validate_tenant_access};
+use crate::workspace::SigningWorkspace;
+
+/// Reconciles one TenantAccess.
+///
+/// # Errors
+/// Transient API errors (retried with backoff); expected problems become conditions.
+pub async fn reconcile(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!("reconcile", kind = "TenantAccess", namespace = %access.namespace().unwrap_or_default(), name = %access.name_any());
+    tracing::Instrument::instrument(reconcile_inner(access, ctx), span).await
+}
+
+async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = access.namespace().unwrap_or_default();
+    let name = access.name_any();
+    if access.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let now = ctx.now();
+    let previous = access.status.clone().unwrap_or_default();
+    let mut report = Report::new(&access, previous.clone(), now);
+
+    let validated = match validate_tenant_access(&namespace, &name, &access.spec) {
+        Ok(validated) => validated,
+        Err(invalid) => {
+            let message = format!("{invalid}; nothing is issued until the spec is fixed");
+            report.refuse(reason::INVALID_SPEC, &message);
+            report.finish(&ctx, &access).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    for warning in &validated.warnings {
+        tracing::debug!(%warning, "spec warning");
+    }
+
+    let signer = match signing_workspace(&access, &validated, &ctx).await? {
+        Ok(signer) => signer,
+        Err(problem) => {
+            report.refuse(problem.reason, &problem.message);
+            report.finish(&ctx, &access).await?;
+            let (_, delay) = ctx.record_failure(access.as_ref());
+            return Ok(Action::requeue(delay));
+        }
+    };
+
+    let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
+    let mut healthy = true;
+    if validated.secret.is_some() {
+        match reconcile_secret(&access, &validated, &signer, &ctx, &mut report).await? {
+            Some(renewal_time) => next_check = next_check.min(renewal_time),
+            None => healthy = false,
+        }
+    } else {
+        remove_condition(&mut report.status.conditions, condition::TOKEN_ISSUED);
+        report.status.token = None;
+    }
+    if let Some(output) = &validated.clerk_template {
+        let template = clerk_template(&validated, output, &signer.workspace_id);
+        let configmap = desired_clerk_configmap(&validated, &template, access.controller_owner_ref(&()));
+        apply_configmap(&ctx, &namespace, &configmap).await?;
+    }
+
+    if healthy {
+        report.ready(&validated);
+        ctx.record_success(access.as_ref());
+    }
+    report.finish(&ctx, &access).await?;
+    if !healthy {
+        let (_, delay) = ctx.record_failure(access.as_ref());
+        return Ok(Action::requeue(delay));
+    }
+    Ok(Action::requeue(requeue_after(now, next_check, &validated, &name)))
+}
+
+/// Time until the next check, with a small jitter *after* it (never renew early) so that tokens
+/// issued together do not all renew in the same instant.
+fn requeue_after(now: Timestamp, at: Timestamp, access: &ValidatedAccess, key: &str) -> Duration {
+    let until = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+    let spread = Duration::try_from(access.renew_before / 20).unwrap_or_default().min(Duration::from_secs(5));
+    until + spread.mul_f64(jitter(key))
+}
+
+/// The workspace's signer, after the isolation checks.
+async fn signing_workspace(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    ctx: &Context,
+) -> Result<Result<SigningWorkspace, WorkspaceProblem>, Error> {
+    let namespace = &validated.namespace;
+    let name = &validated.workspace_name;
+    let not_found = |what: String| WorkspaceProblem { reason: reason::WORKSPACE_NOT_FOUND, message: what };
+    let entry = match validated.workspace_kind {
+        WorkspaceKind::Namespaced => {
+            let Some(workspace) = ctx.workspaces.get(&ObjectRef::new(name).within(namespace)) else {
+                return Ok(Err(not_found(format!(
+                    "TinybirdWorkspace {namespace}/{name} does not exist: a TenantAccess can use a TinybirdWorkspace of its own namespace, or a ClusterTinybirdWorkspace (workspaceRef.kind)"
+                ))));
+            };
+            cached_or_load(workspace.as_ref(), ctx).await?
+        }
+        WorkspaceKind::Cluster => {
+            let Some(workspace) = ctx.cluster_workspaces.get(&ObjectRef::new(name)) else {
+                return Ok(Err(not_found(format!("ClusterTinybirdWorkspace {name} does not exist"))));
+            };
+            if let Err(problem) = admits_namespace(workspace.as_ref(), namespace, ctx) {
+                return Ok(Err(problem));
+            }
+            cached_or_load(workspace.as_ref(), ctx).await?
+        }
+    };
+    let _ = access;
+    Ok(entry.signer.clone().map_err(|problem| WorkspaceProblem {
+        reason: reason::WORKSPACE_NOT_READY,
+        message: format!(
+            "{} {name} cannot sign ({}): {}",
+            validated.workspace_kind.kind_name(),
+            problem.reason,
+            problem.message
+        ),
+    }))
+}
+
+async fn cached_or_load<W: super::workspaces::Workspace>(
+    workspace: &W,
+    ctx: &Context,
+) -> Result<Arc<super::keys::WorkspaceEntry>, Error> {
+    let key: WorkspaceKey = workspace_key(workspace);
+    match ctx.keys.current(&key, workspace.meta().generation) {
+        Some(entry) => Ok(entry),
+        None => refresh_entry(workspace, ctx).await,
+    }
+}
+
+fn admits_namespace(
+    workspace: &crate::api::ClusterTinybirdWorkspace,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(), WorkspaceProblem> {
+    let name = workspace.name_any();
+    let refuse = |message: String| Err(WorkspaceProblem { reason: reason::NAMESPACE_NOT_ALLOWED, message });
+    let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref())
+    else {
+        return refuse(format!(
+            "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
+        ));
+    };
+    let labels = ctx
+        .namespaces
+        .get(&ObjectRef::new(namespace))
+        .and_then(|ns| ns.metadata.labels.clone())
+        .unwrap_or_default();
+    match selector::matches(selector, &labels) {
+        Ok(true) => Ok(()),
+        Ok(false) => refuse(format!(
+            "ClusterTinybirdWorkspace {name} does not admit namespace {namespace}: its labels do not match spec.policy.allowedNamespaces"
+        )),
+        Err(error) => {
+            refuse(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}"))
+        }
+    }
+}
+
+/// Decides and applies the token Secret. Returns the renewal time, or None when refused.
+async fn reconcile_secret(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    ctx: &Context,
+    report: &mut Report,
+) -> Result<Option<Timestamp>, Error> {
+    let Some(output) = &validated.secret else { return Ok(None) };
+    let namespace = &validated.namespace;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = match ctx.managed_secrets.get(&ObjectRef::new(&output.name).within(namespace)) {
+        Some(secret) => Some(secret.as_ref().clone()),
+        None => secrets.get_opt(&output.name).await.map_err(Error::ReadSecret)?,
+    };
+    let owner_uid = access.uid().unwrap_or_default();
+    let status_token = report.previous.token.clone();
+    let decision = decide_token(
+        validated,
+        signer,
+        Observed {
+            owner_uid: &owner_uid,
+            secret: existing.as_ref(),
+            status_token: status_token.as_ref(),
+            annotations: access.metadata.annotations.as_ref(),
+        },
+        report.now,
+    );
+    let secret_revision = existing
+        .as_ref()
+        .and_then(|s| s.metadata.annotations.as_ref()?.get(ANNOTATION_REVISION)?.parse::<i64>().ok());
+    let known_revision = status_token.as_ref().map(|t| t.revision).max(secret_revision).unwrap_or(0);
+    let owner = access.controller_owner_ref(&());
+
+    match decision {
+        TokenDecision::Conflict => {
+            let message = format!(
+                "Secret {namespace}/{} exists and is not managed by this TenantAccess: it was left alone; delete it or choose another spec.secret.name",
+                output.name
+            );
+            report.refuse(reason::SECRET_CONFLICT, &message);
+            Ok(None)
+        }
+        TokenDecision::Issue(issue_reason) => {
+            let token = issue_token(validated, signer, report.now)?;
+            let revision = known_revision + 1;
+            let Some(secret) = desired_secret(validated, signer, &token, revision, owner) else {
+                return Ok(None);
+            };
+            apply_secret(&secrets, &secret).await?;
+            let first = status_token.is_none() && existing.is_none();
+            let event_reason = issue_reason.event_reason(first);
+            report.token_written(
+                validated,
+                signer,
+                &token,
+                revision,
+                renew_request(access.metadata.annotations.as_ref()),
+            );
+            report.set(DesiredCondition::holds(
+                condition::TOKEN_ISSUED,
+                event_reason,
+                format!(
+                    "token revision {revision} expires at {}, renews at {}",
+                    token.expires_at, token.renewal_time
+                ),
+            ));
+            ctx.publish(
+                access,
+                EventType::Normal,
+                event_reason,
+                "SignToken",
+                &format!(
+                    "signed token revision {revision} into Secret {} because {} (key {}, expires {})",
+                    output.name,
+                    issue_reason.describe(),
+                    signer.signing_key_fingerprint,
+                    token.expires_at
+                ),
+            )
+            .await;
+            tracing::info!(reason = event_reason, revision, secret = %output.name, why = issue_reason.describe(), "token signed");
+            rollout_restart(access, validated, revision, ctx).await;
+            Ok(Some(token.renewal_time))
+        }
+        TokenDecision::Keep(current) => {
+            let revision = known_revision.max(1);
+            let token = IssuedToken {
+                jwt: current.jwt.clone(),
+                claims_hash: current.claims_hash.clone(),
+                issued_at: current.issued_at,
+                expires_at: current.expires_at,
+                renewal_time: current.renewal_time,
+            };
+            if let (Some(desired), Some(observed)) =
+                (desired_secret(validated, signer, &token, revision, owner), existing.as_ref())
+                && secret_needs_repair(&desired, observed)
+            {
+                apply_secret(&secrets, &desired).await?;
+                tracing::info!(secret = %output.name, "repaired token Secret metadata");
+                ctx.publish(
+                    access,
+                    EventType::Normal,
+                    "Repaired",
+                    "RepairSecret",
+                    &format!("restored labels, owner or keys of Secret {} (token kept)", output.name),
+                )
+                .await;
+            }
+            let requested = status_token.as_ref().and_then(|t| t.renew_request.clone());
+            report.token_written(validated, signer, &token, revision, requested.as_deref());
+            let reason = find(&report.previous.conditions, condition::TOKEN_ISSUED)
+                .filter(|c| c.status == "True")
+                .map_or(reason::ISSUED, |c| match c.reason.as_str() {
+                    reason::RENEWED => reason::RENEWED,
+                    reason::RESIGNED => reason::RESIGNED,
+                    _ => reason::ISSUED,
+                });
+            report.set(DesiredCondition::holds(
+                condition::TOKEN_ISSUED,
+                reason,
+                format!(
+                    "token revision {revision} expires at {}, renews at {}",
+                    current.expires_at, current.renewal_time
+                ),
+            ));
+            Ok(Some(current.renewal_time))
+        }
+    }
+}
+
+async fn apply_secret(secrets: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    secrets
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret))
+        .await
+        .map_err(Error::WriteSecret)?;
+    Ok(())
+}
+
+async fn apply_configmap(ctx: &Context, namespace: &str, configmap: &ConfigMap) -> Result<(), Error> {
+    let name = configmap.metadata.name.clone().unwrap_or_else(|| clerk_configmap_name(""));
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Ok(Some(existing)) = api.get_opt(&name).await
+        && existing.data == configmap.data
+        && existing.metadata.owner_references == configmap.metadata.owner_references
+        && configmap.metadata.labels.iter().flatten().all(|(k, v)| existing.labels().get(k) == Some(v))
+    {
+        return Ok(());
+    }
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(configmap))
+        .await
+        .map_err(Error::WriteConfigMap)?;
+    Ok(())
+}
+
+/// Patches each listed workload's pod template with the new revision; failures are warned about
+/// and do not block the token.
+async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, revision: i64, ctx: &Context) {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    let Some(output) = &validated.secret else { return };
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {ANNOTATION_REVISION: revision.to_string()}}}}});
+    let params = PatchParams::default();
+    for (kind, name) in &output.rollout_restart_targets {
+        let client = ctx.client.clone();
+        let namespace = &validated.namespace;
+        let result = match kind.as_str() {
+            "Deployment" => Api::<Deployment>::namespaced(client, namespace)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+            "StatefulSet" => Api::<StatefulSet>::namespaced(client, namespace)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+            _ => Api::<DaemonSet>::namespaced(client, namespace)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => {
+                ctx.publish(
+                    access,
+                    EventType::Normal,
+                    "RolloutRestarted",
+                    "RolloutRestart",
+                    &format!("{kind} {name} restarted for token revision {revision}"),
+                )
+                .await;
+            }
+            Err(error) => {
+                let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source: error };
+                ctx.publish(
+                    access,
+                    EventType::Warning,
+                    "RolloutRestartFailed",
+                    "RolloutRestart",
+                    &error.redacted(),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// The status being built by one reconcile.
+struct Report {
+    previous: TenantAccessStatus,
+    status: TenantAccessStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+}
+
+impl Report {
+    fn new(access: &TenantAccess, previous: TenantAccessStatus, now: Timestamp) -> Self {
+        let mut status = previous.clone();
+        status.observed_generation = access.meta().generation;
+        Self { previous, status, generation: access.meta().generation, now }
+    }
+
+    fn set(&mut self, condition: DesiredCondition) {
+        set_condition(&mut self.status.conditions, condition, self.generation, self.now);
+    }
+
+    /// Nothing is issued: Ready and TokenIssued false with the reason. What was issued before
+    /// stays where it is.
+    fn refuse(&mut self, reason: &'static str, message: &str) {
+        self.set(DesiredCondition::fails(condition::READY, reason, message));
+        self.set(DesiredCondition::fails(condition::TOKEN_ISSUED, reason, message));
+        self.status.failed_attempts = Some(self.previous.failed_attempts.unwrap_or(0).saturating_add(1));
+    }
+
+    fn ready(&mut self, validated: &ValidatedAccess) {
+        let mut outputs = Vec::new();
+        if let Some(secret) = &validated.secret {
+            outputs.push(format!("token in Secret {}", secret.name));
+        }
+        if validated.clerk_template.is_some() {
+            outputs.push(format!("Clerk template in ConfigMap {}", clerk_configmap_name(&validated.name)));
+        }
+        self.set(DesiredCondition::holds(condition::READY, reason::READY, outputs.join("; ")));
+        self.status.failed_attempts = None;
+    }
+
+    fn token_written(
+        &mut self,
+        validated: &ValidatedAccess,
+        signer: &SigningWorkspace,
+        token: &IssuedToken,
+        revision: i64,
+        renew_request: Option<&str>,
+    ) {
+        self.status.token = Some(TokenStatus {
+            name: validated.token_name.clone(),
+            issued_at: Time(token.issued_at),
+            expires_at: Time(token.expires_at),
+            renewal_time: Time(token.renewal_time),
+            revision,
+            claims_hash: token.claims_hash.clone(),
+            signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
+            secret_name: validated.secret.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+            renew_request: renew_request.map(str::to_owned),
+        });
+    }
+
+    /// Writes the status if it changed, and announces a new refusal once.
+    async fn finish(self, ctx: &Context, access: &TenantAccess) -> Result<(), Error> {
+        let was = find(&self.previous.conditions, condition::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+        let now = find(&self.status.conditions, condition::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+        if let Some((status, reason, message)) = &now
+            && status == "False"
+            && was.as_ref() != now.as_ref()
+        {
+            ctx.publish(access, EventType::Warning, reason, "Reconcile", message).await;
+        }
+        if self.status == self.previous {
+            return Ok(());
+        }
+        let api: Api<TenantAccess> =
+            Api::namespaced(ctx.client.clone(), &access.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": TenantAccess::api_version(&()),
+            "kind": TenantAccess::kind(&()),
+            "status": self.status,
+        });
+        api.patch_status(
+            &access.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::WriteStatus)?;
+        Ok(())
+    }
+}
+
+/// Backoff on transient errors.
+pub fn error_policy(access: Arc<TenantAccess>, error: &Error, ctx: Arc<Context>) -> Action {
+    let (attempts, delay) = ctx.record_failure(access.as_ref());
+    tracing::warn!(namespace = %access.namespace().unwrap_or_default(), name = %access.name_any(), attempts, category = error.category(), error = %error.redacted(), "reconcile failed");
+    Action::requeue(delay)
+}
