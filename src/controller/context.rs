@@ -25,6 +25,8 @@ pub struct Settings {
     pub backoff: Backoff,
     /// Re-check interval of healthy objects when nothing else schedules them.
     pub resync: Duration,
+    /// Whether the operator watches every namespace (and so may use cluster workspaces).
+    pub cluster_wide: bool,
 }
 
 /// The shared state of the reconcilers.

@@ -63,7 +63,9 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         secret_writer,
         watcher(api::<Secret>(&client, ns), managed_selector()).modify(|s| s.managed_fields_mut().clear()),
     )
-    .applied_objects();
+    // Deletions too: a deleted Secret (or one whose managed-by label was removed, which leaves
+    // the selection) must be restored.
+    .touched_objects();
 
     // Namespaces, metadata only: for allowedNamespaces and re-evaluation on label changes.
     let (namespaces, namespace_writer) = reflector::store();
@@ -91,6 +93,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         cluster_resource_namespace: config.cluster_resource_namespace.clone(),
         backoff: crate::backoff::Backoff::default(),
         resync: config.resync,
+        cluster_wide: ns.is_none(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -160,18 +163,25 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
-    let cluster_workspaces = cluster_workspace_controller
-        .with_config(controller_config.clone())
-        .watches_stream(cluster_admin_secret_events, cluster_workspaces_for_secret)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            workspaces::reconcile::<ClusterTinybirdWorkspace>,
-            workspaces::error_policy::<ClusterTinybirdWorkspace>,
-            ctx.clone(),
-        )
-        .for_each(|_| future::ready(()));
+    // A single-namespace install has no cluster-wide rights: it serves TinybirdWorkspaces only.
+    let cluster_wide = ns.is_none();
+    let cluster_workspaces = if cluster_wide {
+        cluster_workspace_controller
+            .with_config(controller_config.clone())
+            .watches_stream(cluster_admin_secret_events, cluster_workspaces_for_secret)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                workspaces::reconcile::<ClusterTinybirdWorkspace>,
+                workspaces::error_policy::<ClusterTinybirdWorkspace>,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()))
+            .boxed()
+    } else {
+        future::ready(()).boxed()
+    };
 
-    let tenants = tenant_controller
+    let mut tenants = tenant_controller
         .with_config(controller_config)
         .owns_stream(managed_secret_stream)
         .owns(api::<ConfigMap>(&client, ns), managed_selector())
@@ -180,25 +190,29 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
             move |ws: TinybirdWorkspace| {
                 dependents(&tenants, WorkspaceKind::Namespaced, ws.namespace().as_deref(), &ws.name_any())
             }
-        })
-        .watches(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default(), {
-            let tenants = caches.tenant_accesses.clone();
-            move |ws: ClusterTinybirdWorkspace| {
-                dependents(&tenants, WorkspaceKind::Cluster, None, &ws.name_any())
-            }
-        })
-        .watches_stream(namespace_stream, {
-            let tenants = caches.tenant_accesses.clone();
-            move |namespace: PartialObjectMeta<Namespace>| {
-                let name = namespace.name_any();
-                tenants
-                    .state()
-                    .iter()
-                    .filter(|ta| ta.namespace().as_deref() == Some(name.as_str()))
-                    .map(|ta| ObjectRef::from_obj(ta.as_ref()))
-                    .collect::<Vec<_>>()
-            }
-        })
+        });
+    if cluster_wide {
+        tenants = tenants
+            .watches(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default(), {
+                let tenants = caches.tenant_accesses.clone();
+                move |ws: ClusterTinybirdWorkspace| {
+                    dependents(&tenants, WorkspaceKind::Cluster, None, &ws.name_any())
+                }
+            })
+            .watches_stream(namespace_stream, {
+                let tenants = caches.tenant_accesses.clone();
+                move |namespace: PartialObjectMeta<Namespace>| {
+                    let name = namespace.name_any();
+                    tenants
+                        .state()
+                        .iter()
+                        .filter(|ta| ta.namespace().as_deref() == Some(name.as_str()))
+                        .map(|ta| ObjectRef::from_obj(ta.as_ref()))
+                        .collect::<Vec<_>>()
+                }
+            });
+    }
+    let tenants = tenants
         .graceful_shutdown_on(shutdown.clone())
         .run(tenants::reconcile, tenants::error_policy, ctx.clone())
         .for_each(|_| future::ready(()));

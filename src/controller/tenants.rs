@@ -126,6 +126,11 @@ async fn signing_workspace(
             cached_or_load(workspace.as_ref(), ctx).await?
         }
         WorkspaceKind::Cluster => {
+            if !ctx.settings.cluster_wide {
+                return Ok(Err(not_found(format!(
+                    "this operator is installed for one namespace and cannot use ClusterTinybirdWorkspace {name}: use a TinybirdWorkspace in {namespace}, or install the operator cluster-wide"
+                ))));
+            }
             let Some(workspace) = ctx.cluster_workspaces.get(&ObjectRef::new(name)) else {
                 return Ok(Err(not_found(format!("ClusterTinybirdWorkspace {name} does not exist"))));
             };
@@ -296,6 +301,7 @@ async fn reconcile_secret(
                 )
                 .await;
             }
+            tracing::debug!(namespace = %validated.namespace, name = %validated.name, revision, "token kept");
             let requested = status_token.as_ref().and_then(|t| t.renew_request.clone());
             report.token_written(validated, signer, &token, revision, requested.as_deref());
             let reason = find(&report.previous.conditions, condition::TOKEN_ISSUED)

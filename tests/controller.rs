@@ -1,0 +1,320 @@
+//! The controller against a real API server and the Tinybird emulator: issuance, renewal,
+//! rotation, drift repair, refusals, restarts, and no secret in logs, events or status.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use support::{Env, TIMEOUT, assert_no_secrets, has_condition, is_ready, logs, revision_at_least, token_of};
+use tenant_access::admin_token::AdminToken;
+use tenant_access::jwt::ParsedToken;
+
+const TENANT: &str = "  workspaceRef: {name: analytics}\n  scopes:\n    - resource: top_pages\n      fixedParams: {org: acme}\n  limits: {rps: 50}\n  secret: {name: acme-token}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_tenant_gets_a_verified_token_that_reads_only_its_rows() {
+    let mut env = Env::new("issue").await;
+    env.start_operator();
+    // The shipped example, pointed at the emulator's workspace (already created by Env).
+    env.cluster
+        .apply_file(tenant_access_testkit::examples_dir().join("tenant-access.yaml"), Some(env.name()))
+        .await
+        .unwrap();
+    let access = env.wait_access("acme", is_ready()).await;
+    let status = access.status.unwrap();
+    let token_status = status.token.unwrap();
+    assert_eq!(token_status.revision, 1);
+    assert_eq!(token_status.secret_name, "acme-tinybird-token");
+
+    let secret = env.secrets().get("acme-tinybird-token").await.unwrap();
+    let labels = secret.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "tenant-access-operator");
+    assert_eq!(labels["team"], "acme");
+    let owner = &secret.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("TenantAccess", Some(true)));
+    let data = secret.data.clone().unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    assert_eq!(text("api-url"), env.tinybird.base_url().trim_end_matches('/'));
+    assert_eq!(text("workspace-id"), env.tinybird.workspace_id());
+
+    let jwt = token_of(&secret).unwrap();
+    let key = AdminToken::new(&env.tinybird.admin_token());
+    let claims = ParsedToken::parse(&jwt).unwrap().verify(&key, jiff::Timestamp::now()).unwrap();
+    assert_eq!(claims.access.name, format!("{}_acme", env.name()));
+    assert_eq!(claims.exp - claims.iat, 3600);
+    assert_eq!(text("expires-at"), jiff::Timestamp::from_second(claims.exp).unwrap().to_string());
+
+    // Another tenant's org in the query string loses against the fixed param.
+    let (status, body) = env.query("top_pages", &jwt, "org=globex").await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body["data"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|row| row["org"] == "acme"), "{body}");
+    // A pipe outside the scopes is refused.
+    let (status, _) = env.query("tenant_events_private", &jwt, "").await;
+    assert_eq!(status, 403);
+
+    let events = env.events_text().await;
+    assert!(events.contains("\"reason\":\"Issued\""), "{events}");
+    assert_no_secrets("events", &events, &[env.tinybird.admin_token()]);
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renews_at_the_renewal_time_not_before_never_after_expiry_with_no_writes_between() {
+    let mut env = Env::new("renew").await;
+    env.start_operator();
+    // Renewal 15 s after issuance.
+    env.tenant_access(
+        "short",
+        &TENANT
+            .replace("acme-token", "short-token")
+            .replace("  limits", "  lifetime: 1m\n  renewBefore: 45s\n  limits"),
+    )
+    .await;
+    let first = env.wait_access("short", revision_at_least(1)).await;
+    let first_token = first.status.unwrap().token.unwrap();
+    let first_jwt = env.token("short-token").await;
+    let secret_rv = env.secrets().get("short-token").await.unwrap().metadata.resource_version.unwrap();
+    let access_rv = env.tenant_accesses().get("short").await.unwrap().metadata.resource_version.unwrap();
+
+    // Watch every change of the Secret and the TenantAccess from now until the renewal.
+    let secret_changes =
+        watcher(env.secrets(), watcher::Config::default().fields("metadata.name=short-token"))
+            .applied_objects()
+            .filter(|s| {
+                futures::future::ready(
+                    s.as_ref()
+                        .is_ok_and(|s| s.metadata.resource_version.as_deref() != Some(secret_rv.as_str())),
+                )
+            })
+            .take(1);
+    let renewed = env.wait_access("short", revision_at_least(2)).await;
+    let seen_at = jiff::Timestamp::now();
+    let renewed_token = renewed.status.unwrap().token.unwrap();
+
+    assert!(renewed_token.issued_at.0 >= first_token.renewal_time.0, "renewed before the renewal time");
+    assert!(seen_at < first_token.expires_at.0, "renewed only after expiry");
+    let new_jwt = env.token("short-token").await;
+    assert_ne!(new_jwt, first_jwt);
+    let (status, _) = env.query("top_pages", &new_jwt, "").await;
+    assert_eq!(status, 200);
+
+    // Between the two issuances: exactly one Secret write (the renewal) and one status write.
+    let changes: Vec<_> = tokio::time::timeout(TIMEOUT, secret_changes.collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    let history = access_writes_since(&env, "short", &access_rv).await;
+    assert_eq!(history, 1, "status writes between issuance and renewal");
+    assert!(env.events_text().await.contains("\"reason\":\"Renewed\""));
+    env.stop_operator().await;
+}
+
+/// How many times a TenantAccess changed since `resource_version` (a watch from that version).
+async fn access_writes_since(env: &Env, name: &str, resource_version: &str) -> usize {
+    use kube::api::WatchParams;
+    let mut stream = env
+        .tenant_accesses()
+        .watch(&WatchParams::default().fields(&format!("metadata.name={name}")).timeout(3), resource_version)
+        .await
+        .unwrap()
+        .boxed();
+    let mut count = 0;
+    while let Some(Ok(event)) = stream.next().await {
+        if matches!(event, kube::api::WatchEvent::Modified(_)) {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_admin_token_resigns_every_dependent_token() {
+    let mut env = Env::new("rotate").await;
+    env.start_operator();
+    const N: usize = 50;
+    let mut all = String::new();
+    for i in 0..N {
+        all.push_str(&format!(
+            "---\napiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: t{i}}}\nspec:\n  workspaceRef: {{name: analytics}}\n  scopes: [{{resource: top_pages, fixedParams: {{org: acme}}}}]\n  secret: {{}}\n  healthCheck: {{interval: '0'}}\n"
+        ));
+    }
+    env.apply_yaml(&all).await;
+    let mut old_tokens = Vec::new();
+    for i in 0..N {
+        env.wait_access(&format!("t{i}"), is_ready()).await;
+        old_tokens.push(env.token(&format!("t{i}")).await);
+    }
+    let old_admin = env.tinybird.admin_token();
+    let new_admin = env.tinybird.refresh_admin_token();
+    env.put_admin_token("tinybird-admin", &new_admin).await;
+
+    for (i, old) in old_tokens.iter().enumerate() {
+        let name = format!("t{i}");
+        let access = env.wait_access(&name, revision_at_least(2)).await;
+        assert_eq!(
+            access.status.unwrap().token.unwrap().signing_key_fingerprint,
+            AdminToken::new(&new_admin).fingerprint()
+        );
+        let new = env.token(&name).await;
+        assert_eq!(env.query("top_pages", &new, "").await.0, 200, "{name}: new token refused");
+        let (status, body) = env.query("top_pages", old, "").await;
+        assert_eq!(status, 403, "{name}: old token still accepted");
+        assert!(body["error"].as_str().unwrap().contains("Signature verification failed"), "{body}");
+    }
+    let events = env.events_text().await;
+    assert!(events.contains("\"reason\":\"Resigned\"") && events.contains("\"reason\":\"KeyRotated\""));
+    let statuses =
+        serde_json::to_string(&env.tenant_accesses().list(&Default::default()).await.unwrap().items).unwrap();
+    for (what, text) in [("events", &events), ("status", &statuses), ("logs", &logs())] {
+        assert_no_secrets(what, text, &[old_admin.clone(), new_admin.clone()]);
+        for token in &old_tokens {
+            assert!(!text.contains(token.as_str()), "{what} contains a tenant token");
+        }
+    }
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_repaired_and_a_label_edit_does_not_resign() {
+    let mut env = Env::new("drift").await;
+    env.start_operator();
+    env.tenant_access("acme", TENANT).await;
+    env.wait_access("acme", is_ready()).await;
+    let secrets = env.secrets();
+
+    // A user label added and a managed label removed: repaired, token kept.
+    let original = env.token("acme-token").await;
+    let patch =
+        serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null, "mine": "yes"}}});
+    secrets.patch("acme-token", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let repaired = env
+        .wait_secret("acme-token", |s: Option<&Secret>| {
+            s.and_then(|s| s.metadata.labels.as_ref())
+                .is_some_and(|l| l.contains_key("app.kubernetes.io/managed-by"))
+        })
+        .await;
+    assert_eq!(repaired.metadata.labels.as_ref().unwrap()["mine"], "yes");
+    assert_eq!(token_of(&repaired).unwrap(), original, "a metadata edit must not re-sign");
+    assert_eq!(env.tenant_accesses().get("acme").await.unwrap().status.unwrap().token.unwrap().revision, 1);
+
+    // The token edited: re-signed.
+    let patch =
+        serde_json::json!({"stringData": {"token": "eyJhbGciOiJIUzI1NiJ9.eyJmb3JnZWQiOnRydWV9.c2ln"}});
+    secrets.patch("acme-token", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    env.wait_access("acme", revision_at_least(2)).await;
+    // The token key deleted: re-signed.
+    let patch = serde_json::json!({"data": {"token": null}});
+    secrets.patch("acme-token", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    env.wait_access("acme", revision_at_least(3)).await;
+    // The Secret deleted: re-created.
+    secrets.delete("acme-token", &DeleteParams::default()).await.unwrap();
+    env.wait_access("acme", revision_at_least(4)).await;
+    let token = env.token("acme-token").await;
+    assert_eq!(env.query("top_pages", &token, "").await.0, 200);
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_get_a_condition_an_event_and_no_secret() {
+    let mut env = Env::new("refuse").await;
+    env.start_operator();
+    // A missing admin Secret and a malformed admin token.
+    env.apply_yaml("apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {name: nokey}\nspec: {adminTokenSecretRef: {name: absent}}\n").await;
+    env.put_admin_token("garbage-admin", "not-a-tinybird-token").await;
+    env.apply_yaml("apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {name: garbage}\nspec: {adminTokenSecretRef: {name: garbage-admin}}\n").await;
+    // A foreign Secret in the way.
+    env.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: taken}\nstringData: {token: someone-elses}\n",
+    )
+    .await;
+
+    let cases: [(&str, String, &str, &str); 6] = [
+        (
+            "other-ns",
+            TENANT.replace("name: analytics", "name: elsewhere").replace("acme-token", "a1"),
+            "WorkspaceNotFound",
+            "own namespace",
+        ),
+        (
+            "cluster-ws",
+            TENANT
+                .replace("{name: analytics}", "{kind: ClusterTinybirdWorkspace, name: shared}")
+                .replace("acme-token", "a2"),
+            "WorkspaceNotFound",
+            "one namespace",
+        ),
+        (
+            "no-admin",
+            TENANT.replace("name: analytics", "name: nokey").replace("acme-token", "a3"),
+            "WorkspaceNotReady",
+            "SecretNotFound",
+        ),
+        (
+            "bad-admin",
+            TENANT.replace("name: analytics", "name: garbage").replace("acme-token", "a4"),
+            "WorkspaceNotReady",
+            "MalformedToken",
+        ),
+        ("conflict", TENANT.replace("acme-token", "taken"), "SecretConflict", "left alone"),
+        (
+            "invalid",
+            TENANT.replace("org: acme", "org: ''").replace("acme-token", "a6"),
+            "InvalidSpec",
+            "spec.scopes[0].fixedParams.org",
+        ),
+    ];
+    for (name, spec, _, _) in &cases {
+        env.tenant_access(name, spec).await;
+    }
+    for (name, _, reason, fragment) in &cases {
+        let access = env.wait_access(name, has_condition("Ready", "False", reason)).await;
+        let ready = access.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.message.contains(fragment), "{name}: {}", ready.message);
+    }
+    for secret in ["a1", "a2", "a3", "a4", "a6"] {
+        assert!(env.secrets().get_opt(secret).await.unwrap().is_none(), "{secret} must not be issued");
+    }
+    assert_eq!(
+        token_of(&env.secrets().get("taken").await.unwrap()).as_deref(),
+        Some("someone-elses"),
+        "the foreign Secret is untouched"
+    );
+    let events = env.events_text().await;
+    for reason in ["WorkspaceNotFound", "WorkspaceNotReady", "SecretConflict", "InvalidSpec"] {
+        assert!(events.contains(&format!("\"reason\":\"{reason}\"")), "no {reason} event: {events}");
+    }
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_issues_nothing_new() {
+    let mut env = Env::new("restart").await;
+    env.start_operator();
+    env.tenant_access("acme", TENANT).await;
+    env.wait_access("acme", is_ready()).await;
+    let before = env.secrets().get("acme-token").await.unwrap();
+    env.stop_operator().await;
+
+    let mark = logs().len();
+    env.start_operator();
+    // Wait until the new operator has looked at the TenantAccess and kept its token.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !logs()[mark..].contains(&format!("token kept namespace={} name=acme", env.name())) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted operator never reconciled: {}",
+            &logs()[mark..]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after = env.secrets().get("acme-token").await.unwrap();
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "the Secret was rewritten");
+    assert_eq!(env.tenant_accesses().get("acme").await.unwrap().status.unwrap().token.unwrap().revision, 1);
+    let _ = BTreeMap::<String, String>::new();
+    env.stop_operator().await;
+}

@@ -1,0 +1,252 @@
+//! Integration-test harness: a real API server (testkit), the Tinybird emulator and the operator
+//! running in-process, with its logs captured so tests can search them for secrets.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::wait::Condition;
+use kube::{Api, Client};
+use tenant_access::api::TenantAccess;
+use tenant_access::controller::{RunConfig, run};
+use tenant_access_emulators::{TinybirdConfig, TinybirdEmulator};
+use tenant_access_testkit::{TestCluster, TestNamespace, wait_for};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generous: tests wait for conditions, they do not time things.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every log line of this process (the operator's included), at debug level.
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(buffer.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("tenant_access=debug,kube_runtime=info,warn")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buffer
+    });
+}
+
+/// Everything logged so far.
+pub fn logs() -> String {
+    LOGS.get().map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned()).unwrap_or_default()
+}
+
+/// The operator, running in this process until stopped.
+pub struct Operator {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Operator {
+    /// Starts the operator for one namespace (or cluster-wide with `None`).
+    pub fn start(client: Client, namespace: Option<&str>, cluster_resource_namespace: &str) -> Self {
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = RunConfig {
+            namespace: namespace.map(str::to_owned),
+            cluster_resource_namespace: cluster_resource_namespace.to_owned(),
+            concurrency: 8,
+            resync: Duration::from_secs(600),
+            instance: Some("test".into()),
+        };
+        let task = tokio::spawn(run(client, config, async move {
+            let _ = rx.await;
+        }));
+        Self { shutdown: Some(tx), task: Some(task) }
+    }
+
+    /// Stops it and waits for in-flight reconciles.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(TIMEOUT, task).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A namespace with the CRDs, a Tinybird emulator, its admin token in a Secret, a
+/// TinybirdWorkspace `analytics` pointing at the emulator, and a namespaced operator.
+pub struct Env {
+    pub cluster: TestCluster,
+    pub ns: TestNamespace,
+    pub client: Client,
+    pub tinybird: TinybirdEmulator,
+    pub operator: Option<Operator>,
+}
+
+impl Env {
+    pub async fn new(prefix: &str) -> Self {
+        capture_logs();
+        let cluster = TestCluster::shared().await.unwrap();
+        cluster.apply_crds().await.unwrap();
+        let ns = cluster.namespace(prefix).await.unwrap();
+        let client = cluster.client().await.unwrap();
+        let tinybird = TinybirdEmulator::start(TinybirdConfig::default()).await.unwrap();
+        let env = Self { cluster, ns, client, tinybird, operator: None };
+        env.put_admin_token("tinybird-admin", &env.tinybird.admin_token()).await;
+        env.apply_yaml(&format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n",
+            env.tinybird.base_url()
+        ))
+        .await;
+        env
+    }
+
+    /// Starts a namespaced operator.
+    pub fn start_operator(&mut self) {
+        self.operator = Some(Operator::start(self.client.clone(), Some(self.ns.name()), self.ns.name()));
+    }
+
+    pub async fn stop_operator(&mut self) {
+        if let Some(operator) = self.operator.take() {
+            operator.stop().await;
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.ns.name()
+    }
+
+    /// Server-side applies YAML documents into the test namespace with kubectl.
+    pub async fn apply_yaml(&self, yaml: &str) {
+        let out = self.cluster.apply_yaml(yaml, Some(self.ns.name())).await.unwrap();
+        assert!(out.success(), "kubectl apply failed: {}", out.stderr);
+    }
+
+    /// Writes (creates or replaces) a Secret holding an admin token under `token`.
+    pub async fn put_admin_token(&self, name: &str, token: &str) {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"token": token},
+        }))
+        .unwrap();
+        self.secrets()
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+            .await
+            .unwrap();
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), self.ns.name())
+    }
+
+    pub fn tenant_accesses(&self) -> Api<TenantAccess> {
+        Api::namespaced(self.client.clone(), self.ns.name())
+    }
+
+    /// Applies a TenantAccess with this spec (YAML, indented by two spaces).
+    pub async fn tenant_access(&self, name: &str, spec: &str) {
+        self.apply_yaml(&format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+        ))
+        .await;
+    }
+
+    /// Waits until a TenantAccess satisfies `cond`.
+    pub async fn wait_access(&self, name: &str, cond: impl Condition<TenantAccess>) -> TenantAccess {
+        wait_for(self.tenant_accesses(), name, cond, TIMEOUT).await.unwrap().expect("TenantAccess exists")
+    }
+
+    /// Waits until a Secret satisfies `cond`.
+    pub async fn wait_secret(&self, name: &str, cond: impl Condition<Secret>) -> Secret {
+        wait_for(self.secrets(), name, cond, TIMEOUT).await.unwrap().expect("Secret exists")
+    }
+
+    /// The token in a Secret.
+    pub async fn token(&self, secret: &str) -> String {
+        let secret = self.secrets().get(secret).await.unwrap();
+        token_of(&secret).expect("the Secret holds a token")
+    }
+
+    /// GET a pipe at the emulator with a token in the Authorization header.
+    pub async fn query(&self, pipe: &str, token: &str, query: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v0/pipes/{pipe}.json?{query}", self.tinybird.base_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Every event in the test namespace, as text.
+    pub async fn events_text(&self) -> String {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), self.ns.name());
+        let list = events.list(&Default::default()).await.unwrap();
+        serde_json::to_string(&list.items).unwrap()
+    }
+}
+
+/// The token in a Secret's data, if any.
+pub fn token_of(secret: &Secret) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get("token")?;
+    Some(String::from_utf8(bytes.0.clone()).unwrap())
+}
+
+/// Condition: a TenantAccess's condition `type_` has `status` and `reason`.
+pub fn has_condition(
+    type_: &'static str,
+    status: &'static str,
+    reason: &'static str,
+) -> impl Condition<TenantAccess> {
+    move |obj: Option<&TenantAccess>| {
+        obj.and_then(|ta| ta.status.as_ref())
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+            .is_some_and(|c| c.status == status && c.reason == reason)
+    }
+}
+
+/// Condition: Ready=True.
+pub fn is_ready() -> impl Condition<TenantAccess> {
+    has_condition("Ready", "True", "Ready")
+}
+
+/// Condition: token revision at least `revision`.
+pub fn revision_at_least(revision: i64) -> impl Condition<TenantAccess> {
+    move |obj: Option<&TenantAccess>| {
+        obj.and_then(|ta| ta.status.as_ref()?.token.as_ref()).is_some_and(|t| t.revision >= revision)
+    }
+}
+
+/// Asserts that no admin token and no JWT appears in `text`.
+pub fn assert_no_secrets(what: &str, text: &str, admin_tokens: &[String]) {
+    for token in admin_tokens {
+        assert!(!text.contains(token.as_str()), "{what} contains an admin token");
+    }
+    assert!(!text.contains("eyJ0eXAi") && !text.contains("eyJhbGci"), "{what} contains a JWT");
+}
