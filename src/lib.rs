@@ -13,6 +13,7 @@ pub mod conditions;
 pub mod controller;
 pub mod desired;
 pub mod duration;
+pub mod http;
 pub mod jwt;
 pub mod k8s_names;
 pub mod manifests;
