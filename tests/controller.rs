@@ -318,3 +318,100 @@ async fn a_restart_issues_nothing_new() {
     let _ = BTreeMap::<String, String>::new();
     env.stop_operator().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_renew_forces_a_resign_and_status_reports_it() {
+    let mut env = Env::new("cli").await;
+    env.start_operator();
+    env.tenant_access("acme", TENANT).await;
+    env.wait_access("acme", is_ready()).await;
+    let kubeconfig = env.cluster.admin_kubeconfig().display().to_string();
+    let bin = env!("CARGO_BIN_EXE_tenant-access");
+    let renew = tokio::process::Command::new(bin)
+        .args(["renew", "acme", "-n", env.name(), "--kubeconfig", &kubeconfig, "--wait", "60"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&renew.stdout);
+    assert!(renew.status.success(), "{stdout}{}", String::from_utf8_lossy(&renew.stderr));
+    assert!(stdout.contains("new token: revision 2"), "{stdout}");
+    assert!(env.events_text().await.contains("renewal was requested"));
+
+    let status = tokio::process::Command::new(bin)
+        .args(["status", "acme", "-n", env.name(), "--kubeconfig", &kubeconfig])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("revision 2") && stdout.contains("Ready") && stdout.contains("renews"),
+        "{stdout}"
+    );
+    assert_no_secrets("status output", &stdout, &[env.tinybird.admin_token()]);
+
+    let missing = tokio::process::Command::new(bin)
+        .args(["status", "nope", "-n", env.name(), "--kubeconfig", &kubeconfig])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_revisions_restart_listed_workloads_once() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let mut env = Env::new("rollout").await;
+    env.start_operator();
+    env.apply_yaml(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: dashboard}\nspec:\n  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    )
+    .await;
+    env.tenant_access(
+        "acme",
+        &TENANT.replace("secret: {name: acme-token}", "secret: {name: acme-token, rolloutRestartTargets: [{kind: Deployment, name: dashboard}, {kind: StatefulSet, name: missing}]}"),
+    )
+    .await;
+    env.wait_access("acme", is_ready()).await;
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(env.client.clone(), env.name());
+    let revision_of = |d: Option<&Deployment>| {
+        d.and_then(|d| {
+            d.spec
+                .as_ref()?
+                .template
+                .metadata
+                .as_ref()?
+                .annotations
+                .as_ref()?
+                .get("tenantaccess.dev/revision")
+                .cloned()
+        })
+    };
+    tenant_access_testkit::wait_for(
+        deployments.clone(),
+        "dashboard",
+        move |d: Option<&Deployment>| revision_of(d).as_deref() == Some("1"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let rv = deployments.get("dashboard").await.unwrap().metadata.resource_version;
+
+    // A rotation makes revision 2 and restarts again; the missing workload only warns.
+    env.put_admin_token("tinybird-admin", &env.tinybird.refresh_admin_token()).await;
+    env.wait_access("acme", revision_at_least(2)).await;
+    tenant_access_testkit::wait_for(
+        deployments.clone(),
+        "dashboard",
+        move |d: Option<&Deployment>| revision_of(d).as_deref() == Some("2"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_ne!(deployments.get("dashboard").await.unwrap().metadata.resource_version, rv);
+    let events = env.events_text().await;
+    assert!(events.contains("RolloutRestartFailed") && events.contains("StatefulSet missing"), "{events}");
+    env.stop_operator().await;
+}

@@ -5,6 +5,7 @@ mod crd;
 mod inspect;
 mod render;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ pub mod exit {
     pub const BAD_SIGNATURE: u8 = 4;
     /// `inspect`: the token is not valid yet (`nbf` in the future).
     pub const NOT_YET_VALID: u8 = 5;
+    /// `status`: the TenantAccess is not Ready; `renew --wait`: no new token in time.
+    pub const NOT_READY: u8 = 6;
 }
 
 /// Issues, renews and re-signs Tinybird JWTs and Clerk JWT templates for Kubernetes tenants.
@@ -40,6 +43,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run the operator (the controllers) against the cluster.
     Run(run::RunArgs),
+    /// Force a re-sign of a TenantAccess's token now.
+    Renew(status::RenewArgs),
+    /// Show a TenantAccess's state: conditions, token schedule, Clerk template, endpoints.
+    Status(status::StatusArgs),
 }
 
 /// Runs a parsed command line. Errors are printed as one line on stderr.
@@ -50,6 +57,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Run(args) => run::run(args),
+        Command::Renew(args) => status::renew(&args),
+        Command::Status(args) => status::status(&args),
     };
     match result {
         Ok(code) => code,
@@ -95,4 +104,32 @@ fn read_admin_token(path: &str) -> Result<crate::admin_token::AdminToken, CliErr
         return Err(CliError::Input(format!("--admin-token-file {path}: the file is empty")));
     }
     Ok(token)
+}
+
+/// A Kubernetes client from `--kubeconfig`, or the usual inference (in-cluster, `$KUBECONFIG`,
+/// `~/.kube/config`).
+async fn kube_client(kubeconfig: Option<&str>) -> Result<kube::Client, CliError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| CliError::Input(format!("no Kubernetes configuration found: {e}")))?,
+    };
+    kube::Client::try_from(config)
+        .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))
+}
+
+/// A small runtime for the one-shot commands that talk to the cluster.
+fn block_on<T>(future: impl Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?
+        .block_on(future)
 }

@@ -45,7 +45,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?;
     runtime.block_on(async move {
-        let client = client(args.kubeconfig.as_deref()).await?;
+        let client = super::kube_client(args.kubeconfig.as_deref()).await?;
         let config = RunConfig {
             namespace: args.namespace,
             cluster_resource_namespace: args.cluster_resource_namespace,
@@ -56,23 +56,6 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         run_controllers(client, config, shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-async fn client(kubeconfig: Option<&str>) -> Result<kube::Client, CliError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| CliError::Input(format!("no Kubernetes configuration found: {e}")))?,
-    };
-    kube::Client::try_from(config)
-        .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
