@@ -22,5 +22,6 @@ pub mod reconcile;
 pub mod redact;
 pub mod selector;
 pub mod shortcode;
+pub mod tinybird;
 pub mod validate;
 pub mod workspace;

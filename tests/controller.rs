@@ -415,3 +415,37 @@ async fn new_revisions_restart_listed_workloads_once() {
     assert!(events.contains("RolloutRestartFailed") && events.contains("StatefulSet missing"), "{events}");
     env.stop_operator().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_whose_admin_token_tinybird_refuses_is_unauthorized_and_signs_nothing() {
+    use tenant_access::api::TinybirdWorkspace;
+    let mut env = Env::new("verify").await;
+    env.start_operator();
+    let stale = env.tinybird.admin_token();
+    let current = env.tinybird.refresh_admin_token();
+    env.put_admin_token("stale-admin", &stale).await;
+    env.apply_yaml(&format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: verified}}\nspec:\n  adminTokenSecretRef: {{name: stale-admin}}\n  apiUrl: {}\n  verifyInterval: 10m\n",
+        env.tinybird.base_url()
+    ))
+    .await;
+    let workspaces: kube::Api<TinybirdWorkspace> = kube::Api::namespaced(env.client.clone(), env.name());
+    let ready_reason = |reason: &'static str| {
+        move |ws: Option<&TinybirdWorkspace>| {
+            ws.and_then(|w| w.status.as_ref()).is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+        }
+    };
+    tenant_access_testkit::wait_for(workspaces.clone(), "verified", ready_reason("Unauthorized"), TIMEOUT).await.unwrap();
+    env.tenant_access("acme", &TENANT.replace("name: analytics", "name: verified")).await;
+    let access = env.wait_access("acme", has_condition("Ready", "False", "WorkspaceNotReady")).await;
+    assert!(format!("{:?}", access.status).contains("Unauthorized"));
+    assert!(env.secrets().get_opt("acme-token").await.unwrap().is_none());
+
+    env.put_admin_token("stale-admin", &current).await;
+    tenant_access_testkit::wait_for(workspaces, "verified", ready_reason("Ready"), TIMEOUT).await.unwrap();
+    env.wait_access("acme", is_ready()).await;
+    let token = env.token("acme-token").await;
+    assert_eq!(env.query("top_pages", &token, "").await.0, 200);
+    assert_no_secrets("logs", &logs(), &[stale, current]);
+    env.stop_operator().await;
+}

@@ -50,6 +50,10 @@ pub struct Context {
     pub managed_secrets: Store<Secret>,
     /// Event recorder.
     pub recorder: Recorder,
+    /// The HTTP client for Tinybird calls.
+    pub http: reqwest::Client,
+    /// Last admin-token check per workspace: (key fingerprint, when).
+    verifications: Arc<Mutex<HashMap<super::keys::WorkspaceKey, (String, Timestamp)>>>,
     /// Consecutive failures per object, for backoff.
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// The clock.
@@ -99,6 +103,8 @@ impl Context {
             cluster_workspaces: caches.cluster_workspaces,
             namespaces: caches.namespaces,
             managed_secrets: caches.managed_secrets,
+            http: crate::http::client(crate::tinybird::VERIFY_TIMEOUT).unwrap_or_default(),
+            verifications: Arc::default(),
             failures: Arc::default(),
             clock: Timestamp::now,
         }
@@ -128,6 +134,31 @@ impl Context {
         };
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%reason, error = %redact(&error.to_string(), &[]), "could not publish event");
+        }
+    }
+
+    /// None when a check of this key is due now; else the time until it is.
+    #[must_use]
+    pub fn verification_due(
+        &self,
+        workspace: &super::keys::WorkspaceKey,
+        fingerprint: &str,
+        interval: Duration,
+        now: Timestamp,
+    ) -> Option<Duration> {
+        let verifications = self.verifications.lock().ok()?;
+        let (checked_fingerprint, at) = verifications.get(workspace)?;
+        if checked_fingerprint != fingerprint {
+            return None;
+        }
+        let elapsed = Duration::try_from(now.duration_since(*at)).unwrap_or_default();
+        interval.checked_sub(elapsed).filter(|left| !left.is_zero())
+    }
+
+    /// Records that a key was checked now.
+    pub fn record_verification(&self, workspace: super::keys::WorkspaceKey, fingerprint: &str, now: Timestamp) {
+        if let Ok(mut verifications) = self.verifications.lock() {
+            verifications.insert(workspace, (fingerprint.to_owned(), now));
         }
     }
 

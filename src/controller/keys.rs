@@ -65,6 +65,8 @@ pub struct KeyStore {
     entries: Arc<RwLock<HashMap<WorkspaceKey, Arc<WorkspaceEntry>>>>,
     /// Latest resourceVersion seen for each referenced admin-token Secret.
     secret_versions: Arc<RwLock<HashMap<SecretKey, Option<String>>>>,
+    /// Fingerprints of admin tokens Tinybird refused (`GET /v1/workspace` answered 401/403).
+    refused: Arc<RwLock<std::collections::HashSet<String>>>,
 }
 
 impl KeyStore {
@@ -96,6 +98,23 @@ impl KeyStore {
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(key);
         }
+    }
+
+    /// Records Tinybird's verdict on a key: refused keys sign nothing (fail closed).
+    pub fn set_refused(&self, fingerprint: &str, refused: bool) {
+        if let Ok(mut set) = self.refused.write() {
+            if refused {
+                set.insert(fingerprint.to_owned());
+            } else {
+                set.remove(fingerprint);
+            }
+        }
+    }
+
+    /// Whether Tinybird refused this key.
+    #[must_use]
+    pub fn is_refused(&self, fingerprint: &str) -> bool {
+        self.refused.read().is_ok_and(|set| set.contains(fingerprint))
     }
 
     /// Records the latest resourceVersion of an admin-token Secret (None: deleted).

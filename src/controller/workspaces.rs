@@ -2,6 +2,7 @@
 //! TenantAccess reconciler, and report `Ready` with a precise reason.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -12,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::Context;
 use super::error::Error;
-use super::keys::{WorkspaceEntry, WorkspaceKey, load};
+use super::keys::{WorkspaceEntry, WorkspaceKey, WorkspaceProblem, load};
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace, WorkspaceSpec, WorkspaceStatus};
 use crate::conditions::{DesiredCondition, set_condition};
 use crate::names::{FIELD_MANAGER, condition, reason};
@@ -84,11 +85,76 @@ pub fn secret_namespace<W: Workspace>(workspace: &W, ctx: &Context) -> String {
 pub async fn refresh_entry<W: Workspace>(workspace: &W, ctx: &Context) -> Result<Arc<WorkspaceEntry>, Error> {
     let namespace = secret_namespace(workspace, ctx);
     let secrets = Api::namespaced(ctx.client.clone(), &namespace);
-    let entry = load(secrets, &namespace, workspace.workspace_spec(), workspace.meta().generation)
+    let mut entry = load(secrets, &namespace, workspace.workspace_spec(), workspace.meta().generation)
         .await
         .map_err(Error::ReadAdminSecret)?;
+    if let Ok(signer) = &entry.signer
+        && ctx.keys.is_refused(&signer.signing_key_fingerprint)
+    {
+        entry.signer = Err(unauthorized_problem(&signer.signing_key_fingerprint));
+    }
     ctx.keys.observe_secret(entry.secret.clone(), entry.secret_resource_version.clone());
     Ok(ctx.keys.insert(workspace_key(workspace), entry))
+}
+
+fn unauthorized_problem(fingerprint: &str) -> WorkspaceProblem {
+    WorkspaceProblem {
+        reason: reason::UNAUTHORIZED,
+        message: format!(
+            "Tinybird refused the admin token (key {fingerprint}) at GET /v1/workspace: it was refreshed or revoked; put the current admin token in the Secret"
+        ),
+    }
+}
+
+/// Checks the key with Tinybird when `verifyInterval` asks for it and the last check is older.
+/// Returns when the next check is due.
+async fn verify_if_due<W: Workspace>(
+    workspace: &W,
+    entry: &mut Arc<WorkspaceEntry>,
+    ctx: &Context,
+) -> Result<Option<Duration>, WorkspaceProblem> {
+    let Some(text) = workspace.workspace_spec().verify_interval.as_deref() else { return Ok(None) };
+    let interval = crate::duration::parse(text).map_err(|e| WorkspaceProblem {
+        reason: reason::INVALID_SPEC,
+        message: format!("spec.verifyInterval: {e}"),
+    })?;
+    let Ok(interval) = Duration::try_from(interval) else { return Ok(None) };
+    if interval.is_zero() {
+        return Ok(None);
+    }
+    let Ok(signer) = &entry.signer else { return Ok(None) };
+    let key = workspace_key(workspace);
+    let now = ctx.now();
+    if let Some(next) = ctx.verification_due(&key, &signer.signing_key_fingerprint, interval, now) {
+        return Ok(Some(next));
+    }
+    let result = crate::tinybird::verify_admin_token(&ctx.http, &signer.api_url, &signer.key).await;
+    ctx.record_verification(key.clone(), &signer.signing_key_fingerprint, now);
+    match result {
+        Ok(info) if info.id != signer.workspace_id => {
+            let problem = WorkspaceProblem {
+                reason: reason::WORKSPACE_MISMATCH,
+                message: format!("Tinybird says the admin token belongs to workspace {:?}, the token itself says {:?}", info.id, signer.workspace_id),
+            };
+            Err(problem)
+        }
+        Ok(_) => {
+            ctx.keys.set_refused(&signer.signing_key_fingerprint, false);
+            Ok(Some(interval))
+        }
+        Err(crate::tinybird::VerifyError::Unauthorized { .. }) => {
+            ctx.keys.set_refused(&signer.signing_key_fingerprint, true);
+            let problem = unauthorized_problem(&signer.signing_key_fingerprint);
+            let mut downgraded = entry.as_ref().clone();
+            downgraded.signer = Err(problem.clone());
+            *entry = ctx.keys.insert(key, downgraded);
+            Err(problem)
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "admin token check failed; keeping the last verdict");
+            Ok(Some(interval.min(Duration::from_secs(60))))
+        }
+    }
 }
 
 /// Reconciles one workspace.
@@ -101,7 +167,16 @@ pub async fn reconcile<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Re
 }
 
 async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let entry = refresh_entry(workspace.as_ref(), &ctx).await?;
+    let mut entry = refresh_entry(workspace.as_ref(), &ctx).await?;
+    let verification = verify_if_due(workspace.as_ref(), &mut entry, &ctx).await;
+    let next_verification = verification.as_ref().ok().copied().flatten();
+    if let Err(problem) = verification
+        && entry.signer.is_ok()
+    {
+        let mut downgraded = entry.as_ref().clone();
+        downgraded.signer = Err(problem);
+        entry = ctx.keys.insert(workspace_key(workspace.as_ref()), downgraded);
+    }
     let now = ctx.now();
     let previous = workspace.workspace_status().cloned().unwrap_or_default();
     let mut status = previous.clone();
@@ -159,7 +234,7 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
         )
         .await;
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    Ok(Action::requeue(next_verification.map_or(ctx.settings.resync, |next| next.min(ctx.settings.resync))))
 }
 
 async fn patch_status<W: Workspace>(

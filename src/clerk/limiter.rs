@@ -1,0 +1,361 @@
+//! The client-side request limiter of one Clerk instance.
+//!
+//! Clerk counts requests per instance (100 per 10 s on a development instance) and answers 429
+//! past the budget. Every request to an instance takes a [`Permit`] from the instance's
+//! [`RequestLimiter`] first. A slot stays taken while the request is in flight and for one window
+//! after its answer arrived: Clerk counted the request at some moment between sending and
+//! answering, so "in flight, or answered less than a window ago" covers that moment whatever the
+//! network delay. Hence no window of Clerk's (fixed or sliding) ever sees more than `requests`
+//! of ours, and the budget can equal Clerk's; the default keeps a margin for other users of the
+//! same instance (the application's own Backend API calls).
+//!
+//! Waiting callers queue on a FIFO turnstile (tokio's mutex is fair), so nobody starves; the head
+//! of the queue sleeps until a slot frees. A 429 pauses the whole instance until its
+//! `Retry-After`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Requests allowed per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBudget {
+    /// Requests per window (at least 1).
+    pub requests: u32,
+    /// Window length.
+    pub window: Duration,
+}
+
+impl RequestBudget {
+    /// Clerk's development-instance budget: 100 requests per 10 s.
+    pub const CLERK_DEVELOPMENT: Self = Self { requests: 100, window: Duration::from_secs(10) };
+    /// Clerk's production-instance budget: 1000 requests per 10 s.
+    pub const CLERK_PRODUCTION: Self = Self { requests: 1000, window: Duration::from_secs(10) };
+}
+
+impl Default for RequestBudget {
+    /// The development budget with a 10 % margin for the instance's other users: 90 per 10 s.
+    fn default() -> Self {
+        Self { requests: 90, window: Duration::from_secs(10) }
+    }
+}
+
+/// What the window allows right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// A slot is free (and now taken).
+    Granted,
+    /// No slot before this instant (a recent answer leaves the window, or a pause ends).
+    WaitUntil(Instant),
+    /// Every slot is held by a request in flight: wait for one to finish.
+    WaitForCompletion,
+}
+
+/// The pure arithmetic of the limiter: slots in flight, answer times within the last window and
+/// the pause. Every method takes `now`, so tests need no clock.
+#[derive(Debug)]
+pub(crate) struct WindowState {
+    budget: RequestBudget,
+    in_flight: u32,
+    /// When recent requests finished, oldest first (at most `budget.requests`).
+    finished: VecDeque<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl WindowState {
+    pub(crate) fn new(budget: RequestBudget) -> Self {
+        let budget = RequestBudget { requests: budget.requests.max(1), window: budget.window };
+        Self { budget, in_flight: 0, finished: VecDeque::new(), paused_until: None }
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while let Some(&oldest) = self.finished.front() {
+            if oldest + self.budget.window <= now {
+                self.finished.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Takes a slot if one is free at `now`.
+    pub(crate) fn try_acquire(&mut self, now: Instant) -> Admission {
+        if let Some(until) = self.paused_until {
+            if now < until {
+                return Admission::WaitUntil(until);
+            }
+            self.paused_until = None;
+        }
+        self.forget_before(now);
+        let used = self.in_flight.saturating_add(u32::try_from(self.finished.len()).unwrap_or(u32::MAX));
+        if used < self.budget.requests {
+            self.in_flight += 1;
+            return Admission::Granted;
+        }
+        match self.finished.front() {
+            Some(&oldest) => Admission::WaitUntil(oldest + self.budget.window),
+            None => Admission::WaitForCompletion,
+        }
+    }
+
+    /// A request granted earlier finished (answered, failed or was abandoned) at `now`.
+    pub(crate) fn finish(&mut self, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.forget_before(now);
+        // Completion times arrive in order (taken under the lock); keep the list bounded anyway.
+        if self.finished.len() >= usize::try_from(self.budget.requests).unwrap_or(usize::MAX) {
+            self.finished.pop_front();
+        }
+        let at = self.finished.back().map_or(now, |&last| last.max(now));
+        self.finished.push_back(at);
+    }
+
+    /// Stops every grant until `until` (a later pause wins over an earlier one).
+    pub(crate) fn pause_until(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |current| current.max(until)));
+    }
+
+    /// Nothing in flight, nothing answered within the window, no pause: the same as new.
+    pub(crate) fn is_idle(&mut self, now: Instant) -> bool {
+        self.forget_before(now);
+        self.in_flight == 0 && self.finished.is_empty() && self.paused_until.is_none_or(|until| until <= now)
+    }
+}
+
+/// The shared limiter of one Clerk instance.
+#[derive(Debug)]
+pub struct RequestLimiter {
+    state: Mutex<WindowState>,
+    /// FIFO queue of callers waiting for a slot; only its holder watches the window.
+    turnstile: tokio::sync::Mutex<()>,
+    /// Signalled when a request finishes or a pause is set.
+    changed: Notify,
+}
+
+impl RequestLimiter {
+    /// A limiter allowing `budget`.
+    #[must_use]
+    pub fn new(budget: RequestBudget) -> Self {
+        Self {
+            state: Mutex::new(WindowState::new(budget)),
+            turnstile: tokio::sync::Mutex::new(()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, WindowState> {
+        // The state stays consistent across a panic elsewhere (every update is one statement).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits (in arrival order) for a slot. Dropping the future leaves the queue cleanly.
+    pub async fn acquire(self: &Arc<Self>) -> Permit {
+        let _turn = self.turnstile.lock().await;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let admission = self.state().try_acquire(Instant::now());
+            match admission {
+                Admission::Granted => return Permit { limiter: Arc::clone(self) },
+                Admission::WaitUntil(until) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        () = changed => {}
+                    }
+                }
+                Admission::WaitForCompletion => changed.await,
+            }
+        }
+    }
+
+    /// Pauses every caller of the instance for `delay` (Clerk's `Retry-After`).
+    pub fn pause_for(&self, delay: Duration) {
+        self.state().pause_until(Instant::now() + delay);
+        self.changed.notify_one();
+    }
+
+    /// Whether the limiter holds no state that a fresh one would not.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.state().is_idle(Instant::now())
+    }
+}
+
+/// One request's slot; the slot's window starts when this is dropped (after the answer).
+#[derive(Debug)]
+pub struct Permit {
+    limiter: Arc<RequestLimiter>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.state().finish(Instant::now());
+        self.limiter.changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(requests: u32, window_secs: u64) -> RequestBudget {
+        RequestBudget { requests, window: Duration::from_secs(window_secs) }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn grants_the_budget_then_waits_for_the_oldest_answer_to_leave_the_window() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(3, 10));
+        for i in 0..3 {
+            assert_eq!(window.try_acquire(t0), Admission::Granted);
+            window.finish(t0 + secs(i));
+        }
+        assert_eq!(window.try_acquire(t0 + secs(5)), Admission::WaitUntil(t0 + secs(10)));
+        assert_eq!(window.try_acquire(t0 + secs(10)), Admission::Granted);
+        assert_eq!(window.try_acquire(t0 + secs(10)), Admission::WaitUntil(t0 + secs(11)));
+    }
+
+    #[test]
+    fn requests_in_flight_hold_their_slots() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(2, 1));
+        assert_eq!(window.try_acquire(t0), Admission::Granted);
+        assert_eq!(window.try_acquire(t0), Admission::Granted);
+        // Long after the window, both are still in flight: no slot until one answers.
+        assert_eq!(window.try_acquire(t0 + secs(60)), Admission::WaitForCompletion);
+        window.finish(t0 + secs(61));
+        assert_eq!(window.try_acquire(t0 + secs(61)), Admission::WaitUntil(t0 + secs(62)));
+        assert_eq!(window.try_acquire(t0 + secs(62)), Admission::Granted);
+    }
+
+    #[test]
+    fn the_window_starts_at_the_answer_not_at_the_grant() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(1, 10));
+        assert_eq!(window.try_acquire(t0), Admission::Granted);
+        window.finish(t0 + secs(4));
+        assert_eq!(window.try_acquire(t0 + secs(10)), Admission::WaitUntil(t0 + secs(14)));
+    }
+
+    #[test]
+    fn never_more_than_the_budget_in_any_window() {
+        // Simulate greedy callers with answers taking 0..=3 ticks of 100 ms, and check every
+        // 1-second window of answer times (the latest moment Clerk can count a request).
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(100);
+        let mut window = WindowState::new(budget(5, 1));
+        let mut in_flight: Vec<(Instant, Instant)> = Vec::new();
+        let mut sent: Vec<(Instant, Instant)> = Vec::new();
+        for step in 0..200_u32 {
+            let now = t0 + tick * step;
+            in_flight.retain(|&(granted, done)| {
+                if done <= now {
+                    window.finish(done);
+                    sent.push((granted, done));
+                    false
+                } else {
+                    true
+                }
+            });
+            while window.try_acquire(now) == Admission::Granted {
+                in_flight.push((now, now + tick * (step % 4)));
+            }
+        }
+        let starts = sent.iter().flat_map(|&(granted, done)| [granted, done]);
+        for start in starts {
+            // Any moment between grant and answer may be when Clerk counted it: count requests
+            // whose [grant, answer] interval touches [start, start + 1 s).
+            let touching = sent
+                .iter()
+                .filter(|&&(granted, done)| granted < start + secs(1) && done >= start)
+                .count();
+            assert!(touching <= 5, "{touching} requests in one window");
+        }
+        assert!(sent.len() > 50, "only {} requests in 20 s", sent.len());
+    }
+
+    #[test]
+    fn a_pause_stops_every_grant_until_it_ends() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(100, 10));
+        window.pause_until(t0 + secs(5));
+        window.pause_until(t0 + secs(3));
+        assert_eq!(window.try_acquire(t0), Admission::WaitUntil(t0 + secs(5)));
+        assert!(!window.is_idle(t0 + secs(4)));
+        assert_eq!(window.try_acquire(t0 + secs(5)), Admission::Granted);
+    }
+
+    #[test]
+    fn idle_once_the_last_answer_left_the_window() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(2, 10));
+        assert!(window.is_idle(t0));
+        assert_eq!(window.try_acquire(t0), Admission::Granted);
+        assert!(!window.is_idle(t0));
+        window.finish(t0 + secs(1));
+        assert!(!window.is_idle(t0 + secs(10)));
+        assert!(window.is_idle(t0 + secs(11)));
+    }
+
+    #[test]
+    fn a_zero_budget_still_lets_one_request_through() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(0, 1));
+        assert_eq!(window.try_acquire(t0), Admission::Granted);
+        assert_eq!(window.try_acquire(t0), Admission::WaitForCompletion);
+    }
+
+    #[tokio::test]
+    async fn waiting_callers_are_served_in_arrival_order() {
+        let limiter = Arc::new(RequestLimiter::new(RequestBudget { requests: 1, window: Duration::ZERO }));
+        let first = limiter.acquire().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for i in 0..5 {
+            let limiter = Arc::clone(&limiter);
+            let order = Arc::clone(&order);
+            waiters.push(tokio::spawn(async move {
+                let permit = limiter.acquire().await;
+                order.lock().unwrap().push(i);
+                drop(permit);
+            }));
+            // On the test's single thread, each waiter queues before the next one is spawned.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(first);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn callers_wait_for_the_window_instead_of_failing() {
+        let window = Duration::from_millis(200);
+        let limiter = Arc::new(RequestLimiter::new(RequestBudget { requests: 2, window }));
+        let started = Instant::now();
+        for _ in 0..5 {
+            drop(limiter.acquire().await);
+        }
+        // 5 requests at 2 per window: the 3rd waits one window and the 5th two.
+        assert!(started.elapsed() >= window * 2, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_pause_delays_the_next_grant() {
+        let limiter = Arc::new(RequestLimiter::new(RequestBudget::default()));
+        let started = Instant::now();
+        limiter.pause_for(Duration::from_millis(150));
+        drop(limiter.acquire().await);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+}
