@@ -8,6 +8,7 @@
 pub mod admin_token;
 pub mod api;
 pub mod backoff;
+pub mod clerk;
 pub mod cli;
 pub mod conditions;
 pub mod controller;

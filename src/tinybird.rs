@@ -22,7 +22,9 @@ pub struct WorkspaceInfo {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// Tinybird refused the token (403 or 401): revoked, refreshed elsewhere, or not an admin token.
-    #[error("Tinybird refused the admin token ({status}): it was refreshed or revoked; put the current admin token in the Secret")]
+    #[error(
+        "Tinybird refused the admin token ({status}): it was refreshed or revoked; put the current admin token in the Secret"
+    )]
     Unauthorized { status: u16 },
     /// Tinybird could not be asked (network, timeout, 5xx, unexpected answer).
     #[error("could not verify the admin token with Tinybird: {0}")]
@@ -39,7 +41,8 @@ pub async fn verify_admin_token(
     key: &AdminToken,
 ) -> Result<WorkspaceInfo, VerifyError> {
     let url = format!("{}/v1/workspace", api_url.trim_end_matches('/'));
-    let unavailable = |e: &dyn std::fmt::Display| VerifyError::Unavailable(redact(&e.to_string(), &[key.expose()]));
+    let unavailable =
+        |e: &dyn std::fmt::Display| VerifyError::Unavailable(redact(&e.to_string(), &[key.expose()]));
     let response = http.get(&url).bearer_auth(key.expose()).send().await.map_err(|e| unavailable(&e))?;
     let status = response.status().as_u16();
     match status {

@@ -432,10 +432,13 @@ async fn a_workspace_whose_admin_token_tinybird_refuses_is_unauthorized_and_sign
     let workspaces: kube::Api<TinybirdWorkspace> = kube::Api::namespaced(env.client.clone(), env.name());
     let ready_reason = |reason: &'static str| {
         move |ws: Option<&TinybirdWorkspace>| {
-            ws.and_then(|w| w.status.as_ref()).is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+            ws.and_then(|w| w.status.as_ref())
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
         }
     };
-    tenant_access_testkit::wait_for(workspaces.clone(), "verified", ready_reason("Unauthorized"), TIMEOUT).await.unwrap();
+    tenant_access_testkit::wait_for(workspaces.clone(), "verified", ready_reason("Unauthorized"), TIMEOUT)
+        .await
+        .unwrap();
     env.tenant_access("acme", &TENANT.replace("name: analytics", "name: verified")).await;
     let access = env.wait_access("acme", has_condition("Ready", "False", "WorkspaceNotReady")).await;
     assert!(format!("{:?}", access.status).contains("Unauthorized"));

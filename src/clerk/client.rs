@@ -130,7 +130,8 @@ struct Call<'a> {
 
 /// Parses the API URL: http(s), no credentials, query or fragment; trailing slashes dropped.
 pub(crate) fn parse_api_url(api_url: &str) -> Result<Url, ClerkError> {
-    let invalid = |message: &str| ClerkError::InvalidApiUrl { call: ClerkCall::Setup, message: message.into() };
+    let invalid =
+        |message: &str| ClerkError::InvalidApiUrl { call: ClerkCall::Setup, message: message.into() };
     let mut url = Url::parse(api_url.trim()).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(invalid("must be an http or https URL"));
@@ -196,6 +197,12 @@ impl ClerkClient {
         self.inner.api_url.as_str()
     }
 
+    /// Whether both clients talk to the same instance through one limiter.
+    #[must_use]
+    pub fn shares_limiter_with(&self, other: &ClerkClient) -> bool {
+        Arc::ptr_eq(&self.inner.limiter, &other.inner.limiter)
+    }
+
     /// Every template of the instance, following pages.
     ///
     /// # Errors
@@ -205,8 +212,11 @@ impl ClerkClient {
         let mut templates = Vec::new();
         for _ in 0..MAX_PAGES {
             let offset = templates.len();
-            let query =
-                [("paginated", "true".to_owned()), ("limit", page_size.to_string()), ("offset", offset.to_string())];
+            let query = [
+                ("paginated", "true".to_owned()),
+                ("limit", page_size.to_string()),
+                ("offset", offset.to_string()),
+            ];
             let call = Call {
                 call: ClerkCall::List,
                 method: Method::GET,
@@ -245,7 +255,14 @@ impl ClerkClient {
     /// [`ClerkError::NotFound`] when there is none; any other [`ClerkError`].
     pub async fn get(&self, id: &str) -> Result<RemoteTemplate, ClerkError> {
         let url = self.template_url(ClerkCall::Get, id)?;
-        let call = Call { call: ClerkCall::Get, method: Method::GET, url, query: &[], body: None, body_secret: None };
+        let call = Call {
+            call: ClerkCall::Get,
+            method: Method::GET,
+            url,
+            query: &[],
+            body: None,
+            body_secret: None,
+        };
         let bytes = self.execute(&call, true).await?;
         self.parse(ClerkCall::Get, &bytes, None)
     }
@@ -282,23 +299,29 @@ impl ClerkClient {
                 Ok(bytes) => return self.parse(ClerkCall::Create, &bytes, Some(signing_key.expose())),
                 Err(failure) => failure,
             };
-            let outcome_unknown =
-                matches!(failure.error, ClerkError::ClerkUnavailable { .. }) && failure.delivery != Delivery::NotSent;
+            let outcome_unknown = matches!(failure.error, ClerkError::ClerkUnavailable { .. })
+                && failure.delivery != Delivery::NotSent;
             if !outcome_unknown || attempts >= self.inner.options.max_attempts {
                 return Err(failure.error);
             }
-            tracing::debug!(attempts, "Clerk create outcome unknown; looking the template up before retrying");
+            tracing::debug!(
+                attempts,
+                "Clerk create outcome unknown; looking the template up before retrying"
+            );
             self.pause_before_retry(attempts, &call.url).await;
             match self.find_by_name(template.template_name()).await? {
-                Some(found) if found.matches(template) => return self.update(&found.id, template, signing_key).await,
+                Some(found) if found.matches(template) => {
+                    return self.update(&found.id, template, signing_key).await;
+                }
                 Some(_) => {
                     return Err(ClerkError::InvalidTemplate {
                         call: ClerkCall::Create,
                         status: 422,
                         code: "form_identifier_exists".into(),
-                        message: "a different template with this name appeared while the create's outcome was \
+                        message:
+                            "a different template with this name appeared while the create's outcome was \
                                   unknown"
-                            .into(),
+                                .into(),
                     });
                 }
                 None => {}
@@ -342,8 +365,14 @@ impl ClerkClient {
             Err(ClerkError::NotFound { .. }) => return Ok(DeleteOutcome::AlreadyAbsent),
             Err(error) => return Err(error),
         };
-        let call =
-            Call { call: ClerkCall::Delete, method: Method::DELETE, url, query: &[], body: None, body_secret: None };
+        let call = Call {
+            call: ClerkCall::Delete,
+            method: Method::DELETE,
+            url,
+            query: &[],
+            body: None,
+            body_secret: None,
+        };
         match self.execute(&call, true).await {
             Ok(_) => Ok(DeleteOutcome::Deleted),
             Err(Failure { error: ClerkError::NotFound { .. }, .. }) => Ok(DeleteOutcome::AlreadyAbsent),
@@ -411,7 +440,9 @@ impl ClerkClient {
                         retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
                         "Clerk answered 429; pausing every request to this instance"
                     );
-                    if *retry_after > options.max_wait || rate_limited_attempts >= options.max_rate_limited_attempts {
+                    if *retry_after > options.max_wait
+                        || rate_limited_attempts >= options.max_rate_limited_attempts
+                    {
                         return Err(failure);
                     }
                 }
@@ -434,12 +465,16 @@ impl ClerkClient {
     async fn send_once(&self, call: &Call<'_>) -> Result<Vec<u8>, Failure> {
         let inner = &self.inner;
         let secrets = self.secrets(call.body_secret);
-        let permit = tokio::time::timeout(inner.options.max_wait, inner.limiter.acquire()).await.map_err(|_| {
-            Failure {
-                error: ClerkError::RateLimited { call: call.call, retry_after: inner.options.budget.window },
-                delivery: Delivery::NotSent,
-            }
-        })?;
+        let permit =
+            tokio::time::timeout(inner.options.max_wait, inner.limiter.acquire()).await.map_err(|_| {
+                Failure {
+                    error: ClerkError::RateLimited {
+                        call: call.call,
+                        retry_after: inner.options.budget.window,
+                    },
+                    delivery: Delivery::NotSent,
+                }
+            })?;
         let mut request = inner
             .http
             .request(call.method.clone(), call.url.clone())
@@ -453,18 +488,30 @@ impl ClerkClient {
         if let Some(body) = call.body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|error| self.transport_failure(call.call, &error, &secrets))?;
+        let response =
+            request.send().await.map_err(|error| self.transport_failure(call.call, &error, &secrets))?;
         let status = response.status();
-        let retry_after = response.headers().get(RETRY_AFTER).and_then(|value| value.to_str().ok()).map(str::to_owned);
-        let bytes =
-            response.bytes().await.map_err(|error| self.transport_failure(call.call, &error, &secrets))?.to_vec();
+        let retry_after =
+            response.headers().get(RETRY_AFTER).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.transport_failure(call.call, &error, &secrets))?
+            .to_vec();
         drop(permit);
         tracing::debug!(call = %call.call, method = %call.method, status = status.as_u16(), "Clerk answered");
         if status.is_success() {
             return Ok(bytes);
         }
         Err(Failure {
-            error: error_from_answer(call.call, status, retry_after.as_deref(), &bytes, &secrets, Timestamp::now()),
+            error: error_from_answer(
+                call.call,
+                status,
+                retry_after.as_deref(),
+                &bytes,
+                &secrets,
+                Timestamp::now(),
+            ),
             delivery: Delivery::Answered,
         })
     }
@@ -486,7 +533,11 @@ impl ClerkClient {
             source = cause.source();
         }
         Failure {
-            error: ClerkError::ClerkUnavailable { call, status: None, message: clean_message(&text, secrets) },
+            error: ClerkError::ClerkUnavailable {
+                call,
+                status: None,
+                message: clean_message(&text, secrets),
+            },
             delivery,
         }
     }

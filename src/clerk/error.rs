@@ -353,7 +353,10 @@ mod tests {
 
     #[test]
     fn missing_templates_and_outages_have_their_reasons() {
-        assert_eq!(classify(404, &clerk_body("resource_not_found", "Resource not found")).reason(), "NotFound");
+        assert_eq!(
+            classify(404, &clerk_body("resource_not_found", "Resource not found")).reason(),
+            "NotFound"
+        );
         for status in [408, 500, 502, 503, 504] {
             let error = classify(status, b"<html>bad gateway</html>");
             assert_eq!(error.reason(), "ClerkUnavailable");

@@ -272,10 +272,8 @@ mod tests {
         for start in starts {
             // Any moment between grant and answer may be when Clerk counted it: count requests
             // whose [grant, answer] interval touches [start, start + 1 s).
-            let touching = sent
-                .iter()
-                .filter(|&&(granted, done)| granted < start + secs(1) && done >= start)
-                .count();
+            let touching =
+                sent.iter().filter(|&&(granted, done)| granted < start + secs(1) && done >= start).count();
             assert!(touching <= 5, "{touching} requests in one window");
         }
         assert!(sent.len() > 50, "only {} requests in 20 s", sent.len());

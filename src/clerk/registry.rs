@@ -40,11 +40,12 @@ impl ClerkClients {
     /// # Errors
     /// [`ClerkError::ClerkUnavailable`] when the HTTP client cannot be built (TLS backend).
     pub fn new(options: ClerkClientOptions) -> Result<Self, ClerkError> {
-        let http = crate::http::client(options.request_timeout).map_err(|error| ClerkError::ClerkUnavailable {
-            call: ClerkCall::Setup,
-            status: None,
-            message: format!("building the HTTP client: {error}"),
-        })?;
+        let http =
+            crate::http::client(options.request_timeout).map_err(|error| ClerkError::ClerkUnavailable {
+                call: ClerkCall::Setup,
+                status: None,
+                message: format!("building the HTTP client: {error}"),
+            })?;
         Ok(Self {
             inner: Arc::new(RegistryInner {
                 http,
@@ -76,7 +77,9 @@ impl ClerkClients {
             // limiter is then the same, and hundreds of rotated keys do not pile up.
             limiters.retain(|_, limiter| Arc::strong_count(limiter) > 1 || !limiter.is_idle());
             Arc::clone(
-                limiters.entry(key).or_insert_with(|| Arc::new(RequestLimiter::new(self.inner.options.budget))),
+                limiters
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(RequestLimiter::new(self.inner.options.budget))),
             )
         };
         ClerkClient::from_parts(
@@ -92,11 +95,5 @@ impl ClerkClients {
     #[must_use]
     pub fn instance_count(&self) -> usize {
         self.inner.limiters.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    /// Whether two clients share one limiter (the same instance).
-    #[must_use]
-    pub fn share_limiter(first: &ClerkClient, second: &ClerkClient) -> bool {
-        first.shares_limiter_with(second)
     }
 }

@@ -217,7 +217,9 @@ mod tests {
         let one = answer(&desired());
         let paginated: TemplatePage =
             serde_json::from_value(json!({"data": [one.clone()], "total_count": 3})).unwrap();
-        assert!(matches!(paginated, TemplatePage::Paginated { ref data, total_count: Some(3) } if data.len() == 1));
+        assert!(
+            matches!(paginated, TemplatePage::Paginated { ref data, total_count: Some(3) } if data.len() == 1)
+        );
         let bare: TemplatePage = serde_json::from_value(json!([one.clone(), one])).unwrap();
         assert!(matches!(bare, TemplatePage::All(ref all) if all.len() == 2));
         assert!(serde_json::from_value::<TemplatePage>(json!({"nope": 1})).is_err());

@@ -156,7 +156,12 @@ impl Context {
     }
 
     /// Records that a key was checked now.
-    pub fn record_verification(&self, workspace: super::keys::WorkspaceKey, fingerprint: &str, now: Timestamp) {
+    pub fn record_verification(
+        &self,
+        workspace: super::keys::WorkspaceKey,
+        fingerprint: &str,
+        now: Timestamp,
+    ) {
         if let Ok(mut verifications) = self.verifications.lock() {
             verifications.insert(workspace, (fingerprint.to_owned(), now));
         }

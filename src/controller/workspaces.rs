@@ -134,7 +134,10 @@ async fn verify_if_due<W: Workspace>(
         Ok(info) if info.id != signer.workspace_id => {
             let problem = WorkspaceProblem {
                 reason: reason::WORKSPACE_MISMATCH,
-                message: format!("Tinybird says the admin token belongs to workspace {:?}, the token itself says {:?}", info.id, signer.workspace_id),
+                message: format!(
+                    "Tinybird says the admin token belongs to workspace {:?}, the token itself says {:?}",
+                    info.id, signer.workspace_id
+                ),
             };
             Err(problem)
         }
