@@ -17,6 +17,7 @@ pub mod duration;
 pub mod http;
 pub mod jwt;
 pub mod k8s_names;
+pub mod kube_client;
 pub mod manifests;
 pub mod names;
 pub mod reconcile;

@@ -466,14 +466,9 @@ impl ClerkClient {
         let inner = &self.inner;
         let secrets = self.secrets(call.body_secret);
         let permit =
-            tokio::time::timeout(inner.options.max_wait, inner.limiter.acquire()).await.map_err(|_| {
-                Failure {
-                    error: ClerkError::RateLimited {
-                        call: call.call,
-                        retry_after: inner.options.budget.window,
-                    },
-                    delivery: Delivery::NotSent,
-                }
+            inner.limiter.acquire_within(inner.options.max_wait).await.map_err(|retry_after| Failure {
+                error: ClerkError::RateLimited { call: call.call, retry_after },
+                delivery: Delivery::NotSent,
             })?;
         let mut request = inner
             .http

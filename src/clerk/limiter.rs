@@ -151,23 +151,39 @@ impl RequestLimiter {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits (in arrival order) for a slot. Dropping the future leaves the queue cleanly.
-    pub async fn acquire(self: &Arc<Self>) -> Permit {
-        let _turn = self.turnstile.lock().await;
+    /// Waits (in arrival order) for a slot, at most `max_wait`. `Err(retry_after)` when none is
+    /// free in time; at once when a pause or the window says so already. Dropping the future
+    /// leaves the queue cleanly.
+    ///
+    /// # Errors
+    /// How long to wait before trying again, when no slot is free within `max_wait`.
+    pub async fn acquire_within(self: &Arc<Self>, max_wait: Duration) -> Result<Permit, Duration> {
+        let deadline = Instant::now() + max_wait;
+        let window = self.state().budget.window;
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.turnstile.lock()).await else {
+            return Err(window);
+        };
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let admission = self.state().try_acquire(Instant::now());
+            let now = Instant::now();
+            let admission = self.state().try_acquire(now);
             match admission {
-                Admission::Granted => return Permit { limiter: Arc::clone(self) },
+                Admission::Granted => return Ok(Permit { limiter: Arc::clone(self) }),
+                Admission::WaitUntil(until) if until > deadline => return Err(until - now),
                 Admission::WaitUntil(until) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(until) => {}
                         () = changed => {}
                     }
                 }
-                Admission::WaitForCompletion => changed.await,
+                Admission::WaitForCompletion => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => return Err(window),
+                        () = changed => {}
+                    }
+                }
             }
         }
     }
@@ -200,6 +216,8 @@ impl Drop for Permit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const WAIT: Duration = Duration::from_secs(30);
 
     fn budget(requests: u32, window_secs: u64) -> RequestBudget {
         RequestBudget { requests, window: Duration::from_secs(window_secs) }
@@ -313,14 +331,14 @@ mod tests {
     #[tokio::test]
     async fn waiting_callers_are_served_in_arrival_order() {
         let limiter = Arc::new(RequestLimiter::new(RequestBudget { requests: 1, window: Duration::ZERO }));
-        let first = limiter.acquire().await;
+        let first = limiter.acquire_within(WAIT).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
         for i in 0..5 {
             let limiter = Arc::clone(&limiter);
             let order = Arc::clone(&order);
             waiters.push(tokio::spawn(async move {
-                let permit = limiter.acquire().await;
+                let permit = limiter.acquire_within(WAIT).await.unwrap();
                 order.lock().unwrap().push(i);
                 drop(permit);
             }));
@@ -342,7 +360,7 @@ mod tests {
         let limiter = Arc::new(RequestLimiter::new(RequestBudget { requests: 2, window }));
         let started = Instant::now();
         for _ in 0..5 {
-            drop(limiter.acquire().await);
+            drop(limiter.acquire_within(WAIT).await.unwrap());
         }
         // 5 requests at 2 per window: the 3rd waits one window and the 5th two.
         assert!(started.elapsed() >= window * 2, "{:?}", started.elapsed());
@@ -353,7 +371,25 @@ mod tests {
         let limiter = Arc::new(RequestLimiter::new(RequestBudget::default()));
         let started = Instant::now();
         limiter.pause_for(Duration::from_millis(150));
-        drop(limiter.acquire().await);
+        drop(limiter.acquire_within(WAIT).await.unwrap());
         assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[tokio::test]
+    async fn a_wait_beyond_the_limit_fails_at_once_with_the_remaining_time() {
+        let limiter = Arc::new(RequestLimiter::new(RequestBudget::default()));
+        limiter.pause_for(Duration::from_secs(60));
+        let retry_after = limiter.acquire_within(Duration::from_secs(5)).await.unwrap_err();
+        assert!(retry_after > Duration::from_secs(55) && retry_after <= Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_does_not_move_in_time_gives_up() {
+        let limiter =
+            Arc::new(RequestLimiter::new(RequestBudget { requests: 1, window: Duration::from_secs(1) }));
+        let held = limiter.acquire_within(WAIT).await.unwrap();
+        let retry_after = limiter.acquire_within(Duration::from_millis(50)).await.unwrap_err();
+        assert_eq!(retry_after, Duration::from_secs(1));
+        drop(held);
     }
 }

@@ -109,6 +109,14 @@ fn read_admin_token(path: &str) -> Result<crate::admin_token::AdminToken, CliErr
 /// A Kubernetes client from `--kubeconfig`, or the usual inference (in-cluster, `$KUBECONFIG`,
 /// `~/.kube/config`).
 async fn kube_client(kubeconfig: Option<&str>) -> Result<kube::Client, CliError> {
+    kube_client_limited(kubeconfig, crate::kube_client::RateLimit { qps: 20.0, burst: 40 }).await
+}
+
+/// Like [`kube_client`], with a client-side rate limit.
+async fn kube_client_limited(
+    kubeconfig: Option<&str>,
+    limit: crate::kube_client::RateLimit,
+) -> Result<kube::Client, CliError> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
@@ -121,7 +129,7 @@ async fn kube_client(kubeconfig: Option<&str>) -> Result<kube::Client, CliError>
             .await
             .map_err(|e| CliError::Input(format!("no Kubernetes configuration found: {e}")))?,
     };
-    kube::Client::try_from(config)
+    crate::kube_client::build(config, limit)
         .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))
 }
 

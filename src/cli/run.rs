@@ -6,9 +6,10 @@ use crate::controller::{RunConfig, run as run_controllers};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "TENANT_ACCESS_NAMESPACE")]
-    namespace: Option<String>,
+    /// Namespaces to serve, comma-separated (default: all). With exactly one, the operator
+    /// needs rights in that namespace only and ClusterTinybirdWorkspaces are not used.
+    #[arg(long = "namespaces", env = "TENANT_ACCESS_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Namespace holding ClusterTinybirdWorkspace admin tokens (the operator's own).
     #[arg(long, env = "TENANT_ACCESS_CLUSTER_RESOURCE_NAMESPACE", default_value = "tenant-access-system")]
     cluster_resource_namespace: String,
@@ -18,6 +19,12 @@ pub(super) struct RunArgs {
     /// Re-check every object at least this often (seconds).
     #[arg(long, env = "TENANT_ACCESS_RESYNC_SECONDS", default_value_t = 600)]
     resync_seconds: u64,
+    /// Client-side limit on Kubernetes API requests per second.
+    #[arg(long, env = "TENANT_ACCESS_KUBE_QPS", default_value_t = 200.0)]
+    kube_qps: f64,
+    /// Requests allowed at once before --kube-qps applies.
+    #[arg(long, env = "TENANT_ACCESS_KUBE_BURST", default_value_t = 400)]
+    kube_burst: u32,
     /// Log format.
     #[arg(long, env = "TENANT_ACCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -45,9 +52,15 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?;
     runtime.block_on(async move {
-        let client = super::kube_client(args.kubeconfig.as_deref()).await?;
+        let limit = crate::kube_client::RateLimit { qps: args.kube_qps, burst: args.kube_burst };
+        let client = super::kube_client_limited(args.kubeconfig.as_deref(), limit).await?;
         let config = RunConfig {
-            namespace: args.namespace,
+            namespaces: args
+                .namespaces
+                .into_iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
             cluster_resource_namespace: args.cluster_resource_namespace,
             concurrency: args.concurrency,
             resync: Duration::from_secs(args.resync_seconds.max(10)),

@@ -27,6 +27,16 @@ pub struct Settings {
     pub resync: Duration,
     /// Whether the operator watches every namespace (and so may use cluster workspaces).
     pub cluster_wide: bool,
+    /// When set, only these namespaces are served (the rest is ignored).
+    pub namespaces: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Settings {
+    /// Whether objects of this namespace are served.
+    #[must_use]
+    pub fn serves(&self, namespace: &str) -> bool {
+        self.namespaces.as_ref().is_none_or(|set| set.contains(namespace))
+    }
 }
 
 /// The shared state of the reconcilers.

@@ -25,8 +25,9 @@ use crate::validate::WorkspaceKind;
 /// How the operator runs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// Watch only this namespace (None: all namespaces).
-    pub namespace: Option<String>,
+    /// Namespaces to serve (empty: all). One namespace means namespace-scoped watches (and no
+    /// cluster workspaces); several mean cluster-wide watches filtered to these namespaces.
+    pub namespaces: Vec<String>,
     /// Namespace of ClusterTinybirdWorkspace admin tokens.
     pub cluster_resource_namespace: String,
     /// Concurrent reconciles per controller.
@@ -54,7 +55,10 @@ fn managed_selector() -> watcher::Config {
 /// Runs the controllers until `shutdown` resolves (then finishes in-flight reconciles).
 pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
     let shutdown = shutdown.shared();
-    let ns = config.namespace.as_deref();
+    let ns = match config.namespaces.as_slice() {
+        [only] => Some(only.as_str()),
+        _ => None,
+    };
     let keys = KeyStore::default();
 
     // Managed Secrets: cached (they are ours), managedFields dropped to keep memory small.
@@ -94,6 +98,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         backoff: crate::backoff::Backoff::default(),
         resync: config.resync,
         cluster_wide: ns.is_none(),
+        namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

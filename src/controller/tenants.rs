@@ -40,7 +40,7 @@ pub async fn reconcile(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<A
 async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = access.namespace().unwrap_or_default();
     let name = access.name_any();
-    if access.meta().deletion_timestamp.is_some() {
+    if access.meta().deletion_timestamp.is_some() || !ctx.settings.serves(&namespace) {
         return Ok(Action::await_change());
     }
     let now = ctx.now();

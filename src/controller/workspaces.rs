@@ -170,6 +170,11 @@ pub async fn reconcile<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Re
 }
 
 async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if W::KIND == WorkspaceKind::Namespaced
+        && !ctx.settings.serves(&workspace.namespace().unwrap_or_default())
+    {
+        return Ok(Action::await_change());
+    }
     let mut entry = refresh_entry(workspace.as_ref(), &ctx).await?;
     let verification = verify_if_due(workspace.as_ref(), &mut entry, &ctx).await;
     let next_verification = verification.as_ref().ok().copied().flatten();

@@ -65,7 +65,7 @@ impl Operator {
     pub fn start(client: Client, namespace: Option<&str>, cluster_resource_namespace: &str) -> Self {
         let (tx, rx) = oneshot::channel::<()>();
         let config = RunConfig {
-            namespace: namespace.map(str::to_owned),
+            namespaces: namespace.map(str::to_owned).into_iter().collect(),
             cluster_resource_namespace: cluster_resource_namespace.to_owned(),
             concurrency: 8,
             resync: Duration::from_secs(600),
