@@ -44,8 +44,9 @@ pub fn set_condition(
     observed_generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if desired.status { "True" } else { "False" }.to_owned();
-    let mut message = redact(&desired.message, &[]);
+    let DesiredCondition { type_, status, reason, message } = desired;
+    let status = if status { "True" } else { "False" }.to_owned();
+    let mut message = redact(&message, &[]);
     if message.len() > MAX_MESSAGE_LEN {
         let mut cut = MAX_MESSAGE_LEN;
         while !message.is_char_boundary(cut) {
@@ -53,15 +54,15 @@ pub fn set_condition(
         }
         message.truncate(cut);
     }
-    let existing = conditions.iter_mut().find(|c| c.type_ == desired.type_);
+    let existing = conditions.iter_mut().find(|c| c.type_ == type_);
     let last_transition_time = match &existing {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => Time(now),
     };
     let condition = Condition {
-        type_: desired.type_.to_owned(),
+        type_: type_.to_owned(),
         status,
-        reason: desired.reason.to_owned(),
+        reason: reason.to_owned(),
         message,
         observed_generation,
         last_transition_time,

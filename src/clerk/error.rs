@@ -225,14 +225,11 @@ pub(crate) fn error_from_answer(
     now: Timestamp,
 ) -> ClerkError {
     let (code, message) = first_error(body);
-    let message = message.map_or_else(
-        || {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            if text.is_empty() { format!("HTTP {}", status.as_u16()) } else { text.to_owned() }
-        },
-        |message| message,
-    );
+    let message = message.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if text.is_empty() { format!("HTTP {}", status.as_u16()) } else { text.to_owned() }
+    });
     let message = clean_message(&message, secrets);
     let status_code = status.as_u16();
     match status_code {

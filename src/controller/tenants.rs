@@ -492,7 +492,8 @@ impl Report {
     }
 }
 
-/// Backoff on transient errors.
+/// Backoff on transient errors. (The signature is the one `Controller::run` expects.)
+#[allow(clippy::needless_pass_by_value)]
 pub fn error_policy(access: Arc<TenantAccess>, error: &Error, ctx: Arc<Context>) -> Action {
     let (attempts, delay) = ctx.record_failure(access.as_ref());
     tracing::warn!(namespace = %access.namespace().unwrap_or_default(), name = %access.name_any(), attempts, category = error.category(), error = %error.redacted(), "reconcile failed");

@@ -266,7 +266,8 @@ async fn patch_status<W: Workspace>(
     Ok(())
 }
 
-/// Backoff on transient errors.
+/// Backoff on transient errors. (The signature is the one `Controller::run` expects.)
+#[allow(clippy::needless_pass_by_value)]
 pub fn error_policy<W: Workspace>(workspace: Arc<W>, error: &Error, ctx: Arc<Context>) -> Action {
     let (attempts, delay) = ctx.record_failure(workspace.as_ref());
     tracing::warn!(kind = W::KIND.kind_name(), name = %workspace.name_any(), attempts, error = %error, "workspace reconcile failed");
