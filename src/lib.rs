@@ -14,6 +14,7 @@ pub mod conditions;
 pub mod controller;
 pub mod desired;
 pub mod duration;
+pub mod health;
 pub mod http;
 pub mod jwt;
 pub mod k8s_names;

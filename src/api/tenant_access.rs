@@ -17,7 +17,7 @@ use super::common::{Condition, conditions_schema, duration_schema};
     plural = "tenantaccesses",
     namespaced,
     shortname = "ta",
-    category = "tenantaccess",
+    category = "tenant-access",
     status = "TenantAccessStatus",
     doc = "Access of one tenant to Tinybird pipes: a signed Tinybird JWT kept in a Secret and renewed before expiry, and/or a Clerk JWT template.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,

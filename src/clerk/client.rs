@@ -191,7 +191,7 @@ impl ClerkClient {
         })
     }
 
-    /// The API base URL (without trailing slash).
+    /// The API base URL as used (trailing slashes of the path removed).
     #[must_use]
     pub fn api_url(&self) -> &str {
         self.inner.api_url.as_str()

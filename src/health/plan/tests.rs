@@ -1,0 +1,114 @@
+use jiff::Timestamp;
+
+use super::*;
+use crate::admin_token::tests::fake_admin_token;
+use crate::api::{SecretKeySelector, TenantAccessSpec, WorkspaceSpec};
+use crate::jwt::ParsedToken;
+use crate::validate::validate_tenant_access;
+use crate::workspace::resolve;
+
+const WORKSPACE_ID: &str = "3f6c1b1e-0000-0000-0000-000000000000";
+
+fn access(yaml: &str) -> ValidatedAccess {
+    let spec: TenantAccessSpec = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("fixture: {e}"));
+    validate_tenant_access("tenants", "acme", &spec).unwrap_or_else(|e| panic!("invalid fixture: {e}"))
+}
+
+fn workspace() -> SigningWorkspace {
+    let spec = WorkspaceSpec {
+        admin_token_secret_ref: SecretKeySelector { name: "tinybird-admin".into(), key: None },
+        api_url: Some("http://tinybird.local:7181/".into()),
+        ..WorkspaceSpec::default()
+    };
+    resolve(&spec, AdminToken::new(&fake_admin_token(WORKSPACE_ID, None))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const SECRET_ACCESS: &str = r"
+workspaceRef: {name: analytics}
+scopes:
+  - resource: top_pages
+    fixedParams: {org: acme}
+  - type: DATASOURCES:READ
+    resource: events
+    filter: org = 'acme'
+secret: {}
+healthCheck:
+  interval: 2m
+  timeout: 3s
+  params: {limit: '1', token: 'not-a-credential'}
+";
+
+const CLERK_ONLY: &str = r#"
+workspaceRef: {name: analytics}
+scopes:
+  - resource: top_pages
+    fixedParams: {org: "{{org.slug}}"}
+  - resource: tenant_events
+    fixedParams: {org: "{{org.slug}}", user: "{{user.id}}"}
+clerkTemplate: {}
+healthCheck:
+  sampleParams: {org: globex}
+"#;
+
+#[test]
+fn a_secret_access_is_probed_with_its_issued_token_on_each_pipe_scope() {
+    let plan = ProbePlan::for_access(&access(SECRET_ACCESS), &workspace(), Some("eyJ.issued.token\n"))
+        .unwrap_or_else(|| panic!("a plan"));
+    assert_eq!(plan.api_url, "http://tinybird.local:7181");
+    assert_eq!(plan.interval, Duration::from_secs(120));
+    assert_eq!(plan.timeout, Duration::from_secs(3));
+    assert_eq!(plan.endpoints, [PlannedEndpoint { resource: "top_pages".into(), skipped: None }]);
+    assert!(matches!(&plan.credential, ProbeCredential::Issued { token, .. } if token == "eyJ.issued.token"));
+
+    let request = plan.request_for("top_pages", Timestamp::now()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(request.url(), "http://tinybird.local:7181/v0/pipes/top_pages.json");
+    assert_eq!(request.params(), [("limit".to_owned(), "1".to_owned())], "a `token` param is never sent");
+    assert_eq!(request.bearer_token(), "eyJ.issued.token");
+    assert!(!format!("{request:?}{plan:?}").contains("issued.token"), "Debug shows no token");
+}
+
+#[test]
+fn disabled_health_checks_have_no_plan() {
+    let yaml = SECRET_ACCESS.replace("interval: 2m", "interval: '0'").replace("timeout: 3s", "");
+    assert_eq!(ProbePlan::for_access(&access(&yaml), &workspace(), Some("t")), None);
+}
+
+#[test]
+fn a_clerk_only_access_gets_short_lived_probe_tokens_with_sample_values() {
+    let ws = workspace();
+    let plan = ProbePlan::for_access(&access(CLERK_ONLY), &ws, None).unwrap_or_else(|| panic!("a plan"));
+    assert_eq!(plan.interval, Duration::from_secs(300), "default interval");
+    assert_eq!(plan.endpoints[0], PlannedEndpoint { resource: "top_pages".into(), skipped: None });
+    let now = Timestamp::now();
+    let request = plan.request_for("top_pages", now).unwrap_or_else(|e| panic!("{e}"));
+    let parsed = ParsedToken::parse(request.bearer_token()).unwrap_or_else(|e| panic!("{e}"));
+    let claims = parsed.verify(&ws.key, now).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(claims.exp - claims.iat, 300, "five minutes");
+    assert!(parsed.payload.get("nbf").is_none());
+    assert_eq!(claims.access.name, "tenants_acme", "the tenant's own rate-limit bucket");
+    assert_eq!(claims.access.scopes.len(), 1, "the unprobeable scope is left out");
+    let fixed = claims.access.scopes[0].fixed_params.clone().unwrap_or_default();
+    assert_eq!(fixed["org"], "globex");
+    assert!(plan.credential.believed_valid_at(now));
+}
+
+#[test]
+fn a_shortcode_without_a_sample_value_skips_its_scope_with_a_reason() {
+    let plan =
+        ProbePlan::for_access(&access(CLERK_ONLY), &workspace(), None).unwrap_or_else(|| panic!("a plan"));
+    let skipped = &plan.endpoints[1];
+    assert_eq!(skipped.resource, "tenant_events");
+    let message = skipped.skipped.clone().unwrap_or_default();
+    assert!(message.contains("spec.healthCheck.sampleParams.user"), "{message}");
+    assert!(!message.contains("sampleParams.org"), "org has a sample: {message}");
+    assert_eq!(plan.probed_resources().collect::<Vec<_>>(), ["top_pages"]);
+}
+
+#[test]
+fn credentials_compare_by_identity_and_know_their_expiry() {
+    let expired = ProbeCredential::Issued { token: "a".into(), expires_at: Some(Timestamp::UNIX_EPOCH) };
+    assert!(!expired.believed_valid_at(Timestamp::now()));
+    assert_eq!(ProbeCredential::issued("a"), expired);
+    assert_ne!(ProbeCredential::issued("a"), ProbeCredential::issued("b"));
+    assert!(ProbeCredential::issued("not a jwt").believed_valid_at(Timestamp::now()));
+}

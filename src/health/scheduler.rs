@@ -1,0 +1,478 @@
+//! The health scheduler: one tokio task owning every registered TenantAccess's probes. Probes
+//! are spread with jitter over each interval, run under a global concurrency bound, back off on
+//! 429, and are reported only when an endpoint's health changes, so that status is written only
+//! on flips.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{Id, JoinError, JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::classify::{AuthRejection, ProbeOutcome, ProbeReason};
+use super::metrics::HealthMetrics;
+use super::plan::ProbePlan;
+use super::probe::EndpointProber;
+use super::report::EndpointHealth;
+use super::schedule::{first_probe_offset, next_due, rate_limited_delay, recheck_delay};
+use crate::backoff::jitter;
+
+/// Default bound of probes in flight at once, over all TenantAccesses.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Identity of a TenantAccess: namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccessKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl AccessKey {
+    /// The key of `namespace/name`.
+    #[must_use]
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for AccessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A change of a TenantAccess's endpoint health: some endpoint flipped (verdict or reason), the
+/// set of endpoints changed, or a key check is requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthChange {
+    /// The TenantAccess.
+    pub key: AccessKey,
+    /// Every endpoint's reported health, in spec order (only those probed or skipped so far).
+    pub endpoints: Vec<EndpointHealth>,
+    /// Tinybird rejected a token's signature while the operator believed the token valid:
+    /// re-check the workspace's admin token now (it was probably refreshed).
+    pub key_check: bool,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthConfig {
+    /// Most probes in flight at once (at least 1).
+    pub concurrency: usize,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { concurrency: DEFAULT_CONCURRENCY }
+    }
+}
+
+/// The changes reported by a [`HealthScheduler`]; a `Stream` for `Controller::reconcile_on`.
+/// Ends when the scheduler shuts down.
+#[derive(Debug)]
+pub struct HealthEvents {
+    receiver: mpsc::UnboundedReceiver<HealthChange>,
+}
+
+impl HealthEvents {
+    /// The next change; `None` once the scheduler stopped.
+    pub async fn recv(&mut self) -> Option<HealthChange> {
+        self.receiver.recv().await
+    }
+
+    /// A change already reported, without waiting.
+    pub fn try_recv(&mut self) -> Option<HealthChange> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+impl futures::Stream for HealthEvents {
+    type Item = HealthChange;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+/// Handle of the running scheduler; cheap to clone, never blocks the caller.
+#[derive(Debug, Clone)]
+pub struct HealthScheduler {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    metrics: HealthMetrics,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// State read by the handle while the task owns the schedule.
+#[derive(Debug, Default)]
+struct Shared {
+    endpoints: Mutex<HashMap<AccessKey, Vec<EndpointHealth>>>,
+    key_checks: Mutex<HashSet<AccessKey>>,
+}
+
+impl Shared {
+    fn set_endpoints(&self, key: &AccessKey, endpoints: Vec<EndpointHealth>) {
+        if let Ok(mut map) = self.endpoints.lock() {
+            map.insert(key.clone(), endpoints);
+        }
+    }
+
+    fn forget(&self, key: &AccessKey) {
+        if let Ok(mut map) = self.endpoints.lock() {
+            map.remove(key);
+        }
+        self.take_key_check(key);
+    }
+
+    /// Raises the key-check flag; whether it was newly raised.
+    fn flag_key_check(&self, key: &AccessKey) -> bool {
+        self.key_checks.lock().is_ok_and(|mut set| set.insert(key.clone()))
+    }
+
+    fn take_key_check(&self, key: &AccessKey) -> bool {
+        self.key_checks.lock().is_ok_and(|mut set| set.remove(key))
+    }
+}
+
+enum Command {
+    Register(AccessKey, Box<ProbePlan>),
+    Unregister(AccessKey),
+    Shutdown,
+}
+
+impl HealthScheduler {
+    /// Starts the scheduler task on the current tokio runtime.
+    #[must_use]
+    pub fn start(config: HealthConfig, prober: Arc<dyn EndpointProber>) -> (Self, HealthEvents) {
+        let (commands, command_receiver) = mpsc::unbounded_channel();
+        let (events, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let metrics = HealthMetrics::default();
+        let worker = Worker {
+            prober,
+            semaphore: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            accesses: HashMap::new(),
+            probes: JoinSet::new(),
+            in_flight: HashMap::new(),
+            events,
+            shared: Arc::clone(&shared),
+            metrics: metrics.clone(),
+            next_generation: 0,
+        };
+        let task = tokio::spawn(worker.run(command_receiver));
+        let scheduler = Self { commands, shared, metrics, task: Arc::new(Mutex::new(Some(task))) };
+        (scheduler, HealthEvents { receiver })
+    }
+
+    /// Registers or updates a TenantAccess's probes. An identical plan changes nothing; a new
+    /// token keeps each endpoint's schedule and health (unhealthy ones are re-probed within
+    /// seconds); a new interval re-spreads the probes.
+    pub fn register(&self, key: AccessKey, plan: ProbePlan) {
+        // Fails only after shutdown, when there is nothing left to schedule.
+        let _ = self.commands.send(Command::Register(key, Box::new(plan)));
+    }
+
+    /// Stops probing a TenantAccess and forgets its health and metrics.
+    pub fn unregister(&self, key: &AccessKey) {
+        self.shared.forget(key);
+        let _ = self.commands.send(Command::Unregister(key.clone()));
+    }
+
+    /// The reported health of a TenantAccess's endpoints (changes only on flips): what
+    /// `status.endpoints` should hold. `None` when it is not registered.
+    #[must_use]
+    pub fn endpoints(&self, key: &AccessKey) -> Option<Vec<EndpointHealth>> {
+        self.shared.endpoints.lock().ok()?.get(key).cloned()
+    }
+
+    /// Whether a signature rejection of a token believed valid was seen since the last call
+    /// (or since the credential last changed); clears the flag.
+    #[must_use]
+    pub fn take_key_check(&self, key: &AccessKey) -> bool {
+        self.shared.take_key_check(key)
+    }
+
+    /// The probe metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &HealthMetrics {
+        &self.metrics
+    }
+
+    /// Stops the task, cancelling probes in flight, and waits for it.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let task = self.task.lock().ok().and_then(|mut task| task.take());
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            tracing::warn!(%error, "health scheduler task ended abnormally");
+        }
+    }
+}
+
+/// One probe's result, as the probe task hands it back.
+struct ProbeResult {
+    outcome: ProbeOutcome,
+    latency: Duration,
+    believed_valid: bool,
+}
+
+struct EndpointState {
+    resource: String,
+    skipped: Option<String>,
+    /// When the next probe is due.
+    due: Instant,
+    /// When the probe in flight (or the last one) was due: the phase of the schedule.
+    scheduled: Instant,
+    in_flight: bool,
+    /// The health last reported; changes only on flips.
+    reported: Option<EndpointHealth>,
+    /// 429s in a row.
+    rate_limited: u32,
+}
+
+struct Registered {
+    plan: Arc<ProbePlan>,
+    generation: u64,
+    endpoints: Vec<EndpointState>,
+}
+
+impl Registered {
+    fn reported(&self) -> Vec<EndpointHealth> {
+        self.endpoints.iter().filter_map(|e| e.reported.clone()).collect()
+    }
+}
+
+struct Worker {
+    prober: Arc<dyn EndpointProber>,
+    semaphore: Arc<Semaphore>,
+    accesses: HashMap<AccessKey, Registered>,
+    probes: JoinSet<ProbeResult>,
+    /// Which endpoint (and plan generation) each probe task is for.
+    in_flight: HashMap<Id, (AccessKey, u64, String)>,
+    events: mpsc::UnboundedSender<HealthChange>,
+    shared: Arc<Shared>,
+    metrics: HealthMetrics,
+    next_generation: u64,
+}
+
+impl Worker {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Register(key, plan)) => self.register(key, *plan),
+                    Some(Command::Unregister(key)) => self.unregister(&key),
+                    Some(Command::Shutdown) | None => break,
+                },
+                Some(joined) = self.probes.join_next_with_id(), if !self.probes.is_empty() => {
+                    self.complete(joined);
+                }
+                () = sleep_until(wake) => self.dispatch_due(),
+            }
+        }
+        self.probes.shutdown().await;
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.accesses
+            .values()
+            .flat_map(|access| &access.endpoints)
+            .filter(|e| e.skipped.is_none() && !e.in_flight)
+            .map(|e| e.due)
+            .min()
+    }
+
+    fn register(&mut self, key: AccessKey, plan: ProbePlan) {
+        if plan.interval.is_zero() || plan.endpoints.is_empty() {
+            self.unregister(&key);
+            return;
+        }
+        let previous = self.accesses.remove(&key);
+        if let Some(previous) = previous {
+            if *previous.plan == plan {
+                self.accesses.insert(key, previous);
+                return;
+            }
+            self.replace(key, plan, Some(previous));
+        } else {
+            self.replace(key, plan, None);
+        }
+    }
+
+    fn replace(&mut self, key: AccessKey, plan: ProbePlan, previous: Option<Registered>) {
+        let now = Instant::now();
+        let credential_changed = previous.as_ref().is_some_and(|p| p.plan.credential != plan.credential);
+        let interval_changed = previous.as_ref().is_some_and(|p| p.plan.interval != plan.interval);
+        if credential_changed {
+            self.shared.take_key_check(&key);
+        }
+        let endpoints = plan
+            .endpoints
+            .iter()
+            .map(|planned| {
+                let old = previous.as_ref().and_then(|p| {
+                    p.endpoints.iter().find(|e| e.resource == planned.resource && e.skipped.is_none())
+                });
+                let spread = jitter(&format!("{key}/{}", planned.resource));
+                let fresh = now + first_probe_offset(plan.interval, spread);
+                let (due, reported) = match (&planned.skipped, old) {
+                    (Some(message), _) => (fresh, Some(EndpointHealth::skipped(&planned.resource, message))),
+                    (None, Some(old)) => {
+                        let mut due = if interval_changed { fresh } else { old.due };
+                        let unhealthy = old.reported.as_ref().is_some_and(|r| !r.healthy);
+                        if credential_changed && unhealthy {
+                            due = due.min(now + recheck_delay(plan.interval, spread));
+                        }
+                        (due, old.reported.clone())
+                    }
+                    (None, None) => (fresh, None),
+                };
+                EndpointState {
+                    resource: planned.resource.clone(),
+                    skipped: planned.skipped.clone(),
+                    due,
+                    scheduled: due,
+                    in_flight: false,
+                    reported,
+                    rate_limited: old.map_or(0, |o| o.rate_limited),
+                }
+            })
+            .collect();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let registered = Registered { plan: Arc::new(plan), generation, endpoints };
+        let before = previous.map(|p| p.reported()).unwrap_or_default();
+        let after = registered.reported();
+        let probed: Vec<&str> = registered.plan.probed_resources().collect();
+        self.metrics.retain(&key, &probed);
+        self.accesses.insert(key.clone(), registered);
+        self.shared.set_endpoints(&key, after.clone());
+        if !same_health(&before, &after) {
+            self.publish(HealthChange { key, endpoints: after, key_check: false });
+        }
+    }
+
+    fn unregister(&mut self, key: &AccessKey) {
+        self.accesses.remove(key);
+        self.shared.forget(key);
+        self.metrics.retain(key, &[]);
+    }
+
+    fn dispatch_due(&mut self) {
+        let now = Instant::now();
+        for (key, access) in &mut self.accesses {
+            for endpoint in access.endpoints.iter_mut().filter(|e| e.skipped.is_none() && !e.in_flight) {
+                if endpoint.due > now {
+                    continue;
+                }
+                endpoint.in_flight = true;
+                endpoint.scheduled = endpoint.due;
+                let plan = Arc::clone(&access.plan);
+                let prober = Arc::clone(&self.prober);
+                let semaphore = Arc::clone(&self.semaphore);
+                let resource = endpoint.resource.clone();
+                let handle = self.probes.spawn(async move {
+                    // Only closed at shutdown, when the result no longer matters.
+                    let _permit = semaphore.acquire_owned().await.ok();
+                    // The token is made once a permit is held, so a queued probe never sends a
+                    // probe token that aged while waiting.
+                    let wall_now = Timestamp::now();
+                    let believed_valid = plan.credential.believed_valid_at(wall_now);
+                    let started = Instant::now();
+                    let outcome = match plan.request_for(&resource, wall_now) {
+                        Ok(request) => prober.probe(request).await,
+                        Err(error) => {
+                            ProbeOutcome::not_sent(&format!("cannot sign the probe token: {error}"))
+                        }
+                    };
+                    ProbeResult { outcome, latency: started.elapsed(), believed_valid }
+                });
+                self.in_flight
+                    .insert(handle.id(), (key.clone(), access.generation, endpoint.resource.clone()));
+            }
+        }
+    }
+
+    fn complete(&mut self, joined: Result<(Id, ProbeResult), JoinError>) {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, Some(result)),
+            Err(error) => {
+                tracing::warn!(%error, "health probe task failed");
+                (error.id(), None)
+            }
+        };
+        let Some((key, generation, resource)) = self.in_flight.remove(&id) else { return };
+        let Some(access) = self.accesses.get_mut(&key) else { return };
+        if access.generation != generation {
+            return;
+        }
+        let interval = access.plan.interval;
+        let Some(endpoint) = access.endpoints.iter_mut().find(|e| e.resource == resource) else { return };
+        endpoint.in_flight = false;
+        let now = Instant::now();
+        let Some(ProbeResult { outcome, latency, believed_valid }) = result else {
+            endpoint.due = next_due(endpoint.scheduled, interval, now);
+            return;
+        };
+
+        if outcome.reason == ProbeReason::RateLimited {
+            endpoint.rate_limited = endpoint.rate_limited.saturating_add(1);
+            let spread = jitter(&format!("{key}/{resource}/{}", endpoint.rate_limited));
+            endpoint.due =
+                now + rate_limited_delay(outcome.retry_after, endpoint.rate_limited, interval, spread);
+        } else {
+            endpoint.rate_limited = 0;
+            endpoint.due = next_due(endpoint.scheduled, interval, now);
+        }
+
+        let health =
+            EndpointHealth::from_outcome(&resource, &outcome, endpoint.reported.as_ref().map(|r| r.healthy));
+        self.metrics.record(&key, &resource, outcome.reason, health.healthy, latency);
+        let flipped = endpoint.reported.as_ref().is_none_or(|reported| !reported.same_health(&health));
+        let key_check = outcome.reason == ProbeReason::SignatureRejected
+            && believed_valid
+            && outcome.auth_rejection.is_some_and(AuthRejection::suspects_the_key);
+        let newly_flagged = key_check && self.shared.flag_key_check(&key);
+        if flipped {
+            tracing::info!(
+                namespace = %key.namespace, name = %key.name, %resource, reason = %health.reason,
+                healthy = health.healthy, status = ?health.status_code, "endpoint health changed"
+            );
+            endpoint.reported = Some(health);
+        }
+        if flipped || newly_flagged {
+            let endpoints = access.reported();
+            self.shared.set_endpoints(&key, endpoints.clone());
+            self.publish(HealthChange { key, endpoints, key_check });
+        }
+    }
+
+    fn publish(&self, change: HealthChange) {
+        // The receiver is gone only when the controller stopped listening.
+        let _ = self.events.send(change);
+    }
+}
+
+fn same_health(before: &[EndpointHealth], after: &[EndpointHealth]) -> bool {
+    before.len() == after.len() && before.iter().zip(after).all(|(b, a)| b.same_health(a))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

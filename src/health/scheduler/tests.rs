@@ -1,0 +1,365 @@
+//! The scheduler against a scripted prober, with short real intervals. Assertions wait on
+//! conditions (events, call counts), never on a sleep.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::future::BoxFuture;
+
+use super::*;
+use crate::health::classify::AuthRejection;
+use crate::health::plan::{PlannedEndpoint, ProbeCredential};
+use crate::health::probe::ProbeRequest;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn outcome(reason: ProbeReason) -> ProbeOutcome {
+    let status = match reason {
+        ProbeReason::Healthy => Some(200),
+        ProbeReason::RateLimited => Some(429),
+        ProbeReason::ServerError => Some(503),
+        ProbeReason::SignatureRejected => Some(403),
+        _ => None,
+    };
+    ProbeOutcome {
+        reason,
+        status_code: status,
+        message: format!("scripted {reason}"),
+        retry_after: None,
+        auth_rejection: None,
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    /// Outcomes per resource, in order; then Healthy.
+    outcomes: Mutex<HashMap<String, VecDeque<ProbeOutcome>>>,
+    /// The outcome for every probe with this token (before the per-resource script).
+    by_token: Mutex<HashMap<String, ProbeOutcome>>,
+    /// Every call: resource, token, when.
+    calls: Mutex<Vec<(String, String, Instant)>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    hold: Duration,
+}
+
+impl Script {
+    fn with_hold(hold: Duration) -> Arc<Self> {
+        Arc::new(Self { hold, ..Self::default() })
+    }
+
+    fn push(&self, resource: &str, outcomes: impl IntoIterator<Item = ProbeOutcome>) {
+        self.outcomes.lock().unwrap().entry(resource.to_owned()).or_default().extend(outcomes);
+    }
+
+    fn calls_for(&self, resource: &str) -> Vec<Instant> {
+        self.calls.lock().unwrap().iter().filter(|(r, _, _)| r == resource).map(|(_, _, at)| *at).collect()
+    }
+
+    fn total_calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+struct ScriptedProber(Arc<Script>);
+
+impl EndpointProber for ScriptedProber {
+    fn probe(&self, request: ProbeRequest) -> BoxFuture<'static, ProbeOutcome> {
+        let script = Arc::clone(&self.0);
+        Box::pin(async move {
+            let now_in_flight = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            script.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
+            script.calls.lock().unwrap().push((
+                request.resource().to_owned(),
+                request.bearer_token().to_owned(),
+                Instant::now(),
+            ));
+            if !script.hold.is_zero() {
+                tokio::time::sleep(script.hold).await;
+            }
+            let by_token = script.by_token.lock().unwrap().get(request.bearer_token()).cloned();
+            let next = by_token.or_else(|| {
+                script.outcomes.lock().unwrap().get_mut(request.resource()).and_then(VecDeque::pop_front)
+            });
+            script.in_flight.fetch_sub(1, Ordering::SeqCst);
+            next.unwrap_or_else(|| outcome(ProbeReason::Healthy))
+        })
+    }
+}
+
+fn start(script: &Arc<Script>, concurrency: usize) -> (HealthScheduler, HealthEvents) {
+    HealthScheduler::start(HealthConfig { concurrency }, Arc::new(ScriptedProber(Arc::clone(script))))
+}
+
+fn plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
+    ProbePlan {
+        api_url: "http://tinybird.invalid".into(),
+        interval,
+        timeout: Duration::from_secs(1),
+        params: BTreeMap::new(),
+        endpoints: resources
+            .iter()
+            .map(|resource| PlannedEndpoint { resource: (*resource).to_owned(), skipped: None })
+            .collect(),
+        credential: ProbeCredential::issued(token),
+    }
+}
+
+async fn next_change(events: &mut HealthEvents) -> HealthChange {
+    tokio::time::timeout(PATIENCE, events.recv())
+        .await
+        .expect("a health change in time")
+        .expect("the scheduler is running")
+}
+
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn verdicts(change: &HealthChange) -> Vec<(String, bool, ProbeReason)> {
+    change.endpoints.iter().map(|e| (e.resource.clone(), e.healthy, e.reason)).collect()
+}
+
+#[tokio::test]
+async fn reports_only_when_health_flips() {
+    let script = Script::with_hold(Duration::ZERO);
+    script.push(
+        "top_pages",
+        [
+            outcome(ProbeReason::Healthy),
+            outcome(ProbeReason::Healthy),
+            outcome(ProbeReason::ServerError),
+            outcome(ProbeReason::ServerError),
+            outcome(ProbeReason::ServerError),
+        ],
+    );
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "acme");
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "token-1"));
+
+    let first = next_change(&mut events).await;
+    assert_eq!(first.key, key);
+    assert_eq!(verdicts(&first), [("top_pages".into(), true, ProbeReason::Healthy)]);
+    let second = next_change(&mut events).await;
+    assert_eq!(verdicts(&second), [("top_pages".into(), false, ProbeReason::ServerError)]);
+    assert_eq!(second.endpoints[0].status_code, Some(503));
+    let third = next_change(&mut events).await;
+    assert_eq!(verdicts(&third), [("top_pages".into(), true, ProbeReason::Healthy)]);
+    assert!(script.calls_for("top_pages").len() >= 6, "two healthy, three failing, one recovery");
+
+    // Many more healthy probes: no more changes.
+    wait_until("ten more probes", || script.calls_for("top_pages").len() >= 16).await;
+    assert_eq!(events.try_recv(), None);
+    assert_eq!(scheduler.endpoints(&key).map(|e| e[0].reason), Some(ProbeReason::Healthy));
+    assert!(!third.key_check);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn first_probes_are_spread_over_the_interval() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 64);
+    let interval = Duration::from_secs(1);
+    let resources: Vec<String> = (0..20).map(|i| format!("pipe_{i}")).collect();
+    let names: Vec<&str> = resources.iter().map(String::as_str).collect();
+    let registered_at = Instant::now();
+    scheduler.register(AccessKey::new("tenants", "many"), plan(&names, interval, "token"));
+    wait_until("every first probe", || names.iter().all(|r| !script.calls_for(r).is_empty())).await;
+
+    let firsts: Vec<Duration> =
+        names.iter().map(|r| script.calls_for(r)[0].duration_since(registered_at)).collect();
+    let earliest = firsts.iter().min().copied().unwrap_or_default();
+    let latest = firsts.iter().max().copied().unwrap_or_default();
+    assert!(latest - earliest >= interval / 4, "first probes bunched together: {firsts:?}");
+    assert!(latest < interval + Duration::from_secs(2), "a first probe came late: {firsts:?}");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded_over_all_accesses() {
+    let script = Script::with_hold(Duration::from_millis(15));
+    let (scheduler, _events) = start(&script, 3);
+    let resources: Vec<String> = (0..8).map(|i| format!("pipe_{i}")).collect();
+    let names: Vec<&str> = resources.iter().map(String::as_str).collect();
+    for tenant in ["acme", "globex", "initech"] {
+        scheduler
+            .register(AccessKey::new("tenants", tenant), plan(&names, Duration::from_millis(30), tenant));
+    }
+    wait_until("72 probes", || script.total_calls() >= 72).await;
+    let max = script.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 3, "{max} probes in flight at once");
+    assert!(max >= 2, "probes were not concurrent at all");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_keeps_the_previous_health_and_waits_for_retry_after() {
+    let script = Script::with_hold(Duration::ZERO);
+    let retry_after = Duration::from_millis(400);
+    script.push(
+        "top_pages",
+        [
+            outcome(ProbeReason::ServerError),
+            ProbeOutcome { retry_after: Some(retry_after), ..outcome(ProbeReason::RateLimited) },
+        ],
+    );
+    let (scheduler, mut events) = start(&script, 8);
+    scheduler
+        .register(AccessKey::new("tenants", "acme"), plan(&["top_pages"], Duration::from_millis(20), "t"));
+
+    assert_eq!(
+        verdicts(&next_change(&mut events).await)[0],
+        ("top_pages".into(), false, ProbeReason::ServerError)
+    );
+    // The 429 is reported (a new reason) but keeps "unhealthy": it says nothing about health.
+    assert_eq!(
+        verdicts(&next_change(&mut events).await)[0],
+        ("top_pages".into(), false, ProbeReason::RateLimited)
+    );
+    assert_eq!(
+        verdicts(&next_change(&mut events).await)[0],
+        ("top_pages".into(), true, ProbeReason::Healthy)
+    );
+    let calls = script.calls_for("top_pages");
+    assert!(
+        calls[2].duration_since(calls[1]) >= retry_after,
+        "probed again {:?} after a 429 asking for {retry_after:?}",
+        calls[2].duration_since(calls[1])
+    );
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn signature_rejection_of_a_token_believed_valid_requests_a_key_check() {
+    let script = Script::with_hold(Duration::ZERO);
+    let rejected = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::SignatureFailed),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    script.by_token.lock().unwrap().insert("old-token".into(), rejected);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "acme");
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "old-token"));
+
+    let change = next_change(&mut events).await;
+    assert_eq!(verdicts(&change)[0], ("top_pages".into(), false, ProbeReason::SignatureRejected));
+    assert!(change.key_check);
+    assert!(scheduler.take_key_check(&key));
+    assert!(!scheduler.take_key_check(&key), "the flag is taken once");
+
+    // The controller re-signs with the new key: the health is kept until the next probe, which
+    // comes soon and succeeds.
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "new-token"));
+    let recovered = next_change(&mut events).await;
+    assert_eq!(verdicts(&recovered)[0], ("top_pages".into(), true, ProbeReason::Healthy));
+    assert!(!recovered.key_check);
+    let tokens: Vec<String> = script.calls.lock().unwrap().iter().map(|(_, t, _)| t.clone()).collect();
+    assert_eq!(tokens.last().map(String::as_str), Some("new-token"));
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_tokens_do_not_request_a_key_check() {
+    let script = Script::with_hold(Duration::ZERO);
+    let expired_answer = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::Expired),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    let bad_signature = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::SignatureFailed),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    script.push("a", std::iter::repeat_n(expired_answer, 1000));
+    script.push("b", std::iter::repeat_n(bad_signature, 1000));
+    let (scheduler, mut events) = start(&script, 8);
+
+    // Tinybird says "expired": not a key problem.
+    scheduler.register(AccessKey::new("tenants", "a"), plan(&["a"], Duration::from_millis(20), "t"));
+    let change = next_change(&mut events).await;
+    assert_eq!(change.endpoints[0].reason, ProbeReason::SignatureRejected);
+    assert!(!change.key_check);
+
+    // The operator knows its token expired: whatever Tinybird says, the key is not suspect.
+    let mut expired = plan(&["b"], Duration::from_millis(20), "t");
+    expired.credential =
+        ProbeCredential::Issued { token: "t".into(), expires_at: Some(Timestamp::UNIX_EPOCH) };
+    scheduler.register(AccessKey::new("tenants", "b"), expired);
+    let change = next_change(&mut events).await;
+    assert_eq!(change.key.name, "b");
+    assert!(!change.key_check);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn skipped_endpoints_are_reported_at_once_and_never_probed() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "clerk-only");
+    let mut with_skip = plan(&["top_pages", "tenant_events"], Duration::from_millis(20), "t");
+    with_skip.endpoints[1].skipped = Some("not probed: no sample".into());
+    scheduler.register(key.clone(), with_skip);
+
+    let first = next_change(&mut events).await;
+    assert_eq!(verdicts(&first), [("tenant_events".into(), true, ProbeReason::NoSampleParams)]);
+    let second = next_change(&mut events).await;
+    assert_eq!(
+        verdicts(&second),
+        [
+            ("top_pages".into(), true, ProbeReason::Healthy),
+            ("tenant_events".into(), true, ProbeReason::NoSampleParams)
+        ]
+    );
+    wait_until("a few probes", || script.calls_for("top_pages").len() >= 5).await;
+    assert!(script.calls_for("tenant_events").is_empty());
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn unregistered_accesses_are_no_longer_probed_or_reported() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let gone = AccessKey::new("tenants", "gone");
+    scheduler.register(gone.clone(), plan(&["gone_pipe"], Duration::from_millis(20), "t"));
+    next_change(&mut events).await;
+    assert!(scheduler.endpoints(&gone).is_some());
+    scheduler.unregister(&gone);
+    assert_eq!(scheduler.endpoints(&gone), None);
+    let calls_at_unregister = script.calls_for("gone_pipe").len();
+
+    // Another access probes many times over: the unregistered one stays silent.
+    scheduler
+        .register(AccessKey::new("tenants", "stays"), plan(&["stays_pipe"], Duration::from_millis(20), "t"));
+    assert_eq!(next_change(&mut events).await.key.name, "stays");
+    wait_until("ten probes of the other access", || script.calls_for("stays_pipe").len() >= 10).await;
+    assert!(script.calls_for("gone_pipe").len() <= calls_at_unregister + 1, "at most the probe in flight");
+    assert_eq!(scheduler.endpoints(&gone), None);
+    assert!(scheduler.metrics().snapshot().iter().all(|(labels, _)| labels.name != "gone"));
+    assert_eq!(events.try_recv(), None);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn re_registering_the_same_plan_changes_nothing_and_shutdown_ends_the_events() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "acme");
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "t"));
+    next_change(&mut events).await;
+    for _ in 0..10 {
+        scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "t"));
+    }
+    wait_until("more probes", || script.calls_for("top_pages").len() >= 5).await;
+    assert_eq!(events.try_recv(), None);
+    let metrics = scheduler.metrics().snapshot();
+    assert_eq!(metrics.len(), 1);
+    assert!(metrics[0].1.up);
+    assert!(metrics[0].1.outcomes[&ProbeReason::Healthy] >= 5);
+
+    scheduler.shutdown().await;
+    assert_eq!(tokio::time::timeout(PATIENCE, events.recv()).await.expect("events end"), None);
+}
