@@ -136,13 +136,29 @@ pub fn desired_secret(
     })
 }
 
+/// Claim marking a Clerk template as managed by the operator: `<namespace>/<name>` of the
+/// TenantAccess. The operator adopts an existing template of the same name only when it carries
+/// this claim with the same value; Tinybird ignores the claim.
+pub const CLERK_OWNER_CLAIM: &str = "tenant_access";
+
+/// The claims of a Clerk template: the access claims plus the ownership marker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClerkClaims {
+    /// `workspace_id`, `name`, `scopes`, `limits` (shortcodes kept).
+    #[serde(flatten)]
+    pub access: AccessClaims,
+    /// The ownership marker, `<namespace>/<name>` (serialized as `tenant_access`).
+    #[serde(rename = "tenant_access")]
+    pub owner: String,
+}
+
 /// A Clerk JWT template, without its signing key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClerkTemplate {
     /// Template name.
     pub name: String,
     /// Claims (Clerk adds `exp`, `iat`, `nbf`, ... itself).
-    pub claims: AccessClaims,
+    pub claims: ClerkClaims,
     /// Token lifetime, seconds.
     pub lifetime: i64,
     /// Allowed clock skew, seconds.
@@ -187,7 +203,10 @@ pub fn clerk_template(
 ) -> ClerkTemplate {
     ClerkTemplate {
         name: output.name.clone(),
-        claims: access_claims(access, workspace_id),
+        claims: ClerkClaims {
+            access: access_claims(access, workspace_id),
+            owner: format!("{}/{}", access.namespace, access.name),
+        },
         lifetime: output.lifetime_seconds,
         allowed_clock_skew: output.allowed_clock_skew_seconds,
         custom_signing_key: true,

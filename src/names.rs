@@ -70,3 +70,13 @@ pub mod reason {
     pub const SYNCED: &str = "Synced";
     pub const NOT_REQUESTED: &str = "NotRequested";
 }
+
+/// Reasons of the `ClerkTemplateSynced` condition (with `crate::clerk::reason` for API failures).
+pub mod clerk_reason {
+    /// The template in Clerk matches the desired one.
+    pub const SYNCED: &str = "Synced";
+    /// The workspace has no Clerk connection: the template is only rendered to the ConfigMap.
+    pub const RENDERED_ONLY: &str = "RenderedOnly";
+    /// A template of that name exists in Clerk and is not managed by this TenantAccess.
+    pub const CONFLICT: &str = "ClerkTemplateConflict";
+}

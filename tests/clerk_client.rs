@@ -24,16 +24,19 @@ const ROTATED_KEY: &str =
 fn template(name: &str) -> ClerkTemplate {
     ClerkTemplate {
         name: name.to_owned(),
-        claims: AccessClaims {
-            workspace_id: "3f6c1b1e-0000-0000-0000-000000000000".into(),
-            name: name.to_owned(),
-            scopes: vec![ClaimScope {
-                scope_type: "PIPES:READ".into(),
-                resource: "top_pages".into(),
-                fixed_params: Some(BTreeMap::from([("org".to_owned(), json!("{{org.slug || 'none'}}"))])),
-                filter: None,
-            }],
-            limits: None,
+        claims: tenant_access::desired::ClerkClaims {
+            access: AccessClaims {
+                workspace_id: "3f6c1b1e-0000-0000-0000-000000000000".into(),
+                name: name.to_owned(),
+                scopes: vec![ClaimScope {
+                    scope_type: "PIPES:READ".into(),
+                    resource: "top_pages".into(),
+                    fixed_params: Some(BTreeMap::from([("org".to_owned(), json!("{{org.slug || 'none'}}"))])),
+                    filter: None,
+                }],
+                limits: None,
+            },
+            owner: format!("test/{name}"),
         },
         lifetime: 60,
         allowed_clock_skew: 5,
@@ -103,7 +106,7 @@ async fn creates_finds_updates_and_deletes_a_template() {
 
     let mut changed = desired.clone();
     changed.lifetime = 120;
-    changed.claims.scopes[0].resource = "tenant_events".into();
+    changed.claims.access.scopes[0].resource = "tenant_events".into();
     let updated = client.update(&created.id, &changed, &key()).await.unwrap();
     assert_eq!(updated.id, created.id);
     assert!(updated.matches(&changed) && !updated.matches(&desired));

@@ -128,16 +128,19 @@ mod tests {
     fn desired() -> ClerkTemplate {
         ClerkTemplate {
             name: "acme-reader".into(),
-            claims: AccessClaims {
-                workspace_id: "ws-1".into(),
-                name: "acme-reader".into(),
-                scopes: vec![ClaimScope {
-                    scope_type: "PIPES:READ".into(),
-                    resource: "top_pages".into(),
-                    fixed_params: Some([("org".to_owned(), json!("{{org.slug}}"))].into()),
-                    filter: None,
-                }],
-                limits: None,
+            claims: crate::desired::ClerkClaims {
+                owner: "acme/acme-reader".into(),
+                access: AccessClaims {
+                    workspace_id: "ws-1".into(),
+                    name: "acme-reader".into(),
+                    scopes: vec![ClaimScope {
+                        scope_type: "PIPES:READ".into(),
+                        resource: "top_pages".into(),
+                        fixed_params: Some([("org".to_owned(), json!("{{org.slug}}"))].into()),
+                        filter: None,
+                    }],
+                    limits: None,
+                },
             },
             lifetime: 60,
             allowed_clock_skew: 5,
@@ -182,7 +185,7 @@ mod tests {
         other.lifetime = 120;
         assert!(!remote.matches(&other));
         let mut other = desired();
-        other.claims.scopes[0].resource = "other".into();
+        other.claims.access.scopes[0].resource = "other".into();
         assert!(!remote.matches(&other));
         let mut other = desired();
         other.name = "renamed".into();

@@ -25,6 +25,13 @@ pub(super) struct RunArgs {
     /// Requests allowed at once before --kube-qps applies.
     #[arg(long, env = "TENANT_ACCESS_KUBE_BURST", default_value_t = 400)]
     kube_burst: u32,
+    /// Requests the operator may make to one Clerk instance per --clerk-budget-window (Clerk
+    /// allows 100 per 10 s on development instances, 1000 on production ones).
+    #[arg(long, env = "TENANT_ACCESS_CLERK_REQUEST_BUDGET", default_value_t = 90)]
+    clerk_request_budget: u32,
+    /// Window of --clerk-request-budget, in seconds.
+    #[arg(long, env = "TENANT_ACCESS_CLERK_BUDGET_WINDOW_SECONDS", default_value_t = 10)]
+    clerk_budget_window_seconds: u64,
     /// Log format.
     #[arg(long, env = "TENANT_ACCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -65,6 +72,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             concurrency: args.concurrency,
             resync: Duration::from_secs(args.resync_seconds.max(10)),
             instance: args.instance,
+            clerk_budget: crate::clerk::RequestBudget {
+                requests: args.clerk_request_budget.max(1),
+                window: Duration::from_secs(args.clerk_budget_window_seconds.max(1)),
+            },
         };
         run_controllers(client, config, shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)

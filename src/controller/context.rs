@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, core::PartialObjectMeta};
@@ -58,8 +58,14 @@ pub struct Context {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Managed Secrets (label-selected), to compare without a GET.
     pub managed_secrets: Store<Secret>,
+    /// Managed ConfigMaps (label-selected).
+    pub managed_configmaps: Store<ConfigMap>,
     /// Event recorder.
     pub recorder: Recorder,
+    /// The objects last written, preferred over older cached copies.
+    pub last_writes: super::writes::LastWrites,
+    /// Clerk clients, one rate limiter per Clerk instance.
+    pub clerk: crate::clerk::ClerkClients,
     /// The HTTP client for Tinybird calls.
     pub http: reqwest::Client,
     /// Last admin-token check per workspace: (key fingerprint, when).
@@ -90,21 +96,28 @@ pub struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Managed Secrets cache.
     pub managed_secrets: Store<Secret>,
+    /// Managed ConfigMaps cache.
+    pub managed_configmaps: Store<ConfigMap>,
 }
 
 impl Context {
     /// A context over the given caches.
-    #[must_use]
+    ///
+    /// # Errors
+    /// When the HTTP clients cannot be built (TLS backend).
     pub fn new(
         client: Client,
         settings: Settings,
         caches: Caches,
         keys: KeyStore,
         instance: Option<String>,
-    ) -> Self {
+        clerk_options: crate::clerk::ClerkClientOptions,
+    ) -> Result<Self, crate::clerk::ClerkError> {
         let reporter = Reporter { controller: OPERATOR_NAME.to_owned(), instance };
-        Self {
+        Ok(Self {
+            clerk: crate::clerk::ClerkClients::new(clerk_options)?,
             recorder: Recorder::new(client.clone(), reporter),
+            last_writes: super::writes::LastWrites::default(),
             client,
             settings,
             keys,
@@ -113,11 +126,12 @@ impl Context {
             cluster_workspaces: caches.cluster_workspaces,
             namespaces: caches.namespaces,
             managed_secrets: caches.managed_secrets,
+            managed_configmaps: caches.managed_configmaps,
             http: crate::http::client(crate::tinybird::VERIFY_TIMEOUT).unwrap_or_default(),
             verifications: Arc::default(),
             failures: Arc::default(),
             clock: Timestamp::now,
-        }
+        })
     }
 
     /// Now, by the context's clock.

@@ -20,6 +20,10 @@ pub enum Error {
     RolloutRestart { kind: String, name: String, source: kube::Error },
     #[error("signing: {0}")]
     Sign(#[from] crate::jwt::SignError),
+    #[error("Clerk: {0}")]
+    Clerk(#[from] crate::clerk::ClerkError),
+    #[error("updating finalizers: {0}")]
+    WriteFinalizer(#[source] kube::Error),
 }
 
 impl Error {
@@ -31,8 +35,10 @@ impl Error {
             Self::WriteSecret(_)
             | Self::WriteConfigMap(_)
             | Self::WriteStatus(_)
+            | Self::WriteFinalizer(_)
             | Self::RolloutRestart { .. } => "kube_write",
             Self::Sign(_) => "sign",
+            Self::Clerk(_) => "clerk",
         }
     }
 

@@ -44,19 +44,41 @@ pub struct WorkspaceProblem {
     pub message: String,
 }
 
+/// The Clerk connection of a workspace, with its secret key (never printed).
+#[derive(Clone)]
+pub struct ClerkCredentials {
+    /// Clerk Backend API base URL.
+    pub api_url: String,
+    secret_key: String,
+}
+
+impl ClerkCredentials {
+    /// The secret key, for the Clerk client only.
+    #[must_use]
+    pub fn secret_key(&self) -> &str {
+        &self.secret_key
+    }
+}
+
+impl std::fmt::Debug for ClerkCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClerkCredentials").field("api_url", &self.api_url).finish_non_exhaustive()
+    }
+}
+
 /// A loaded workspace: ready to sign, or why not.
 #[derive(Debug, Clone)]
 pub struct WorkspaceEntry {
     /// The workspace's generation the entry was loaded for.
     pub generation: Option<i64>,
-    /// The admin-token Secret.
-    pub secret: SecretKey,
-    /// That Secret's resourceVersion when loaded (None when it did not exist).
-    pub secret_resource_version: Option<String>,
+    /// The Secrets read (admin token, Clerk key) and their resourceVersions (None: absent).
+    pub secrets: Vec<(SecretKey, Option<String>)>,
     /// The spec the entry was loaded from.
     pub spec: WorkspaceSpec,
     /// The signer, or the problem.
     pub signer: Result<SigningWorkspace, WorkspaceProblem>,
+    /// The Clerk connection when the workspace has one, or why it is unusable.
+    pub clerk: Option<Result<ClerkCredentials, WorkspaceProblem>>,
 }
 
 /// The cache shared by the workspace and TenantAccess reconcilers.
@@ -78,10 +100,11 @@ impl KeyStore {
             return None;
         }
         let versions = self.secret_versions.read().ok()?;
-        match versions.get(&entry.secret) {
-            Some(latest) if *latest != entry.secret_resource_version => None,
-            _ => Some(entry),
-        }
+        let stale = entry
+            .secrets
+            .iter()
+            .any(|(secret, version)| versions.get(secret).is_some_and(|latest| latest != version));
+        (!stale).then_some(entry)
     }
 
     /// Stores a freshly loaded entry.
@@ -125,8 +148,8 @@ impl KeyStore {
     }
 }
 
-/// Loads a workspace's admin token from its Secret and checks it. Never fails: problems are
-/// part of the entry, so the caller can put them in conditions.
+/// Loads a workspace's admin token (and Clerk key) from their Secrets and checks them. Problems
+/// are part of the entry, so the caller can put them in conditions.
 ///
 /// # Errors
 /// Only API errors other than "not found" (transient: the reconcile is retried).
@@ -137,44 +160,81 @@ pub async fn load(
     generation: Option<i64>,
 ) -> Result<WorkspaceEntry, kube::Error> {
     let reference = &spec.admin_token_secret_ref;
-    let secret_key = SecretKey { namespace: secret_namespace.to_owned(), name: reference.name.clone() };
     let key_name = reference.key_or_default();
     let secret = secrets.get_opt(&reference.name).await?;
-    let resource_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
-    let signer = match &secret {
-        None => Err(WorkspaceProblem {
-            reason: reason::SECRET_NOT_FOUND,
-            message: format!(
-                "Secret {secret_namespace}/{} holding the admin token does not exist: create it with the workspace admin token under key {key_name:?}",
-                reference.name
-            ),
+    let mut read = vec![(
+        SecretKey { namespace: secret_namespace.to_owned(), name: reference.name.clone() },
+        secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
+    )];
+    let signer = match secret_value(
+        secret.as_ref(),
+        secret_namespace,
+        &reference.name,
+        key_name,
+        "the workspace admin token",
+    ) {
+        Err(problem) => Err(problem),
+        Ok(token) => resolve(spec, AdminToken::new(&token)).map_err(|e| WorkspaceProblem {
+            reason: e.reason(),
+            message: format!("Secret {secret_namespace}/{} key {key_name:?}: {e}", reference.name),
         }),
-        Some(secret) => match admin_token_value(secret, key_name) {
-            None => Err(WorkspaceProblem {
-                reason: reason::KEY_MISSING,
-                message: format!(
-                    "Secret {secret_namespace}/{} has no non-empty key {key_name:?}: put the workspace admin token there or set adminTokenSecretRef.key",
-                    reference.name
-                ),
-            }),
-            Some(token) => resolve(spec, token).map_err(|e| WorkspaceProblem {
-                reason: e.reason(),
-                message: format!("Secret {secret_namespace}/{} key {key_name:?}: {e}", reference.name),
-            }),
-        },
     };
-    Ok(WorkspaceEntry {
-        generation,
-        secret: secret_key,
-        secret_resource_version: resource_version,
-        spec: spec.clone(),
-        signer,
-    })
+    let clerk = match &spec.clerk {
+        None => None,
+        Some(connection) => {
+            let reference = &connection.secret_key_secret_ref;
+            let secret = secrets.get_opt(&reference.name).await?;
+            read.push((
+                SecretKey { namespace: secret_namespace.to_owned(), name: reference.name.clone() },
+                secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
+            ));
+            let key_name = reference.key_or_default();
+            let what = "the Clerk secret key (sk_...)";
+            Some(secret_value(secret.as_ref(), secret_namespace, &reference.name, key_name, what).map(
+                |secret_key| {
+                    ClerkCredentials {
+                        api_url: connection
+                            .api_url
+                            .as_deref()
+                            .unwrap_or(crate::clerk::DEFAULT_API_URL)
+                            .trim_end_matches('/')
+                            .to_owned(),
+                        secret_key,
+                    }
+                },
+            ))
+        }
+    };
+    Ok(WorkspaceEntry { generation, secrets: read, spec: spec.clone(), signer, clerk })
 }
 
-fn admin_token_value(secret: &Secret, key: &str) -> Option<AdminToken> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    let text = std::str::from_utf8(&bytes.0).ok()?;
-    let token = AdminToken::new(text);
-    (!token.expose().is_empty()).then_some(token)
+/// A non-empty text value of a Secret key, or the problem (naming the Secret, never the value).
+fn secret_value(
+    secret: Option<&Secret>,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    what: &str,
+) -> Result<String, WorkspaceProblem> {
+    let Some(secret) = secret else {
+        return Err(WorkspaceProblem {
+            reason: reason::SECRET_NOT_FOUND,
+            message: format!(
+                "Secret {namespace}/{name} does not exist: create it with {what} under key {key:?}"
+            ),
+        });
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|bytes| std::str::from_utf8(&bytes.0).ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    value.map(str::to_owned).ok_or_else(|| WorkspaceProblem {
+        reason: reason::KEY_MISSING,
+        message: format!(
+            "Secret {namespace}/{name} has no non-empty key {key:?}: put {what} there or set the reference's key"
+        ),
+    })
 }

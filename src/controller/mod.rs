@@ -1,10 +1,12 @@
 //! The running operator: watches, caches and the two reconcilers (workspaces, TenantAccess).
 
+pub mod clerk_sync;
 pub mod context;
 pub mod error;
 pub mod keys;
 pub mod tenants;
 pub mod workspaces;
+pub mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,9 @@ pub struct RunConfig {
     pub resync: Duration,
     /// Name of this replica (pod name), for events.
     pub instance: Option<String>,
+    /// Requests the operator may make to one Clerk instance per window (Clerk allows 100 per
+    /// 10 s on development instances, 1000 on production ones; leave room for your app).
+    pub clerk_budget: crate::clerk::RequestBudget,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -71,6 +76,13 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
     // the selection) must be restored.
     .touched_objects();
 
+    let (managed_configmaps, configmap_writer) = reflector::store::<ConfigMap>();
+    let managed_configmap_stream = reflector::reflector(
+        configmap_writer,
+        watcher(api::<ConfigMap>(&client, ns), managed_selector()).modify(|c| c.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+
     // Namespaces, metadata only: for allowedNamespaces and re-evaluation on label changes.
     let (namespaces, namespace_writer) = reflector::store();
     let namespace_stream = reflector::reflector(
@@ -92,6 +104,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         cluster_workspaces: cluster_workspace_controller.store(),
         namespaces,
         managed_secrets,
+        managed_configmaps,
     };
     let settings = Settings {
         cluster_resource_namespace: config.cluster_resource_namespace.clone(),
@@ -100,13 +113,22 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         cluster_wide: ns.is_none(),
         namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
     };
-    let ctx = Arc::new(Context::new(
+    let clerk_options =
+        crate::clerk::ClerkClientOptions { budget: config.clerk_budget, ..Default::default() };
+    let ctx = match Context::new(
         client.clone(),
         settings,
         caches.clone(),
         keys.clone(),
         config.instance.clone(),
-    ));
+        clerk_options,
+    ) {
+        Ok(ctx) => Arc::new(ctx),
+        Err(error) => {
+            tracing::error!(%error, "cannot start: HTTP clients could not be built");
+            return;
+        }
+    };
 
     // Admin-token Secrets are watched metadata-only, with no cache: an event only says "this
     // Secret changed", mapped to the workspaces that reference it.
@@ -123,7 +145,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
                 .iter()
                 .filter(|ws| {
                     ws.namespace().as_deref() == Some(namespace.as_str())
-                        && ws.spec.workspace.admin_token_secret_ref.name == name
+                        && references_secret(&ws.spec.workspace, &name)
                 })
                 .map(|ws| ObjectRef::from_obj(ws.as_ref()))
                 .collect();
@@ -147,7 +169,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
             let refs: Vec<ObjectRef<ClusterTinybirdWorkspace>> = workspaces
                 .state()
                 .iter()
-                .filter(|ws| ws.spec.workspace.admin_token_secret_ref.name == name)
+                .filter(|ws| references_secret(&ws.spec.workspace, &name))
                 .map(|ws| ObjectRef::from_obj(ws.as_ref()))
                 .collect();
             if !refs.is_empty() {
@@ -189,7 +211,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
     let mut tenants = tenant_controller
         .with_config(controller_config)
         .owns_stream(managed_secret_stream)
-        .owns(api::<ConfigMap>(&client, ns), managed_selector())
+        .owns_stream(managed_configmap_stream)
         .watches(api::<TinybirdWorkspace>(&client, ns), watcher::Config::default(), {
             let tenants = caches.tenant_accesses.clone();
             move |ws: TinybirdWorkspace| {
@@ -248,4 +270,10 @@ fn dependents(
         })
         .map(|ta| ObjectRef::from_obj(ta.as_ref()))
         .collect()
+}
+
+/// Whether a workspace reads this Secret (admin token or Clerk key) in its Secret namespace.
+fn references_secret(spec: &crate::api::WorkspaceSpec, name: &str) -> bool {
+    spec.admin_token_secret_ref.name == name
+        || spec.clerk.as_ref().is_some_and(|c| c.secret_key_secret_ref.name == name)
 }

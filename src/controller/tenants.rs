@@ -12,6 +12,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
+use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
 use super::keys::{WorkspaceKey, WorkspaceProblem};
@@ -22,10 +23,10 @@ use crate::conditions::{DesiredCondition, find, remove_condition, set_condition}
 use crate::desired::{
     IssuedToken, clerk_configmap_name, clerk_template, desired_clerk_configmap, desired_secret, issue_token,
 };
-use crate::names::{ANNOTATION_REVISION, FIELD_MANAGER, condition, reason};
+use crate::names::{ANNOTATION_REVISION, FIELD_MANAGER, FINALIZER, condition, reason};
 use crate::reconcile::decide::{Observed, TokenDecision, decide_token, renew_request, secret_needs_repair};
 use crate::selector;
-use crate::validate::{ValidatedAccess, WorkspaceKind, validate_tenant_access};
+use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
 use crate::workspace::SigningWorkspace;
 
 /// Reconciles one TenantAccess.
@@ -40,11 +41,17 @@ pub async fn reconcile(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<A
 async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = access.namespace().unwrap_or_default();
     let name = access.name_any();
-    if access.meta().deletion_timestamp.is_some() || !ctx.settings.serves(&namespace) {
+    if !ctx.settings.serves(&namespace) {
         return Ok(Action::await_change());
     }
+    if access.meta().deletion_timestamp.is_some() {
+        return finalize(&access, &ctx).await;
+    }
     let now = ctx.now();
-    let previous = access.status.clone().unwrap_or_default();
+    let previous = ctx
+        .last_writes
+        .fresher_status(&namespace, &name, access.metadata.resource_version.as_deref(), access.status.clone())
+        .unwrap_or_default();
     let mut report = Report::new(&access, previous.clone(), now);
 
     let validated = match validate_tenant_access(&namespace, &name, &access.spec) {
@@ -60,8 +67,17 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         tracing::debug!(%warning, "spec warning");
     }
 
-    let signer = match signing_workspace(&access, &validated, &ctx).await? {
-        Ok(signer) => signer,
+    let (entry, signer) = match workspace_entry(&validated, &ctx).await? {
+        Ok(entry) => match entry.signer.clone() {
+            Ok(signer) => (entry, signer),
+            Err(problem) => {
+                let problem = not_ready_workspace(&validated, &problem);
+                report.refuse(problem.reason, &problem.message);
+                report.finish(&ctx, &access).await?;
+                let (_, delay) = ctx.record_failure(access.as_ref());
+                return Ok(Action::requeue(delay));
+            }
+        },
         Err(problem) => {
             report.refuse(problem.reason, &problem.message);
             report.finish(&ctx, &access).await?;
@@ -71,32 +87,146 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     };
 
     let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
-    let mut healthy = true;
+    let mut retry_after: Option<Duration> = None;
     if validated.secret.is_some() {
         match reconcile_secret(&access, &validated, &signer, &ctx, &mut report).await? {
             Some(renewal_time) => next_check = next_check.min(renewal_time),
-            None => healthy = false,
+            None => retry_after = Some(ctx.record_failure(access.as_ref()).1),
         }
     } else {
         remove_condition(&mut report.status.conditions, condition::TOKEN_ISSUED);
         report.status.token = None;
     }
-    if let Some(output) = &validated.clerk_template {
-        let template = clerk_template(&validated, output, &signer.workspace_id);
-        let configmap = desired_clerk_configmap(&validated, &template, access.controller_owner_ref(&()));
-        apply_configmap(&ctx, &namespace, &configmap).await?;
+
+    match &validated.clerk_template {
+        Some(output) => {
+            let template = clerk_template(&validated, output, &signer.workspace_id);
+            let configmap = desired_clerk_configmap(&validated, &template, access.controller_owner_ref(&()));
+            apply_configmap(&ctx, &namespace, &configmap).await?;
+            let wants_finalizer =
+                output.deletion_policy == DeletionPolicy::Delete && matches!(entry.clerk, Some(Ok(_)));
+            if wants_finalizer && !has_finalizer(&access) {
+                set_finalizer(&access, &ctx, true).await?;
+            }
+            let outcome = clerk_sync::sync(
+                &access,
+                &template,
+                &signer,
+                entry.clerk.as_ref(),
+                previous.clerk_template.as_ref(),
+                &ctx,
+            )
+            .await;
+            match outcome {
+                SyncOutcome::Done { condition, status } => {
+                    report.set(condition);
+                    report.status.clerk_template = status;
+                }
+                SyncOutcome::Failed { condition, retry_after: retry } => {
+                    report.not_ready(condition.reason, &condition.message);
+                    report.set(condition);
+                    retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+                }
+            }
+        }
+        None => {
+            remove_condition(&mut report.status.conditions, condition::CLERK_TEMPLATE_SYNCED);
+            if let Some(pushed) = previous.clerk_template.as_ref() {
+                // The output was removed: a template created with deletionPolicy Delete goes too.
+                if has_finalizer(&access)
+                    && let (Some(id), Some(Ok(credentials))) = (pushed.id.as_deref(), entry.clerk.as_ref())
+                {
+                    clerk_sync::delete_remote(&access, credentials, id, &ctx).await?;
+                }
+                report.status.clerk_template = None;
+            }
+            if has_finalizer(&access) {
+                set_finalizer(&access, &ctx, false).await?;
+            }
+            delete_configmap(&ctx, &namespace, &clerk_configmap_name(&name)).await?;
+        }
     }
 
-    if healthy {
+    if retry_after.is_none() {
         report.ready(&validated);
         ctx.record_success(access.as_ref());
     }
     report.finish(&ctx, &access).await?;
-    if !healthy {
-        let (_, delay) = ctx.record_failure(access.as_ref());
+    if let Some(delay) = retry_after {
         return Ok(Action::requeue(delay));
     }
     Ok(Action::requeue(requeue_after(now, next_check, &validated, &name)))
+}
+
+/// Deletion: remove the Clerk template (deletionPolicy Delete, finalizer present), then the
+/// finalizer. Owned Secrets and ConfigMaps go with the TenantAccess (owner references).
+async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error> {
+    if !has_finalizer(access) {
+        return Ok(Action::await_change());
+    }
+    let pushed = access.status.as_ref().and_then(|s| s.clerk_template.as_ref()).and_then(|t| t.id.clone());
+    if let Some(id) = pushed {
+        let namespace = access.namespace().unwrap_or_default();
+        let credentials = match validate_tenant_access(&namespace, &access.name_any(), &access.spec) {
+            Ok(validated) => match workspace_entry(&validated, ctx).await? {
+                Ok(entry) => entry.clerk.clone().and_then(Result::ok),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        match credentials {
+            Some(credentials) => clerk_sync::delete_remote(access, &credentials, &id, ctx).await?,
+            None => {
+                ctx.publish(
+                    access,
+                    EventType::Warning,
+                    "ClerkTemplateLeft",
+                    "DeleteClerkTemplate",
+                    &format!("Clerk template {id} was left in Clerk: the workspace has no usable Clerk connection any more; delete it in the Clerk dashboard if it is not needed"),
+                )
+                .await;
+            }
+        }
+    }
+    set_finalizer(access, ctx, false).await?;
+    ctx.last_writes.forget_access(&access.namespace().unwrap_or_default(), &access.name_any());
+    Ok(Action::await_change())
+}
+
+/// Adds or removes the Clerk finalizer.
+async fn set_finalizer(access: &TenantAccess, ctx: &Context, present: bool) -> Result<(), Error> {
+    let current: Vec<String> = access.metadata.finalizers.clone().unwrap_or_default();
+    let mut wanted: Vec<String> = current.iter().filter(|f| f.as_str() != FINALIZER).cloned().collect();
+    if present {
+        wanted.push(FINALIZER.to_owned());
+    }
+    if wanted == current {
+        return Ok(());
+    }
+    // A merge patch replaces the list; the resourceVersion makes it fail (409) if someone
+    // changed the object meanwhile, instead of dropping their finalizer.
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": wanted, "resourceVersion": access.metadata.resource_version},
+    });
+    let api: Api<TenantAccess> = Api::namespaced(ctx.client.clone(), &access.namespace().unwrap_or_default());
+    match api.patch(&access.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Gone already, or changed meanwhile (the change triggers another reconcile).
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(error) => Err(Error::WriteFinalizer(error)),
+    }
+}
+
+async fn delete_configmap(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    if ctx.managed_configmaps.get(&ObjectRef::new(name).within(namespace)).is_none() {
+        return Ok(());
+    }
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(Error::WriteConfigMap(error)),
+    }
 }
 
 /// Time until the next check, with a small jitter *after* it (never renew early) so that tokens
@@ -107,23 +237,22 @@ fn requeue_after(now: Timestamp, at: Timestamp, access: &ValidatedAccess, key: &
     until + spread.mul_f64(jitter(key))
 }
 
-/// The workspace's signer, after the isolation checks.
-async fn signing_workspace(
-    access: &TenantAccess,
+/// The workspace's cache entry, after the isolation checks.
+async fn workspace_entry(
     validated: &ValidatedAccess,
     ctx: &Context,
-) -> Result<Result<SigningWorkspace, WorkspaceProblem>, Error> {
+) -> Result<Result<Arc<super::keys::WorkspaceEntry>, WorkspaceProblem>, Error> {
     let namespace = &validated.namespace;
     let name = &validated.workspace_name;
     let not_found = |what: String| WorkspaceProblem { reason: reason::WORKSPACE_NOT_FOUND, message: what };
-    let entry = match validated.workspace_kind {
+    match validated.workspace_kind {
         WorkspaceKind::Namespaced => {
             let Some(workspace) = ctx.workspaces.get(&ObjectRef::new(name).within(namespace)) else {
                 return Ok(Err(not_found(format!(
                     "TinybirdWorkspace {namespace}/{name} does not exist: a TenantAccess can use a TinybirdWorkspace of its own namespace, or a ClusterTinybirdWorkspace (workspaceRef.kind)"
                 ))));
             };
-            cached_or_load(workspace.as_ref(), ctx).await?
+            Ok(Ok(cached_or_load(workspace.as_ref(), ctx).await?))
         }
         WorkspaceKind::Cluster => {
             if !ctx.settings.cluster_wide {
@@ -137,19 +266,23 @@ async fn signing_workspace(
             if let Err(problem) = admits_namespace(workspace.as_ref(), namespace, ctx) {
                 return Ok(Err(problem));
             }
-            cached_or_load(workspace.as_ref(), ctx).await?
+            Ok(Ok(cached_or_load(workspace.as_ref(), ctx).await?))
         }
-    };
-    let _ = access;
-    Ok(entry.signer.clone().map_err(|problem| WorkspaceProblem {
+    }
+}
+
+/// A workspace that exists but cannot sign, as seen from a TenantAccess.
+fn not_ready_workspace(validated: &ValidatedAccess, problem: &WorkspaceProblem) -> WorkspaceProblem {
+    WorkspaceProblem {
         reason: reason::WORKSPACE_NOT_READY,
         message: format!(
-            "{} {name} cannot sign ({}): {}",
+            "{} {} cannot sign ({}): {}",
             validated.workspace_kind.kind_name(),
+            validated.workspace_name,
             problem.reason,
             problem.message
         ),
-    }))
+    }
 }
 
 async fn cached_or_load<W: super::workspaces::Workspace>(
@@ -203,8 +336,10 @@ async fn reconcile_secret(
     let Some(output) = &validated.secret else { return Ok(None) };
     let namespace = &validated.namespace;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let existing = match ctx.managed_secrets.get(&ObjectRef::new(&output.name).within(namespace)) {
-        Some(secret) => Some(secret.as_ref().clone()),
+    let cached =
+        ctx.managed_secrets.get(&ObjectRef::new(&output.name).within(namespace)).map(|s| s.as_ref().clone());
+    let existing = match ctx.last_writes.fresher_secret(namespace, &output.name, cached) {
+        Some(secret) => Some(secret),
         None => secrets.get_opt(&output.name).await.map_err(Error::ReadSecret)?,
     };
     let owner_uid = access.uid().unwrap_or_default();
@@ -241,7 +376,7 @@ async fn reconcile_secret(
             let Some(secret) = desired_secret(validated, signer, &token, revision, owner) else {
                 return Ok(None);
             };
-            apply_secret(&secrets, &secret).await?;
+            apply_secret(ctx, &secrets, &secret).await?;
             let first = status_token.is_none() && existing.is_none();
             let event_reason = issue_reason.event_reason(first);
             report.token_written(
@@ -290,7 +425,7 @@ async fn reconcile_secret(
                 (desired_secret(validated, signer, &token, revision, owner), existing.as_ref())
                 && secret_needs_repair(&desired, observed)
             {
-                apply_secret(&secrets, &desired).await?;
+                apply_secret(ctx, &secrets, &desired).await?;
                 tracing::info!(secret = %output.name, "repaired token Secret metadata");
                 ctx.publish(
                     access,
@@ -324,25 +459,27 @@ async fn reconcile_secret(
     }
 }
 
-async fn apply_secret(secrets: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+async fn apply_secret(ctx: &Context, secrets: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
     let name = secret.metadata.name.clone().unwrap_or_default();
-    secrets
+    let mut written = secrets
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret))
         .await
         .map_err(Error::WriteSecret)?;
+    written.metadata.managed_fields = None;
+    ctx.last_writes.wrote_secret(written);
     Ok(())
 }
 
 async fn apply_configmap(ctx: &Context, namespace: &str, configmap: &ConfigMap) -> Result<(), Error> {
-    let name = configmap.metadata.name.clone().unwrap_or_else(|| clerk_configmap_name(""));
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    if let Ok(Some(existing)) = api.get_opt(&name).await
+    let name = configmap.metadata.name.clone().unwrap_or_default();
+    if let Some(existing) = ctx.managed_configmaps.get(&ObjectRef::new(&name).within(namespace))
         && existing.data == configmap.data
         && existing.metadata.owner_references == configmap.metadata.owner_references
         && configmap.metadata.labels.iter().flatten().all(|(k, v)| existing.labels().get(k) == Some(v))
     {
         return Ok(());
     }
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(configmap))
         .await
         .map_err(Error::WriteConfigMap)?;
@@ -426,6 +563,11 @@ impl Report {
         self.status.failed_attempts = Some(self.previous.failed_attempts.unwrap_or(0).saturating_add(1));
     }
 
+    /// Ready false for a reason that does not concern the token (e.g. Clerk sync).
+    fn not_ready(&mut self, reason: &'static str, message: &str) {
+        self.set(DesiredCondition::fails(condition::READY, reason, message));
+    }
+
     fn ready(&mut self, validated: &ValidatedAccess) {
         let mut outputs = Vec::new();
         if let Some(secret) = &validated.secret {
@@ -481,13 +623,20 @@ impl Report {
             "kind": TenantAccess::kind(&()),
             "status": self.status,
         });
-        api.patch_status(
+        let written = api
+            .patch_status(
+                &access.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error::WriteStatus)?;
+        ctx.last_writes.wrote_status(
+            &access.namespace().unwrap_or_default(),
             &access.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::WriteStatus)?;
+            written.metadata.resource_version,
+            self.status,
+        );
         Ok(())
     }
 }

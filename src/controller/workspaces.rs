@@ -93,7 +93,9 @@ pub async fn refresh_entry<W: Workspace>(workspace: &W, ctx: &Context) -> Result
     {
         entry.signer = Err(unauthorized_problem(&signer.signing_key_fingerprint));
     }
-    ctx.keys.observe_secret(entry.secret.clone(), entry.secret_resource_version.clone());
+    for (secret, version) in &entry.secrets {
+        ctx.keys.observe_secret(secret.clone(), version.clone());
+    }
     Ok(ctx.keys.insert(workspace_key(workspace), entry))
 }
 

@@ -99,7 +99,8 @@ fn clerk_template_keeps_shortcodes_and_never_the_key() {
             "name": "tinybird",
             "claims": {"workspace_id": WORKSPACE_ID, "name": "acme_acme-reader",
                 "scopes": [{"type": "PIPES:READ", "resource": "top_pages",
-                    "fixed_params": {"org": "{{org.slug}}", "user": "{{user.id}}"}}]},
+                    "fixed_params": {"org": "{{org.slug}}", "user": "{{user.id}}"}}],
+                "tenant_access": "acme/acme-reader"},
             "lifetime": 60, "allowed_clock_skew": 5,
             "custom_signing_key": true, "signing_algorithm": "HS256",
         })

@@ -54,6 +54,12 @@ pub fn logs() -> String {
     LOGS.get().map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned()).unwrap_or_default()
 }
 
+/// The operator's Clerk budget in tests: Clerk's development budget scaled to a 1 s window, so
+/// that tests of hundreds of templates take seconds (the emulator is set to the same scale).
+pub fn clerk_budget() -> tenant_access::clerk::RequestBudget {
+    tenant_access::clerk::RequestBudget { requests: 90, window: Duration::from_secs(1) }
+}
+
 /// The operator, running in this process until stopped.
 pub struct Operator {
     shutdown: Option<oneshot::Sender<()>>,
@@ -70,6 +76,7 @@ impl Operator {
             concurrency: 8,
             resync: Duration::from_secs(600),
             instance: Some("test".into()),
+            clerk_budget: clerk_budget(),
         };
         let task = tokio::spawn(run(client, config, async move {
             let _ = rx.await;
@@ -103,6 +110,7 @@ pub struct Env {
     pub ns: TestNamespace,
     pub client: Client,
     pub tinybird: TinybirdEmulator,
+    pub clerk: Option<tenant_access_emulators::ClerkEmulator>,
     pub operator: Option<Operator>,
 }
 
@@ -114,7 +122,7 @@ impl Env {
         let ns = cluster.namespace(prefix).await.unwrap();
         let client = cluster.client().await.unwrap();
         let tinybird = TinybirdEmulator::start(TinybirdConfig::default()).await.unwrap();
-        let env = Self { cluster, ns, client, tinybird, operator: None };
+        let env = Self { cluster, ns, client, tinybird, clerk: None, operator: None };
         env.put_admin_token("tinybird-admin", &env.tinybird.admin_token()).await;
         env.apply_yaml(&format!(
             "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n",
@@ -122,6 +130,54 @@ impl Env {
         ))
         .await;
         env
+    }
+
+    /// Starts a Clerk emulator (budget: Clerk's development budget scaled to a 1 s window) and
+    /// connects the `analytics` workspace to it.
+    pub async fn connect_clerk(&mut self) {
+        let config = tenant_access_emulators::ClerkConfig {
+            request_budget: 100,
+            budget_window: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let clerk = tenant_access_emulators::ClerkEmulator::start(config).await.unwrap();
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "clerk-key"},
+            "stringData": {"secret-key": clerk.secret_key()},
+        }))
+        .unwrap();
+        self.secrets()
+            .patch("clerk-key", &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+            .await
+            .unwrap();
+        self.apply_yaml(&format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n",
+            self.tinybird.base_url(),
+            clerk.api_url()
+        ))
+        .await;
+        self.clerk = Some(clerk);
+    }
+
+    /// The Clerk emulator.
+    pub fn clerk(&self) -> &tenant_access_emulators::ClerkEmulator {
+        self.clerk.as_ref().expect("connect_clerk first")
+    }
+
+    /// Mints a session token from a Clerk template, as a frontend would.
+    pub async fn mint_clerk_token(&self, template: &str) -> String {
+        let clerk = self.clerk();
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/sessions/sess_test/tokens/{template}", clerk.api_url()))
+            .bearer_auth(clerk.secret_key())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["jwt"].as_str().unwrap_or_else(|| panic!("no jwt in {answer}")).to_owned()
     }
 
     /// Starts a namespaced operator.

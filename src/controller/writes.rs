@@ -1,0 +1,130 @@
+//! Read-your-writes: the caches fed by watches lag behind the operator's own writes by a few
+//! milliseconds. A reconcile that starts in that window (triggered by the very write, e.g. the
+//! Secret or status update) would see the old Secret or status and act twice: sign a second
+//! token, or PATCH Clerk a second time. So the objects the operator last wrote are remembered
+//! and preferred over an older cached copy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::api::TenantAccessStatus;
+
+/// `(namespace, name)`.
+type Key = (String, String);
+
+/// The last objects written, per key.
+#[derive(Debug, Default, Clone)]
+pub struct LastWrites {
+    secrets: Arc<Mutex<HashMap<Key, Secret>>>,
+    statuses: Arc<Mutex<HashMap<Key, (String, TenantAccessStatus)>>>,
+}
+
+/// Whether resourceVersion `a` is older than `b`. Kubernetes documents resourceVersions as
+/// opaque; every API server in use (etcd-backed) issues increasing integers, and anything
+/// unparseable counts as "not older" so that the cache wins.
+fn older(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a.and_then(|a| a.parse::<u64>().ok()), b.and_then(|b| b.parse::<u64>().ok())) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
+    }
+}
+
+impl LastWrites {
+    /// Remembers a Secret the operator wrote (the API server's answer).
+    pub fn wrote_secret(&self, secret: Secret) {
+        let key = (
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
+        );
+        if let Ok(mut secrets) = self.secrets.lock() {
+            secrets.insert(key, secret);
+        }
+    }
+
+    /// The fresher of the cached Secret and the one last written.
+    #[must_use]
+    pub fn fresher_secret(&self, namespace: &str, name: &str, cached: Option<Secret>) -> Option<Secret> {
+        let written = self.secrets.lock().ok()?.get(&(namespace.to_owned(), name.to_owned())).cloned();
+        match (cached, written) {
+            (Some(cached), Some(written))
+                if older(
+                    cached.metadata.resource_version.as_deref(),
+                    written.metadata.resource_version.as_deref(),
+                ) =>
+            {
+                Some(written)
+            }
+            (cached, _) => cached,
+        }
+    }
+
+    /// Forgets a Secret (deleted).
+    pub fn forget_secret(&self, namespace: &str, name: &str) {
+        if let Ok(mut secrets) = self.secrets.lock() {
+            secrets.remove(&(namespace.to_owned(), name.to_owned()));
+        }
+    }
+
+    /// Remembers a status written to a TenantAccess (with the resourceVersion it produced).
+    pub fn wrote_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<String>,
+        status: TenantAccessStatus,
+    ) {
+        if let (Ok(mut statuses), Some(rv)) = (self.statuses.lock(), resource_version) {
+            statuses.insert((namespace.to_owned(), name.to_owned()), (rv, status));
+        }
+    }
+
+    /// The fresher of a TenantAccess's cached status and the one last written.
+    #[must_use]
+    pub fn fresher_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        cached_resource_version: Option<&str>,
+        cached: Option<TenantAccessStatus>,
+    ) -> Option<TenantAccessStatus> {
+        let written =
+            self.statuses.lock().ok().and_then(|s| s.get(&(namespace.to_owned(), name.to_owned())).cloned());
+        match written {
+            Some((rv, status)) if older(cached_resource_version, Some(&rv)) => Some(status),
+            _ => cached,
+        }
+    }
+
+    /// Forgets everything about a TenantAccess (deleted).
+    pub fn forget_access(&self, namespace: &str, name: &str) {
+        if let Ok(mut statuses) = self.statuses.lock() {
+            statuses.remove(&(namespace.to_owned(), name.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(rv: &str) -> Secret {
+        let mut secret = Secret::default();
+        secret.metadata.namespace = Some("ns".into());
+        secret.metadata.name = Some("s".into());
+        secret.metadata.resource_version = Some(rv.into());
+        secret
+    }
+
+    #[test]
+    fn prefers_its_own_newer_write_over_a_stale_cache() {
+        let writes = LastWrites::default();
+        writes.wrote_secret(secret("20"));
+        let rv = |s: Option<Secret>| s.and_then(|s| s.metadata.resource_version);
+        assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("10")))).as_deref(), Some("20"));
+        assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("30")))).as_deref(), Some("30"));
+        // Deleted meanwhile (not in the cache): the cache is right.
+        assert_eq!(rv(writes.fresher_secret("ns", "s", None)), None);
+    }
+}

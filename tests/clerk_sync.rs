@@ -1,0 +1,250 @@
+//! Clerk template sync against the real API server and the Clerk and Tinybird emulators.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use kube::api::{DeleteParams, Patch, PatchParams};
+use support::{Env, TIMEOUT, assert_no_secrets, has_condition, is_ready, logs};
+use tenant_access::api::TenantAccess;
+use tenant_access_emulators::TestOrg;
+
+/// Waits until the TenantAccess's ClerkTemplateSynced condition is True.
+fn synced() -> impl kube::runtime::wait::Condition<TenantAccess> {
+    has_condition("ClerkTemplateSynced", "True", "Synced")
+}
+
+fn pushed_fingerprint(access: &TenantAccess) -> Option<String> {
+    Some(access.status.as_ref()?.clerk_template.as_ref()?.signing_key_fingerprint.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clerk_example_creates_the_guides_template_and_its_tokens_read_only_their_org() {
+    let mut env = Env::new("clerk").await;
+    env.connect_clerk().await;
+    env.start_operator();
+    env.cluster
+        .apply_file(tenant_access_testkit::examples_dir().join("clerk-template.yaml"), Some(env.name()))
+        .await
+        .unwrap();
+    let access = env.wait_access("tinybird-clerk", synced()).await;
+    let access =
+        if is_ready_now(&access) { access } else { env.wait_access("tinybird-clerk", is_ready()).await };
+    let status = access.status.unwrap().clerk_template.unwrap();
+
+    let template = env.clerk().template_by_name("tinybird").expect("template created in Clerk");
+    assert_eq!(Some(template.id.clone()), status.id);
+    assert_eq!(
+        template.claims,
+        serde_json::json!({
+            "workspace_id": env.tinybird.workspace_id(),
+            "name": "frontend_jwt",
+            "scopes": [{"type": "PIPES:READ", "resource": "top_pages",
+                        "fixed_params": {"org": "{{org.slug}}", "user": "{{user.id}}"}}],
+            "tenant_access": format!("{}/tinybird-clerk", env.name()),
+        })
+    );
+    assert_eq!((template.lifetime, template.allowed_clock_skew), (60, 5));
+    assert!(template.custom_signing_key);
+    assert_eq!(template.signing_algorithm, "HS256");
+    assert_eq!(env.clerk().signing_key(&template.id).as_deref(), Some(env.tinybird.admin_token().as_str()));
+
+    // A session token minted by Clerk is accepted by Tinybird and pinned to the session's org.
+    let jwt = env.mint_clerk_token("tinybird").await;
+    let (status_code, body) = env.query("top_pages", &jwt, "org=globex").await;
+    assert_eq!(status_code, 200, "{body}");
+    let rows = body["data"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r["org"] == "acme"), "{body}");
+    env.clerk().set_org(Some(TestOrg::globex()));
+    let jwt = env.mint_clerk_token("tinybird").await;
+    let (_, body) = env.query("top_pages", &jwt, "org=acme").await;
+    assert!(body["data"].as_array().unwrap().iter().all(|r| r["org"] == "globex"), "{body}");
+
+    // The ConfigMap holds the rendered template, never the key.
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(env.client.clone(), env.name());
+    let configmap =
+        serde_json::to_string(&configmaps.get("tinybird-clerk-clerk-template").await.unwrap()).unwrap();
+    let secrets = [env.tinybird.admin_token(), env.clerk().secret_key().to_owned()];
+    for (what, text) in [
+        ("configmap", configmap),
+        ("events", env.events_text().await),
+        ("logs", logs()),
+        (
+            "status",
+            serde_json::to_string(&env.tenant_accesses().get("tinybird-clerk").await.unwrap().status)
+                .unwrap(),
+        ),
+    ] {
+        assert_no_secrets(what, &text, &secrets);
+    }
+    env.stop_operator().await;
+}
+
+fn is_ready_now(access: &TenantAccess) -> bool {
+    access
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_pushes_the_new_key_and_old_clerk_tokens_stop_working() {
+    let mut env = Env::new("clerk-rotate").await;
+    env.connect_clerk().await;
+    env.start_operator();
+    env.cluster
+        .apply_file(tenant_access_testkit::examples_dir().join("clerk-template.yaml"), Some(env.name()))
+        .await
+        .unwrap();
+    env.wait_access("tinybird-clerk", synced()).await;
+    let before = env.mint_clerk_token("tinybird").await;
+    assert_eq!(env.query("top_pages", &before, "").await.0, 200);
+
+    let new_admin = env.tinybird.refresh_admin_token();
+    env.put_admin_token("tinybird-admin", &new_admin).await;
+    let fingerprint = tenant_access::admin_token::AdminToken::new(&new_admin).fingerprint();
+    let wanted = fingerprint.clone();
+    env.wait_access("tinybird-clerk", move |ta: Option<&TenantAccess>| {
+        ta.and_then(pushed_fingerprint).as_deref() == Some(wanted.as_str())
+    })
+    .await;
+    let template = env.clerk().template_by_name("tinybird").unwrap();
+    assert_eq!(env.clerk().signing_key(&template.id).as_deref(), Some(new_admin.as_str()));
+
+    let after = env.mint_clerk_token("tinybird").await;
+    assert_eq!(env.query("top_pages", &after, "").await.0, 200, "a token minted after rotation works");
+    assert_eq!(env.query("top_pages", &before, "").await.0, 403, "a token minted before rotation fails");
+    assert!(env.events_text().await.contains("the signing key rotated"));
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claims_change_patches_once_and_an_unchanged_reconcile_calls_clerk_not_at_all() {
+    let mut env = Env::new("clerk-patch").await;
+    env.connect_clerk().await;
+    env.start_operator();
+    let spec = "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\n  clerkTemplate: {name: dash}\n  healthCheck: {interval: '0'}\n";
+    env.tenant_access("dash", spec).await;
+    env.wait_access("dash", synced()).await;
+    let log = env.clerk().request_log();
+    let calls = |log: &tenant_access_emulators::RequestLog| log.total();
+    let after_create = calls(log);
+
+    // A metadata-only change triggers a reconcile: no Clerk call.
+    let annotate = serde_json::json!({"metadata": {"annotations": {"touched": "1"}}});
+    env.tenant_accesses().patch("dash", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
+    // Then a claims change: exactly one PATCH.
+    env.tenant_access("dash", &spec.replace("top_pages", "tenant_events")).await;
+    env.wait_access("dash", move |ta: Option<&TenantAccess>| {
+        ta.and_then(|t| t.status.as_ref()).is_some_and(|s| {
+            s.observed_generation == Some(2)
+                && s.conditions.iter().any(|c| c.type_ == "ClerkTemplateSynced" && c.status == "True")
+        })
+    })
+    .await;
+    let template = env.clerk().template_by_name("dash").unwrap();
+    assert_eq!(template.claims["scopes"][0]["resource"], "tenant_events");
+    assert_eq!(log.count_matching("PATCH", "/v1/jwt_templates/"), 1);
+    assert_eq!(calls(log), after_create + 1, "only the PATCH: {:?}", log.records());
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_templates_sync_without_a_429_and_a_429_storm_is_ridden_out() {
+    let mut env = Env::new("clerk-many").await;
+    env.connect_clerk().await;
+    env.start_operator();
+    let mut all = String::new();
+    for i in 0..200 {
+        all.push_str(&format!(
+            "---\napiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: t{i}}}\nspec:\n  workspaceRef: {{name: analytics}}\n  scopes: [{{resource: top_pages, fixedParams: {{org: '{{{{org.slug}}}}'}}}}]\n  clerkTemplate: {{name: t{i}}}\n  healthCheck: {{interval: '0'}}\n"
+        ));
+    }
+    env.apply_yaml(&all).await;
+    for i in 0..200 {
+        env.wait_access(&format!("t{i}"), synced()).await;
+    }
+    assert_eq!(env.clerk().request_log().count_status(429), 0, "the operator exceeded Clerk's budget");
+    assert_eq!(env.clerk().templates().len(), 200);
+
+    // A storm: Clerk's budget drops far below the operator's; rotation needs 200 PATCHes.
+    env.clerk().set_request_budget(10, std::time::Duration::from_secs(1));
+    let new_admin = env.tinybird.refresh_admin_token();
+    env.put_admin_token("tinybird-admin", &new_admin).await;
+    let fingerprint = tenant_access::admin_token::AdminToken::new(&new_admin).fingerprint();
+    for i in 0..200 {
+        let wanted = fingerprint.clone();
+        tenant_access_testkit::wait_for(
+            env.tenant_accesses(),
+            &format!("t{i}"),
+            move |ta: Option<&TenantAccess>| {
+                ta.and_then(pushed_fingerprint).as_deref() == Some(wanted.as_str())
+            },
+            TIMEOUT * 3,
+        )
+        .await
+        .unwrap();
+    }
+    assert!(env.clerk().request_log().count_status(429) > 0, "the storm happened");
+    for template in env.clerk().templates() {
+        assert_eq!(env.clerk().signing_key(&template.id).as_deref(), Some(new_admin.as_str()));
+    }
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_follows_the_policy_and_a_hand_made_template_is_not_taken_over() {
+    let mut env = Env::new("clerk-delete").await;
+    env.connect_clerk().await;
+    env.start_operator();
+    let spec = |name: &str, policy: &str| {
+        format!(
+            "  workspaceRef: {{name: analytics}}\n  scopes: [{{resource: top_pages, fixedParams: {{org: '{{{{org.slug}}}}'}}}}]\n  clerkTemplate: {{name: {name}, deletionPolicy: {policy}}}\n  healthCheck: {{interval: '0'}}\n"
+        )
+    };
+    // A template made by hand in the Clerk dashboard.
+    let manual = reqwest::Client::new()
+        .post(format!("{}/jwt_templates", env.clerk().api_url()))
+        .bearer_auth(env.clerk().secret_key())
+        .json(&serde_json::json!({"name": "handmade", "claims": {"org": "{{org.slug}}"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manual.status().as_u16(), 200);
+    env.tenant_access("intruder", &spec("handmade", "Delete")).await;
+    env.tenant_access("deleted", &spec("gone", "Delete")).await;
+    env.tenant_access("retained", &spec("kept", "Retain")).await;
+
+    let refused = env
+        .wait_access("intruder", has_condition("ClerkTemplateSynced", "False", "ClerkTemplateConflict"))
+        .await;
+    assert!(format!("{:?}", refused.status).contains("not managed by this TenantAccess"));
+    assert_eq!(
+        env.clerk().template_by_name("handmade").unwrap().claims,
+        serde_json::json!({"org": "{{org.slug}}"}),
+        "untouched"
+    );
+    env.wait_access("deleted", synced()).await;
+    env.wait_access("retained", synced()).await;
+
+    let mut uids = Vec::new();
+    for name in ["deleted", "retained", "intruder"] {
+        uids.push(env.tenant_accesses().get(name).await.unwrap().metadata.uid.unwrap());
+        env.tenant_accesses().delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for (name, uid) in ["deleted", "retained", "intruder"].into_iter().zip(&uids) {
+        tenant_access_testkit::wait_for(
+            env.tenant_accesses(),
+            name,
+            kube::runtime::conditions::is_deleted(uid),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    }
+    assert!(env.clerk().template_by_name("gone").is_none(), "Delete policy removes the template");
+    assert!(env.clerk().template_by_name("kept").is_some(), "Retain policy keeps it");
+    assert!(env.clerk().template_by_name("handmade").is_some(), "a template it never owned is never deleted");
+    assert!(env.events_text().await.contains("ClerkTemplateDeleted"));
+    env.stop_operator().await;
+}
