@@ -625,8 +625,13 @@ impl Validator {
         let health = spec.health_check.clone().unwrap_or_default();
         let interval =
             self.duration("spec.healthCheck.interval", health.interval.as_deref(), DEFAULT_HEALTH_INTERVAL);
-        let timeout =
-            self.duration("spec.healthCheck.timeout", health.timeout.as_deref(), DEFAULT_HEALTH_TIMEOUT);
+        // The default timeout fits short intervals too: at most half the interval.
+        let default_timeout = if interval.is_zero() {
+            DEFAULT_HEALTH_TIMEOUT
+        } else {
+            DEFAULT_HEALTH_TIMEOUT.min(interval / 2)
+        };
+        let timeout = self.duration("spec.healthCheck.timeout", health.timeout.as_deref(), default_timeout);
         if !interval.is_zero() && interval < SignedDuration::from_secs(5) {
             self.error("spec.healthCheck.interval", "probing more often than every 5s spends the tenant's rate limit: use 5s or more, or 0 to disable");
         }

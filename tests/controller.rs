@@ -284,6 +284,22 @@ async fn refusals_get_a_condition_an_event_and_no_secret() {
         Some("someone-elses"),
         "the foreign Secret is untouched"
     );
+    // Refused objects are not rewritten over and over (a status write triggers a reconcile).
+    let from =
+        env.tenant_accesses().list(&Default::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut stream = env
+        .tenant_accesses()
+        .watch(&kube::api::WatchParams::default().timeout(5), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let mut rewrites = Vec::new();
+    while let Some(Ok(event)) = stream.next().await {
+        if let kube::api::WatchEvent::Modified(ta) = event {
+            rewrites.push(ta.metadata.name.unwrap_or_default());
+        }
+    }
+    assert!(rewrites.is_empty(), "refused TenantAccess rewritten: {rewrites:?}");
     let events = env.events_text().await;
     for reason in ["WorkspaceNotFound", "WorkspaceNotReady", "SecretConflict", "InvalidSpec"] {
         assert!(events.contains(&format!("\"reason\":\"{reason}\"")), "no {reason} event: {events}");

@@ -26,6 +26,9 @@ pub struct RequestRecord {
     pub path: String,
     /// Answer status code.
     pub status: u16,
+    /// When the request arrived (wall clock, milliseconds since the Unix epoch), to measure how
+    /// requests are spread over time.
+    pub received_at_ms: u64,
 }
 
 /// Log of the API requests an emulator answered (control requests excluded).
@@ -101,11 +104,14 @@ pub(crate) async fn record_requests(
 ) -> Response {
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
+    let received_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let response = next.run(request).await;
     if !path.starts_with(CONTROL_PREFIX) {
         let status = response.status().as_u16();
         tracing::debug!(%method, %path, status, "answered");
-        log.record(RequestRecord { method, path, status });
+        log.record(RequestRecord { method, path, status, received_at_ms });
     }
     response
 }
@@ -115,7 +121,7 @@ mod tests {
     use super::*;
 
     fn record(method: &str, path: &str, status: u16) -> RequestRecord {
-        RequestRecord { method: method.to_owned(), path: path.to_owned(), status }
+        RequestRecord { method: method.to_owned(), path: path.to_owned(), status, received_at_ms: 0 }
     }
 
     #[test]

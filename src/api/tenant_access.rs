@@ -191,7 +191,7 @@ pub struct HealthCheckSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
     pub interval: Option<String>,
-    /// Probe timeout. Default `5s`.
+    /// Probe timeout. Default `5s` (at most half the interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
     pub timeout: Option<String>,

@@ -32,6 +32,9 @@ pub(super) struct RunArgs {
     /// Window of --clerk-request-budget, in seconds.
     #[arg(long, env = "TENANT_ACCESS_CLERK_BUDGET_WINDOW_SECONDS", default_value_t = 10)]
     clerk_budget_window_seconds: u64,
+    /// Health probes in flight at once, over all TenantAccess resources.
+    #[arg(long, env = "TENANT_ACCESS_PROBE_CONCURRENCY", default_value_t = 8)]
+    probe_concurrency: usize,
     /// Log format.
     #[arg(long, env = "TENANT_ACCESS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -72,6 +75,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             concurrency: args.concurrency,
             resync: Duration::from_secs(args.resync_seconds.max(10)),
             instance: args.instance,
+            probe_concurrency: args.probe_concurrency,
             clerk_budget: crate::clerk::RequestBudget {
                 requests: args.clerk_request_budget.max(1),
                 window: Duration::from_secs(args.clerk_budget_window_seconds.max(1)),

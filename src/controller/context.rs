@@ -64,6 +64,14 @@ pub struct Context {
     pub recorder: Recorder,
     /// The objects last written, preferred over older cached copies.
     pub last_writes: super::writes::LastWrites,
+    /// The endpoint health checks.
+    pub health: crate::health::HealthScheduler,
+    /// TenantAccess resources registered with the health scheduler (swept when deleted).
+    pub health_keys: Arc<Mutex<std::collections::HashSet<crate::health::AccessKey>>>,
+    /// Workspaces whose admin token must be checked with Tinybird at their next reconcile.
+    forced_verifications: Arc<Mutex<std::collections::HashSet<super::keys::WorkspaceKey>>>,
+    /// Asks the workspace controllers to reconcile a workspace now.
+    pub workspace_rechecks: WorkspaceRechecks,
     /// Clerk clients, one rate limiter per Clerk instance.
     pub clerk: crate::clerk::ClerkClients,
     /// The HTTP client for Tinybird calls.
@@ -112,12 +120,18 @@ impl Context {
         keys: KeyStore,
         instance: Option<String>,
         clerk_options: crate::clerk::ClerkClientOptions,
+        health: crate::health::HealthScheduler,
+        workspace_rechecks: WorkspaceRechecks,
     ) -> Result<Self, crate::clerk::ClerkError> {
         let reporter = Reporter { controller: OPERATOR_NAME.to_owned(), instance };
         Ok(Self {
             clerk: crate::clerk::ClerkClients::new(clerk_options)?,
             recorder: Recorder::new(client.clone(), reporter),
             last_writes: super::writes::LastWrites::default(),
+            health,
+            health_keys: Arc::default(),
+            forced_verifications: Arc::default(),
+            workspace_rechecks,
             client,
             settings,
             keys,
@@ -159,6 +173,19 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%reason, error = %redact(&error.to_string(), &[]), "could not publish event");
         }
+    }
+
+    /// Asks for a Tinybird check of this workspace's admin token at its next reconcile.
+    pub fn force_verification(&self, workspace: super::keys::WorkspaceKey) {
+        if let Ok(mut forced) = self.forced_verifications.lock() {
+            forced.insert(workspace);
+        }
+    }
+
+    /// Whether a check was asked for (and forgets the request).
+    #[must_use]
+    pub fn take_forced_verification(&self, workspace: &super::keys::WorkspaceKey) -> bool {
+        self.forced_verifications.lock().is_ok_and(|mut forced| forced.remove(workspace))
     }
 
     /// None when a check of this key is due now; else the time until it is.
@@ -221,4 +248,13 @@ fn truncate(text: &str, max: usize) -> String {
         cut -= 1;
     }
     text[..cut].to_owned()
+}
+
+/// Senders that make the workspace controllers reconcile a workspace now.
+#[derive(Debug, Clone)]
+pub struct WorkspaceRechecks {
+    /// Namespaced workspaces.
+    pub namespaced: tokio::sync::mpsc::UnboundedSender<ObjectRef<crate::api::TinybirdWorkspace>>,
+    /// Cluster workspaces.
+    pub cluster: tokio::sync::mpsc::UnboundedSender<ObjectRef<crate::api::ClusterTinybirdWorkspace>>,
 }

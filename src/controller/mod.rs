@@ -38,6 +38,8 @@ pub struct RunConfig {
     pub resync: Duration,
     /// Name of this replica (pod name), for events.
     pub instance: Option<String>,
+    /// Health probes in flight at once, over all TenantAccess.
+    pub probe_concurrency: usize,
     /// Requests the operator may make to one Clerk instance per window (Clerk allows 100 per
     /// 10 s on development instances, 1000 on production ones; leave room for your app).
     pub clerk_budget: crate::clerk::RequestBudget,
@@ -115,6 +117,20 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
     };
     let clerk_options =
         crate::clerk::ClerkClientOptions { budget: config.clerk_budget, ..Default::default() };
+    let prober = match crate::health::HttpProber::new() {
+        Ok(prober) => prober,
+        Err(error) => {
+            tracing::error!(%error, "cannot start: the HTTP client could not be built");
+            return;
+        }
+    };
+    let (health, health_events) = crate::health::HealthScheduler::start(
+        crate::health::HealthConfig { concurrency: config.probe_concurrency.max(1) },
+        Arc::new(prober),
+    );
+    let (namespaced_recheck, namespaced_rechecks) = tokio::sync::mpsc::unbounded_channel();
+    let (cluster_recheck, cluster_rechecks) = tokio::sync::mpsc::unbounded_channel();
+    let rechecks = context::WorkspaceRechecks { namespaced: namespaced_recheck, cluster: cluster_recheck };
     let ctx = match Context::new(
         client.clone(),
         settings,
@@ -122,6 +138,8 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         keys.clone(),
         config.instance.clone(),
         clerk_options,
+        health.clone(),
+        rechecks,
     ) {
         Ok(ctx) => Arc::new(ctx),
         Err(error) => {
@@ -183,6 +201,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
     let workspaces = workspace_controller
         .with_config(controller_config.clone())
         .watches_stream(admin_secret_events, workspaces_for_secret)
+        .reconcile_on(receiver_stream(namespaced_rechecks))
         .graceful_shutdown_on(shutdown.clone())
         .run(
             workspaces::reconcile::<TinybirdWorkspace>,
@@ -196,6 +215,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         cluster_workspace_controller
             .with_config(controller_config.clone())
             .watches_stream(cluster_admin_secret_events, cluster_workspaces_for_secret)
+            .reconcile_on(receiver_stream(cluster_rechecks))
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 workspaces::reconcile::<ClusterTinybirdWorkspace>,
@@ -239,13 +259,18 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
                 }
             });
     }
+    let health_triggers =
+        health_events.map(|change| ObjectRef::new(&change.key.name).within(&change.key.namespace));
     let tenants = tenants
+        .reconcile_on(health_triggers)
         .graceful_shutdown_on(shutdown.clone())
         .run(tenants::reconcile, tenants::error_policy, ctx.clone())
         .for_each(|_| future::ready(()));
 
     tracing::info!(namespace = ns.unwrap_or("<all>"), cluster_resource_namespace = %config.cluster_resource_namespace, "operator started");
-    future::join3(workspaces, cluster_workspaces, tenants).await;
+    let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
+    future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
+    ctx.health.shutdown().await;
     tracing::info!("operator stopped");
 }
 
@@ -276,4 +301,39 @@ fn dependents(
 fn references_secret(spec: &crate::api::WorkspaceSpec, name: &str) -> bool {
     spec.admin_token_secret_ref.name == name
         || spec.clerk.as_ref().is_some_and(|c| c.secret_key_secret_ref.name == name)
+}
+
+/// A stream of the values sent on an unbounded channel.
+fn receiver_stream<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+/// Stops probing (and forgets) TenantAccess resources that were deleted: a reconcile never runs
+/// for an object that is gone.
+async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
+    let sweep = async {
+        let mut ticker = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            ticker.tick().await;
+            let registered: Vec<crate::health::AccessKey> =
+                ctx.health_keys.lock().map(|keys| keys.iter().cloned().collect()).unwrap_or_default();
+            for key in registered {
+                if ctx.tenant_accesses.get(&ObjectRef::new(&key.name).within(&key.namespace)).is_none() {
+                    ctx.health.unregister(&key);
+                    ctx.last_writes.forget_access(&key.namespace, &key.name);
+                    if let Ok(mut keys) = ctx.health_keys.lock() {
+                        keys.remove(&key);
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = sweep => {},
+        () = shutdown => {},
+    }
 }

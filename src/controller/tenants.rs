@@ -17,12 +17,13 @@ use super::context::Context;
 use super::error::Error;
 use super::keys::{WorkspaceKey, WorkspaceProblem};
 use super::workspaces::{refresh_entry, workspace_key};
-use crate::api::{TenantAccess, TenantAccessStatus, TokenStatus};
+use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus, TokenStatus};
 use crate::backoff::jitter;
 use crate::conditions::{DesiredCondition, find, remove_condition, set_condition};
 use crate::desired::{
     IssuedToken, clerk_configmap_name, clerk_template, desired_clerk_configmap, desired_secret, issue_token,
 };
+use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
 use crate::names::{ANNOTATION_REVISION, FIELD_MANAGER, FINALIZER, condition, reason};
 use crate::reconcile::decide::{Observed, TokenDecision, decide_token, renew_request, secret_needs_repair};
 use crate::selector;
@@ -59,6 +60,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         Err(invalid) => {
             let message = format!("{invalid}; nothing is issued until the spec is fixed");
             report.refuse(reason::INVALID_SPEC, &message);
+            stop_probes(&ctx, &mut report, &namespace, &name);
             report.finish(&ctx, &access).await?;
             return Ok(Action::await_change());
         }
@@ -73,6 +75,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
             Err(problem) => {
                 let problem = not_ready_workspace(&validated, &problem);
                 report.refuse(problem.reason, &problem.message);
+                stop_probes(&ctx, &mut report, &namespace, &name);
                 report.finish(&ctx, &access).await?;
                 let (_, delay) = ctx.record_failure(access.as_ref());
                 return Ok(Action::requeue(delay));
@@ -80,6 +83,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         },
         Err(problem) => {
             report.refuse(problem.reason, &problem.message);
+            stop_probes(&ctx, &mut report, &namespace, &name);
             report.finish(&ctx, &access).await?;
             let (_, delay) = ctx.record_failure(access.as_ref());
             return Ok(Action::requeue(delay));
@@ -88,9 +92,13 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
 
     let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
     let mut retry_after: Option<Duration> = None;
+    let mut issued_jwt = None;
     if validated.secret.is_some() {
         match reconcile_secret(&access, &validated, &signer, &ctx, &mut report).await? {
-            Some(renewal_time) => next_check = next_check.min(renewal_time),
+            Some((renewal_time, jwt)) => {
+                next_check = next_check.min(renewal_time);
+                issued_jwt = Some(jwt);
+            }
             None => retry_after = Some(ctx.record_failure(access.as_ref()).1),
         }
     } else {
@@ -147,6 +155,12 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         }
     }
 
+    if validated.secret.is_none() || issued_jwt.is_some() {
+        health_stage(&access, &validated, &signer, issued_jwt.as_deref(), &ctx, &mut report).await;
+    } else {
+        stop_probes(&ctx, &mut report, &namespace, &name);
+    }
+
     if retry_after.is_none() {
         report.ready(&validated);
         ctx.record_success(access.as_ref());
@@ -156,6 +170,98 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         return Ok(Action::requeue(delay));
     }
     Ok(Action::requeue(requeue_after(now, next_check, &validated, &name)))
+}
+
+/// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
+/// the operator believes valid, and reports health (status changes only on flips).
+async fn health_stage(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    issued_jwt: Option<&str>,
+    ctx: &Context,
+    report: &mut Report,
+) {
+    let key = AccessKey::new(&validated.namespace, &validated.name);
+    let Some(plan) = ProbePlan::for_access(validated, signer, issued_jwt) else {
+        stop_probes(ctx, report, &validated.namespace, &validated.name);
+        return;
+    };
+    ctx.health.register(key.clone(), plan);
+    if let Ok(mut keys) = ctx.health_keys.lock() {
+        keys.insert(key.clone());
+    }
+    if ctx.health.take_key_check(&key) {
+        let workspace = WorkspaceKey {
+            kind: validated.workspace_kind,
+            namespace: if validated.workspace_kind == WorkspaceKind::Namespaced {
+                validated.namespace.clone()
+            } else {
+                String::new()
+            },
+            name: validated.workspace_name.clone(),
+        };
+        ctx.force_verification(workspace);
+        let _ = match validated.workspace_kind {
+            WorkspaceKind::Namespaced => ctx
+                .workspace_rechecks
+                .namespaced
+                .send(ObjectRef::new(&validated.workspace_name).within(&validated.namespace))
+                .is_ok(),
+            WorkspaceKind::Cluster => {
+                ctx.workspace_rechecks.cluster.send(ObjectRef::new(&validated.workspace_name)).is_ok()
+            }
+        };
+        ctx.publish(
+            access,
+            EventType::Warning,
+            "SignatureRejected",
+            "ProbeEndpoint",
+            &format!("Tinybird rejected the signature of a token that should be valid: checking workspace {}'s admin token with Tinybird now (was it refreshed outside the cluster?)", validated.workspace_name),
+        )
+        .await;
+    }
+    let Some(endpoints) = ctx.health.endpoints(&key) else { return };
+    let Some(summary) = summarize(&endpoints) else { return };
+    let new: Vec<EndpointStatus> = endpoints.iter().map(EndpointHealth::to_status).collect();
+    for endpoint in &new {
+        let before = report.previous.endpoints.iter().find(|e| e.resource == endpoint.resource);
+        let flipped =
+            before.is_some_and(|b| b.healthy != endpoint.healthy) || (before.is_none() && !endpoint.healthy);
+        if flipped {
+            let (type_, reason) = if endpoint.healthy {
+                (EventType::Normal, "EndpointRecovered")
+            } else {
+                (EventType::Warning, "EndpointUnhealthy")
+            };
+            let detail = endpoint.message.as_deref().unwrap_or(&endpoint.reason);
+            ctx.publish(
+                access,
+                type_,
+                reason,
+                "ProbeEndpoint",
+                &format!("pipe {}: {} ({detail})", endpoint.resource, endpoint.reason),
+            )
+            .await;
+        }
+    }
+    report.status.endpoints = new;
+    report.set(if summary.healthy {
+        DesiredCondition::holds(condition::ENDPOINTS_HEALTHY, summary.reason, summary.message)
+    } else {
+        DesiredCondition::fails(condition::ENDPOINTS_HEALTHY, summary.reason, summary.message)
+    });
+}
+
+/// No probes for this TenantAccess (disabled, refused or deleted).
+fn stop_probes(ctx: &Context, report: &mut Report, namespace: &str, name: &str) {
+    let key = AccessKey::new(namespace, name);
+    ctx.health.unregister(&key);
+    if let Ok(mut keys) = ctx.health_keys.lock() {
+        keys.remove(&key);
+    }
+    remove_condition(&mut report.status.conditions, condition::ENDPOINTS_HEALTHY);
+    report.status.endpoints.clear();
 }
 
 /// Deletion: remove the Clerk template (deletionPolicy Delete, finalizer present), then the
@@ -332,7 +438,7 @@ async fn reconcile_secret(
     signer: &SigningWorkspace,
     ctx: &Context,
     report: &mut Report,
-) -> Result<Option<Timestamp>, Error> {
+) -> Result<Option<(Timestamp, String)>, Error> {
     let Some(output) = &validated.secret else { return Ok(None) };
     let namespace = &validated.namespace;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
@@ -410,7 +516,7 @@ async fn reconcile_secret(
             .await;
             tracing::info!(reason = event_reason, revision, secret = %output.name, why = issue_reason.describe(), "token signed");
             rollout_restart(access, validated, revision, ctx).await;
-            Ok(Some(token.renewal_time))
+            Ok(Some((token.renewal_time, token.jwt)))
         }
         TokenDecision::Keep(current) => {
             let revision = known_revision.max(1);
@@ -454,7 +560,7 @@ async fn reconcile_secret(
                     current.expires_at, current.renewal_time
                 ),
             ));
-            Ok(Some(current.renewal_time))
+            Ok(Some((current.renewal_time, current.jwt)))
         }
     }
 }
@@ -613,7 +719,11 @@ impl Report {
         {
             ctx.publish(access, EventType::Warning, reason, "Reconcile", message).await;
         }
-        if self.status == self.previous {
+        // failedAttempts alone never causes a write: a status write triggers the next reconcile,
+        // and a counter that changes on every pass would turn a refusal into a busy loop.
+        let unchanged =
+            TenantAccessStatus { failed_attempts: self.previous.failed_attempts, ..self.status.clone() };
+        if unchanged == self.previous {
             return Ok(());
         }
         let api: Api<TenantAccess> =

@@ -115,19 +115,24 @@ async fn verify_if_due<W: Workspace>(
     entry: &mut Arc<WorkspaceEntry>,
     ctx: &Context,
 ) -> Result<Option<Duration>, WorkspaceProblem> {
-    let Some(text) = workspace.workspace_spec().verify_interval.as_deref() else { return Ok(None) };
-    let interval = crate::duration::parse(text).map_err(|e| WorkspaceProblem {
-        reason: reason::INVALID_SPEC,
-        message: format!("spec.verifyInterval: {e}"),
-    })?;
-    let Ok(interval) = Duration::try_from(interval) else { return Ok(None) };
-    if interval.is_zero() {
+    let key = workspace_key(workspace);
+    let forced = ctx.take_forced_verification(&key);
+    let interval = match workspace.workspace_spec().verify_interval.as_deref() {
+        None => Duration::ZERO,
+        Some(text) => crate::duration::parse(text)
+            .map_err(|e| WorkspaceProblem {
+                reason: reason::INVALID_SPEC,
+                message: format!("spec.verifyInterval: {e}"),
+            })
+            .map(|d| Duration::try_from(d).unwrap_or_default())?,
+    };
+    if interval.is_zero() && !forced {
         return Ok(None);
     }
     let Ok(signer) = &entry.signer else { return Ok(None) };
-    let key = workspace_key(workspace);
     let now = ctx.now();
-    if let Some(next) = ctx.verification_due(&key, &signer.signing_key_fingerprint, interval, now) {
+    if !forced && let Some(next) = ctx.verification_due(&key, &signer.signing_key_fingerprint, interval, now)
+    {
         return Ok(Some(next));
     }
     let result = crate::tinybird::verify_admin_token(&ctx.http, &signer.api_url, &signer.key).await;
@@ -145,7 +150,7 @@ async fn verify_if_due<W: Workspace>(
         }
         Ok(_) => {
             ctx.keys.set_refused(&signer.signing_key_fingerprint, false);
-            Ok(Some(interval))
+            Ok((!interval.is_zero()).then_some(interval))
         }
         Err(crate::tinybird::VerifyError::Unauthorized { .. }) => {
             ctx.keys.set_refused(&signer.signing_key_fingerprint, true);

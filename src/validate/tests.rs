@@ -267,3 +267,9 @@ fn reports_every_problem_at_once() {
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["spec.scopes[0].resource", "spec.lifetime", "spec"]);
 }
+
+#[test]
+fn the_default_probe_timeout_fits_a_short_interval() {
+    let access = validate(&with("healthCheck: {interval: 5s}\n")).unwrap();
+    assert_eq!(access.health.timeout, SignedDuration::from_millis(2500));
+}

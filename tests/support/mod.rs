@@ -77,6 +77,7 @@ impl Operator {
             resync: Duration::from_secs(600),
             instance: Some("test".into()),
             clerk_budget: clerk_budget(),
+            probe_concurrency: 8,
         };
         let task = tokio::spawn(run(client, config, async move {
             let _ = rx.await;
