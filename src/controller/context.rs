@@ -118,11 +118,9 @@ impl Context {
         settings: Settings,
         caches: Caches,
         keys: KeyStore,
-        instance: Option<String>,
-        clerk_options: crate::clerk::ClerkClientOptions,
-        health: crate::health::HealthScheduler,
-        workspace_rechecks: WorkspaceRechecks,
+        services: Services,
     ) -> Result<Self, crate::clerk::ClerkError> {
+        let Services { instance, clerk_options, health, workspace_rechecks } = services;
         let reporter = Reporter { controller: OPERATOR_NAME.to_owned(), instance };
         Ok(Self {
             clerk: crate::clerk::ClerkClients::new(clerk_options)?,
@@ -257,4 +255,17 @@ pub struct WorkspaceRechecks {
     pub namespaced: tokio::sync::mpsc::UnboundedSender<ObjectRef<crate::api::TinybirdWorkspace>>,
     /// Cluster workspaces.
     pub cluster: tokio::sync::mpsc::UnboundedSender<ObjectRef<crate::api::ClusterTinybirdWorkspace>>,
+}
+
+/// The services a Context is built with.
+#[allow(missing_debug_implementations)]
+pub struct Services {
+    /// Name of this replica, for events.
+    pub instance: Option<String>,
+    /// Clerk client settings (budget, timeouts).
+    pub clerk_options: crate::clerk::ClerkClientOptions,
+    /// The health-check scheduler.
+    pub health: crate::health::HealthScheduler,
+    /// Channels to the workspace controllers.
+    pub workspace_rechecks: WorkspaceRechecks,
 }

@@ -136,10 +136,12 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         settings,
         caches.clone(),
         keys.clone(),
-        config.instance.clone(),
-        clerk_options,
-        health.clone(),
-        rechecks,
+        context::Services {
+            instance: config.instance.clone(),
+            clerk_options,
+            health: health.clone(),
+            workspace_rechecks: rechecks,
+        },
     ) {
         Ok(ctx) => Arc::new(ctx),
         Err(error) => {
