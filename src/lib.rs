@@ -5,6 +5,7 @@
 //! Pure core: [`validate`], [`jwt`], [`desired`], [`admin_token`], [`workspace`].
 //! Edges: [`cli`].
 
+pub mod admin;
 pub mod admin_token;
 pub mod api;
 pub mod backoff;
@@ -19,7 +20,9 @@ pub mod http;
 pub mod jwt;
 pub mod k8s_names;
 pub mod kube_client;
+pub mod leader;
 pub mod manifests;
+pub mod metrics;
 pub mod names;
 pub mod reconcile;
 pub mod redact;

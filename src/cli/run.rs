@@ -1,4 +1,7 @@
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::CliError;
@@ -44,6 +47,8 @@ pub(super) struct RunArgs {
     /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
     #[arg(long, env = "TENANT_ACCESS_KUBECONFIG")]
     kubeconfig: Option<String>,
+    #[command(flatten)]
+    leadership: Leadership,
     /// Name of this replica, for events (the pod name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
@@ -80,10 +85,123 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 requests: args.clerk_request_budget.max(1),
                 window: Duration::from_secs(args.clerk_budget_window_seconds.max(1)),
             },
+            metrics: crate::metrics::Metrics::default(),
+            synced: Arc::default(),
         };
-        run_controllers(client, config, shutdown_signal()).await;
-        Ok(ExitCode::SUCCESS)
+        supervise(client, config, &args.leadership).await
     })
+}
+
+/// Runs the admin server and the controllers, under leader election when enabled.
+async fn supervise(
+    client: kube::Client,
+    config: RunConfig,
+    leadership: &Leadership,
+) -> Result<ExitCode, CliError> {
+    // One shutdown signal for everything: SIGTERM/Ctrl-C, or a lost lease.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let on_stop = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        }
+    });
+
+    let standby = Arc::new(AtomicBool::new(leadership.enabled));
+    if let Some(address) = leadership.admin_address {
+        let state = crate::admin::AdminState {
+            registry: Arc::new(config.metrics.registry()),
+            synced: config.synced.clone(),
+            standby: standby.clone(),
+        };
+        let server = crate::admin::serve(address, state, on_stop());
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the admin server stopped");
+            }
+        });
+    }
+
+    if !leadership.enabled {
+        run_controllers(client, config, on_stop()).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let namespace = leadership.namespace.clone().unwrap_or_else(|| config.cluster_resource_namespace.clone());
+    let identity = config.instance.clone().unwrap_or_else(default_identity);
+    let election = crate::leader::LeaderElection::new(
+        client.clone(),
+        &namespace,
+        &leadership.lease_name,
+        &identity,
+        Duration::from_secs(leadership.lease_duration_seconds),
+    );
+    tokio::select! {
+        () = election.acquire() => {},
+        () = on_stop() => return Ok(ExitCode::SUCCESS),
+    }
+    standby.store(false, Ordering::SeqCst);
+    let lost = Arc::new(AtomicBool::new(false));
+    let keeper = tokio::spawn({
+        let election = election.clone();
+        let stop = stop.clone();
+        let lost = lost.clone();
+        async move {
+            election.keep().await;
+            lost.store(true, Ordering::SeqCst);
+            let _ = stop.send(true);
+        }
+    });
+    run_controllers(client, config, on_stop()).await;
+    keeper.abort();
+    if lost.load(Ordering::SeqCst) {
+        eprintln!(
+            "error: lost the leader lease {namespace}/{}: stopping so that a restart stands by",
+            leadership.lease_name
+        );
+        return Ok(ExitCode::from(super::exit::FAILURE));
+    }
+    election.release().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A lease identity when POD_NAME is not set: host name and process id.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+/// Admin server and leader-election settings.
+#[derive(Debug, clap::Args)]
+struct Leadership {
+    /// Address of the admin server (/metrics, /livez, /readyz); empty disables it.
+    #[arg(long, env = "TENANT_ACCESS_ADMIN_ADDRESS", default_value = "0.0.0.0:8080", value_parser = parse_address)]
+    admin_address: Option<SocketAddr>,
+    /// Run under leader election (for more than one replica).
+    #[arg(long = "leader-election", env = "TENANT_ACCESS_LEADER_ELECTION")]
+    enabled: bool,
+    /// Namespace of the leader Lease (default: the cluster-resource namespace).
+    #[arg(long = "leader-election-namespace", env = "TENANT_ACCESS_LEADER_ELECTION_NAMESPACE")]
+    namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long = "leader-election-lease-name", default_value = "tenant-access-operator")]
+    lease_name: String,
+    /// Seconds a standby waits for an unrenewed Lease before taking over.
+    #[arg(long = "leader-election-lease-duration-seconds", default_value_t = 15)]
+    lease_duration_seconds: u64,
+}
+
+fn parse_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| format!("{text:?} is not an address such as 0.0.0.0:8080: {e}"))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

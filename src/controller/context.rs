@@ -72,6 +72,8 @@ pub struct Context {
     forced_verifications: Arc<Mutex<std::collections::HashSet<super::keys::WorkspaceKey>>>,
     /// Asks the workspace controllers to reconcile a workspace now.
     pub workspace_rechecks: WorkspaceRechecks,
+    /// Metrics.
+    pub metrics: crate::metrics::Metrics,
     /// Clerk clients, one rate limiter per Clerk instance.
     pub clerk: crate::clerk::ClerkClients,
     /// The HTTP client for Tinybird calls.
@@ -120,7 +122,7 @@ impl Context {
         keys: KeyStore,
         services: Services,
     ) -> Result<Self, crate::clerk::ClerkError> {
-        let Services { instance, clerk_options, health, workspace_rechecks } = services;
+        let Services { instance, clerk_options, health, workspace_rechecks, metrics } = services;
         let reporter = Reporter { controller: OPERATOR_NAME.to_owned(), instance };
         Ok(Self {
             clerk: crate::clerk::ClerkClients::new(clerk_options)?,
@@ -130,6 +132,7 @@ impl Context {
             health_keys: Arc::default(),
             forced_verifications: Arc::default(),
             workspace_rechecks,
+            metrics,
             client,
             settings,
             keys,
@@ -268,4 +271,6 @@ pub struct Services {
     pub health: crate::health::HealthScheduler,
     /// Channels to the workspace controllers.
     pub workspace_rechecks: WorkspaceRechecks,
+    /// Metrics.
+    pub metrics: crate::metrics::Metrics,
 }

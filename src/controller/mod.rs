@@ -40,6 +40,10 @@ pub struct RunConfig {
     pub instance: Option<String>,
     /// Health probes in flight at once, over all TenantAccess.
     pub probe_concurrency: usize,
+    /// The metrics the controllers record (shared with the admin server).
+    pub metrics: crate::metrics::Metrics,
+    /// Set once every watch has synced (for `/readyz`).
+    pub synced: Arc<std::sync::atomic::AtomicBool>,
     /// Requests the operator may make to one Clerk instance per window (Clerk allows 100 per
     /// 10 s on development instances, 1000 on production ones; leave room for your app).
     pub clerk_budget: crate::clerk::RequestBudget,
@@ -141,6 +145,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
             clerk_options,
             health: health.clone(),
             workspace_rechecks: rechecks,
+            metrics: config.metrics.clone(),
         },
     ) {
         Ok(ctx) => Arc::new(ctx),
@@ -270,7 +275,34 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         .for_each(|_| future::ready(()));
 
     tracing::info!(namespace = ns.unwrap_or("<all>"), cluster_resource_namespace = %config.cluster_resource_namespace, "operator started");
+    config.metrics.attach(
+        caches.tenant_accesses.clone(),
+        caches.workspaces.clone(),
+        caches.cluster_workspaces.clone(),
+        ctx.health.clone(),
+    );
+    let synced = {
+        let caches = caches.clone();
+        let flag = config.synced.clone();
+        async move {
+            let (a, b, c, d) = futures::join!(
+                caches.tenant_accesses.wait_until_ready(),
+                caches.workspaces.wait_until_ready(),
+                caches.managed_secrets.wait_until_ready(),
+                caches.managed_configmaps.wait_until_ready(),
+            );
+            let cluster =
+                if cluster_wide { caches.cluster_workspaces.wait_until_ready().await.is_ok() } else { true };
+            if a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && cluster {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!("caches synced: ready");
+            }
+        }
+    };
     let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
+    let sweep = async move {
+        futures::join!(sweep, synced);
+    };
     future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
     ctx.health.shutdown().await;
     tracing::info!("operator stopped");

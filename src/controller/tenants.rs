@@ -36,7 +36,14 @@ use crate::workspace::SigningWorkspace;
 /// Transient API errors (retried with backoff); expected problems become conditions.
 pub async fn reconcile(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", kind = "TenantAccess", namespace = %access.namespace().unwrap_or_default(), name = %access.name_any());
-    tracing::Instrument::instrument(reconcile_inner(access, ctx), span).await
+    let started = std::time::Instant::now();
+    let result = tracing::Instrument::instrument(reconcile_inner(access, ctx.clone()), span).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(error) => error.category(),
+    };
+    ctx.metrics.reconciled("TenantAccess", outcome, started.elapsed());
+    result
 }
 
 async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -485,6 +492,10 @@ async fn reconcile_secret(
             apply_secret(ctx, &secrets, &secret).await?;
             let first = status_token.is_none() && existing.is_none();
             let event_reason = issue_reason.event_reason(first);
+            ctx.metrics
+                .tokens_signed
+                .get_or_create(&crate::metrics::IssueLabels { reason: event_reason })
+                .inc();
             report.token_written(
                 validated,
                 signer,

@@ -136,6 +136,15 @@ async fn verify_if_due<W: Workspace>(
         return Ok(Some(next));
     }
     let result = crate::tinybird::verify_admin_token(&ctx.http, &signer.api_url, &signer.key).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(crate::tinybird::VerifyError::Unauthorized { .. }) => reason::UNAUTHORIZED,
+        Err(crate::tinybird::VerifyError::Unavailable(_)) => "Unavailable",
+    };
+    ctx.metrics
+        .tinybird_requests
+        .get_or_create(&crate::metrics::CallLabels { call: "verify", outcome })
+        .inc();
     ctx.record_verification(key.clone(), &signer.signing_key_fingerprint, now);
     match result {
         Ok(info) if info.id != signer.workspace_id => {
@@ -173,7 +182,14 @@ async fn verify_if_due<W: Workspace>(
 /// Transient API errors (retried with backoff).
 pub async fn reconcile<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!("reconcile", kind = W::KIND.kind_name(), name = %workspace.name_any());
-    tracing::Instrument::instrument(reconcile_inner(workspace, ctx), span).await
+    let started = std::time::Instant::now();
+    let result = tracing::Instrument::instrument(reconcile_inner(workspace, ctx.clone()), span).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(error) => error.category(),
+    };
+    ctx.metrics.reconciled(W::KIND.kind_name(), outcome, started.elapsed());
+    result
 }
 
 async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -78,6 +78,8 @@ impl Operator {
             instance: Some("test".into()),
             clerk_budget: clerk_budget(),
             probe_concurrency: 8,
+            metrics: tenant_access::metrics::Metrics::default(),
+            synced: Arc::default(),
         };
         let task = tokio::spawn(run(client, config, async move {
             let _ = rx.await;

@@ -1,0 +1,262 @@
+//! The results: JSON (everything) and a Markdown summary against the targets of issue 9.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::args::Args;
+use crate::convergence::ConvergenceResult;
+use crate::idle::IdleResult;
+use crate::machine::Machine;
+use crate::memory::MemoryResult;
+use crate::token_core::TokenCoreResult;
+
+/// Convergence and rotation: at most this times the floor.
+pub const TARGET_RATIO: f64 = 1.5;
+/// RSS at 10,000 TenantAccess, MiB.
+pub const TARGET_RSS_MIB: f64 = 64.0;
+/// Unrelated Secrets: at most this much more RSS, percent.
+pub const TARGET_UNRELATED_PERCENT: f64 = 10.0;
+/// Token core: signatures per second on one core.
+pub const TARGET_SIGNATURES: f64 = 100_000.0;
+
+/// Everything measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// When (UTC).
+    pub generated_at: String,
+    /// The command line.
+    pub command: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The parameters.
+    pub parameters: Args,
+    /// The operator binary measured.
+    pub operator_binary: String,
+    /// Scenario 5.
+    pub token_core: Option<TokenCoreResult>,
+    /// Scenarios 1 and 2.
+    pub convergence: Option<ConvergenceResult>,
+    /// Scenario 3.
+    pub idle: Option<IdleResult>,
+    /// Scenario 4.
+    pub memory: Option<MemoryResult>,
+    /// Scenarios that failed, with why (the others still ran).
+    pub errors: Vec<String>,
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "yes" } else { "**no**" }
+}
+
+fn thousands(value: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let digits = (value.max(0.0).round() as u64).to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Report {
+    /// The Markdown summary.
+    #[must_use]
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            md,
+            "Machine: {} CPUs ({}), {} MiB memory, Linux {}, kube-apiserver {}. Run at {}.\n",
+            m.nproc,
+            m.cpu_model,
+            m.memory_mib,
+            m.kernel,
+            m.kube_apiserver.as_deref().unwrap_or("-"),
+            self.generated_at
+        );
+        md.push_str("| Scenario | Measured | Floor | Ratio | Target | Met |\n|---|---|---|---|---|---|\n");
+        if let Some(c) = &self.convergence {
+            let runs = c.convergence.len();
+            let _ = writeln!(
+                md,
+                "| Convergence: {} TenantAccess, all applied → all Ready with a Secret (median of {runs}) | {:.2} s | {:.2} s | {:.2}x | ≤ {TARGET_RATIO}x | {} |",
+                c.tenants,
+                c.convergence_median_seconds,
+                c.floor_convergence_median_seconds,
+                c.convergence_ratio,
+                verdict(c.convergence_ratio <= TARGET_RATIO)
+            );
+            let _ = writeln!(
+                md,
+                "| Convergence, first apply → all Ready (median of {runs}) | {:.2} s | {:.2} s | {:.2}x | (context) | |",
+                c.convergence_from_first_apply_median_seconds,
+                c.floor_convergence_median_seconds,
+                c.convergence_from_first_apply_ratio
+            );
+            let _ = writeln!(
+                md,
+                "| Rotation: admin token changed → all {} tokens re-signed (median of {}) | {:.2} s | {:.2} s | {:.2}x | ≤ {TARGET_RATIO}x | {} |",
+                c.tenants,
+                c.rotation.len(),
+                c.rotation_median_seconds,
+                c.floor_rotation_median_seconds,
+                c.rotation_ratio,
+                verdict(c.rotation_ratio <= TARGET_RATIO)
+            );
+        }
+        if let Some(i) = &self.idle {
+            let writes = i.tenant_access_writes + i.secret_writes + i.api_writes;
+            let _ = writeln!(
+                md,
+                "| Idle: {} tenants, probes every {} s, {:.0} s window: writes by the operator | {} (TenantAccess {}, Secret {}, API mutating requests {}) | | | 0 | {} |",
+                i.tenants,
+                i.health_interval_seconds,
+                i.window_seconds,
+                writes,
+                i.tenant_access_writes,
+                i.secret_writes,
+                i.api_writes,
+                verdict(writes == 0)
+            );
+            let _ = writeln!(
+                md,
+                "| Idle: operator CPU | {:.2} CPU s/min ({:.0} probes/min) | | | (report) | |",
+                i.cpu_seconds_per_minute, i.probes_per_minute
+            );
+            let _ = writeln!(
+                md,
+                "| Idle: operator RSS | {:.1} MiB (max {:.1}) | | | (report) | |",
+                i.rss_mib_median, i.rss_mib_max
+            );
+        }
+        if let Some(mem) = &self.memory {
+            let _ = writeln!(
+                md,
+                "| Memory: RSS with {} TenantAccess Ready | {:.1} MiB (empty: {:.1}, peak {:.1}) | | | < {TARGET_RSS_MIB} MiB | {} |",
+                mem.tenants,
+                mem.rss_mib_tenants,
+                mem.rss_mib_empty,
+                mem.peak_rss_mib,
+                verdict(mem.rss_mib_tenants < TARGET_RSS_MIB)
+            );
+            let _ = writeln!(
+                md,
+                "| Memory: + {} unrelated Secrets of {} KiB | {:.1} MiB ({:+.1}%) | | | ≤ +{TARGET_UNRELATED_PERCENT}% | {} |",
+                mem.unrelated_secrets,
+                mem.unrelated_secret_bytes / 1024,
+                mem.rss_mib_with_unrelated,
+                mem.unrelated_increase_percent,
+                verdict(mem.unrelated_increase_percent <= TARGET_UNRELATED_PERCENT)
+            );
+            if let (Some(rss), Some(peak)) = (mem.rss_mib_after_restart, mem.peak_rss_mib_after_restart) {
+                let _ = writeln!(
+                    md,
+                    "| Memory: operator restarted with all of it in place | {rss:.1} MiB (peak {peak:.1}) | | | < {TARGET_RSS_MIB} MiB | {} |",
+                    verdict(rss < TARGET_RSS_MIB && peak < TARGET_RSS_MIB)
+                );
+            }
+        }
+        if let Some(t) = &self.token_core {
+            let _ = writeln!(
+                md,
+                "| Token core: claims built and signed on one core | {} /s | | | > {} /s | {} |",
+                thousands(t.per_second),
+                thousands(TARGET_SIGNATURES),
+                verdict(t.per_second > TARGET_SIGNATURES)
+            );
+        }
+        if let Some(c) = &self.convergence {
+            md.push_str(&convergence_details(c));
+        }
+        if let Some(mem) = &self.memory {
+            let _ = writeln!(
+                md,
+                "\nMemory scenario: {} TenantAccess applied in {:.1} s, all Ready {:.1} s later; {} unrelated Secrets created in {:.1} s (operator CPU meanwhile and settling: {:.2} s).",
+                mem.tenants,
+                mem.apply_seconds,
+                mem.ready_seconds,
+                mem.unrelated_secrets,
+                mem.unrelated_apply_seconds,
+                mem.unrelated_cpu_seconds
+            );
+        }
+        if let Some(i) = &self.idle
+            && !i.api_requests.0.is_empty()
+        {
+            let _ = writeln!(md, "\nIdle window, requests by the operator: {}.", inline_counts(&i.api_requests.0));
+        }
+        for error in &self.errors {
+            let _ = writeln!(md, "\n**Failed:** {error}");
+        }
+        md
+    }
+}
+
+fn inline_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    counts.iter().map(|(k, v)| format!("`{k}` {v}")).collect::<Vec<_>>().join(", ")
+}
+
+fn convergence_details(c: &ConvergenceResult) -> String {
+    let mut md = String::new();
+    md.push_str("\n| Run | Apply (s) | Applied → Ready (s) | First apply → Ready (s) | Floor (s) | Rotation (s) | Floor rotation (s) | Operator CPU conv. / rot. (s) | RSS (MiB) |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (i, phase) in c.convergence.iter().enumerate() {
+        let floor = c.floor.get(i);
+        let rotation = c.rotation.get(i);
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {:.1} |",
+            i + 1,
+            phase.apply_seconds.unwrap_or_default(),
+            phase.seconds,
+            phase.seconds_from_first_apply.unwrap_or_default(),
+            floor.map_or(0.0, |f| f.convergence_seconds),
+            rotation.map_or(0.0, |r| r.seconds),
+            floor.map_or(0.0, |f| f.rotation_seconds),
+            phase.operator_cpu_seconds,
+            rotation.map_or(0.0, |r| r.operator_cpu_seconds),
+            rotation.map_or(phase.operator_rss_mib, |r| r.operator_rss_mib),
+        );
+    }
+    // API requests per tenant, first run: what the operator does beyond the floor.
+    let (Some(floor), Some(conv), Some(rot)) = (c.floor.first(), c.convergence.first(), c.rotation.first()) else {
+        return md;
+    };
+    let floor_per_tenant = floor.api_requests.per_tenant(c.tenants);
+    let keys: BTreeSet<&String> = floor_per_tenant
+        .keys()
+        .chain(conv.api_requests_per_tenant.keys())
+        .chain(rot.api_requests_per_tenant.keys())
+        .collect();
+    md.push_str("\nAPI requests per tenant (run 1, API server counters):\n\n| Request | Floor | Operator, convergence | Operator, rotation |\n|---|---|---|---|\n");
+    let cell = |map: &std::collections::BTreeMap<String, f64>, key: &str| {
+        map.get(key).map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+    };
+    for key in keys {
+        let _ = writeln!(
+            md,
+            "| `{key}` | {} | {} | {} |",
+            cell(&floor_per_tenant, key),
+            cell(&conv.api_requests_per_tenant, key),
+            cell(&rot.api_requests_per_tenant, key)
+        );
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
+}

@@ -1,0 +1,1174 @@
+//! The Helm chart with real tools: `helm lint` and `helm template` (defaults and every option), a
+//! server-side dry run of what it renders, a real `helm install` / `upgrade` / `uninstall` (the
+//! CRDs stay), the operator running under the chart's own ServiceAccount and RBAC (the rules
+//! suffice), and every verb of its ClusterRole removed in turn (each one is needed).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::Condition;
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+use support::{Operator, TIMEOUT, capture_logs, has_condition, is_ready, logs, revision_at_least, token_of};
+use tenant_access::admin_token::AdminToken;
+use tenant_access::api::TenantAccess;
+use tenant_access::jwt::ParsedToken;
+use tenant_access_emulators::{ClerkConfig, ClerkEmulator, TinybirdConfig, TinybirdEmulator};
+use tenant_access_testkit::{TestCluster, repo_root, wait_crd_established, wait_for};
+
+/// The release name the tests install; the chart names its objects after it.
+const RELEASE: &str = "tao";
+/// The chart's full name for that release: ServiceAccount, ClusterRole, Deployment, ...
+const FULLNAME: &str = "tao-tenant-access-operator";
+const CRD_NAMES: [&str; 3] = [
+    "tenantaccesses.tenantaccess.dev",
+    "tinybirdworkspaces.tenantaccess.dev",
+    "clustertinybirdworkspaces.tenantaccess.dev",
+];
+/// Every optional feature of the chart at once.
+const EVERY_OPTION: &[&str] = &[
+    "replicaCount=2",
+    "serviceMonitor.enabled=true",
+    "serviceMonitor.labels.release=prometheus",
+    "podDisruptionBudget.enabled=true",
+    "networkPolicy.enabled=true",
+    "networkPolicy.egress.enabled=true",
+    "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+];
+
+// ---------------------------------------------------------------------------------------------
+// helm, rendering and YAML documents
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts/tenant-access-operator")
+}
+
+fn chart() -> String {
+    chart_dir().to_string_lossy().into_owned()
+}
+
+#[derive(Debug)]
+struct HelmOutput {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs helm (v4: `$HELM` or the one `hack/install-deps.sh` caches).
+async fn helm(args: &[&str], kubeconfig: Option<&Path>) -> HelmOutput {
+    let binary = tenant_access_testkit::helm_binary()
+        .expect("helm not found: run hack/install-deps.sh (or set HELM to a helm v4 binary)");
+    let mut command = tokio::process::Command::new(binary);
+    command.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    if let Some(kubeconfig) = kubeconfig {
+        command.arg("--kubeconfig").arg(kubeconfig);
+    }
+    let output = command.output().await.unwrap();
+    HelmOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn with_values<'a>(mut args: Vec<&'a str>, set: &[&'a str]) -> Vec<&'a str> {
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    args
+}
+
+/// `helm template` of the chart as release `tao` in `namespace`; panics with helm's error.
+async fn render(namespace: &str, set: &[&str], extra: &[&str]) -> String {
+    let chart = chart();
+    let mut args = with_values(vec!["template", RELEASE, &chart, "--namespace", namespace], set);
+    args.extend(extra);
+    let out = helm(&args, None).await;
+    assert!(out.success, "helm template {set:?} failed:\n{}", out.stderr);
+    out.stdout
+}
+
+/// The documents of a YAML stream (empty ones dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
+    documents.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// The documents of a YAML stream as text, comments included (helm separates them by `---`).
+fn raw_documents(yaml: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    for line in yaml.lines() {
+        if line == "---" {
+            out.push(String::new());
+        } else if let Some(current) = out.last_mut() {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    out.into_iter().filter(|d| d.lines().any(|l| l.starts_with("kind:"))).collect()
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = docs.iter().map(|d| d["kind"].as_str().unwrap().to_owned()).collect();
+    kinds.sort();
+    kinds
+}
+
+fn the<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} expected");
+    found[0]
+}
+
+fn container(docs: &[Value]) -> &Value {
+    &the(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn container_args(docs: &[Value]) -> Vec<String> {
+    container(docs)["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+}
+
+/// `(apiGroup, resource, verbs)` of every rule of the (Cluster)Role named `name`.
+fn rules(docs: &[Value], kind: &str, name: &str) -> Vec<(String, String, Vec<String>)> {
+    let role = docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap();
+    let text = |v: &Value| v.as_str().unwrap().to_owned();
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                let verbs = rule["verbs"].as_array().unwrap().iter().map(text).collect();
+                out.push((text(group), text(resource), verbs));
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. lint and render, no cluster
+
+#[tokio::test]
+async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
+    let chart = chart();
+    for set in [&[][..], EVERY_OPTION, &["watchNamespace=acme"], &["servedNamespaces={acme,globex}"]] {
+        let out = helm(&with_values(vec!["lint", "--strict", &chart], set), None).await;
+        assert!(out.success, "helm lint --strict {set:?}:\n{}{}", out.stdout, out.stderr);
+    }
+
+    // Defaults: a cluster-wide install, one replica, no leader election, no extras.
+    let docs = documents(&render("tenant-access-system", &[], &[]).await);
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let args = container_args(&docs);
+    assert_eq!(args[0], "run");
+    for expected in [
+        "--cluster-resource-namespace=tenant-access-system",
+        "--admin-address=0.0.0.0:8080",
+        "--log-format=json",
+        "--concurrency=16",
+        "--kube-qps=200",
+        "--kube-burst=400",
+        "--resync-seconds=600",
+        "--clerk-request-budget=90",
+        "--clerk-budget-window-seconds=10",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--namespaces") || a.starts_with("--leader-election")));
+    assert_restricted_pod(&docs);
+    let deployment = the(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], FULLNAME);
+    assert_eq!(the(&docs, "ServiceAccount")["metadata"]["name"], FULLNAME);
+    let binding = the(&docs, "ClusterRoleBinding");
+    assert_eq!(
+        binding["subjects"][0],
+        json!({"kind": "ServiceAccount", "name": FULLNAME, "namespace": "tenant-access-system"})
+    );
+    let service = the(&docs, "Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
+    assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+    // Token Secrets are created by server-side apply: no "create" on Secrets.
+    let cluster_rules = rules(&docs, "ClusterRole", FULLNAME);
+    let secrets = cluster_rules.iter().find(|(g, r, _)| g.is_empty() && r == "secrets").unwrap();
+    assert_eq!(secrets.2, ["get", "list", "watch", "patch"]);
+    for (group, resource, _) in &cluster_rules {
+        assert!(!group.is_empty() || ["secrets", "configmaps", "namespaces"].contains(&resource.as_str()));
+    }
+
+    // Every option on.
+    let rendered = render("tenant-access-system", EVERY_OPTION, &[]).await;
+    let docs = documents(&rendered);
+    for kind in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy", "Role", "RoleBinding"] {
+        assert!(kinds(&docs).iter().any(|k| k == kind), "{kind} missing");
+    }
+    assert_eq!(the(&docs, "Deployment")["spec"]["replicas"], 2);
+    let args = container_args(&docs);
+    for expected in [
+        "--leader-election",
+        "--leader-election-namespace=tenant-access-system",
+        "--leader-election-lease-name=tao-tenant-access-operator",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
+    }
+    let lease_rules = rules(&docs, "Role", "tao-tenant-access-operator-leader-election");
+    assert_eq!(
+        lease_rules,
+        [
+            ("coordination.k8s.io".to_owned(), "leases".to_owned(), vec!["create".to_owned()]),
+            (
+                "coordination.k8s.io".to_owned(),
+                "leases".to_owned(),
+                vec!["get".to_owned(), "update".to_owned()]
+            ),
+        ]
+    );
+    let monitor = the(&docs, "ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], the(&docs, "Service")["spec"]["ports"][0]["name"]);
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        the(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    let policy = the(&docs, "NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "admin");
+    assert!(the(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1);
+    assert_every_rule_is_explained(&rendered);
+
+    // Leader election on request with one replica.
+    let docs = documents(
+        &render("ops", &["leaderElection.enabled=true", "leaderElection.leaseName=ta-lease"], &[]).await,
+    );
+    assert!(container_args(&docs).iter().any(|a| a == "--leader-election-lease-name=ta-lease"));
+    assert!(
+        rules(&docs, "Role", "tao-tenant-access-operator-leader-election")[1].2.contains(&"get".to_owned())
+    );
+
+    // Single namespace: a Role in that namespace and no cluster-scoped permission at all.
+    let rendered = render("ops", &["watchNamespace=acme"], &[]).await;
+    let docs = documents(&rendered);
+    assert!(!kinds(&docs).iter().any(|k| k == "ClusterRole" || k == "ClusterRoleBinding"));
+    let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert_eq!(role["metadata"]["namespace"], "acme");
+    let namespaced_rules = rules(&docs, "Role", FULLNAME);
+    assert!(
+        namespaced_rules
+            .iter()
+            .all(|(_, r, _)| r != "namespaces" && !r.starts_with("clustertinybirdworkspaces")),
+        "{namespaced_rules:?}"
+    );
+    let binding = docs.iter().find(|d| d["kind"] == "RoleBinding").unwrap();
+    assert_eq!(binding["metadata"]["namespace"], "acme");
+    assert_eq!(binding["subjects"][0]["namespace"], "ops");
+    assert!(container_args(&docs).iter().any(|a| a == "--namespaces=acme"));
+    assert_every_rule_is_explained(&rendered);
+
+    // Several served namespaces: cluster-wide rules, the operator filters.
+    let docs = documents(&render("ops", &["servedNamespaces={acme,globex}"], &[]).await);
+    assert!(container_args(&docs).iter().any(|a| a == "--namespaces=acme,globex"));
+    assert!(kinds(&docs).iter().any(|k| k == "ClusterRole"));
+
+    // Optional parts off.
+    let docs = documents(
+        &render("ops", &["crds.install=false", "service.enabled=false", "rbac.rolloutRestarts=false"], &[])
+            .await,
+    );
+    assert!(!kinds(&docs).iter().any(|k| k == "CustomResourceDefinition" || k == "Service"));
+    assert!(rules(&docs, "ClusterRole", FULLNAME).iter().all(|(g, _, _)| g != "apps"));
+    let docs = documents(&render("ops", &["crds.keep=false"], &[]).await);
+    let crd = docs.iter().find(|d| d["kind"] == "CustomResourceDefinition").unwrap();
+    assert!(crd["metadata"]["annotations"].get("helm.sh/resource-policy").is_none());
+
+    // Mistakes are refused by the schema or the templates, not silently ignored.
+    for (set, expected) in [
+        ("operator.logFormat=xml", "logFormat"),
+        ("servedNamespaces={acme}", "servedNamespaces"),
+        ("watchNamespace=Not_A_Namespace", "watchNamespace"),
+        ("replicas=2", "replicas"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+    ] {
+        let out = helm(&["template", RELEASE, &chart, "--set", set], None).await;
+        assert!(!out.success && out.stderr.contains(expected), "--set {set}: {}", out.stderr);
+    }
+    let out = helm(
+        &["template", RELEASE, &chart, "--set", "watchNamespace=a", "--set", "servedNamespaces={b,c}"],
+        None,
+    )
+    .await;
+    assert!(!out.success && out.stderr.contains("not both"), "{}", out.stderr);
+}
+
+fn assert_restricted_pod(docs: &[Value]) {
+    let pod = &the(docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = container(docs);
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/livez", "port": "admin"}));
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "admin"}));
+    assert_eq!(container["ports"][0], json!({"name": "admin", "containerPort": 8080, "protocol": "TCP"}));
+    let env = container["env"].as_array().unwrap();
+    for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap();
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field);
+    }
+}
+
+/// Every RBAC rule in the rendered text has a comment right above it saying why.
+fn assert_every_rule_is_explained(rendered: &str) {
+    for document in raw_documents(rendered) {
+        if !document.lines().any(|l| l == "kind: ClusterRole" || l == "kind: Role") {
+            continue;
+        }
+        let lines: Vec<&str> = document.lines().collect();
+        for (index, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("- apiGroups:") {
+                assert!(
+                    index > 0 && lines[index - 1].trim_start().starts_with('#'),
+                    "RBAC rule without a comment saying why:\n{}",
+                    lines[index.saturating_sub(2)..(index + 3).min(lines.len())].join("\n")
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_value_is_commented_and_described_in_the_schema() {
+    let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
+    let undocumented = undocumented_values(&text);
+    assert!(undocumented.is_empty(), "values.yaml keys without a comment: {undocumented:?}");
+
+    let values: Value = serde_saphyr::from_str(&text).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap())
+            .unwrap();
+    let mut missing = Vec::new();
+    schema_descriptions(&values, &schema, "", &mut missing);
+    assert!(missing.is_empty(), "values without a described schema entry: {missing:?}");
+}
+
+/// Keys of values.yaml without a comment right above them, unless they are maps whose keys all
+/// have one (a commented key documents its whole value, e.g. `resources`).
+fn undocumented_values(text: &str) -> Vec<String> {
+    struct Entry {
+        indent: usize,
+        key: Option<String>,
+        commented: bool,
+    }
+    let mut entries = Vec::new();
+    let mut previous_is_comment = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() {
+            previous_is_comment = false;
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            previous_is_comment = true;
+            continue;
+        }
+        let key = (!trimmed.starts_with('-')).then(|| trimmed.split(':').next().unwrap_or("").to_owned());
+        entries.push(Entry { indent: line.len() - trimmed.len(), key, commented: previous_is_comment });
+        previous_is_comment = false;
+    }
+    fn check(entries: &[Entry], path: &str, out: &mut Vec<String>) {
+        let mut index = 0;
+        while index < entries.len() {
+            let entry = &entries[index];
+            let end = entries[index + 1..]
+                .iter()
+                .position(|e| e.indent <= entry.indent)
+                .map_or(entries.len(), |p| index + 1 + p);
+            let children = &entries[index + 1..end];
+            let name = format!("{path}{}", entry.key.as_deref().unwrap_or("-"));
+            if !entry.commented {
+                if !children.is_empty() && children.iter().all(|c| c.key.is_some()) {
+                    check(children, &format!("{name}."), out);
+                } else {
+                    out.push(name);
+                }
+            }
+            index = end;
+        }
+    }
+    let mut out = Vec::new();
+    check(&entries, "", &mut out);
+    out
+}
+
+fn schema_descriptions(values: &Value, schema: &Value, path: &str, missing: &mut Vec<String>) {
+    let Some(map) = values.as_object() else { return };
+    for (key, value) in map {
+        let field = format!("{path}{key}");
+        let node = &schema["properties"][key];
+        if node["description"].as_str().is_none_or(str::is_empty) {
+            missing.push(field.clone());
+        }
+        if node.get("properties").is_some() {
+            schema_descriptions(value, node, &format!("{field}."), missing);
+        }
+    }
+}
+
+#[tokio::test]
+async fn chart_crds_are_the_generated_crds() {
+    let generated = repo_root().join("crds");
+    let copy = chart_dir().join("files/crds");
+    let names = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        names.sort();
+        names
+    };
+    let fix = "cp crds/*.yaml charts/tenant-access-operator/files/crds/";
+    assert_eq!(names(&generated), names(&copy), "the chart's CRD files differ from crds/: {fix}");
+    for name in names(&generated) {
+        let a = std::fs::read_to_string(generated.join(&name)).unwrap();
+        let b = std::fs::read_to_string(copy.join(&name)).unwrap();
+        assert!(a == b, "charts/tenant-access-operator/files/crds/{name} differs from crds/{name}: {fix}");
+    }
+
+    // What the chart installs is those CRDs, plus its labels and the keep annotation.
+    let rendered = documents(&render("ops", &[], &[]).await);
+    let mut crds: Vec<&Value> = rendered.iter().filter(|d| d["kind"] == "CustomResourceDefinition").collect();
+    crds.sort_by_key(|d| d["metadata"]["name"].as_str().unwrap().to_owned());
+    assert_eq!(crds.len(), names(&generated).len());
+    for crd in crds {
+        let name = crd["metadata"]["name"].as_str().unwrap();
+        let file = std::fs::read_to_string(generated.join(format!("{name}.yaml"))).unwrap();
+        let mut expected = documents(&file).remove(0);
+        let mut actual = crd.clone();
+        assert_eq!(actual["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+        assert_eq!(actual["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+        for object in [&mut expected, &mut actual] {
+            let metadata = object["metadata"].as_object_mut().unwrap();
+            metadata.remove("labels");
+            metadata.remove("annotations");
+        }
+        assert!(actual == expected, "the chart renders {name} differently from crds/");
+    }
+}
+
+#[test]
+fn argocd_health_check_passes_its_fixtures() {
+    let Some(lua) = ["lua5.1", "lua"]
+        .into_iter()
+        .find(|lua| std::process::Command::new(lua).arg("-v").output().is_ok_and(|o| o.status.success()))
+    else {
+        eprintln!("no Lua interpreter (lua5.1 or lua) on PATH: contrib/argocd-health-test.lua not run");
+        return;
+    };
+    let out = std::process::Command::new(lua)
+        .arg(repo_root().join("contrib/argocd-health-test.lua"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. what the chart renders, applied to a real API server (dry run)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_chart_applies_to_the_api_server_in_a_server_side_dry_run() {
+    let cluster = TestCluster::shared().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    // Render for this server (policy/v1 PodDisruptionBudget only from 1.21).
+    let version = client.apiserver_version().await.unwrap().git_version;
+    let groups = client.list_api_groups().await.unwrap();
+    let has_service_monitors = groups.groups.iter().any(|g| g.name == "monitoring.coreos.com");
+    let release = cluster.namespace("chart-dry-run").await.unwrap();
+    let watched = cluster.namespace("chart-dry-run-watched").await.unwrap();
+    let single = format!("watchNamespace={}", watched.name());
+    let every_option_single: Vec<&str> = EVERY_OPTION.iter().copied().chain([single.as_str()]).collect();
+
+    for set in [&[][..], EVERY_OPTION, &every_option_single[..]] {
+        let rendered = render(release.name(), set, &["--kube-version", &version]).await;
+        let mut applied = Vec::new();
+        let mut skipped = Vec::new();
+        for document in raw_documents(&rendered) {
+            // The local server has no Prometheus Operator CRDs: the ServiceMonitor is checked
+            // by the render test instead, and applied here only where its CRD exists.
+            if document.lines().any(|l| l == "kind: ServiceMonitor") && !has_service_monitors {
+                skipped.push(document);
+            } else {
+                applied.push(document);
+            }
+        }
+        assert_eq!(
+            skipped.len(),
+            usize::from(set.contains(&"serviceMonitor.enabled=true") && !has_service_monitors)
+        );
+        let stream = applied.iter().map(|d| format!("---\n{d}")).collect::<String>();
+        let out =
+            cluster.kubectl_with_stdin(["apply", "--dry-run=server", "-f", "-"], &stream).await.unwrap();
+        assert!(out.success(), "kubectl apply --dry-run=server {set:?}:\n{}", out.stderr);
+        let accepted = out.stdout.lines().filter(|l| l.ends_with("(server dry run)")).count();
+        assert_eq!(accepted, applied.len(), "{}", out.stdout);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. a real helm install, upgrade and uninstall
+
+async fn helm_install(cluster: &TestCluster, release: &str, namespace: &str, set: &[&str]) {
+    let chart = chart();
+    let args = with_values(vec!["install", release, &chart, "--namespace", namespace], set);
+    let out = helm(&args, Some(cluster.admin_kubeconfig())).await;
+    assert!(out.success, "helm install {release} {set:?}:\n{}", out.stderr);
+}
+
+async fn crds_established(client: &Client) {
+    for name in CRD_NAMES {
+        wait_crd_established(client.clone(), name, TIMEOUT).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_upgrade_and_uninstall_keep_the_crds() {
+    // A private cluster: the release owns the cluster-scoped CRDs.
+    let cluster = TestCluster::start_local().await.unwrap();
+    let kubeconfig = cluster.admin_kubeconfig().to_path_buf();
+    let admin = cluster.client().await.unwrap();
+    let system = cluster.namespace("tenant-access-system").await.unwrap();
+    let ns = system.name();
+    let chart = chart();
+
+    helm_install(&cluster, RELEASE, ns, &[]).await;
+    crds_established(&admin).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for name in CRD_NAMES {
+        let crd = crds.get(name).await.unwrap();
+        assert_eq!(crd.metadata.annotations.unwrap()["helm.sh/resource-policy"], "keep");
+    }
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    assert!(roles.get_opt(FULLNAME).await.unwrap().is_some());
+    assert!(accounts.get_opt(FULLNAME).await.unwrap().is_some());
+    assert!(deployments.get_opt(FULLNAME).await.unwrap().is_some());
+
+    // Resources created meanwhile must survive everything below.
+    let tenant = cluster.namespace("tenant").await.unwrap();
+    cluster
+        .apply_yaml(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {name: keep-me}\nspec:\n  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n",
+            Some(tenant.name()),
+        )
+        .await
+        .unwrap();
+
+    // An upgrade to two replicas turns leader election on and adds its Role.
+    let out =
+        helm(&["upgrade", RELEASE, &chart, "--namespace", ns, "--set", "replicaCount=2"], Some(&kubeconfig))
+            .await;
+    assert!(out.success, "helm upgrade:\n{}", out.stderr);
+    let deployment = deployments.get(FULLNAME).await.unwrap();
+    let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert!(args.contains(&"--leader-election".to_owned()), "{args:?}");
+    let lease_roles: Api<Role> = Api::namespaced(admin.clone(), ns);
+    assert!(lease_roles.get_opt("tao-tenant-access-operator-leader-election").await.unwrap().is_some());
+
+    let out = helm(&["uninstall", RELEASE, "--namespace", ns], Some(&kubeconfig)).await;
+    assert!(out.success, "helm uninstall:\n{}", out.stderr);
+    assert!(roles.get_opt(FULLNAME).await.unwrap().is_none());
+    assert!(deployments.get_opt(FULLNAME).await.unwrap().is_none());
+    assert!(accounts.get_opt(FULLNAME).await.unwrap().is_none());
+    for name in CRD_NAMES {
+        assert!(crds.get_opt(name).await.unwrap().is_some(), "{name} was deleted by helm uninstall");
+    }
+    let accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), tenant.name());
+    assert!(accesses.get_opt("keep-me").await.unwrap().is_some());
+
+    // Installing again adopts the kept CRDs.
+    helm_install(&cluster, RELEASE, ns, &[]).await;
+    // A second, namespace-scoped release next to it: no CRDs (the first owns them), no
+    // cluster-scoped RBAC.
+    helm_install(
+        &cluster,
+        "tao-ns",
+        ns,
+        &["crds.install=false", &format!("watchNamespace={}", tenant.name())],
+    )
+    .await;
+    assert!(roles.get_opt("tao-ns-tenant-access-operator").await.unwrap().is_none());
+    let tenant_roles: Api<Role> = Api::namespaced(admin.clone(), tenant.name());
+    assert!(tenant_roles.get_opt("tao-ns-tenant-access-operator").await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. the operator under the chart's own ServiceAccount and RBAC
+
+/// A client authenticated as a ServiceAccount (a TokenRequest token), for the same server as
+/// the admin kubeconfig.
+async fn service_account_client(cluster: &TestCluster, namespace: &str, name: &str) -> Client {
+    let out = cluster
+        .kubectl(["create", "token", name, "-n", namespace, "--duration=2h"])
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    let token = out.stdout.trim().to_owned();
+    let admin = Kubeconfig::read_from(cluster.admin_kubeconfig()).unwrap();
+    let context = admin.current_context.clone().unwrap_or_else(|| admin.contexts[0].name.clone());
+    let cluster_name = admin
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .unwrap();
+    let named_cluster = admin.clusters.iter().find(|c| c.name == cluster_name).unwrap();
+    let kubeconfig: Kubeconfig = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [serde_json::to_value(named_cluster).unwrap()],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": cluster_name, "user": name}}],
+        "current-context": name,
+    }))
+    .unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// The RBAC refusals in the captured logs from `offset` on (kube-runtime prints the API error
+/// with escaped quotes: they are removed).
+fn refusals_since(offset: usize) -> Vec<String> {
+    let text = logs();
+    text.get(offset..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("is forbidden: User"))
+        .map(|l| l.replace('\\', ""))
+        .collect()
+}
+
+async fn apply(cluster: &TestCluster, namespace: Option<&str>, yaml: &str) {
+    cluster.apply_yaml(yaml, namespace).await.unwrap();
+}
+
+fn secret_yaml(name: &str, key: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{{key}: '{value}'}}\n")
+}
+
+fn workloads_yaml(name: &str) -> String {
+    let template = format!(
+        "  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.9}}]}}\n"
+    );
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n{template}---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}}}\nspec:\n  serviceName: {name}\n{template}---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}}}\nspec:\n{template}"
+    )
+}
+
+fn clerk_config() -> ClerkConfig {
+    ClerkConfig { request_budget: 100, budget_window: Duration::from_secs(1), ..Default::default() }
+}
+
+async fn put_secret(client: &Client, namespace: &str, name: &str, key: &str, value: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+        .await
+        .unwrap();
+}
+
+async fn query(base_url: &str, pipe: &str, token: &str, query: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{base_url}/v0/pipes/{pipe}.json?{query}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn annotation_is(key: &'static str, value: String) -> impl Condition<Deployment> {
+    move |d: Option<&Deployment>| {
+        d.and_then(|d| d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(key).cloned())
+            .as_deref()
+            == Some(value.as_str())
+    }
+}
+
+fn clerk_fingerprint_is(fingerprint: String) -> impl Condition<TenantAccess> {
+    move |ta: Option<&TenantAccess>| {
+        ta.and_then(|ta| ta.status.as_ref()?.clerk_template.as_ref())
+            .is_some_and(|t| t.signing_key_fingerprint == fingerprint)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_clerk() {
+    capture_logs();
+    // A private cluster: a cluster-wide operator must not meet other tests' resources.
+    let cluster = TestCluster::start_local().await.unwrap();
+    let admin = cluster.client().await.unwrap();
+    let system = cluster.namespace("tenant-access-system").await.unwrap();
+    let acme = cluster.namespace("acme").await.unwrap();
+    helm_install(&cluster, RELEASE, system.name(), &[]).await;
+    crds_established(&admin).await;
+    let client = service_account_client(&cluster, system.name(), FULLNAME).await;
+    // The operator runs as the ServiceAccount, not as an admin.
+    let error = Api::<ClusterRole>::all(client.clone()).list(&Default::default()).await.unwrap_err();
+    assert!(matches!(error, kube::Error::Api(ref s) if s.code == 403), "{error}");
+
+    let tinybird = TinybirdEmulator::start(TinybirdConfig::default()).await.unwrap();
+    let shared_tinybird = TinybirdEmulator::start(TinybirdConfig::default()).await.unwrap();
+    let clerk = ClerkEmulator::start(clerk_config()).await.unwrap();
+    let ns = acme.name();
+    put_secret(&admin, ns, "tinybird-admin", "token", &tinybird.admin_token()).await;
+    put_secret(&admin, ns, "clerk-key", "secret-key", clerk.secret_key()).await;
+    put_secret(&admin, system.name(), "shared-admin", "token", &shared_tinybird.admin_token()).await;
+    apply(&cluster, Some(ns), &workloads_yaml("acme-dashboard")).await;
+    apply(&cluster, Some(ns), &format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n",
+        tinybird.base_url(), clerk.api_url()
+    ))
+    .await;
+    apply(&cluster, None, &format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: shared}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n  policy:\n    allowedNamespaces: {{matchLabels: {{tinybird-tenants: enabled}}}}\n",
+        shared_tinybird.base_url()
+    ))
+    .await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let label = json!({"metadata": {"labels": {"tinybird-tenants": "enabled"}}});
+    namespaces.patch(ns, &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    apply(&cluster, Some(ns), "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {name: acme}\nspec:\n  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret:\n    name: acme-tinybird-token\n    rolloutRestartTargets: [{kind: Deployment, name: acme-dashboard}]\n").await;
+    apply(&cluster, Some(ns), "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {name: shared}\nspec:\n  workspaceRef: {kind: ClusterTinybirdWorkspace, name: shared}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n").await;
+    cluster
+        .apply_file(tenant_access_testkit::examples_dir().join("clerk-template.yaml"), Some(ns))
+        .await
+        .unwrap();
+
+    let offset = logs().len();
+    let operator = Operator::start(client.clone(), None, system.name());
+    let accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+
+    // A token Secret that Tinybird accepts, for acme's rows only.
+    wait_for(accesses.clone(), "acme", is_ready(), TIMEOUT).await.unwrap();
+    let first = token_of(&secrets.get("acme-tinybird-token").await.unwrap()).unwrap();
+    let (status, body) = query(&tinybird.base_url(), "top_pages", &first, "org=globex").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"].as_array().unwrap().iter().all(|row| row["org"] == "acme"), "{body}");
+    let revision = tenant_access::names::ANNOTATION_REVISION;
+    wait_for(deployments.clone(), "acme-dashboard", annotation_is(revision, "1".into()), TIMEOUT)
+        .await
+        .unwrap();
+
+    // The cluster workspace: namespace admission by label, admin token from the release namespace.
+    wait_for(accesses.clone(), "shared", is_ready(), TIMEOUT).await.unwrap();
+    let shared = token_of(&secrets.get("shared").await.unwrap()).unwrap();
+    assert_eq!(query(&shared_tinybird.base_url(), "top_pages", &shared, "").await.0, 200);
+
+    // The Clerk template, pushed with the admin token as its signing key.
+    wait_for(
+        accesses.clone(),
+        "tinybird-clerk",
+        has_condition("ClerkTemplateSynced", "True", "Synced"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let template = clerk.template_by_name("tinybird").expect("template created in Clerk");
+    assert_eq!(clerk.signing_key(&template.id), Some(tinybird.admin_token()));
+
+    // Rotation: every dependent output is re-signed with the new key, promptly.
+    let rotated = tinybird.refresh_admin_token();
+    put_secret(&admin, ns, "tinybird-admin", "token", &rotated).await;
+    wait_for(accesses.clone(), "acme", revision_at_least(2), TIMEOUT).await.unwrap();
+    let second = token_of(&secrets.get("acme-tinybird-token").await.unwrap()).unwrap();
+    assert!(ParsedToken::parse(&second).unwrap().signature_matches(&AdminToken::new(&rotated)));
+    assert_eq!(query(&tinybird.base_url(), "top_pages", &second, "").await.0, 200);
+    assert_eq!(
+        query(&tinybird.base_url(), "top_pages", &first, "").await.0,
+        403,
+        "the old token still works"
+    );
+    wait_for(deployments.clone(), "acme-dashboard", annotation_is(revision, "2".into()), TIMEOUT)
+        .await
+        .unwrap();
+    let fingerprint = AdminToken::new(&rotated).fingerprint();
+    wait_for(accesses.clone(), "tinybird-clerk", clerk_fingerprint_is(fingerprint), TIMEOUT).await.unwrap();
+    assert_eq!(clerk.signing_key(&template.id), Some(rotated.clone()));
+
+    let events: Api<Event> = Api::namespaced(admin.clone(), ns);
+    let reasons: Vec<String> =
+        events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    for reason in ["Issued", "Resigned", "RolloutRestarted"] {
+        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
+    }
+    operator.stop().await;
+    let refused = refusals_since(offset);
+    assert!(refused.is_empty(), "the chart's ClusterRole refused the operator:\n{}", refused.join("\n"));
+
+    // The namespace-scoped install: a Role in one namespace is enough there.
+    let beta = cluster.namespace("beta").await.unwrap();
+    helm_install(
+        &cluster,
+        "tao-ns",
+        system.name(),
+        &["crds.install=false", &format!("watchNamespace={}", beta.name())],
+    )
+    .await;
+    let namespaced_client =
+        service_account_client(&cluster, system.name(), "tao-ns-tenant-access-operator").await;
+    let error = Api::<Namespace>::all(namespaced_client.clone()).list(&Default::default()).await.unwrap_err();
+    assert!(matches!(error, kube::Error::Api(ref s) if s.code == 403), "{error}");
+    put_secret(&admin, beta.name(), "tinybird-admin", "token", &rotated).await;
+    apply(&cluster, Some(beta.name()), &format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin}}\n  apiUrl: {}\n",
+        tinybird.base_url()
+    ))
+    .await;
+    apply(&cluster, Some(beta.name()), "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {name: beta}\nspec:\n  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: beta}}]\n  secret: {}\n").await;
+    let offset = logs().len();
+    let operator = Operator::start(namespaced_client, Some(beta.name()), system.name());
+    let beta_accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), beta.name());
+    wait_for(beta_accesses, "beta", is_ready(), TIMEOUT).await.unwrap();
+    let token =
+        token_of(&Api::<Secret>::namespaced(admin.clone(), beta.name()).get("beta").await.unwrap()).unwrap();
+    assert_eq!(query(&tinybird.base_url(), "top_pages", &token, "").await.0, 200);
+    operator.stop().await;
+    let refused = refusals_since(offset);
+    assert!(refused.is_empty(), "the chart's namespaced Role refused the operator:\n{}", refused.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. every verb of the ClusterRole is needed
+
+/// Polls `check` until it holds (a wait, not an assertion), at most `TIMEOUT`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {TIMEOUT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether the API server lets `user` do `verb` on the rule's first resource (cluster-wide).
+async fn allowed(admin: &Client, user: &str, namespace: &str, rule: &PolicyRule, verb: &str) -> bool {
+    let group = rule.api_groups.as_ref().and_then(|g| g.first().cloned()).unwrap_or_default();
+    let resource = rule.resources.as_ref().and_then(|r| r.first().cloned()).unwrap_or_default();
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, sub)) => (resource.to_owned(), Some(sub.to_owned())),
+        None => (resource, None),
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group),
+                resource: Some(resource),
+                subresource,
+                verb: Some(verb.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer =
+        Api::<SubjectAccessReview>::all(admin.clone()).create(&PostParams::default(), &review).await.unwrap();
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+async fn set_rules(roles: &Api<ClusterRole>, rules: &[PolicyRule]) {
+    roles.patch(FULLNAME, &PatchParams::default(), &Patch::Merge(&json!({"rules": rules}))).await.unwrap();
+}
+
+/// One run of the scenario that exercises every verb of the ClusterRole, in a fresh namespace
+/// (so that every write happens again): a namespaced workspace with a Clerk connection and a
+/// cluster workspace; a TenantAccess issuing a token that restarts three workloads (three
+/// events of one kind: the second and third patch the first, an event series); one using the
+/// cluster workspace (namespace admission); one with a Clerk template (ConfigMap, finalizer)
+/// whose template output is removed once synced (ConfigMap deleted, finalizer removed).
+struct ScenarioRun {
+    namespace: tenant_access_testkit::TestNamespace,
+    remove_clerk_output: tokio::task::JoinHandle<()>,
+}
+
+struct Emulators {
+    tinybird: TinybirdEmulator,
+    clerk: ClerkEmulator,
+}
+
+impl ScenarioRun {
+    async fn start(cluster: &TestCluster, admin: &Client, emulators: &Emulators) -> Self {
+        let namespace = cluster.namespace("verbs").await.unwrap();
+        let ns = namespace.name().to_owned();
+        let labels = json!({"metadata": {"labels": {"tinybird-tenants": "enabled"}}});
+        Api::<Namespace>::all(admin.clone())
+            .patch(&ns, &PatchParams::default(), &Patch::Merge(&labels))
+            .await
+            .unwrap();
+        let (tinybird, clerk) = (&emulators.tinybird, &emulators.clerk);
+        let mut yaml = secret_yaml("tinybird-admin", "token", &tinybird.admin_token());
+        yaml.push_str("---\n");
+        yaml.push_str(&secret_yaml("clerk-key", "secret-key", clerk.secret_key()));
+        yaml.push_str("---\n");
+        yaml.push_str(&workloads_yaml("app"));
+        yaml.push_str(&format!(
+            "---\napiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin}}\n  apiUrl: {}\n  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n",
+            tinybird.base_url(),
+            clerk.api_url()
+        ));
+        let access = |name: &str, workspace: &str, outputs: &str| {
+            format!(
+                "---\napiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n  workspaceRef: {workspace}\n  scopes: [{{resource: top_pages, fixedParams: {{org: acme}}}}]\n  healthCheck: {{interval: '0'}}\n{outputs}"
+            )
+        };
+        yaml.push_str(&access(
+            "token",
+            "{name: analytics}",
+            "  secret:\n    rolloutRestartTargets: [{kind: Deployment, name: app}, {kind: StatefulSet, name: app}, {kind: DaemonSet, name: app}]\n",
+        ));
+        yaml.push_str(&access(
+            "shared",
+            &format!("{{kind: ClusterTinybirdWorkspace, name: {ns}}}"),
+            "  secret: {}\n",
+        ));
+        yaml.push_str(&access(
+            "clerk",
+            "{name: analytics}",
+            &format!("  secret: {{}}\n  clerkTemplate: {{name: {ns}, deletionPolicy: Delete}}\n"),
+        ));
+        cluster.apply_yaml(&yaml, Some(&ns)).await.unwrap();
+        cluster
+            .apply_yaml(
+                &format!(
+                    "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: {ns}}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n  policy:\n    allowedNamespaces: {{matchLabels: {{tinybird-tenants: enabled}}}}\n",
+                    tinybird.base_url()
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        // Once the template is synced, remove the Clerk output (when it never syncs because a
+        // verb is missing, this just gives up).
+        let accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), &ns);
+        let remove_clerk_output = tokio::spawn(async move {
+            let synced = has_condition("ClerkTemplateSynced", "True", "Synced");
+            if wait_for(accesses.clone(), "clerk", synced, TIMEOUT).await.is_ok() {
+                let patch = json!({"spec": {"clerkTemplate": null}});
+                let _ = accesses.patch("clerk", &PatchParams::default(), &Patch::Merge(&patch)).await;
+            }
+        });
+        Self { namespace, remove_clerk_output }
+    }
+
+    fn name(&self) -> &str {
+        self.namespace.name()
+    }
+
+    /// Stops the helper task. The namespace is kept until the end of the test: a deleted
+    /// namespace stays Terminating on a server without controller-manager, and the operator's
+    /// writes into it would be refused for another reason.
+    fn finish(self) -> tenant_access_testkit::TestNamespace {
+        self.remove_clerk_output.abort();
+        self.namespace
+    }
+
+    /// Waits until everything the scenario does has happened.
+    async fn wait_complete(&self, admin: &Client) {
+        let ns = self.name();
+        let accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), ns);
+        wait_for(accesses.clone(), "token", is_ready(), TIMEOUT).await.unwrap();
+        wait_for(accesses.clone(), "shared", is_ready(), TIMEOUT).await.unwrap();
+        eventually("the three workloads restarted for revision 1", || async {
+            restarted::<Deployment>(admin, ns).await
+                && restarted::<StatefulSet>(admin, ns).await
+                && restarted::<DaemonSet>(admin, ns).await
+        })
+        .await;
+        let events: Api<Event> = Api::namespaced(admin.clone(), ns);
+        eventually("a RolloutRestarted event series", || {
+            let events = events.clone();
+            async move {
+                events.list(&Default::default()).await.unwrap().items.iter().any(|e| {
+                    e.reason.as_deref() == Some("RolloutRestarted")
+                        && e.series.as_ref().is_some_and(|s| s.count >= 2)
+                })
+            }
+        })
+        .await;
+        // The Clerk output removed: finalizer gone, ConfigMap deleted.
+        let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), ns);
+        eventually("the Clerk output removed", || {
+            let (accesses, configmaps) = (accesses.clone(), configmaps.clone());
+            async move {
+                let access = accesses.get("clerk").await.unwrap();
+                access.spec.clerk_template.is_none()
+                    && access.metadata.finalizers.unwrap_or_default().is_empty()
+                    && configmaps.get_opt("clerk-clerk-template").await.unwrap().is_none()
+            }
+        })
+        .await;
+        let workspaces: Api<tenant_access::api::TinybirdWorkspace> = Api::namespaced(admin.clone(), ns);
+        let ready = |status: Option<&tenant_access::api::WorkspaceStatus>| {
+            status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        eventually("both workspaces Ready", || {
+            let workspaces = workspaces.clone();
+            let cluster_workspaces: Api<tenant_access::api::ClusterTinybirdWorkspace> =
+                Api::all(admin.clone());
+            async move {
+                ready(workspaces.get("analytics").await.unwrap().status.as_ref())
+                    && ready(cluster_workspaces.get(ns).await.unwrap().status.as_ref())
+            }
+        })
+        .await;
+    }
+}
+
+/// Whether workload `app` carries the token revision 1 on its pod template.
+async fn restarted<K>(admin: &Client, namespace: &str) -> bool
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let api: Api<K> = Api::namespaced(admin.clone(), namespace);
+    let object = serde_json::to_value(api.get("app").await.unwrap()).unwrap();
+    // JSON pointer: "/" in the annotation key is written "~1".
+    let pointer = format!(
+        "/spec/template/metadata/annotations/{}",
+        tenant_access::names::ANNOTATION_REVISION.replace('/', "~1")
+    );
+    object.pointer(&pointer) == Some(&json!("1"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verb_of_the_charts_cluster_role_is_needed() {
+    capture_logs();
+    let cluster = TestCluster::start_local().await.unwrap();
+    let admin = cluster.client().await.unwrap();
+    let system = cluster.namespace("tenant-access-system").await.unwrap();
+    helm_install(&cluster, RELEASE, system.name(), &[]).await;
+    crds_established(&admin).await;
+    let client = service_account_client(&cluster, system.name(), FULLNAME).await;
+    let user = format!("system:serviceaccount:{}:{FULLNAME}", system.name());
+    let emulators = Emulators {
+        tinybird: TinybirdEmulator::start(TinybirdConfig::default()).await.unwrap(),
+        clerk: ClerkEmulator::start(clerk_config()).await.unwrap(),
+    };
+    put_secret(&admin, system.name(), "shared-admin", "token", &emulators.tinybird.admin_token()).await;
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let rules = roles.get(FULLNAME).await.unwrap().rules.unwrap();
+
+    // With every rule: the scenario completes and nothing is refused.
+    let offset = logs().len();
+    let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
+    let operator = Operator::start(client.clone(), None, system.name());
+    run.wait_complete(&admin).await;
+    operator.stop().await;
+    let mut namespaces = vec![run.finish()];
+    let refused = refusals_since(offset);
+    assert!(refused.is_empty(), "refused with the full ClusterRole:\n{}", refused.join("\n"));
+
+    // Without each verb in turn: the operator's request is refused (and so the function it
+    // serves breaks), or the verb is superfluous.
+    let mut report = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        let resource = rule.resources.as_ref().unwrap()[0].clone();
+        for verb in &rule.verbs {
+            let mut reduced = rules.clone();
+            reduced[index].verbs.retain(|v| v != verb);
+            if reduced[index].verbs.is_empty() {
+                reduced.remove(index);
+            }
+            set_rules(&roles, &reduced).await;
+            eventually(&format!("RBAC to deny {verb} on {resource}"), || async {
+                !allowed(&admin, &user, system.name(), rule, verb).await
+            })
+            .await;
+
+            let signature = format!("cannot {verb} resource \"{resource}\"");
+            let offset = logs().len();
+            let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
+            let operator = Operator::start(client.clone(), None, system.name());
+            let deadline = tokio::time::Instant::now() + TIMEOUT;
+            let seen = loop {
+                if let Some(line) = refusals_since(offset).into_iter().find(|l| l.contains(&signature)) {
+                    break Some(line);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            operator.stop().await;
+            namespaces.push(run.finish());
+            let line = seen.unwrap_or_else(|| {
+                panic!(
+                    "without {verb} on {resource} the scenario saw no refusal: the verb looks unneeded, remove it from the chart (or extend the scenario)"
+                )
+            });
+            report.push(format!("{resource} {verb}: {}", shorten(&line)));
+        }
+    }
+    set_rules(&roles, &rules).await;
+    eprintln!("every verb is needed ({} scenario runs):\n{}", namespaces.len(), report.join("\n"));
+}
+
+fn shorten(line: &str) -> String {
+    let start = line.find("is forbidden").unwrap_or(0);
+    line[start..].chars().take(200).collect()
+}
