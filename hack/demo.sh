@@ -57,11 +57,14 @@ echo "Tinybird: $TINYBIRD   Clerk: $CLERK"
 step "The workspace admin token goes into ONE Secret; a TinybirdWorkspace points at it"
 run kubectl create namespace "$NS"
 run kubectl -n "$NS" create secret generic tinybird-admin --from-file=token="$WORK/admin-token"
-sed "s|# apiUrl: https://api.tinybird.co|apiUrl: $TINYBIRD|" "$ROOT/examples/workspace.yaml" |
-  awk '/^---/{p=1} p' | kubectl -n "$NS" apply -f -
+run kubectl -n "$NS" create secret generic clerk-secret-key --from-file=secret-key="$WORK/clerk-key"
+{
+  sed "s|# apiUrl: https://api.tinybird.co|apiUrl: $TINYBIRD|" "$ROOT/examples/workspace.yaml" | awk '/^---/{p=1} p'
+  printf '  clerk:\n    secretKeySecretRef: {name: clerk-secret-key, key: secret-key}\n    apiUrl: %s\n' "$CLERK"
+} | kubectl -n "$NS" apply -f -
 
 step "The operator"
-"$BIN/tenant-access" run --kubeconfig "$KUBECONFIG" --namespaces "$NS" >"$WORK/operator.log" 2>&1 &
+"$BIN/tenant-access" run --kubeconfig "$KUBECONFIG" --namespaces "$NS" --admin-address 127.0.0.1:0 >"$WORK/operator.log" 2>&1 &
 PIDS+=($!)
 
 step "A tenant: examples/tenant-access.yaml (acme may read only org=acme rows)"
@@ -78,9 +81,16 @@ step "The token used against Tinybird: asking for org=globex still returns only 
 printf '$ curl -H "Authorization: Bearer $TOKEN" %s\n' "$TINYBIRD/v0/pipes/top_pages.json?org=globex"
 curl -s -H "Authorization: Bearer $TOKEN" "$TINYBIRD/v0/pipes/top_pages.json?org=globex" | jq -c '.data[] | {org, pathname, hits}'
 
-step "The Clerk template the operator rendered (the signing key is never written down)"
+step "The Clerk template: rendered to a ConfigMap and pushed to Clerk (the signing key is never written down)"
 run kubectl -n "$NS" get configmap tinybird-clerk-clerk-template -o jsonpath='{.data.template\.json}'
 echo
+run kubectl -n "$NS" wait --for=condition=ClerkTemplateSynced tenantaccess/tinybird-clerk --timeout=60s
+printf '$ curl -H "Authorization: Bearer $CLERK_SECRET_KEY" %s\n' "$CLERK/jwt_templates"
+curl -s -H "Authorization: Bearer $(cat "$WORK/clerk-key")" "$CLERK/jwt_templates" | jq -c '.[] | {id, name, signing_algorithm, claims}'
+echo "A frontend asks Clerk for a session token from the template (here: a user of org acme):"
+CLERK_JWT="$(curl -s -X POST -H "Authorization: Bearer $(cat "$WORK/clerk-key")" "$CLERK/sessions/sess_demo/tokens/tinybird" | jq -r .jwt)"
+printf '$ curl -H "Authorization: Bearer $CLERK_JWT" %s\n' "$TINYBIRD/v0/pipes/top_pages.json?org=globex"
+curl -s -H "Authorization: Bearer $CLERK_JWT" "$TINYBIRD/v0/pipes/top_pages.json?org=globex" | jq -c '.data[] | {org, user, hits}'
 
 step "Rotation: the admin token is refreshed at Tinybird and the Secret updated"
 OLD_TOKEN="$TOKEN"
@@ -98,7 +108,19 @@ run kubectl -n "$NS" get tenantaccess acme -o custom-columns=NAME:.metadata.name
 NEW_TOKEN="$(kubectl -n "$NS" get secret acme-tinybird-token -o jsonpath='{.data.token}' | base64 -d)"
 printf 'old token -> HTTP %s\n' "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $OLD_TOKEN" "$TINYBIRD/v0/pipes/top_pages.json")"
 printf 'new token -> HTTP %s\n' "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $NEW_TOKEN" "$TINYBIRD/v0/pipes/top_pages.json")"
+for _ in $(seq 120); do
+  [ "$(kubectl -n "$NS" get tenantaccess tinybird-clerk -o jsonpath='{.status.clerkTemplate.signingKeyFingerprint}')" = \
+    "$(kubectl -n "$NS" get tinybirdworkspace analytics -o jsonpath='{.status.signingKeyFingerprint}')" ] && break
+  sleep 0.5
+done
+NEW_CLERK_JWT="$(curl -s -X POST -H "Authorization: Bearer $(cat "$WORK/clerk-key")" "$CLERK/sessions/sess_demo/tokens/tinybird" | jq -r .jwt)"
+printf 'Clerk token minted before the rotation -> HTTP %s\n' "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $CLERK_JWT" "$TINYBIRD/v0/pipes/top_pages.json")"
+printf 'Clerk token minted after (new key pushed to Clerk) -> HTTP %s\n' "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $NEW_CLERK_JWT" "$TINYBIRD/v0/pipes/top_pages.json")"
 run kubectl -n "$NS" get events --sort-by=.metadata.creationTimestamp -o custom-columns=REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message
+
+step "Metrics (computed from the operator's caches at scrape time)"
+ADMIN="$(sed -n 's/.*admin server listening.*address=\([0-9.:]*\).*/\1/p' "$WORK/operator.log" | head -1)"
+curl -s "http://$ADMIN/metrics" | grep -E '^tenant_access_(token_expiry|token_renewal|ready|tokens_signed)' || true
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   step "Still running (Ctrl-C stops everything)"

@@ -211,10 +211,10 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
     let service = the(&docs, "Service");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
     assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
-    // Token Secrets are created by server-side apply: no "create" on Secrets.
+    // Server-side apply creates token Secrets: a PATCH that needs "create" as well.
     let cluster_rules = rules(&docs, "ClusterRole", FULLNAME);
     let secrets = cluster_rules.iter().find(|(g, r, _)| g.is_empty() && r == "secrets").unwrap();
-    assert_eq!(secrets.2, ["get", "list", "watch", "patch"]);
+    assert_eq!(secrets.2, ["get", "list", "watch", "create", "patch"]);
     for (group, resource, _) in &cluster_rules {
         assert!(!group.is_empty() || ["secrets", "configmaps", "namespaces"].contains(&resource.as_str()));
     }
@@ -415,7 +415,9 @@ fn undocumented_values(text: &str) -> Vec<String> {
             let children = &entries[index + 1..end];
             let name = format!("{path}{}", entry.key.as_deref().unwrap_or("-"));
             if !entry.commented {
-                if !children.is_empty() && children.iter().all(|c| c.key.is_some()) {
+                if children.first().is_some_and(|first| {
+                    children.iter().filter(|c| c.indent == first.indent).all(|c| c.key.is_some())
+                }) {
                     check(children, &format!("{name}."), out);
                 } else {
                     out.push(name);
@@ -480,8 +482,23 @@ async fn chart_crds_are_the_generated_crds() {
             let metadata = object["metadata"].as_object_mut().unwrap();
             metadata.remove("labels");
             metadata.remove("annotations");
+            // Helm re-serializes `minimum: 1.0` as `1`: the same JSON number to the server.
+            numbers_as_floats(object);
         }
         assert!(actual == expected, "the chart renders {name} differently from crds/");
+    }
+}
+
+fn numbers_as_floats(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().and_then(serde_json::Number::from_f64) {
+                *number = float;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(numbers_as_floats),
+        Value::Object(map) => map.values_mut().for_each(numbers_as_floats),
+        _ => {}
     }
 }
 
@@ -672,16 +689,38 @@ async fn service_account_client(cluster: &TestCluster, namespace: &str, name: &s
     Client::try_from(config).unwrap()
 }
 
-/// The RBAC refusals in the captured logs from `offset` on (kube-runtime prints the API error
-/// with escaped quotes: they are removed).
+/// The API refusals (403) in the captured logs from `offset` on (kube-runtime prints the API
+/// error with escaped quotes: they are removed).
 fn refusals_since(offset: usize) -> Vec<String> {
     let text = logs();
     text.get(offset..)
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("is forbidden: User"))
+        .filter(|l| l.contains("is forbidden:"))
         .map(|l| l.replace('\\', ""))
         .collect()
+}
+
+/// Whether a refusal is the one of `verb` on `resource`. RBAC says `cannot VERB resource
+/// "RESOURCE"`, except for the create check of a server-side apply that would create the object
+/// (a PATCH): that one reads `RESOURCE "NAME" is forbidden: : Forbidden`.
+fn refuses(line: &str, verb: &str, resource: &str) -> bool {
+    line.contains(&format!("cannot {verb} resource \"{resource}\""))
+        || (verb == "create"
+            && line.contains(&format!("{resource} \""))
+            && line.contains("is forbidden: : Forbidden"))
+}
+
+/// What the operator logged from `offset` on (the last lines), for failure messages.
+fn log_tail(offset: usize) -> String {
+    let text = logs();
+    let lines: Vec<&str> = text.get(offset..).unwrap_or_default().lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Unwraps a wait, or fails with the operator's recent logs.
+fn waited<T, E: std::fmt::Display>(result: Result<T, E>, offset: usize) -> T {
+    result.unwrap_or_else(|error| panic!("{error}\noperator log (tail):\n{}", log_tail(offset)))
 }
 
 async fn apply(cluster: &TestCluster, namespace: Option<&str>, yaml: &str) {
@@ -792,37 +831,40 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
 
     // A token Secret that Tinybird accepts, for acme's rows only.
-    wait_for(accesses.clone(), "acme", is_ready(), TIMEOUT).await.unwrap();
+    waited(wait_for(accesses.clone(), "acme", is_ready(), TIMEOUT).await, offset);
     let first = token_of(&secrets.get("acme-tinybird-token").await.unwrap()).unwrap();
     let (status, body) = query(&tinybird.base_url(), "top_pages", &first, "org=globex").await;
     assert_eq!(status, 200, "{body}");
     assert!(body["data"].as_array().unwrap().iter().all(|row| row["org"] == "acme"), "{body}");
     let revision = tenant_access::names::ANNOTATION_REVISION;
-    wait_for(deployments.clone(), "acme-dashboard", annotation_is(revision, "1".into()), TIMEOUT)
-        .await
-        .unwrap();
+    waited(
+        wait_for(deployments.clone(), "acme-dashboard", annotation_is(revision, "1".into()), TIMEOUT).await,
+        offset,
+    );
 
     // The cluster workspace: namespace admission by label, admin token from the release namespace.
-    wait_for(accesses.clone(), "shared", is_ready(), TIMEOUT).await.unwrap();
+    waited(wait_for(accesses.clone(), "shared", is_ready(), TIMEOUT).await, offset);
     let shared = token_of(&secrets.get("shared").await.unwrap()).unwrap();
     assert_eq!(query(&shared_tinybird.base_url(), "top_pages", &shared, "").await.0, 200);
 
     // The Clerk template, pushed with the admin token as its signing key.
-    wait_for(
-        accesses.clone(),
-        "tinybird-clerk",
-        has_condition("ClerkTemplateSynced", "True", "Synced"),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
+    waited(
+        wait_for(
+            accesses.clone(),
+            "tinybird-clerk",
+            has_condition("ClerkTemplateSynced", "True", "Synced"),
+            TIMEOUT,
+        )
+        .await,
+        offset,
+    );
     let template = clerk.template_by_name("tinybird").expect("template created in Clerk");
     assert_eq!(clerk.signing_key(&template.id), Some(tinybird.admin_token()));
 
     // Rotation: every dependent output is re-signed with the new key, promptly.
     let rotated = tinybird.refresh_admin_token();
     put_secret(&admin, ns, "tinybird-admin", "token", &rotated).await;
-    wait_for(accesses.clone(), "acme", revision_at_least(2), TIMEOUT).await.unwrap();
+    waited(wait_for(accesses.clone(), "acme", revision_at_least(2), TIMEOUT).await, offset);
     let second = token_of(&secrets.get("acme-tinybird-token").await.unwrap()).unwrap();
     assert!(ParsedToken::parse(&second).unwrap().signature_matches(&AdminToken::new(&rotated)));
     assert_eq!(query(&tinybird.base_url(), "top_pages", &second, "").await.0, 200);
@@ -831,11 +873,15 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
         403,
         "the old token still works"
     );
-    wait_for(deployments.clone(), "acme-dashboard", annotation_is(revision, "2".into()), TIMEOUT)
-        .await
-        .unwrap();
+    waited(
+        wait_for(deployments.clone(), "acme-dashboard", annotation_is(revision, "2".into()), TIMEOUT).await,
+        offset,
+    );
     let fingerprint = AdminToken::new(&rotated).fingerprint();
-    wait_for(accesses.clone(), "tinybird-clerk", clerk_fingerprint_is(fingerprint), TIMEOUT).await.unwrap();
+    waited(
+        wait_for(accesses.clone(), "tinybird-clerk", clerk_fingerprint_is(fingerprint), TIMEOUT).await,
+        offset,
+    );
     assert_eq!(clerk.signing_key(&template.id), Some(rotated.clone()));
 
     let events: Api<Event> = Api::namespaced(admin.clone(), ns);
@@ -871,7 +917,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     let offset = logs().len();
     let operator = Operator::start(namespaced_client, Some(beta.name()), system.name());
     let beta_accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), beta.name());
-    wait_for(beta_accesses, "beta", is_ready(), TIMEOUT).await.unwrap();
+    waited(wait_for(beta_accesses, "beta", is_ready(), TIMEOUT).await, offset);
     let token =
         token_of(&Api::<Secret>::namespaced(admin.clone(), beta.name()).get("beta").await.unwrap()).unwrap();
     assert_eq!(query(&tinybird.base_url(), "top_pages", &token, "").await.0, 200);
@@ -1140,13 +1186,12 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
             })
             .await;
 
-            let signature = format!("cannot {verb} resource \"{resource}\"");
             let offset = logs().len();
             let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
             let operator = Operator::start(client.clone(), None, system.name());
             let deadline = tokio::time::Instant::now() + TIMEOUT;
             let seen = loop {
-                if let Some(line) = refusals_since(offset).into_iter().find(|l| l.contains(&signature)) {
+                if let Some(line) = refusals_since(offset).into_iter().find(|l| refuses(l, verb, &resource)) {
                     break Some(line);
                 }
                 if tokio::time::Instant::now() > deadline {

@@ -34,7 +34,10 @@ impl RequestCounts {
         let request = kube::core::Request::new("")
             .get("metrics", &kube::api::GetParams::default())
             .map_err(|e| BenchError::Fixture(format!("building GET /metrics: {e}")))?;
-        let text = client.request_text(request).await.map_err(BenchError::kube("reading the API server's /metrics"))?;
+        let text = client
+            .request_text(request)
+            .await
+            .map_err(BenchError::kube("reading the API server's /metrics"))?;
         Ok(Self::parse(&text))
     }
 
@@ -85,12 +88,24 @@ impl RequestCounts {
         )
     }
 
-    /// Removes `count` requests of `key` (the harness's own, known in advance).
+    /// Removes `count` requests of `VERB resource` (the harness's own, known in advance). A
+    /// server-side apply is counted as `APPLY` by newer API servers and as `PATCH` by others.
     pub fn subtract(&mut self, key: &str, count: u64) {
-        if let Some(value) = self.0.get_mut(key) {
-            *value = value.saturating_sub(count);
-            if *value == 0 {
-                self.0.remove(key);
+        let mut left = count;
+        let aliases: Vec<String> = match key.split_once(' ') {
+            Some(("APPLY" | "PATCH", resource)) => {
+                vec![format!("APPLY {resource}"), format!("PATCH {resource}")]
+            }
+            _ => vec![key.to_owned()],
+        };
+        for alias in aliases {
+            if let Some(value) = self.0.get_mut(&alias) {
+                let taken = left.min(*value);
+                *value -= taken;
+                left -= taken;
+                if *value == 0 {
+                    self.0.remove(&alias);
+                }
             }
         }
     }
@@ -98,13 +113,11 @@ impl RequestCounts {
     /// Requests that change something (everything but GET and LIST).
     #[must_use]
     pub fn writes(&self) -> u64 {
-        self.0.iter().filter(|(key, _)| !key.starts_with("GET ") && !key.starts_with("LIST ")).map(|(_, v)| v).sum()
-    }
-
-    /// All requests.
-    #[must_use]
-    pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.0
+            .iter()
+            .filter(|(key, _)| !key.starts_with("GET ") && !key.starts_with("LIST "))
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// `VERB resource: n (x per tenant), ...`.
@@ -147,6 +160,11 @@ apiserver_request_total{code="200",component="apiserver",contentType="applicatio
         assert_eq!(delta.0.len(), 1);
         assert_eq!(delta.0.get("PATCH secrets"), Some(&5));
         delta.subtract("PATCH secrets", 5);
-        assert_eq!(delta.total(), 0);
+        assert_eq!(delta.writes(), 0);
+        let mut applied = RequestCounts([("APPLY secrets".to_owned(), 3)].into());
+        applied.subtract("APPLY secrets", 1);
+        assert_eq!(applied.0.get("APPLY secrets"), Some(&2));
+        applied.subtract("PATCH secrets", 5);
+        assert!(applied.0.is_empty());
     }
 }

@@ -73,11 +73,21 @@ impl Bench {
     ///
     /// # Errors
     /// Timeout.
-    pub async fn wait_ready(&self, group: &str, expected: usize, fingerprint: Option<&str>) -> Result<Instant> {
+    pub async fn wait_ready(
+        &self,
+        group: &str,
+        expected: usize,
+        fingerprint: Option<&str>,
+    ) -> Result<Instant> {
         let api: Api<TenantAccess> = Api::all(self.env.client.clone());
-        wait_all(api, &group_selector(group), expected, self.timeout, &format!("{expected} Ready TenantAccess of {group}"), |ta| {
-            is_ready_with_token(ta, fingerprint)
-        })
+        wait_all(
+            api,
+            &group_selector(group),
+            expected,
+            self.timeout,
+            &format!("{expected} Ready TenantAccess of {group}"),
+            |ta| is_ready_with_token(ta, fingerprint),
+        )
         .await
     }
 
@@ -87,9 +97,14 @@ impl Bench {
     /// Timeout.
     pub async fn wait_secrets(&self, group: &str, expected: usize) -> Result<Instant> {
         let api: Api<Secret> = Api::all(self.env.client.clone());
-        wait_all(api, &group_selector(group), expected, self.timeout, &format!("{expected} token Secrets of {group}"), |s: &Secret| {
-            s.data.as_ref().is_some_and(|d| d.contains_key("token"))
-        })
+        wait_all(
+            api,
+            &group_selector(group),
+            expected,
+            self.timeout,
+            &format!("{expected} token Secrets of {group}"),
+            |s: &Secret| s.data.as_ref().is_some_and(|d| d.contains_key("token")),
+        )
         .await
     }
 

@@ -19,6 +19,7 @@ use crate::error::{BenchError, Result};
 use crate::fixtures::BenchEnv;
 use crate::floor::{FloorSettings, write_all};
 use crate::machine::mib;
+use crate::operator::ReconcileCounters;
 
 /// One measured operator phase.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +40,8 @@ pub struct Phase {
     pub api_requests: RequestCounts,
     /// The same per tenant.
     pub api_requests_per_tenant: BTreeMap<String, f64>,
+    /// TenantAccess reconciles during the phase and the seconds they took (operator metrics).
+    pub reconciles: Option<ReconcileCounters>,
 }
 
 /// One floor run.
@@ -91,20 +94,31 @@ pub async fn run(bench: &mut Bench) -> Result<ConvergenceResult> {
     let mut floor = Vec::with_capacity(runs);
     for run in 0..runs {
         floor.push(floor_run(bench, run).await?);
-        tracing::info!(run, convergence_s = floor[run].convergence_seconds, rotation_s = floor[run].rotation_seconds, "floor run done");
+        tracing::info!(
+            run,
+            convergence_s = floor[run].convergence_seconds,
+            rotation_s = floor[run].rotation_seconds,
+            "floor run done"
+        );
     }
     let mut convergence = Vec::with_capacity(runs);
     let mut rotation = Vec::with_capacity(runs);
     for run in 0..runs {
         let (converged, rotated) = operator_run(bench, run).await?;
-        tracing::info!(run, convergence_s = converged.seconds, rotation_s = rotated.seconds, "operator run done");
+        tracing::info!(
+            run,
+            convergence_s = converged.seconds,
+            rotation_s = rotated.seconds,
+            "operator run done"
+        );
         convergence.push(converged);
         rotation.push(rotated);
     }
     let convergence_median_seconds = median(&convergence.iter().map(|p| p.seconds).collect::<Vec<_>>());
     let convergence_from_first_apply_median_seconds =
         median(&convergence.iter().filter_map(|p| p.seconds_from_first_apply).collect::<Vec<_>>());
-    let floor_convergence_median_seconds = median(&floor.iter().map(|f| f.convergence_seconds).collect::<Vec<_>>());
+    let floor_convergence_median_seconds =
+        median(&floor.iter().map(|f| f.convergence_seconds).collect::<Vec<_>>());
     let rotation_median_seconds = median(&rotation.iter().map(|p| p.seconds).collect::<Vec<_>>());
     let floor_rotation_median_seconds = median(&floor.iter().map(|f| f.rotation_seconds).collect::<Vec<_>>());
     Ok(ConvergenceResult {
@@ -126,6 +140,10 @@ pub async fn run(bench: &mut Bench) -> Result<ConvergenceResult> {
     })
 }
 
+fn since(now: Option<ReconcileCounters>, before: Option<ReconcileCounters>) -> Option<ReconcileCounters> {
+    Some(now?.since(before?))
+}
+
 fn ratio(measured: f64, floor: f64) -> f64 {
     if floor > 0.0 { measured / floor } else { 0.0 }
 }
@@ -144,11 +162,15 @@ async fn limited_client(bench: &Bench) -> Result<Client> {
     let path = bench.env.cluster.admin_kubeconfig();
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .map_err(|e| BenchError::Fixture(format!("reading {}: {e}", path.display())))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| BenchError::Fixture(format!("reading {}: {e}", path.display())))?;
-    tenant_access::kube_client::build(config, RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst })
-        .map_err(BenchError::kube("building the floor client"))
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| BenchError::Fixture(format!("reading {}: {e}", path.display())))?;
+    tenant_access::kube_client::build(
+        config,
+        RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst },
+    )
+    .map_err(BenchError::kube("building the floor client"))
 }
 
 async fn list_group(bench: &Bench, group: &str) -> Result<Vec<TenantAccess>> {
@@ -183,7 +205,11 @@ async fn floor_run(bench: &mut Bench, run: usize) -> Result<FloorRun> {
     let rotation = write_all(&client, accesses, &rotated, 2, settings).await?;
 
     bench.env.delete_group(&namespaces, &group).await?;
-    Ok(FloorRun { convergence_seconds: convergence.as_secs_f64(), rotation_seconds: rotation.as_secs_f64(), api_requests })
+    Ok(FloorRun {
+        convergence_seconds: convergence.as_secs_f64(),
+        rotation_seconds: rotation.as_secs_f64(),
+        api_requests,
+    })
 }
 
 async fn operator_run(bench: &mut Bench, run: usize) -> Result<(Phase, Phase)> {
@@ -196,6 +222,7 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<(Phase, Phase)> {
 
     // Convergence.
     let cpu_before = operator.sample()?.cpu_seconds;
+    let reconciles_before = operator.reconcile_counters().await;
     let before = RequestCounts::snapshot(&bench.env.client).await?;
     let first_apply = Instant::now();
     let apply = async {
@@ -207,8 +234,9 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<(Phase, Phase)> {
     let apply_duration = applied?;
     let done = ready?.max(secrets?);
     let sample = operator.sample()?;
+    let reconciles = since(operator.reconcile_counters().await, reconciles_before);
     let mut requests = RequestCounts::snapshot(&bench.env.client).await?.since(&before);
-    requests.subtract("PATCH tenantaccesses", u64::try_from(n).unwrap_or(u64::MAX));
+    requests.subtract("APPLY tenantaccesses", u64::try_from(n).unwrap_or(u64::MAX));
     requests.subtract("LIST tenantaccesses", 1);
     requests.subtract("LIST secrets", 1);
     let converged = Phase {
@@ -219,10 +247,12 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<(Phase, Phase)> {
         operator_rss_mib: mib(sample.rss_bytes),
         api_requests_per_tenant: requests.per_tenant(n),
         api_requests: requests,
+        reconciles,
     };
 
     // Rotation: the admin token is refreshed at Tinybird and the new one written to the Secret.
     let cpu_before = operator.sample()?.cpu_seconds;
+    let reconciles_before = operator.reconcile_counters().await;
     let before = RequestCounts::snapshot(&bench.env.client).await?;
     let new_token = bench.env.tinybird.refresh_admin_token();
     let fingerprint = AdminToken::new(&new_token).fingerprint();
@@ -232,8 +262,9 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<(Phase, Phase)> {
     written?;
     let done = resigned?;
     let sample = operator.sample()?;
+    let reconciles = since(operator.reconcile_counters().await, reconciles_before);
     let mut requests = RequestCounts::snapshot(&bench.env.client).await?.since(&before);
-    requests.subtract("PATCH secrets", 1);
+    requests.subtract("APPLY secrets", 1);
     requests.subtract("LIST tenantaccesses", 1);
     let rotated = Phase {
         seconds: done.saturating_duration_since(started).as_secs_f64(),
@@ -243,6 +274,7 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<(Phase, Phase)> {
         operator_rss_mib: mib(sample.rss_bytes),
         api_requests_per_tenant: requests.per_tenant(n),
         api_requests: requests,
+        reconciles,
     };
 
     bench.save_operator_metrics(&operator, &tag).await;

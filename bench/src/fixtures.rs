@@ -170,7 +170,12 @@ impl BenchEnv {
     /// org, a token Secret labelled with the group, health checks every `health_interval` (the
     /// default, 5m, when None).
     #[must_use]
-    pub fn tenant_manifest(&self, tenant: &TenantRef, group: &str, health_interval: Option<&str>) -> serde_json::Value {
+    pub fn tenant_manifest(
+        &self,
+        tenant: &TenantRef,
+        group: &str,
+        health_interval: Option<&str>,
+    ) -> serde_json::Value {
         let mut spec = json!({
             "workspaceRef": {"kind": "ClusterTinybirdWorkspace", "name": self.workspace},
             "scopes": [{"resource": "top_pages", "fixedParams": {"org": tenant.name}}],
@@ -220,7 +225,8 @@ impl BenchEnv {
     ) -> Result<Duration> {
         // Incompressible-looking content, so no layer can shrink it: the Secret is what a
         // real certificate bundle or credentials file would weigh.
-        let payload: String = (0..bytes).map(|i| char::from(b'a' + u8::try_from((i * 7 + i / 26) % 26).unwrap_or(0))).collect();
+        let payload: String =
+            (0..bytes).map(|i| char::from(b'a' + u8::try_from((i * 7 + i / 26) % 26).unwrap_or(0))).collect();
         let objects = (0..count)
             .filter_map(|i| {
                 let namespace = namespaces.get(i % namespaces.len().max(1))?.clone();
@@ -266,7 +272,10 @@ impl BenchEnv {
         for namespace in namespaces {
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
             secrets
-                .delete_collection(&DeleteParams::background(), &ListParams::default().labels("app=unrelated"))
+                .delete_collection(
+                    &DeleteParams::background(),
+                    &ListParams::default().labels("app=unrelated"),
+                )
                 .await
                 .map_err(BenchError::kube(format!("deleting Secrets in {namespace}")))?;
         }
@@ -286,7 +295,11 @@ impl BenchEnv {
 
 /// Server-side applies `(namespace, name, object)` triples, `concurrency` at a time, from an
 /// unthrottled client; retries 429, 409, 5xx and transport errors.
-async fn apply_many<K>(client: &Client, objects: Vec<(String, String, serde_json::Value)>, concurrency: usize) -> Result<Duration>
+async fn apply_many<K>(
+    client: &Client,
+    objects: Vec<(String, String, serde_json::Value)>,
+    concurrency: usize,
+) -> Result<Duration>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -309,7 +322,10 @@ where
                             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                         }
                         Err(error) => {
-                            return Err(BenchError::Kube { action: format!("applying {namespace}/{name}"), source: error });
+                            return Err(BenchError::Kube {
+                                action: format!("applying {namespace}/{name}"),
+                                source: error,
+                            });
                         }
                     }
                 }

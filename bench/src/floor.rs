@@ -48,15 +48,23 @@ pub async fn write_all(
     Ok(started.elapsed())
 }
 
-async fn write_one(client: &Client, access: TenantAccess, signer: &SigningWorkspace, revision: i64) -> Result<()> {
+async fn write_one(
+    client: &Client,
+    access: TenantAccess,
+    signer: &SigningWorkspace,
+    revision: i64,
+) -> Result<()> {
     let namespace = access.namespace().unwrap_or_default();
     let name = access.name_any();
     let validated = validate_tenant_access(&namespace, &name, &access.spec)
         .map_err(|e| BenchError::Fixture(format!("TenantAccess {namespace}/{name}: {e}")))?;
     let now = Timestamp::now();
-    let token = issue_token(&validated, signer, now).map_err(|e| BenchError::Fixture(format!("signing: {e}")))?;
+    let token =
+        issue_token(&validated, signer, now).map_err(|e| BenchError::Fixture(format!("signing: {e}")))?;
     let secret = desired_secret(&validated, signer, &token, revision, access.controller_owner_ref(&()))
-        .ok_or_else(|| BenchError::Fixture(format!("TenantAccess {namespace}/{name} has no secret output")))?;
+        .ok_or_else(|| {
+            BenchError::Fixture(format!("TenantAccess {namespace}/{name} has no secret output"))
+        })?;
     let secret_name = secret.metadata.name.clone().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     secrets
@@ -67,7 +75,10 @@ async fn write_one(client: &Client, access: TenantAccess, signer: &SigningWorksp
     let generation = access.meta().generation;
     let mut status = access.status.clone().unwrap_or_default();
     status.observed_generation = generation;
-    let issued = format!("token revision {revision} expires at {}, renews at {}", token.expires_at, token.renewal_time);
+    let issued = format!(
+        "token revision {revision} expires at {}, renews at {}",
+        token.expires_at, token.renewal_time
+    );
     set_condition(
         &mut status.conditions,
         DesiredCondition::holds(condition::TOKEN_ISSUED, reason::ISSUED, issued),
@@ -94,7 +105,12 @@ async fn write_one(client: &Client, access: TenantAccess, signer: &SigningWorksp
     write_status(client, &namespace, &name, &status).await
 }
 
-async fn write_status(client: &Client, namespace: &str, name: &str, status: &TenantAccessStatus) -> Result<()> {
+async fn write_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &TenantAccessStatus,
+) -> Result<()> {
     let api: Api<TenantAccess> = Api::namespaced(client.clone(), namespace);
     let patch = serde_json::json!({
         "apiVersion": TenantAccess::api_version(&()),

@@ -14,6 +14,7 @@ use crate::bench::{Bench, group_selector, median};
 use crate::error::Result;
 use crate::fixtures::BenchEnv;
 use crate::machine::mib;
+use crate::operator::ReconcileCounters;
 use crate::progress::{ChangeCounter, has_health_report, wait_all};
 
 /// Scenario 3.
@@ -44,6 +45,8 @@ pub struct IdleResult {
     pub probes_per_minute: f64,
     /// Time until every tenant was Ready, seconds (from all applied).
     pub ready_seconds: f64,
+    /// TenantAccess reconciles during the window (operator metrics).
+    pub reconciles: Option<ReconcileCounters>,
 }
 
 /// Runs the idle scenario.
@@ -64,11 +67,16 @@ pub async fn run(bench: &mut Bench) -> Result<IdleResult> {
     let all_applied = Instant::now();
     let ready = bench.wait_ready(&group, n, None).await?;
     let ready_seconds = ready.saturating_duration_since(all_applied).as_secs_f64();
-    tracing::info!(ready_seconds, apply_seconds = all_applied.duration_since(applied).as_secs_f64(), "idle: all Ready; waiting for every first health report");
+    tracing::info!(
+        ready_seconds,
+        apply_seconds = all_applied.duration_since(applied).as_secs_f64(),
+        "idle: all Ready; waiting for every first health report"
+    );
     // The first probe of each tenant falls somewhere in its first interval, and its first
     // report is written once: wait for all of them, then let things settle.
     let api: Api<TenantAccess> = Api::all(bench.env.client.clone());
-    wait_all(api, &group_selector(&group), n, bench.timeout, "every first health report", has_health_report).await?;
+    wait_all(api, &group_selector(&group), n, bench.timeout, "every first health report", has_health_report)
+        .await?;
     bench.settle(bench.args.settle_seconds).await;
 
     let accesses = ChangeCounter::start(
@@ -77,11 +85,15 @@ pub async fn run(bench: &mut Bench) -> Result<IdleResult> {
         bench.timeout,
     )
     .await?;
-    let secrets =
-        ChangeCounter::start(Api::<Secret>::all(bench.env.client.clone()), &group_selector(&group), bench.timeout)
-            .await?;
+    let secrets = ChangeCounter::start(
+        Api::<Secret>::all(bench.env.client.clone()),
+        &group_selector(&group),
+        bench.timeout,
+    )
+    .await?;
     let before = RequestCounts::snapshot(&bench.env.client).await?;
     let probes_before = bench.env.tinybird.request_log().total();
+    let reconciles_before = operator.reconcile_counters().await;
     let start = operator.sample()?;
     let started = Instant::now();
     tracing::info!(seconds = bench.args.idle_seconds, "idle: measuring");
@@ -93,6 +105,10 @@ pub async fn run(bench: &mut Bench) -> Result<IdleResult> {
     }
     let end = operator.sample()?;
     let elapsed = started.elapsed().as_secs_f64();
+    let reconciles = match (operator.reconcile_counters().await, reconciles_before) {
+        (Some(now), Some(before)) => Some(now.since(before)),
+        _ => None,
+    };
     let probes = bench.env.tinybird.request_log().total().saturating_sub(probes_before);
     let mut requests = RequestCounts::snapshot(&bench.env.client).await?.since(&before);
     requests.subtract("LIST tenantaccesses", 1);
@@ -120,5 +136,6 @@ pub async fn run(bench: &mut Bench) -> Result<IdleResult> {
         rss_mib_max: rss.iter().copied().fold(0.0, f64::max),
         probes_per_minute,
         ready_seconds,
+        reconciles,
     })
 }

@@ -35,7 +35,10 @@ impl Machine {
             nproc: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             cpu_model,
             memory_mib: memory_kib / 1024,
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
             kube_apiserver: None,
         }
     }
@@ -76,7 +79,9 @@ pub fn sample(pid: u32, ticks: f64) -> Option<ProcSample> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |key: &str| {
-        status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
     };
     Some(ProcSample {
         cpu_seconds: (utime + stime) / ticks,

@@ -35,8 +35,9 @@ const TOKEN_CORE_MAX_SIGNATURES: u64 = 100_000_000;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,kube_runtime=warn,kube_client=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,kube_runtime=warn,kube_client=warn")
+    });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -64,7 +65,10 @@ async fn run(args: Args) -> Result<Report> {
     std::fs::create_dir_all(&args.output_dir)
         .map_err(BenchError::io(format!("creating {}", args.output_dir.display())))?;
     let mut report = Report {
-        generated_at: jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string(),
+        generated_at: jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .to_string(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: machine.clone(),
         parameters: args.clone(),
@@ -123,7 +127,11 @@ async fn run_cluster_scenarios(bench: &mut Bench, report: &mut Report) {
         }
     }
     if bench.args.wants(Scenario::Memory) {
-        tracing::info!(tenants = bench.args.memory_tenants, unrelated = bench.args.unrelated_secrets, "memory");
+        tracing::info!(
+            tenants = bench.args.memory_tenants,
+            unrelated = bench.args.unrelated_secrets,
+            "memory"
+        );
         match memory::run(bench).await {
             Ok(result) => report.memory = Some(result),
             Err(error) => report.errors.push(format!("memory: {error}")),

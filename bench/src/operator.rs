@@ -49,7 +49,8 @@ impl OperatorProcess {
     pub async fn start(spec: &OperatorSpec, tag: &str) -> Result<Self> {
         std::fs::create_dir_all(&spec.log_dir).map_err(BenchError::io("creating the log directory"))?;
         let log = spec.log_dir.join(format!("operator-{tag}.log"));
-        let log_file = std::fs::File::create(&log).map_err(BenchError::io(format!("creating {}", log.display())))?;
+        let log_file =
+            std::fs::File::create(&log).map_err(BenchError::io(format!("creating {}", log.display())))?;
         let admin = if supports_admin_address(&spec.binary).await { free_loopback_port() } else { None };
         let mut command = tokio::process::Command::new(&spec.binary);
         command
@@ -134,12 +135,6 @@ impl OperatorProcess {
         response.text().await.ok()
     }
 
-    /// Whether the binary was started with an admin endpoint.
-    #[must_use]
-    pub fn has_admin_endpoint(&self) -> bool {
-        self.admin_url.is_some()
-    }
-
     /// Waits (bounded) until /readyz answers 200, when the operator has an admin endpoint.
     pub async fn wait_ready(&self, timeout: Duration) {
         let Some(base) = self.admin_url.as_deref() else { return };
@@ -154,12 +149,6 @@ impl OperatorProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tracing::warn!("the operator's /readyz did not answer 200 in {timeout:?}; continuing");
-    }
-
-    /// Log file path.
-    #[must_use]
-    pub fn log(&self) -> &Path {
-        &self.log
     }
 
     /// SIGTERM, wait (bounded), SIGKILL if needed. Returns the last sample taken before the
@@ -203,7 +192,41 @@ fn free_loopback_port() -> Option<u16> {
     std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port())
 }
 
-/// Sums every sample of a Prometheus counter family whose labels contain all of `labels`.
+/// Reconciles of TenantAccess resources and the seconds they took, from the operator's metrics.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq)]
+pub struct ReconcileCounters {
+    /// `tenant_access_reconciles_total{kind="TenantAccess"}`.
+    pub reconciles: f64,
+    /// `tenant_access_reconcile_duration_seconds_sum{kind="TenantAccess"}`.
+    pub seconds: f64,
+}
+
+impl ReconcileCounters {
+    /// Reads them from a /metrics text.
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        let kind = [("kind", "TenantAccess")];
+        Self {
+            reconciles: counter_sum(text, "tenant_access_reconciles_total", &kind),
+            seconds: counter_sum(text, "tenant_access_reconcile_duration_seconds_sum", &kind),
+        }
+    }
+
+    /// `self - earlier`.
+    #[must_use]
+    pub fn since(self, earlier: Self) -> Self {
+        Self { reconciles: self.reconciles - earlier.reconciles, seconds: self.seconds - earlier.seconds }
+    }
+}
+
+impl OperatorProcess {
+    /// The reconcile counters now (None when the operator serves no metrics).
+    pub async fn reconcile_counters(&self) -> Option<ReconcileCounters> {
+        self.metrics().await.map(|text| ReconcileCounters::parse(&text))
+    }
+}
+
+/// Sums every sample of a Prometheus family whose labels contain all of `labels`.
 #[must_use]
 pub fn counter_sum(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()

@@ -97,7 +97,10 @@ pub fn is_ready_with_token(access: &TenantAccess, fingerprint: Option<&str>) -> 
 /// The first health report is in status (`EndpointsHealthy` set).
 #[must_use]
 pub fn has_health_report(access: &TenantAccess) -> bool {
-    access.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == condition::ENDPOINTS_HEALTHY))
+    access
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == condition::ENDPOINTS_HEALTHY))
 }
 
 /// Counts the changes (added, modified, deleted) of the objects selected by `labels` from the
@@ -143,9 +146,10 @@ impl ChangeCounter {
                 }
             })
         };
-        tokio::time::timeout(timeout, synced.notified())
-            .await
-            .map_err(|_| BenchError::Timeout { what: "the initial list of a change watch".into(), timeout })?;
+        tokio::time::timeout(timeout, synced.notified()).await.map_err(|_| BenchError::Timeout {
+            what: "the initial list of a change watch".into(),
+            timeout,
+        })?;
         Ok(Self { changes, task })
     }
 

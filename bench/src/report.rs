@@ -10,6 +10,7 @@ use crate::convergence::ConvergenceResult;
 use crate::idle::IdleResult;
 use crate::machine::Machine;
 use crate::memory::MemoryResult;
+use crate::operator::ReconcileCounters;
 use crate::token_core::TokenCoreResult;
 
 /// Convergence and rotation: at most this times the floor.
@@ -55,7 +56,7 @@ fn thousands(value: f64) -> String {
     let digits = (value.max(0.0).round() as u64).to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -123,9 +124,11 @@ impl Report {
                 i.api_writes,
                 verdict(writes == 0)
             );
+            let reconciles =
+                i.reconciles.map_or_else(String::new, |r| format!(", {:.0} reconciles", r.reconciles));
             let _ = writeln!(
                 md,
-                "| Idle: operator CPU | {:.2} CPU s/min ({:.0} probes/min) | | | (report) | |",
+                "| Idle: operator CPU | {:.2} CPU s/min ({:.0} probes/min{reconciles}) | | | (report) | |",
                 i.cpu_seconds_per_minute, i.probes_per_minute
             );
             let _ = writeln!(
@@ -188,7 +191,11 @@ impl Report {
         if let Some(i) = &self.idle
             && !i.api_requests.0.is_empty()
         {
-            let _ = writeln!(md, "\nIdle window, requests by the operator: {}.", inline_counts(&i.api_requests.0));
+            let _ = writeln!(
+                md,
+                "\nIdle window, requests by the operator: {}.",
+                inline_counts(&i.api_requests.0)
+            );
         }
         for error in &self.errors {
             let _ = writeln!(md, "\n**Failed:** {error}");
@@ -201,15 +208,25 @@ fn inline_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
     counts.iter().map(|(k, v)| format!("`{k}` {v}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Reconciles per tenant, with the mean reconcile time.
+fn per_tenant(counters: Option<ReconcileCounters>, tenants: usize) -> String {
+    let Some(counters) = counters else { return "-".into() };
+    #[allow(clippy::cast_precision_loss)]
+    let per_tenant = counters.reconciles / tenants.max(1) as f64;
+    let mean_ms =
+        if counters.reconciles > 0.0 { counters.seconds / counters.reconciles * 1000.0 } else { 0.0 };
+    format!("{per_tenant:.2} ({mean_ms:.0} ms each)")
+}
+
 fn convergence_details(c: &ConvergenceResult) -> String {
     let mut md = String::new();
-    md.push_str("\n| Run | Apply (s) | Applied → Ready (s) | First apply → Ready (s) | Floor (s) | Rotation (s) | Floor rotation (s) | Operator CPU conv. / rot. (s) | RSS (MiB) |\n|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("\n| Run | Apply (s) | Applied → Ready (s) | First apply → Ready (s) | Floor (s) | Rotation (s) | Floor rotation (s) | Operator CPU conv. / rot. (s) | Reconciles per tenant conv. / rot. | RSS (MiB) |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (i, phase) in c.convergence.iter().enumerate() {
         let floor = c.floor.get(i);
         let rotation = c.rotation.get(i);
         let _ = writeln!(
             md,
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {:.1} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {} / {} | {:.1} |",
             i + 1,
             phase.apply_seconds.unwrap_or_default(),
             phase.seconds,
@@ -219,11 +236,14 @@ fn convergence_details(c: &ConvergenceResult) -> String {
             floor.map_or(0.0, |f| f.rotation_seconds),
             phase.operator_cpu_seconds,
             rotation.map_or(0.0, |r| r.operator_cpu_seconds),
+            per_tenant(phase.reconciles, c.tenants),
+            per_tenant(rotation.and_then(|r| r.reconciles), c.tenants),
             rotation.map_or(phase.operator_rss_mib, |r| r.operator_rss_mib),
         );
     }
     // API requests per tenant, first run: what the operator does beyond the floor.
-    let (Some(floor), Some(conv), Some(rot)) = (c.floor.first(), c.convergence.first(), c.rotation.first()) else {
+    let (Some(floor), Some(conv), Some(rot)) = (c.floor.first(), c.convergence.first(), c.rotation.first())
+    else {
         return md;
     };
     let floor_per_tenant = floor.api_requests.per_tenant(c.tenants);

@@ -61,7 +61,8 @@ pub fn run(duration: Duration, max_signatures: u64) -> Result<TokenCoreResult> {
         .map_err(|e| BenchError::Fixture(format!("validating the tenant: {e}")))?;
 
     let now = Timestamp::now();
-    let first = issue_token(&validated, &signer, now).map_err(|e| BenchError::Fixture(format!("signing: {e}")))?;
+    let first =
+        issue_token(&validated, &signer, now).map_err(|e| BenchError::Fixture(format!("signing: {e}")))?;
     let started = Instant::now();
     let mut signatures = 0u64;
     // Time is checked every 256 signatures so the clock does not weigh on the loop.

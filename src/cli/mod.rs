@@ -141,3 +141,31 @@ fn block_on<T>(future: impl Future<Output = Result<T, CliError>>) -> Result<T, C
         .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?
         .block_on(future)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_parse_into_their_types() {
+        let cli = Cli::try_parse_from([
+            "tenant-access",
+            "run",
+            "--namespaces",
+            "a,b",
+            "--admin-address",
+            "127.0.0.1:9000",
+            "--leader-election",
+            "--kube-qps",
+            "50",
+        ]);
+        assert!(cli.is_ok(), "{cli:?}");
+    }
+}

@@ -115,7 +115,7 @@ async fn supervise(
     });
 
     let standby = Arc::new(AtomicBool::new(leadership.enabled));
-    if let Some(address) = leadership.admin_address {
+    if let Some(address) = parse_address(&leadership.admin_address).map_err(CliError::Input)? {
         let state = crate::admin::AdminState {
             registry: Arc::new(config.metrics.registry()),
             synced: config.synced.clone(),
@@ -181,8 +181,8 @@ fn default_identity() -> String {
 #[derive(Debug, clap::Args)]
 struct Leadership {
     /// Address of the admin server (/metrics, /livez, /readyz); empty disables it.
-    #[arg(long, env = "TENANT_ACCESS_ADMIN_ADDRESS", default_value = "0.0.0.0:8080", value_parser = parse_address)]
-    admin_address: Option<SocketAddr>,
+    #[arg(long, env = "TENANT_ACCESS_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
+    admin_address: String,
     /// Run under leader election (for more than one replica).
     #[arg(long = "leader-election", env = "TENANT_ACCESS_LEADER_ELECTION")]
     enabled: bool,
@@ -201,7 +201,9 @@ fn parse_address(text: &str) -> Result<Option<SocketAddr>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|e| format!("{text:?} is not an address such as 0.0.0.0:8080: {e}"))
+    text.parse()
+        .map(Some)
+        .map_err(|e| format!("--admin-address {text:?} is not an address such as 0.0.0.0:8080: {e}"))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

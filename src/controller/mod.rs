@@ -350,7 +350,7 @@ fn receiver_stream<T: Send + 'static>(
 /// for an object that is gone.
 async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let sweep = async {
-        let mut ticker = tokio::time::interval(Duration::from_secs(30));
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
         loop {
             ticker.tick().await;
             let registered: Vec<crate::health::AccessKey> =

@@ -1,0 +1,154 @@
+//! The operator as a process: /metrics, /livez and /readyz, leader election with two replicas,
+//! takeover when the leader dies, release of the lease on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use support::{Env, TIMEOUT, is_ready};
+use tokio::process::{Child, Command};
+
+const TENANT: &str = "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n  healthCheck: {interval: 5s}\n";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `tenant-access run` as a separate process serving one namespace.
+fn operator_process(env: &Env, port: u16, identity: &str, leader_election: bool) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-access"));
+    command
+        .args(["run", "--kubeconfig"])
+        .arg(env.cluster.admin_kubeconfig())
+        .args(["--namespaces", env.name(), "--cluster-resource-namespace", env.name()])
+        .args(["--admin-address", &format!("127.0.0.1:{port}")])
+        .args(["--log-format", "json"])
+        .env("POD_NAME", identity)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if leader_election {
+        command.args(["--leader-election", "--leader-election-lease-duration-seconds", "6"]);
+    }
+    command.spawn().unwrap()
+}
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.ok()?;
+    Some((response.status().as_u16(), response.text().await.unwrap_or_default()))
+}
+
+/// Polls until `check` holds (condition waiting, generous timeout).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_probes_describe_the_running_operator() {
+    let env = Env::new("metrics").await;
+    let port = free_port();
+    let mut operator = operator_process(&env, port, "metrics-test", false);
+    eventually("/livez", || async { get(port, "/livez").await.is_some_and(|(code, _)| code == 200) }).await;
+    eventually("/readyz", || async { get(port, "/readyz").await.is_some_and(|(code, _)| code == 200) }).await;
+    env.tenant_access("acme", TENANT).await;
+    env.tenant_access(
+        "broken",
+        "  workspaceRef: {name: missing}\n  scopes: [{resource: top_pages}]\n  secret: {}\n",
+    )
+    .await;
+    env.wait_access("acme", is_ready()).await;
+    let ns = env.name().to_owned();
+    let series = |name: &str| format!("{name}{{namespace=\"{ns}\",name=\"acme\"");
+    let wanted = [
+        series("tenant_access_token_expiry_timestamp_seconds"),
+        series("tenant_access_token_renewal_timestamp_seconds"),
+        series("tenant_access_ready"),
+        series("tenant_access_endpoint_up"),
+        "tenant_access_reconciles_total{kind=\"TenantAccess\",outcome=\"success\"}".to_owned(),
+        "tenant_access_reconcile_duration_seconds_count{kind=\"TenantAccess\"}".to_owned(),
+        "tenant_access_tokens_signed_total{reason=\"Issued\"}".to_owned(),
+        "tenant_access_probes_total{reason=\"Healthy\"}".to_owned(),
+    ];
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = get(port, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
+        let missing: Vec<&String> = wanted.iter().filter(|w| !text.contains(w.as_str())).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "missing metrics {missing:?} in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = get(port, "/metrics").await.unwrap().1;
+    assert!(
+        text.contains(&format!(
+            "tenant_access_ready{{namespace=\"{ns}\",name=\"broken\",kind=\"TenantAccess\"}} 0"
+        )),
+        "{text}"
+    );
+    support::assert_no_secrets("metrics", &text, &[env.tinybird.admin_token()]);
+
+    // A deleted TenantAccess leaves no series behind.
+    env.tenant_accesses().delete("acme", &Default::default()).await.unwrap();
+    eventually("no series of the deleted TenantAccess", || async {
+        let text = get(port, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
+        !text.contains("name=\"acme\"") && text.contains("name=\"broken\"")
+    })
+    .await;
+    operator.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leader_a_standby_takes_over_and_sigterm_releases_the_lease() {
+    let env = Env::new("leader").await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), env.name());
+    let holder = || {
+        let leases = leases.clone();
+        async move {
+            leases
+                .get_opt("tenant-access-operator")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec?.holder_identity)
+        }
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = operator_process(&env, port_a, "replica-a", true);
+    eventually("replica-a leads", || async { holder().await.as_deref() == Some("replica-a") }).await;
+    let mut b = operator_process(&env, port_b, "replica-b", true);
+    // The standby is ready (healthy) but does not lead.
+    eventually("replica-b ready as standby", || async {
+        get(port_b, "/readyz").await.is_some_and(|(code, body)| code == 200 && body.contains("standby"))
+    })
+    .await;
+    env.tenant_access("first", TENANT).await;
+    env.wait_access("first", is_ready()).await;
+    assert_eq!(holder().await.as_deref(), Some("replica-a"));
+
+    // The leader dies without releasing: the standby takes over after the lease duration.
+    a.kill().await.unwrap();
+    eventually("replica-b takes over", || async { holder().await.as_deref() == Some("replica-b") }).await;
+    env.tenant_access("second", TENANT).await;
+    env.wait_access("second", is_ready()).await;
+
+    // SIGTERM: in-flight work finishes and the lease is released for the next replica.
+    let pid = b.id().unwrap();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.unwrap();
+    let status = tokio::time::timeout(TIMEOUT, b.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    assert_eq!(holder().await, None, "the lease is released on shutdown");
+}
