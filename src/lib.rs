@@ -24,6 +24,7 @@ pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod names;
+pub mod policy;
 pub mod reconcile;
 pub mod redact;
 pub mod selector;

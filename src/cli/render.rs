@@ -24,9 +24,13 @@ pub(super) struct RenderArgs {
     /// Namespace of TenantAccess resources that do not name one.
     #[arg(short = 'n', long, default_value = "default")]
     namespace: String,
-    /// Token revision to stamp on the Secret.
+        /// Token revision to stamp on the Secret.
     #[arg(long, default_value_t = 1)]
     revision: i64,
+    /// Labels of the TenantAccess's namespace, `key=value,...`, for policies whose required
+    /// params come from namespace labels.
+    #[arg(long, value_delimiter = ',')]
+    namespace_labels: Vec<String>,
 }
 
 pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
@@ -56,7 +60,16 @@ pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
         for warning in &validated.warnings {
             eprintln!("warning: {label}: {warning}");
         }
-        let workspace_spec = find_workspace(&manifests, &validated, args)?;
+                let workspace_spec = find_workspace(&manifests, &validated, args)?;
+                let labels = namespace_labels(&args.namespace_labels)?;
+        admits_namespace(&manifests, &validated, &labels).map_err(|e| CliError::Input(format!("{label}: {e}")))?;
+        let validated = crate::policy::apply(
+            validated,
+            workspace_spec.policy.as_ref(),
+            &access.spec.workspace_ref.name,
+            crate::policy::NamespaceFacts { name: &namespace, labels: Some(&labels) },
+        )
+        .map_err(|e| CliError::Input(format!("{label}: refused by the workspace policy: {e}")))?;
         let workspace = resolve(&workspace_spec, key.clone())
             .map_err(|e| CliError::Input(format!("{label}: workspace {}: {e}", validated.workspace_name)))?;
         let owner = owner_reference(access);
@@ -134,4 +147,44 @@ fn find_workspace(
         );
         WorkspaceSpec::default()
     }))
+}
+
+fn namespace_labels(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+    pairs
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| CliError::Input(format!("--namespace-labels: {pair:?} is not key=value")))
+        })
+        .collect()
+}
+
+/// The same namespace admission as the controller, for a ClusterTinybirdWorkspace in the input.
+fn admits_namespace(
+    manifests: &Manifests,
+    access: &crate::validate::ValidatedAccess,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    if access.workspace_kind != WorkspaceKind::Cluster {
+        return Ok(());
+    }
+    let Some(workspace) =
+        manifests.cluster_workspaces.iter().find(|ws| ws.metadata.name.as_deref() == Some(access.workspace_name.as_str()))
+    else {
+        return Ok(());
+    };
+    let name = &access.workspace_name;
+    let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref()) else {
+        return Err(format!("ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"));
+    };
+    match crate::selector::matches(selector, labels) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "ClusterTinybirdWorkspace {name} does not admit namespace {}: its labels do not match spec.policy.allowedNamespaces",
+            access.namespace
+        )),
+        Err(error) => Err(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}")),
+    }
 }

@@ -1,0 +1,122 @@
+use super::*;
+use crate::api::TenantAccessSpec;
+use crate::validate::validate_tenant_access;
+
+fn access(yaml: &str) -> ValidatedAccess {
+    let spec: TenantAccessSpec = serde_saphyr::from_str(yaml).unwrap();
+    validate_tenant_access("acme", "reader", &spec).unwrap()
+}
+
+fn policy(yaml: &str) -> WorkspacePolicy {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("tenant".to_owned(), "acme".to_owned())])
+}
+
+fn check(spec: &str, policy_yaml: &str) -> Result<ValidatedAccess, PolicyViolation> {
+    let labels = labels();
+    apply(access(spec), Some(&policy(policy_yaml)), "shared", NamespaceFacts { name: "acme", labels: Some(&labels) })
+}
+
+const ORG_FROM_LABEL: &str = "requiredParams: {org: {namespaceLabel: tenant, clerkShortcode: '{{org.slug}}'}}";
+
+#[test]
+fn injects_a_required_param_into_pipe_scopes() {
+    let checked = check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nsecret: {}\n", ORG_FROM_LABEL).unwrap();
+    assert_eq!(checked.scopes[0].fixed_params["org"], "acme");
+}
+
+#[test]
+fn refuses_a_foreign_tenant_value() {
+    let error = check("workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: globex}}]\nsecret: {}\n", ORG_FROM_LABEL).unwrap_err();
+    assert!(error.to_string().contains("pins org to \"acme\""), "{error}");
+}
+
+#[test]
+fn refuses_when_the_namespace_lacks_the_label() {
+    let empty = BTreeMap::new();
+    let error = apply(
+        access("workspaceRef: {name: s}\nscopes: [{resource: p}]\nsecret: {}\n"),
+        Some(&policy(ORG_FROM_LABEL)),
+        "shared",
+        NamespaceFacts { name: "acme", labels: Some(&empty) },
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("which it lacks"), "{error}");
+}
+
+#[test]
+fn allows_only_the_mapped_clerk_shortcode() {
+    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: '{{org.slug}}'}}]\nclerkTemplate: {}\n", ORG_FROM_LABEL).is_ok());
+    let error = check("workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: '{{user.id}}'}}]\nclerkTemplate: {}\n", ORG_FROM_LABEL).unwrap_err();
+    assert!(error.to_string().contains("is not the shortcode"), "{error}");
+}
+
+#[test]
+fn ands_an_escaped_equality_into_datasource_filters() {
+    let policy_yaml = format!("allowedScopeTypes: ['PIPES:READ', 'DATASOURCES:READ']\n{ORG_FROM_LABEL}");
+    let checked = check(
+        "workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events, filter: \"kind = 'click'\"}]\nsecret: {}\n",
+        &policy_yaml,
+    )
+    .unwrap();
+    assert_eq!(checked.scopes[0].filter.as_deref(), Some("(kind = 'click') AND org = 'acme'"));
+    assert_eq!(sql_string("o'brien\\"), "'o\\'brien\\\\'");
+}
+
+#[test]
+fn refuses_filters_that_could_escape_the_tenant_condition() {
+    let policy_yaml = format!("allowedScopeTypes: ['PIPES:READ', 'DATASOURCES:READ']\n{ORG_FROM_LABEL}");
+    for filter in ["1=1) OR (1=1", "x = 1 -- ", "x = 1 /* */", "x = 1; DROP TABLE t", "x = 'a", "x = 1\n) OR 1=1"] {
+        let spec = format!(
+            "workspaceRef: {{name: s}}\nscopes: [{{type: 'DATASOURCES:READ', resource: events, filter: {}}}]\nsecret: {{}}\n",
+            serde_json::to_string(filter).unwrap()
+        );
+        assert!(check(&spec, &policy_yaml).is_err(), "{filter:?} should be refused");
+    }
+    // Parentheses and quotes inside string literals are fine.
+    let spec = "workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events, filter: \"path = '/a)b' AND (x = 1)\"}]\nsecret: {}\n";
+    assert!(check(spec, &policy_yaml).is_ok());
+}
+
+#[test]
+fn datasources_read_needs_explicit_permission() {
+    let error = check("workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events}]\nsecret: {}\n", "{}").unwrap_err();
+    assert!(error.to_string().contains("allowedScopeTypes"), "{error}");
+    let labels = labels();
+    let no_policy = apply(
+        access("workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events}]\nsecret: {}\n"),
+        None,
+        "plain",
+        NamespaceFacts { name: "acme", labels: Some(&labels) },
+    );
+    assert!(no_policy.is_err());
+}
+
+#[test]
+fn enforces_resources_lifetime_and_rps() {
+    let policy_yaml = "allowedResources: ['tenant_*', top_pages]\nmaxLifetime: 2h\nmaxRps: 20\n";
+    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: tenant_events}]\nsecret: {}\n", policy_yaml).is_ok());
+    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: admin_stats}]\nsecret: {}\n", policy_yaml).is_err());
+    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nlifetime: 3h\nsecret: {}\n", policy_yaml).is_err());
+    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nlimits: {rps: 100}\nsecret: {}\n", policy_yaml).is_err());
+    let defaulted = check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nsecret: {}\n", policy_yaml).unwrap();
+    assert_eq!(defaulted.rps, Some(20));
+}
+
+#[test]
+fn globs_match_like_shell_patterns() {
+    assert!(glob_matches("tenant_*", "tenant_events"));
+    assert!(glob_matches("*_pages", "top_pages"));
+    assert!(glob_matches("t?p_pages", "top_pages"));
+    assert!(!glob_matches("tenant_*", "admin_tenant_x"));
+    assert!(glob_matches("*", "anything"));
+}
+
+#[test]
+fn a_shared_workspace_keeps_token_names_in_the_namespace() {
+    assert!(check("workspaceRef: {name: s}\ntokenName: globex_reader\nscopes: [{resource: p}]\nsecret: {}\n", ORG_FROM_LABEL).is_err());
+    assert!(check("workspaceRef: {name: s}\ntokenName: acme_dashboard\nscopes: [{resource: p}]\nsecret: {}\n", ORG_FROM_LABEL).is_ok());
+}
