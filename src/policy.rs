@@ -64,7 +64,9 @@ pub fn apply(
                 allowed_types.join(", ")
             ));
         }
-        if !policy.allowed_resources.is_empty() && !policy.allowed_resources.iter().any(|g| glob_matches(g, &scope.resource)) {
+        if !policy.allowed_resources.is_empty()
+            && !policy.allowed_resources.iter().any(|g| glob_matches(g, &scope.resource))
+        {
             problems.push(format!(
                 "spec.scopes[{i}].resource: {:?} is not allowed by workspace {workspace} (allowedResources: {})",
                 scope.resource,
@@ -102,7 +104,7 @@ pub fn apply(
         }
     }
 
-        // A shared workspace must not let one namespace take another's rate-limit bucket.
+    // A shared workspace must not let one namespace take another's rate-limit bucket.
     if !policy.required_params.is_empty() || policy.allowed_namespaces.is_some() {
         let prefix = format!("{}_", namespace.name);
         if !access.token_name.starts_with(&prefix) {
@@ -126,7 +128,14 @@ pub fn apply(
     for (param, source) in &policy.required_params {
         match required_value(param, source, namespace, workspace) {
             Err(problem) => problems.push(problem),
-            Ok(value) => force_param(&mut access, param, &value, source.clerk_shortcode.as_deref(), workspace, &mut problems),
+            Ok(value) => force_param(
+                &mut access,
+                param,
+                &value,
+                source.clerk_shortcode.as_deref(),
+                workspace,
+                &mut problems,
+            ),
         }
     }
 
@@ -227,7 +236,9 @@ pub fn sql_string(value: &str) -> String {
 fn check_filter(filter: &str) -> Result<(), String> {
     for forbidden in ["--", "/*", "*/", "#", ";", "\n", "\r"] {
         if filter.contains(forbidden) {
-            return Err(format!("{forbidden:?} is not allowed in a filter (comments, separators and line breaks could escape the tenant condition)"));
+            return Err(format!(
+                "{forbidden:?} is not allowed in a filter (comments, separators and line breaks could escape the tenant condition)"
+            ));
         }
     }
     let mut depth: i32 = 0;

@@ -24,7 +24,7 @@ pub(super) struct RenderArgs {
     /// Namespace of TenantAccess resources that do not name one.
     #[arg(short = 'n', long, default_value = "default")]
     namespace: String,
-        /// Token revision to stamp on the Secret.
+    /// Token revision to stamp on the Secret.
     #[arg(long, default_value_t = 1)]
     revision: i64,
     /// Labels of the TenantAccess's namespace, `key=value,...`, for policies whose required
@@ -60,9 +60,10 @@ pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
         for warning in &validated.warnings {
             eprintln!("warning: {label}: {warning}");
         }
-                let workspace_spec = find_workspace(&manifests, &validated, args)?;
-                let labels = namespace_labels(&args.namespace_labels)?;
-        admits_namespace(&manifests, &validated, &labels).map_err(|e| CliError::Input(format!("{label}: {e}")))?;
+        let workspace_spec = find_workspace(&manifests, &validated, args)?;
+        let labels = namespace_labels(&args.namespace_labels)?;
+        admits_namespace(&manifests, &validated, &labels)
+            .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
         let validated = crate::policy::apply(
             validated,
             workspace_spec.policy.as_ref(),
@@ -170,14 +171,19 @@ fn admits_namespace(
     if access.workspace_kind != WorkspaceKind::Cluster {
         return Ok(());
     }
-    let Some(workspace) =
-        manifests.cluster_workspaces.iter().find(|ws| ws.metadata.name.as_deref() == Some(access.workspace_name.as_str()))
+    let Some(workspace) = manifests
+        .cluster_workspaces
+        .iter()
+        .find(|ws| ws.metadata.name.as_deref() == Some(access.workspace_name.as_str()))
     else {
         return Ok(());
     };
     let name = &access.workspace_name;
-    let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref()) else {
-        return Err(format!("ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"));
+    let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref())
+    else {
+        return Err(format!(
+            "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
+        ));
     };
     match crate::selector::matches(selector, labels) {
         Ok(true) => Ok(()),

@@ -91,7 +91,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         Err(problem) => {
             report.refuse(problem.reason, &problem.message);
             stop_probes(&ctx, &mut report, &namespace, &name);
-                        report.finish(&ctx, &access).await?;
+            report.finish(&ctx, &access).await?;
             let (_, delay) = ctx.record_failure(access.as_ref());
             return Ok(Action::requeue(delay));
         }
@@ -100,7 +100,12 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     // The workspace's policy: required params injected, limits applied, or refused. A refusal
     // revokes what was issued: access the policy now forbids must not outlive the change.
     let labels = if ctx.settings.cluster_wide {
-        Some(ctx.namespaces.get(&ObjectRef::new(&namespace)).and_then(|n| n.metadata.labels.clone()).unwrap_or_default())
+        Some(
+            ctx.namespaces
+                .get(&ObjectRef::new(&namespace))
+                .and_then(|n| n.metadata.labels.clone())
+                .unwrap_or_default(),
+        )
     } else {
         None
     };
@@ -219,18 +224,23 @@ fn entry_name(access: &TenantAccess) -> String {
 /// its other keys, so that apps see a missing token rather than a missing Secret.
 async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report) -> Result<(), Error> {
     let namespace = access.namespace().unwrap_or_default();
-    let secret_name = access.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| access.name_any());
-    let cached = ctx.managed_secrets.get(&ObjectRef::new(&secret_name).within(&namespace)).map(|s| s.as_ref().clone());
-    let Some(secret) = ctx.last_writes.fresher_secret(&namespace, &secret_name, cached) else { return Ok(()) };
+    let secret_name =
+        access.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| access.name_any());
+    let cached =
+        ctx.managed_secrets.get(&ObjectRef::new(&secret_name).within(&namespace)).map(|s| s.as_ref().clone());
+    let Some(secret) = ctx.last_writes.fresher_secret(&namespace, &secret_name, cached) else {
+        return Ok(());
+    };
     let owner_uid = access.uid().unwrap_or_default();
     let has_token = secret.data.as_ref().is_some_and(|d| d.contains_key(crate::names::secret_keys::TOKEN));
     if !crate::reconcile::decide::is_owned_by(&secret, &owner_uid) || !has_token {
         return Ok(());
     }
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({"data": {crate::names::secret_keys::TOKEN: null}});
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
-    let mut written = api.patch(&secret_name, &params, &Patch::Merge(&patch)).await.map_err(Error::WriteSecret)?;
+    let mut written =
+        api.patch(&secret_name, &params, &Patch::Merge(&patch)).await.map_err(Error::WriteSecret)?;
     written.metadata.managed_fields = None;
     ctx.last_writes.wrote_secret(written);
     report.status.token = None;

@@ -17,20 +17,32 @@ fn labels() -> BTreeMap<String, String> {
 
 fn check(spec: &str, policy_yaml: &str) -> Result<ValidatedAccess, PolicyViolation> {
     let labels = labels();
-    apply(access(spec), Some(&policy(policy_yaml)), "shared", NamespaceFacts { name: "acme", labels: Some(&labels) })
+    apply(
+        access(spec),
+        Some(&policy(policy_yaml)),
+        "shared",
+        NamespaceFacts { name: "acme", labels: Some(&labels) },
+    )
 }
 
-const ORG_FROM_LABEL: &str = "requiredParams: {org: {namespaceLabel: tenant, clerkShortcode: '{{org.slug}}'}}";
+const ORG_FROM_LABEL: &str =
+    "requiredParams: {org: {namespaceLabel: tenant, clerkShortcode: '{{org.slug}}'}}";
 
 #[test]
 fn injects_a_required_param_into_pipe_scopes() {
-    let checked = check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nsecret: {}\n", ORG_FROM_LABEL).unwrap();
+    let checked =
+        check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nsecret: {}\n", ORG_FROM_LABEL)
+            .unwrap();
     assert_eq!(checked.scopes[0].fixed_params["org"], "acme");
 }
 
 #[test]
 fn refuses_a_foreign_tenant_value() {
-    let error = check("workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: globex}}]\nsecret: {}\n", ORG_FROM_LABEL).unwrap_err();
+    let error = check(
+        "workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: globex}}]\nsecret: {}\n",
+        ORG_FROM_LABEL,
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("pins org to \"acme\""), "{error}");
 }
 
@@ -69,7 +81,9 @@ fn ands_an_escaped_equality_into_datasource_filters() {
 #[test]
 fn refuses_filters_that_could_escape_the_tenant_condition() {
     let policy_yaml = format!("allowedScopeTypes: ['PIPES:READ', 'DATASOURCES:READ']\n{ORG_FROM_LABEL}");
-    for filter in ["1=1) OR (1=1", "x = 1 -- ", "x = 1 /* */", "x = 1; DROP TABLE t", "x = 'a", "x = 1\n) OR 1=1"] {
+    for filter in
+        ["1=1) OR (1=1", "x = 1 -- ", "x = 1 /* */", "x = 1; DROP TABLE t", "x = 'a", "x = 1\n) OR 1=1"]
+    {
         let spec = format!(
             "workspaceRef: {{name: s}}\nscopes: [{{type: 'DATASOURCES:READ', resource: events, filter: {}}}]\nsecret: {{}}\n",
             serde_json::to_string(filter).unwrap()
@@ -83,11 +97,17 @@ fn refuses_filters_that_could_escape_the_tenant_condition() {
 
 #[test]
 fn datasources_read_needs_explicit_permission() {
-    let error = check("workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events}]\nsecret: {}\n", "{}").unwrap_err();
+    let error = check(
+        "workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events}]\nsecret: {}\n",
+        "{}",
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("allowedScopeTypes"), "{error}");
     let labels = labels();
     let no_policy = apply(
-        access("workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events}]\nsecret: {}\n"),
+        access(
+            "workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events}]\nsecret: {}\n",
+        ),
         None,
         "plain",
         NamespaceFacts { name: "acme", labels: Some(&labels) },
@@ -98,11 +118,30 @@ fn datasources_read_needs_explicit_permission() {
 #[test]
 fn enforces_resources_lifetime_and_rps() {
     let policy_yaml = "allowedResources: ['tenant_*', top_pages]\nmaxLifetime: 2h\nmaxRps: 20\n";
-    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: tenant_events}]\nsecret: {}\n", policy_yaml).is_ok());
-    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: admin_stats}]\nsecret: {}\n", policy_yaml).is_err());
-    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nlifetime: 3h\nsecret: {}\n", policy_yaml).is_err());
-    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nlimits: {rps: 100}\nsecret: {}\n", policy_yaml).is_err());
-    let defaulted = check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nsecret: {}\n", policy_yaml).unwrap();
+    assert!(
+        check("workspaceRef: {name: s}\nscopes: [{resource: tenant_events}]\nsecret: {}\n", policy_yaml)
+            .is_ok()
+    );
+    assert!(
+        check("workspaceRef: {name: s}\nscopes: [{resource: admin_stats}]\nsecret: {}\n", policy_yaml)
+            .is_err()
+    );
+    assert!(
+        check(
+            "workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nlifetime: 3h\nsecret: {}\n",
+            policy_yaml
+        )
+        .is_err()
+    );
+    assert!(
+        check(
+            "workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nlimits: {rps: 100}\nsecret: {}\n",
+            policy_yaml
+        )
+        .is_err()
+    );
+    let defaulted =
+        check("workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nsecret: {}\n", policy_yaml).unwrap();
     assert_eq!(defaulted.rps, Some(20));
 }
 
@@ -117,6 +156,18 @@ fn globs_match_like_shell_patterns() {
 
 #[test]
 fn a_shared_workspace_keeps_token_names_in_the_namespace() {
-    assert!(check("workspaceRef: {name: s}\ntokenName: globex_reader\nscopes: [{resource: p}]\nsecret: {}\n", ORG_FROM_LABEL).is_err());
-    assert!(check("workspaceRef: {name: s}\ntokenName: acme_dashboard\nscopes: [{resource: p}]\nsecret: {}\n", ORG_FROM_LABEL).is_ok());
+    assert!(
+        check(
+            "workspaceRef: {name: s}\ntokenName: globex_reader\nscopes: [{resource: p}]\nsecret: {}\n",
+            ORG_FROM_LABEL
+        )
+        .is_err()
+    );
+    assert!(
+        check(
+            "workspaceRef: {name: s}\ntokenName: acme_dashboard\nscopes: [{resource: p}]\nsecret: {}\n",
+            ORG_FROM_LABEL
+        )
+        .is_ok()
+    );
 }
