@@ -250,7 +250,6 @@ fn check_filter(filter: &str) -> Result<(), String> {
                 chars.next();
             }
             (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
             (None, '\'' | '"' | '`') => quote = Some(c),
             (None, '(') => depth += 1,
             (None, ')') => {
@@ -259,7 +258,8 @@ fn check_filter(filter: &str) -> Result<(), String> {
                     return Err("unbalanced parentheses".to_owned());
                 }
             }
-            (None, _) => {}
+            // Inside a literal, or any other character outside one.
+            _ => {}
         }
     }
     if quote.is_some() {

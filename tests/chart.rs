@@ -1163,8 +1163,11 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
     let offset = logs().len();
     let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
     let operator = Operator::start(client.clone(), None, system.name());
+    let started = std::time::Instant::now();
     run.wait_complete(&admin).await;
+    eprintln!("baseline complete after {:?}", started.elapsed());
     operator.stop().await;
+    eprintln!("baseline stopped after {:?}", started.elapsed());
     let mut namespaces = vec![run.finish()];
     let refused = refusals_since(offset);
     assert!(refused.is_empty(), "refused with the full ClusterRole:\n{}", refused.join("\n"));
@@ -1187,6 +1190,7 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
             .await;
 
             let offset = logs().len();
+            let started = std::time::Instant::now();
             let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
             let operator = Operator::start(client.clone(), None, system.name());
             let deadline = tokio::time::Instant::now() + TIMEOUT;
@@ -1199,7 +1203,9 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
+            eprintln!("{resource} {verb}: refusal seen: {} after {:?}", seen.is_some(), started.elapsed());
             operator.stop().await;
+            eprintln!("{resource} {verb}: stopped after {:?}", started.elapsed());
             namespaces.push(run.finish());
             let line = seen.unwrap_or_else(|| {
                 panic!(
