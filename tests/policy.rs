@@ -277,7 +277,7 @@ async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
                 for scope in &claims.scopes {
                     match scope.scope_type.as_str() {
                         "PIPES:READ" => {
-                            assert_eq!(scope.fixed_params.as_ref().unwrap()["org"], "acme", "{name}")
+                            assert_eq!(scope.fixed_params.as_ref().unwrap()["org"], "acme", "{name}");
                         }
                         _ => assert!(
                             scope.filter.as_deref().unwrap().ends_with("org = 'acme'"),
