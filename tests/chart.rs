@@ -1204,8 +1204,9 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
             eprintln!("{resource} {verb}: refusal seen: {} after {:?}", seen.is_some(), started.elapsed());
-            operator.stop().await;
-            eprintln!("{resource} {verb}: stopped after {:?}", started.elapsed());
+            // Aborted, not stopped: a graceful stop waits for caches that a refused list never
+            // fills.
+            drop(operator);
             namespaces.push(run.finish());
             let line = seen.unwrap_or_else(|| {
                 panic!(

@@ -81,6 +81,10 @@ pub struct Args {
     /// More arguments for `tenant-access run` (repeat the flag; e.g. `--operator-arg=--resync-seconds=60`).
     #[arg(long = "operator-arg", allow_hyphen_values = true)]
     pub operator_args: Vec<String>,
+    /// Environment for `tenant-access run`, `KEY=VALUE` (repeat the flag; e.g.
+    /// `--operator-env MALLOC_ARENA_MAX=2`).
+    #[arg(long = "operator-env", value_parser = parse_key_value)]
+    pub operator_env: Vec<(String, String)>,
     /// Where results.json, results.md and the operator logs go.
     #[arg(long, default_value = "target/bench")]
     pub output_dir: PathBuf,
@@ -91,5 +95,12 @@ impl Args {
     #[must_use]
     pub fn wants(&self, scenario: Scenario) -> bool {
         self.scenarios.contains(&scenario)
+    }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
     }
 }

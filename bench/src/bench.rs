@@ -45,6 +45,7 @@ impl Bench {
             kube_qps: args.kube_qps,
             kube_burst: args.kube_burst,
             extra_args: args.operator_args.clone(),
+            extra_env: args.operator_env.clone(),
             log_dir: args.output_dir.join("logs"),
         };
         let timeout = Duration::from_secs(args.timeout_seconds.max(1));

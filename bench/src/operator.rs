@@ -25,6 +25,8 @@ pub struct OperatorSpec {
     pub kube_burst: u32,
     /// More arguments, passed as they are.
     pub extra_args: Vec<String>,
+    /// More environment variables.
+    pub extra_env: Vec<(String, String)>,
     /// Directory for the logs.
     pub log_dir: PathBuf,
 }
@@ -69,6 +71,7 @@ impl OperatorProcess {
             .arg("json")
             .args(&spec.extra_args)
             .env_remove("RUST_LOG")
+            .envs(spec.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))

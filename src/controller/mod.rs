@@ -102,7 +102,15 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         Controller::new(api::<TinybirdWorkspace>(&client, ns), watcher::Config::default());
     let cluster_workspace_controller =
         Controller::new(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default());
-    let tenant_controller = Controller::new(api::<TenantAccess>(&client, ns), watcher::Config::default());
+    // TenantAccess cache without managedFields: at 10,000 objects they would be most of the memory.
+    let (tenant_store, tenant_writer) = reflector::store::<TenantAccess>();
+    let tenant_stream = reflector::reflector(
+        tenant_writer,
+        watcher(api::<TenantAccess>(&client, ns), watcher::Config::default())
+            .modify(|ta| ta.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    let tenant_controller = Controller::for_stream(tenant_stream, tenant_store);
 
     let caches = Caches {
         tenant_accesses: tenant_controller.store(),
