@@ -701,6 +701,19 @@ fn refusals_since(offset: usize) -> Vec<String> {
         .collect()
 }
 
+/// The API refusals reported by Warning events in `namespace` (reason: note).
+async fn event_refusals(admin: &Client, namespace: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(admin.clone(), namespace);
+    let list = events.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| Some(format!("{} event: {}", e.reason?, e.note?)))
+        .filter(|text| text.contains("is forbidden:"))
+        .map(|text| text.replace('\\', ""))
+        .collect()
+}
+
 /// Whether a refusal is the one of `verb` on `resource`. RBAC says `cannot VERB resource
 /// "RESOURCE"`, except for the create check of a server-side apply that would create the object
 /// (a PATCH): that one reads `RESOURCE "NAME" is forbidden: : Forbidden`.
@@ -1167,7 +1180,6 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
     run.wait_complete(&admin).await;
     eprintln!("baseline complete after {:?}", started.elapsed());
     operator.stop().await;
-    eprintln!("baseline stopped after {:?}", started.elapsed());
     let mut namespaces = vec![run.finish()];
     let refused = refusals_since(offset);
     assert!(refused.is_empty(), "refused with the full ClusterRole:\n{}", refused.join("\n"));
@@ -1195,7 +1207,11 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
             let operator = Operator::start(client.clone(), None, system.name());
             let deadline = tokio::time::Instant::now() + TIMEOUT;
             let seen = loop {
-                if let Some(line) = refusals_since(offset).into_iter().find(|l| refuses(l, verb, &resource)) {
+                // In the operator's log, or in a Warning event it published (rollout restarts
+                // report failures as RolloutRestartFailed events only).
+                let mut refusals = refusals_since(offset);
+                refusals.extend(event_refusals(&admin, run.name()).await);
+                if let Some(line) = refusals.into_iter().find(|l| refuses(l, verb, &resource)) {
                     break Some(line);
                 }
                 if tokio::time::Instant::now() > deadline {

@@ -138,12 +138,18 @@ async fn two_replicas_one_leader_a_standby_takes_over_and_sigterm_releases_the_l
     env.tenant_access("first", TENANT).await;
     env.wait_access("first", is_ready()).await;
     assert_eq!(holder().await.as_deref(), Some("replica-a"));
+    // Only the leader works: the standby has reconciled and signed nothing.
+    let standby_metrics = get(port_b, "/metrics").await.unwrap().1;
+    assert!(!standby_metrics.contains("tenant_access_reconciles_total{"), "{standby_metrics}");
 
     // The leader dies without releasing: the standby takes over after the lease duration.
     a.kill().await.unwrap();
     eventually("replica-b takes over", || async { holder().await.as_deref() == Some("replica-b") }).await;
     env.tenant_access("second", TENANT).await;
     env.wait_access("second", is_ready()).await;
+    // The new leader kept the first token: nothing is issued twice for one reason.
+    let first = env.tenant_accesses().get("first").await.unwrap();
+    assert_eq!(first.status.unwrap().token.unwrap().revision, 1);
 
     // SIGTERM: in-flight work finishes and the lease is released for the next replica.
     let pid = b.id().unwrap();
@@ -151,4 +157,44 @@ async fn two_replicas_one_leader_a_standby_takes_over_and_sigterm_releases_the_l
     let status = tokio::time::timeout(TIMEOUT, b.wait()).await.unwrap().unwrap();
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     assert_eq!(holder().await, None, "the lease is released on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_stays_false_while_the_caches_cannot_sync() {
+    let env = Env::new("unsynced").await;
+    // The same credentials, pointed at a port where no API server listens.
+    let kubeconfig = std::fs::read_to_string(env.cluster.admin_kubeconfig()).unwrap();
+    let dead = free_port();
+    let broken: String = kubeconfig
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("server:") {
+                format!("    server: https://127.0.0.1:{dead}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = std::env::temp_dir().join(format!("unsynced-{}.kubeconfig", std::process::id()));
+    std::fs::write(&path, broken).unwrap();
+    let port = free_port();
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_tenant-access"))
+        .args(["run", "--kubeconfig"])
+        .arg(&path)
+        .args(["--namespaces", env.name(), "--admin-address", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("/livez", || async { get(port, "/livez").await.is_some_and(|(code, _)| code == 200) }).await;
+    // Several checks over a few seconds: never ready without an API server.
+    for _ in 0..5 {
+        let (code, body) = get(port, "/readyz").await.unwrap();
+        assert_eq!(code, 503, "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    operator.kill().await.unwrap();
+    let _ = std::fs::remove_file(path);
 }
