@@ -46,4 +46,4 @@ USER 65532:65532
 # The admin server (--admin-address): /metrics, /livez, /readyz.
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/tenant-access"]
-CMD ["run", "--admin-address=0.0.0.0:8080"]
+CMD ["run"]

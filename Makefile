@@ -37,8 +37,9 @@ test: toolchain deps ## Run every test: unit tests and integration tests against
 unit-test: toolchain ## Run the tests that need no cluster.
 	$(CARGO) nextest run --workspace --lib --bins
 
-crds: ## Regenerate crds/ from the Rust types.
+crds: ## Regenerate crds/ from the Rust types (and the chart's copy).
 	$(CARGO) run --quiet --bin tenant-access -- crd --output-dir crds
+	cp crds/*.yaml charts/tenant-access-operator/files/crds/
 
 demo: build deps ## Local API server + emulators + operator + examples, end to end.
 	hack/demo.sh

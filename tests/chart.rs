@@ -1,7 +1,8 @@
 //! The Helm chart with real tools: `helm lint` and `helm template` (defaults and every option), a
 //! server-side dry run of what it renders, a real `helm install` / `upgrade` / `uninstall` (the
 //! CRDs stay), the operator running under the chart's own ServiceAccount and RBAC (the rules
-//! suffice), and every verb of its ClusterRole removed in turn (each one is needed).
+//! suffice), and every verb of its ClusterRole and of its leader-election Role removed in turn
+//! (each one is needed). The Argo CD health check and the Deployment's flags are checked too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
@@ -26,6 +28,7 @@ use support::{Operator, TIMEOUT, capture_logs, has_condition, is_ready, logs, re
 use tenant_access::admin_token::AdminToken;
 use tenant_access::api::TenantAccess;
 use tenant_access::jwt::ParsedToken;
+use tenant_access::leader::LeaderElection;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::{TestCluster, repo_root, wait_crd_established, wait_for};
 
@@ -231,6 +234,7 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
         "--leader-election",
         "--leader-election-namespace=tenant-access-system",
         "--leader-election-lease-name=tao-tenant-access-operator",
+        "--leader-election-lease-duration-seconds=15",
     ] {
         assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
     }
@@ -955,8 +959,16 @@ where
     }
 }
 
-/// Whether the API server lets `user` do `verb` on the rule's first resource (cluster-wide).
-async fn allowed(admin: &Client, user: &str, namespace: &str, rule: &PolicyRule, verb: &str) -> bool {
+/// Whether the API server lets `user` (a ServiceAccount of `account_namespace`) do `verb` on
+/// the rule's first resource (and first resource name), in `namespace` or cluster-wide.
+async fn allowed(
+    admin: &Client,
+    user: &str,
+    account_namespace: &str,
+    rule: &PolicyRule,
+    verb: &str,
+    namespace: Option<&str>,
+) -> bool {
     let group = rule.api_groups.as_ref().and_then(|g| g.first().cloned()).unwrap_or_default();
     let resource = rule.resources.as_ref().and_then(|r| r.first().cloned()).unwrap_or_default();
     let (resource, subresource) = match resource.split_once('/') {
@@ -968,7 +980,7 @@ async fn allowed(admin: &Client, user: &str, namespace: &str, rule: &PolicyRule,
             user: Some(user.to_owned()),
             groups: Some(vec![
                 "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{namespace}"),
+                format!("system:serviceaccounts:{account_namespace}"),
                 "system:authenticated".into(),
             ]),
             resource_attributes: Some(ResourceAttributes {
@@ -976,6 +988,8 @@ async fn allowed(admin: &Client, user: &str, namespace: &str, rule: &PolicyRule,
                 resource: Some(resource),
                 subresource,
                 verb: Some(verb.to_owned()),
+                namespace: namespace.map(str::to_owned),
+                name: rule.resource_names.as_ref().and_then(|n| n.first().cloned()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -985,6 +999,16 @@ async fn allowed(admin: &Client, user: &str, namespace: &str, rule: &PolicyRule,
     let answer =
         Api::<SubjectAccessReview>::all(admin.clone()).create(&PostParams::default(), &review).await.unwrap();
     answer.status.is_some_and(|s| s.allowed)
+}
+
+/// The rules without `verb` in rule `index` (and without that rule when it has no verb left).
+fn without_verb(rules: &[PolicyRule], index: usize, verb: &str) -> Vec<PolicyRule> {
+    let mut reduced = rules.to_vec();
+    reduced[index].verbs.retain(|v| v != verb);
+    if reduced[index].verbs.is_empty() {
+        reduced.remove(index);
+    }
+    reduced
 }
 
 async fn set_rules(roles: &Api<ClusterRole>, rules: &[PolicyRule]) {
@@ -1190,14 +1214,9 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
     for (index, rule) in rules.iter().enumerate() {
         let resource = rule.resources.as_ref().unwrap()[0].clone();
         for verb in &rule.verbs {
-            let mut reduced = rules.clone();
-            reduced[index].verbs.retain(|v| v != verb);
-            if reduced[index].verbs.is_empty() {
-                reduced.remove(index);
-            }
-            set_rules(&roles, &reduced).await;
+            set_rules(&roles, &without_verb(&rules, index, verb)).await;
             eventually(&format!("RBAC to deny {verb} on {resource}"), || async {
-                !allowed(&admin, &user, system.name(), rule, verb).await
+                !allowed(&admin, &user, system.name(), rule, verb, None).await
             })
             .await;
 
@@ -1239,4 +1258,96 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
 fn shorten(line: &str) -> String {
     let start = line.find("is forbidden").unwrap_or(0);
     line[start..].chars().take(200).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// leader election under the chart's Lease Role
+
+fn lease_refusal(result: &Result<bool, kube::Error>, verb: &str) -> bool {
+    matches!(result, Err(kube::Error::Api(status))
+        if status.code == 403 && status.message.contains(&format!("cannot {verb} resource \"leases\"")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_works_with_the_charts_lease_role_and_needs_each_of_its_verbs() {
+    let cluster = TestCluster::shared().await.unwrap();
+    let admin = cluster.client().await.unwrap();
+    let namespace = cluster.namespace("lease").await.unwrap();
+    let ns = namespace.name();
+    // Namespace-scoped, no CRDs: the release puts nothing cluster-wide into a shared cluster.
+    let watch = format!("watchNamespace={ns}");
+    helm_install(&cluster, RELEASE, ns, &["replicaCount=2", "crds.install=false", &watch]).await;
+    let client = service_account_client(&cluster, ns, FULLNAME).await;
+    // The Lease the Deployment's flags name: the release namespace and the full name.
+    let candidate = |lease: &str, identity: &str| {
+        LeaderElection::new(client.clone(), ns, lease, identity, Duration::from_secs(15))
+    };
+
+    // The first replica creates the Lease and renews it, the second stands by and takes over
+    // once the first releases it.
+    let (a, b) = (candidate(FULLNAME, "replica-a"), candidate(FULLNAME, "replica-b"));
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    assert!(!b.try_acquire_or_renew().await.unwrap());
+    a.release().await;
+    assert!(b.try_acquire_or_renew().await.unwrap());
+    // Only that Lease: another one cannot even be read.
+    assert!(lease_refusal(&candidate("another-lease", "replica-a").try_acquire_or_renew().await, "get"));
+
+    // Without each verb in turn, a replica starting from no Lease is refused.
+    let roles: Api<Role> = Api::namespaced(admin.clone(), ns);
+    let role = format!("{FULLNAME}-leader-election");
+    let rules = roles.get(&role).await.unwrap().rules.unwrap();
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), ns);
+    let user = format!("system:serviceaccount:{ns}:{FULLNAME}");
+    let mut checked = 0;
+    for (index, rule) in rules.iter().enumerate() {
+        for verb in &rule.verbs {
+            let reduced = without_verb(&rules, index, verb);
+            roles
+                .patch(&role, &PatchParams::default(), &Patch::Merge(&json!({"rules": reduced})))
+                .await
+                .unwrap();
+            eventually(&format!("RBAC to deny {verb} on leases"), || async {
+                !allowed(&admin, &user, ns, rule, verb, Some(ns)).await
+            })
+            .await;
+            let _ = leases.delete(FULLNAME, &Default::default()).await;
+            let replica = candidate(FULLNAME, "replica-a");
+            let mut result = replica.try_acquire_or_renew().await;
+            if result.is_ok() {
+                result = replica.try_acquire_or_renew().await;
+            }
+            assert!(
+                lease_refusal(&result, verb),
+                "without {verb} on leases leader election still works: remove it from the chart"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "get, create and update");
+    let out = helm(&["uninstall", RELEASE, "--namespace", ns], Some(cluster.admin_kubeconfig())).await;
+    assert!(out.success, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn deployment_args_are_accepted_by_the_binary() {
+    let single: &[&str] = &["watchNamespace=acme"];
+    for set in [&[][..], EVERY_OPTION, single] {
+        let args = container_args(&documents(&render("ops", set, &[]).await));
+        // clap parses (and checks) every argument before it acts on the trailing --help.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))
+            .args(&args)
+            .arg("--help")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tenant-access {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // And a wrong one would be caught.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))
+        .args(["run", "--no-such-flag", "--help"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

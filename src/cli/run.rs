@@ -130,7 +130,7 @@ async fn supervise(
     }
 
     if !leadership.enabled {
-        run_controllers(client, config, on_stop()).await;
+        bounded_shutdown(run_controllers(client, config, on_stop()), on_stop()).await;
         return Ok(ExitCode::SUCCESS);
     }
     let namespace = leadership.namespace.clone().unwrap_or_else(|| config.cluster_resource_namespace.clone());
@@ -158,7 +158,7 @@ async fn supervise(
             let _ = stop.send(true);
         }
     });
-    run_controllers(client, config, on_stop()).await;
+    bounded_shutdown(run_controllers(client, config, on_stop()), on_stop()).await;
     keeper.abort();
     if lost.load(Ordering::SeqCst) {
         eprintln!(
@@ -169,6 +169,23 @@ async fn supervise(
     }
     election.release().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long in-flight work may take after a shutdown request before the process exits anyway
+/// (a watch that keeps failing, e.g. for lack of RBAC, would otherwise hold it until SIGKILL).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs `work`; once `stop` fires, gives it [`SHUTDOWN_GRACE`] to finish.
+async fn bounded_shutdown(work: impl Future<Output = ()>, stop: impl Future<Output = ()>) {
+    let deadline = async {
+        stop.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!("in-flight work did not finish in time after the shutdown request; exiting");
+    };
+    tokio::select! {
+        () = work => {},
+        () = deadline => {},
+    }
 }
 
 /// A lease identity when POD_NAME is not set: host name and process id.
