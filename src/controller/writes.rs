@@ -46,18 +46,22 @@ impl LastWrites {
     /// The fresher of the cached Secret and the one last written.
     #[must_use]
     pub fn fresher_secret(&self, namespace: &str, name: &str, cached: Option<Secret>) -> Option<Secret> {
-        let written = self.secrets.lock().ok()?.get(&(namespace.to_owned(), name.to_owned())).cloned();
-        match (cached, written) {
-            (Some(cached), Some(written))
-                if older(
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut secrets = self.secrets.lock().ok()?;
+        let fresher = secrets.get(&key).filter(|written| {
+            cached.as_ref().is_some_and(|cached| {
+                older(
                     cached.metadata.resource_version.as_deref(),
                     written.metadata.resource_version.as_deref(),
-                ) =>
-            {
-                Some(written)
-            }
-            (cached, _) => cached,
+                )
+            })
+        });
+        if let Some(written) = fresher {
+            return Some(written.clone());
         }
+        // The cache caught up (or the object changed or went since): the copy is not needed.
+        secrets.remove(&key);
+        cached
     }
 
     /// Forgets a Secret (deleted).
@@ -89,12 +93,15 @@ impl LastWrites {
         cached_resource_version: Option<&str>,
         cached: Option<TenantAccessStatus>,
     ) -> Option<TenantAccessStatus> {
-        let written =
-            self.statuses.lock().ok().and_then(|s| s.get(&(namespace.to_owned(), name.to_owned())).cloned());
-        match written {
-            Some((rv, status)) if older(cached_resource_version, Some(&rv)) => Some(status),
-            _ => cached,
+        let key = (namespace.to_owned(), name.to_owned());
+        let Ok(mut statuses) = self.statuses.lock() else { return cached };
+        if let Some((rv, status)) = statuses.get(&key)
+            && older(cached_resource_version, Some(rv))
+        {
+            return Some(status.clone());
         }
+        statuses.remove(&key);
+        cached
     }
 
     /// Forgets everything about a TenantAccess (deleted).
@@ -126,5 +133,9 @@ mod tests {
         assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("30")))).as_deref(), Some("30"));
         // Deleted meanwhile (not in the cache): the cache is right.
         assert_eq!(rv(writes.fresher_secret("ns", "s", None)), None);
+        // Once the cache caught up, the copy is dropped (memory stays bounded).
+        writes.wrote_secret(secret("40"));
+        assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("40")))).as_deref(), Some("40"));
+        assert!(writes.secrets.lock().unwrap().is_empty());
     }
 }
