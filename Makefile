@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help build release fmt lint test unit-test deps toolchain crds demo clean-cluster-cache
+.PHONY: help build release fmt lint test unit-test deps toolchain crds demo bench
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -43,3 +43,6 @@ crds: ## Regenerate crds/ from the Rust types (and the chart's copy).
 
 demo: build deps ## Local API server + emulators + operator + examples, end to end.
 	hack/demo.sh
+
+bench: ## Benchmarks (issue 9): convergence, rotation, idle, memory, token core; BENCH_ARGS="..." to tune.
+	hack/bench.sh
