@@ -73,6 +73,7 @@ async fn run(args: Args) -> Result<Report> {
         machine: machine.clone(),
         parameters: args.clone(),
         operator_binary: operator_binary.display().to_string(),
+        source: source_revision(),
         token_core: None,
         convergence: None,
         idle: None,
@@ -137,6 +138,19 @@ async fn run_cluster_scenarios(bench: &mut Bench, report: &mut Report) {
             Err(error) => report.errors.push(format!("memory: {error}")),
         }
     }
+}
+
+/// `git describe --always --dirty` of the repository, when git is there.
+fn source_revision() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(tenant_access_testkit::repo_root())
+        .args(["describe", "--always", "--dirty"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    output.status.success().then(|| text.trim().to_owned())
 }
 
 /// Writes results.json and results.md, and prints the Markdown.

@@ -35,6 +35,8 @@ pub struct Report {
     pub parameters: Args,
     /// The operator binary measured.
     pub operator_binary: String,
+    /// The source tree it was built from (`git describe --always --dirty`), when known.
+    pub source: Option<String>,
     /// Scenario 5.
     pub token_core: Option<TokenCoreResult>,
     /// Scenarios 1 and 2.
@@ -72,13 +74,14 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             md,
-            "Machine: {} CPUs ({}), {} MiB memory, Linux {}, kube-apiserver {}. Run at {}.\n",
+            "Machine: {} CPUs ({}), {} MiB memory, Linux {}, kube-apiserver {}. Run at {} on source {}.\n",
             m.nproc,
             m.cpu_model,
             m.memory_mib,
             m.kernel,
             m.kube_apiserver.as_deref().unwrap_or("-"),
-            self.generated_at
+            self.generated_at,
+            self.source.as_deref().unwrap_or("-")
         );
         md.push_str("| Scenario | Measured | Floor | Ratio | Target | Met |\n|---|---|---|---|---|---|\n");
         if let Some(c) = &self.convergence {
