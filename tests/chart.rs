@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -24,7 +23,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::Condition;
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
-use support::{Operator, TIMEOUT, capture_logs, has_condition, is_ready, logs, revision_at_least, token_of};
+use support::{
+    Operator, TIMEOUT, capture_logs, clerk_fingerprint_is, clerk_synced, eventually, is_ready, logs,
+    query_pipe, revision_at_least, token_of,
+};
 use tenant_access::admin_token::AdminToken;
 use tenant_access::api::TenantAccess;
 use tenant_access::jwt::ParsedToken;
@@ -772,29 +774,11 @@ async fn put_secret(client: &Client, namespace: &str, name: &str, key: &str, val
         .unwrap();
 }
 
-async fn query(base_url: &str, pipe: &str, token: &str, query: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(format!("{base_url}/v0/pipes/{pipe}.json?{query}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
-}
-
 fn annotation_is(key: &'static str, value: String) -> impl Condition<Deployment> {
     move |d: Option<&Deployment>| {
         d.and_then(|d| d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(key).cloned())
             .as_deref()
             == Some(value.as_str())
-    }
-}
-
-fn clerk_fingerprint_is(fingerprint: String) -> impl Condition<TenantAccess> {
-    move |ta: Option<&TenantAccess>| {
-        ta.and_then(|ta| ta.status.as_ref()?.clerk_template.as_ref())
-            .is_some_and(|t| t.signing_key_fingerprint == fingerprint)
     }
 }
 
@@ -850,7 +834,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     // A token Secret that Tinybird accepts, for acme's rows only.
     waited(wait_for(accesses.clone(), "acme", is_ready(), TIMEOUT).await, offset);
     let first = token_of(&secrets.get("acme-tinybird-token").await.unwrap()).unwrap();
-    let (status, body) = query(&tinybird.base_url(), "top_pages", &first, "org=globex").await;
+    let (status, body) = query_pipe(&tinybird.base_url(), "top_pages", &first, "org=globex").await;
     assert_eq!(status, 200, "{body}");
     assert!(body["data"].as_array().unwrap().iter().all(|row| row["org"] == "acme"), "{body}");
     let revision = tenant_access::names::ANNOTATION_REVISION;
@@ -862,19 +846,10 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     // The cluster workspace: namespace admission by label, admin token from the release namespace.
     waited(wait_for(accesses.clone(), "shared", is_ready(), TIMEOUT).await, offset);
     let shared = token_of(&secrets.get("shared").await.unwrap()).unwrap();
-    assert_eq!(query(&shared_tinybird.base_url(), "top_pages", &shared, "").await.0, 200);
+    assert_eq!(query_pipe(&shared_tinybird.base_url(), "top_pages", &shared, "").await.0, 200);
 
     // The Clerk template, pushed with the admin token as its signing key.
-    waited(
-        wait_for(
-            accesses.clone(),
-            "tinybird-clerk",
-            has_condition("ClerkTemplateSynced", "True", "Synced"),
-            TIMEOUT,
-        )
-        .await,
-        offset,
-    );
+    waited(wait_for(accesses.clone(), "tinybird-clerk", clerk_synced(), TIMEOUT).await, offset);
     let template = clerk.template_by_name("tinybird").expect("template created in Clerk");
     assert_eq!(clerk.signing_key(&template.id), Some(tinybird.admin_token()));
 
@@ -884,9 +859,9 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     waited(wait_for(accesses.clone(), "acme", revision_at_least(2), TIMEOUT).await, offset);
     let second = token_of(&secrets.get("acme-tinybird-token").await.unwrap()).unwrap();
     assert!(ParsedToken::parse(&second).unwrap().signature_matches(&AdminToken::new(&rotated)));
-    assert_eq!(query(&tinybird.base_url(), "top_pages", &second, "").await.0, 200);
+    assert_eq!(query_pipe(&tinybird.base_url(), "top_pages", &second, "").await.0, 200);
     assert_eq!(
-        query(&tinybird.base_url(), "top_pages", &first, "").await.0,
+        query_pipe(&tinybird.base_url(), "top_pages", &first, "").await.0,
         403,
         "the old token still works"
     );
@@ -937,7 +912,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     waited(wait_for(beta_accesses, "beta", is_ready(), TIMEOUT).await, offset);
     let token =
         token_of(&Api::<Secret>::namespaced(admin.clone(), beta.name()).get("beta").await.unwrap()).unwrap();
-    assert_eq!(query(&tinybird.base_url(), "top_pages", &token, "").await.0, 200);
+    assert_eq!(query_pipe(&tinybird.base_url(), "top_pages", &token, "").await.0, 200);
     operator.stop().await;
     let refused = refusals_since(offset);
     assert!(refused.is_empty(), "the chart's namespaced Role refused the operator:\n{}", refused.join("\n"));
@@ -945,19 +920,6 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
 
 // ---------------------------------------------------------------------------------------------
 // 5. every verb of the ClusterRole is needed
-
-/// Polls `check` until it holds (a wait, not an assertion), at most `TIMEOUT`.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {TIMEOUT:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Whether the API server lets `user` (a ServiceAccount of `account_namespace`) do `verb` on
 /// the rule's first resource (and first resource name), in `namespace` or cluster-wide.
@@ -1086,8 +1048,7 @@ impl ScenarioRun {
         // verb is missing, this just gives up).
         let accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), &ns);
         let remove_clerk_output = tokio::spawn(async move {
-            let synced = has_condition("ClerkTemplateSynced", "True", "Synced");
-            if wait_for(accesses.clone(), "clerk", synced, TIMEOUT).await.is_ok() {
+            if wait_for(accesses.clone(), "clerk", clerk_synced(), TIMEOUT).await.is_ok() {
                 let patch = json!({"spec": {"clerkTemplate": null}});
                 let _ = accesses.patch("clerk", &PatchParams::default(), &Patch::Merge(&patch)).await;
             }

@@ -4,31 +4,41 @@
 mod support;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
-use support::{Env, TIMEOUT, assert_no_secrets, has_condition, is_ready, logs};
+use support::{
+    Env, TIMEOUT, assert_no_secrets, clerk_fingerprint_is, clerk_synced, condition_is_true, has_condition,
+    is_ready, logs,
+};
 use tenant_access::api::TenantAccess;
 use tenant_access_emulators::TestOrg;
 
-/// Waits until the TenantAccess's ClerkTemplateSynced condition is True.
-fn synced() -> impl kube::runtime::wait::Condition<TenantAccess> {
-    has_condition("ClerkTemplateSynced", "True", "Synced")
-}
-
-fn pushed_fingerprint(access: &TenantAccess) -> Option<String> {
-    Some(access.status.as_ref()?.clerk_template.as_ref()?.signing_key_fingerprint.clone())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_clerk_example_creates_the_guides_template_and_its_tokens_read_only_their_org() {
-    let mut env = Env::new("clerk").await;
+/// A test namespace (see [`Env`]) whose workspace is connected to a Clerk emulator, with a
+/// namespaced operator running.
+async fn clerk_env(prefix: &str) -> Env {
+    let mut env = Env::new(prefix).await;
     env.connect_clerk().await;
     env.start_operator();
+    env
+}
+
+/// Applies `examples/clerk-template.yaml` (TenantAccess `tinybird-clerk`, Clerk template
+/// `tinybird`) and waits until its template is synced.
+async fn apply_clerk_example(env: &Env) -> TenantAccess {
     env.cluster
         .apply_file(tenant_access_testkit::examples_dir().join("clerk-template.yaml"), Some(env.name()))
         .await
         .unwrap();
-    let access = env.wait_access("tinybird-clerk", synced()).await;
-    let access =
-        if is_ready_now(&access) { access } else { env.wait_access("tinybird-clerk", is_ready()).await };
+    env.wait_access("tinybird-clerk", clerk_synced()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clerk_example_creates_the_guides_template_and_its_tokens_read_only_their_org() {
+    let mut env = clerk_env("clerk").await;
+    let access = apply_clerk_example(&env).await;
+    let access = if condition_is_true(Some(&access), "Ready") {
+        access
+    } else {
+        env.wait_access("tinybird-clerk", is_ready()).await
+    };
     let status = access.status.unwrap().clerk_template.unwrap();
 
     let template = env.clerk().template_by_name("tinybird").expect("template created in Clerk");
@@ -80,34 +90,17 @@ async fn the_clerk_example_creates_the_guides_template_and_its_tokens_read_only_
     env.stop_operator().await;
 }
 
-fn is_ready_now(access: &TenantAccess) -> bool {
-    access
-        .status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_pushes_the_new_key_and_old_clerk_tokens_stop_working() {
-    let mut env = Env::new("clerk-rotate").await;
-    env.connect_clerk().await;
-    env.start_operator();
-    env.cluster
-        .apply_file(tenant_access_testkit::examples_dir().join("clerk-template.yaml"), Some(env.name()))
-        .await
-        .unwrap();
-    env.wait_access("tinybird-clerk", synced()).await;
+    let mut env = clerk_env("clerk-rotate").await;
+    apply_clerk_example(&env).await;
     let before = env.mint_clerk_token("tinybird").await;
     assert_eq!(env.query("top_pages", &before, "").await.0, 200);
 
     let new_admin = env.tinybird.refresh_admin_token();
     env.put_admin_token("tinybird-admin", &new_admin).await;
     let fingerprint = tenant_access::admin_token::AdminToken::new(&new_admin).fingerprint();
-    let wanted = fingerprint.clone();
-    env.wait_access("tinybird-clerk", move |ta: Option<&TenantAccess>| {
-        ta.and_then(pushed_fingerprint).as_deref() == Some(wanted.as_str())
-    })
-    .await;
+    env.wait_access("tinybird-clerk", clerk_fingerprint_is(fingerprint)).await;
     let template = env.clerk().template_by_name("tinybird").unwrap();
     assert_eq!(env.clerk().signing_key(&template.id).as_deref(), Some(new_admin.as_str()));
 
@@ -120,12 +113,10 @@ async fn rotation_pushes_the_new_key_and_old_clerk_tokens_stop_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claims_change_patches_once_and_an_unchanged_reconcile_calls_clerk_not_at_all() {
-    let mut env = Env::new("clerk-patch").await;
-    env.connect_clerk().await;
-    env.start_operator();
+    let mut env = clerk_env("clerk-patch").await;
     let spec = "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\n  clerkTemplate: {name: dash}\n  healthCheck: {interval: '0'}\n";
     env.tenant_access("dash", spec).await;
-    env.wait_access("dash", synced()).await;
+    env.wait_access("dash", clerk_synced()).await;
     let log = env.clerk().request_log();
     let calls = |log: &tenant_access_emulators::RequestLog| log.total();
     let after_create = calls(log);
@@ -135,11 +126,9 @@ async fn a_claims_change_patches_once_and_an_unchanged_reconcile_calls_clerk_not
     env.tenant_accesses().patch("dash", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
     // Then a claims change: exactly one PATCH.
     env.tenant_access("dash", &spec.replace("top_pages", "tenant_events")).await;
-    env.wait_access("dash", move |ta: Option<&TenantAccess>| {
-        ta.and_then(|t| t.status.as_ref()).is_some_and(|s| {
-            s.observed_generation == Some(2)
-                && s.conditions.iter().any(|c| c.type_ == "ClerkTemplateSynced" && c.status == "True")
-        })
+    env.wait_access("dash", |ta: Option<&TenantAccess>| {
+        ta.and_then(|t| t.status.as_ref()).is_some_and(|s| s.observed_generation == Some(2))
+            && condition_is_true(ta, "ClerkTemplateSynced")
     })
     .await;
     let template = env.clerk().template_by_name("dash").unwrap();
@@ -151,9 +140,7 @@ async fn a_claims_change_patches_once_and_an_unchanged_reconcile_calls_clerk_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_templates_sync_without_a_429_and_a_429_storm_is_ridden_out() {
-    let mut env = Env::new("clerk-many").await;
-    env.connect_clerk().await;
-    env.start_operator();
+    let mut env = clerk_env("clerk-many").await;
     let mut all = String::new();
     for i in 0..200 {
         all.push_str(&format!(
@@ -162,7 +149,7 @@ async fn two_hundred_templates_sync_without_a_429_and_a_429_storm_is_ridden_out(
     }
     env.apply_yaml(&all).await;
     for i in 0..200 {
-        env.wait_access(&format!("t{i}"), synced()).await;
+        env.wait_access(&format!("t{i}"), clerk_synced()).await;
     }
     assert_eq!(env.clerk().request_log().count_status(429), 0, "the operator exceeded Clerk's budget");
     assert_eq!(env.clerk().templates().len(), 200);
@@ -173,13 +160,10 @@ async fn two_hundred_templates_sync_without_a_429_and_a_429_storm_is_ridden_out(
     env.put_admin_token("tinybird-admin", &new_admin).await;
     let fingerprint = tenant_access::admin_token::AdminToken::new(&new_admin).fingerprint();
     for i in 0..200 {
-        let wanted = fingerprint.clone();
         tenant_access_testkit::wait_for(
             env.tenant_accesses(),
             &format!("t{i}"),
-            move |ta: Option<&TenantAccess>| {
-                ta.and_then(pushed_fingerprint).as_deref() == Some(wanted.as_str())
-            },
+            clerk_fingerprint_is(fingerprint.clone()),
             TIMEOUT * 3,
         )
         .await
@@ -194,9 +178,7 @@ async fn two_hundred_templates_sync_without_a_429_and_a_429_storm_is_ridden_out(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_follows_the_policy_and_a_hand_made_template_is_not_taken_over() {
-    let mut env = Env::new("clerk-delete").await;
-    env.connect_clerk().await;
-    env.start_operator();
+    let mut env = clerk_env("clerk-delete").await;
     let spec = |name: &str, policy: &str| {
         format!(
             "  workspaceRef: {{name: analytics}}\n  scopes: [{{resource: top_pages, fixedParams: {{org: '{{{{org.slug}}}}'}}}}]\n  clerkTemplate: {{name: {name}, deletionPolicy: {policy}}}\n  healthCheck: {{interval: '0'}}\n"
@@ -224,8 +206,8 @@ async fn deletion_follows_the_policy_and_a_hand_made_template_is_not_taken_over(
         serde_json::json!({"org": "{{org.slug}}"}),
         "untouched"
     );
-    env.wait_access("deleted", synced()).await;
-    env.wait_access("retained", synced()).await;
+    env.wait_access("deleted", clerk_synced()).await;
+    env.wait_access("retained", clerk_synced()).await;
 
     let mut uids = Vec::new();
     for name in ["deleted", "retained", "intruder"] {

@@ -4,56 +4,45 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use support::{Env, TIMEOUT, is_ready};
+use support::{Env, TIMEOUT, eventually, free_port, http_get, is_ready};
 use tokio::process::{Child, Command};
 
 const TENANT: &str = "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n  healthCheck: {interval: 5s}\n";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts `tenant-access run` as a separate process serving one namespace.
-fn operator_process(env: &Env, port: u16, identity: &str, leader_election: bool) -> Child {
+/// `tenant-access run` as a separate process: serving `namespace` with the credentials of
+/// `kubeconfig`, its admin server (metrics and probes) on `127.0.0.1:{port}`, its output
+/// discarded, killed when dropped.
+fn run_command(kubeconfig: &Path, namespace: &str, port: u16) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-access"));
     command
         .args(["run", "--kubeconfig"])
-        .arg(env.cluster.admin_kubeconfig())
-        .args(["--namespaces", env.name(), "--cluster-resource-namespace", env.name()])
-        .args(["--admin-address", &format!("127.0.0.1:{port}")])
-        .args(["--log-format", "json"])
-        .env("POD_NAME", identity)
-        .env_remove("RUST_LOG")
+        .arg(kubeconfig)
+        .args(["--namespaces", namespace, "--admin-address", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
+    command
+}
+
+/// Starts `tenant-access run` as a separate process serving the test namespace (also its
+/// cluster-resource namespace) as replica `identity`.
+fn operator_process(env: &Env, port: u16, identity: &str, leader_election: bool) -> Child {
+    let mut command = run_command(env.cluster.admin_kubeconfig(), env.name(), port);
+    command
+        .args(["--cluster-resource-namespace", env.name()])
+        .args(["--log-format", "json"])
+        .env("POD_NAME", identity)
+        .env_remove("RUST_LOG");
     if leader_election {
         command.args(["--leader-election", "--leader-election-lease-duration-seconds", "6"]);
     }
     command.spawn().unwrap()
-}
-
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.ok()?;
-    Some((response.status().as_u16(), response.text().await.unwrap_or_default()))
-}
-
-/// Polls until `check` holds (condition waiting, generous timeout).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,8 +50,10 @@ async fn metrics_and_probes_describe_the_running_operator() {
     let env = Env::new("metrics").await;
     let port = free_port();
     let mut operator = operator_process(&env, port, "metrics-test", false);
-    eventually("/livez", || async { get(port, "/livez").await.is_some_and(|(code, _)| code == 200) }).await;
-    eventually("/readyz", || async { get(port, "/readyz").await.is_some_and(|(code, _)| code == 200) }).await;
+    eventually("/livez", || async { http_get(port, "/livez").await.is_some_and(|(code, _)| code == 200) })
+        .await;
+    eventually("/readyz", || async { http_get(port, "/readyz").await.is_some_and(|(code, _)| code == 200) })
+        .await;
     env.tenant_access("acme", TENANT).await;
     env.tenant_access(
         "broken",
@@ -84,7 +75,7 @@ async fn metrics_and_probes_describe_the_running_operator() {
     ];
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
-        let text = get(port, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
+        let text = http_get(port, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
         let missing: Vec<&String> = wanted.iter().filter(|w| !text.contains(w.as_str())).collect();
         if missing.is_empty() {
             break;
@@ -92,7 +83,7 @@ async fn metrics_and_probes_describe_the_running_operator() {
         assert!(tokio::time::Instant::now() < deadline, "missing metrics {missing:?} in:\n{text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let text = get(port, "/metrics").await.unwrap().1;
+    let text = http_get(port, "/metrics").await.unwrap().1;
     assert!(
         text.contains(&format!(
             "tenant_access_ready{{namespace=\"{ns}\",name=\"broken\",kind=\"TenantAccess\"}} 0"
@@ -104,7 +95,7 @@ async fn metrics_and_probes_describe_the_running_operator() {
     // A deleted TenantAccess leaves no series behind.
     env.tenant_accesses().delete("acme", &Default::default()).await.unwrap();
     eventually("no series of the deleted TenantAccess", || async {
-        let text = get(port, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
+        let text = http_get(port, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
         !text.contains("name=\"acme\"") && text.contains("name=\"broken\"")
     })
     .await;
@@ -132,14 +123,14 @@ async fn two_replicas_one_leader_a_standby_takes_over_and_sigterm_releases_the_l
     let mut b = operator_process(&env, port_b, "replica-b", true);
     // The standby is ready (healthy) but does not lead.
     eventually("replica-b ready as standby", || async {
-        get(port_b, "/readyz").await.is_some_and(|(code, body)| code == 200 && body.contains("standby"))
+        http_get(port_b, "/readyz").await.is_some_and(|(code, body)| code == 200 && body.contains("standby"))
     })
     .await;
     env.tenant_access("first", TENANT).await;
     env.wait_access("first", is_ready()).await;
     assert_eq!(holder().await.as_deref(), Some("replica-a"));
     // Only the leader works: the standby has reconciled and signed nothing.
-    let standby_metrics = get(port_b, "/metrics").await.unwrap().1;
+    let standby_metrics = http_get(port_b, "/metrics").await.unwrap().1;
     assert!(!standby_metrics.contains("tenant_access_reconciles_total{"), "{standby_metrics}");
 
     // The leader dies without releasing: the standby takes over after the lease duration.
@@ -179,19 +170,12 @@ async fn readyz_stays_false_while_the_caches_cannot_sync() {
     let path = std::env::temp_dir().join(format!("unsynced-{}.kubeconfig", std::process::id()));
     std::fs::write(&path, broken).unwrap();
     let port = free_port();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_tenant-access"))
-        .args(["run", "--kubeconfig"])
-        .arg(&path)
-        .args(["--namespaces", env.name(), "--admin-address", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("/livez", || async { get(port, "/livez").await.is_some_and(|(code, _)| code == 200) }).await;
+    let mut operator = run_command(&path, env.name(), port).spawn().unwrap();
+    eventually("/livez", || async { http_get(port, "/livez").await.is_some_and(|(code, _)| code == 200) })
+        .await;
     // Several checks over a few seconds: never ready without an API server.
     for _ in 0..5 {
-        let (code, body) = get(port, "/readyz").await.unwrap();
+        let (code, body) = http_get(port, "/readyz").await.unwrap();
         assert_eq!(code, 503, "{body}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -10,12 +10,10 @@ use std::process::Stdio;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use support::{Operator, TIMEOUT, capture_logs, token_of};
+use support::{ClusterWideEnv, TIMEOUT, query_pipe, token_of};
 use tenant_access::api::TenantAccess;
 use tenant_access::jwt::ParsedToken;
-use tenant_access_emulators::{TinybirdConfig, TinybirdEmulator};
-use tenant_access_testkit::{TestCluster, wait_for};
+use tenant_access_testkit::wait_for;
 
 const POLICY: &str = "  policy:
     allowedNamespaces: {matchExpressions: [{key: tenant, operator: Exists}]}
@@ -162,12 +160,8 @@ async fn render(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
-    capture_logs();
-    let cluster = TestCluster::start_local().await.unwrap();
-    cluster.apply_crds().await.unwrap();
-    let client = cluster.client().await.unwrap();
-    let tinybird = TinybirdEmulator::start(TinybirdConfig::default()).await.unwrap();
-    let system = cluster.namespace("operator").await.unwrap();
+    let env = ClusterWideEnv::new().await;
+    let (cluster, client, tinybird, system) = (&env.cluster, &env.client, &env.tinybird, &env.system);
     // The tenant namespace must be called acme: the test user's Role lives there.
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let acme: Namespace = serde_json::from_value(
@@ -176,15 +170,8 @@ async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
     .unwrap();
     namespaces.create(&Default::default(), &acme).await.unwrap();
 
-    cluster
-        .apply_yaml(&format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-admin}}\nstringData: {{token: '{}'}}\n", tinybird.admin_token()), Some(system.name()))
-        .await
-        .unwrap();
-    let workspace_yaml = format!(
-        "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: shared}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n{POLICY}",
-        tinybird.base_url()
-    );
-    cluster.apply_yaml(&workspace_yaml, None).await.unwrap();
+    let workspace_yaml = env.shared_workspace_yaml(POLICY);
+    env.apply(&workspace_yaml, None).await;
     // The team's rights: TenantAccess in acme, and reading its Secrets; nothing else.
     let subject = cluster.tenant_subject().await.unwrap();
     cluster
@@ -197,7 +184,7 @@ async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
         )
         .await
         .unwrap();
-    let operator = Operator::start(client.clone(), None, system.name());
+    let operator = env.start_operator();
 
     // The team may not touch the shared workspace or other namespaces.
     let denied = cluster.tenant_kubectl(["-n", system.name(), "get", "secrets"]).await.unwrap();
@@ -287,14 +274,9 @@ async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
                     }
                 }
                 // At Tinybird: asking for globex's rows still returns only acme's.
-                let response = reqwest::Client::new()
-                    .get(format!("{}/v0/pipes/top_pages.json?org=globex", tinybird.base_url()))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
-                if response.status().as_u16() == 200 {
-                    let body: serde_json::Value = response.json().await.unwrap();
+                let (status, body) =
+                    query_pipe(&tinybird.base_url(), "top_pages", &token, "org=globex").await;
+                if status == 200 {
                     assert!(
                         body["data"].as_array().unwrap().iter().all(|r| r["org"] == "acme"),
                         "{name}: {body}"
@@ -306,8 +288,7 @@ async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
 
     // A label change takes effect on existing tokens: injected values follow, explicit ones
     // that no longer comply lose their token.
-    let relabel = serde_json::json!({"metadata": {"labels": {"tenant": "acme-eu"}}});
-    namespaces.patch("acme", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    env.label_namespace("acme", serde_json::json!({"tenant": "acme-eu"})).await;
     wait_for(
         accesses.clone(),
         "own-org",
@@ -334,7 +315,7 @@ async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
     // A policy change takes effect too: tenant_events is no longer allowed.
     let narrower = workspace_yaml
         .replace("allowedResources: [top_pages, tenant_events]", "allowedResources: [top_pages]");
-    cluster.apply_yaml(&narrower, None).await.unwrap();
+    env.apply(&narrower, None).await;
     wait_for(
         accesses.clone(),
         "filter-foreign",

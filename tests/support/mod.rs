@@ -2,11 +2,12 @@
 //! running in-process, with its logs captured so tests can search them for secrets.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::Condition;
 use kube::{Api, Client};
@@ -252,14 +253,7 @@ impl Env {
 
     /// GET a pipe at the emulator with a token in the Authorization header.
     pub async fn query(&self, pipe: &str, token: &str, query: &str) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .get(format!("{}/v0/pipes/{pipe}.json?{query}", self.tinybird.base_url()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or_default())
+        query_pipe(&self.tinybird.base_url(), pipe, token, query).await
     }
 
     /// Every event in the test namespace, as text.
@@ -271,10 +265,121 @@ impl Env {
     }
 }
 
+/// GET a pipe at a Tinybird (emulator) at `base_url` with a token in the Authorization header:
+/// the status code and the JSON body (`null` when the body is not JSON).
+pub async fn query_pipe(base_url: &str, pipe: &str, token: &str, query: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{base_url}/v0/pipes/{pipe}.json?{query}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// A private API server for a cluster-wide operator (which must not meet other tests'
+/// resources): the CRDs, a Tinybird emulator, and the operator's namespace (`system`, the
+/// cluster-resource namespace) holding the emulator's admin token in Secret `shared-admin`.
+/// [`ClusterWideEnv::shared_workspace_yaml`] is a ClusterTinybirdWorkspace `shared` using it.
+pub struct ClusterWideEnv {
+    pub cluster: TestCluster,
+    pub client: Client,
+    pub tinybird: TinybirdEmulator,
+    pub system: TestNamespace,
+}
+
+impl ClusterWideEnv {
+    pub async fn new() -> Self {
+        capture_logs();
+        let cluster = TestCluster::start_local().await.unwrap();
+        cluster.apply_crds().await.unwrap();
+        let client = cluster.client().await.unwrap();
+        let tinybird = TinybirdEmulator::start(TinybirdConfig::default()).await.unwrap();
+        let system = cluster.namespace("operator").await.unwrap();
+        let env = Self { cluster, client, tinybird, system };
+        let admin = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-admin}}\nstringData: {{token: '{}'}}\n",
+            env.tinybird.admin_token()
+        );
+        env.apply(&admin, Some(env.system.name())).await;
+        env
+    }
+
+    /// Applies YAML documents with kubectl (client-side), into `namespace` or cluster-scoped;
+    /// fails the test when kubectl does.
+    pub async fn apply(&self, yaml: &str, namespace: Option<&str>) {
+        self.cluster.apply_yaml(yaml, namespace).await.unwrap();
+    }
+
+    /// The ClusterTinybirdWorkspace `shared`: the admin token from Secret `shared-admin` of the
+    /// operator's namespace, the emulator's URL, then `policy` (YAML lines of its spec, indented
+    /// by two spaces, each ending in a newline).
+    pub fn shared_workspace_yaml(&self, policy: &str) -> String {
+        format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: shared}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n{policy}",
+            self.tinybird.base_url()
+        )
+    }
+
+    /// Merges `labels` (a JSON object; a `null` value removes that label) into a namespace's.
+    pub async fn label_namespace(&self, name: &str, labels: serde_json::Value) {
+        let patch = serde_json::json!({"metadata": {"labels": labels}});
+        Api::<Namespace>::all(self.client.clone())
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Starts a cluster-wide operator whose cluster-resource namespace is `system`.
+    pub fn start_operator(&self) -> Operator {
+        Operator::start(self.client.clone(), None, self.system.name())
+    }
+}
+
+/// Polls `check` every 200 ms until it holds (a wait for a condition, not an assertion); fails
+/// the test naming `what` when it still does not hold after [`TIMEOUT`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {TIMEOUT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a process's listen address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET `http://127.0.0.1:{port}{path}`: the status code and the body, or `None` while nothing
+/// answers there.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.ok()?;
+    Some((response.status().as_u16(), response.text().await.unwrap_or_default()))
+}
+
 /// The token in a Secret's data, if any.
 pub fn token_of(secret: &Secret) -> Option<String> {
     let bytes = secret.data.as_ref()?.get("token")?;
     Some(String::from_utf8(bytes.0.clone()).unwrap())
+}
+
+/// A TenantAccess's status condition `type_`, if it has one.
+pub fn condition<'a>(
+    access: Option<&'a TenantAccess>,
+    type_: &str,
+) -> Option<&'a tenant_access::api::Condition> {
+    access?.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether a TenantAccess's condition `type_` is True (whatever its reason).
+pub fn condition_is_true(access: Option<&TenantAccess>, type_: &str) -> bool {
+    condition(access, type_).is_some_and(|c| c.status == "True")
 }
 
 /// Condition: a TenantAccess's condition `type_` has `status` and `reason`.
@@ -284,15 +389,26 @@ pub fn has_condition(
     reason: &'static str,
 ) -> impl Condition<TenantAccess> {
     move |obj: Option<&TenantAccess>| {
-        obj.and_then(|ta| ta.status.as_ref())
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-            .is_some_and(|c| c.status == status && c.reason == reason)
+        condition(obj, type_).is_some_and(|c| c.status == status && c.reason == reason)
     }
 }
 
 /// Condition: Ready=True.
 pub fn is_ready() -> impl Condition<TenantAccess> {
     has_condition("Ready", "True", "Ready")
+}
+
+/// Condition: ClerkTemplateSynced=True (reason Synced): the Clerk template is up to date.
+pub fn clerk_synced() -> impl Condition<TenantAccess> {
+    has_condition("ClerkTemplateSynced", "True", "Synced")
+}
+
+/// Condition: the Clerk template was last pushed with the signing key of this fingerprint.
+pub fn clerk_fingerprint_is(fingerprint: String) -> impl Condition<TenantAccess> {
+    move |ta: Option<&TenantAccess>| {
+        ta.and_then(|ta| ta.status.as_ref()?.clerk_template.as_ref())
+            .is_some_and(|t| t.signing_key_fingerprint == fingerprint)
+    }
 }
 
 /// Condition: token revision at least `revision`.
