@@ -53,6 +53,31 @@ pub struct IssuedToken {
     pub renewal_time: Timestamp,
 }
 
+impl IssuedToken {
+    /// `status.token` for this token, written as `revision` of the TenantAccess's Secret.
+    #[must_use]
+    pub fn status(
+        &self,
+        validated: &ValidatedAccess,
+        signer: &SigningWorkspace,
+        revision: i64,
+        renew_request: Option<&str>,
+    ) -> crate::api::TokenStatus {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        crate::api::TokenStatus {
+            name: validated.token_name.clone(),
+            issued_at: Time(self.issued_at),
+            expires_at: Time(self.expires_at),
+            renewal_time: Time(self.renewal_time),
+            revision,
+            claims_hash: self.claims_hash.clone(),
+            signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
+            secret_name: validated.secret.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+            renew_request: renew_request.map(str::to_owned),
+        }
+    }
+}
+
 impl std::fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuedToken")

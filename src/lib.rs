@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod admin_token;
 pub mod api;
+pub mod apply;
 pub mod backoff;
 pub mod clerk;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod conditions;
 pub mod controller;
 pub mod desired;
 pub mod duration;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod jwt;

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub tinybird_requests: Family<CallLabels, Counter>,
     /// Clerk template syncs by outcome.
     pub clerk_requests: Family<CallLabels, Counter>,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: Counter,
     sources: Arc<OnceLock<Sources>>,
 }
 
@@ -94,6 +96,7 @@ impl Default for Metrics {
             tokens_signed: Family::default(),
             tinybird_requests: Family::default(),
             clerk_requests: Family::default(),
+            events_dropped: Counter::default(),
             sources: Arc::default(),
         }
     }
@@ -115,6 +118,11 @@ impl Metrics {
             "tinybird_requests",
             "Tinybird admin-token checks (GET /v1/workspace) by outcome",
             self.tinybird_requests.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Kubernetes events dropped because the event queue was full (a mass issuance); the conditions carry the same facts",
+            self.events_dropped.clone(),
         );
         registry.register(
             "clerk_requests",
@@ -175,8 +183,8 @@ impl Collector for CacheCollector {
                 ("namespace", access.metadata.namespace.clone().unwrap_or_default()),
                 ("name", access.metadata.name.clone().unwrap_or_default()),
             ];
-            let status = access.status.clone().unwrap_or_default();
-            if let Some(token) = &status.token {
+            let status = access.status.as_ref();
+            if let Some(token) = status.and_then(|s| s.token.as_ref()) {
                 #[allow(clippy::cast_precision_loss)]
                 {
                     expiry.push((labels.clone(), token.expires_at.0.as_second() as f64));
@@ -185,7 +193,8 @@ impl Collector for CacheCollector {
             }
             let mut with_kind = labels;
             with_kind.push(("kind", "TenantAccess".to_owned()));
-            ready.push((with_kind, if is_true(&status.conditions, condition::READY) { 1.0 } else { 0.0 }));
+            let is_ready = status.is_some_and(|s| is_true(&s.conditions, condition::READY));
+            ready.push((with_kind, if is_ready { 1.0 } else { 0.0 }));
         }
         for workspace in sources.workspaces.state() {
             let conditions = workspace.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
@@ -236,30 +245,25 @@ impl Collector for CacheCollector {
             &up,
         )?;
 
+        let by_reason = sources.health.metrics().latency_by_reason();
         let mut latency = encoder.encode_descriptor(
             "probe_duration_seconds",
-            "Pipe endpoint probe latency",
+            "Pipe endpoint probe latency by outcome, over every endpoint",
             None,
             MetricType::Histogram,
         )?;
-        for (labels, metrics) in &snapshot {
-            let label_set: Labels = vec![
-                ("namespace", labels.namespace.clone()),
-                ("name", labels.name.clone()),
-                ("resource", labels.resource.clone()),
-            ];
+        for (reason, histogram) in &by_reason {
+            let label_set: Vec<(&'static str, &'static str)> = vec![("reason", reason.as_str())];
             let mut buckets = Vec::with_capacity(crate::health::metrics::LATENCY_BUCKETS.len() + 1);
             let mut previous = 0;
-            for (bound, cumulative) in
-                crate::health::metrics::LATENCY_BUCKETS.iter().zip(metrics.latency.buckets)
-            {
+            for (bound, cumulative) in crate::health::metrics::LATENCY_BUCKETS.iter().zip(histogram.buckets) {
                 buckets.push((*bound, cumulative.saturating_sub(previous)));
                 previous = cumulative;
             }
-            buckets.push((f64::MAX, metrics.latency.count.saturating_sub(previous)));
+            buckets.push((f64::MAX, histogram.count.saturating_sub(previous)));
             latency.encode_family(&label_set)?.encode_histogram::<Labels>(
-                metrics.latency.sum_seconds,
-                metrics.latency.count,
+                histogram.sum_seconds,
+                histogram.count,
                 &buckets,
                 None,
             )?;
@@ -271,15 +275,9 @@ impl Collector for CacheCollector {
             None,
             MetricType::Counter,
         )?;
-        let mut totals = std::collections::BTreeMap::<&'static str, u64>::new();
-        for (_, metrics) in &snapshot {
-            for (reason, count) in &metrics.outcomes {
-                *totals.entry(reason.as_str()).or_default() += count;
-            }
-        }
-        for (reason, count) in totals {
-            let labels: Vec<(&'static str, &'static str)> = vec![("reason", reason)];
-            prometheus_client::metrics::counter::ConstCounter::new(count)
+        for (reason, histogram) in &by_reason {
+            let labels: Vec<(&'static str, &'static str)> = vec![("reason", reason.as_str())];
+            prometheus_client::metrics::counter::ConstCounter::new(histogram.count)
                 .encode(outcomes.encode_family(&labels)?)?;
         }
         Ok(())

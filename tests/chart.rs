@@ -877,11 +877,24 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     assert_eq!(clerk.signing_key(&template.id), Some(rotated.clone()));
 
     let events: Api<Event> = Api::namespaced(admin.clone(), ns);
-    let reasons: Vec<String> =
-        events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
-    for reason in ["Issued", "Resigned", "RolloutRestarted"] {
-        assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
-    }
+    // Events are sent in the background: wait for them.
+    eventually("Issued, Resigned and RolloutRestarted events", || {
+        let events = events.clone();
+        async move {
+            let reasons: Vec<String> = events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|e| e.reason)
+                .collect();
+            ["Issued", "Resigned", "RolloutRestarted"]
+                .iter()
+                .all(|reason| reasons.iter().any(|r| r == reason))
+        }
+    })
+    .await;
     operator.stop().await;
     let refused = refusals_since(offset);
     assert!(refused.is_empty(), "the chart's ClusterRole refused the operator:\n{}", refused.join("\n"));

@@ -63,6 +63,40 @@ async fn cluster_workspace_admits_only_selected_namespaces() {
         "signed with the cluster-resource namespace's key"
     );
 
+    // A new admin token for the cluster workspace: re-signed, and the KeyRotated event about the
+    // cluster-scoped workspace is accepted by the API server (it goes to `kube-system`).
+    let new_admin = tinybird.refresh_admin_token();
+    env.apply(
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-admin}}\nstringData: {{token: '{new_admin}'}}\n"),
+        Some(env.system.name()),
+    )
+    .await;
+    let new_key = tenant_access::admin_token::AdminToken::new(&new_admin);
+    support::eventually("the token re-signed with the new key", || {
+        let secrets = secrets.clone();
+        let new_key = new_key.clone();
+        async move {
+            let token = support::token_of(&secrets.get("reader").await.unwrap()).unwrap();
+            tenant_access::jwt::ParsedToken::parse(&token).unwrap().signature_matches(&new_key)
+        }
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "kube-system");
+    support::eventually("a KeyRotated event about ClusterTinybirdWorkspace shared", || {
+        let events = events.clone();
+        async move {
+            events.list(&Default::default()).await.unwrap().items.iter().any(|e| {
+                e.reason.as_deref() == Some("KeyRotated")
+                    && e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some("ClusterTinybirdWorkspace")
+                            && r.name.as_deref() == Some("shared")
+                    })
+            })
+        }
+    })
+    .await;
+    assert!(!support::logs().contains("could not publish event"), "an event was refused");
+
     // Removing the label: refused again (the issued token stays; policy revocation is its own issue).
     env.label_namespace(acme.name(), serde_json::json!({"tinybird-tenants": null})).await;
     wait_for(acme_access, "reader", has_condition("Ready", "False", "NamespaceNotAllowed"), TIMEOUT)

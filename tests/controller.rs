@@ -59,8 +59,7 @@ async fn example_tenant_gets_a_verified_token_that_reads_only_its_rows() {
     let (status, _) = env.query("tenant_events_private", &jwt, "").await;
     assert_eq!(status, 403);
 
-    let events = env.events_text().await;
-    assert!(events.contains("\"reason\":\"Issued\""), "{events}");
+    let events = env.events_with(&["\"reason\":\"Issued\""]).await;
     assert_no_secrets("events", &events, &[env.tinybird.admin_token()]);
     env.stop_operator().await;
 }
@@ -110,7 +109,7 @@ async fn renews_at_the_renewal_time_not_before_never_after_expiry_with_no_writes
     assert_eq!(changes.len(), 1);
     let history = access_writes_since(&env, "short", &access_rv).await;
     assert_eq!(history, 1, "status writes between issuance and renewal");
-    assert!(env.events_text().await.contains("\"reason\":\"Renewed\""));
+    env.events_with(&["\"reason\":\"Renewed\""]).await;
     env.stop_operator().await;
 }
 
@@ -166,8 +165,7 @@ async fn rotating_the_admin_token_resigns_every_dependent_token() {
         assert_eq!(status, 403, "{name}: old token still accepted");
         assert!(body["error"].as_str().unwrap().contains("Signature verification failed"), "{body}");
     }
-    let events = env.events_text().await;
-    assert!(events.contains("\"reason\":\"Resigned\"") && events.contains("\"reason\":\"KeyRotated\""));
+    let events = env.events_with(&["\"reason\":\"Resigned\"", "\"reason\":\"KeyRotated\""]).await;
     let statuses =
         serde_json::to_string(&env.tenant_accesses().list(&Default::default()).await.unwrap().items).unwrap();
     for (what, text) in [("events", &events), ("status", &statuses), ("logs", &logs())] {
@@ -300,10 +298,13 @@ async fn refusals_get_a_condition_an_event_and_no_secret() {
         }
     }
     assert!(rewrites.is_empty(), "refused TenantAccess rewritten: {rewrites:?}");
-    let events = env.events_text().await;
-    for reason in ["WorkspaceNotFound", "WorkspaceNotReady", "SecretConflict", "InvalidSpec"] {
-        assert!(events.contains(&format!("\"reason\":\"{reason}\"")), "no {reason} event: {events}");
-    }
+    env.events_with(&[
+        "\"reason\":\"WorkspaceNotFound\"",
+        "\"reason\":\"WorkspaceNotReady\"",
+        "\"reason\":\"SecretConflict\"",
+        "\"reason\":\"InvalidSpec\"",
+    ])
+    .await;
     env.stop_operator().await;
 }
 
@@ -351,7 +352,7 @@ async fn cli_renew_forces_a_resign_and_status_reports_it() {
     let stdout = String::from_utf8_lossy(&renew.stdout);
     assert!(renew.status.success(), "{stdout}{}", String::from_utf8_lossy(&renew.stderr));
     assert!(stdout.contains("new token: revision 2"), "{stdout}");
-    assert!(env.events_text().await.contains("renewal was requested"));
+    env.events_with(&["renewal was requested"]).await;
 
     let status = tokio::process::Command::new(bin)
         .args(["status", "acme", "-n", env.name(), "--kubeconfig", &kubeconfig])
@@ -427,8 +428,7 @@ async fn new_revisions_restart_listed_workloads_once() {
     .await
     .unwrap();
     assert_ne!(deployments.get("dashboard").await.unwrap().metadata.resource_version, rv);
-    let events = env.events_text().await;
-    assert!(events.contains("RolloutRestartFailed") && events.contains("StatefulSet missing"), "{events}");
+    env.events_with(&["RolloutRestartFailed", "StatefulSet missing"]).await;
     env.stop_operator().await;
 }
 

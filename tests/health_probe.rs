@@ -343,9 +343,10 @@ async fn the_scheduler_reports_only_flips_and_recovery_from_a_server_error() {
         ("tenants", "acme", "top_pages")
     );
     assert!(endpoint.up);
-    assert!(endpoint.outcomes[&ProbeReason::ServerError] >= 4);
-    assert!(endpoint.outcomes[&ProbeReason::Healthy] >= 4);
-    assert!(endpoint.latency.count >= 8);
+    assert!(scheduler.metrics().probes(ProbeReason::ServerError) >= 4);
+    assert!(scheduler.metrics().probes(ProbeReason::Healthy) >= 4);
+    let latency = scheduler.metrics().latency_by_reason();
+    assert!(latency.iter().map(|(_, histogram)| histogram.count).sum::<u64>() >= 8);
     scheduler.shutdown().await;
 }
 

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt as _, TryStreamExt as _};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
-use tenant_access::api::{TenantAccess, TenantAccessStatus, TokenStatus};
+use tenant_access::api::TenantAccess;
+use tenant_access::apply::{Ownership, apply_secret, apply_status};
 use tenant_access::conditions::{DesiredCondition, set_condition};
 use tenant_access::desired::{desired_secret, issue_token};
-use tenant_access::names::{FIELD_MANAGER, condition, reason};
+use tenant_access::names::{condition, reason};
 use tenant_access::validate::validate_tenant_access;
 use tenant_access::workspace::SigningWorkspace;
 
@@ -67,8 +66,7 @@ async fn write_one(
         })?;
     let secret_name = secret.metadata.name.clone().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    secrets
-        .patch(&secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+    apply_secret(&secrets, &secret, Ownership::Force)
         .await
         .map_err(BenchError::kube(format!("floor: applying Secret {namespace}/{secret_name}")))?;
 
@@ -91,33 +89,9 @@ async fn write_one(
         generation,
         now,
     );
-    status.token = Some(TokenStatus {
-        name: validated.token_name.clone(),
-        issued_at: Time(token.issued_at),
-        expires_at: Time(token.expires_at),
-        renewal_time: Time(token.renewal_time),
-        revision,
-        claims_hash: token.claims_hash.clone(),
-        signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
-        secret_name: secret_name.clone(),
-        renew_request: None,
-    });
-    write_status(client, &namespace, &name, &status).await
-}
-
-async fn write_status(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    status: &TenantAccessStatus,
-) -> Result<()> {
-    let api: Api<TenantAccess> = Api::namespaced(client.clone(), namespace);
-    let patch = serde_json::json!({
-        "apiVersion": TenantAccess::api_version(&()),
-        "kind": TenantAccess::kind(&()),
-        "status": status,
-    });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+    status.token = Some(token.status(&validated, signer, revision, None));
+    let api: Api<TenantAccess> = Api::namespaced(client.clone(), &namespace);
+    apply_status(&api, &name, &status)
         .await
         .map_err(BenchError::kube(format!("floor: writing the status of {namespace}/{name}")))?;
     Ok(())

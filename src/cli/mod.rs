@@ -117,18 +117,30 @@ async fn kube_client_limited(
     kubeconfig: Option<&str>,
     limit: crate::kube_client::RateLimit,
 ) -> Result<kube::Client, CliError> {
-    let config = match kubeconfig {
+    limited_client(kube_config(kubeconfig).await?, limit)
+}
+
+/// The Kubernetes configuration: `kubeconfig`, else in-cluster, `$KUBECONFIG` or ~/.kube/config.
+async fn kube_config(kubeconfig: Option<&str>) -> Result<kube::Config, CliError> {
+    match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?
+                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| CliError::Input(format!("no Kubernetes configuration found: {e}")))?,
-    };
+            .map_err(|e| CliError::Input(format!("no Kubernetes configuration found: {e}"))),
+    }
+}
+
+/// A client with a client-side rate limit.
+fn limited_client(
+    config: kube::Config,
+    limit: crate::kube_client::RateLimit,
+) -> Result<kube::Client, CliError> {
     crate::kube_client::build(config, limit)
         .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::CliError;
-use crate::controller::{RunConfig, run as run_controllers};
+use crate::controller::{RunConfig, run_with_event_client};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
@@ -28,6 +28,13 @@ pub(super) struct RunArgs {
     /// Requests allowed at once before --kube-qps applies.
     #[arg(long, env = "TENANT_ACCESS_KUBE_BURST", default_value_t = 400)]
     kube_burst: u32,
+    /// Client-side limit on Kubernetes events per second (sent apart from the other requests,
+    /// so that events never delay a token; when more queue up, the excess is dropped and counted).
+    #[arg(long, env = "TENANT_ACCESS_EVENT_QPS", default_value_t = 50.0)]
+    event_qps: f64,
+    /// Events allowed at once before --event-qps applies.
+    #[arg(long, env = "TENANT_ACCESS_EVENT_BURST", default_value_t = 100)]
+    event_burst: u32,
     /// Requests the operator may make to one Clerk instance per --clerk-budget-window (Clerk
     /// allows 100 per 10 s on development instances, 1000 on production ones).
     #[arg(long, env = "TENANT_ACCESS_CLERK_REQUEST_BUDGET", default_value_t = 90)]
@@ -68,7 +75,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?;
     runtime.block_on(async move {
         let limit = crate::kube_client::RateLimit { qps: args.kube_qps, burst: args.kube_burst };
-        let client = super::kube_client_limited(args.kubeconfig.as_deref(), limit).await?;
+        let kube_config = super::kube_config(args.kubeconfig.as_deref()).await?;
+        let events_limit = crate::kube_client::RateLimit { qps: args.event_qps, burst: args.event_burst };
+        let events_client = super::limited_client(kube_config.clone(), events_limit)?;
+        let client = super::limited_client(kube_config, limit)?;
         let config = RunConfig {
             namespaces: args
                 .namespaces
@@ -88,13 +98,14 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             metrics: crate::metrics::Metrics::default(),
             synced: Arc::default(),
         };
-        supervise(client, config, &args.leadership).await
+        supervise(client, events_client, config, &args.leadership).await
     })
 }
 
 /// Runs the admin server and the controllers, under leader election when enabled.
 async fn supervise(
     client: kube::Client,
+    events_client: kube::Client,
     config: RunConfig,
     leadership: &Leadership,
 ) -> Result<ExitCode, CliError> {
@@ -130,7 +141,7 @@ async fn supervise(
     }
 
     if !leadership.enabled {
-        bounded_shutdown(run_controllers(client, config, on_stop()), on_stop()).await;
+        bounded_shutdown(run_with_event_client(client, events_client, config, on_stop()), on_stop()).await;
         return Ok(ExitCode::SUCCESS);
     }
     let namespace = leadership.namespace.clone().unwrap_or_else(|| config.cluster_resource_namespace.clone());
@@ -158,7 +169,8 @@ async fn supervise(
             let _ = stop.send(true);
         }
     });
-    bounded_shutdown(run_controllers(client, config, on_stop()), on_stop()).await;
+    bounded_shutdown(run_with_event_client(client.clone(), events_client, config, on_stop()), on_stop())
+        .await;
     keeper.abort();
     if lost.load(Ordering::SeqCst) {
         eprintln!(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kube::runtime::events::EventType;
+use crate::events::EventType;
 
 use super::context::Context;
 use super::keys::{ClerkCredentials, WorkspaceProblem};
@@ -104,14 +104,13 @@ pub(super) async fn sync(
                 } else {
                     "the signing key rotated"
                 };
-                ctx.publish(
+                ctx.events.publish(
                     access,
                     EventType::Normal,
                     "ClerkTemplateUpdated",
                     "SyncClerkTemplate",
                     &format!("updated Clerk template {} ({}) because {why}", remote.name, remote.id),
-                )
-                .await;
+                );
                 return synced(desired_status(&remote.id), "updated");
             }
             Err(error) if error.reason() == crate::clerk::reason::NOT_FOUND => {
@@ -165,7 +164,7 @@ async fn create_or_adopt(
             (remote, "ClerkTemplateCreated", "created")
         }
     };
-    ctx.publish(
+    ctx.events.publish(
         access,
         EventType::Normal,
         event,
@@ -174,8 +173,7 @@ async fn create_or_adopt(
             "{how} Clerk template {} ({}) with key {}",
             remote.name, remote.id, signer.signing_key_fingerprint
         ),
-    )
-    .await;
+    );
     let status = desired_status(&remote.id);
     Ok(SyncOutcome::Done {
         condition: DesiredCondition::holds(
@@ -212,13 +210,12 @@ pub(super) async fn delete_remote(
 ) -> Result<(), ClerkError> {
     let client = ctx.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?;
     client.delete(id).await?;
-    ctx.publish(
+    ctx.events.publish(
         access,
         EventType::Normal,
         "ClerkTemplateDeleted",
         "DeleteClerkTemplate",
         &format!("deleted Clerk template {id} (deletionPolicy: Delete)"),
-    )
-    .await;
+    );
     Ok(())
 }

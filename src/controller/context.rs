@@ -1,4 +1,4 @@
-//! What every reconcile shares: the client, the caches, the event recorder, the settings.
+//! What every reconcile shares: the client, the caches, the event publisher, the settings.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -6,15 +6,13 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, core::PartialObjectMeta};
 
 use super::keys::KeyStore;
 use crate::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
 use crate::backoff::{Backoff, jitter};
-use crate::names::OPERATOR_NAME;
-use crate::redact::redact;
+use crate::events::EventPublisher;
 
 /// Settings of a running operator.
 #[derive(Debug, Clone)]
@@ -48,22 +46,14 @@ pub struct Context {
     pub settings: Settings,
     /// Workspace keys.
     pub keys: KeyStore,
-    /// TenantAccess cache.
-    pub tenant_accesses: Store<TenantAccess>,
-    /// Namespaced workspaces cache.
-    pub workspaces: Store<TinybirdWorkspace>,
-    /// Cluster workspaces cache.
-    pub cluster_workspaces: Store<ClusterTinybirdWorkspace>,
-    /// Namespaces (metadata only), for `allowedNamespaces`.
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// Managed Secrets (label-selected), to compare without a GET.
-    pub managed_secrets: Store<Secret>,
-    /// Managed ConfigMaps (label-selected).
-    pub managed_configmaps: Store<ConfigMap>,
-    /// Event recorder.
-    pub recorder: Recorder,
+    /// The watch caches.
+    pub caches: Caches,
+    /// Events, sent off the reconcile path.
+    pub events: EventPublisher,
     /// The objects last written, preferred over older cached copies.
     pub last_writes: super::writes::LastWrites,
+    /// Which Secrets exist (names only), to create a token Secret without a GET first.
+    pub secret_names: super::secret_names::SecretNames,
     /// The endpoint health checks.
     pub health: crate::health::HealthScheduler,
     /// TenantAccess resources registered with the health scheduler (swept when deleted).
@@ -122,12 +112,20 @@ impl Context {
         keys: KeyStore,
         services: Services,
     ) -> Result<Self, crate::clerk::ClerkError> {
-        let Services { instance, clerk_options, health, workspace_rechecks, metrics } = services;
-        let reporter = Reporter { controller: OPERATOR_NAME.to_owned(), instance };
+        let Services {
+            events,
+            last_writes,
+            secret_names,
+            clerk_options,
+            health,
+            workspace_rechecks,
+            metrics,
+        } = services;
         Ok(Self {
             clerk: crate::clerk::ClerkClients::new(clerk_options)?,
-            recorder: Recorder::new(client.clone(), reporter),
-            last_writes: super::writes::LastWrites::default(),
+            events,
+            last_writes,
+            secret_names,
             health,
             health_keys: Arc::default(),
             forced_verifications: Arc::default(),
@@ -136,12 +134,7 @@ impl Context {
             client,
             settings,
             keys,
-            tenant_accesses: caches.tenant_accesses,
-            workspaces: caches.workspaces,
-            cluster_workspaces: caches.cluster_workspaces,
-            namespaces: caches.namespaces,
-            managed_secrets: caches.managed_secrets,
-            managed_configmaps: caches.managed_configmaps,
+            caches,
             http: crate::http::client(crate::tinybird::VERIFY_TIMEOUT).unwrap_or_default(),
             verifications: Arc::default(),
             failures: Arc::default(),
@@ -153,27 +146,6 @@ impl Context {
     #[must_use]
     pub fn now(&self) -> Timestamp {
         (self.clock)()
-    }
-
-    /// Publishes an event about `object`; the note is redacted. Failures are logged, never fatal.
-    pub async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        object: &K,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: &str,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(truncate(&redact(note, &[]), 1000)),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(%reason, error = %redact(&error.to_string(), &[]), "could not publish event");
-        }
     }
 
     /// Asks for a Tinybird check of this workspace's admin token at its next reconcile.
@@ -240,17 +212,6 @@ impl Context {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text[..cut].to_owned()
-}
-
 /// Senders that make the workspace controllers reconcile a workspace now.
 #[derive(Debug, Clone)]
 pub struct WorkspaceRechecks {
@@ -263,8 +224,12 @@ pub struct WorkspaceRechecks {
 /// The services a Context is built with.
 #[allow(missing_debug_implementations)]
 pub struct Services {
-    /// Name of this replica, for events.
-    pub instance: Option<String>,
+    /// The event publisher.
+    pub events: EventPublisher,
+    /// The read-your-writes cache (shared with the watch filters).
+    pub last_writes: super::writes::LastWrites,
+    /// Secret names, fed by the Secret metadata watch.
+    pub secret_names: super::secret_names::SecretNames,
     /// Clerk client settings (budget, timeouts).
     pub clerk_options: crate::clerk::ClerkClientOptions,
     /// The health-check scheduler.

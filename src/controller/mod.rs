@@ -4,6 +4,7 @@ pub mod clerk_sync;
 pub mod context;
 pub mod error;
 pub mod keys;
+pub mod secret_names;
 pub mod tenants;
 pub mod workspaces;
 pub mod writes;
@@ -11,7 +12,7 @@ pub mod writes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt as _, StreamExt as _, future};
+use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _, future};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -59,18 +60,36 @@ where
     }
 }
 
+/// The annotation client-side `kubectl apply` keeps the last applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 fn managed_selector() -> watcher::Config {
     watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
 }
 
-/// Runs the controllers until `shutdown` resolves (then finishes in-flight reconciles).
+/// Runs the controllers until `shutdown` resolves (then finishes in-flight reconciles). Events
+/// are sent with `client` too.
 pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
+    run_with_event_client(client.clone(), client, config, shutdown).await;
+}
+
+/// [`run`], with events sent by `events_client` (its own rate limit, so that events never take
+/// the request budget of the writes).
+pub async fn run_with_event_client(
+    client: Client,
+    events_client: Client,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let shutdown = shutdown.shared();
     let ns = match config.namespaces.as_slice() {
         [only] => Some(only.as_str()),
         _ => None,
     };
     let keys = KeyStore::default();
+
+    let last_writes = writes::LastWrites::default();
+    let secret_names = secret_names::SecretNames::default();
 
     // Managed Secrets: cached (they are ours), managedFields dropped to keep memory small.
     let (managed_secrets, secret_writer) = reflector::store::<Secret>();
@@ -80,7 +99,12 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
     )
     // Deletions too: a deleted Secret (or one whose managed-by label was removed, which leaves
     // the selection) must be restored.
-    .touched_objects();
+    .touched_objects()
+    // The echo of the operator's own write needs no reconcile.
+    .try_filter(not_own({
+        let last_writes = last_writes.clone();
+        move |namespace, name, rv| last_writes.own_secret_event(namespace, name, rv)
+    }));
 
     let (managed_configmaps, configmap_writer) = reflector::store::<ConfigMap>();
     let managed_configmap_stream = reflector::reflector(
@@ -88,15 +112,6 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         watcher(api::<ConfigMap>(&client, ns), managed_selector()).modify(|c| c.managed_fields_mut().clear()),
     )
     .touched_objects();
-
-    // Namespaces, metadata only: for allowedNamespaces and re-evaluation on label changes.
-    let (namespaces, namespace_writer) = reflector::store();
-    let namespace_stream = reflector::reflector(
-        namespace_writer,
-        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
-            .modify(|n| n.managed_fields_mut().clear()),
-    )
-    .applied_objects();
 
     let workspace_controller =
         Controller::new(api::<TinybirdWorkspace>(&client, ns), watcher::Config::default());
@@ -106,11 +121,33 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
     let (tenant_store, tenant_writer) = reflector::store::<TenantAccess>();
     let tenant_stream = reflector::reflector(
         tenant_writer,
-        watcher(api::<TenantAccess>(&client, ns), watcher::Config::default())
-            .modify(|ta| ta.managed_fields_mut().clear()),
+        watcher(api::<TenantAccess>(&client, ns), watcher::Config::default()).modify(|ta| {
+            ta.managed_fields_mut().clear();
+            // `kubectl apply` keeps a copy of the whole object here; nothing reads it.
+            ta.annotations_mut().remove(LAST_APPLIED);
+        }),
     )
-    .applied_objects();
+    .applied_objects()
+    // The echo of the operator's own status write needs no reconcile.
+    .try_filter(not_own({
+        let last_writes = last_writes.clone();
+        move |namespace, name, rv| last_writes.own_status_event(namespace, name, rv)
+    }));
     let tenant_controller = Controller::for_stream(tenant_stream, tenant_store);
+
+    // A single-namespace install has no cluster-wide rights: it serves TinybirdWorkspaces only,
+    // and reads neither namespaces nor the cluster-resource namespace.
+    let cluster_wide = ns.is_none();
+    // Namespaces, metadata only: for allowedNamespaces and re-evaluation on label changes.
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_stream = cluster_wide.then(|| {
+        reflector::reflector(
+            namespace_writer,
+            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+                .modify(|n| n.managed_fields_mut().clear()),
+        )
+        .applied_objects()
+    });
 
     let caches = Caches {
         tenant_accesses: tenant_controller.store(),
@@ -149,7 +186,14 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
         caches.clone(),
         keys.clone(),
         context::Services {
-            instance: config.instance.clone(),
+            events: crate::events::EventPublisher::start(
+                events_client,
+                OPERATOR_NAME,
+                config.instance.clone(),
+                config.metrics.events_dropped.clone(),
+            ),
+            last_writes,
+            secret_names: secret_names.clone(),
             clerk_options,
             health: health.clone(),
             workspace_rechecks: rechecks,
@@ -165,8 +209,11 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
 
     // Admin-token Secrets are watched metadata-only, with no cache: an event only says "this
     // Secret changed", mapped to the workspaces that reference it.
+    // They also tell which Secrets exist (names only), so a first issuance needs no GET.
     let admin_secret_events =
-        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default()).touched_objects();
+        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
+            .inspect_ok(move |event| secret_names.observe(event))
+            .touched_objects();
     let workspaces_for_secret = {
         let workspaces = caches.workspaces.clone();
         let keys = keys.clone();
@@ -188,11 +235,6 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
             refs
         }
     };
-    let cluster_admin_secret_events = watcher(
-        Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &config.cluster_resource_namespace),
-        watcher::Config::default(),
-    )
-    .touched_objects();
     let cluster_workspaces_for_secret = {
         let workspaces = caches.cluster_workspaces.clone();
         let keys = keys.clone();
@@ -224,9 +266,12 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
-    // A single-namespace install has no cluster-wide rights: it serves TinybirdWorkspaces only.
-    let cluster_wide = ns.is_none();
     let cluster_workspaces = if cluster_wide {
+        let cluster_admin_secret_events = watcher(
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &config.cluster_resource_namespace),
+            watcher::Config::default(),
+        )
+        .touched_objects();
         cluster_workspace_controller
             .with_config(controller_config.clone())
             .watches_stream(cluster_admin_secret_events, cluster_workspaces_for_secret)
@@ -253,7 +298,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
                 dependents(&tenants, WorkspaceKind::Namespaced, ws.namespace().as_deref(), &ws.name_any())
             }
         });
-    if cluster_wide {
+    if let Some(namespace_stream) = namespace_stream {
         tenants = tenants
             .watches(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default(), {
                 let tenants = caches.tenant_accesses.clone();
@@ -316,6 +361,22 @@ pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output
     tracing::info!("operator stopped");
 }
 
+/// A watch-stream filter keeping the objects that are not the echo of the operator's own write,
+/// as told by `own(namespace, name, resourceVersion)`.
+fn not_own<K: Resource>(
+    own: impl Fn(&str, &str, Option<&str>) -> bool,
+) -> impl FnMut(&K) -> future::Ready<bool> {
+    move |object| {
+        let meta = object.meta();
+        let own = own(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.resource_version.as_deref(),
+        );
+        future::ready(!own)
+    }
+}
+
 /// The TenantAccess resources that use a workspace.
 fn dependents(
     tenants: &Store<TenantAccess>,
@@ -364,7 +425,8 @@ async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
             let registered: Vec<crate::health::AccessKey> =
                 ctx.health_keys.lock().map(|keys| keys.iter().cloned().collect()).unwrap_or_default();
             for key in registered {
-                if ctx.tenant_accesses.get(&ObjectRef::new(&key.name).within(&key.namespace)).is_none() {
+                if ctx.caches.tenant_accesses.get(&ObjectRef::new(&key.name).within(&key.namespace)).is_none()
+                {
                     ctx.health.unregister(&key);
                     ctx.last_writes.forget_access(&key.namespace, &key.name);
                     if let Ok(mut keys) = ctx.health_keys.lock() {

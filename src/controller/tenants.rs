@@ -3,12 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::EventType;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
@@ -17,7 +16,8 @@ use super::context::Context;
 use super::error::Error;
 use super::keys::{WorkspaceKey, WorkspaceProblem};
 use super::workspaces::{refresh_entry, workspace_key};
-use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus, TokenStatus};
+use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
+use crate::apply::Ownership;
 use crate::backoff::jitter;
 use crate::conditions::{DesiredCondition, find, remove_condition, set_condition};
 use crate::desired::{
@@ -101,7 +101,8 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     // revokes what was issued: access the policy now forbids must not outlive the change.
     let labels = if ctx.settings.cluster_wide {
         Some(
-            ctx.namespaces
+            ctx.caches
+                .namespaces
                 .get(&ObjectRef::new(&namespace))
                 .and_then(|n| n.metadata.labels.clone())
                 .unwrap_or_default(),
@@ -226,8 +227,11 @@ async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report)
     let namespace = access.namespace().unwrap_or_default();
     let secret_name =
         access.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| access.name_any());
-    let cached =
-        ctx.managed_secrets.get(&ObjectRef::new(&secret_name).within(&namespace)).map(|s| s.as_ref().clone());
+    let cached = ctx
+        .caches
+        .managed_secrets
+        .get(&ObjectRef::new(&secret_name).within(&namespace))
+        .map(|s| s.as_ref().clone());
     let Some(secret) = ctx.last_writes.fresher_secret(&namespace, &secret_name, cached) else {
         return Ok(());
     };
@@ -244,14 +248,13 @@ async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report)
     written.metadata.managed_fields = None;
     ctx.last_writes.wrote_secret(written);
     report.status.token = None;
-    ctx.publish(
+    ctx.events.publish(
         access,
         EventType::Warning,
         "TokenRevoked",
         "EnforcePolicy",
         &format!("removed the token from Secret {secret_name}: the TenantAccess no longer complies with its workspace's policy"),
-    )
-    .await;
+    );
     Ok(())
 }
 
@@ -295,14 +298,13 @@ async fn health_stage(
                 ctx.workspace_rechecks.cluster.send(ObjectRef::new(&validated.workspace_name)).is_ok()
             }
         };
-        ctx.publish(
+        ctx.events.publish(
             access,
             EventType::Warning,
             "SignatureRejected",
             "ProbeEndpoint",
             &format!("Tinybird rejected the signature of a token that should be valid: checking workspace {}'s admin token with Tinybird now (was it refreshed outside the cluster?)", validated.workspace_name),
-        )
-        .await;
+        );
     }
     let Some(endpoints) = ctx.health.endpoints(&key) else { return };
     let Some(summary) = summarize(&endpoints) else { return };
@@ -318,14 +320,13 @@ async fn health_stage(
                 (EventType::Warning, "EndpointUnhealthy")
             };
             let detail = endpoint.message.as_deref().unwrap_or(&endpoint.reason);
-            ctx.publish(
+            ctx.events.publish(
                 access,
                 type_,
                 reason,
                 "ProbeEndpoint",
                 &format!("pipe {}: {} ({detail})", endpoint.resource, endpoint.reason),
-            )
-            .await;
+            );
         }
     }
     report.status.endpoints = new;
@@ -366,14 +367,13 @@ async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error>
         match credentials {
             Some(credentials) => clerk_sync::delete_remote(access, &credentials, &id, ctx).await?,
             None => {
-                ctx.publish(
+                ctx.events.publish(
                     access,
                     EventType::Warning,
                     "ClerkTemplateLeft",
                     "DeleteClerkTemplate",
                     &format!("Clerk template {id} was left in Clerk: the workspace has no usable Clerk connection any more; delete it in the Clerk dashboard if it is not needed"),
-                )
-                .await;
+                );
             }
         }
     }
@@ -407,7 +407,7 @@ async fn set_finalizer(access: &TenantAccess, ctx: &Context, present: bool) -> R
 }
 
 async fn delete_configmap(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
-    if ctx.managed_configmaps.get(&ObjectRef::new(name).within(namespace)).is_none() {
+    if ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace)).is_none() {
         return Ok(());
     }
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
@@ -436,7 +436,7 @@ async fn workspace_entry(
     let not_found = |what: String| WorkspaceProblem { reason: reason::WORKSPACE_NOT_FOUND, message: what };
     match validated.workspace_kind {
         WorkspaceKind::Namespaced => {
-            let Some(workspace) = ctx.workspaces.get(&ObjectRef::new(name).within(namespace)) else {
+            let Some(workspace) = ctx.caches.workspaces.get(&ObjectRef::new(name).within(namespace)) else {
                 return Ok(Err(not_found(format!(
                     "TinybirdWorkspace {namespace}/{name} does not exist: a TenantAccess can use a TinybirdWorkspace of its own namespace, or a ClusterTinybirdWorkspace (workspaceRef.kind)"
                 ))));
@@ -449,7 +449,7 @@ async fn workspace_entry(
                     "this operator is installed for one namespace and cannot use ClusterTinybirdWorkspace {name}: use a TinybirdWorkspace in {namespace}, or install the operator cluster-wide"
                 ))));
             }
-            let Some(workspace) = ctx.cluster_workspaces.get(&ObjectRef::new(name)) else {
+            let Some(workspace) = ctx.caches.cluster_workspaces.get(&ObjectRef::new(name)) else {
                 return Ok(Err(not_found(format!("ClusterTinybirdWorkspace {name} does not exist"))));
             };
             if let Err(problem) = admits_namespace(workspace.as_ref(), namespace, ctx) {
@@ -499,6 +499,7 @@ fn admits_namespace(
         ));
     };
     let labels = ctx
+        .caches
         .namespaces
         .get(&ObjectRef::new(namespace))
         .and_then(|ns| ns.metadata.labels.clone())
@@ -525,10 +526,20 @@ async fn reconcile_secret(
     let Some(output) = &validated.secret else { return Ok(None) };
     let namespace = &validated.namespace;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let cached =
-        ctx.managed_secrets.get(&ObjectRef::new(&output.name).within(namespace)).map(|s| s.as_ref().clone());
+    let cached = ctx
+        .caches
+        .managed_secrets
+        .get(&ObjectRef::new(&output.name).within(namespace))
+        .map(|s| s.as_ref().clone());
+    // Not a managed Secret: either absent (then the Secret watch has never seen the name, and a
+    // first issuance needs no GET) or someone else's (read it, to refuse with SecretConflict).
+    let mut known_absent = false;
     let existing = match ctx.last_writes.fresher_secret(namespace, &output.name, cached) {
         Some(secret) => Some(secret),
+        None if ctx.secret_names.certainly_absent(namespace, &output.name) => {
+            known_absent = true;
+            None
+        }
         None => secrets.get_opt(&output.name).await.map_err(Error::ReadSecret)?,
     };
     let owner_uid = access.uid().unwrap_or_default();
@@ -565,7 +576,8 @@ async fn reconcile_secret(
             let Some(secret) = desired_secret(validated, signer, &token, revision, owner) else {
                 return Ok(None);
             };
-            apply_secret(ctx, &secrets, &secret).await?;
+            let ownership = if known_absent { Ownership::NoForce } else { Ownership::Force };
+            apply_secret(ctx, &secrets, &secret, ownership).await?;
             let first = status_token.is_none() && existing.is_none();
             let event_reason = issue_reason.event_reason(first);
             ctx.metrics
@@ -587,7 +599,7 @@ async fn reconcile_secret(
                     token.expires_at, token.renewal_time
                 ),
             ));
-            ctx.publish(
+            ctx.events.publish(
                 access,
                 EventType::Normal,
                 event_reason,
@@ -599,8 +611,7 @@ async fn reconcile_secret(
                     signer.signing_key_fingerprint,
                     token.expires_at
                 ),
-            )
-            .await;
+            );
             tracing::info!(reason = event_reason, revision, secret = %output.name, why = issue_reason.describe(), "token signed");
             rollout_restart(access, validated, revision, ctx).await;
             Ok(Some((token.renewal_time, token.jwt)))
@@ -618,16 +629,15 @@ async fn reconcile_secret(
                 (desired_secret(validated, signer, &token, revision, owner), existing.as_ref())
                 && secret_needs_repair(&desired, observed)
             {
-                apply_secret(ctx, &secrets, &desired).await?;
+                apply_secret(ctx, &secrets, &desired, Ownership::Force).await?;
                 tracing::info!(secret = %output.name, "repaired token Secret metadata");
-                ctx.publish(
+                ctx.events.publish(
                     access,
                     EventType::Normal,
                     "Repaired",
                     "RepairSecret",
                     &format!("restored labels, owner or keys of Secret {} (token kept)", output.name),
-                )
-                .await;
+                );
             }
             tracing::debug!(namespace = %validated.namespace, name = %validated.name, revision, "token kept");
             let requested = status_token.as_ref().and_then(|t| t.renew_request.clone());
@@ -652,12 +662,26 @@ async fn reconcile_secret(
     }
 }
 
-async fn apply_secret(ctx: &Context, secrets: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let mut written = secrets
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret))
-        .await
-        .map_err(Error::WriteSecret)?;
+/// Server-side applies a token Secret. `Ownership::NoForce` is for a Secret believed absent (the
+/// Secret watch never saw its name): a Secret created meanwhile by someone else with a conflicting
+/// field then makes it fail (409) instead of being taken over, and the next attempt reads the
+/// Secret and decides again (SecretConflict).
+async fn apply_secret(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    secret: &Secret,
+    ownership: Ownership,
+) -> Result<(), Error> {
+    let mut written = match crate::apply::apply_secret(secrets, secret, ownership).await {
+        Ok(written) => written,
+        Err(error) => {
+            if matches!(&error, kube::Error::Api(status) if status.code == 409) {
+                let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
+                ctx.secret_names.exists(namespace, secret.metadata.name.as_deref().unwrap_or_default());
+            }
+            return Err(Error::WriteSecret(error));
+        }
+    };
     written.metadata.managed_fields = None;
     ctx.last_writes.wrote_secret(written);
     Ok(())
@@ -665,7 +689,7 @@ async fn apply_secret(ctx: &Context, secrets: &Api<Secret>, secret: &Secret) -> 
 
 async fn apply_configmap(ctx: &Context, namespace: &str, configmap: &ConfigMap) -> Result<(), Error> {
     let name = configmap.metadata.name.clone().unwrap_or_default();
-    if let Some(existing) = ctx.managed_configmaps.get(&ObjectRef::new(&name).within(namespace))
+    if let Some(existing) = ctx.caches.managed_configmaps.get(&ObjectRef::new(&name).within(namespace))
         && existing.data == configmap.data
         && existing.metadata.owner_references == configmap.metadata.owner_references
         && configmap.metadata.labels.iter().flatten().all(|(k, v)| existing.labels().get(k) == Some(v))
@@ -705,25 +729,23 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
         };
         match result {
             Ok(()) => {
-                ctx.publish(
+                ctx.events.publish(
                     access,
                     EventType::Normal,
                     "RolloutRestarted",
                     "RolloutRestart",
                     &format!("{kind} {name} restarted for token revision {revision}"),
-                )
-                .await;
+                );
             }
             Err(error) => {
                 let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source: error };
-                ctx.publish(
+                ctx.events.publish(
                     access,
                     EventType::Warning,
                     "RolloutRestartFailed",
                     "RolloutRestart",
                     &error.redacted(),
-                )
-                .await;
+                );
             }
         }
     }
@@ -781,17 +803,7 @@ impl Report {
         revision: i64,
         renew_request: Option<&str>,
     ) {
-        self.status.token = Some(TokenStatus {
-            name: validated.token_name.clone(),
-            issued_at: Time(token.issued_at),
-            expires_at: Time(token.expires_at),
-            renewal_time: Time(token.renewal_time),
-            revision,
-            claims_hash: token.claims_hash.clone(),
-            signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
-            secret_name: validated.secret.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-            renew_request: renew_request.map(str::to_owned),
-        });
+        self.status.token = Some(token.status(validated, signer, revision, renew_request));
     }
 
     /// Writes the status if it changed, and announces a new refusal once.
@@ -804,7 +816,7 @@ impl Report {
             && status == "False"
             && was.as_ref() != now.as_ref()
         {
-            ctx.publish(access, EventType::Warning, reason, "Reconcile", message).await;
+            ctx.events.publish(access, EventType::Warning, reason, "Reconcile", message);
         }
         // failedAttempts alone never causes a write: a status write triggers the next reconcile,
         // and a counter that changes on every pass would turn a refusal into a busy loop.
@@ -815,17 +827,7 @@ impl Report {
         }
         let api: Api<TenantAccess> =
             Api::namespaced(ctx.client.clone(), &access.namespace().unwrap_or_default());
-        let patch = serde_json::json!({
-            "apiVersion": TenantAccess::api_version(&()),
-            "kind": TenantAccess::kind(&()),
-            "status": self.status,
-        });
-        let written = api
-            .patch_status(
-                &access.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        let written = crate::apply::apply_status(&api, &access.name_any(), &self.status)
             .await
             .map_err(Error::WriteStatus)?;
         ctx.last_writes.wrote_status(

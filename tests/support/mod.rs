@@ -263,6 +263,24 @@ impl Env {
         let list = events.list(&Default::default()).await.unwrap();
         serde_json::to_string(&list.items).unwrap()
     }
+
+    /// Every event in the test namespace, as text, once it contains each of `needles` (events are
+    /// sent in the background, so they may land just after the status that reports the same).
+    pub async fn events_with(&self, needles: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let text = self.events_text().await;
+            if needles.iter().all(|needle| text.contains(needle)) {
+                return text;
+            }
+            let missing: Vec<&&str> = needles.iter().filter(|needle| !text.contains(**needle)).collect();
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no event contains {missing:?} after {TIMEOUT:?}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// GET a pipe at a Tinybird (emulator) at `base_url` with a token in the Authorization header:

@@ -246,9 +246,16 @@ async fn signature_rejection_of_a_token_believed_valid_requests_a_key_check() {
     let key = AccessKey::new("tenants", "acme");
     scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "old-token"));
 
+    // The first rejection asks for the key check at once and holds the verdict (a rotation the
+    // controller is re-signing for would otherwise flip the endpoint to unhealthy and back).
+    let suspected = next_change(&mut events).await;
+    assert!(suspected.key_check);
+    assert!(suspected.endpoints.is_empty(), "no verdict yet: {:?}", verdicts(&suspected));
+    // The second rejection, with the same token, is the verdict.
     let change = next_change(&mut events).await;
     assert_eq!(verdicts(&change)[0], ("top_pages".into(), false, ProbeReason::SignatureRejected));
     assert!(change.key_check);
+    assert_eq!(script.calls_for("top_pages").len(), 2);
     assert!(scheduler.take_key_check(&key));
     assert!(!scheduler.take_key_check(&key), "the flag is taken once");
 
@@ -260,6 +267,42 @@ async fn signature_rejection_of_a_token_believed_valid_requests_a_key_check() {
     assert!(!recovered.key_check);
     let tokens: Vec<String> = script.calls.lock().unwrap().iter().map(|(_, t, _)| t.clone()).collect();
     assert_eq!(tokens.last().map(String::as_str), Some("new-token"));
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_signature_rejection_during_a_re_sign_never_flips_the_endpoint() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    // A name whose confirming re-probe comes at least 300 ms after the rejection, so that the
+    // re-signed token is registered before it (as the controller does within milliseconds).
+    let name = (0..)
+        .map(|i| format!("acme-{i}"))
+        .find(|name| jitter(&format!("tenants/{name}/top_pages/suspect")) > 0.3)
+        .unwrap();
+    let key = AccessKey::new("tenants", &name);
+    let interval = Duration::from_secs(1);
+    scheduler.register(key.clone(), plan(&["top_pages"], interval, "old-token"));
+    let first = next_change(&mut events).await;
+    assert_eq!(verdicts(&first)[0], ("top_pages".into(), true, ProbeReason::Healthy));
+
+    // The key rotated at Tinybird: the same token is now rejected.
+    let rejected = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::SignatureFailed),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    script.by_token.lock().unwrap().insert("old-token".into(), rejected);
+    let suspected = next_change(&mut events).await;
+    assert!(suspected.key_check);
+    assert_eq!(verdicts(&suspected)[0], ("top_pages".into(), true, ProbeReason::Healthy), "held");
+
+    // The controller re-signs: the next probe uses the new token, and nothing ever flipped.
+    scheduler.register(key.clone(), plan(&["top_pages"], interval, "new-token"));
+    wait_until("the re-signed token's probe", || scheduler.metrics().probes(ProbeReason::Healthy) >= 2).await;
+    assert!(events.try_recv().is_none(), "no flip was reported");
+    assert_eq!(scheduler.endpoints(&key).unwrap()[0].reason, ProbeReason::Healthy);
+    let tokens: Vec<String> = script.calls.lock().unwrap().iter().map(|(_, t, _)| t.clone()).collect();
+    assert_eq!(tokens, ["old-token", "old-token", "new-token"]);
     scheduler.shutdown().await;
 }
 
@@ -358,7 +401,7 @@ async fn re_registering_the_same_plan_changes_nothing_and_shutdown_ends_the_even
     let metrics = scheduler.metrics().snapshot();
     assert_eq!(metrics.len(), 1);
     assert!(metrics[0].1.up);
-    assert!(metrics[0].1.outcomes[&ProbeReason::Healthy] >= 5);
+    assert!(scheduler.metrics().probes(ProbeReason::Healthy) >= 5);
 
     scheduler.shutdown().await;
     assert_eq!(tokio::time::timeout(PATIENCE, events.recv()).await.expect("events end"), None);
