@@ -29,6 +29,10 @@ fn redact_token_shapes(text: &str) -> String {
     let flush = |word: &mut String, out: &mut String| {
         if looks_like_token(word) {
             out.push_str(REDACTED);
+        } else if let Some(glued) = glued_token_start(word) {
+            // `token=eyJ...`: a token glued to its name by `=` (query strings, env dumps).
+            out.push_str(&word[..glued]);
+            out.push_str(REDACTED);
         } else {
             out.push_str(word);
         }
@@ -44,6 +48,11 @@ fn redact_token_shapes(text: &str) -> String {
     }
     flush(&mut word, &mut out);
     out
+}
+
+/// Where a token glued after a `=` starts in `word`, if one is.
+fn glued_token_start(word: &str) -> Option<usize> {
+    word.match_indices('=').map(|(at, _)| at + 1).find(|&start| looks_like_token(&word[start..]))
 }
 
 /// A JWT (`eyJ<...>.<...>.<...>`) or a Tinybird token (`p.eyJ<...>.<...>`), possibly truncated.
@@ -72,6 +81,13 @@ mod tests {
         let text = "key p.eyJ1IjoiYWJjIn0.c2lnbmF0dXJl and sk_test_abcdefgh1234 here";
         let redacted = redact(text, &["sk_test_abcdefgh1234"]);
         assert_eq!(redacted, "key <redacted> and <redacted> here");
+    }
+
+    #[test]
+    fn removes_tokens_glued_to_their_name() {
+        let text = "GET /v0/pipes/x.json?token=eyJhbGciOiJIUzI1NiJ9.eyJuYW1lIjoiYSJ9.c2ln&q=1 TB_TOKEN=p.eyJ1IjoiYWJjIn0.c2lnbmF0dXJl";
+        assert_eq!(redact(text, &[]), "GET /v0/pipes/x.json?token=<redacted>&q=1 TB_TOKEN=<redacted>");
+        assert_eq!(redact("a=b c==d", &[]), "a=b c==d");
     }
 
     #[test]
