@@ -125,6 +125,13 @@ pub async fn run_with_event_client(
             ta.managed_fields_mut().clear();
             // `kubectl apply` keeps a copy of the whole object here; nothing reads it.
             ta.annotations_mut().remove(LAST_APPLIED);
+            // An empty map still holds a B-tree node (about 500 bytes).
+            if ta.metadata.annotations.as_ref().is_some_and(std::collections::BTreeMap::is_empty) {
+                ta.metadata.annotations = None;
+            }
+            if ta.metadata.labels.as_ref().is_some_and(std::collections::BTreeMap::is_empty) {
+                ta.metadata.labels = None;
+            }
         }),
     )
     .applied_objects()
