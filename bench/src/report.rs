@@ -196,7 +196,7 @@ impl Report {
         {
             let _ = writeln!(
                 md,
-                "\nIdle window, requests by the operator: {}.",
+                "\nIdle window, API requests other than the harness's (the API server's own `GET namespaces`, about one per 7 s, included): {}.",
                 inline_counts(&i.api_requests.0)
             );
         }
