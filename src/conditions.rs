@@ -47,13 +47,7 @@ pub fn set_condition(
     let DesiredCondition { type_, status, reason, message } = desired;
     let status = if status { "True" } else { "False" }.to_owned();
     let mut message = redact(&message, &[]);
-    if message.len() > MAX_MESSAGE_LEN {
-        let mut cut = MAX_MESSAGE_LEN;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-    }
+    crate::redact::truncate(&mut message, MAX_MESSAGE_LEN);
     let existing = conditions.iter_mut().find(|c| c.type_ == type_);
     let last_transition_time = match &existing {
         Some(c) if c.status == status => c.last_transition_time.clone(),

@@ -23,7 +23,7 @@ use kube::{Api, Client, Resource};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
-use crate::redact::redact;
+use crate::redact::{redact, truncate};
 
 /// Events waiting to be sent; more are dropped (client-go's broadcaster also queues 1000).
 pub const QUEUE_CAPACITY: usize = 1000;
@@ -99,12 +99,14 @@ impl EventPublisher {
         action: &str,
         note: &str,
     ) {
+        let mut note = redact(note, &[]);
+        truncate(&mut note, NOTE_LIMIT);
         let event = PendingEvent {
             regarding: object.object_ref(&()),
             type_,
             reason: reason.to_owned(),
             action: action.to_owned(),
-            note: truncate(&redact(note, &[]), NOTE_LIMIT),
+            note,
         };
         // Closed only after shutdown, when events no longer matter.
         if let Err(mpsc::error::TrySendError::Full(event)) = self.sender.try_send(event) {
@@ -240,19 +242,6 @@ fn build_event(pending: &PendingEvent, controller: &str, instance: &str, now: Ti
     }
 }
 
-/// `text` cut to at most `max` bytes, on a character boundary.
-#[must_use]
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text[..cut].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,12 +277,6 @@ mod tests {
         );
         assert_eq!(event.reporting_instance.as_deref(), Some("op-0"));
         assert_eq!(event.type_.as_deref(), Some("Normal"));
-    }
-
-    #[test]
-    fn truncates_on_a_character_boundary() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("hello", 10), "hello");
     }
 
     #[tokio::test]

@@ -19,6 +19,19 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
     redact_token_shapes(&out)
 }
 
+/// Cuts `text` to at most `max` bytes, on a character boundary (API servers cap condition
+/// messages and event notes).
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+}
+
 fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=')
 }
@@ -88,6 +101,16 @@ mod tests {
         let text = "GET /v0/pipes/x.json?token=eyJhbGciOiJIUzI1NiJ9.eyJuYW1lIjoiYSJ9.c2ln&q=1 TB_TOKEN=p.eyJ1IjoiYWJjIn0.c2lnbmF0dXJl";
         assert_eq!(redact(text, &[]), "GET /v0/pipes/x.json?token=<redacted>&q=1 TB_TOKEN=<redacted>");
         assert_eq!(redact("a=b c==d", &[]), "a=b c==d");
+    }
+
+    #[test]
+    fn truncates_on_a_character_boundary() {
+        let mut text = "héllo".to_owned();
+        truncate(&mut text, 2);
+        assert_eq!(text, "h");
+        let mut text = "hello".to_owned();
+        truncate(&mut text, 10);
+        assert_eq!(text, "hello");
     }
 
     #[test]

@@ -7,16 +7,19 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use tenant_access::apply::{Ownership, apply_secret};
+use tenant_access::names::{LABEL_MANAGED_BY, OPERATOR_NAME};
 use tenant_access_testkit::TestCluster;
 
-fn secret(namespace: &str, token: &str) -> Secret {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "reader", "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "tenant-access-operator"}},
-        "stringData": {"token": token},
-    }))
-    .unwrap()
+/// Secret `reader` holding `token`, labelled as the operator's when `managed`.
+fn secret(namespace: &str, token: &str, managed: bool) -> Secret {
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("reader".into());
+    secret.metadata.namespace = Some(namespace.into());
+    if managed {
+        secret.metadata.labels = Some([(LABEL_MANAGED_BY.to_owned(), OPERATOR_NAME.to_owned())].into());
+    }
+    secret.data = Some([("token".to_owned(), k8s_openapi::ByteString(token.as_bytes().to_vec()))].into());
+    secret
 }
 
 #[tokio::test]
@@ -27,9 +30,7 @@ async fn a_blind_create_fails_on_a_foreign_secret_with_a_conflicting_field_and_c
     let secrets: Api<Secret> = Api::namespaced(client, ns.name());
 
     // Absent: created, and owned by the operator's field manager (later forced applies own it).
-    let mut created = secret(ns.name(), "eyJ.first.token");
-    created.data = Some([("token".to_owned(), k8s_openapi::ByteString(b"eyJ.first.token".to_vec()))].into());
-    created.string_data = None;
+    let created = secret(ns.name(), "eyJ.first.token", true);
     let written = apply_secret(&secrets, &created, Ownership::NoForce).await.unwrap();
     assert!(
         written
@@ -44,9 +45,7 @@ async fn a_blind_create_fails_on_a_foreign_secret_with_a_conflicting_field_and_c
 
     // Someone else's Secret of the same name with its own token: a blind create is refused (409)
     // and the Secret is left exactly as it was.
-    let mut foreign = secret(ns.name(), "theirs");
-    foreign.metadata.labels = None;
-    let foreign = secrets.create(&PostParams::default(), &foreign).await.unwrap();
+    let foreign = secrets.create(&PostParams::default(), &secret(ns.name(), "theirs", false)).await.unwrap();
     let error = apply_secret(&secrets, &created, Ownership::NoForce).await.unwrap_err();
     assert!(matches!(&error, kube::Error::Api(status) if status.code == 409), "{error}");
     let after = secrets.get("reader").await.unwrap();

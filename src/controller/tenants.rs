@@ -243,9 +243,8 @@ async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report)
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({"data": {crate::names::secret_keys::TOKEN: null}});
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
-    let mut written =
+    let written =
         api.patch(&secret_name, &params, &Patch::Merge(&patch)).await.map_err(Error::WriteSecret)?;
-    written.metadata.managed_fields = None;
     ctx.last_writes.wrote_secret(written);
     report.status.token = None;
     ctx.events.publish(
@@ -672,7 +671,7 @@ async fn apply_secret(
     secret: &Secret,
     ownership: Ownership,
 ) -> Result<(), Error> {
-    let mut written = match crate::apply::apply_secret(secrets, secret, ownership).await {
+    let written = match crate::apply::apply_secret(secrets, secret, ownership).await {
         Ok(written) => written,
         Err(error) => {
             if matches!(&error, kube::Error::Api(status) if status.code == 409) {
@@ -682,7 +681,6 @@ async fn apply_secret(
             return Err(Error::WriteSecret(error));
         }
     };
-    written.metadata.managed_fields = None;
     ctx.last_writes.wrote_secret(written);
     Ok(())
 }

@@ -20,16 +20,13 @@ use crate::api::TenantAccessStatus;
 /// `(namespace, name)`.
 type Key = (String, String);
 
-/// The last objects written, per key.
-#[derive(Debug, Default, Clone)]
-pub struct LastWrites {
-    secrets: Arc<Mutex<HashMap<Key, Secret>>>,
-    statuses: Arc<Mutex<HashMap<Key, (String, TenantAccessStatus)>>>,
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.to_owned(), name.to_owned())
 }
 
 /// Whether resourceVersion `a` is older than `b`. Kubernetes documents resourceVersions as
 /// opaque; every API server in use (etcd-backed) issues increasing integers, and anything
-/// unparseable counts as "not older" so that the cache wins.
+/// unparseable (or absent) counts as "not older" so that the cache wins.
 fn older(a: Option<&str>, b: Option<&str>) -> bool {
     match (a.and_then(|a| a.parse::<u64>().ok()), b.and_then(|b| b.parse::<u64>().ok())) {
         (Some(a), Some(b)) => a < b,
@@ -37,75 +34,97 @@ fn older(a: Option<&str>, b: Option<&str>) -> bool {
     }
 }
 
-impl LastWrites {
-    /// Remembers a Secret the operator wrote (the API server's answer).
-    pub fn wrote_secret(&self, secret: Secret) {
-        let key = (
-            secret.metadata.namespace.clone().unwrap_or_default(),
-            secret.metadata.name.clone().unwrap_or_default(),
-        );
-        if let Ok(mut secrets) = self.secrets.lock() {
-            secrets.insert(key, secret);
+/// The last writes of one kind: per object, the resourceVersion a write produced and what was
+/// written.
+#[derive(Debug)]
+struct Written<V> {
+    writes: Arc<Mutex<HashMap<Key, (String, V)>>>,
+}
+
+impl<V> Default for Written<V> {
+    fn default() -> Self {
+        Self { writes: Arc::default() }
+    }
+}
+
+impl<V> Clone for Written<V> {
+    fn clone(&self) -> Self {
+        Self { writes: Arc::clone(&self.writes) }
+    }
+}
+
+impl<V: Clone> Written<V> {
+    fn wrote(&self, key: Key, resource_version: Option<String>, value: V) {
+        if let (Ok(mut writes), Some(rv)) = (self.writes.lock(), resource_version) {
+            writes.insert(key, (rv, value));
         }
+    }
+
+    /// The write when the cache (at `cached_rv`; `None` when the object is not cached) is older;
+    /// otherwise the cache, and the write is forgotten (the cache caught up, or the object
+    /// changed or went since).
+    fn fresher(&self, key: &Key, cached_rv: Option<&str>, cached: Option<V>) -> Option<V> {
+        let Ok(mut writes) = self.writes.lock() else { return cached };
+        if let Some((rv, value)) = writes.get(key)
+            && older(cached_rv, Some(rv))
+        {
+            return Some(value.clone());
+        }
+        writes.remove(key);
+        cached
+    }
+
+    /// Whether a watch event at `resource_version` is the echo of the last write; a write the
+    /// event makes redundant (its echo or anything newer) is forgotten.
+    fn own_event(&self, key: &Key, resource_version: Option<&str>) -> bool {
+        let Ok(mut writes) = self.writes.lock() else { return false };
+        let Some((written_rv, _)) = writes.get(key) else { return false };
+        if older(resource_version, Some(written_rv)) {
+            return false;
+        }
+        let own = resource_version == Some(written_rv.as_str());
+        writes.remove(key);
+        own
+    }
+
+    fn forget(&self, key: &Key) {
+        if let Ok(mut writes) = self.writes.lock() {
+            writes.remove(key);
+        }
+    }
+}
+
+/// The last objects written, per key.
+#[derive(Debug, Default, Clone)]
+pub struct LastWrites {
+    secrets: Written<Secret>,
+    statuses: Written<TenantAccessStatus>,
+}
+
+impl LastWrites {
+    /// Remembers a Secret the operator wrote (the API server's answer; managedFields dropped).
+    pub fn wrote_secret(&self, mut secret: Secret) {
+        secret.metadata.managed_fields = None;
+        let key = key(
+            secret.metadata.namespace.as_deref().unwrap_or_default(),
+            secret.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let rv = secret.metadata.resource_version.clone();
+        self.secrets.wrote(key, rv, secret);
     }
 
     /// The fresher of the cached Secret and the one last written.
     #[must_use]
     pub fn fresher_secret(&self, namespace: &str, name: &str, cached: Option<Secret>) -> Option<Secret> {
-        let key = (namespace.to_owned(), name.to_owned());
-        let mut secrets = self.secrets.lock().ok()?;
-        let fresher = secrets.get(&key).filter(|written| {
-            cached.as_ref().is_some_and(|cached| {
-                older(
-                    cached.metadata.resource_version.as_deref(),
-                    written.metadata.resource_version.as_deref(),
-                )
-            })
-        });
-        if let Some(written) = fresher {
-            return Some(written.clone());
-        }
-        // The cache caught up (or the object changed or went since): the copy is not needed.
-        secrets.remove(&key);
-        cached
+        let cached_rv = cached.as_ref().and_then(|s| s.metadata.resource_version.clone());
+        self.secrets.fresher(&key(namespace, name), cached_rv.as_deref(), cached)
     }
 
     /// Whether this watch event of a Secret is the operator's own last write (then nothing is
     /// left to do). Either way, a copy the event makes redundant is forgotten.
     #[must_use]
     pub fn own_secret_event(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
-        let key = (namespace.to_owned(), name.to_owned());
-        let Ok(mut secrets) = self.secrets.lock() else { return false };
-        let Some(written) = secrets.get(&key) else { return false };
-        let written_rv = written.metadata.resource_version.as_deref();
-        if older(resource_version, written_rv) {
-            return false;
-        }
-        let own = resource_version.is_some() && resource_version == written_rv;
-        secrets.remove(&key);
-        own
-    }
-
-    /// Whether this watch event of a TenantAccess is the operator's own status write. Either
-    /// way, a status the event makes redundant is forgotten.
-    #[must_use]
-    pub fn own_status_event(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
-        let key = (namespace.to_owned(), name.to_owned());
-        let Ok(mut statuses) = self.statuses.lock() else { return false };
-        let Some((written_rv, _)) = statuses.get(&key) else { return false };
-        if older(resource_version, Some(written_rv)) {
-            return false;
-        }
-        let own = resource_version == Some(written_rv.as_str());
-        statuses.remove(&key);
-        own
-    }
-
-    /// Forgets a Secret (deleted).
-    pub fn forget_secret(&self, namespace: &str, name: &str) {
-        if let Ok(mut secrets) = self.secrets.lock() {
-            secrets.remove(&(namespace.to_owned(), name.to_owned()));
-        }
+        self.secrets.own_event(&key(namespace, name), resource_version)
     }
 
     /// Remembers a status written to a TenantAccess (with the resourceVersion it produced).
@@ -116,9 +135,7 @@ impl LastWrites {
         resource_version: Option<String>,
         status: TenantAccessStatus,
     ) {
-        if let (Ok(mut statuses), Some(rv)) = (self.statuses.lock(), resource_version) {
-            statuses.insert((namespace.to_owned(), name.to_owned()), (rv, status));
-        }
+        self.statuses.wrote(key(namespace, name), resource_version, status);
     }
 
     /// The fresher of a TenantAccess's cached status and the one last written.
@@ -130,22 +147,19 @@ impl LastWrites {
         cached_resource_version: Option<&str>,
         cached: Option<TenantAccessStatus>,
     ) -> Option<TenantAccessStatus> {
-        let key = (namespace.to_owned(), name.to_owned());
-        let Ok(mut statuses) = self.statuses.lock() else { return cached };
-        if let Some((rv, status)) = statuses.get(&key)
-            && older(cached_resource_version, Some(rv))
-        {
-            return Some(status.clone());
-        }
-        statuses.remove(&key);
-        cached
+        self.statuses.fresher(&key(namespace, name), cached_resource_version, cached)
+    }
+
+    /// Whether this watch event of a TenantAccess is the operator's own status write. Either
+    /// way, a status the event makes redundant is forgotten.
+    #[must_use]
+    pub fn own_status_event(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
+        self.statuses.own_event(&key(namespace, name), resource_version)
     }
 
     /// Forgets everything about a TenantAccess (deleted).
     pub fn forget_access(&self, namespace: &str, name: &str) {
-        if let Ok(mut statuses) = self.statuses.lock() {
-            statuses.remove(&(namespace.to_owned(), name.to_owned()));
-        }
+        self.statuses.forget(&key(namespace, name));
     }
 }
 
@@ -173,7 +187,7 @@ mod tests {
         // Once the cache caught up, the copy is dropped (memory stays bounded).
         writes.wrote_secret(secret("40"));
         assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("40")))).as_deref(), Some("40"));
-        assert!(writes.secrets.lock().unwrap().is_empty());
+        assert!(writes.secrets.writes.lock().unwrap().is_empty());
     }
 
     #[test]
@@ -188,7 +202,7 @@ mod tests {
         // Someone else's newer write is not ours, and drops the copy.
         writes.wrote_secret(secret("30"));
         assert!(!writes.own_secret_event("ns", "s", Some("31")));
-        assert!(writes.secrets.lock().unwrap().is_empty());
+        assert!(writes.secrets.writes.lock().unwrap().is_empty());
 
         writes.wrote_status("ns", "a", Some("40".into()), TenantAccessStatus::default());
         assert!(!writes.own_status_event("ns", "a", Some("39")));

@@ -267,19 +267,11 @@ impl Env {
     /// Every event in the test namespace, as text, once it contains each of `needles` (events are
     /// sent in the background, so they may land just after the status that reports the same).
     pub async fn events_with(&self, needles: &[&str]) -> String {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
+        eventually_some(&format!("events containing each of {needles:?}"), || async {
             let text = self.events_text().await;
-            if needles.iter().all(|needle| text.contains(needle)) {
-                return text;
-            }
-            let missing: Vec<&&str> = needles.iter().filter(|needle| !text.contains(**needle)).collect();
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no event contains {missing:?} after {TIMEOUT:?}: {text}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            needles.iter().all(|needle| text.contains(needle)).then_some(text)
+        })
+        .await
     }
 }
 
@@ -362,8 +354,24 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    eventually_some(what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
+}
+
+/// [`eventually`] for a check that yields a value once it holds: the value.
+pub async fn eventually_some<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !check().await {
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
         assert!(tokio::time::Instant::now() < deadline, "timed out after {TIMEOUT:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
