@@ -99,7 +99,36 @@ pub fn issue_token(
     now: Timestamp,
 ) -> Result<IssuedToken, SignError> {
     let claims = TinybirdClaims::new(access_claims(access, &workspace.workspace_id), now, access.lifetime);
-    let jwt = jwt::sign(&claims, &workspace.key)?;
+    sign_claims(access, workspace, &claims, now)
+}
+
+/// The token `status.token` describes (its `iat` and `exp`, the spec's claims), signed with the
+/// workspace's current key: the very JWT that was issued when neither the claims nor the key
+/// changed since, because HS256 over the same bytes is deterministic. It lets the reconciler
+/// check a Secret against a digest instead of keeping the Secret in memory.
+///
+/// # Errors
+/// Only if the JWT library fails.
+pub fn token_described_by(
+    access: &ValidatedAccess,
+    workspace: &SigningWorkspace,
+    status: &crate::api::TokenStatus,
+) -> Result<IssuedToken, SignError> {
+    let claims = TinybirdClaims {
+        access: access_claims(access, &workspace.workspace_id),
+        iat: status.issued_at.0.as_second(),
+        exp: status.expires_at.0.as_second(),
+    };
+    sign_claims(access, workspace, &claims, status.issued_at.0)
+}
+
+fn sign_claims(
+    access: &ValidatedAccess,
+    workspace: &SigningWorkspace,
+    claims: &TinybirdClaims,
+    now: Timestamp,
+) -> Result<IssuedToken, SignError> {
+    let jwt = jwt::sign(claims, &workspace.key)?;
     let issued_at = Timestamp::from_second(claims.iat).unwrap_or(now);
     let expires_at = Timestamp::from_second(claims.exp).unwrap_or(now);
     Ok(IssuedToken {

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
+use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::conditions::is_true;
 use crate::health::HealthScheduler;
 use crate::names::condition;
@@ -56,7 +56,7 @@ pub struct CallLabels {
 /// What the scrape-time collector reads.
 #[derive(Clone)]
 struct Sources {
-    tenant_accesses: kube::runtime::reflector::Store<TenantAccess>,
+    tenant_accesses: kube::runtime::reflector::Store<crate::controller::cached_access::CachedTenantAccess>,
     workspaces: kube::runtime::reflector::Store<TinybirdWorkspace>,
     cluster_workspaces: kube::runtime::reflector::Store<ClusterTinybirdWorkspace>,
     health: HealthScheduler,
@@ -136,7 +136,9 @@ impl Metrics {
     /// Connects the scrape-time gauges to the caches (once the controllers exist).
     pub fn attach(
         &self,
-        tenant_accesses: kube::runtime::reflector::Store<TenantAccess>,
+        tenant_accesses: kube::runtime::reflector::Store<
+            crate::controller::cached_access::CachedTenantAccess,
+        >,
         workspaces: kube::runtime::reflector::Store<TinybirdWorkspace>,
         cluster_workspaces: kube::runtime::reflector::Store<ClusterTinybirdWorkspace>,
         health: HealthScheduler,
@@ -180,21 +182,19 @@ impl Collector for CacheCollector {
         let mut ready = Vec::new();
         for access in sources.tenant_accesses.state() {
             let labels = vec![
-                ("namespace", access.metadata.namespace.clone().unwrap_or_default()),
-                ("name", access.metadata.name.clone().unwrap_or_default()),
+                ("namespace", access.namespace_name().to_owned()),
+                ("name", access.object_name().to_owned()),
             ];
-            let status = access.status.as_ref();
-            if let Some(token) = status.and_then(|s| s.token.as_ref()) {
+            if let Some((expires_at, renewal_time)) = access.token_times() {
                 #[allow(clippy::cast_precision_loss)]
                 {
-                    expiry.push((labels.clone(), token.expires_at.0.as_second() as f64));
-                    renewal.push((labels.clone(), token.renewal_time.0.as_second() as f64));
+                    expiry.push((labels.clone(), expires_at as f64));
+                    renewal.push((labels.clone(), renewal_time as f64));
                 }
             }
             let mut with_kind = labels;
             with_kind.push(("kind", "TenantAccess".to_owned()));
-            let is_ready = status.is_some_and(|s| is_true(&s.conditions, condition::READY));
-            ready.push((with_kind, if is_ready { 1.0 } else { 0.0 }));
+            ready.push((with_kind, if access.is_ready() { 1.0 } else { 0.0 }));
         }
         for workspace in sources.workspaces.state() {
             let conditions = workspace.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();

@@ -10,7 +10,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, core::PartialObjectMeta};
 
 use super::keys::KeyStore;
-use crate::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
+use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::backoff::{Backoff, jitter};
 use crate::events::EventPublisher;
 
@@ -54,6 +54,8 @@ pub struct Context {
     pub last_writes: super::writes::LastWrites,
     /// Which Secrets exist (names only), to create a token Secret without a GET first.
     pub secret_names: super::secret_names::SecretNames,
+    /// Digests of the managed token Secrets (instead of a cache of them).
+    pub token_secrets: super::token_secrets::TokenSecrets,
     /// The endpoint health checks.
     pub health: crate::health::HealthScheduler,
     /// TenantAccess resources registered with the health scheduler (swept when deleted).
@@ -87,15 +89,13 @@ impl std::fmt::Debug for Context {
 #[derive(Clone)]
 pub struct Caches {
     /// TenantAccess cache.
-    pub tenant_accesses: Store<TenantAccess>,
+    pub tenant_accesses: Store<super::cached_access::CachedTenantAccess>,
     /// Namespaced workspaces cache.
     pub workspaces: Store<TinybirdWorkspace>,
     /// Cluster workspaces cache.
     pub cluster_workspaces: Store<ClusterTinybirdWorkspace>,
     /// Namespaces cache.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// Managed Secrets cache.
-    pub managed_secrets: Store<Secret>,
     /// Managed ConfigMaps cache.
     pub managed_configmaps: Store<ConfigMap>,
 }
@@ -116,6 +116,7 @@ impl Context {
             events,
             last_writes,
             secret_names,
+            token_secrets,
             clerk_options,
             health,
             workspace_rechecks,
@@ -126,6 +127,7 @@ impl Context {
             events,
             last_writes,
             secret_names,
+            token_secrets,
             health,
             health_keys: Arc::default(),
             forced_verifications: Arc::default(),
@@ -203,6 +205,13 @@ impl Context {
         (attempts, self.settings.backoff.delay(attempts, jitter(&key)))
     }
 
+    /// Records a token Secret the operator wrote (the API server's answer): its digest, and its
+    /// resourceVersion to recognise the watch event it causes.
+    pub fn wrote_secret(&self, secret: &Secret) {
+        self.token_secrets.wrote(secret);
+        self.last_writes.wrote_secret(secret);
+    }
+
     /// Forgets the failures of `object` after a success.
     pub fn record_success<K: Resource<DynamicType = ()>>(&self, object: &K) {
         let key = ObjectRef::from_obj(object).to_string();
@@ -230,6 +239,8 @@ pub struct Services {
     pub last_writes: super::writes::LastWrites,
     /// Secret names, fed by the Secret metadata watch.
     pub secret_names: super::secret_names::SecretNames,
+    /// Digests of the managed token Secrets (instead of a cache of them).
+    pub token_secrets: super::token_secrets::TokenSecrets,
     /// Clerk client settings (budget, timeouts).
     pub clerk_options: crate::clerk::ClerkClientOptions,
     /// The health-check scheduler.

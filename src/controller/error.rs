@@ -24,6 +24,8 @@ pub enum Error {
     Clerk(#[from] crate::clerk::ClerkError),
     #[error("updating finalizers: {0}")]
     WriteFinalizer(#[source] kube::Error),
+    #[error("{0}")]
+    DecodeCache(#[from] super::cached_access::DecodeError),
 }
 
 impl Error {
@@ -39,6 +41,7 @@ impl Error {
             | Self::RolloutRestart { .. } => "kube_write",
             Self::Sign(_) => "sign",
             Self::Clerk(_) => "clerk",
+            Self::DecodeCache(_) => "cache",
         }
     }
 

@@ -1,11 +1,13 @@
 //! The running operator: watches, caches and the two reconcilers (workspaces, TenantAccess).
 
+pub mod cached_access;
 pub mod clerk_sync;
 pub mod context;
 pub mod error;
 pub mod keys;
 pub mod secret_names;
 pub mod tenants;
+pub mod token_secrets;
 pub mod workspaces;
 pub mod writes;
 
@@ -19,9 +21,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use self::cached_access::CachedTenantAccess;
 use self::context::{Caches, Context, Settings};
 use self::keys::{KeyStore, SecretKey};
-use crate::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
+use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::names::{LABEL_MANAGED_BY, OPERATOR_NAME};
 use crate::validate::WorkspaceKind;
 
@@ -60,9 +63,6 @@ where
     }
 }
 
-/// The annotation client-side `kubectl apply` keeps the last applied object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 fn managed_selector() -> watcher::Config {
     watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
 }
@@ -91,20 +91,22 @@ pub async fn run_with_event_client(
     let last_writes = writes::LastWrites::default();
     let secret_names = secret_names::SecretNames::default();
 
-    // Managed Secrets: cached (they are ours), managedFields dropped to keep memory small.
-    let (managed_secrets, secret_writer) = reflector::store::<Secret>();
-    let managed_secret_stream = reflector::reflector(
-        secret_writer,
-        watcher(api::<Secret>(&client, ns), managed_selector()).modify(|s| s.managed_fields_mut().clear()),
-    )
-    // Deletions too: a deleted Secret (or one whose managed-by label was removed, which leaves
-    // the selection) must be restored.
-    .touched_objects()
-    // The echo of the operator's own write needs no reconcile.
-    .try_filter(not_own({
-        let last_writes = last_writes.clone();
-        move |namespace, name, rv| last_writes.own_secret_event(namespace, name, rv)
-    }));
+    // Managed Secrets: not cached, only digested (see `token_secrets`); the watch still triggers
+    // the owners.
+    let token_secrets = token_secrets::TokenSecrets::default();
+    let managed_secret_stream = watcher(api::<Secret>(&client, ns), managed_selector())
+        .inspect_ok({
+            let token_secrets = token_secrets.clone();
+            move |event| token_secrets.observe(event)
+        })
+        // Deletions too: a deleted Secret (or one whose managed-by label was removed, which leaves
+        // the selection) must be restored.
+        .touched_objects()
+        // The echo of the operator's own write needs no reconcile.
+        .try_filter(not_own({
+            let last_writes = last_writes.clone();
+            move |namespace, name, rv| last_writes.own_secret_event(namespace, name, rv)
+        }));
 
     let (managed_configmaps, configmap_writer) = reflector::store::<ConfigMap>();
     let managed_configmap_stream = reflector::reflector(
@@ -117,22 +119,12 @@ pub async fn run_with_event_client(
         Controller::new(api::<TinybirdWorkspace>(&client, ns), watcher::Config::default());
     let cluster_workspace_controller =
         Controller::new(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default());
-    // TenantAccess cache without managedFields: at 10,000 objects they would be most of the memory.
-    let (tenant_store, tenant_writer) = reflector::store::<TenantAccess>();
+    // TenantAccess cache, compact (see `cached_access`): at 10,000 objects it would otherwise be
+    // most of the memory.
+    let (tenant_store, tenant_writer) = reflector::store::<CachedTenantAccess>();
     let tenant_stream = reflector::reflector(
         tenant_writer,
-        watcher(api::<TenantAccess>(&client, ns), watcher::Config::default()).modify(|ta| {
-            ta.managed_fields_mut().clear();
-            // `kubectl apply` keeps a copy of the whole object here; nothing reads it.
-            ta.annotations_mut().remove(LAST_APPLIED);
-            // An empty map still holds a B-tree node (about 500 bytes).
-            if ta.metadata.annotations.as_ref().is_some_and(std::collections::BTreeMap::is_empty) {
-                ta.metadata.annotations = None;
-            }
-            if ta.metadata.labels.as_ref().is_some_and(std::collections::BTreeMap::is_empty) {
-                ta.metadata.labels = None;
-            }
-        }),
+        watcher(api::<CachedTenantAccess>(&client, ns), watcher::Config::default()),
     )
     .applied_objects()
     // The echo of the operator's own status write needs no reconcile.
@@ -161,7 +153,6 @@ pub async fn run_with_event_client(
         workspaces: workspace_controller.store(),
         cluster_workspaces: cluster_workspace_controller.store(),
         namespaces,
-        managed_secrets,
         managed_configmaps,
     };
     let settings = Settings {
@@ -201,6 +192,7 @@ pub async fn run_with_event_client(
             ),
             last_writes,
             secret_names: secret_names.clone(),
+            token_secrets,
             clerk_options,
             health: health.clone(),
             workspace_rechecks: rechecks,
@@ -320,7 +312,7 @@ pub async fn run_with_event_client(
                     tenants
                         .state()
                         .iter()
-                        .filter(|ta| ta.namespace().as_deref() == Some(name.as_str()))
+                        .filter(|ta| ta.namespace_name() == name)
                         .map(|ta| ObjectRef::from_obj(ta.as_ref()))
                         .collect::<Vec<_>>()
                 }
@@ -344,16 +336,17 @@ pub async fn run_with_event_client(
     let synced = {
         let caches = caches.clone();
         let flag = config.synced.clone();
+        let token_secrets = ctx.token_secrets.clone();
         async move {
-            let (a, b, c, d) = futures::join!(
+            let (a, b, c, ()) = futures::join!(
                 caches.tenant_accesses.wait_until_ready(),
                 caches.workspaces.wait_until_ready(),
-                caches.managed_secrets.wait_until_ready(),
                 caches.managed_configmaps.wait_until_ready(),
+                token_secrets.wait_until_synced(),
             );
             let cluster =
                 if cluster_wide { caches.cluster_workspaces.wait_until_ready().await.is_ok() } else { true };
-            if a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && cluster {
+            if a.is_ok() && b.is_ok() && c.is_ok() && cluster {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!("caches synced: ready");
             }
@@ -386,23 +379,15 @@ fn not_own<K: Resource>(
 
 /// The TenantAccess resources that use a workspace.
 fn dependents(
-    tenants: &Store<TenantAccess>,
+    tenants: &Store<CachedTenantAccess>,
     kind: WorkspaceKind,
     namespace: Option<&str>,
     name: &str,
-) -> Vec<ObjectRef<TenantAccess>> {
+) -> Vec<ObjectRef<CachedTenantAccess>> {
     tenants
         .state()
         .iter()
-        .filter(|ta| {
-            let ta_kind = match ta.spec.workspace_ref.kind.as_deref() {
-                Some(crate::api::KIND_CLUSTER_WORKSPACE) => WorkspaceKind::Cluster,
-                _ => WorkspaceKind::Namespaced,
-            };
-            ta_kind == kind
-                && ta.spec.workspace_ref.name == name
-                && (kind == WorkspaceKind::Cluster || ta.namespace().as_deref() == namespace)
-        })
+        .filter(|ta| ta.uses_workspace(kind, namespace, name))
         .map(|ta| ObjectRef::from_obj(ta.as_ref()))
         .collect()
 }

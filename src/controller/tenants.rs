@@ -11,33 +11,44 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
+use super::cached_access::CachedTenantAccess;
 use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
 use super::keys::{WorkspaceKey, WorkspaceProblem};
+use super::token_secrets::{SecretDigest, TokenMatch};
 use super::workspaces::{refresh_entry, workspace_key};
-use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
+use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus, TokenStatus};
 use crate::apply::Ownership;
 use crate::backoff::jitter;
 use crate::conditions::{DesiredCondition, find, remove_condition, set_condition};
 use crate::desired::{
     IssuedToken, clerk_configmap_name, clerk_template, desired_clerk_configmap, desired_secret, issue_token,
+    token_described_by,
 };
 use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
 use crate::names::{ANNOTATION_REVISION, FIELD_MANAGER, FINALIZER, condition, reason};
-use crate::reconcile::decide::{Observed, TokenDecision, decide_token, renew_request, secret_needs_repair};
+use crate::reconcile::decide::{
+    Observed, TokenDecision, decide_token, other_signature_reason, renew_request, secret_needs_repair,
+};
 use crate::selector;
 use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
 use crate::workspace::SigningWorkspace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// Reconciles one TenantAccess.
 ///
 /// # Errors
 /// Transient API errors (retried with backoff); expected problems become conditions.
-pub async fn reconcile(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = tracing::info_span!("reconcile", kind = "TenantAccess", namespace = %access.namespace().unwrap_or_default(), name = %access.name_any());
+pub async fn reconcile(cached: Arc<CachedTenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!("reconcile", kind = "TenantAccess", namespace = %cached.namespace_name(), name = %cached.object_name());
     let started = std::time::Instant::now();
-    let result = tracing::Instrument::instrument(reconcile_inner(access, ctx.clone()), span).await;
+    let result = match cached.decode() {
+        Ok(access) => {
+            tracing::Instrument::instrument(reconcile_inner(Arc::new(access), ctx.clone()), span).await
+        }
+        Err(error) => Err(Error::DecodeCache(error)),
+    };
     let outcome = match &result {
         Ok(_) => "success",
         Err(error) => error.category(),
@@ -227,17 +238,12 @@ async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report)
     let namespace = access.namespace().unwrap_or_default();
     let secret_name =
         access.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| access.name_any());
-    let cached = ctx
-        .caches
-        .managed_secrets
-        .get(&ObjectRef::new(&secret_name).within(&namespace))
-        .map(|s| s.as_ref().clone());
-    let Some(secret) = ctx.last_writes.fresher_secret(&namespace, &secret_name, cached) else {
-        return Ok(());
-    };
     let owner_uid = access.uid().unwrap_or_default();
-    let has_token = secret.data.as_ref().is_some_and(|d| d.contains_key(crate::names::secret_keys::TOKEN));
-    if !crate::reconcile::decide::is_owned_by(&secret, &owner_uid) || !has_token {
+    let has_token = match ctx.token_secrets.get(&namespace, &secret_name) {
+        Some(digest) => digest.controlled_by(&owner_uid) && digest.has_token(),
+        None => false,
+    };
+    if !has_token {
         return Ok(());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -245,7 +251,7 @@ async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report)
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     let written =
         api.patch(&secret_name, &params, &Patch::Merge(&patch)).await.map_err(Error::WriteSecret)?;
-    ctx.last_writes.wrote_secret(written);
+    ctx.wrote_secret(&written);
     report.status.token = None;
     ctx.events.publish(
         access,
@@ -525,40 +531,45 @@ async fn reconcile_secret(
     let Some(output) = &validated.secret else { return Ok(None) };
     let namespace = &validated.namespace;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let cached = ctx
-        .caches
-        .managed_secrets
-        .get(&ObjectRef::new(&output.name).within(namespace))
-        .map(|s| s.as_ref().clone());
-    // Not a managed Secret: either absent (then the Secret watch has never seen the name, and a
-    // first issuance needs no GET) or someone else's (read it, to refuse with SecretConflict).
-    let mut known_absent = false;
-    let existing = match ctx.last_writes.fresher_secret(namespace, &output.name, cached) {
-        Some(secret) => Some(secret),
-        None if ctx.secret_names.certainly_absent(namespace, &output.name) => {
-            known_absent = true;
-            None
-        }
-        None => secrets.get_opt(&output.name).await.map_err(Error::ReadSecret)?,
-    };
     let owner_uid = access.uid().unwrap_or_default();
     let status_token = report.previous.token.clone();
-    let decision = decide_token(
+    let owner = access.controller_owner_ref(&());
+    let observed = observe_token_secret(
+        ctx,
+        &secrets,
         validated,
         signer,
-        Observed {
-            owner_uid: &owner_uid,
-            secret: existing.as_ref(),
-            status_token: status_token.as_ref(),
-            annotations: access.metadata.annotations.as_ref(),
-        },
-        report.now,
-    );
+        &owner_uid,
+        status_token.as_ref(),
+        owner.clone(),
+    )
+    .await?;
+    let known_absent = matches!(observed, ObservedSecret::Absent { known: true });
+    let (existing, digest) = match observed {
+        ObservedSecret::Absent { .. } => (None, None),
+        ObservedSecret::Read(secret) => (Some(secret), None),
+        ObservedSecret::Digest { secret, digest } => (Some(secret), Some(digest)),
+    };
+    let decision = match &digest {
+        Some((_, TokenMatch::OtherSignature)) => {
+            TokenDecision::Issue(other_signature_reason(status_token.as_ref(), signer))
+        }
+        _ => decide_token(
+            validated,
+            signer,
+            Observed {
+                owner_uid: &owner_uid,
+                secret: existing.as_ref(),
+                status_token: status_token.as_ref(),
+                annotations: access.metadata.annotations.as_ref(),
+            },
+            report.now,
+        ),
+    };
     let secret_revision = existing
         .as_ref()
         .and_then(|s| s.metadata.annotations.as_ref()?.get(ANNOTATION_REVISION)?.parse::<i64>().ok());
     let known_revision = status_token.as_ref().map(|t| t.revision).max(secret_revision).unwrap_or(0);
-    let owner = access.controller_owner_ref(&());
 
     match decision {
         TokenDecision::Conflict => {
@@ -624,9 +635,13 @@ async fn reconcile_secret(
                 expires_at: current.expires_at,
                 renewal_time: current.renewal_time,
             };
-            if let (Some(desired), Some(observed)) =
-                (desired_secret(validated, signer, &token, revision, owner), existing.as_ref())
-                && secret_needs_repair(&desired, observed)
+            let needs_repair = |desired: &Secret| match (&digest, existing.as_ref()) {
+                (Some((digest, _)), _) => digest.lacks(desired),
+                (None, Some(observed)) => secret_needs_repair(desired, observed),
+                (None, None) => false,
+            };
+            if let Some(desired) = desired_secret(validated, signer, &token, revision, owner)
+                && needs_repair(&desired)
             {
                 apply_secret(ctx, &secrets, &desired, Ownership::Force).await?;
                 tracing::info!(secret = %output.name, "repaired token Secret metadata");
@@ -681,8 +696,79 @@ async fn apply_secret(
             return Err(Error::WriteSecret(error));
         }
     };
-    ctx.last_writes.wrote_secret(written);
+    ctx.wrote_secret(&written);
     Ok(())
+}
+
+/// What a reconcile knows of the token Secret.
+enum ObservedSecret {
+    /// There is none (`known`: the Secret watch never saw the name, so nothing was read).
+    Absent { known: bool },
+    /// Read from the API server.
+    Read(Secret),
+    /// The Secret the operator wrote for the token the status describes (built again, not
+    /// read), with the digest that matched it: the same as reading it, for every decision.
+    Digest { secret: Secret, digest: (SecretDigest, TokenMatch) },
+}
+
+/// Finds out what the token Secret holds, reading it only when its digest cannot tell.
+async fn observe_token_secret(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    validated: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    owner_uid: &str,
+    status_token: Option<&TokenStatus>,
+    owner: Option<OwnerReference>,
+) -> Result<ObservedSecret, Error> {
+    let Some(output) = &validated.secret else { return Ok(ObservedSecret::Absent { known: false }) };
+    let namespace = &validated.namespace;
+    match ctx.token_secrets.get(namespace, &output.name) {
+        Some(digest) => {
+            if let Some(secret) =
+                rebuild_token_secret(&digest, validated, signer, owner_uid, status_token, owner)?
+            {
+                return Ok(secret);
+            }
+        }
+        // Not a managed Secret: either absent (then the Secret watch has never seen the name,
+        // and a first issuance needs no GET) or someone else's (read it, to refuse with
+        // SecretConflict).
+        None if ctx.secret_names.certainly_absent(namespace, &output.name) => {
+            return Ok(ObservedSecret::Absent { known: true });
+        }
+        None => {}
+    }
+    Ok(match secrets.get_opt(&output.name).await.map_err(Error::ReadSecret)? {
+        Some(secret) => ObservedSecret::Read(secret),
+        None => ObservedSecret::Absent { known: false },
+    })
+}
+
+/// The Secret as the operator wrote it for the token `status.token` describes, when the digest
+/// shows that the Secret holds that token (or the same claims signed with another key, during
+/// a rotation) with that revision, under this TenantAccess's control. None: read it instead.
+fn rebuild_token_secret(
+    digest: &SecretDigest,
+    validated: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    owner_uid: &str,
+    status_token: Option<&TokenStatus>,
+    owner: Option<OwnerReference>,
+) -> Result<Option<ObservedSecret>, Error> {
+    let Some(status) = status_token else { return Ok(None) };
+    if !digest.controlled_by(owner_uid)
+        || !digest.has_annotation(ANNOTATION_REVISION, &status.revision.to_string())
+    {
+        return Ok(None);
+    }
+    let token = token_described_by(validated, signer, status)?;
+    let token_match = digest.token_match(&token.jwt);
+    if token_match == TokenMatch::Unknown {
+        return Ok(None);
+    }
+    Ok(desired_secret(validated, signer, &token, status.revision, owner)
+        .map(|secret| ObservedSecret::Digest { secret, digest: (digest.clone(), token_match) }))
 }
 
 async fn apply_configmap(ctx: &Context, namespace: &str, configmap: &ConfigMap) -> Result<(), Error> {
@@ -840,8 +926,8 @@ impl Report {
 
 /// Backoff on transient errors. (The signature is the one `Controller::run` expects.)
 #[allow(clippy::needless_pass_by_value)]
-pub fn error_policy(access: Arc<TenantAccess>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(access: Arc<CachedTenantAccess>, error: &Error, ctx: Arc<Context>) -> Action {
     let (attempts, delay) = ctx.record_failure(access.as_ref());
-    tracing::warn!(namespace = %access.namespace().unwrap_or_default(), name = %access.name_any(), attempts, category = error.category(), error = %error.redacted(), "reconcile failed");
+    tracing::warn!(namespace = %access.namespace_name(), name = %access.object_name(), attempts, category = error.category(), error = %error.redacted(), "reconcile failed");
     Action::requeue(delay)
 }

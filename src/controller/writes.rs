@@ -94,30 +94,22 @@ impl<V: Clone> Written<V> {
     }
 }
 
-/// The last objects written, per key.
+/// The last objects written, per key: statuses whole (read-your-writes), Secrets by
+/// resourceVersion only (their digests are in [`super::token_secrets::TokenSecrets`]).
 #[derive(Debug, Default, Clone)]
 pub struct LastWrites {
-    secrets: Written<Secret>,
+    secrets: Written<()>,
     statuses: Written<TenantAccessStatus>,
 }
 
 impl LastWrites {
-    /// Remembers a Secret the operator wrote (the API server's answer; managedFields dropped).
-    pub fn wrote_secret(&self, mut secret: Secret) {
-        secret.metadata.managed_fields = None;
+    /// Remembers the resourceVersion of a Secret the operator wrote (the API server's answer).
+    pub fn wrote_secret(&self, secret: &Secret) {
         let key = key(
             secret.metadata.namespace.as_deref().unwrap_or_default(),
             secret.metadata.name.as_deref().unwrap_or_default(),
         );
-        let rv = secret.metadata.resource_version.clone();
-        self.secrets.wrote(key, rv, secret);
-    }
-
-    /// The fresher of the cached Secret and the one last written.
-    #[must_use]
-    pub fn fresher_secret(&self, namespace: &str, name: &str, cached: Option<Secret>) -> Option<Secret> {
-        let cached_rv = cached.as_ref().and_then(|s| s.metadata.resource_version.clone());
-        self.secrets.fresher(&key(namespace, name), cached_rv.as_deref(), cached)
+        self.secrets.wrote(key, secret.metadata.resource_version.clone(), ());
     }
 
     /// Whether this watch event of a Secret is the operator's own last write (then nothing is
@@ -176,31 +168,35 @@ mod tests {
     }
 
     #[test]
-    fn prefers_its_own_newer_write_over_a_stale_cache() {
+    fn prefers_its_own_newer_status_over_a_stale_cache() {
         let writes = LastWrites::default();
-        writes.wrote_secret(secret("20"));
-        let rv = |s: Option<Secret>| s.and_then(|s| s.metadata.resource_version);
-        assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("10")))).as_deref(), Some("20"));
-        assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("30")))).as_deref(), Some("30"));
-        // Deleted meanwhile (not in the cache): the cache is right.
-        assert_eq!(rv(writes.fresher_secret("ns", "s", None)), None);
+        let status = |revision: u32| TenantAccessStatus {
+            failed_attempts: Some(revision),
+            ..TenantAccessStatus::default()
+        };
+        writes.wrote_status("ns", "a", Some("20".into()), status(2));
+        let fresher = |rv: &str, cached: u32| {
+            writes.fresher_status("ns", "a", Some(rv), Some(status(cached))).and_then(|s| s.failed_attempts)
+        };
+        assert_eq!(fresher("10", 1), Some(2));
+        assert_eq!(fresher("30", 3), Some(3));
         // Once the cache caught up, the copy is dropped (memory stays bounded).
-        writes.wrote_secret(secret("40"));
-        assert_eq!(rv(writes.fresher_secret("ns", "s", Some(secret("40")))).as_deref(), Some("40"));
-        assert!(writes.secrets.writes.lock().unwrap().is_empty());
+        writes.wrote_status("ns", "a", Some("40".into()), status(4));
+        assert_eq!(fresher("40", 4), Some(4));
+        assert!(writes.statuses.writes.lock().unwrap().is_empty());
     }
 
     #[test]
     fn recognises_the_watch_event_of_its_own_write_once() {
         let writes = LastWrites::default();
-        writes.wrote_secret(secret("20"));
+        writes.wrote_secret(&secret("20"));
         // An older event (still in flight) is not ours and keeps the copy.
         assert!(!writes.own_secret_event("ns", "s", Some("10")));
         assert!(writes.own_secret_event("ns", "s", Some("20")));
         // Delivered: the copy is gone, a repeat of the event is not "ours" any more.
         assert!(!writes.own_secret_event("ns", "s", Some("20")));
         // Someone else's newer write is not ours, and drops the copy.
-        writes.wrote_secret(secret("30"));
+        writes.wrote_secret(&secret("30"));
         assert!(!writes.own_secret_event("ns", "s", Some("31")));
         assert!(writes.secrets.writes.lock().unwrap().is_empty());
 

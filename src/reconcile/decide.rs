@@ -125,6 +125,20 @@ pub fn renew_request(annotations: Option<&BTreeMap<String, String>>) -> Option<&
     annotations.and_then(|a| a.get(ANNOTATION_RENEW)).map(String::as_str)
 }
 
+/// Why a token whose signature does not verify with the workspace key is re-signed: the key
+/// rotated since the status's token was signed, or else the token was edited.
+#[must_use]
+pub fn other_signature_reason(
+    status_token: Option<&TokenStatus>,
+    workspace: &SigningWorkspace,
+) -> IssueReason {
+    if status_token.is_some_and(|t| t.signing_key_fingerprint != workspace.signing_key_fingerprint) {
+        IssueReason::SigningKeyChanged
+    } else {
+        IssueReason::TokenInvalid
+    }
+}
+
 /// Decides what to do with the token at `now`.
 #[must_use]
 pub fn decide_token(
@@ -152,14 +166,7 @@ pub fn decide_token(
         return TokenDecision::Issue(IssueReason::TokenUnparseable);
     };
     if !parsed.signature_matches(&workspace.key) {
-        let signed_with_other_key = observed
-            .status_token
-            .is_some_and(|t| t.signing_key_fingerprint != workspace.signing_key_fingerprint);
-        return TokenDecision::Issue(if signed_with_other_key {
-            IssueReason::SigningKeyChanged
-        } else {
-            IssueReason::TokenInvalid
-        });
+        return TokenDecision::Issue(other_signature_reason(observed.status_token, workspace));
     }
     let (Ok(claims), Some(issued_at), Some(expires_at)) =
         (parsed.claims(), parsed.issued_at(), parsed.expires_at())

@@ -1,0 +1,85 @@
+//! Heap taken per TenantAccess by what the operator keeps of it and of its token Secret (issue 9:
+//! RSS under 64 MiB at 10,000 TenantAccess). Measured with dhat's heap statistics over 1000
+//! objects built from real ones (a TenantAccess and its Secret as the API server served them in
+//! `make bench`, managedFields included, as a watch delivers them).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::{reflector, watcher};
+use tenant_access::api::TenantAccess;
+use tenant_access::controller::cached_access::CachedTenantAccess;
+use tenant_access::controller::token_secrets::TokenSecrets;
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+const COUNT: usize = 1000;
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `COUNT` copies of a fixture as JSON, each with its own name, uid and resourceVersion.
+fn copies(name: &str) -> Vec<String> {
+    let template = fixture(name);
+    (0..COUNT)
+        .map(|i| {
+            let mut object = template.clone();
+            object["metadata"]["name"] = format!("t-{i:05}").into();
+            object["metadata"]["uid"] = format!("01321691-1412-4fda-b1da-{i:012}").into();
+            object["metadata"]["resourceVersion"] = format!("{}", 1000 + i).into();
+            object.to_string()
+        })
+        .collect()
+}
+
+/// Heap bytes per object that `keep` adds when given every copy.
+fn bytes_per_object(jsons: &[String], mut keep: impl FnMut(&str)) -> usize {
+    let before = dhat::HeapStats::get().curr_bytes;
+    for json in jsons {
+        keep(json);
+    }
+    (dhat::HeapStats::get().curr_bytes - before) / jsons.len()
+}
+
+// One test, since dhat allows one profiler at a time.
+#[test]
+fn what_is_kept_per_tenant_access_stays_small() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+
+    let accesses = copies("cached-tenant-access.json");
+    let (full_store, mut full_writer) = reflector::store::<TenantAccess>();
+    let full = bytes_per_object(&accesses, |json| {
+        let mut access: TenantAccess = serde_json::from_str(json).unwrap();
+        access.metadata.managed_fields = None;
+        full_writer.apply_watcher_event(&watcher::Event::Apply(access));
+    });
+    let (store, mut writer) = reflector::store::<CachedTenantAccess>();
+    let compact = bytes_per_object(&accesses, |json| {
+        writer.apply_watcher_event(&watcher::Event::Apply(serde_json::from_str(json).unwrap()));
+    });
+    assert_eq!(store.state().len(), COUNT);
+    assert_eq!(full_store.state().len(), COUNT);
+
+    let secrets = copies("cached-token-secret.json");
+    let (secret_store, mut secret_writer) = reflector::store::<Secret>();
+    let full_secret = bytes_per_object(&secrets, |json| {
+        let mut secret: Secret = serde_json::from_str(json).unwrap();
+        secret.metadata.managed_fields = None;
+        secret_writer.apply_watcher_event(&watcher::Event::Apply(secret));
+    });
+    assert_eq!(secret_store.state().len(), COUNT);
+    let digests = TokenSecrets::default();
+    let digest = bytes_per_object(&secrets, |json| {
+        digests.observe(&watcher::Event::Apply(serde_json::from_str(json).unwrap()));
+    });
+    assert!(digests.get("bench-qv5xhu-memory-0", "t-00999").is_some());
+
+    println!(
+        "heap per object: TenantAccess {full} B decoded, {compact} B cached; token Secret {full_secret} B \
+         decoded, {digest} B as a digest"
+    );
+    assert!(compact <= 2048, "a cached TenantAccess takes {compact} bytes");
+    assert!(digest <= 256, "a token Secret's digest takes {digest} bytes");
+}
