@@ -4,11 +4,20 @@
 //! `make bench`, managedFields included, as a watch delivers them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::{reflector, watcher};
 use tenant_access::api::TenantAccess;
 use tenant_access::controller::cached_access::CachedTenantAccess;
 use tenant_access::controller::token_secrets::TokenSecrets;
+use tenant_access::health::{
+    AccessKey, EndpointProber, HealthConfig, HealthScheduler, PlannedEndpoint, ProbeCredential, ProbeOutcome,
+    ProbePlan, ProbeReason, ProbeRequest,
+};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -76,10 +85,63 @@ fn what_is_kept_per_tenant_access_stays_small() {
     });
     assert!(digests.get("bench-qv5xhu-memory-0", "t-00999").is_some());
 
+    let health = health_bytes_per_access(&secrets[0]);
+
     println!(
         "heap per object: TenantAccess {full} B decoded, {compact} B cached; token Secret {full_secret} B \
-         decoded, {digest} B as a digest"
+         decoded, {digest} B as a digest; health checks {health} B"
     );
-    assert!(compact <= 2048, "a cached TenantAccess takes {compact} bytes");
+    assert!(compact <= 1024, "a cached TenantAccess takes {compact} bytes");
     assert!(digest <= 256, "a token Secret's digest takes {digest} bytes");
+}
+
+/// Always healthy, at once.
+struct Healthy;
+
+impl EndpointProber for Healthy {
+    fn probe(&self, _: ProbeRequest) -> BoxFuture<'static, ProbeOutcome> {
+        Box::pin(async {
+            ProbeOutcome {
+                reason: ProbeReason::Healthy,
+                status_code: Some(200),
+                message: String::new(),
+                retry_after: None,
+                auth_rejection: None,
+            }
+        })
+    }
+}
+
+/// Heap per TenantAccess registered with the health scheduler, once each endpoint was probed.
+fn health_bytes_per_access(secret_json: &str) -> usize {
+    let secret: Secret = serde_json::from_str(secret_json).unwrap();
+    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (health, mut events) = HealthScheduler::start(HealthConfig::default(), Arc::new(Healthy));
+        // The controller consumes the changes as they come.
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let keys: Vec<AccessKey> =
+            (0..COUNT).map(|i| AccessKey::new("bench-qv5xhu-memory-0", format!("t-{i:05}"))).collect();
+        let before = dhat::HeapStats::get().curr_bytes;
+        for key in &keys {
+            let plan = ProbePlan {
+                api_url: "http://127.0.0.1:37403".into(),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(5),
+                params: BTreeMap::new(),
+                endpoints: vec![PlannedEndpoint { resource: "top_pages".into(), skipped: None }],
+                credential: ProbeCredential::issued(&token),
+            };
+            health.register(key.clone(), plan);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while keys.iter().any(|key| health.endpoints(key).is_none_or(|e| e.is_empty())) {
+            assert!(tokio::time::Instant::now() < deadline, "the probes did not all report");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let bytes = (dhat::HeapStats::get().curr_bytes - before) / COUNT;
+        health.shutdown().await;
+        bytes
+    })
 }

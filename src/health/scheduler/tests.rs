@@ -406,3 +406,17 @@ async fn re_registering_the_same_plan_changes_nothing_and_shutdown_ends_the_even
     scheduler.shutdown().await;
     assert_eq!(tokio::time::timeout(PATIENCE, events.recv()).await.expect("events end"), None);
 }
+
+#[test]
+fn print_sizes_tmp() {
+    println!(
+        "SIZES plan {} cred {} state {} registered {} health {} key {} labels {}",
+        std::mem::size_of::<ProbePlan>(),
+        std::mem::size_of::<ProbeCredential>(),
+        std::mem::size_of::<EndpointState>(),
+        std::mem::size_of::<Registered>(),
+        std::mem::size_of::<EndpointHealth>(),
+        std::mem::size_of::<AccessKey>(),
+        std::mem::size_of::<crate::health::EndpointLabels>(),
+    );
+}
