@@ -228,20 +228,19 @@ impl Collector for CacheCollector {
         )?;
         gauge_family(&mut encoder, "ready", "1 when the resource's Ready condition is True", &ready)?;
 
-        let snapshot = sources.health.metrics().snapshot();
         let mut up = Vec::new();
-        for (labels, metrics) in &snapshot {
+        sources.health.endpoint_up(|key, resource, healthy| {
             let labels: Labels = vec![
-                ("namespace", labels.namespace.clone()),
-                ("name", labels.name.clone()),
-                ("resource", labels.resource.clone()),
+                ("namespace", key.namespace.to_string()),
+                ("name", key.name.to_string()),
+                ("resource", resource.to_owned()),
             ];
-            up.push((labels, if metrics.up { 1.0 } else { 0.0 }));
-        }
+            up.push((labels, if healthy { 1.0 } else { 0.0 }));
+        });
         gauge_family(
             &mut encoder,
             "endpoint_up",
-            "1 when the pipe endpoint answered healthily at the last probe",
+            "1 when the pipe endpoint is healthy (the verdict of its probes, as in status.endpoints)",
             &up,
         )?;
 

@@ -93,6 +93,7 @@ fn what_is_kept_per_tenant_access_stays_small() {
     );
     assert!(compact <= 1024, "a cached TenantAccess takes {compact} bytes");
     assert!(digest <= 256, "a token Secret's digest takes {digest} bytes");
+    assert!(health <= 1100, "the health checks of a TenantAccess take {health} bytes");
 }
 
 /// Always healthy, at once.
@@ -122,7 +123,7 @@ fn health_bytes_per_access(secret_json: &str) -> usize {
         // The controller consumes the changes as they come.
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         let keys: Vec<AccessKey> =
-            (0..COUNT).map(|i| AccessKey::new("bench-qv5xhu-memory-0", format!("t-{i:05}"))).collect();
+            (0..COUNT).map(|i| AccessKey::new("bench-qv5xhu-memory-0", &format!("t-{i:05}"))).collect();
         let before = dhat::HeapStats::get().curr_bytes;
         for key in &keys {
             let plan = ProbePlan {

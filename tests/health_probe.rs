@@ -335,14 +335,11 @@ async fn the_scheduler_reports_only_flips_and_recovery_from_a_server_error() {
     wait_until("three more healthy probes", || probes() >= recovered_at + 3).await;
     assert_eq!(events.try_recv(), None, "no change while it stays healthy");
 
-    let metrics = scheduler.metrics().snapshot();
-    assert_eq!(metrics.len(), 1);
-    let (labels, endpoint) = &metrics[0];
-    assert_eq!(
-        (labels.namespace.as_str(), labels.name.as_str(), labels.resource.as_str()),
-        ("tenants", "acme", "top_pages")
-    );
-    assert!(endpoint.up);
+    let mut up = Vec::new();
+    scheduler.endpoint_up(|key, resource, healthy| {
+        up.push((key.namespace.to_string(), key.name.to_string(), resource.to_owned(), healthy));
+    });
+    assert_eq!(up, vec![("tenants".to_owned(), "acme".to_owned(), "top_pages".to_owned(), true)]);
     assert!(scheduler.metrics().probes(ProbeReason::ServerError) >= 4);
     assert!(scheduler.metrics().probes(ProbeReason::Healthy) >= 4);
     let latency = scheduler.metrics().latency_by_reason();

@@ -85,7 +85,8 @@ impl CachedTenantAccess {
             ..ObjectMeta::default()
         };
         let json = serde_json::to_vec(&access)?;
-        let compressed = lz4_flex::block::compress_prepend_size_with_dict(&json, dictionary()).into_boxed_slice();
+        let compressed =
+            lz4_flex::block::compress_prepend_size_with_dict(&json, dictionary()).into_boxed_slice();
         Ok(Self { metadata, compressed, workspace_kind, workspace_name, token_times, ready })
     }
 

@@ -700,6 +700,9 @@ async fn apply_secret(
     Ok(())
 }
 
+/// How long a reconcile waits for the first list of managed Secrets before reading its Secret.
+const SECRET_LIST_PATIENCE: Duration = Duration::from_secs(10);
+
 /// What a reconcile knows of the token Secret.
 enum ObservedSecret {
     /// There is none (`known`: the Secret watch never saw the name, so nothing was read).
@@ -723,6 +726,9 @@ async fn observe_token_secret(
 ) -> Result<ObservedSecret, Error> {
     let Some(output) = &validated.secret else { return Ok(ObservedSecret::Absent { known: false }) };
     let namespace = &validated.namespace;
+    // At a (re)start, the list of managed Secrets is on its way: wait for it rather than read
+    // each Secret (bounded, should that watch be failing).
+    ctx.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
     match ctx.token_secrets.get(namespace, &output.name) {
         Some(digest) => {
             if let Some(secret) =

@@ -235,6 +235,12 @@ impl TokenSecrets {
         let _ = synced.wait_for(|synced| *synced).await;
     }
 
+    /// Waits (at most `patience`) for the watch's first list, so that the reconciles of a
+    /// (re)start do not each GET a Secret that the list is about to deliver.
+    pub async fn synced_within(&self, patience: std::time::Duration) {
+        let _ = tokio::time::timeout(patience, self.wait_until_synced()).await;
+    }
+
     /// The digest of a managed Secret, if the watch (or a write) has seen it.
     #[must_use]
     pub fn get(&self, namespace: &str, name: &str) -> Option<SecretDigest> {

@@ -1,13 +1,11 @@
-//! Probe metrics, kept per endpoint so that an exporter can render them at scrape time and no
-//! series outlives its TenantAccess. Labels are bounded: namespace, name, resource and a
-//! [`ProbeReason`]; never a message.
+//! Probe metrics for an exporter to render at scrape time: latency and counts by
+//! [`ProbeReason`] (a bounded label; never a message).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::classify::ProbeReason;
-use super::scheduler::AccessKey;
 
 /// Upper bounds (seconds) of the probe latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -37,35 +35,16 @@ impl LatencyHistogram {
     }
 }
 
-/// What is known about one endpoint's probes (per endpoint, so kept small).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EndpointMetrics {
-    /// Up (healthy) or down after the last probe.
-    pub up: bool,
-}
-
-/// Labels of one endpoint's series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EndpointLabels {
-    /// TenantAccess namespace.
-    pub namespace: String,
-    /// TenantAccess name.
-    pub name: String,
-    /// The pipe.
-    pub resource: String,
-}
-
 #[derive(Debug, Default)]
 struct Recorded {
-    endpoints: BTreeMap<EndpointLabels, EndpointMetrics>,
     /// Latency of every probe by outcome (bounded: one histogram per reason), and so the count
     /// of probes by outcome. Never reset when a TenantAccess goes: they are counters.
     by_reason: BTreeMap<ProbeReason, LatencyHistogram>,
 }
 
-/// Probe metrics: endpoint up/down per registered TenantAccess, shared with the exporter, and
-/// latency by outcome over all endpoints (a histogram per endpoint would be 13 series per
-/// tenant: 17 MB of text per scrape at 10,000 tenants).
+/// Probe metrics: latency by outcome over all endpoints (a histogram per endpoint would be 13
+/// series per tenant: 17 MB of text per scrape at 10,000 tenants). Endpoint up/down is the
+/// scheduler's reported health ([`super::HealthScheduler::endpoint_up`]), not kept twice.
 #[derive(Debug, Clone, Default)]
 pub struct HealthMetrics {
     recorded: Arc<Mutex<Recorded>>,
@@ -73,35 +52,10 @@ pub struct HealthMetrics {
 
 impl HealthMetrics {
     /// Records one probe.
-    pub fn record(&self, key: &AccessKey, resource: &str, reason: ProbeReason, up: bool, latency: Duration) {
-        let Ok(mut recorded) = self.recorded.lock() else { return };
-        recorded.by_reason.entry(reason).or_default().observe(latency);
-        let labels = EndpointLabels {
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            resource: resource.to_owned(),
-        };
-        recorded.endpoints.insert(labels, EndpointMetrics { up });
-    }
-
-    /// Drops the series of endpoints of `key` not in `resources` (all of them for an empty list).
-    pub fn retain(&self, key: &AccessKey, resources: &[&str]) {
+    pub fn record(&self, reason: ProbeReason, latency: Duration) {
         if let Ok(mut recorded) = self.recorded.lock() {
-            recorded.endpoints.retain(|labels, _| {
-                labels.namespace != key.namespace
-                    || labels.name != key.name
-                    || resources.contains(&labels.resource.as_str())
-            });
+            recorded.by_reason.entry(reason).or_default().observe(latency);
         }
-    }
-
-    /// Every endpoint's metrics, for an exporter at scrape time.
-    #[must_use]
-    pub fn snapshot(&self) -> Vec<(EndpointLabels, EndpointMetrics)> {
-        self.recorded
-            .lock()
-            .map(|recorded| recorded.endpoints.iter().map(|(l, m)| (l.clone(), *m)).collect())
-            .unwrap_or_default()
     }
 
     /// Probe latency by outcome, over every endpoint since the start.
@@ -129,19 +83,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_up_per_endpoint_and_latency_by_outcome_and_forgets_removed_endpoints() {
+    fn records_latency_and_counts_by_outcome() {
         let metrics = HealthMetrics::default();
-        let key = AccessKey::new("tenants", "acme");
-        metrics.record(&key, "top_pages", ProbeReason::Healthy, true, Duration::from_millis(30));
-        metrics.record(&key, "top_pages", ProbeReason::ServerError, false, Duration::from_millis(700));
-        metrics.record(&key, "tenant_events", ProbeReason::Healthy, true, Duration::from_millis(5));
-
-        let snapshot = metrics.snapshot();
-        assert_eq!(snapshot.len(), 2);
-        let (labels, top_pages) = &snapshot[1];
-        assert_eq!(labels.resource, "top_pages");
-        assert!(!top_pages.up);
-        assert!(snapshot[0].1.up);
+        metrics.record(ProbeReason::Healthy, Duration::from_millis(30));
+        metrics.record(ProbeReason::ServerError, Duration::from_millis(700));
+        metrics.record(ProbeReason::Healthy, Duration::from_millis(5));
 
         let latency = metrics.latency_by_reason();
         let healthy = &latency.iter().find(|(r, _)| *r == ProbeReason::Healthy).unwrap().1;
@@ -150,11 +96,5 @@ mod tests {
         assert_eq!(healthy.buckets[2], 2, "30ms is within 50ms");
         assert_eq!(metrics.probes(ProbeReason::ServerError), 1);
         assert_eq!(metrics.probes(ProbeReason::Unreachable), 0);
-
-        metrics.retain(&key, &["tenant_events"]);
-        assert_eq!(metrics.snapshot().len(), 1);
-        metrics.retain(&key, &[]);
-        assert!(metrics.snapshot().is_empty());
-        assert_eq!(metrics.probes(ProbeReason::Healthy), 2, "counters outlive their endpoints");
     }
 }

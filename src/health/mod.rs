@@ -31,7 +31,7 @@ pub mod schedule;
 pub mod scheduler;
 
 pub use classify::{AuthRejection, ProbeOutcome, ProbeReason, TransportError, classify};
-pub use metrics::{EndpointLabels, EndpointMetrics, HealthMetrics, LatencyHistogram};
+pub use metrics::{HealthMetrics, LatencyHistogram};
 pub use plan::{PROBE_TOKEN_LIFETIME, PlannedEndpoint, ProbeCredential, ProbePlan};
 pub use probe::{EndpointProber, HttpProber, ProbeRequest};
 pub use report::{EndpointHealth, HealthSummary, summarize};

@@ -35,8 +35,9 @@ pub enum ProbeCredential {
     Signed {
         /// The workspace admin token.
         key: AdminToken,
-        /// The claims, shortcodes replaced by `healthCheck.sampleParams`.
-        claims: AccessClaims,
+        /// The claims, shortcodes replaced by `healthCheck.sampleParams` (boxed: the far more
+        /// common `Issued` plans stay small).
+        claims: Box<AccessClaims>,
     },
 }
 
@@ -57,7 +58,7 @@ impl ProbeCredential {
         match self {
             Self::Issued { token, .. } => Ok(token.clone()),
             Self::Signed { key, claims } => {
-                sign(&TinybirdClaims::new(claims.clone(), now, PROBE_TOKEN_LIFETIME), key)
+                sign(&TinybirdClaims::new((**claims).clone(), now, PROBE_TOKEN_LIFETIME), key)
             }
         }
     }
@@ -161,7 +162,7 @@ impl ProbePlan {
         claims.scopes.retain(|scope| !unprobeable.contains(&scope.resource));
         let credential = match issued_token {
             Some(token) => ProbeCredential::issued(token),
-            None => ProbeCredential::Signed { key: workspace.key.clone(), claims },
+            None => ProbeCredential::Signed { key: workspace.key.clone(), claims: Box::new(claims) },
         };
         Some(Self {
             api_url: workspace.api_url.trim_end_matches('/').to_owned(),

@@ -26,19 +26,20 @@ use crate::backoff::jitter;
 /// Default bound of probes in flight at once, over all TenantAccesses.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 
-/// Identity of a TenantAccess: namespace and name.
+/// Identity of a TenantAccess: namespace and name. Its clones share the strings (the scheduler,
+/// its readers and the controller each keep one per TenantAccess).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccessKey {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl AccessKey {
     /// The key of `namespace/name`.
     #[must_use]
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: &str, name: &str) -> Self {
         Self { namespace: namespace.into(), name: name.into() }
     }
 }
@@ -111,24 +112,28 @@ pub struct HealthScheduler {
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
-/// State read by the handle while the task owns the schedule.
-#[derive(Debug, Default)]
+/// The schedule, shared by the task (which changes it) and the handle (which reads the reported
+/// health from it): one copy of each TenantAccess's state.
+#[derive(Default)]
 struct Shared {
-    endpoints: Mutex<HashMap<AccessKey, Vec<EndpointHealth>>>,
+    accesses: Mutex<HashMap<AccessKey, Registered>>,
     key_checks: Mutex<HashSet<AccessKey>>,
 }
 
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
 impl Shared {
-    fn set_endpoints(&self, key: &AccessKey, endpoints: Vec<EndpointHealth>) {
-        if let Ok(mut map) = self.endpoints.lock() {
-            map.insert(key.clone(), endpoints);
-        }
+    /// The schedule (a panic elsewhere while it was held leaves it as consistent as any state).
+    fn lock_accesses(&self) -> std::sync::MutexGuard<'_, HashMap<AccessKey, Registered>> {
+        self.accesses.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn forget(&self, key: &AccessKey) {
-        if let Ok(mut map) = self.endpoints.lock() {
-            map.remove(key);
-        }
+        self.lock_accesses().remove(key);
         self.take_key_check(key);
     }
 
@@ -159,7 +164,6 @@ impl HealthScheduler {
         let worker = Worker {
             prober,
             semaphore: Arc::new(Semaphore::new(config.concurrency.max(1))),
-            accesses: HashMap::new(),
             probes: JoinSet::new(),
             in_flight: HashMap::new(),
             events,
@@ -180,7 +184,7 @@ impl HealthScheduler {
         let _ = self.commands.send(Command::Register(key, Box::new(plan)));
     }
 
-    /// Stops probing a TenantAccess and forgets its health and metrics.
+    /// Stops probing a TenantAccess and forgets its health.
     pub fn unregister(&self, key: &AccessKey) {
         self.shared.forget(key);
         let _ = self.commands.send(Command::Unregister(key.clone()));
@@ -190,7 +194,19 @@ impl HealthScheduler {
     /// `status.endpoints` should hold. `None` when it is not registered.
     #[must_use]
     pub fn endpoints(&self, key: &AccessKey) -> Option<Vec<EndpointHealth>> {
-        self.shared.endpoints.lock().ok()?.get(key).cloned()
+        self.shared.lock_accesses().get(key).map(Registered::reported)
+    }
+
+    /// Calls `visit(key, resource, healthy)` for every probed endpoint with a verdict (for the
+    /// `endpoint_up` gauge at scrape time; a held verdict keeps the previous one).
+    pub fn endpoint_up(&self, mut visit: impl FnMut(&AccessKey, &str, bool)) {
+        for (key, access) in self.shared.lock_accesses().iter() {
+            for endpoint in access.endpoints.iter().filter(|e| e.skipped.is_none()) {
+                if let Some(reported) = &endpoint.reported {
+                    visit(key, &endpoint.resource, reported.healthy);
+                }
+            }
+        }
     }
 
     /// Whether a signature rejection of a token believed valid was seen since the last call
@@ -258,7 +274,6 @@ impl Registered {
 struct Worker {
     prober: Arc<dyn EndpointProber>,
     semaphore: Arc<Semaphore>,
-    accesses: HashMap<AccessKey, Registered>,
     probes: JoinSet<ProbeResult>,
     /// Which endpoint (and plan generation) each probe task is for.
     in_flight: HashMap<Id, (AccessKey, u64, String)>,
@@ -288,7 +303,8 @@ impl Worker {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        self.accesses
+        self.shared
+            .lock_accesses()
             .values()
             .flat_map(|access| &access.endpoints)
             .filter(|e| e.skipped.is_none() && !e.in_flight)
@@ -301,10 +317,10 @@ impl Worker {
             self.unregister(&key);
             return;
         }
-        let previous = self.accesses.remove(&key);
+        let previous = self.shared.lock_accesses().remove(&key);
         if let Some(previous) = previous {
             if *previous.plan == plan {
-                self.accesses.insert(key, previous);
+                self.shared.lock_accesses().insert(key, previous);
                 return;
             }
             self.replace(key, plan, Some(previous));
@@ -358,24 +374,21 @@ impl Worker {
         let registered = Registered { plan: Arc::new(plan), generation, endpoints };
         let before = previous.map(|p| p.reported()).unwrap_or_default();
         let after = registered.reported();
-        let probed: Vec<&str> = registered.plan.probed_resources().collect();
-        self.metrics.retain(&key, &probed);
-        self.accesses.insert(key.clone(), registered);
-        self.shared.set_endpoints(&key, after.clone());
+        self.shared.lock_accesses().insert(key.clone(), registered);
         if !same_health(&before, &after) {
             self.publish(HealthChange { key, endpoints: after, key_check: false });
         }
     }
 
     fn unregister(&mut self, key: &AccessKey) {
-        self.accesses.remove(key);
         self.shared.forget(key);
-        self.metrics.retain(key, &[]);
     }
 
     fn dispatch_due(&mut self) {
         let now = Instant::now();
-        for (key, access) in &mut self.accesses {
+        let shared = Arc::clone(&self.shared);
+        let mut accesses = shared.lock_accesses();
+        for (key, access) in accesses.iter_mut() {
             for endpoint in access.endpoints.iter_mut().filter(|e| e.skipped.is_none() && !e.in_flight) {
                 if endpoint.due > now {
                     continue;
@@ -417,7 +430,9 @@ impl Worker {
             }
         };
         let Some((key, generation, resource)) = self.in_flight.remove(&id) else { return };
-        let Some(access) = self.accesses.get_mut(&key) else { return };
+        let shared = Arc::clone(&self.shared);
+        let mut accesses = shared.lock_accesses();
+        let Some(access) = accesses.get_mut(&key) else { return };
         if access.generation != generation {
             return;
         }
@@ -442,7 +457,7 @@ impl Worker {
 
         let health =
             EndpointHealth::from_outcome(&resource, &outcome, endpoint.reported.as_ref().map(|r| r.healthy));
-        self.metrics.record(&key, &resource, outcome.reason, health.healthy, latency);
+        self.metrics.record(outcome.reason, latency);
         let key_check = outcome.reason == ProbeReason::SignatureRejected
             && believed_valid
             && outcome.auth_rejection.is_some_and(AuthRejection::suspects_the_key);
@@ -468,7 +483,6 @@ impl Worker {
         }
         if flipped || newly_flagged {
             let endpoints = access.reported();
-            self.shared.set_endpoints(&key, endpoints.clone());
             self.publish(HealthChange { key, endpoints, key_check });
         }
     }
