@@ -24,7 +24,6 @@ use crate::backoff::jitter;
 use crate::conditions::{DesiredCondition, find, remove_condition, set_condition};
 use crate::desired::{
     IssuedToken, clerk_configmap_name, clerk_template, desired_clerk_configmap, desired_secret, issue_token,
-    token_described_by,
 };
 use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
 use crate::names::{ANNOTATION_REVISION, FIELD_MANAGER, FINALIZER, condition, reason};
@@ -731,10 +730,11 @@ async fn observe_token_secret(
     ctx.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
     match ctx.token_secrets.get(namespace, &output.name) {
         Some(digest) => {
-            if let Some(secret) =
-                rebuild_token_secret(&digest, validated, signer, owner_uid, status_token, owner)?
+            if let Some(status) = status_token
+                && let Some((secret, token_match)) =
+                    digest.rebuild(validated, signer, owner_uid, status, owner)?
             {
-                return Ok(secret);
+                return Ok(ObservedSecret::Digest { secret, digest: (digest, token_match) });
             }
         }
         // Not a managed Secret: either absent (then the Secret watch has never seen the name,
@@ -749,32 +749,6 @@ async fn observe_token_secret(
         Some(secret) => ObservedSecret::Read(secret),
         None => ObservedSecret::Absent { known: false },
     })
-}
-
-/// The Secret as the operator wrote it for the token `status.token` describes, when the digest
-/// shows that the Secret holds that token (or the same claims signed with another key, during
-/// a rotation) with that revision, under this TenantAccess's control. None: read it instead.
-fn rebuild_token_secret(
-    digest: &SecretDigest,
-    validated: &ValidatedAccess,
-    signer: &SigningWorkspace,
-    owner_uid: &str,
-    status_token: Option<&TokenStatus>,
-    owner: Option<OwnerReference>,
-) -> Result<Option<ObservedSecret>, Error> {
-    let Some(status) = status_token else { return Ok(None) };
-    if !digest.controlled_by(owner_uid)
-        || !digest.has_annotation(ANNOTATION_REVISION, &status.revision.to_string())
-    {
-        return Ok(None);
-    }
-    let token = token_described_by(validated, signer, status)?;
-    let token_match = digest.token_match(&token.jwt);
-    if token_match == TokenMatch::Unknown {
-        return Ok(None);
-    }
-    Ok(desired_secret(validated, signer, &token, status.revision, owner)
-        .map(|secret| ObservedSecret::Digest { secret, digest: (digest.clone(), token_match) }))
 }
 
 async fn apply_configmap(ctx: &Context, namespace: &str, configmap: &ConfigMap) -> Result<(), Error> {

@@ -217,4 +217,4 @@ pub fn secret_needs_repair(desired: &Secret, observed: &Secret) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

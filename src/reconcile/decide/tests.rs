@@ -10,10 +10,10 @@ use crate::desired::{IssuedToken, desired_secret, issue_token};
 use crate::validate::validate_tenant_access;
 use crate::workspace::resolve;
 
-const UID: &str = "uid-acme";
-const SPEC: &str = "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: acme}}]\nlifetime: 1h\nsecret: {}\n";
+pub(crate) const UID: &str = "uid-acme";
+pub(crate) const SPEC: &str = "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: acme}}]\nlifetime: 1h\nsecret: {}\n";
 
-fn workspace(key: &str) -> SigningWorkspace {
+pub(crate) fn workspace(key: &str) -> SigningWorkspace {
     let spec = WorkspaceSpec {
         admin_token_secret_ref: SecretKeySelector { name: "admin".into(), key: None },
         ..WorkspaceSpec::default()
@@ -22,7 +22,7 @@ fn workspace(key: &str) -> SigningWorkspace {
         .unwrap()
 }
 
-fn access(yaml: &str) -> ValidatedAccess {
+pub(crate) fn access(yaml: &str) -> ValidatedAccess {
     let spec: TenantAccessSpec = serde_saphyr::from_str(yaml).unwrap();
     validate_tenant_access("acme", "acme", &spec).unwrap()
 }
@@ -31,7 +31,7 @@ fn t0() -> Timestamp {
     "2026-01-01T00:00:00Z".parse().unwrap()
 }
 
-fn owner() -> OwnerReference {
+pub(crate) fn owner() -> OwnerReference {
     OwnerReference {
         uid: UID.into(),
         controller: Some(true),
@@ -41,7 +41,7 @@ fn owner() -> OwnerReference {
 }
 
 /// A Secret as the operator wrote it at `t0` with `ws`'s key, and its status.
-fn issued(access: &ValidatedAccess, ws: &SigningWorkspace) -> (Secret, TokenStatus, IssuedToken) {
+pub(crate) fn issued(access: &ValidatedAccess, ws: &SigningWorkspace) -> (Secret, TokenStatus, IssuedToken) {
     let token = issue_token(access, ws, t0()).unwrap();
     let secret = desired_secret(access, ws, &token, 1, Some(owner())).unwrap();
     let status = TokenStatus {
