@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::events::EventType;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -33,7 +34,6 @@ use crate::reconcile::decide::{
 use crate::selector;
 use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
 use crate::workspace::SigningWorkspace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// Reconciles one TenantAccess.
 ///

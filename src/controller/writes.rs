@@ -1,8 +1,8 @@
 //! Read-your-writes: the caches fed by watches lag behind the operator's own writes by a few
 //! milliseconds. A reconcile that starts in that window (triggered by the very write, e.g. the
-//! Secret or status update) would see the old Secret or status and act twice: sign a second
-//! token, or PATCH Clerk a second time. So the objects the operator last wrote are remembered
-//! and preferred over an older cached copy.
+//! status update) would see the old status and act twice: sign a second token, or PATCH Clerk a
+//! second time. So the statuses the operator last wrote are remembered and preferred over an
+//! older cached copy. (Written Secrets go straight into the digest index, `token_secrets`.)
 //!
 //! The same record tells the watches which events the operator caused itself: the watch event
 //! of its own write (same resourceVersion) needs no reconcile, since the reconcile that wrote it
