@@ -317,30 +317,38 @@ impl Worker {
             self.unregister(&key);
             return;
         }
-        let previous = self.shared.lock_accesses().remove(&key);
-        if let Some(previous) = previous {
-            if *previous.plan == plan {
-                self.shared.lock_accesses().insert(key, previous);
-                return;
-            }
-            self.replace(key, plan, Some(previous));
-        } else {
-            self.replace(key, plan, None);
+        // One lock over the whole swap: a reader (a reconcile taking the reported health) must
+        // never find the access missing while it is being re-registered.
+        let shared = Arc::clone(&self.shared);
+        let mut accesses = shared.lock_accesses();
+        if accesses.get(&key).is_some_and(|registered| *registered.plan == plan) {
+            return;
+        }
+        let previous = accesses.remove(&key);
+        let registered = self.schedule(&key, plan, previous.as_ref());
+        let before = previous.map(|p| p.reported()).unwrap_or_default();
+        let after = registered.reported();
+        accesses.insert(key.clone(), registered);
+        drop(accesses);
+        if !same_health(&before, &after) {
+            self.publish(HealthChange { key, endpoints: after, key_check: false });
         }
     }
 
-    fn replace(&mut self, key: AccessKey, plan: ProbePlan, previous: Option<Registered>) {
+    /// The schedule of a new plan, keeping the previous one's timing and health where the
+    /// endpoints are the same.
+    fn schedule(&mut self, key: &AccessKey, plan: ProbePlan, previous: Option<&Registered>) -> Registered {
         let now = Instant::now();
-        let credential_changed = previous.as_ref().is_some_and(|p| p.plan.credential != plan.credential);
-        let interval_changed = previous.as_ref().is_some_and(|p| p.plan.interval != plan.interval);
+        let credential_changed = previous.is_some_and(|p| p.plan.credential != plan.credential);
+        let interval_changed = previous.is_some_and(|p| p.plan.interval != plan.interval);
         if credential_changed {
-            self.shared.take_key_check(&key);
+            self.shared.take_key_check(key);
         }
         let endpoints = plan
             .endpoints
             .iter()
             .map(|planned| {
-                let old = previous.as_ref().and_then(|p| {
+                let old = previous.and_then(|p| {
                     p.endpoints.iter().find(|e| e.resource == planned.resource && e.skipped.is_none())
                 });
                 let spread = jitter(&format!("{key}/{}", planned.resource));
@@ -371,13 +379,7 @@ impl Worker {
             .collect();
         let generation = self.next_generation;
         self.next_generation += 1;
-        let registered = Registered { plan: Arc::new(plan), generation, endpoints };
-        let before = previous.map(|p| p.reported()).unwrap_or_default();
-        let after = registered.reported();
-        self.shared.lock_accesses().insert(key.clone(), registered);
-        if !same_health(&before, &after) {
-            self.publish(HealthChange { key, endpoints: after, key_check: false });
-        }
+        Registered { plan: Arc::new(plan), generation, endpoints }
     }
 
     fn unregister(&mut self, key: &AccessKey) {

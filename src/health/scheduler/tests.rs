@@ -408,3 +408,42 @@ async fn re_registering_the_same_plan_changes_nothing_and_shutdown_ends_the_even
     scheduler.shutdown().await;
     assert_eq!(tokio::time::timeout(PATIENCE, events.recv()).await.expect("events end"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_access_never_reads_as_unregistered_while_it_is_registered_again() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "acme");
+    let hourly = |token: &str| plan(&["top_pages"], Duration::from_secs(3600), token);
+    // A first report (the first probe is due within the interval: make that now), then hourly.
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(1), "t"));
+    next_change(&mut events).await;
+    scheduler.register(key.clone(), hourly("t"));
+
+    // Every reconcile registers its plan again (unchanged, mostly) and then reads the health:
+    // the read must never fall into the re-registration.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (scheduler, key, stop) = (scheduler.clone(), key.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut reads = 0_u64;
+            while !stop.load(Ordering::SeqCst) {
+                assert!(scheduler.endpoints(&key).is_some(), "read as unregistered after {reads} reads");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for round in 0..20_000 {
+        // Alternate between the same plan and another token, as renewals do.
+        let token = if round % 100 == 0 { "t2" } else { "t" };
+        scheduler.register(key.clone(), hourly(token));
+        if round % 1000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let reads = reader.join().expect("the reader saw the access registered throughout");
+    assert!(reads > 0);
+    scheduler.shutdown().await;
+}
