@@ -170,6 +170,8 @@ impl HealthScheduler {
             shared: Arc::clone(&shared),
             metrics: metrics.clone(),
             next_generation: 0,
+            earliest_due: None,
+            last_dispatch: Instant::now(),
         };
         let task = tokio::spawn(worker.run(command_receiver));
         let scheduler = Self { commands, shared, metrics, task: Arc::new(Mutex::new(Some(task))) };
@@ -281,7 +283,16 @@ struct Worker {
     shared: Arc<Shared>,
     metrics: HealthMetrics,
     next_generation: u64,
+    /// No idle endpoint is due before this (it may be earlier than the true next due time, never
+    /// later): the wake-up time without a scan of every endpoint.
+    earliest_due: Option<Instant>,
+    /// When the last dispatch scan ran.
+    last_dispatch: Instant,
 }
+
+/// Shortest time between two dispatch scans (each looks at every endpoint): probes due within
+/// it go together, a few milliseconds late at most this much, instead of one scan per probe.
+const DISPATCH_TICK: Duration = Duration::from_millis(50);
 
 impl Worker {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -303,13 +314,12 @@ impl Worker {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        self.shared
-            .lock_accesses()
-            .values()
-            .flat_map(|access| &access.endpoints)
-            .filter(|e| e.skipped.is_none() && !e.in_flight)
-            .map(|e| e.due)
-            .min()
+        self.earliest_due.map(|due| due.max(self.last_dispatch + DISPATCH_TICK))
+    }
+
+    /// An idle endpoint is now due at `due`.
+    fn note_due(&mut self, due: Instant) {
+        self.earliest_due = Some(self.earliest_due.map_or(due, |earliest| earliest.min(due)));
     }
 
     fn register(&mut self, key: AccessKey, plan: ProbePlan) {
@@ -326,6 +336,9 @@ impl Worker {
         }
         let previous = accesses.remove(&key);
         let registered = self.schedule(&key, plan, previous.as_ref());
+        for endpoint in registered.endpoints.iter().filter(|e| e.skipped.is_none() && !e.in_flight) {
+            self.note_due(endpoint.due);
+        }
         let before = previous.map(|p| p.reported()).unwrap_or_default();
         let after = registered.reported();
         accesses.insert(key.clone(), registered);
@@ -388,11 +401,14 @@ impl Worker {
 
     fn dispatch_due(&mut self) {
         let now = Instant::now();
+        self.last_dispatch = now;
+        let mut earliest: Option<Instant> = None;
         let shared = Arc::clone(&self.shared);
         let mut accesses = shared.lock_accesses();
         for (key, access) in accesses.iter_mut() {
             for endpoint in access.endpoints.iter_mut().filter(|e| e.skipped.is_none() && !e.in_flight) {
                 if endpoint.due > now {
+                    earliest = Some(earliest.map_or(endpoint.due, |e| e.min(endpoint.due)));
                     continue;
                 }
                 endpoint.in_flight = true;
@@ -421,6 +437,7 @@ impl Worker {
                     .insert(handle.id(), (key.clone(), access.generation, endpoint.resource.clone()));
             }
         }
+        self.earliest_due = earliest;
     }
 
     fn complete(&mut self, joined: Result<(Id, ProbeResult), JoinError>) {
@@ -444,6 +461,7 @@ impl Worker {
         let now = Instant::now();
         let Some(ProbeResult { outcome, latency, believed_valid }) = result else {
             endpoint.due = next_due(endpoint.scheduled, interval, now);
+            self.note_due(endpoint.due);
             return;
         };
 
@@ -474,6 +492,7 @@ impl Worker {
             let spread = jitter(&format!("{key}/{resource}/suspect"));
             endpoint.due = now + recheck_delay(interval, spread);
         }
+        self.note_due(endpoint.due);
         let flipped =
             !held && endpoint.reported.as_ref().is_none_or(|reported| !reported.same_health(&health));
         if flipped {
