@@ -30,7 +30,8 @@ pub struct SecretNames {
     names: Arc<Mutex<Names>>,
 }
 
-fn hash(namespace: &str, name: &str) -> u64 {
+/// The 64-bit hash of `namespace/name` both Secret indexes key on.
+pub(super) fn hash(namespace: &str, name: &str) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one((namespace, name))
 }
 

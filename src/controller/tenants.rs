@@ -535,7 +535,7 @@ async fn reconcile_secret(
     let owner = access.controller_owner_ref(&());
     let observed = observe_token_secret(
         ctx,
-        &secrets,
+        &output.name,
         validated,
         signer,
         &owner_uid,
@@ -716,19 +716,18 @@ enum ObservedSecret {
 /// Finds out what the token Secret holds, reading it only when its digest cannot tell.
 async fn observe_token_secret(
     ctx: &Context,
-    secrets: &Api<Secret>,
+    secret_name: &str,
     validated: &ValidatedAccess,
     signer: &SigningWorkspace,
     owner_uid: &str,
     status_token: Option<&TokenStatus>,
     owner: Option<OwnerReference>,
 ) -> Result<ObservedSecret, Error> {
-    let Some(output) = &validated.secret else { return Ok(ObservedSecret::Absent { known: false }) };
     let namespace = &validated.namespace;
     // At a (re)start, the list of managed Secrets is on its way: wait for it rather than read
     // each Secret (bounded, should that watch be failing).
     ctx.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
-    match ctx.token_secrets.get(namespace, &output.name) {
+    match ctx.token_secrets.get(namespace, secret_name) {
         Some(digest) => {
             if let Some(status) = status_token
                 && let Some((secret, token_match)) =
@@ -740,12 +739,13 @@ async fn observe_token_secret(
         // Not a managed Secret: either absent (then the Secret watch has never seen the name,
         // and a first issuance needs no GET) or someone else's (read it, to refuse with
         // SecretConflict).
-        None if ctx.secret_names.certainly_absent(namespace, &output.name) => {
+        None if ctx.secret_names.certainly_absent(namespace, secret_name) => {
             return Ok(ObservedSecret::Absent { known: true });
         }
         None => {}
     }
-    Ok(match secrets.get_opt(&output.name).await.map_err(Error::ReadSecret)? {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(match secrets.get_opt(secret_name).await.map_err(Error::ReadSecret)? {
         Some(secret) => ObservedSecret::Read(secret),
         None => ObservedSecret::Absent { known: false },
     })

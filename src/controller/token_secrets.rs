@@ -32,10 +32,6 @@ fn hash_one(value: impl Hash) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
 }
 
-fn object_key(namespace: &str, name: &str) -> u64 {
-    hash_one((namespace, name))
-}
-
 fn parse_rv(secret: &Secret) -> Option<u64> {
     secret.metadata.resource_version.as_deref().and_then(|rv| rv.parse().ok())
 }
@@ -216,7 +212,7 @@ pub struct TokenSecrets {
 }
 
 fn key_of(secret: &Secret) -> u64 {
-    object_key(
+    super::secret_names::hash(
         secret.metadata.namespace.as_deref().unwrap_or_default(),
         secret.metadata.name.as_deref().unwrap_or_default(),
     )
@@ -273,13 +269,15 @@ impl TokenSecrets {
     /// Waits (at most `patience`) for the watch's first list, so that the reconciles of a
     /// (re)start do not each GET a Secret that the list is about to deliver.
     pub async fn synced_within(&self, patience: std::time::Duration) {
-        let _ = tokio::time::timeout(patience, self.wait_until_synced()).await;
+        if !*self.synced.borrow() {
+            let _ = tokio::time::timeout(patience, self.wait_until_synced()).await;
+        }
     }
 
     /// The digest of a managed Secret, if the watch (or a write) has seen it.
     #[must_use]
     pub fn get(&self, namespace: &str, name: &str) -> Option<SecretDigest> {
-        self.index.lock().ok()?.secrets.get(&object_key(namespace, name)).cloned()
+        self.index.lock().ok()?.secrets.get(&super::secret_names::hash(namespace, name)).cloned()
     }
 }
 

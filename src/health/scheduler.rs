@@ -319,7 +319,7 @@ impl Worker {
 
     /// An idle endpoint is now due at `due`.
     fn note_due(&mut self, due: Instant) {
-        self.earliest_due = Some(self.earliest_due.map_or(due, |earliest| earliest.min(due)));
+        self.earliest_due = earliest_of(self.earliest_due, due);
     }
 
     fn register(&mut self, key: AccessKey, plan: ProbePlan) {
@@ -408,7 +408,7 @@ impl Worker {
         for (key, access) in accesses.iter_mut() {
             for endpoint in access.endpoints.iter_mut().filter(|e| e.skipped.is_none() && !e.in_flight) {
                 if endpoint.due > now {
-                    earliest = Some(earliest.map_or(endpoint.due, |e| e.min(endpoint.due)));
+                    earliest = earliest_of(earliest, endpoint.due);
                     continue;
                 }
                 endpoint.in_flight = true;
@@ -512,6 +512,10 @@ impl Worker {
         // The receiver is gone only when the controller stopped listening.
         let _ = self.events.send(change);
     }
+}
+
+fn earliest_of(earliest: Option<Instant>, due: Instant) -> Option<Instant> {
+    Some(earliest.map_or(due, |earliest| earliest.min(due)))
 }
 
 fn same_health(before: &[EndpointHealth], after: &[EndpointHealth]) -> bool {
