@@ -102,6 +102,36 @@ pub fn issue_token(
     sign_claims(access, workspace, &claims, now)
 }
 
+/// A token too large to be usable (see [`crate::api::limits::MAX_TOKEN_BYTES`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the signed token would be {bytes} bytes, over the {max}-byte limit (tokens travel in an HTTP header): use fewer scopes, fixed params or shorter filters, or split the access into several TenantAccesses"
+)]
+pub struct TokenTooLarge {
+    /// Size of the token the spec asks for.
+    pub bytes: usize,
+    /// The limit.
+    pub max: usize,
+}
+
+/// Refuses a TenantAccess whose token (or Clerk template claims, which carry the same scopes)
+/// would be too large to send. Signing is a cheap HMAC, so the size is measured, not guessed.
+///
+/// # Errors
+/// [`TokenTooLarge`] past the limit; a signing failure counts as no verdict (signing is tried
+/// again, and reported, when the token is issued).
+pub fn check_token_size(
+    access: &ValidatedAccess,
+    workspace: &SigningWorkspace,
+    now: Timestamp,
+) -> Result<(), TokenTooLarge> {
+    let max = crate::api::limits::MAX_TOKEN_BYTES;
+    match issue_token(access, workspace, now) {
+        Ok(token) if token.jwt.len() > max => Err(TokenTooLarge { bytes: token.jwt.len(), max }),
+        _ => Ok(()),
+    }
+}
+
 /// The token `status.token` describes (its `iat` and `exp`, the spec's claims), signed with the
 /// workspace's current key: the very JWT that was issued when neither the claims nor the key
 /// changed since, because HS256 over the same bytes is deterministic. It lets the reconciler

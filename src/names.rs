@@ -64,6 +64,7 @@ pub mod reason {
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     pub const POLICY_VIOLATION: &str = "PolicyViolation";
+    pub const TOKEN_TOO_LARGE: &str = "TokenTooLarge";
     pub const ISSUED: &str = "Issued";
     pub const RENEWED: &str = "Renewed";
     pub const RESIGNED: &str = "Resigned";

@@ -115,6 +115,15 @@ pub fn apply(
         }
     }
 
+    if let Some(max) = policy.max_scopes
+        && access.scopes.len() > max
+    {
+        problems.push(format!(
+            "spec.scopes: {} scopes exceed the workspace maximum {max} (spec.policy.maxScopes of workspace {workspace})",
+            access.scopes.len()
+        ));
+    }
+
     if let Some(max) = policy.max_rps {
         match access.rps {
             None => access.rps = Some(max),

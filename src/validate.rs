@@ -9,6 +9,10 @@ use std::fmt;
 
 use jiff::SignedDuration;
 
+use crate::api::limits::{
+    MAX_ANNOTATION_VALUE_BYTES, MAX_FIXED_PARAM_VALUE_BYTES, MAX_FIXED_PARAMS, MAX_PARAM_NAME_BYTES,
+    MAX_RESOURCE_BYTES, MAX_ROLLOUT_TARGETS, MAX_SCOPES, MAX_SECRET_METADATA_ENTRIES,
+};
 use crate::api::{
     KIND_CLUSTER_WORKSPACE, KIND_WORKSPACE, SCOPE_DATASOURCES_READ, SCOPE_PIPES_READ, SCOPE_TYPES, Scope,
     TenantAccessSpec,
@@ -237,9 +241,24 @@ pub fn validate_tenant_access(
             "at least one scope is required, e.g. [{resource: top_pages, fixedParams: {org: acme}}]",
         );
     }
+    // Past the limit nothing of the scopes is looked at: the cost of a hostile object stays
+    // bounded (the CRD schema refuses it too; this is for objects it let through).
+    let counted_scopes = if spec.scopes.len() > MAX_SCOPES {
+        v.error(
+            "spec.scopes",
+            format!(
+                "{} scopes: at most {MAX_SCOPES} are allowed; split the access into several TenantAccesses",
+                spec.scopes.len()
+            ),
+        );
+        0
+    } else {
+        spec.scopes.len()
+    };
     let scopes: Vec<ValidScope> = spec
         .scopes
         .iter()
+        .take(counted_scopes)
         .enumerate()
         .filter_map(|(i, scope)| v.scope(i, scope, has_secret_output))
         .collect();
@@ -329,6 +348,11 @@ pub fn validate_tenant_access(
     })
 }
 
+/// A user-written name shortened for a message (a refused name may be megabytes long).
+fn truncate_for_message(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
 fn is_token_name(name: &str) -> bool {
     (1..=256).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
@@ -390,6 +414,11 @@ impl Validator {
                 format!("{field}.resource"),
                 "must name a pipe (PIPES:READ) or data source (DATASOURCES:READ)",
             );
+        } else if resource.len() > MAX_RESOURCE_BYTES {
+            self.error(
+                format!("{field}.resource"),
+                format!("is {} bytes long: a resource name has at most {MAX_RESOURCE_BYTES}", resource.len()),
+            );
         } else if resource != scope.resource
             || !resource.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
         {
@@ -407,6 +436,11 @@ impl Validator {
             self.error(
                 format!("{field}.fixedParams"),
                 "DATASOURCES:READ ignores fixedParams, so the token would read every row: pin the tenant with filter instead",
+            );
+        } else if scope.fixed_params.len() > MAX_FIXED_PARAMS {
+            self.error(
+                format!("{field}.fixedParams"),
+                format!("{} params: at most {MAX_FIXED_PARAMS} are allowed", scope.fixed_params.len()),
             );
         } else {
             for (param, value) in &scope.fixed_params {
@@ -454,8 +488,8 @@ impl Validator {
         has_secret_output: bool,
     ) -> Option<serde_json::Value> {
         use serde_json::Value;
-        if !is_param_name(param) {
-            self.error(field, format!("{param:?} is not a pipe parameter name (letters, digits and '_', not starting with a digit)"));
+        if param.len() > MAX_PARAM_NAME_BYTES || !is_param_name(param) {
+            self.error(field, format!("{:?} is not a pipe parameter name (letters, digits and '_', not starting with a digit, at most {MAX_PARAM_NAME_BYTES} bytes)", truncate_for_message(param)));
             return None;
         }
         match value {
@@ -463,6 +497,16 @@ impl Validator {
                 self.error(
                     field,
                     "is null: a missing tenant value makes `defined(...)` filters fail open; give a value",
+                );
+                None
+            }
+            Value::String(text) if text.len() > MAX_FIXED_PARAM_VALUE_BYTES => {
+                self.error(
+                    field,
+                    format!(
+                        "is {} bytes long: a fixed param value has at most {MAX_FIXED_PARAM_VALUE_BYTES}",
+                        text.len()
+                    ),
                 );
                 None
             }
@@ -505,6 +549,29 @@ impl Validator {
                 format!("{secret_name:?} is not a valid Secret name: lowercase letters, digits, '-' and '.', at most 253 characters"),
             );
         }
+        for (what, count) in [("labels", output.labels.len()), ("annotations", output.annotations.len())] {
+            if count > MAX_SECRET_METADATA_ENTRIES {
+                self.error(
+                    format!("spec.secret.{what}"),
+                    format!("{count} entries: at most {MAX_SECRET_METADATA_ENTRIES} are allowed"),
+                );
+                return ValidSecretOutput {
+                    name: secret_name,
+                    labels: BTreeMap::new(),
+                    annotations: BTreeMap::new(),
+                    rollout_restart_targets: Vec::new(),
+                };
+            }
+        }
+        if output.rollout_restart_targets.len() > MAX_ROLLOUT_TARGETS {
+            self.error(
+                "spec.secret.rolloutRestartTargets",
+                format!(
+                    "{} targets: at most {MAX_ROLLOUT_TARGETS} are allowed",
+                    output.rollout_restart_targets.len()
+                ),
+            );
+        }
         for (key, value) in &output.labels {
             let field = format!("spec.secret.labels[{key}]");
             if !is_qualified_name(key) {
@@ -520,16 +587,24 @@ impl Validator {
                 );
             }
         }
-        for key in output.annotations.keys() {
+        for (key, value) in &output.annotations {
             let field = format!("spec.secret.annotations[{key}]");
             if !is_qualified_name(key) {
                 self.error(&field, "is not a valid annotation key");
             } else if is_reserved_key(key) {
                 self.error(&field, "is set by the operator and cannot be overridden");
+            } else if value.len() > MAX_ANNOTATION_VALUE_BYTES {
+                self.error(
+                    &field,
+                    format!(
+                        "is {} bytes long: at most {MAX_ANNOTATION_VALUE_BYTES} are allowed",
+                        value.len()
+                    ),
+                );
             }
         }
         let mut rollout_restart_targets = Vec::new();
-        for (i, target) in output.rollout_restart_targets.iter().enumerate() {
+        for (i, target) in output.rollout_restart_targets.iter().take(MAX_ROLLOUT_TARGETS).enumerate() {
             let field = format!("spec.secret.rolloutRestartTargets[{i}]");
             if !matches!(target.kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet") {
                 self.error(

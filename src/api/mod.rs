@@ -6,6 +6,7 @@
 //! condition naming the bad field instead of a watch error.
 
 mod common;
+pub mod limits;
 mod tenant_access;
 mod workspace;
 

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, conditions_schema, duration_schema};
+use super::limits;
 
 /// One tenant's (or one tenant class's) access to Tinybird pipes: a signed JWT kept in a
 /// Secret, a Clerk JWT template, or both.
@@ -39,8 +40,8 @@ pub struct TenantAccessSpec {
     #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9_.-]+$"))]
     pub token_name: Option<String>,
 
-    /// What the token grants. At least one scope.
-    #[schemars(length(min = 1))]
+    /// What the token grants. At least one scope, at most 64.
+    #[schemars(length(min = 1, max = limits::MAX_SCOPES))]
     pub scopes: Vec<Scope>,
 
     /// Rate limits of the token.
@@ -96,24 +97,28 @@ pub struct Scope {
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["PIPES:READ", "DATASOURCES:READ"]))]
     pub scope_type: Option<String>,
-    /// The pipe (PIPES:READ) or data source (DATASOURCES:READ) name.
-    #[schemars(length(min = 1))]
+    /// The pipe (PIPES:READ) or data source (DATASOURCES:READ) name (at most 128 bytes).
+    #[schemars(length(min = 1, max = limits::MAX_RESOURCE_BYTES))]
     pub resource: String,
     /// PIPES:READ only: params pinned in the token, which always win over query parameters of
     /// the same name. This is how a tenant is pinned to its rows, e.g. `{org: acme}`. Values are
     /// strings, numbers or booleans, never empty or null. In a Clerk template a value may be a
-    /// Clerk shortcode such as `{{org.slug}}`.
+    /// Clerk shortcode such as `{{org.slug}}`. At most 32 params; string values at most 1024
+    /// bytes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "fixed_params_schema")]
     pub fixed_params: BTreeMap<String, serde_json::Value>,
-    /// DATASOURCES:READ only: a SQL `WHERE` fragment limiting the rows the token can read.
+    /// DATASOURCES:READ only: a SQL `WHERE` fragment limiting the rows the token can read, at
+    /// most 4096 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::MAX_FILTER_BYTES))]
     pub filter: Option<String>,
 }
 
 fn fixed_params_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
+        "maxProperties": limits::MAX_FIXED_PARAMS,
         "additionalProperties": {"x-kubernetes-preserve-unknown-fields": true}
     })
 }
@@ -136,15 +141,19 @@ pub struct SecretOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
-    /// Extra labels for the Secret.
+    /// Extra labels for the Secret (at most 32).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = limits::MAX_SECRET_METADATA_ENTRIES))]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations for the Secret (e.g. for a secret-reloader).
+    /// Extra annotations for the Secret (e.g. for a secret-reloader); at most 32, values at
+    /// most 4096 bytes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = limits::MAX_SECRET_METADATA_ENTRIES))]
     pub annotations: BTreeMap<String, String>,
     /// Workloads restarted (pod-template annotation `tenantaccess.dev/revision`) once per new
     /// token, so apps that read the token at start pick up the new one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::MAX_ROLLOUT_TARGETS))]
     pub rollout_restart_targets: Vec<RolloutTarget>,
 }
 
@@ -195,12 +204,15 @@ pub struct HealthCheckSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
     pub timeout: Option<String>,
-    /// Extra query parameters sent with every probe.
+    /// Extra query parameters sent with every probe (at most 16, values at most 256 bytes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = limits::MAX_HEALTH_PARAMS))]
     pub params: BTreeMap<String, String>,
     /// Values standing in for Clerk shortcodes when probing a Clerk-only TenantAccess, e.g.
-    /// `{org: acme}`: the probe token is signed in memory with them and never stored.
+    /// `{org: acme}`: the probe token is signed in memory with them and never stored. At most
+    /// 16, values at most 256 bytes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = limits::MAX_HEALTH_PARAMS))]
     pub sample_params: BTreeMap<String, String>,
 }
 

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, SecretKeySelector, conditions_schema, duration_schema};
+use super::limits;
 
 /// A Tinybird workspace whose admin token signs tenant tokens: the issuer of TenantAccess
 /// tokens for TenantAccess resources in the same namespace (like cert-manager's Issuer).
@@ -114,13 +115,14 @@ pub struct WorkspacePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<LabelSelector>,
     /// Globs (`*` and `?`) over pipe and data-source names a scope may name, e.g.
-    /// `["tenant_*", "top_pages"]`. Empty allows every resource.
+    /// `["tenant_*", "top_pages"]`. Empty allows every resource. At most 256 globs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::MAX_POLICY_ENTRIES))]
     pub allowed_resources: Vec<String>,
     /// Scope types a TenantAccess may use. Default `["PIPES:READ"]`: `DATASOURCES:READ` must be
     /// allowed explicitly.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("items" = {"type": "string", "enum": ["PIPES:READ", "DATASOURCES:READ"]}))]
+    #[schemars(extend("items" = {"type": "string", "enum": ["PIPES:READ", "DATASOURCES:READ"]}), length(max = 2))]
     pub allowed_scope_types: Vec<String>,
     /// Longest token lifetime a TenantAccess may ask for, e.g. `6h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,9 +133,15 @@ pub struct WorkspacePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_rps: Option<i64>,
+    /// Most scopes a TenantAccess may ask for, 1 to 64 (the operator's own limit, also the
+    /// default). Each scope is a probed endpoint and a part of every token's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = limits::MAX_SCOPES))]
+    pub max_scopes: Option<usize>,
     /// Fixed params forced into every scope, and where each value must come from. A
-    /// TenantAccess that sets another value for one of them is refused.
+    /// TenantAccess that sets another value for one of them is refused. At most 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = limits::MAX_POLICY_ENTRIES))]
     pub required_params: BTreeMap<String, RequiredParamSource>,
 }
 

@@ -73,6 +73,8 @@ pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Input(format!("{label}: refused by the workspace policy: {e}")))?;
         let workspace = resolve(&workspace_spec, key.clone())
             .map_err(|e| CliError::Input(format!("{label}: workspace {}: {e}", validated.workspace_name)))?;
+        crate::desired::check_token_size(&validated, &workspace, now)
+            .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
         let owner = owner_reference(access);
 
         if validated.secret.is_some() {

@@ -144,6 +144,17 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         }
     };
 
+    // A token no HTTP server takes: refused like an invalid spec (retrying cannot help).
+    if let Err(too_large) = crate::desired::check_token_size(&validated, &signer, now) {
+        report.refuse(
+            reason::TOKEN_TOO_LARGE,
+            &format!("{too_large}; nothing is issued until the spec is fixed"),
+        );
+        stop_probes(&ctx, &mut report, &namespace, &name);
+        report.finish(&ctx, &access).await?;
+        return Ok(Action::await_change());
+    }
+
     let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
     let mut retry_after: Option<Duration> = None;
     let mut issued_jwt = None;

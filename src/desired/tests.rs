@@ -125,3 +125,17 @@ fn template_hash_changes_with_lifetime_not_with_the_key() {
     assert_ne!(ta.hash(), tb.hash());
     assert_eq!(ta.hash(), ta.clone().hash());
 }
+
+#[test]
+fn refuses_a_token_larger_than_an_http_header_takes() {
+    let params: String = (0..32).map(|i| format!("p{i}: '{}', ", "x".repeat(1000))).collect();
+    let scopes: String =
+        (0..4).map(|i| format!("{{resource: pipe_{i}, fixedParams: {{{params}}}}}, ")).collect();
+    let large = access(&format!("workspaceRef: {{name: a}}\nscopes: [{scopes}]\nsecret: {{}}\n"));
+    let error = check_token_size(&large, &workspace(), now()).unwrap_err();
+    assert!(error.bytes > crate::api::limits::MAX_TOKEN_BYTES, "{error}");
+    assert!(error.to_string().contains("use fewer scopes"), "{error}");
+
+    let small = access("workspaceRef: {name: a}\nscopes: [{resource: top_pages}]\nsecret: {}\n");
+    assert_eq!(check_token_size(&small, &workspace(), now()), Ok(()));
+}

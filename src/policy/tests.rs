@@ -171,3 +171,11 @@ fn a_shared_workspace_keeps_token_names_in_the_namespace() {
         .is_ok()
     );
 }
+
+#[test]
+fn refuses_more_scopes_than_the_workspace_allows() {
+    let spec = "workspaceRef: {name: s}\nscopes: [{resource: a}, {resource: b}, {resource: c}]\nsecret: {}\n";
+    let refused = check(spec, "maxScopes: 2").unwrap_err();
+    assert!(refused.to_string().contains("3 scopes exceed the workspace maximum 2"), "{refused}");
+    assert!(check(spec, "maxScopes: 3").is_ok());
+}

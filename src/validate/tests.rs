@@ -273,3 +273,77 @@ fn the_default_probe_timeout_fits_a_short_interval() {
     let access = validate(&with("healthCheck: {interval: 5s}\n")).unwrap();
     assert_eq!(access.health.timeout, SignedDuration::from_millis(2500));
 }
+
+fn scopes_yaml(count: usize) -> String {
+    let scopes: String = (0..count).map(|i| format!("{{resource: pipe_{i}}}, ")).collect();
+    format!("workspaceRef: {{name: analytics}}\nscopes: [{scopes}]\nsecret: {{}}\n")
+}
+
+#[test]
+fn refuses_more_scopes_than_the_limit_without_looking_at_them() {
+    assert!(validate(&scopes_yaml(crate::api::limits::MAX_SCOPES)).is_ok());
+    // 45,000 scopes, every one of them invalid: one problem, about the count.
+    let scopes: String = (0..45_000).map(|_| "{resource: 'bad name'}, ").collect();
+    let (field, problem) =
+        only_problem(&format!("workspaceRef: {{name: analytics}}\nscopes: [{scopes}]\nsecret: {{}}\n"));
+    assert_eq!(field, "spec.scopes");
+    assert!(problem.contains("45000 scopes: at most 64"), "{problem}");
+}
+
+#[test]
+fn refuses_oversized_fixed_params_names_and_values() {
+    let many: String = (0..33).map(|i| format!("p{i}: x, ")).collect();
+    let (field, problem) = only_problem(&format!(
+        "workspaceRef: {{name: a}}\nscopes: [{{resource: top_pages, fixedParams: {{{many}}}}}]\nsecret: {{}}\n"
+    ));
+    assert_eq!(field, "spec.scopes[0].fixedParams");
+    assert!(problem.contains("33 params: at most 32"), "{problem}");
+
+    let (field, problem) = only_problem(&format!(
+        "workspaceRef: {{name: a}}\nscopes: [{{resource: top_pages, fixedParams: {{org: '{}'}}}}]\nsecret: {{}}\n",
+        "x".repeat(1025)
+    ));
+    assert_eq!(field, "spec.scopes[0].fixedParams.org");
+    assert!(problem.contains("1025 bytes long"), "{problem}");
+
+    let long_name = "p".repeat(65);
+    let (_, problem) = only_problem(&format!(
+        "workspaceRef: {{name: a}}\nscopes: [{{resource: top_pages, fixedParams: {{{long_name}: x}}}}]\nsecret: {{}}\n"
+    ));
+    assert!(problem.contains("at most 64 bytes"), "{problem}");
+    assert!(problem.len() < 300, "the refused name is not echoed whole: {problem}");
+}
+
+#[test]
+fn refuses_an_oversized_resource_name() {
+    let (field, problem) = only_problem(&format!(
+        "workspaceRef: {{name: a}}\nscopes: [{{resource: {}}}]\nsecret: {{}}\n",
+        "r".repeat(129)
+    ));
+    assert_eq!(field, "spec.scopes[0].resource");
+    assert!(problem.contains("at most 128"), "{problem}");
+}
+
+#[test]
+fn refuses_oversized_secret_metadata_and_rollout_lists() {
+    let labels: String = (0..33).map(|i| format!("l{i}: v, ")).collect();
+    let (field, problem) = only_problem(&format!(
+        "workspaceRef: {{name: a}}\nscopes: [{{resource: top_pages}}]\nsecret: {{labels: {{{labels}}}}}\n"
+    ));
+    assert_eq!(field, "spec.secret.labels");
+    assert!(problem.contains("at most 32"), "{problem}");
+
+    let (field, problem) = only_problem(&format!(
+        "workspaceRef: {{name: a}}\nscopes: [{{resource: top_pages}}]\nsecret: {{annotations: {{note: '{}'}}}}\n",
+        "x".repeat(4097)
+    ));
+    assert_eq!(field, "spec.secret.annotations[note]");
+    assert!(problem.contains("at most 4096"), "{problem}");
+
+    let targets: String = (0..17).map(|i| format!("{{kind: Deployment, name: app-{i}}}, ")).collect();
+    let (field, problem) = only_problem(&format!(
+        "workspaceRef: {{name: a}}\nscopes: [{{resource: top_pages}}]\nsecret: {{rolloutRestartTargets: [{targets}]}}\n"
+    ));
+    assert_eq!(field, "spec.secret.rolloutRestartTargets");
+    assert!(problem.contains("17 targets: at most 16"), "{problem}");
+}

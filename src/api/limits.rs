@@ -1,0 +1,36 @@
+//! Size limits on everything a tenant team writes into a TenantAccess.
+//!
+//! One team must not be able to starve or crash the operator (or make it sign a token no HTTP
+//! server accepts) by writing a large object: every list, map and string has a bound. The CRD
+//! schema carries these bounds so the API server refuses an oversized object at apply time, and
+//! `crate::validate` checks them again (objects stored before an upgrade, servers that do not
+//! enforce a schema), so the cost of any one object is bounded either way.
+
+/// Scopes per TenantAccess.
+pub const MAX_SCOPES: usize = 64;
+/// Bytes of a scope's `resource` (a pipe or data-source name).
+pub const MAX_RESOURCE_BYTES: usize = 128;
+/// Fixed params per scope.
+pub const MAX_FIXED_PARAMS: usize = 32;
+/// Bytes of a param name (fixed params, health-check params).
+pub const MAX_PARAM_NAME_BYTES: usize = 64;
+/// Bytes of a fixed param's string value.
+pub const MAX_FIXED_PARAM_VALUE_BYTES: usize = 1024;
+/// Bytes of a DATASOURCES:READ filter as written.
+pub const MAX_FILTER_BYTES: usize = 4096;
+/// Extra labels, and extra annotations, on the token Secret.
+pub const MAX_SECRET_METADATA_ENTRIES: usize = 32;
+/// Bytes of one extra annotation value on the token Secret.
+pub const MAX_ANNOTATION_VALUE_BYTES: usize = 4096;
+/// Workloads restarted per new token.
+pub const MAX_ROLLOUT_TARGETS: usize = 16;
+/// Entries of `healthCheck.params`, and of `healthCheck.sampleParams`.
+pub const MAX_HEALTH_PARAMS: usize = 16;
+/// Bytes of one `healthCheck.params` or `sampleParams` value.
+pub const MAX_HEALTH_PARAM_VALUE_BYTES: usize = 256;
+/// Bytes of a signed token. Tokens travel in an `Authorization` header, and common proxies and
+/// servers refuse headers beyond 8 to 64 KiB; a token this large also costs every request.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Entries of a workspace policy's lists and maps (`allowedResources`, `allowedScopeTypes`,
+/// `requiredParams`).
+pub const MAX_POLICY_ENTRIES: usize = 256;
