@@ -22,7 +22,7 @@
 //! column    := [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes, not a keyword (see RESERVED_WORDS)
 //! literal   := string | number | TRUE | FALSE
 //! string    := '...' as ClickHouse lexes it: '' is a quote; escapes \\ \' \" \` \n \t \r \0 \b
-//!              \f \a \v \e \xHH (HH below 80: a non-ASCII character is written as itself)
+//!              \f \a \v \e \xHH (up to \x7F: a non-ASCII character is written as itself)
 //! number    := -?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?, no leading zeros, at most 40 bytes
 //! ```
 //!
