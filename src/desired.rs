@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use serde::Serialize;
 
 use crate::admin_token::{AdminToken, fingerprint};
+use crate::filter::Filter;
 use crate::jwt::{self, AccessClaims, ClaimLimits, ClaimScope, SignError, TinybirdClaims};
 use crate::names::{
     ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_KEY, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, LABEL_MANAGED_BY,
@@ -31,7 +32,7 @@ pub fn access_claims(access: &ValidatedAccess, workspace_id: &str) -> AccessClai
                 scope_type: scope.scope_type.to_owned(),
                 resource: scope.resource.clone(),
                 fixed_params: (!scope.fixed_params.is_empty()).then(|| scope.fixed_params.clone()),
-                filter: scope.filter.clone(),
+                filter: scope.filter.as_ref().map(Filter::to_sql),
             })
             .collect(),
         limits: access.rps.map(|rps| ClaimLimits { rps }),

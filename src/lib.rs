@@ -2,7 +2,7 @@
 //! Secrets and Clerk JWT templates, renews and re-signs them, and health-checks the endpoints.
 //!
 //! The library holds all logic; the `tenant-access` binary only parses arguments.
-//! Pure core: [`validate`], [`jwt`], [`desired`], [`admin_token`], [`workspace`].
+//! Pure core: [`validate`], [`filter`], [`jwt`], [`desired`], [`admin_token`], [`workspace`].
 //! Edges: [`cli`].
 
 pub mod admin;
@@ -17,6 +17,7 @@ pub mod controller;
 pub mod desired;
 pub mod duration;
 pub mod events;
+pub mod filter;
 pub mod health;
 pub mod http;
 pub mod jwt;

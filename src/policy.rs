@@ -1,10 +1,11 @@
 //! Workspace policy: what a TenantAccess may ask of a workspace. Pure: the same function serves
 //! the controller and `tenant-access render`, so both agree on every case.
 //!
-//! A required param is forced into every PIPES:READ scope's `fixed_params` and ANDed, as a
-//! quoted and escaped SQL equality, into every DATASOURCES:READ filter. This is what makes a
-//! shared workspace safe: a team that may create TenantAccess in namespace `acme` can never mint
-//! a token for another tenant's rows.
+//! A required param is forced into every PIPES:READ scope's `fixed_params` and ANDed, as an
+//! equality with a string literal, to every DATASOURCES:READ filter: to its parsed tree, outside
+//! the tenant's own condition (see [`crate::filter`]). This is what makes a shared workspace
+//! safe: a team that may create TenantAccess in namespace `acme` can never mint a token for
+//! another tenant's rows.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +14,7 @@ use jiff::SignedDuration;
 
 use crate::api::{SCOPE_PIPES_READ, WorkspacePolicy};
 use crate::duration;
+use crate::filter::Filter;
 use crate::shortcode;
 use crate::validate::ValidatedAccess;
 
@@ -72,11 +74,6 @@ pub fn apply(
                 scope.resource,
                 policy.allowed_resources.join(", ")
             ));
-        }
-        if let Some(filter) = &scope.filter
-            && let Err(why) = check_filter(filter)
-        {
-            problems.push(format!("spec.scopes[{i}].filter: {why}"));
         }
     }
 
@@ -189,6 +186,17 @@ fn force_param(
     workspace: &str,
     problems: &mut Vec<String>,
 ) {
+    let tenant_condition = match Filter::equals(param, value) {
+        Ok(condition) => Some(condition),
+        Err(error) => {
+            if access.scopes.iter().any(|scope| scope.scope_type != SCOPE_PIPES_READ) {
+                problems.push(format!(
+                    "workspace {workspace} spec.policy.requiredParams.{param}: cannot filter data sources by it: {error}"
+                ));
+            }
+            None
+        }
+    };
     for (i, scope) in access.scopes.iter_mut().enumerate() {
         if scope.scope_type == SCOPE_PIPES_READ {
             match scope.fixed_params.get(param) {
@@ -214,70 +222,14 @@ fn force_param(
                     }
                 }
             }
-        } else {
-            let equality = format!("{param} = {}", sql_string(value));
+        } else if let Some(condition) = &tenant_condition {
+            // ANDed to the parsed tree: no text of the tenant's can reach around it.
             scope.filter = Some(match scope.filter.take() {
-                None => equality,
-                Some(filter) => format!("({filter}) AND {equality}"),
+                None => condition.clone(),
+                Some(filter) => filter.and(condition.clone()),
             });
         }
     }
-}
-
-/// A ClickHouse string literal: quotes and backslashes escaped.
-#[must_use]
-pub fn sql_string(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
-
-/// Refuses filters that could escape the parentheses the policy wraps them in: comments,
-/// statement separators, line breaks, unbalanced quotes or parentheses.
-fn check_filter(filter: &str) -> Result<(), String> {
-    for forbidden in ["--", "/*", "*/", "#", ";", "\n", "\r"] {
-        if filter.contains(forbidden) {
-            return Err(format!(
-                "{forbidden:?} is not allowed in a filter (comments, separators and line breaks could escape the tenant condition)"
-            ));
-        }
-    }
-    let mut depth: i32 = 0;
-    let mut quote: Option<char> = None;
-    let mut chars = filter.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(_), '\\') => {
-                chars.next();
-            }
-            (Some(q), c) if c == q => quote = None,
-            (None, '\'' | '"' | '`') => quote = Some(c),
-            (None, '(') => depth += 1,
-            (None, ')') => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err("unbalanced parentheses".to_owned());
-                }
-            }
-            // Inside a literal, or any other character outside one.
-            _ => {}
-        }
-    }
-    if quote.is_some() {
-        return Err("an unterminated quote".to_owned());
-    }
-    if depth != 0 {
-        return Err("unbalanced parentheses".to_owned());
-    }
-    Ok(())
 }
 
 /// `*` matches any run of characters, `?` one character.

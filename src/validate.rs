@@ -4,7 +4,7 @@
 //! The CRD schema repeats some of these rules (and CEL rules for servers that run them), but
 //! this is the authority: the operator never signs anything this refuses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use jiff::SignedDuration;
@@ -18,6 +18,7 @@ use crate::api::{
     TenantAccessSpec,
 };
 use crate::duration;
+use crate::filter::Filter;
 use crate::k8s_names::{is_dns_subdomain, is_label_value, is_qualified_name};
 use crate::names::{LABEL_MANAGED_BY, LABEL_TENANT_ACCESS};
 use crate::shortcode;
@@ -98,8 +99,8 @@ pub struct ValidScope {
     /// Fixed params (PIPES:READ), values are non-empty strings, numbers or booleans (strings
     /// may hold Clerk shortcodes when `has_shortcodes`).
     pub fixed_params: BTreeMap<String, serde_json::Value>,
-    /// SQL filter (DATASOURCES:READ).
-    pub filter: Option<String>,
+    /// Row filter (DATASOURCES:READ), parsed: what is signed is its [`Filter::to_sql`].
+    pub filter: Option<Filter>,
 }
 
 /// The Secret output after validation.
@@ -262,8 +263,9 @@ pub fn validate_tenant_access(
         .enumerate()
         .filter_map(|(i, scope)| v.scope(i, scope, has_secret_output))
         .collect();
+    let mut listed = HashSet::with_capacity(scopes.len());
     for (i, scope) in scopes.iter().enumerate() {
-        if scopes[..i].iter().any(|s| s.scope_type == scope.scope_type && s.resource == scope.resource) {
+        if !listed.insert((scope.scope_type, scope.resource.as_str())) {
             v.error(
                 format!("spec.scopes[{i}]"),
                 format!(
@@ -475,7 +477,13 @@ impl Validator {
                 );
                 None
             }
-            (Some(filter), _) => Some(filter.clone()),
+            (Some(filter), _) => match Filter::parse(filter) {
+                Ok(parsed) => Some(parsed),
+                Err(error) => {
+                    self.error(format!("{field}.filter"), error.to_string());
+                    None
+                }
+            },
         };
         Some(ValidScope { scope_type, resource: scope.resource.clone(), fixed_params, filter })
     }

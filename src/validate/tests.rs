@@ -192,6 +192,34 @@ fn refuses_shortcodes_in_filters() {
     assert!(problem.contains("SQL injection"), "{problem}");
 }
 
+fn datasource_filter(filter: &str) -> String {
+    format!(
+        "workspaceRef: {{name: a}}\nscopes: [{{type: 'DATASOURCES:READ', resource: events, filter: {}}}]\nsecret: {{}}\n",
+        serde_json::to_string(filter).unwrap()
+    )
+}
+
+#[test]
+fn parses_a_filter_into_the_operators_own_form() {
+    let access = validate(&datasource_filter("kind in ('click','view') and not deleted is null")).unwrap();
+    let filter = access.scopes[0].filter.as_ref().unwrap();
+    assert_eq!(filter.to_sql(), "(kind IN ('click', 'view')) AND (NOT (deleted IS NULL))");
+}
+
+#[test]
+fn refuses_a_filter_outside_the_grammar_naming_the_part() {
+    for (filter, part) in [
+        ("org = $$acme$$", "\"$\" at byte 6"),
+        ("notEmpty('acme' AS org)", "\"notEmpty(\" at byte 0"),
+        ("org = \u{2019}acme\u{2019}", "non-ASCII character U+2019 at byte 6"),
+        ("org IN (SELECT org FROM t)", "\"SELECT\" at byte 8"),
+    ] {
+        let (field, problem) = only_problem(&datasource_filter(filter));
+        assert_eq!(field, "spec.scopes[0].filter");
+        assert!(problem.starts_with(part), "{filter:?}: {problem}");
+    }
+}
+
 #[test]
 fn refuses_an_invalid_secret_name() {
     let (field, _) =
@@ -222,9 +250,15 @@ fn refuses_zero_rps() {
 
 #[test]
 fn refuses_duplicate_scopes() {
-    let (field, _) =
-        only_problem("workspaceRef: {name: a}\nscopes: [{resource: p}, {resource: p}]\nsecret: {}\n");
-    assert_eq!(field, "spec.scopes[1]");
+    let (field, _) = only_problem(
+        "workspaceRef: {name: a}\nscopes: [{resource: p}, {resource: q}, {resource: p}]\nsecret: {}\n",
+    );
+    assert_eq!(field, "spec.scopes[2]");
+    // The same name as a pipe and as a data source is two grants.
+    assert!(
+        validate("workspaceRef: {name: a}\nscopes: [{resource: p}, {type: 'DATASOURCES:READ', resource: p}]\nsecret: {}\n")
+            .is_ok()
+    );
 }
 
 #[test]
