@@ -36,8 +36,8 @@ use std::fmt;
 
 use lex::{Lexed, Token};
 
-/// Longest filter text accepted, in bytes.
-pub const MAX_FILTER_BYTES: usize = 4096;
+/// Longest filter text accepted, in bytes (the CRD schema's bound too).
+pub use crate::api::limits::MAX_FILTER_BYTES;
 /// Deepest nesting of NOT, AND and OR in the parsed tree. The text may nest parentheses and
 /// NOTs twice as deep (the serialisation writes `NOT (...)`, two levels per NOT).
 pub const MAX_FILTER_DEPTH: usize = 32;

@@ -108,8 +108,11 @@ pub struct Scope {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "fixed_params_schema")]
     pub fixed_params: BTreeMap<String, serde_json::Value>,
-    /// DATASOURCES:READ only: a SQL `WHERE` fragment limiting the rows the token can read, at
-    /// most 4096 bytes.
+    /// DATASOURCES:READ only: a condition limiting the rows the token can read, e.g.
+    /// `kind IN ('click', 'view') AND amount > 3`: comparisons, IN lists, IS NULL, LIKE and
+    /// BETWEEN between a column and literals, combined with AND, OR, NOT and parentheses (no
+    /// functions, subqueries or comments). At most 4096 bytes. The operator signs its own
+    /// re-serialisation, with the workspace's required params ANDed outside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = limits::MAX_FILTER_BYTES))]
     pub filter: Option<String>,
