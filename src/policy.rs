@@ -180,6 +180,21 @@ fn force_param(
     workspace: &str,
     problems: &mut Vec<String>,
 ) {
+    // Probes too: a probe token carries the pinned value, and nothing a probe sends may stand
+    // in for it.
+    access.pinned_params.insert(param.to_owned(), value.to_owned());
+    if let Some(sample) = access.health.sample_params.get(param)
+        && sample != value
+    {
+        problems.push(format!(
+            "spec.healthCheck.sampleParams.{param}: {sample:?} is not allowed: workspace {workspace} pins {param} to {value:?} in this namespace, and probe tokens carry that value (omit it, or set {value:?})"
+        ));
+    }
+    if access.health.params.contains_key(param) {
+        problems.push(format!(
+            "spec.healthCheck.params.{param}: workspace {workspace} pins {param} in this namespace, so probes never send it: remove it"
+        ));
+    }
     for (i, scope) in access.scopes.iter_mut().enumerate() {
         if scope.scope_type == SCOPE_PIPES_READ {
             match scope.fixed_params.get(param) {
