@@ -1,8 +1,8 @@
 //! The health scheduler: one tokio task owning every registered TenantAccess's probes. Probes
 //! are spread with jitter over each interval, run under a global concurrency bound (of which one
-//! TenantAccess holds at most [`PER_ACCESS_IN_FLIGHT`] places, so none can starve the others), back off on
-//! 429, and are reported only when an endpoint's health changes, so that status is written only
-//! on flips.
+//! TenantAccess holds at most [`PER_ACCESS_IN_FLIGHT`] places, so none can starve the others),
+//! back off on 429, and are reported only when an endpoint's health changes, so that status is
+//! written only on flips.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
