@@ -208,8 +208,9 @@ fn fill_samples(
     let mut missing = Vec::new();
     for (param, value) in fixed_params.iter_mut() {
         if let Some(pinned) = pinned.get(param) {
-            // The policy already refused any other literal; this holds even if it did not.
-            if value.as_str() != Some(pinned.as_str()) && value.to_string() != *pinned {
+            // A shortcode, or (had the policy not refused it) another tenant's value; a number
+            // or boolean is there only if the policy found it equal to the pinned value.
+            if value.as_str().is_some_and(|text| text != pinned) {
                 *value = serde_json::Value::String(pinned.clone());
             }
             continue;
