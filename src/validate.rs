@@ -671,7 +671,9 @@ impl Validator {
                 continue;
             }
             for (param, value) in map {
-                let at = format!("spec.healthCheck.{field}.{param}");
+                // A name too long to be one is not repeated whole.
+                let shown: String = param.chars().take(64).collect();
+                let at = format!("spec.healthCheck.{field}.{shown}");
                 if !is_param_name(param) || param.len() > MAX_PROBE_PARAM_BYTES {
                     self.error(at, "is not a pipe parameter name (letters, digits and '_', at most 256)");
                 } else if field == "params" && is_reserved_probe_param(param) {
