@@ -186,6 +186,21 @@ fn force_param(
     workspace: &str,
     problems: &mut Vec<String>,
 ) {
+    // Probes too: a probe token carries the pinned value, and nothing a probe sends may stand
+    // in for it.
+    access.pinned_params.insert(param.to_owned(), value.to_owned());
+    if let Some(sample) = access.health.sample_params.get(param)
+        && sample != value
+    {
+        problems.push(format!(
+            "spec.healthCheck.sampleParams.{param}: {sample:?} is not allowed: workspace {workspace} pins {param} to {value:?} in this namespace, and probe tokens carry that value (omit it, or set {value:?})"
+        ));
+    }
+    if access.health.params.contains_key(param) {
+        problems.push(format!(
+            "spec.healthCheck.params.{param}: workspace {workspace} pins {param} in this namespace, so probes never send it: remove it"
+        ));
+    }
     let tenant_condition = match Filter::equals(param, value) {
         Ok(condition) => Some(condition),
         Err(error) => {

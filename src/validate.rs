@@ -37,6 +37,14 @@ pub const CLERK_CLOCK_SKEW_RANGE: (i64, i64) = (0, 300);
 pub const DEFAULT_HEALTH_INTERVAL: SignedDuration = SignedDuration::from_mins(5);
 /// Default health-check timeout.
 pub const DEFAULT_HEALTH_TIMEOUT: SignedDuration = SignedDuration::from_secs(5);
+/// Longest value (bytes) in `healthCheck.params` and `healthCheck.sampleParams`.
+pub use crate::api::limits::MAX_HEALTH_PARAM_VALUE_BYTES as MAX_PROBE_PARAM_BYTES;
+/// Most entries in `healthCheck.params`, and in `healthCheck.sampleParams`.
+pub use crate::api::limits::MAX_HEALTH_PARAMS as MAX_PROBE_PARAMS;
+/// Query parameters Tinybird's pipe endpoints read themselves (`q` runs SQL over the pipe's
+/// result, `token` is a credential, the others change what or how it answers): a probe never
+/// sends them. Compared without case; every name starting with `_` is reserved too.
+pub const RESERVED_PROBE_PARAMS: [&str; 7] = ["q", "token", "format", "pipeline", "from", "debug", "explain"];
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +188,10 @@ pub struct ValidatedAccess {
     pub health: HealthSettings,
     /// Whether any fixed param holds a Clerk shortcode.
     pub has_shortcodes: bool,
+    /// Params the workspace policy pins in this namespace (its required params), with their
+    /// values: set by [`crate::policy::apply`], empty before. Probe tokens always carry these
+    /// values, whatever `healthCheck.sampleParams` says.
+    pub pinned_params: BTreeMap<String, String>,
     /// Legal but risky choices worth telling the user about.
     pub warnings: Vec<String>,
 }
@@ -346,6 +358,7 @@ pub fn validate_tenant_access(
         clerk_template,
         health,
         has_shortcodes,
+        pinned_params: BTreeMap::new(),
         warnings,
     })
 }
@@ -358,6 +371,10 @@ fn truncate_for_message(text: &str) -> String {
 fn is_token_name(name: &str) -> bool {
     (1..=256).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn is_reserved_probe_param(name: &str) -> bool {
+    name.starts_with('_') || RESERVED_PROBE_PARAMS.iter().any(|reserved| reserved.eq_ignore_ascii_case(name))
 }
 
 fn is_param_name(name: &str) -> bool {
@@ -723,12 +740,35 @@ impl Validator {
         } else if !interval.is_zero() && timeout >= interval {
             self.error("spec.healthCheck.timeout", "must be shorter than spec.healthCheck.interval");
         }
+        // What a tenant may make the operator send: plain pipe parameters, a few and short. A
+        // reserved name would turn the probe into a query of the tenant's choosing; a fixed
+        // param is the token's to set.
+        let fixed: Vec<&str> =
+            spec.scopes.iter().flat_map(|scope| scope.fixed_params.keys()).map(String::as_str).collect();
         for (map, field) in [(&health.params, "params"), (&health.sample_params, "sampleParams")] {
+            if map.len() > MAX_PROBE_PARAMS {
+                self.error(
+                    format!("spec.healthCheck.{field}"),
+                    format!("has {} entries: at most {MAX_PROBE_PARAMS}", map.len()),
+                );
+                continue;
+            }
             for (param, value) in map {
-                if !is_param_name(param) {
-                    self.error(format!("spec.healthCheck.{field}.{param}"), "is not a pipe parameter name");
+                // A name too long to be one is not repeated whole.
+                let shown: String = param.chars().take(64).collect();
+                let at = format!("spec.healthCheck.{field}.{shown}");
+                if !is_param_name(param) || param.len() > MAX_PROBE_PARAM_BYTES {
+                    self.error(at, "is not a pipe parameter name (letters, digits and '_', at most 256)");
+                } else if field == "params" && is_reserved_probe_param(param) {
+                    self.error(at, format!("{param:?} is reserved by Tinybird (q, token, format, pipeline, from, debug, explain and names starting with '_' change what a pipe endpoint runs or answers): a probe sends pipe parameters only"));
+                } else if field == "params" && fixed.contains(&param.as_str()) {
+                    self.error(at, "is a fixed param of a scope: the token sets it, so a probe never sends it; remove it here");
                 } else if value.trim().is_empty() {
-                    self.error(format!("spec.healthCheck.{field}.{param}"), "is empty: give a value");
+                    self.error(at, "is empty: give a value");
+                } else if value.len() > MAX_PROBE_PARAM_BYTES {
+                    self.error(at, format!("is {} bytes long: at most {MAX_PROBE_PARAM_BYTES}", value.len()));
+                } else if value.chars().any(char::is_control) {
+                    self.error(at, "contains a control character (line break, tab...): give a plain value");
                 }
             }
         }

@@ -1,12 +1,16 @@
-//! What each emulator was asked: method, path (never the query string, which may hold a token)
-//! and answer status, so tests can count calls.
+//! What each emulator was asked: method, path, query parameters (never a `token` one), the
+//! claims of a bearer JWT (never the token) and answer status, so tests can count calls and see
+//! what a caller sent.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
+use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
 use crate::sync::lock;
@@ -24,6 +28,11 @@ pub struct RequestRecord {
     pub method: String,
     /// Request path without the query string.
     pub path: String,
+    /// Query parameters in order, without `token` (a credential is never recorded).
+    pub query: Vec<(String, String)>,
+    /// The payload of a JWT sent as `Authorization: Bearer`, decoded without verification (what
+    /// the caller sent, valid or not). The token itself is never recorded.
+    pub bearer_claims: Option<serde_json::Value>,
     /// Answer status code.
     pub status: u16,
     /// When the request arrived (wall clock, milliseconds since the Unix epoch), to measure how
@@ -104,6 +113,15 @@ pub(crate) async fn record_requests(
 ) -> Response {
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
+    let query = Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+        .map(|Query(pairs)| pairs.into_iter().filter(|(name, _)| name != "token").collect())
+        .unwrap_or_default();
+    let bearer_claims = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(jwt_payload);
     let received_at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -111,9 +129,21 @@ pub(crate) async fn record_requests(
     if !path.starts_with(CONTROL_PREFIX) {
         let status = response.status().as_u16();
         tracing::debug!(%method, %path, status, "answered");
-        log.record(RequestRecord { method, path, status, received_at_ms });
+        log.record(RequestRecord { method, path, query, bearer_claims, status, received_at_ms });
     }
     response
+}
+
+/// The payload of a JWT (`header.payload.signature`), unverified; `None` for anything else.
+fn jwt_payload(token: &str) -> Option<serde_json::Value> {
+    let mut segments = token.trim().split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (segments.next(), segments.next(), segments.next(), segments.next())
+    else {
+        return None;
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok().filter(serde_json::Value::is_object)
 }
 
 #[cfg(test)]
@@ -121,7 +151,14 @@ mod tests {
     use super::*;
 
     fn record(method: &str, path: &str, status: u16) -> RequestRecord {
-        RequestRecord { method: method.to_owned(), path: path.to_owned(), status, received_at_ms: 0 }
+        RequestRecord {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: Vec::new(),
+            bearer_claims: None,
+            status,
+            received_at_ms: 0,
+        }
     }
 
     #[test]
@@ -136,5 +173,15 @@ mod tests {
         log.clear();
         assert_eq!(log.total(), 0);
         assert!(log.records().is_empty());
+    }
+
+    #[test]
+    fn a_bearer_jwt_is_recorded_as_its_claims_only() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"name":"t","scopes":[{"fixed_params":{"org":"acme"}}]}"#);
+        let claims = jwt_payload(&format!("eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln")).unwrap();
+        assert_eq!(claims["scopes"][0]["fixed_params"]["org"], "acme");
+        for not_a_jwt in ["sk_test_123", "p.eyJ1IjoiYSJ9.c2ln.extra", "a.!!!.c"] {
+            assert_eq!(jwt_payload(not_a_jwt), None, "{not_a_jwt}");
+        }
     }
 }

@@ -210,12 +210,11 @@ pub fn classify(
         return ProbeOutcome::new(R::Unreachable, None, "no answer");
     };
     let detail = error_detail(body);
-    let answered = |what: &str| {
-        if detail.is_empty() {
-            format!("answered {code}{what}")
-        } else {
-            format!("answered {code}{what}: {detail}")
-        }
+    let answered = |what: &str| match &detail {
+        Detail::Nothing => format!("answered {code}{what}"),
+        Detail::Error(error) => format!("answered {code}{what}: {error}"),
+        Detail::ErrorNotText => format!("answered {code}{what} with an error field that is not text"),
+        Detail::NotJson => format!("answered {code}{what} with a non-JSON body"),
     };
     match code {
         200 if is_tinybird_json(body) => {
@@ -227,7 +226,10 @@ pub fn classify(
             "answered 200 but not with Tinybird's JSON (an object with a data array and a statistics object)",
         ),
         403 => {
-            let lower = detail.to_ascii_lowercase();
+            let lower = match &detail {
+                Detail::Error(error) => error.to_ascii_lowercase(),
+                _ => String::new(),
+            };
             if lower.contains("have access to this resource") {
                 ProbeOutcome::new(R::ScopeRejected, status, &answered(""))
             } else if lower.contains("invalid authentication token")
@@ -271,17 +273,31 @@ fn is_tinybird_json(body: &[u8]) -> bool {
     })
 }
 
-/// The `error` of a Tinybird error body, or the start of any other body; redacted, one line.
-fn error_detail(body: &[u8]) -> String {
-    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+/// What of an answer body may be repeated in status and events: Tinybird's `error` text, and
+/// nothing else (never `data`, never a raw body, which may hold rows of any tenant).
+enum Detail {
+    /// An empty body, or JSON without `error`.
+    Nothing,
+    /// The `error` text: redacted, one line, bounded.
+    Error(String),
+    /// `error` is there but is not a string.
+    ErrorNotText,
+    /// The body is not JSON (a proxy's HTML page, a truncated answer).
+    NotJson,
+}
+
+fn error_detail(body: &[u8]) -> Detail {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Detail::Nothing;
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Err(_) => Detail::NotJson,
         Ok(value) => match value.get("error") {
-            Some(serde_json::Value::String(error)) => error.clone(),
-            Some(other) => other.to_string(),
-            None => String::new(),
+            None => Detail::Nothing,
+            Some(serde_json::Value::String(error)) => Detail::Error(one_line(error)),
+            Some(_) => Detail::ErrorNotText,
         },
-        Err(_) => String::from_utf8_lossy(body).into_owned(),
-    };
-    one_line(&text)
+    }
 }
 
 /// Redacts, collapses whitespace and truncates (after redaction, so no token is cut in a way

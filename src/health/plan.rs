@@ -35,7 +35,8 @@ pub enum ProbeCredential {
     Signed {
         /// The workspace admin token.
         key: AdminToken,
-        /// The claims, shortcodes replaced by `healthCheck.sampleParams` (boxed: the far more
+        /// The claims, shortcodes replaced by the policy's pinned values or else by
+        /// `healthCheck.sampleParams` (boxed: the far more
         /// common `Issued` plans stay small).
         claims: Box<AccessClaims>,
     },
@@ -147,7 +148,9 @@ impl ProbePlan {
         let mut unprobeable = Vec::new();
         for scope in claims.scopes.iter_mut().filter(|scope| scope.scope_type == SCOPE_PIPES_READ) {
             let skipped = match (&mut scope.fixed_params, issued_token) {
-                (Some(fixed_params), None) => fill_samples(fixed_params, &access.health.sample_params),
+                (Some(fixed_params), None) => {
+                    fill_samples(fixed_params, &access.health.sample_params, &access.pinned_params)
+                }
                 _ => None,
             };
             if skipped.is_some() {
@@ -194,14 +197,24 @@ impl ProbePlan {
     }
 }
 
-/// Replaces every shortcode-valued fixed param by its sample value; the reason to skip the
-/// scope when a sample is missing.
+/// Replaces every shortcode-valued fixed param by its stand-in: the value the workspace policy
+/// pins (`pinned`), whatever `samples` says, else its sample value. The reason to skip the scope
+/// when a shortcode has neither.
 fn fill_samples(
     fixed_params: &mut BTreeMap<String, serde_json::Value>,
     samples: &BTreeMap<String, String>,
+    pinned: &BTreeMap<String, String>,
 ) -> Option<String> {
     let mut missing = Vec::new();
     for (param, value) in fixed_params.iter_mut() {
+        if let Some(pinned) = pinned.get(param) {
+            // A shortcode, or (had the policy not refused it) another tenant's value; a number
+            // or boolean is there only if the policy found it equal to the pinned value.
+            if value.as_str().is_some_and(|text| text != pinned) {
+                *value = serde_json::Value::String(pinned.clone());
+            }
+            continue;
+        }
         let Some(text) = value.as_str() else { continue };
         if !shortcode::contains_shortcode(text) {
             continue;

@@ -83,6 +83,20 @@ impl ProbeRequest {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// The HTTP request over `client`: each param percent-encoded into the query string (a value
+    /// cannot add a parameter or end the query), the token in the `Authorization` header.
+    ///
+    /// # Errors
+    /// When the URL cannot be parsed.
+    pub fn to_http(&self, client: &reqwest::Client) -> Result<reqwest::Request, reqwest::Error> {
+        client
+            .get(&self.url)
+            .query(&self.params)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .timeout(self.timeout)
+            .build()
+    }
 }
 
 impl fmt::Debug for ProbeRequest {
@@ -131,14 +145,10 @@ impl HttpProber {
 
     /// Sends one probe and classifies the answer. The message never contains the token.
     pub async fn probe_once(&self, request: &ProbeRequest) -> ProbeOutcome {
-        let sent = self
-            .client
-            .get(&request.url)
-            .query(&request.params)
-            .header(AUTHORIZATION, format!("Bearer {}", request.token))
-            .timeout(request.timeout)
-            .send()
-            .await;
+        let sent = match request.to_http(&self.client) {
+            Ok(http) => self.client.execute(http).await,
+            Err(error) => Err(error),
+        };
         let outcome = match sent {
             Err(error) => {
                 let status = error.status().map(|s| s.as_u16());
@@ -184,3 +194,6 @@ async fn read_body(response: &mut reqwest::Response) -> Result<Option<Vec<u8>>, 
     }
     Ok(Some(body))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,8 @@
 //! The health scheduler: one tokio task owning every registered TenantAccess's probes. Probes
-//! are spread with jitter over each interval, run under a global concurrency bound, back off on
-//! 429, and are reported only when an endpoint's health changes, so that status is written only
-//! on flips.
+//! are spread with jitter over each interval, run under a global concurrency bound (of which one
+//! TenantAccess holds at most [`PER_ACCESS_IN_FLIGHT`] places, so none can starve the others),
+//! back off on 429, and are reported only when an endpoint's health changes, so that status is
+//! written only on flips.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -25,6 +26,10 @@ use crate::backoff::jitter;
 
 /// Default bound of probes in flight at once, over all TenantAccesses.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Most probes of one TenantAccess in flight, or waiting for the global bound, at once: one
+/// access with hundreds of slow or failing endpoints holds at most this many of the shared
+/// places, and every other access's probe waits behind at most this many of its probes.
+pub const PER_ACCESS_IN_FLIGHT: usize = 2;
 
 /// Identity of a TenantAccess: namespace and name. Its clones share the strings (the scheduler,
 /// its readers and the controller each keep one per TenantAccess).
@@ -265,6 +270,15 @@ struct Registered {
     plan: Arc<ProbePlan>,
     generation: u64,
     endpoints: Vec<EndpointState>,
+    /// [`PER_ACCESS_IN_FLIGHT`] places: a probe takes one before it queues for the global
+    /// bound. Closed when the plan is replaced or unregistered, which drops its queued probes.
+    places: Arc<Semaphore>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.places.close();
+    }
 }
 
 impl Registered {
@@ -276,7 +290,8 @@ impl Registered {
 struct Worker {
     prober: Arc<dyn EndpointProber>,
     semaphore: Arc<Semaphore>,
-    probes: JoinSet<ProbeResult>,
+    /// Each probe's result; `None` for a probe dropped because its plan was replaced.
+    probes: JoinSet<Option<ProbeResult>>,
     /// Which endpoint (and plan generation) each probe task is for.
     in_flight: HashMap<Id, (AccessKey, u64, String)>,
     events: mpsc::UnboundedSender<HealthChange>,
@@ -392,7 +407,8 @@ impl Worker {
             .collect();
         let generation = self.next_generation;
         self.next_generation += 1;
-        Registered { plan: Arc::new(plan), generation, endpoints }
+        let places = Arc::new(Semaphore::new(PER_ACCESS_IN_FLIGHT));
+        Registered { plan: Arc::new(plan), generation, endpoints, places }
     }
 
     fn unregister(&mut self, key: &AccessKey) {
@@ -416,8 +432,13 @@ impl Worker {
                 let plan = Arc::clone(&access.plan);
                 let prober = Arc::clone(&self.prober);
                 let semaphore = Arc::clone(&self.semaphore);
+                let places = Arc::clone(&access.places);
                 let resource = endpoint.resource.clone();
                 let handle = self.probes.spawn(async move {
+                    // One of the access's places first, then the global bound (fair between
+                    // accesses: the global queue holds at most a few probes of each). Closed
+                    // once this plan is replaced: the result would be dropped anyway.
+                    let _place = places.acquire_owned().await.ok()?;
                     // Only closed at shutdown, when the result no longer matters.
                     let _permit = semaphore.acquire_owned().await.ok();
                     // The token is made once a permit is held, so a queued probe never sends a
@@ -431,7 +452,7 @@ impl Worker {
                             ProbeOutcome::not_sent(&format!("cannot sign the probe token: {error}"))
                         }
                     };
-                    ProbeResult { outcome, latency: started.elapsed(), believed_valid }
+                    Some(ProbeResult { outcome, latency: started.elapsed(), believed_valid })
                 });
                 self.in_flight
                     .insert(handle.id(), (key.clone(), access.generation, endpoint.resource.clone()));
@@ -440,9 +461,9 @@ impl Worker {
         self.earliest_due = earliest;
     }
 
-    fn complete(&mut self, joined: Result<(Id, ProbeResult), JoinError>) {
+    fn complete(&mut self, joined: Result<(Id, Option<ProbeResult>), JoinError>) {
         let (id, result) = match joined {
-            Ok((id, result)) => (id, Some(result)),
+            Ok((id, result)) => (id, result),
             Err(error) => {
                 tracing::warn!(%error, "health probe task failed");
                 (error.id(), None)

@@ -203,3 +203,41 @@ fn refuses_more_scopes_than_the_workspace_allows() {
     assert!(refused.to_string().contains("3 scopes exceed the workspace maximum 2"), "{refused}");
     assert!(check(spec, "maxScopes: 3").is_ok());
 }
+
+const CLERK_ONLY: &str = "workspaceRef: {name: s}\nscopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\nclerkTemplate: {}\n";
+
+#[test]
+fn a_sample_param_may_not_stand_in_for_another_tenant_in_probe_tokens() {
+    let error =
+        check(&format!("{CLERK_ONLY}healthCheck: {{sampleParams: {{org: globex}}}}\n"), ORG_FROM_LABEL)
+            .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("spec.healthCheck.sampleParams.org: \"globex\" is not allowed"), "{message}");
+    assert!(message.contains("pins org to \"acme\""), "{message}");
+}
+
+#[test]
+fn a_sample_param_equal_to_the_pinned_value_is_fine_and_the_pin_is_recorded() {
+    let checked =
+        check(&format!("{CLERK_ONLY}healthCheck: {{sampleParams: {{org: acme}}}}\n"), ORG_FROM_LABEL)
+            .unwrap();
+    assert_eq!(checked.pinned_params, BTreeMap::from([("org".to_owned(), "acme".to_owned())]));
+    let unsampled = check(CLERK_ONLY, ORG_FROM_LABEL).unwrap();
+    assert_eq!(unsampled.pinned_params["org"], "acme", "pinned without a sample too");
+}
+
+#[test]
+fn a_probe_param_may_not_name_a_pinned_param() {
+    let unpinned_in_spec = "workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nsecret: {}\n";
+    let error =
+        check(&format!("{unpinned_in_spec}healthCheck: {{params: {{org: globex}}}}\n"), ORG_FROM_LABEL)
+            .unwrap_err();
+    assert!(error.to_string().contains("spec.healthCheck.params.org: workspace shared pins org"), "{error}");
+}
+
+#[test]
+fn nothing_is_pinned_without_required_params() {
+    let checked =
+        check(&format!("{CLERK_ONLY}healthCheck: {{sampleParams: {{org: globex}}}}\n"), "maxRps: 5").unwrap();
+    assert!(checked.pinned_params.is_empty());
+}

@@ -381,3 +381,49 @@ fn refuses_oversized_secret_metadata_and_rollout_lists() {
     assert_eq!(field, "spec.secret.rolloutRestartTargets");
     assert!(problem.contains("17 targets: at most 16"), "{problem}");
 }
+
+#[test]
+fn probe_params_may_not_be_reserved_by_tinybird() {
+    for name in
+        ["q", "Q", "token", "format", "pipeline", "from", "debug", "explain", "_internal", "__tb__semver"]
+    {
+        let (field, problem) = only_problem(&with(&format!("healthCheck: {{params: {{{name}: 'x'}}}}\n")));
+        assert_eq!(field, format!("spec.healthCheck.params.{name}"));
+        assert!(problem.contains("reserved by Tinybird"), "{name}: {problem}");
+    }
+    assert!(validate(&with("healthCheck: {params: {limit: '1', date_from: '2024-01-01'}}\n")).is_ok());
+}
+
+#[test]
+fn probe_params_may_not_name_a_fixed_param() {
+    let (field, problem) = only_problem(&with("healthCheck: {params: {org: globex}}\n"));
+    assert_eq!(field, "spec.healthCheck.params.org");
+    assert!(problem.contains("fixed param"), "{problem}");
+}
+
+#[test]
+fn probe_params_and_samples_are_bounded_in_number_and_size() {
+    for map in ["params", "sampleParams"] {
+        let many: Vec<String> = (0..=MAX_PROBE_PARAMS).map(|i| format!("p{i}: 'x'")).collect();
+        let (field, problem) =
+            only_problem(&with(&format!("healthCheck: {{{map}: {{{}}}}}\n", many.join(", "))));
+        assert_eq!(field, format!("spec.healthCheck.{map}"));
+        assert!(problem.contains("at most 16"), "{problem}");
+
+        let long = "x".repeat(MAX_PROBE_PARAM_BYTES + 1);
+        let (field, problem) = only_problem(&with(&format!("healthCheck: {{{map}: {{day: '{long}'}}}}\n")));
+        assert_eq!(field, format!("spec.healthCheck.{map}.day"));
+        assert!(problem.contains("at most 256"), "{problem}");
+
+        let (_, problem) = only_problem(&with(&format!("healthCheck: {{{map}: {{day: \"a\\nb\"}}}}\n")));
+        assert!(problem.contains("control character"), "{problem}");
+    }
+    let most: Vec<String> = (0..MAX_PROBE_PARAMS).map(|i| format!("p{i}: 'x'")).collect();
+    assert!(validate(&with(&format!("healthCheck: {{params: {{{}}}}}\n", most.join(", ")))).is_ok());
+}
+
+#[test]
+fn sample_params_may_name_fixed_params_they_stand_in_for() {
+    let clerk_only = "workspaceRef: {name: analytics}\nscopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\nclerkTemplate: {}\nhealthCheck: {sampleParams: {org: acme}}\n";
+    assert!(validate(clerk_only).is_ok());
+}

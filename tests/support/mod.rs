@@ -451,3 +451,44 @@ pub fn assert_no_secrets(what: &str, text: &str, admin_tokens: &[String]) {
     }
     assert!(!text.contains("eyJ0eXAi") && !text.contains("eyJhbGci"), "{what} contains a JWT");
 }
+
+impl ClusterWideEnv {
+    /// Creates namespace `name` with `labels` (a JSON object) and grants the unprivileged tenant
+    /// user (the test's tenant kubeconfig) what a tenant team has there: TenantAccess, and
+    /// reading Secrets; nothing else.
+    pub async fn tenant_namespace(&self, name: &str, labels: serde_json::Value) {
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
+                .unwrap();
+        Api::<Namespace>::all(self.client.clone()).create(&Default::default(), &namespace).await.unwrap();
+        let subject = self.cluster.tenant_subject().await.unwrap();
+        self.apply(
+            &format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: tenant-team}}\nrules:\n- apiGroups: [tenantaccess.dev]\n  resources: [tenantaccesses]\n  verbs: [get, list, watch, create, update, patch, delete]\n- apiGroups: ['']\n  resources: [secrets]\n  verbs: [get, list]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: tenant-team}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: tenant-team}}\nsubjects: [{}]\n",
+                serde_json::to_string(&subject).unwrap()
+            ),
+            Some(name),
+        )
+        .await;
+    }
+
+    /// Applies a TenantAccess (`spec`: YAML lines indented by two spaces) into `namespace` as the
+    /// tenant user; fails the test when the API server refuses it.
+    pub async fn tenant_applies(&self, namespace: &str, name: &str, spec: &str) {
+        let manifest = format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+        );
+        let out = self
+            .cluster
+            .tenant_kubectl_with_stdin(["-n", namespace, "apply", "-f", "-"], &manifest)
+            .await
+            .unwrap();
+        assert!(out.success(), "the tenant could not apply {name}: {}", out.stderr);
+    }
+}
+
+/// The fixed params of every scope of the bearer JWT a recorded request carried.
+pub fn recorded_fixed_params(record: &tenant_access_emulators::RequestRecord) -> Vec<serde_json::Value> {
+    let scopes = record.bearer_claims.as_ref().and_then(|claims| claims["scopes"].as_array().cloned());
+    scopes.unwrap_or_default().into_iter().map(|scope| scope["fixed_params"].clone()).collect()
+}

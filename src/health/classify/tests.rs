@@ -125,7 +125,7 @@ fn missing_pipe_timeout_and_server_errors() {
         let outcome = answer(status, b"<html>\n<h1>502 Bad Gateway</h1>\n</html>");
         assert_eq!(outcome.reason, ProbeReason::ServerError);
         assert_eq!(outcome.status_code, Some(status));
-        assert_no_token(&outcome);
+        assert_eq!(outcome.message, format!("answered {status} with a non-JSON body"));
     }
     assert_eq!(
         answer(400, &tinybird_error("Missing required parameter 'org'")).reason,
@@ -171,13 +171,13 @@ fn no_answer_is_unreachable() {
 #[test]
 fn echoed_admin_tokens_and_known_secrets_are_redacted() {
     let admin = "p.eyJ1IjogIjNmNmMxYjFlIiwgImlkIjogImFiYyIsICJob3N0IjogImV1X3NoYXJlZCJ9.c2lnbmF0dXJlMDEyMzQ1";
-    let outcome = answer(500, format!("upstream said: invalid token {admin}").as_bytes());
-    assert!(!outcome.message.contains("p.eyJ"), "{}", outcome.message);
+    let outcome = answer(500, &tinybird_error(&format!("upstream said: invalid token {admin}")));
+    assert_eq!(outcome.message, "answered 500: upstream said: invalid token <redacted>");
 
     // `key=value` hides the token's shape from the shape-based redaction; the token the probe
     // sent is removed anyway, as a known secret.
-    let outcome =
-        answer(502, format!("GET /v0/pipes/x.json?token={JWT} failed").as_bytes()).redacted_with(&[JWT]);
+    let outcome = answer(502, &tinybird_error(&format!("GET /v0/pipes/x.json?token={JWT} failed")))
+        .redacted_with(&[JWT]);
     assert_eq!(outcome.message, "answered 502: GET /v0/pipes/x.json?token=<redacted> failed");
 
     let opaque = "not-a-jwt-but-secret-12345";
@@ -186,12 +186,66 @@ fn echoed_admin_tokens_and_known_secrets_are_redacted() {
 }
 
 #[test]
-fn long_bodies_become_one_short_line() {
-    let body = format!("{}\n{JWT}\n{}", "x".repeat(150), "y".repeat(500));
-    let outcome = answer(502, body.as_bytes());
+fn long_errors_become_one_short_line() {
+    let error = format!("{}\n{JWT}\n{}", "x".repeat(150), "y".repeat(500));
+    let outcome = answer(502, &tinybird_error(&error));
     assert!(outcome.message.chars().count() <= 200, "{}", outcome.message);
     assert!(outcome.message.ends_with("..."));
     assert_no_token(&outcome);
+}
+
+/// Another tenant's rows, as a pipe (or a `q` query over it) would return them.
+const FOREIGN_ROWS: &str = r#"[{"org":"globex","email":"ceo@globex.example","revenue":912345}]"#;
+
+fn assert_no_rows(outcome: &ProbeOutcome) {
+    for leaked in ["globex", "ceo@", "912345"] {
+        assert!(!outcome.message.contains(leaked), "a row reached the message: {}", outcome.message);
+    }
+}
+
+#[test]
+fn only_the_error_text_of_an_answer_reaches_the_message_never_its_rows() {
+    // An error body that also carries data: only `error` is kept.
+    let body = format!(r#"{{"error":"Too many rows","data":{FOREIGN_ROWS},"rows":1}}"#);
+    let outcome = answer(400, body.as_bytes());
+    assert_eq!(outcome.message, "answered 400: Too many rows");
+
+    // Rows without an error (a 4xx/5xx with a pipe-shaped body): nothing of them.
+    let body = format!(r#"{{"meta":[],"data":{FOREIGN_ROWS},"statistics":{{}}}}"#);
+    for status in [400, 404, 500] {
+        let outcome = answer(status, body.as_bytes());
+        assert_eq!(outcome.message, format!("answered {status}"));
+        assert_no_rows(&outcome);
+    }
+
+    // An `error` that is not text (an object holding rows): named, not repeated.
+    let body = format!(r#"{{"error":{{"rows":{FOREIGN_ROWS}}}}}"#);
+    let outcome = answer(500, body.as_bytes());
+    assert_eq!(outcome.message, "answered 500 with an error field that is not text");
+
+    // A non-JSON body (a proxy page, a CSV dump): never repeated.
+    let outcome = answer(502, b"org,email,revenue\nglobex,ceo@globex.example,912345\n");
+    assert_eq!(outcome.message, "answered 502 with a non-JSON body");
+    let outcome = answer(403, format!("Forbidden {JWT}").as_bytes());
+    assert_eq!(outcome.message, "answered 403 with a non-JSON body");
+}
+
+#[test]
+fn a_hostile_error_with_tokens_and_100_kib_becomes_a_bounded_redacted_line() {
+    let admin = "p.eyJ1IjogIjNmNmMxYjFlIiwgImlkIjogImFiYyJ9.c2lnbmF0dXJlMDEyMzQ1Njc4OQ";
+    let hostile = format!("boom {JWT} {admin}\n{}\n{FOREIGN_ROWS}", "row ".repeat(25 * 1024));
+    assert!(hostile.len() >= 100 * 1024);
+    let body = serde_json::json!({"error": hostile, "data": FOREIGN_ROWS}).to_string();
+    let outcome = answer(500, body.as_bytes());
+    assert!(outcome.message.chars().count() <= 200, "{} chars", outcome.message.chars().count());
+    assert!(
+        outcome.message.starts_with("answered 500: boom <redacted> <redacted> row row"),
+        "{}",
+        outcome.message
+    );
+    assert!(!outcome.message.contains("p.eyJ"), "{}", outcome.message);
+    assert_no_token(&outcome);
+    assert_no_rows(&outcome);
 }
 
 #[test]

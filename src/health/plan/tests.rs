@@ -35,7 +35,7 @@ secret: {}
 healthCheck:
   interval: 2m
   timeout: 3s
-  params: {limit: '1', token: 'not-a-credential'}
+  params: {limit: '1', day: '2024-01-01 & q=SELECT 1'}
 ";
 
 const CLERK_ONLY: &str = r#"
@@ -62,7 +62,11 @@ fn a_secret_access_is_probed_with_its_issued_token_on_each_pipe_scope() {
 
     let request = plan.request_for("top_pages", Timestamp::now()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(request.url(), "http://tinybird.local:7181/v0/pipes/top_pages.json");
-    assert_eq!(request.params(), [("limit".to_owned(), "1".to_owned())], "a `token` param is never sent");
+    assert_eq!(
+        request.params(),
+        [("day".to_owned(), "2024-01-01 & q=SELECT 1".to_owned()), ("limit".to_owned(), "1".to_owned())],
+        "sent as parsed, one value each"
+    );
     assert_eq!(request.bearer_token(), "eyJ.issued.token");
     assert!(!format!("{request:?}{plan:?}").contains("issued.token"), "Debug shows no token");
 }
@@ -111,4 +115,53 @@ fn credentials_compare_by_identity_and_know_their_expiry() {
     assert_eq!(ProbeCredential::issued("a"), expired);
     assert_ne!(ProbeCredential::issued("a"), ProbeCredential::issued("b"));
     assert!(ProbeCredential::issued("not a jwt").believed_valid_at(Timestamp::now()));
+}
+
+/// The Clerk-only access checked against a shared workspace's policy pinning `org` to the
+/// namespace's `tenant` label (`acme`).
+fn pinned_clerk_only(yaml: &str) -> ValidatedAccess {
+    let policy: crate::api::WorkspacePolicy = serde_saphyr::from_str(
+        "requiredParams: {org: {namespaceLabel: tenant, clerkShortcode: '{{org.slug}}'}}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let labels = BTreeMap::from([("tenant".to_owned(), "acme".to_owned())]);
+    let namespace = crate::policy::NamespaceFacts { name: "tenants", labels: Some(&labels) };
+    crate::policy::apply(access(yaml), Some(&policy), "shared", namespace).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn probe_token_org(plan: &ProbePlan, ws: &SigningWorkspace) -> serde_json::Value {
+    let now = Timestamp::now();
+    let request = plan.request_for("top_pages", now).unwrap_or_else(|e| panic!("{e}"));
+    let parsed = ParsedToken::parse(request.bearer_token()).unwrap_or_else(|e| panic!("{e}"));
+    let claims = parsed.verify(&ws.key, now).unwrap_or_else(|e| panic!("{e}"));
+    let scope = claims.access.scopes.iter().find(|s| s.resource == "top_pages").cloned();
+    scope.and_then(|s| s.fixed_params).unwrap_or_default()["org"].clone()
+}
+
+#[test]
+fn a_param_the_policy_pins_takes_the_policys_value_in_probe_tokens_whatever_the_sample_says() {
+    let ws = workspace();
+    // No sample needed: the pinned value stands in for the shortcode.
+    let unsampled = pinned_clerk_only(&CLERK_ONLY.replace("  sampleParams: {org: globex}\n", ""));
+    assert_eq!(unsampled.pinned_params, BTreeMap::from([("org".to_owned(), "acme".to_owned())]));
+    let plan = ProbePlan::for_access(&unsampled, &ws, None).unwrap_or_else(|| panic!("a plan"));
+    assert_eq!(plan.endpoints[0], PlannedEndpoint { resource: "top_pages".into(), skipped: None });
+    assert_eq!(probe_token_org(&plan, &ws), "acme");
+
+    // A foreign sample that got past the policy (it refuses one) still never reaches a token.
+    let mut foreign = unsampled;
+    foreign.health.sample_params.insert("org".into(), "globex".into());
+    let plan = ProbePlan::for_access(&foreign, &ws, None).unwrap_or_else(|| panic!("a plan"));
+    assert_eq!(probe_token_org(&plan, &ws), "acme");
+    let skipped = plan.endpoints[1].skipped.clone().unwrap_or_default();
+    assert!(skipped.contains("sampleParams.user") && !skipped.contains("sampleParams.org"), "{skipped}");
+}
+
+#[test]
+fn without_a_policy_a_sample_stands_in_for_the_shortcode() {
+    let ws = workspace();
+    let unpinned = access(CLERK_ONLY);
+    assert!(unpinned.pinned_params.is_empty());
+    let plan = ProbePlan::for_access(&unpinned, &ws, None).unwrap_or_else(|| panic!("a plan"));
+    assert_eq!(probe_token_org(&plan, &ws), "globex");
 }

@@ -447,3 +447,73 @@ async fn a_registered_access_never_reads_as_unregistered_while_it_is_registered_
     assert!(reads > 0);
     scheduler.shutdown().await;
 }
+
+/// Waits, on paused time, until `condition` holds (tokio advances the clock whenever every task
+/// is idle, so minutes of probing pass at once).
+async fn simulate_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    while !condition() {
+        assert!(Instant::now() < deadline, "never happened (a simulated day): {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_access_with_hundreds_of_slow_failing_endpoints_does_not_delay_another() {
+    // Every probe takes 2 s (the interval is 5 s): the noisy access alone could keep the eight
+    // shared places busy forever.
+    let script = Script::with_hold(Duration::from_secs(2));
+    script.by_token.lock().unwrap().insert("noisy".into(), outcome(ProbeReason::ServerError));
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(5);
+    let pipes: Vec<String> = (0..300).map(|i| format!("missing_{i}")).collect();
+    let names: Vec<&str> = pipes.iter().map(String::as_str).collect();
+    scheduler.register(AccessKey::new("hostile", "noisy"), plan(&names, interval, "noisy"));
+    scheduler.register(AccessKey::new("tenants", "lone"), plan(&["lone_pipe"], interval, "lone"));
+
+    simulate_until("300 probes of the noisy access", || {
+        script.calls.lock().unwrap().iter().filter(|(_, token, _)| token == "noisy").count() >= 300
+    })
+    .await;
+    let calls = script.calls.lock().unwrap().clone();
+    let lone: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, (resource, _, _))| resource == "lone_pipe")
+        .map(|(i, _)| i)
+        .collect();
+    // 300 noisy probes at most 2 at a time take 300 s: the lone endpoint is probed every interval
+    // meanwhile (about 60 times). Without a per-access bound it waits behind ~300 queued probes
+    // (75 s) each time: a handful of probes at most.
+    assert!(lone.len() >= 50, "the lone endpoint was probed {} times during 300 noisy probes", lone.len());
+    let most_between = lone.windows(2).map(|pair| pair[1] - pair[0] - 1).max().unwrap_or(usize::MAX);
+    assert!(most_between <= 10, "up to {most_between} noisy probes between two probes of the lone endpoint");
+    // The noisy access never held more than its places.
+    let max = script.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 1 + PER_ACCESS_IN_FLIGHT, "{max} probes in flight with one lone endpoint");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_plan_drops_its_queued_probes() {
+    let script = Script::with_hold(Duration::from_secs(60));
+    let (scheduler, _events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "many");
+    let pipes: Vec<String> = (0..50).map(|i| format!("pipe_{i}")).collect();
+    let names: Vec<&str> = pipes.iter().map(String::as_str).collect();
+    let interval = Duration::from_secs(5);
+    scheduler.register(key.clone(), plan(&names, interval, "old"));
+    // Simulated time: every first probe is due, and all but the first few wait for a place.
+    tokio::time::sleep(interval).await;
+    assert_eq!(script.total_calls(), PER_ACCESS_IN_FLIGHT);
+    // Replaced: the waiting probes are dropped, never sent with the old token.
+    scheduler.register(key.clone(), plan(&names, interval, "new"));
+    simulate_until("every pipe probed with the new token", || {
+        let calls = script.calls.lock().unwrap();
+        names.iter().all(|pipe| calls.iter().any(|(r, token, _)| r == pipe && token == "new"))
+    })
+    .await;
+    let old = script.calls.lock().unwrap().iter().filter(|(_, token, _)| token == "old").count();
+    assert_eq!(old, PER_ACCESS_IN_FLIGHT, "probes sent with the replaced plan's token");
+    scheduler.shutdown().await;
+}
