@@ -27,9 +27,13 @@ use crate::desired::{
     IssuedToken, clerk_configmap_name, clerk_template, desired_clerk_configmap, desired_secret, issue_token,
 };
 use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
-use crate::names::{ANNOTATION_REVISION, FIELD_MANAGER, FINALIZER, condition, reason};
+use crate::names::{
+    ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER, LABEL_RESTART_ON_TOKEN_CHANGE, condition,
+    reason,
+};
 use crate::reconcile::decide::{
-    Observed, TokenDecision, decide_token, other_signature_reason, renew_request, secret_needs_repair,
+    ConfigMapDecision, Observed, TokenDecision, decide_configmap, decide_token, is_owned_by, other_signature_reason,
+    renew_request, secret_needs_repair,
 };
 use crate::selector;
 use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
@@ -164,30 +168,43 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         Some(output) => {
             let template = clerk_template(&validated, output, &signer.workspace_id);
             let configmap = desired_clerk_configmap(&validated, &template, access.controller_owner_ref(&()));
-            apply_configmap(&ctx, &namespace, &configmap).await?;
-            let wants_finalizer =
-                output.deletion_policy == DeletionPolicy::Delete && matches!(entry.clerk, Some(Ok(_)));
-            if wants_finalizer && !has_finalizer(&access) {
-                set_finalizer(&access, &ctx, true).await?;
-            }
-            let outcome = clerk_sync::sync(
-                &access,
-                &template,
-                &signer,
-                entry.clerk.as_ref(),
-                previous.clerk_template.as_ref(),
-                &ctx,
-            )
-            .await;
-            match outcome {
-                SyncOutcome::Done { condition, status } => {
-                    report.set(condition);
-                    report.status.clerk_template = status;
+            if let Err(conflict) = reconcile_configmap(&access, &ctx, &configmap).await? {
+                // The ConfigMap is an output of the Clerk template: with someone else's ConfigMap
+                // in the way, the Clerk output is refused as a whole (nothing pushed to Clerk),
+                // and that ConfigMap is left untouched. The Secret output is not affected.
+                report.not_ready(reason::CONFIGMAP_CONFLICT, &conflict);
+                report.set(DesiredCondition::fails(
+                    condition::CLERK_TEMPLATE_SYNCED,
+                    reason::CONFIGMAP_CONFLICT,
+                    conflict,
+                ));
+                let retry = ctx.record_failure(access.as_ref()).1;
+                retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+            } else {
+                let wants_finalizer =
+                    output.deletion_policy == DeletionPolicy::Delete && matches!(entry.clerk, Some(Ok(_)));
+                if wants_finalizer && !has_finalizer(&access) {
+                    set_finalizer(&access, &ctx, true).await?;
                 }
-                SyncOutcome::Failed { condition, retry_after: retry } => {
-                    report.not_ready(condition.reason, &condition.message);
-                    report.set(condition);
-                    retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+                let outcome = clerk_sync::sync(
+                    &access,
+                    &template,
+                    &signer,
+                    entry.clerk.as_ref(),
+                    previous.clerk_template.as_ref(),
+                    &ctx,
+                )
+                .await;
+                match outcome {
+                    SyncOutcome::Done { condition, status } => {
+                        report.set(condition);
+                        report.status.clerk_template = status;
+                    }
+                    SyncOutcome::Failed { condition, retry_after: retry } => {
+                        report.not_ready(condition.reason, &condition.message);
+                        report.set(condition);
+                        retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+                    }
                 }
             }
         }
@@ -205,7 +222,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
             if has_finalizer(&access) {
                 set_finalizer(&access, &ctx, false).await?;
             }
-            delete_configmap(&ctx, &namespace, &clerk_configmap_name(&name)).await?;
+            delete_configmap(&access, &ctx, &namespace, &clerk_configmap_name(&name)).await?;
         }
     }
 
@@ -410,14 +427,25 @@ async fn set_finalizer(access: &TenantAccess, ctx: &Context, present: bool) -> R
     }
 }
 
-async fn delete_configmap(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
-    if ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace)).is_none() {
+/// Deletes the Clerk template ConfigMap once the output is removed, only when this TenantAccess
+/// created it (its controller reference): someone else's ConfigMap of that name stays.
+async fn delete_configmap(access: &TenantAccess, ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let owner_uid = access.uid().unwrap_or_default();
+    let Some(cached) = ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace)) else {
+        return Ok(());
+    };
+    if !is_owned_by(cached.as_ref(), &owner_uid) {
         return Ok(());
     }
+    // Only that very object: not one created under the same name since the cache saw it.
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions { uid: cached.metadata.uid.clone(), resource_version: None }),
+        ..Default::default()
+    };
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.delete(name, &kube::api::DeleteParams::default()).await {
+    match api.delete(name, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
         Err(error) => Err(Error::WriteConfigMap(error)),
     }
 }
@@ -751,48 +779,70 @@ async fn observe_token_secret(
     })
 }
 
-async fn apply_configmap(ctx: &Context, namespace: &str, configmap: &ConfigMap) -> Result<(), Error> {
+/// Writes the Clerk template ConfigMap when it is this TenantAccess's (its controller reference)
+/// and lacks something of the desired one, creates it when there is none. `Ok(Err(message))`:
+/// another party's ConfigMap has that name; it was not touched.
+async fn reconcile_configmap(
+    access: &TenantAccess,
+    ctx: &Context,
+    configmap: &ConfigMap,
+) -> Result<Result<(), String>, Error> {
+    let namespace = configmap.metadata.namespace.clone().unwrap_or_default();
     let name = configmap.metadata.name.clone().unwrap_or_default();
-    if let Some(existing) = ctx.caches.managed_configmaps.get(&ObjectRef::new(&name).within(namespace))
-        && existing.data == configmap.data
-        && existing.metadata.owner_references == configmap.metadata.owner_references
-        && configmap.metadata.labels.iter().flatten().all(|(k, v)| existing.labels().get(k) == Some(v))
-    {
-        return Ok(());
+    let owner_uid = access.uid().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The cache holds only labelled ConfigMaps: a name it lacks is read, since an unlabelled
+    // ConfigMap of that name (someone else's, or this one with its label removed) may exist.
+    let cached = managed_configmap(ctx, &namespace, &name).await;
+    let observed = match cached {
+        Some(cached) => Some(cached),
+        None => api.get_opt(&name).await.map_err(Error::ReadConfigMap)?.map(Arc::new),
+    };
+    match decide_configmap(configmap, observed.as_deref(), &owner_uid) {
+        ConfigMapDecision::Keep => Ok(Ok(())),
+        ConfigMapDecision::Conflict => Ok(Err(format!(
+            "ConfigMap {namespace}/{name} exists and was not created by this TenantAccess: it was left alone and the Clerk template is not synced; delete or rename that ConfigMap, or rename this TenantAccess (the ConfigMap is always <name>{CLERK_TEMPLATE_CONFIGMAP_SUFFIX})"
+        ))),
+        ConfigMapDecision::Create => {
+            // A create, not an apply: a ConfigMap someone made since the read makes it fail
+            // (409, retried) instead of being merged into.
+            let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+            api.create(&params, configmap).await.map_err(Error::WriteConfigMap)?;
+            Ok(Ok(()))
+        }
+        ConfigMapDecision::Update => {
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(configmap))
+                .await
+                .map_err(Error::WriteConfigMap)?;
+            Ok(Ok(()))
+        }
     }
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(configmap))
-        .await
-        .map_err(Error::WriteConfigMap)?;
-    Ok(())
 }
 
-/// Patches each listed workload's pod template with the new revision; failures are warned about
-/// and do not block the token.
+/// How long a reconcile waits for the first list of managed ConfigMaps before reading one.
+const CONFIGMAP_LIST_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The cached managed ConfigMap of that name, once the cache has its first list (bounded wait).
+async fn managed_configmap(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+    let _ = tokio::time::timeout(CONFIGMAP_LIST_PATIENCE, ctx.caches.managed_configmaps.wait_until_ready()).await;
+    ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// Patches each listed workload's pod template with the new revision, when the workload opted in
+/// with the label [`LABEL_RESTART_ON_TOKEN_CHANGE`]: `true` (read first; without it the
+/// workload is left alone). Failures and refusals are warned about and do not block the token.
 async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, revision: i64, ctx: &Context) {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
     let Some(output) = &validated.secret else { return };
-    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {ANNOTATION_REVISION: revision.to_string()}}}}});
-    let params = PatchParams::default();
     for (kind, name) in &output.rollout_restart_targets {
-        let client = ctx.client.clone();
-        let namespace = &validated.namespace;
+        let (client, namespace) = (ctx.client.clone(), validated.namespace.as_str());
         let result = match kind.as_str() {
-            "Deployment" => Api::<Deployment>::namespaced(client, namespace)
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            "StatefulSet" => Api::<StatefulSet>::namespaced(client, namespace)
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            _ => Api::<DaemonSet>::namespaced(client, namespace)
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
+            "Deployment" => restart(&Api::<Deployment>::namespaced(client, namespace), name, revision).await,
+            "StatefulSet" => restart(&Api::<StatefulSet>::namespaced(client, namespace), name, revision).await,
+            _ => restart(&Api::<DaemonSet>::namespaced(client, namespace), name, revision).await,
         };
         match result {
-            Ok(()) => {
+            Ok(Restart::Done) => {
                 ctx.events.publish(
                     access,
                     EventType::Normal,
@@ -801,8 +851,19 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
                     &format!("{kind} {name} restarted for token revision {revision}"),
                 );
             }
-            Err(error) => {
-                let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source: error };
+            Ok(Restart::NotOptedIn) => {
+                ctx.events.publish(
+                    access,
+                    EventType::Warning,
+                    "RolloutRestartRefused",
+                    "RolloutRestart",
+                    &format!(
+                        "{kind} {name} was not restarted: it does not opt in; add the label {LABEL_RESTART_ON_TOKEN_CHANGE}: \"true\" to the {kind} (its metadata, not its pod template) to let the operator restart it on token changes"
+                    ),
+                );
+            }
+            Err(source) => {
+                let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source };
                 ctx.events.publish(
                     access,
                     EventType::Warning,
@@ -813,6 +874,36 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
             }
         }
     }
+}
+
+/// What a rollout restart did.
+enum Restart {
+    /// The pod template carries the new revision.
+    Done,
+    /// The workload lacks the opt-in label: not patched.
+    NotOptedIn,
+}
+
+/// Restarts one workload when it opted in. (No resourceVersion precondition: the workload's
+/// status changes often, and a restart must not fail for that.)
+async fn restart<K>(api: &Api<K>, name: &str, revision: i64) -> Result<Restart, kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let workload = api.get(name).await?;
+    if !restart_opted_in(workload.meta().labels.as_ref()) {
+        return Ok(Restart::NotOptedIn);
+    }
+    let patch = serde_json::json!({
+        "spec": {"template": {"metadata": {"annotations": {ANNOTATION_REVISION: revision.to_string()}}}},
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(Restart::Done)
+}
+
+/// Whether a workload's labels opt it in to rollout restarts (exactly `"true"`).
+fn restart_opted_in(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    labels.and_then(|l| l.get(LABEL_RESTART_ON_TOKEN_CHANGE)).is_some_and(|v| v == "true")
 }
 
 /// The status being built by one reconcile.
