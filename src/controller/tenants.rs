@@ -28,12 +28,12 @@ use crate::desired::{
 };
 use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
 use crate::names::{
-    ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER, LABEL_RESTART_ON_TOKEN_CHANGE, condition,
-    reason,
+    ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER,
+    LABEL_RESTART_ON_TOKEN_CHANGE, condition, reason,
 };
 use crate::reconcile::decide::{
-    ConfigMapDecision, Observed, TokenDecision, decide_configmap, decide_token, is_owned_by, other_signature_reason,
-    renew_request, secret_needs_repair,
+    ConfigMapDecision, Observed, TokenDecision, decide_configmap, decide_token, is_owned_by,
+    other_signature_reason, renew_request, secret_needs_repair,
 };
 use crate::selector;
 use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
@@ -102,9 +102,20 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
                 return Ok(Action::requeue(delay));
             }
         },
-        Err(problem) => {
+        Err(Refusal { problem, revokes }) => {
             report.refuse(problem.reason, &problem.message);
             stop_probes(&ctx, &mut report, &namespace, &name);
+            if revokes {
+                // The platform team withdrew this namespace's access: what was issued goes too.
+                revoke(
+                    &access,
+                    &ctx,
+                    &mut report,
+                    problem.reason,
+                    "its namespace is no longer admitted by the workspace",
+                )
+                .await?;
+            }
             report.finish(&ctx, &access).await?;
             let (_, delay) = ctx.record_failure(access.as_ref());
             return Ok(Action::requeue(delay));
@@ -113,6 +124,9 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
 
     // The workspace's policy: required params injected, limits applied, or refused. A refusal
     // revokes what was issued: access the policy now forbids must not outlive the change.
+    // Namespace labels are facts only once the namespace cache has its first list: a refusal
+    // read from an unsynced cache (a restart) must not revoke anything.
+    let facts_synced = !ctx.settings.cluster_wide || namespace_facts_synced(&ctx, &namespace).await;
     let labels = if ctx.settings.cluster_wide {
         Some(
             ctx.caches
@@ -134,15 +148,20 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         Err(violation) => {
             let message = format!("refused by the workspace policy: {violation}");
             report.refuse(reason::POLICY_VIOLATION, &message);
-            if report.status.clerk_template.is_some() {
-                report.set(DesiredCondition::fails(
-                    condition::CLERK_TEMPLATE_SYNCED,
-                    reason::POLICY_VIOLATION,
-                    "the Clerk template was left unchanged in Clerk; it no longer complies with the workspace policy",
-                ));
-            }
             stop_probes(&ctx, &mut report, &namespace, &name);
-            revoke_token(&access, &ctx, &mut report).await?;
+            if !facts_synced {
+                // Decided on a namespace not yet seen: decide again once it is.
+                report.finish(&ctx, &access).await?;
+                return Ok(Action::requeue(ctx.record_failure(access.as_ref()).1));
+            }
+            revoke(
+                &access,
+                &ctx,
+                &mut report,
+                reason::POLICY_VIOLATION,
+                "it no longer complies with its workspace's policy",
+            )
+            .await?;
             report.finish(&ctx, &access).await?;
             return Ok(Action::await_change());
         }
@@ -248,13 +267,42 @@ fn entry_name(access: &TenantAccess) -> String {
     access.spec.workspace_ref.name.clone()
 }
 
-/// Removes the token from this TenantAccess's Secret (policy revocation): the Secret stays, with
-/// its other keys, so that apps see a missing token rather than a missing Secret.
-async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report) -> Result<(), Error> {
+/// Revocation: this TenantAccess may no longer have the access it was given (`why`, e.g. the
+/// workspace's policy forbids it, or its namespace was withdrawn). The token leaves its Secret;
+/// the Clerk template is left as it is in Clerk (never updated again while refused: an admin
+/// token refresh leaves it with a dead key), and ClerkTemplateSynced says so.
+async fn revoke(
+    access: &TenantAccess,
+    ctx: &Context,
+    report: &mut Report,
+    reason: &'static str,
+    why: &str,
+) -> Result<(), Error> {
+    if report.status.clerk_template.is_some() {
+        report.set(DesiredCondition::fails(
+            condition::CLERK_TEMPLATE_SYNCED,
+            reason,
+            format!(
+                "the Clerk template was left unchanged in Clerk and is no longer kept up to date: {why}; delete it in Clerk, or refresh the workspace admin token, to stop the tokens it mints"
+            ),
+        ));
+    }
+    revoke_token(access, ctx, report, why).await
+}
+
+/// Removes the token from this TenantAccess's Secret: the Secret stays, with its other keys, so
+/// that apps see a missing token rather than a missing Secret.
+async fn revoke_token(
+    access: &TenantAccess,
+    ctx: &Context,
+    report: &mut Report,
+    why: &str,
+) -> Result<(), Error> {
     let namespace = access.namespace().unwrap_or_default();
     let secret_name =
         access.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| access.name_any());
     let owner_uid = access.uid().unwrap_or_default();
+    ctx.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
     let has_token = match ctx.token_secrets.get(&namespace, &secret_name) {
         Some(digest) => digest.controlled_by(&owner_uid) && digest.has_token(),
         None => false,
@@ -273,11 +321,22 @@ async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report)
         access,
         EventType::Warning,
         "TokenRevoked",
-        "EnforcePolicy",
-        &format!("removed the token from Secret {secret_name}: the TenantAccess no longer complies with its workspace's policy"),
+        "RevokeToken",
+        &format!("removed the token from Secret {secret_name}: {why} (a copy already taken stays valid until it expires)"),
     );
     Ok(())
 }
+
+/// Whether the namespace cache has its first list (bounded wait) and holds this namespace: only
+/// then is a refusal that reads namespace labels a fact rather than a start-up state.
+async fn namespace_facts_synced(ctx: &Context, namespace: &str) -> bool {
+    let listed =
+        tokio::time::timeout(NAMESPACE_LIST_PATIENCE, ctx.caches.namespaces.wait_until_ready()).await;
+    matches!(listed, Ok(Ok(()))) && ctx.caches.namespaces.get(&ObjectRef::new(namespace)).is_some()
+}
+
+/// How long a reconcile waits for the first list of namespaces before deciding on their labels.
+const NAMESPACE_LIST_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
 /// the operator believes valid, and reports health (status changes only on flips).
@@ -429,7 +488,12 @@ async fn set_finalizer(access: &TenantAccess, ctx: &Context, present: bool) -> R
 
 /// Deletes the Clerk template ConfigMap once the output is removed, only when this TenantAccess
 /// created it (its controller reference): someone else's ConfigMap of that name stays.
-async fn delete_configmap(access: &TenantAccess, ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+async fn delete_configmap(
+    access: &TenantAccess,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
     let owner_uid = access.uid().unwrap_or_default();
     let Some(cached) = ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace)) else {
         return Ok(());
@@ -439,7 +503,10 @@ async fn delete_configmap(access: &TenantAccess, ctx: &Context, namespace: &str,
     }
     // Only that very object: not one created under the same name since the cache saw it.
     let params = kube::api::DeleteParams {
-        preconditions: Some(kube::api::Preconditions { uid: cached.metadata.uid.clone(), resource_version: None }),
+        preconditions: Some(kube::api::Preconditions {
+            uid: cached.metadata.uid.clone(),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
@@ -458,14 +525,33 @@ fn requeue_after(now: Timestamp, at: Timestamp, access: &ValidatedAccess, key: &
     until + spread.mul_f64(jitter(key))
 }
 
+/// Why a TenantAccess cannot use its workspace.
+struct Refusal {
+    problem: WorkspaceProblem,
+    /// Whether the refusal withdraws access already given, so that what was issued is revoked:
+    /// only a decision of the platform team read from synced caches (the namespace no longer
+    /// admitted). Never a state that may be transient or that a start-up shows: a workspace
+    /// absent from the cache (WorkspaceNotFound: deleting and re-creating a workspace must not
+    /// wipe every tenant's token), an admin token that cannot be read or checked, Tinybird or
+    /// Clerk unreachable.
+    revokes: bool,
+}
+
+impl From<WorkspaceProblem> for Refusal {
+    fn from(problem: WorkspaceProblem) -> Self {
+        Self { problem, revokes: false }
+    }
+}
+
 /// The workspace's cache entry, after the isolation checks.
 async fn workspace_entry(
     validated: &ValidatedAccess,
     ctx: &Context,
-) -> Result<Result<Arc<super::keys::WorkspaceEntry>, WorkspaceProblem>, Error> {
+) -> Result<Result<Arc<super::keys::WorkspaceEntry>, Refusal>, Error> {
     let namespace = &validated.namespace;
     let name = &validated.workspace_name;
-    let not_found = |what: String| WorkspaceProblem { reason: reason::WORKSPACE_NOT_FOUND, message: what };
+    let not_found =
+        |what: String| Refusal::from(WorkspaceProblem { reason: reason::WORKSPACE_NOT_FOUND, message: what });
     match validated.workspace_kind {
         WorkspaceKind::Namespaced => {
             let Some(workspace) = ctx.caches.workspaces.get(&ObjectRef::new(name).within(namespace)) else {
@@ -484,8 +570,8 @@ async fn workspace_entry(
             let Some(workspace) = ctx.caches.cluster_workspaces.get(&ObjectRef::new(name)) else {
                 return Ok(Err(not_found(format!("ClusterTinybirdWorkspace {name} does not exist"))));
             };
-            if let Err(problem) = admits_namespace(workspace.as_ref(), namespace, ctx) {
-                return Ok(Err(problem));
+            if let Err(refusal) = admits_namespace(workspace.as_ref(), namespace, ctx).await {
+                return Ok(Err(refusal));
             }
             Ok(Ok(cached_or_load(workspace.as_ref(), ctx).await?))
         }
@@ -517,18 +603,31 @@ async fn cached_or_load<W: super::workspaces::Workspace>(
     }
 }
 
-fn admits_namespace(
+/// Whether a ClusterTinybirdWorkspace admits the namespace (spec.policy.allowedNamespaces on its
+/// labels). A refusal revokes when the namespace cache had its list and holds the namespace, and
+/// the workspace definitely does not admit it (no allowedNamespaces, or labels that do not
+/// match); a selector that cannot be evaluated refuses without revoking.
+async fn admits_namespace(
     workspace: &crate::api::ClusterTinybirdWorkspace,
     namespace: &str,
     ctx: &Context,
-) -> Result<(), WorkspaceProblem> {
+) -> Result<(), Refusal> {
     let name = workspace.name_any();
-    let refuse = |message: String| Err(WorkspaceProblem { reason: reason::NAMESPACE_NOT_ALLOWED, message });
+    let facts_synced = namespace_facts_synced(ctx, namespace).await;
+    let refuse = |message: String, definite: bool| {
+        Err(Refusal {
+            problem: WorkspaceProblem { reason: reason::NAMESPACE_NOT_ALLOWED, message },
+            revokes: definite && facts_synced,
+        })
+    };
     let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref())
     else {
-        return refuse(format!(
-            "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
-        ));
+        return refuse(
+            format!(
+                "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
+            ),
+            true,
+        );
     };
     let labels = ctx
         .caches
@@ -538,11 +637,14 @@ fn admits_namespace(
         .unwrap_or_default();
     match selector::matches(selector, &labels) {
         Ok(true) => Ok(()),
-        Ok(false) => refuse(format!(
-            "ClusterTinybirdWorkspace {name} does not admit namespace {namespace}: its labels do not match spec.policy.allowedNamespaces"
-        )),
+        Ok(false) => refuse(
+            format!(
+                "ClusterTinybirdWorkspace {name} does not admit namespace {namespace}: its labels do not match spec.policy.allowedNamespaces"
+            ),
+            true,
+        ),
         Err(error) => {
-            refuse(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}"))
+            refuse(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}"), false)
         }
     }
 }
@@ -806,7 +908,8 @@ async fn reconcile_configmap(
         ConfigMapDecision::Create => {
             // A create, not an apply: a ConfigMap someone made since the read makes it fail
             // (409, retried) instead of being merged into.
-            let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+            let params =
+                kube::api::PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
             api.create(&params, configmap).await.map_err(Error::WriteConfigMap)?;
             Ok(Ok(()))
         }
@@ -824,7 +927,8 @@ const CONFIGMAP_LIST_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The cached managed ConfigMap of that name, once the cache has its first list (bounded wait).
 async fn managed_configmap(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
-    let _ = tokio::time::timeout(CONFIGMAP_LIST_PATIENCE, ctx.caches.managed_configmaps.wait_until_ready()).await;
+    let _ =
+        tokio::time::timeout(CONFIGMAP_LIST_PATIENCE, ctx.caches.managed_configmaps.wait_until_ready()).await;
     ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace))
 }
 
@@ -838,7 +942,9 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
         let (client, namespace) = (ctx.client.clone(), validated.namespace.as_str());
         let result = match kind.as_str() {
             "Deployment" => restart(&Api::<Deployment>::namespaced(client, namespace), name, revision).await,
-            "StatefulSet" => restart(&Api::<StatefulSet>::namespaced(client, namespace), name, revision).await,
+            "StatefulSet" => {
+                restart(&Api::<StatefulSet>::namespaced(client, namespace), name, revision).await
+            }
             _ => restart(&Api::<DaemonSet>::namespaced(client, namespace), name, revision).await,
         };
         match result {

@@ -115,12 +115,7 @@ pub struct Observed<'a> {
 /// managed-by label does not count: anyone who can write the object can set a label.
 #[must_use]
 pub fn is_owned_by<K: Resource>(object: &K, owner_uid: &str) -> bool {
-    object
-        .meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == owner_uid && o.controller == Some(true))
+    object.meta().owner_references.iter().flatten().any(|o| o.uid == owner_uid && o.controller == Some(true))
 }
 
 /// The renew annotation's value, if set.
@@ -201,7 +196,8 @@ pub fn decide_token(
 /// data key or value, the owner reference. Extra labels or keys others added are left alone.
 #[must_use]
 pub fn secret_needs_repair(desired: &Secret, observed: &Secret) -> bool {
-    metadata_lacks(&desired.metadata, &observed.metadata) || missing(desired.data.as_ref(), observed.data.as_ref())
+    metadata_lacks(&desired.metadata, &observed.metadata)
+        || missing(desired.data.as_ref(), observed.data.as_ref())
 }
 
 /// What to do with the ConfigMap that holds a TenantAccess's rendered Clerk template.
@@ -221,7 +217,11 @@ pub enum ConfigMapDecision {
 /// Decides the Clerk template ConfigMap, as [`decide_token`] decides the Secret: only a
 /// ConfigMap this TenantAccess created (its controller reference) is written.
 #[must_use]
-pub fn decide_configmap(desired: &ConfigMap, observed: Option<&ConfigMap>, owner_uid: &str) -> ConfigMapDecision {
+pub fn decide_configmap(
+    desired: &ConfigMap,
+    observed: Option<&ConfigMap>,
+    owner_uid: &str,
+) -> ConfigMapDecision {
     match observed {
         None => ConfigMapDecision::Create,
         Some(observed) if !is_owned_by(observed, owner_uid) => ConfigMapDecision::Conflict,
@@ -236,7 +236,10 @@ pub fn decide_configmap(desired: &ConfigMap, observed: Option<&ConfigMap>, owner
 }
 
 /// Whether some entry of `desired` is absent from `observed` or different there.
-fn missing<V: PartialEq>(desired: Option<&BTreeMap<String, V>>, observed: Option<&BTreeMap<String, V>>) -> bool {
+fn missing<V: PartialEq>(
+    desired: Option<&BTreeMap<String, V>>,
+    observed: Option<&BTreeMap<String, V>>,
+) -> bool {
     desired.into_iter().flatten().any(|(k, v)| observed.and_then(|o| o.get(k)) != Some(v))
 }
 
@@ -245,7 +248,11 @@ fn metadata_lacks(desired: &ObjectMeta, observed: &ObjectMeta) -> bool {
     missing(desired.labels.as_ref(), observed.labels.as_ref())
         || missing(desired.annotations.as_ref(), observed.annotations.as_ref())
         || desired.owner_references.iter().flatten().any(|o| {
-            !observed.owner_references.iter().flatten().any(|x| x.uid == o.uid && x.controller == o.controller)
+            !observed
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|x| x.uid == o.uid && x.controller == o.controller)
         })
 }
 
