@@ -750,12 +750,17 @@ fn secret_yaml(name: &str, key: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{{key}: '{value}'}}\n")
 }
 
+/// A Deployment, a StatefulSet and a DaemonSet called `name`, each opting in to rollout restarts.
 fn workloads_yaml(name: &str) -> String {
+    let metadata = format!(
+        "metadata: {{name: {name}, labels: {{{}: 'true'}}}}",
+        tenant_access::names::LABEL_RESTART_ON_TOKEN_CHANGE
+    );
     let template = format!(
         "  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.9}}]}}\n"
     );
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n{template}---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}}}\nspec:\n  serviceName: {name}\n{template}---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}}}\nspec:\n{template}"
+        "apiVersion: apps/v1\nkind: Deployment\n{metadata}\nspec:\n{template}---\napiVersion: apps/v1\nkind: StatefulSet\n{metadata}\nspec:\n  serviceName: {name}\n{template}---\napiVersion: apps/v1\nkind: DaemonSet\n{metadata}\nspec:\n{template}"
     )
 }
 
