@@ -1108,3 +1108,24 @@ pub fn error_policy(access: Arc<CachedTenantAccess>, error: &Error, ctx: Arc<Con
     tracing::warn!(namespace = %access.namespace_name(), name = %access.object_name(), attempts, category = error.category(), error = %error.redacted(), "reconcile failed");
     Action::requeue(delay)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_label_value_true_opts_a_workload_in_to_restarts() {
+        let labels = |value: &str| {
+            std::collections::BTreeMap::from([(LABEL_RESTART_ON_TOKEN_CHANGE.to_owned(), value.to_owned())])
+        };
+        assert!(restart_opted_in(Some(&labels("true"))));
+        for refused in ["false", "True", "yes", ""] {
+            assert!(!restart_opted_in(Some(&labels(refused))), "{refused:?}");
+        }
+        assert!(!restart_opted_in(None));
+        assert!(!restart_opted_in(Some(&std::collections::BTreeMap::from([(
+            "app".to_owned(),
+            "web".to_owned()
+        )]))));
+    }
+}
