@@ -451,3 +451,34 @@ pub fn assert_no_secrets(what: &str, text: &str, admin_tokens: &[String]) {
     }
     assert!(!text.contains("eyJ0eXAi") && !text.contains("eyJhbGci"), "{what} contains a JWT");
 }
+
+/// Gives the unprivileged tenant user a tenant team's rights in `namespace`: TenantAccess (every
+/// verb) and reading Secrets; nothing else (no ConfigMaps, no workloads).
+pub async fn grant_tenant_team(cluster: &TestCluster, namespace: &str) {
+    let subject = cluster.tenant_subject().await.unwrap();
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: tenant-team}}\nrules:\n- apiGroups: [tenantaccess.dev]\n  resources: [tenantaccesses]\n  verbs: [get, list, watch, create, update, patch, delete]\n- apiGroups: ['']\n  resources: [secrets]\n  verbs: [get, list]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: tenant-team}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: tenant-team}}\nsubjects: [{}]\n",
+        serde_json::to_string(&subject).unwrap()
+    );
+    let out = cluster.apply_yaml(&rbac, Some(namespace)).await.unwrap();
+    assert!(out.success(), "granting the tenant team: {}", out.stderr);
+}
+
+/// Applies YAML into `namespace` as the tenant user (kubectl apply), once its Role is in force.
+pub async fn tenant_apply(cluster: &TestCluster, namespace: &str, yaml: &str) {
+    eventually(&format!("the tenant user to apply into {namespace}:\n{yaml}"), || async {
+        cluster
+            .tenant_kubectl_with_stdin(["-n", namespace, "apply", "-f", "-"], yaml)
+            .await
+            .unwrap()
+            .success()
+    })
+    .await;
+}
+
+/// The TenantAccess manifest `name` with this spec (YAML lines indented by two spaces).
+pub fn tenant_access_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+    )
+}
