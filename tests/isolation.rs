@@ -194,10 +194,12 @@ async fn withdrawing_a_namespace_revokes_its_token_and_a_missing_workspace_does_
     wait_for(accesses.clone(), "reader", is_ready(), TIMEOUT).await.unwrap();
     let token = token_of(&secrets.get("reader").await.unwrap()).unwrap();
 
-    // Not a withdrawal: a workspace that is missing (deleted to be re-created, or not yet in a
-    // cache) refuses new tokens and leaves the issued one alone.
+    // Not a withdrawal: a workspace that is missing (deleted to be re-created, here while the
+    // operator restarts) refuses new tokens and leaves the issued one alone.
+    operator.stop().await;
     let workspaces: Api<tenant_access::api::ClusterTinybirdWorkspace> = Api::all(env.client.clone());
     workspaces.delete("shared", &DeleteParams::default()).await.unwrap();
+    let operator = env.start_operator();
     wait_for(accesses.clone(), "reader", has_condition("Ready", "False", "WorkspaceNotFound"), TIMEOUT)
         .await
         .unwrap();
