@@ -167,18 +167,11 @@ async fn only_workloads_that_opt_in_are_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawing_a_namespace_revokes_its_token_and_a_missing_workspace_does_not() {
     let env = ClusterWideEnv::new().await;
-    let namespaces: Api<Namespace> = Api::all(env.client.clone());
-    let acme: Namespace = serde_json::from_value(
-        json!({"metadata": {"name": "acme", "labels": {"tinybird-tenants": "enabled"}}}),
-    )
-    .unwrap();
-    namespaces.create(&PostParams::default(), &acme).await.unwrap();
+    admitted_namespace(&env.client, "acme").await;
     grant_tenant_team(&env.cluster, "acme").await;
-    let workspace = env.shared_workspace_yaml(
-        "  policy:\n    allowedNamespaces: {matchLabels: {tinybird-tenants: enabled}}\n",
-    );
-    env.apply(&workspace, None).await;
+    let (clerk, workspace) = shared_workspace_with_clerk(&env).await;
     let operator = env.start_operator();
+    tenant_apply(&env.cluster, "acme", &tenant_access_yaml("front", CLERK_ONLY)).await;
 
     tenant_apply(
         &env.cluster,
@@ -192,6 +185,7 @@ async fn withdrawing_a_namespace_revokes_its_token_and_a_missing_workspace_does_
     let accesses: Api<TenantAccess> = Api::namespaced(env.client.clone(), "acme");
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "acme");
     wait_for(accesses.clone(), "reader", is_ready(), TIMEOUT).await.unwrap();
+    wait_for(accesses.clone(), "front", clerk_synced(), TIMEOUT).await.unwrap();
     let token = token_of(&secrets.get("reader").await.unwrap()).unwrap();
 
     // Not a withdrawal: a workspace that is missing (deleted to be re-created, here while the
@@ -204,8 +198,13 @@ async fn withdrawing_a_namespace_revokes_its_token_and_a_missing_workspace_does_
         .await
         .unwrap();
     assert_eq!(token_of(&secrets.get("reader").await.unwrap()), Some(token), "the token stays");
+    wait_for(accesses.clone(), "front", has_condition("Ready", "False", "WorkspaceNotFound"), TIMEOUT)
+        .await
+        .unwrap();
+    assert!(clerk.template_by_name("acme_front").is_some(), "the Clerk template stays");
     env.apply(&workspace, None).await;
     wait_for(accesses.clone(), "reader", is_ready(), TIMEOUT).await.unwrap();
+    wait_for(accesses.clone(), "front", is_ready(), TIMEOUT).await.unwrap();
 
     // The platform team withdraws the namespace: refused, and the token leaves the Secret.
     env.label_namespace("acme", json!({"tinybird-tenants": null})).await;
@@ -223,6 +222,18 @@ async fn withdrawing_a_namespace_revokes_its_token_and_a_missing_workspace_does_
     .unwrap();
     assert!(revoked.data.unwrap().contains_key("api-url"), "the Secret stays, without its token");
     assert!(accesses.get("reader").await.unwrap().status.unwrap().token.is_none());
+    // The Clerk template goes from Clerk too (no new token is minted from it).
+    let front = wait_for(
+        accesses.clone(),
+        "front",
+        has_condition("ClerkTemplateSynced", "False", "NamespaceNotAllowed"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(front.status.unwrap().clerk_template.is_none());
+    assert!(clerk.template_by_name("acme_front").is_none(), "deleted from Clerk");
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), "acme");
     eventually("a TokenRevoked event", || async {
         events.list(&Default::default()).await.unwrap().items.iter().any(|e| {
@@ -231,13 +242,21 @@ async fn withdrawing_a_namespace_revokes_its_token_and_a_missing_workspace_does_
         })
     })
     .await;
+
+    // Admitted again: a new token and the template again.
+    env.label_namespace("acme", json!({"tinybird-tenants": "enabled"})).await;
+    wait_for(secrets, "reader", |s: Option<&Secret>| s.is_some_and(|s| token_of(s).is_some()), TIMEOUT)
+        .await
+        .unwrap();
+    wait_for(accesses, "front", clerk_synced(), TIMEOUT).await.unwrap();
+    assert!(clerk.template_by_name("acme_front").is_some(), "created again");
     operator.stop().await;
 }
 
 /// A Clerk emulator, its key in Secret `clerk-key` of the operator's namespace, and the
 /// ClusterTinybirdWorkspace `shared` connected to it, admitting namespaces labelled
 /// `tinybird-tenants: enabled`.
-async fn shared_workspace_with_clerk(env: &ClusterWideEnv) -> ClerkEmulator {
+async fn shared_workspace_with_clerk(env: &ClusterWideEnv) -> (ClerkEmulator, String) {
     let clerk = ClerkEmulator::start(clerk_config()).await.unwrap();
     env.apply(
         &format!(
@@ -247,15 +266,12 @@ async fn shared_workspace_with_clerk(env: &ClusterWideEnv) -> ClerkEmulator {
         Some(env.system.name()),
     )
     .await;
-    env.apply(
-        &env.shared_workspace_yaml(&format!(
-            "  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n  policy:\n    allowedNamespaces: {{matchLabels: {{tinybird-tenants: enabled}}}}\n",
-            clerk.api_url()
-        )),
-        None,
-    )
-    .await;
-    clerk
+    let workspace = env.shared_workspace_yaml(&format!(
+        "  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n  policy:\n    allowedNamespaces: {{matchLabels: {{tinybird-tenants: enabled}}}}\n",
+        clerk.api_url()
+    ));
+    env.apply(&workspace, None).await;
+    (clerk, workspace)
 }
 
 async fn admitted_namespace(client: &Client, name: &str) {
@@ -271,7 +287,7 @@ const CLERK_ONLY: &str = "  workspaceRef: {kind: ClusterTinybirdWorkspace, name:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_clerk_template_names_of_two_namespaces_never_collide() {
     let env = ClusterWideEnv::new().await;
-    let clerk = shared_workspace_with_clerk(&env).await;
+    let (clerk, _) = shared_workspace_with_clerk(&env).await;
     // With `<namespace>-<name>` both would be `acme-corp-dash`.
     for (namespace, name) in [("acme", "corp-dash"), ("acme-corp", "dash")] {
         admitted_namespace(&env.client, namespace).await;
@@ -298,7 +314,7 @@ async fn default_clerk_template_names_of_two_namespaces_never_collide() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_pushed_under_the_old_default_name_is_renamed_in_place() {
     let env = ClusterWideEnv::new().await;
-    let clerk = shared_workspace_with_clerk(&env).await;
+    let (clerk, _) = shared_workspace_with_clerk(&env).await;
     admitted_namespace(&env.client, "acme").await;
     env.apply(&tenant_access_yaml("dash", CLERK_ONLY), Some("acme")).await;
 

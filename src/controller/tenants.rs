@@ -16,7 +16,7 @@ use super::cached_access::CachedTenantAccess;
 use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
-use super::keys::{WorkspaceKey, WorkspaceProblem};
+use super::keys::{ClerkCredentials, WorkspaceKey, WorkspaceProblem};
 use super::token_secrets::{SecretDigest, TokenMatch};
 use super::workspaces::{refresh_entry, workspace_key};
 use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus, TokenStatus};
@@ -102,23 +102,25 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
                 return Ok(Action::requeue(delay));
             }
         },
-        Err(Refusal { problem, revokes }) => {
+        Err(Refusal { problem, revokes, entry }) => {
             report.refuse(problem.reason, &problem.message);
             stop_probes(&ctx, &mut report, &namespace, &name);
+            let mut clerk_retry = None;
             if revokes {
                 // The platform team withdrew this namespace's access: what was issued goes too.
-                revoke(
+                let clerk = entry.as_ref().and_then(|e| e.clerk.as_ref()).and_then(|c| c.as_ref().ok());
+                clerk_retry = revoke(
                     &access,
                     &ctx,
                     &mut report,
-                    problem.reason,
-                    "its namespace is no longer admitted by the workspace",
+                    (problem.reason, "its namespace is no longer admitted by the workspace"),
+                    clerk,
                 )
                 .await?;
             }
             report.finish(&ctx, &access).await?;
             let (_, delay) = ctx.record_failure(access.as_ref());
-            return Ok(Action::requeue(delay));
+            return Ok(Action::requeue(clerk_retry.map_or(delay, |retry| retry.min(delay))));
         }
     };
 
@@ -154,16 +156,17 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
                 report.finish(&ctx, &access).await?;
                 return Ok(Action::requeue(ctx.record_failure(access.as_ref()).1));
             }
-            revoke(
+            let clerk = entry.clerk.as_ref().and_then(|c| c.as_ref().ok());
+            let clerk_retry = revoke(
                 &access,
                 &ctx,
                 &mut report,
-                reason::POLICY_VIOLATION,
-                "it no longer complies with its workspace's policy",
+                (reason::POLICY_VIOLATION, "it no longer complies with its workspace's policy"),
+                clerk,
             )
             .await?;
             report.finish(&ctx, &access).await?;
-            return Ok(Action::await_change());
+            return Ok(clerk_retry.map_or_else(Action::await_change, Action::requeue));
         }
     };
 
@@ -268,26 +271,56 @@ fn entry_name(access: &TenantAccess) -> String {
 }
 
 /// Revocation: this TenantAccess may no longer have the access it was given (`why`, e.g. the
-/// workspace's policy forbids it, or its namespace was withdrawn). The token leaves its Secret;
-/// the Clerk template is left as it is in Clerk (never updated again while refused: an admin
-/// token refresh leaves it with a dead key), and ClerkTemplateSynced says so.
+/// workspace's policy forbids it, or its namespace was withdrawn). The token leaves its Secret,
+/// and a template pushed to Clerk is deleted from Clerk (whatever the deletionPolicy, which is
+/// the team's choice for its own deletions, not the platform's withdrawals), so that no new
+/// token is minted from it; both come back if access is given back. Returns when to retry a
+/// Clerk deletion that failed.
 async fn revoke(
     access: &TenantAccess,
     ctx: &Context,
     report: &mut Report,
-    reason: &'static str,
-    why: &str,
-) -> Result<(), Error> {
-    if report.status.clerk_template.is_some() {
-        report.set(DesiredCondition::fails(
-            condition::CLERK_TEMPLATE_SYNCED,
-            reason,
-            format!(
-                "the Clerk template was left unchanged in Clerk and is no longer kept up to date: {why}; delete it in Clerk, or refresh the workspace admin token, to stop the tokens it mints"
-            ),
-        ));
+    (reason, why): (&'static str, &str),
+    clerk: Option<&ClerkCredentials>,
+) -> Result<Option<Duration>, Error> {
+    let mut retry = None;
+    let pushed = report.status.clerk_template.clone();
+    let message = match (pushed.as_ref().and_then(|p| p.id.as_deref().map(|id| (p, id))), clerk) {
+        (Some((pushed, id)), Some(credentials)) => {
+            match clerk_sync::delete_remote(access, credentials, id, ctx).await {
+                Ok(()) => {
+                    report.status.clerk_template = None;
+                    Some(format!(
+                        "the Clerk template {} was deleted from Clerk: {why}; it is created again if access is given back",
+                        pushed.name
+                    ))
+                }
+                Err(error) => {
+                    retry = Some(error.retry_after().unwrap_or_else(|| ctx.record_failure(access).1));
+                    Some(format!(
+                        "the Clerk template {} must be deleted from Clerk ({why}) and could not be yet: {error}; retrying",
+                        pushed.name
+                    ))
+                }
+            }
+        }
+        (Some((pushed, _)), None) => Some(format!(
+            "the Clerk template {} was left in Clerk, where it still mints tokens: {why}, and the workspace has no usable Clerk connection to delete it; delete it in Clerk, or refresh the workspace admin token",
+            pushed.name
+        )),
+        // Nothing pushed, or deleted by an earlier pass (whose condition stays).
+        (None, _) => {
+            let said = find(&report.status.conditions, condition::CLERK_TEMPLATE_SYNCED)
+                .is_some_and(|c| c.status == "False" && c.reason == reason);
+            (access.spec.clerk_template.is_some() && !said)
+                .then(|| format!("nothing is pushed to Clerk: {why}"))
+        }
+    };
+    if let Some(message) = message {
+        report.set(DesiredCondition::fails(condition::CLERK_TEMPLATE_SYNCED, reason, message));
     }
-    revoke_token(access, ctx, report, why).await
+    revoke_token(access, ctx, report, why).await?;
+    Ok(retry)
 }
 
 /// Removes the token from this TenantAccess's Secret: the Secret stays, with its other keys, so
@@ -535,11 +568,14 @@ struct Refusal {
     /// wipe every tenant's token), an admin token that cannot be read or checked, Tinybird or
     /// Clerk unreachable.
     revokes: bool,
+    /// The workspace's entry, when the refusal revokes (its Clerk connection deletes a pushed
+    /// template); None when it could not be loaded.
+    entry: Option<Arc<super::keys::WorkspaceEntry>>,
 }
 
 impl From<WorkspaceProblem> for Refusal {
     fn from(problem: WorkspaceProblem) -> Self {
-        Self { problem, revokes: false }
+        Self { problem, revokes: false, entry: None }
     }
 }
 
@@ -570,7 +606,10 @@ async fn workspace_entry(
             let Some(workspace) = ctx.caches.cluster_workspaces.get(&ObjectRef::new(name)) else {
                 return Ok(Err(not_found(format!("ClusterTinybirdWorkspace {name} does not exist"))));
             };
-            if let Err(refusal) = admits_namespace(workspace.as_ref(), namespace, ctx).await {
+            if let Err(mut refusal) = admits_namespace(workspace.as_ref(), namespace, ctx).await {
+                if refusal.revokes {
+                    refusal.entry = cached_or_load(workspace.as_ref(), ctx).await.ok();
+                }
                 return Ok(Err(refusal));
             }
             Ok(Ok(cached_or_load(workspace.as_ref(), ctx).await?))
@@ -618,6 +657,7 @@ async fn admits_namespace(
         Err(Refusal {
             problem: WorkspaceProblem { reason: reason::NAMESPACE_NOT_ALLOWED, message },
             revokes: definite && facts_synced,
+            entry: None,
         })
     };
     let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref())
