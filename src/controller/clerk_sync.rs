@@ -204,7 +204,7 @@ pub(super) fn has_finalizer(access: &TenantAccess) -> bool {
     access.metadata.finalizers.iter().flatten().any(|f| f == crate::names::FINALIZER)
 }
 
-/// Deletes the remote template on TenantAccess deletion (404 is success).
+/// Deletes the remote template (404 is success); `why` ends the event's message.
 ///
 /// # Errors
 /// Clerk failures other than "not found" (the deletion is retried).
@@ -213,6 +213,7 @@ pub(super) async fn delete_remote(
     credentials: &ClerkCredentials,
     id: &str,
     ctx: &Context,
+    why: &str,
 ) -> Result<(), ClerkError> {
     let client = ctx.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?;
     client.delete(id).await?;
@@ -221,7 +222,7 @@ pub(super) async fn delete_remote(
         EventType::Normal,
         "ClerkTemplateDeleted",
         "DeleteClerkTemplate",
-        &format!("deleted Clerk template {id} (deletionPolicy: Delete)"),
+        &format!("deleted Clerk template {id} ({why})"),
     );
     Ok(())
 }

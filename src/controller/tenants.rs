@@ -237,7 +237,14 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
                 if has_finalizer(&access)
                     && let (Some(id), Some(Ok(credentials))) = (pushed.id.as_deref(), entry.clerk.as_ref())
                 {
-                    clerk_sync::delete_remote(&access, credentials, id, &ctx).await?;
+                    clerk_sync::delete_remote(
+                        &access,
+                        credentials,
+                        id,
+                        &ctx,
+                        "spec.clerkTemplate removed, deletionPolicy: Delete",
+                    )
+                    .await?;
                 }
                 report.status.clerk_template = None;
             }
@@ -287,7 +294,7 @@ async fn revoke(
     let pushed = report.status.clerk_template.clone();
     let message = match (pushed.as_ref().and_then(|p| p.id.as_deref().map(|id| (p, id))), clerk) {
         (Some((pushed, id)), Some(credentials)) => {
-            match clerk_sync::delete_remote(access, credentials, id, ctx).await {
+            match clerk_sync::delete_remote(access, credentials, id, ctx, why).await {
                 Ok(()) => {
                     report.status.clerk_template = None;
                     Some(format!(
@@ -478,7 +485,9 @@ async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error>
             Err(_) => None,
         };
         match credentials {
-            Some(credentials) => clerk_sync::delete_remote(access, &credentials, &id, ctx).await?,
+            Some(credentials) => {
+                clerk_sync::delete_remote(access, &credentials, &id, ctx, "deletionPolicy: Delete").await?;
+            }
             None => {
                 ctx.events.publish(
                     access,
