@@ -18,6 +18,10 @@ pub const LABEL_TENANT_ACCESS: &str = "tenantaccess.dev/tenant-access";
 pub const ANNOTATION_RENEW: &str = "tenantaccess.dev/renew";
 /// Annotation on an issued Secret and on restarted pod templates: the token revision.
 pub const ANNOTATION_REVISION: &str = "tenantaccess.dev/revision";
+/// Label a Deployment, StatefulSet or DaemonSet must carry (value `"true"`) before the operator
+/// restarts it for a TenantAccess's `rolloutRestartTargets`: without it, a team could have the
+/// operator patch any workload of its namespace with the operator's rights.
+pub const LABEL_RESTART_ON_TOKEN_CHANGE: &str = "tenantaccess.dev/restart-on-token-change";
 /// Finalizer that lets the operator delete remote Clerk templates.
 pub const FINALIZER: &str = "tenantaccess.dev/clerk-template";
 
@@ -63,6 +67,8 @@ pub mod reason {
     pub const WORKSPACE_NOT_READY: &str = "WorkspaceNotReady";
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// The `<name>-clerk-template` ConfigMap exists and was not created by this TenantAccess.
+    pub const CONFIGMAP_CONFLICT: &str = "ConfigMapConflict";
     pub const POLICY_VIOLATION: &str = "PolicyViolation";
     pub const TOKEN_TOO_LARGE: &str = "TokenTooLarge";
     pub const ISSUED: &str = "Issued";

@@ -662,7 +662,11 @@ impl Validator {
         name: &str,
         output: &crate::api::ClerkTemplateOutput,
     ) -> ValidClerkOutput {
-        let template_name = output.name.clone().unwrap_or_else(|| format!("{namespace}-{name}"));
+        // The default joins namespace and name with `_`, which neither can contain (a namespace
+        // is a DNS label, a name a DNS subdomain): two TenantAccesses never get the same default
+        // (`acme` + `corp-dash` and `acme-corp` + `dash` would both be `acme-corp-dash` with a
+        // `-`). Not `/`: Clerk puts the template name in a URL path when minting a token.
+        let template_name = output.name.clone().unwrap_or_else(|| format!("{namespace}_{name}"));
         if template_name.trim().is_empty() || template_name.trim() != template_name {
             self.error(
                 "spec.clerkTemplate.name",

@@ -750,12 +750,17 @@ fn secret_yaml(name: &str, key: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{{key}: '{value}'}}\n")
 }
 
+/// A Deployment, a StatefulSet and a DaemonSet called `name`, each opting in to rollout restarts.
 fn workloads_yaml(name: &str) -> String {
+    let metadata = format!(
+        "metadata: {{name: {name}, labels: {{{}: 'true'}}}}",
+        tenant_access::names::LABEL_RESTART_ON_TOKEN_CHANGE
+    );
     let template = format!(
         "  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.9}}]}}\n"
     );
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n{template}---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}}}\nspec:\n  serviceName: {name}\n{template}---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}}}\nspec:\n{template}"
+        "apiVersion: apps/v1\nkind: Deployment\n{metadata}\nspec:\n{template}---\napiVersion: apps/v1\nkind: StatefulSet\n{metadata}\nspec:\n  serviceName: {name}\n{template}---\napiVersion: apps/v1\nkind: DaemonSet\n{metadata}\nspec:\n{template}"
     )
 }
 
@@ -995,7 +1000,8 @@ async fn set_rules(roles: &Api<ClusterRole>, rules: &[PolicyRule]) {
 /// cluster workspace; a TenantAccess issuing a token that restarts three workloads (three
 /// events of one kind: the second and third patch the first, an event series); one using the
 /// cluster workspace (namespace admission); one with a Clerk template (ConfigMap, finalizer)
-/// whose template output is removed once synced (ConfigMap deleted, finalizer removed).
+/// whose template is changed once synced (ConfigMap patched), then removed (ConfigMap deleted,
+/// finalizer removed).
 struct ScenarioRun {
     namespace: tenant_access_testkit::TestNamespace,
     remove_clerk_output: tokio::task::JoinHandle<()>,
@@ -1057,11 +1063,23 @@ impl ScenarioRun {
             )
             .await
             .unwrap();
-        // Once the template is synced, remove the Clerk output (when it never syncs because a
-        // verb is missing, this just gives up).
+        // Once the template is synced, change it (the operator's own ConfigMap is patched), then
+        // remove the Clerk output (when a step never happens because a verb is missing, this
+        // just gives up).
         let accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), &ns);
+        let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
         let remove_clerk_output = tokio::spawn(async move {
-            if wait_for(accesses.clone(), "clerk", clerk_synced(), TIMEOUT).await.is_ok() {
+            if wait_for(accesses.clone(), "clerk", clerk_synced(), TIMEOUT).await.is_err() {
+                return;
+            }
+            let longer = json!({"spec": {"clerkTemplate": {"lifetime": "120s"}}});
+            let _ = accesses.patch("clerk", &PatchParams::default(), &Patch::Merge(&longer)).await;
+            let patched = |c: Option<&ConfigMap>| {
+                c.and_then(|c| c.data.as_ref()?.get("template.json"))
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                    .is_some_and(|t| t["lifetime"] == 120)
+            };
+            if wait_for(configmaps, "clerk-clerk-template", patched, TIMEOUT).await.is_ok() {
                 let patch = json!({"spec": {"clerkTemplate": null}});
                 let _ = accesses.patch("clerk", &PatchParams::default(), &Patch::Merge(&patch)).await;
             }

@@ -97,11 +97,19 @@ async fn cluster_workspace_admits_only_selected_namespaces() {
     .await;
     assert!(!support::logs().contains("could not publish event"), "an event was refused");
 
-    // Removing the label: refused again (the issued token stays; policy revocation is its own issue).
+    // Removing the label: refused again, and the issued token is revoked.
     env.label_namespace(acme.name(), serde_json::json!({"tinybird-tenants": null})).await;
     wait_for(acme_access, "reader", has_condition("Ready", "False", "NamespaceNotAllowed"), TIMEOUT)
         .await
         .unwrap();
+    wait_for(
+        secrets,
+        "reader",
+        |s: Option<&Secret>| s.is_some_and(|s| support::token_of(s).is_none()),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
     assert!(
         Api::<Secret>::namespaced(client.clone(), globex.name()).get_opt("reader").await.unwrap().is_none()
     );

@@ -383,7 +383,7 @@ async fn new_revisions_restart_listed_workloads_once() {
     let mut env = Env::new("rollout").await;
     env.start_operator();
     env.apply_yaml(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: dashboard}\nspec:\n  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: dashboard, labels: {tenantaccess.dev/restart-on-token-change: 'true'}}\nspec:\n  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
     )
     .await;
     env.tenant_access(

@@ -154,7 +154,10 @@ pub struct SecretOutput {
     #[schemars(extend("maxProperties" = limits::MAX_SECRET_METADATA_ENTRIES))]
     pub annotations: BTreeMap<String, String>,
     /// Workloads restarted (pod-template annotation `tenantaccess.dev/revision`) once per new
-    /// token, so apps that read the token at start pick up the new one.
+    /// token, so apps that read the token at start pick up the new one. A workload is restarted
+    /// only when it opts in with the label `tenantaccess.dev/restart-on-token-change: "true"`
+    /// (on the workload itself); one without it is left alone (a `RolloutRestartRefused`
+    /// warning event names the label to add).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_ROLLOUT_TARGETS))]
     pub rollout_restart_targets: Vec<RolloutTarget>,
@@ -176,7 +179,9 @@ pub struct RolloutTarget {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClerkTemplateOutput {
-    /// Template name in Clerk (unique per instance). Default `<namespace>-<name>`.
+    /// Template name in Clerk (unique per instance). Default `<namespace>_<name>` (`_` is in
+    /// no namespace or TenantAccess name, so two defaults never collide). Changing it renames
+    /// the template in Clerk (same id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub name: Option<String>,

@@ -23,6 +23,9 @@ pub(super) enum SyncOutcome {
     Failed { condition: DesiredCondition, retry_after: Duration },
 }
 
+/// Clerk's error code for a template name already in use.
+const NAME_TAKEN: &str = "form_identifier_exists";
+
 fn failed(reason: &'static str, message: String, retry_after: Duration) -> SyncOutcome {
     SyncOutcome::Failed {
         condition: DesiredCondition::fails(condition::CLERK_TEMPLATE_SYNCED, reason, message),
@@ -90,8 +93,10 @@ pub(super) async fn sync(
         status: Some(status),
     };
 
-    // Known template: in sync, or PATCH the whole body.
-    if let Some(previous) = previous.filter(|p| p.name == template.name)
+    // Known template: in sync, or PATCH the whole body. The name is part of that body, so a
+    // renamed template (a new spec.clerkTemplate.name, or the default name of an older release)
+    // keeps its id and is renamed in place: never a second template, never a moment with none.
+    if let Some(previous) = previous
         && let Some(id) = previous.id.as_deref()
     {
         if *previous == desired_status(id) {
@@ -99,10 +104,12 @@ pub(super) async fn sync(
         }
         match client.update(id, template, &signer.key).await {
             Ok(remote) => {
-                let why = if previous.signing_key_fingerprint == signer.signing_key_fingerprint {
-                    "the template changed"
+                let why = if previous.name != template.name {
+                    format!("it was renamed from {:?}", previous.name)
+                } else if previous.signing_key_fingerprint == signer.signing_key_fingerprint {
+                    "the template changed".to_owned()
                 } else {
-                    "the signing key rotated"
+                    "the signing key rotated".to_owned()
                 };
                 ctx.events.publish(
                     access,
@@ -116,16 +123,15 @@ pub(super) async fn sync(
             Err(error) if error.reason() == crate::clerk::reason::NOT_FOUND => {
                 tracing::info!(template = %template.name, "the Clerk template was deleted outside the operator; creating it again");
             }
+            Err(error) if previous.name != template.name && error.code() == Some(NAME_TAKEN) => {
+                let message = format!(
+                    "Clerk template {id} cannot be renamed from {:?} to {:?}: another Clerk template has that name; it was left alone: delete or rename it in Clerk, or choose another spec.clerkTemplate.name",
+                    previous.name, template.name
+                );
+                let retry = ctx.record_failure(access).1.max(Duration::from_secs(60));
+                return failed(clerk_reason::CONFLICT, message, retry);
+            }
             Err(error) => return from_error(&error, ctx, access),
-        }
-    }
-    if let Some(previous) = previous.filter(|p| p.name != template.name)
-        && let Some(old_id) = previous.id.as_deref()
-        && has_finalizer(access)
-    {
-        // Renamed: the old template goes, as if its TenantAccess had been deleted.
-        if let Err(error) = client.delete(old_id).await {
-            return from_error(&error, ctx, access);
         }
     }
     create_or_adopt(access, template, signer, &client, ctx, &desired_status)
@@ -198,7 +204,7 @@ pub(super) fn has_finalizer(access: &TenantAccess) -> bool {
     access.metadata.finalizers.iter().flatten().any(|f| f == crate::names::FINALIZER)
 }
 
-/// Deletes the remote template on TenantAccess deletion (404 is success).
+/// Deletes the remote template (404 is success); `why` ends the event's message.
 ///
 /// # Errors
 /// Clerk failures other than "not found" (the deletion is retried).
@@ -207,6 +213,7 @@ pub(super) async fn delete_remote(
     credentials: &ClerkCredentials,
     id: &str,
     ctx: &Context,
+    why: &str,
 ) -> Result<(), ClerkError> {
     let client = ctx.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?;
     client.delete(id).await?;
@@ -215,7 +222,7 @@ pub(super) async fn delete_remote(
         EventType::Normal,
         "ClerkTemplateDeleted",
         "DeleteClerkTemplate",
-        &format!("deleted Clerk template {id} (deletionPolicy: Delete)"),
+        &format!("deleted Clerk template {id} ({why})"),
     );
     Ok(())
 }

@@ -12,6 +12,8 @@ pub enum Error {
     ReadSecret(#[source] kube::Error),
     #[error("writing the token Secret: {0}")]
     WriteSecret(#[source] kube::Error),
+    #[error("reading the Clerk template ConfigMap: {0}")]
+    ReadConfigMap(#[source] kube::Error),
     #[error("writing the Clerk template ConfigMap: {0}")]
     WriteConfigMap(#[source] kube::Error),
     #[error("writing status: {0}")]
@@ -33,7 +35,7 @@ impl Error {
     #[must_use]
     pub fn category(&self) -> &'static str {
         match self {
-            Self::ReadAdminSecret(_) | Self::ReadSecret(_) => "kube_read",
+            Self::ReadAdminSecret(_) | Self::ReadSecret(_) | Self::ReadConfigMap(_) => "kube_read",
             Self::WriteSecret(_)
             | Self::WriteConfigMap(_)
             | Self::WriteStatus(_)

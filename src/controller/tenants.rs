@@ -16,7 +16,7 @@ use super::cached_access::CachedTenantAccess;
 use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
-use super::keys::{WorkspaceKey, WorkspaceProblem};
+use super::keys::{ClerkCredentials, WorkspaceKey, WorkspaceProblem};
 use super::token_secrets::{SecretDigest, TokenMatch};
 use super::workspaces::{refresh_entry, workspace_key};
 use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus, TokenStatus};
@@ -27,9 +27,13 @@ use crate::desired::{
     IssuedToken, clerk_configmap_name, clerk_template, desired_clerk_configmap, desired_secret, issue_token,
 };
 use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
-use crate::names::{ANNOTATION_REVISION, FIELD_MANAGER, FINALIZER, condition, reason};
+use crate::names::{
+    ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER,
+    LABEL_RESTART_ON_TOKEN_CHANGE, condition, reason,
+};
 use crate::reconcile::decide::{
-    Observed, TokenDecision, decide_token, other_signature_reason, renew_request, secret_needs_repair,
+    ConfigMapDecision, Observed, TokenDecision, decide_configmap, decide_token, is_owned_by,
+    other_signature_reason, renew_request, secret_needs_repair,
 };
 use crate::selector;
 use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
@@ -98,17 +102,33 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
                 return Ok(Action::requeue(delay));
             }
         },
-        Err(problem) => {
+        Err(Refusal { problem, revokes, entry }) => {
             report.refuse(problem.reason, &problem.message);
             stop_probes(&ctx, &mut report, &namespace, &name);
+            let mut clerk_retry = None;
+            if revokes {
+                // The platform team withdrew this namespace's access: what was issued goes too.
+                let clerk = entry.as_ref().and_then(|e| e.clerk.as_ref()).and_then(|c| c.as_ref().ok());
+                clerk_retry = revoke(
+                    &access,
+                    &ctx,
+                    &mut report,
+                    (problem.reason, "its namespace is no longer admitted by the workspace"),
+                    clerk,
+                )
+                .await?;
+            }
             report.finish(&ctx, &access).await?;
             let (_, delay) = ctx.record_failure(access.as_ref());
-            return Ok(Action::requeue(delay));
+            return Ok(Action::requeue(clerk_retry.map_or(delay, |retry| retry.min(delay))));
         }
     };
 
     // The workspace's policy: required params injected, limits applied, or refused. A refusal
     // revokes what was issued: access the policy now forbids must not outlive the change.
+    // Namespace labels are facts only once the namespace cache has its first list: a refusal
+    // read from an unsynced cache (a restart) must not revoke anything.
+    let facts_synced = !ctx.settings.cluster_wide || namespace_facts_synced(&ctx, &namespace).await;
     let labels = if ctx.settings.cluster_wide {
         Some(
             ctx.caches
@@ -130,17 +150,23 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         Err(violation) => {
             let message = format!("refused by the workspace policy: {violation}");
             report.refuse(reason::POLICY_VIOLATION, &message);
-            if report.status.clerk_template.is_some() {
-                report.set(DesiredCondition::fails(
-                    condition::CLERK_TEMPLATE_SYNCED,
-                    reason::POLICY_VIOLATION,
-                    "the Clerk template was left unchanged in Clerk; it no longer complies with the workspace policy",
-                ));
-            }
             stop_probes(&ctx, &mut report, &namespace, &name);
-            revoke_token(&access, &ctx, &mut report).await?;
+            if !facts_synced {
+                // Decided on a namespace not yet seen: decide again once it is.
+                report.finish(&ctx, &access).await?;
+                return Ok(Action::requeue(ctx.record_failure(access.as_ref()).1));
+            }
+            let clerk = entry.clerk.as_ref().and_then(|c| c.as_ref().ok());
+            let clerk_retry = revoke(
+                &access,
+                &ctx,
+                &mut report,
+                (reason::POLICY_VIOLATION, "it no longer complies with its workspace's policy"),
+                clerk,
+            )
+            .await?;
             report.finish(&ctx, &access).await?;
-            return Ok(Action::await_change());
+            return Ok(clerk_retry.map_or_else(Action::await_change, Action::requeue));
         }
     };
 
@@ -175,30 +201,43 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         Some(output) => {
             let template = clerk_template(&validated, output, &signer.workspace_id);
             let configmap = desired_clerk_configmap(&validated, &template, access.controller_owner_ref(&()));
-            apply_configmap(&ctx, &namespace, &configmap).await?;
-            let wants_finalizer =
-                output.deletion_policy == DeletionPolicy::Delete && matches!(entry.clerk, Some(Ok(_)));
-            if wants_finalizer && !has_finalizer(&access) {
-                set_finalizer(&access, &ctx, true).await?;
-            }
-            let outcome = clerk_sync::sync(
-                &access,
-                &template,
-                &signer,
-                entry.clerk.as_ref(),
-                previous.clerk_template.as_ref(),
-                &ctx,
-            )
-            .await;
-            match outcome {
-                SyncOutcome::Done { condition, status } => {
-                    report.set(condition);
-                    report.status.clerk_template = status;
+            if let Err(conflict) = reconcile_configmap(&access, &ctx, &configmap).await? {
+                // The ConfigMap is an output of the Clerk template: with someone else's ConfigMap
+                // in the way, the Clerk output is refused as a whole (nothing pushed to Clerk),
+                // and that ConfigMap is left untouched. The Secret output is not affected.
+                report.not_ready(reason::CONFIGMAP_CONFLICT, &conflict);
+                report.set(DesiredCondition::fails(
+                    condition::CLERK_TEMPLATE_SYNCED,
+                    reason::CONFIGMAP_CONFLICT,
+                    conflict,
+                ));
+                let retry = ctx.record_failure(access.as_ref()).1;
+                retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+            } else {
+                let wants_finalizer =
+                    output.deletion_policy == DeletionPolicy::Delete && matches!(entry.clerk, Some(Ok(_)));
+                if wants_finalizer && !has_finalizer(&access) {
+                    set_finalizer(&access, &ctx, true).await?;
                 }
-                SyncOutcome::Failed { condition, retry_after: retry } => {
-                    report.not_ready(condition.reason, &condition.message);
-                    report.set(condition);
-                    retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+                let outcome = clerk_sync::sync(
+                    &access,
+                    &template,
+                    &signer,
+                    entry.clerk.as_ref(),
+                    previous.clerk_template.as_ref(),
+                    &ctx,
+                )
+                .await;
+                match outcome {
+                    SyncOutcome::Done { condition, status } => {
+                        report.set(condition);
+                        report.status.clerk_template = status;
+                    }
+                    SyncOutcome::Failed { condition, retry_after: retry } => {
+                        report.not_ready(condition.reason, &condition.message);
+                        report.set(condition);
+                        retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+                    }
                 }
             }
         }
@@ -209,14 +248,21 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
                 if has_finalizer(&access)
                     && let (Some(id), Some(Ok(credentials))) = (pushed.id.as_deref(), entry.clerk.as_ref())
                 {
-                    clerk_sync::delete_remote(&access, credentials, id, &ctx).await?;
+                    clerk_sync::delete_remote(
+                        &access,
+                        credentials,
+                        id,
+                        &ctx,
+                        "spec.clerkTemplate removed, deletionPolicy: Delete",
+                    )
+                    .await?;
                 }
                 report.status.clerk_template = None;
             }
             if has_finalizer(&access) {
                 set_finalizer(&access, &ctx, false).await?;
             }
-            delete_configmap(&ctx, &namespace, &clerk_configmap_name(&name)).await?;
+            delete_configmap(&access, &ctx, &namespace, &clerk_configmap_name(&name)).await?;
         }
     }
 
@@ -242,13 +288,72 @@ fn entry_name(access: &TenantAccess) -> String {
     access.spec.workspace_ref.name.clone()
 }
 
-/// Removes the token from this TenantAccess's Secret (policy revocation): the Secret stays, with
-/// its other keys, so that apps see a missing token rather than a missing Secret.
-async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report) -> Result<(), Error> {
+/// Revocation: this TenantAccess may no longer have the access it was given (`why`, e.g. the
+/// workspace's policy forbids it, or its namespace was withdrawn). The token leaves its Secret,
+/// and a template pushed to Clerk is deleted from Clerk (whatever the deletionPolicy, which is
+/// the team's choice for its own deletions, not the platform's withdrawals), so that no new
+/// token is minted from it; both come back if access is given back. Returns when to retry a
+/// Clerk deletion that failed.
+async fn revoke(
+    access: &TenantAccess,
+    ctx: &Context,
+    report: &mut Report,
+    (reason, why): (&'static str, &str),
+    clerk: Option<&ClerkCredentials>,
+) -> Result<Option<Duration>, Error> {
+    let mut retry = None;
+    let pushed = report.status.clerk_template.clone();
+    let message = match (pushed.as_ref().and_then(|p| p.id.as_deref().map(|id| (p, id))), clerk) {
+        (Some((pushed, id)), Some(credentials)) => {
+            match clerk_sync::delete_remote(access, credentials, id, ctx, why).await {
+                Ok(()) => {
+                    report.status.clerk_template = None;
+                    Some(format!(
+                        "the Clerk template {} was deleted from Clerk: {why}; it is created again if access is given back",
+                        pushed.name
+                    ))
+                }
+                Err(error) => {
+                    retry = Some(error.retry_after().unwrap_or_else(|| ctx.record_failure(access).1));
+                    Some(format!(
+                        "the Clerk template {} must be deleted from Clerk ({why}) and could not be yet: {error}; retrying",
+                        pushed.name
+                    ))
+                }
+            }
+        }
+        (Some((pushed, _)), None) => Some(format!(
+            "the Clerk template {} was left in Clerk, where it still mints tokens: {why}, and the workspace has no usable Clerk connection to delete it; delete it in Clerk, or refresh the workspace admin token",
+            pushed.name
+        )),
+        // Nothing pushed, or deleted by an earlier pass (whose condition stays).
+        (None, _) => {
+            let said = find(&report.status.conditions, condition::CLERK_TEMPLATE_SYNCED)
+                .is_some_and(|c| c.status == "False" && c.reason == reason);
+            (access.spec.clerk_template.is_some() && !said)
+                .then(|| format!("nothing is pushed to Clerk: {why}"))
+        }
+    };
+    if let Some(message) = message {
+        report.set(DesiredCondition::fails(condition::CLERK_TEMPLATE_SYNCED, reason, message));
+    }
+    revoke_token(access, ctx, report, why).await?;
+    Ok(retry)
+}
+
+/// Removes the token from this TenantAccess's Secret: the Secret stays, with its other keys, so
+/// that apps see a missing token rather than a missing Secret.
+async fn revoke_token(
+    access: &TenantAccess,
+    ctx: &Context,
+    report: &mut Report,
+    why: &str,
+) -> Result<(), Error> {
     let namespace = access.namespace().unwrap_or_default();
     let secret_name =
         access.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| access.name_any());
     let owner_uid = access.uid().unwrap_or_default();
+    ctx.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
     let has_token = match ctx.token_secrets.get(&namespace, &secret_name) {
         Some(digest) => digest.controlled_by(&owner_uid) && digest.has_token(),
         None => false,
@@ -267,11 +372,22 @@ async fn revoke_token(access: &TenantAccess, ctx: &Context, report: &mut Report)
         access,
         EventType::Warning,
         "TokenRevoked",
-        "EnforcePolicy",
-        &format!("removed the token from Secret {secret_name}: the TenantAccess no longer complies with its workspace's policy"),
+        "RevokeToken",
+        &format!("removed the token from Secret {secret_name}: {why} (a copy already taken stays valid until it expires)"),
     );
     Ok(())
 }
+
+/// Whether the namespace cache has its first list (bounded wait) and holds this namespace: only
+/// then is a refusal that reads namespace labels a fact rather than a start-up state.
+async fn namespace_facts_synced(ctx: &Context, namespace: &str) -> bool {
+    let listed =
+        tokio::time::timeout(NAMESPACE_LIST_PATIENCE, ctx.caches.namespaces.wait_until_ready()).await;
+    matches!(listed, Ok(Ok(()))) && ctx.caches.namespaces.get(&ObjectRef::new(namespace)).is_some()
+}
+
+/// How long a reconcile waits for the first list of namespaces before deciding on their labels.
+const NAMESPACE_LIST_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
 /// the operator believes valid, and reports health (status changes only on flips).
@@ -380,7 +496,9 @@ async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error>
             Err(_) => None,
         };
         match credentials {
-            Some(credentials) => clerk_sync::delete_remote(access, &credentials, &id, ctx).await?,
+            Some(credentials) => {
+                clerk_sync::delete_remote(access, &credentials, &id, ctx, "deletionPolicy: Delete").await?;
+            }
             None => {
                 ctx.events.publish(
                     access,
@@ -421,14 +539,33 @@ async fn set_finalizer(access: &TenantAccess, ctx: &Context, present: bool) -> R
     }
 }
 
-async fn delete_configmap(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
-    if ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace)).is_none() {
+/// Deletes the Clerk template ConfigMap once the output is removed, only when this TenantAccess
+/// created it (its controller reference): someone else's ConfigMap of that name stays.
+async fn delete_configmap(
+    access: &TenantAccess,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let owner_uid = access.uid().unwrap_or_default();
+    let Some(cached) = ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace)) else {
+        return Ok(());
+    };
+    if !is_owned_by(cached.as_ref(), &owner_uid) {
         return Ok(());
     }
+    // Only that very object: not one created under the same name since the cache saw it.
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: cached.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.delete(name, &kube::api::DeleteParams::default()).await {
+    match api.delete(name, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
         Err(error) => Err(Error::WriteConfigMap(error)),
     }
 }
@@ -441,14 +578,36 @@ fn requeue_after(now: Timestamp, at: Timestamp, access: &ValidatedAccess, key: &
     until + spread.mul_f64(jitter(key))
 }
 
+/// Why a TenantAccess cannot use its workspace.
+struct Refusal {
+    problem: WorkspaceProblem,
+    /// Whether the refusal withdraws access already given, so that what was issued is revoked:
+    /// only a decision of the platform team read from synced caches (the namespace no longer
+    /// admitted). Never a state that may be transient or that a start-up shows: a workspace
+    /// absent from the cache (WorkspaceNotFound: deleting and re-creating a workspace must not
+    /// wipe every tenant's token), an admin token that cannot be read or checked, Tinybird or
+    /// Clerk unreachable.
+    revokes: bool,
+    /// The workspace's entry, when the refusal revokes (its Clerk connection deletes a pushed
+    /// template); None when it could not be loaded.
+    entry: Option<Arc<super::keys::WorkspaceEntry>>,
+}
+
+impl From<WorkspaceProblem> for Refusal {
+    fn from(problem: WorkspaceProblem) -> Self {
+        Self { problem, revokes: false, entry: None }
+    }
+}
+
 /// The workspace's cache entry, after the isolation checks.
 async fn workspace_entry(
     validated: &ValidatedAccess,
     ctx: &Context,
-) -> Result<Result<Arc<super::keys::WorkspaceEntry>, WorkspaceProblem>, Error> {
+) -> Result<Result<Arc<super::keys::WorkspaceEntry>, Refusal>, Error> {
     let namespace = &validated.namespace;
     let name = &validated.workspace_name;
-    let not_found = |what: String| WorkspaceProblem { reason: reason::WORKSPACE_NOT_FOUND, message: what };
+    let not_found =
+        |what: String| Refusal::from(WorkspaceProblem { reason: reason::WORKSPACE_NOT_FOUND, message: what });
     match validated.workspace_kind {
         WorkspaceKind::Namespaced => {
             let Some(workspace) = ctx.caches.workspaces.get(&ObjectRef::new(name).within(namespace)) else {
@@ -467,8 +626,11 @@ async fn workspace_entry(
             let Some(workspace) = ctx.caches.cluster_workspaces.get(&ObjectRef::new(name)) else {
                 return Ok(Err(not_found(format!("ClusterTinybirdWorkspace {name} does not exist"))));
             };
-            if let Err(problem) = admits_namespace(workspace.as_ref(), namespace, ctx) {
-                return Ok(Err(problem));
+            if let Err(mut refusal) = admits_namespace(workspace.as_ref(), namespace, ctx).await {
+                if refusal.revokes {
+                    refusal.entry = cached_or_load(workspace.as_ref(), ctx).await.ok();
+                }
+                return Ok(Err(refusal));
             }
             Ok(Ok(cached_or_load(workspace.as_ref(), ctx).await?))
         }
@@ -500,18 +662,32 @@ async fn cached_or_load<W: super::workspaces::Workspace>(
     }
 }
 
-fn admits_namespace(
+/// Whether a ClusterTinybirdWorkspace admits the namespace (spec.policy.allowedNamespaces on its
+/// labels). A refusal revokes when the namespace cache had its list and holds the namespace, and
+/// the workspace definitely does not admit it (no allowedNamespaces, or labels that do not
+/// match); a selector that cannot be evaluated refuses without revoking.
+async fn admits_namespace(
     workspace: &crate::api::ClusterTinybirdWorkspace,
     namespace: &str,
     ctx: &Context,
-) -> Result<(), WorkspaceProblem> {
+) -> Result<(), Refusal> {
     let name = workspace.name_any();
-    let refuse = |message: String| Err(WorkspaceProblem { reason: reason::NAMESPACE_NOT_ALLOWED, message });
+    let facts_synced = namespace_facts_synced(ctx, namespace).await;
+    let refuse = |message: String, definite: bool| {
+        Err(Refusal {
+            problem: WorkspaceProblem { reason: reason::NAMESPACE_NOT_ALLOWED, message },
+            revokes: definite && facts_synced,
+            entry: None,
+        })
+    };
     let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref())
     else {
-        return refuse(format!(
-            "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
-        ));
+        return refuse(
+            format!(
+                "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
+            ),
+            true,
+        );
     };
     let labels = ctx
         .caches
@@ -521,11 +697,14 @@ fn admits_namespace(
         .unwrap_or_default();
     match selector::matches(selector, &labels) {
         Ok(true) => Ok(()),
-        Ok(false) => refuse(format!(
-            "ClusterTinybirdWorkspace {name} does not admit namespace {namespace}: its labels do not match spec.policy.allowedNamespaces"
-        )),
+        Ok(false) => refuse(
+            format!(
+                "ClusterTinybirdWorkspace {name} does not admit namespace {namespace}: its labels do not match spec.policy.allowedNamespaces"
+            ),
+            true,
+        ),
         Err(error) => {
-            refuse(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}"))
+            refuse(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}"), false)
         }
     }
 }
@@ -762,48 +941,74 @@ async fn observe_token_secret(
     })
 }
 
-async fn apply_configmap(ctx: &Context, namespace: &str, configmap: &ConfigMap) -> Result<(), Error> {
+/// Writes the Clerk template ConfigMap when it is this TenantAccess's (its controller reference)
+/// and lacks something of the desired one, creates it when there is none. `Ok(Err(message))`:
+/// another party's ConfigMap has that name; it was not touched.
+async fn reconcile_configmap(
+    access: &TenantAccess,
+    ctx: &Context,
+    configmap: &ConfigMap,
+) -> Result<Result<(), String>, Error> {
+    let namespace = configmap.metadata.namespace.clone().unwrap_or_default();
     let name = configmap.metadata.name.clone().unwrap_or_default();
-    if let Some(existing) = ctx.caches.managed_configmaps.get(&ObjectRef::new(&name).within(namespace))
-        && existing.data == configmap.data
-        && existing.metadata.owner_references == configmap.metadata.owner_references
-        && configmap.metadata.labels.iter().flatten().all(|(k, v)| existing.labels().get(k) == Some(v))
-    {
-        return Ok(());
+    let owner_uid = access.uid().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The cache holds only labelled ConfigMaps: a name it lacks is read, since an unlabelled
+    // ConfigMap of that name (someone else's, or this one with its label removed) may exist.
+    let cached = managed_configmap(ctx, &namespace, &name).await;
+    let observed = match cached {
+        Some(cached) => Some(cached),
+        None => api.get_opt(&name).await.map_err(Error::ReadConfigMap)?.map(Arc::new),
+    };
+    match decide_configmap(configmap, observed.as_deref(), &owner_uid) {
+        ConfigMapDecision::Keep => Ok(Ok(())),
+        ConfigMapDecision::Conflict => Ok(Err(format!(
+            "ConfigMap {namespace}/{name} exists and was not created by this TenantAccess: it was left alone and the Clerk template is not synced; delete or rename that ConfigMap, or rename this TenantAccess (the ConfigMap is always <name>{CLERK_TEMPLATE_CONFIGMAP_SUFFIX})"
+        ))),
+        ConfigMapDecision::Create => {
+            // A create, not an apply: a ConfigMap someone made since the read makes it fail
+            // (409, retried) instead of being merged into.
+            let params =
+                kube::api::PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+            api.create(&params, configmap).await.map_err(Error::WriteConfigMap)?;
+            Ok(Ok(()))
+        }
+        ConfigMapDecision::Update => {
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(configmap))
+                .await
+                .map_err(Error::WriteConfigMap)?;
+            Ok(Ok(()))
+        }
     }
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(configmap))
-        .await
-        .map_err(Error::WriteConfigMap)?;
-    Ok(())
 }
 
-/// Patches each listed workload's pod template with the new revision; failures are warned about
-/// and do not block the token.
+/// How long a reconcile waits for the first list of managed ConfigMaps before reading one.
+const CONFIGMAP_LIST_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The cached managed ConfigMap of that name, once the cache has its first list (bounded wait).
+async fn managed_configmap(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+    let _ =
+        tokio::time::timeout(CONFIGMAP_LIST_PATIENCE, ctx.caches.managed_configmaps.wait_until_ready()).await;
+    ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// Patches each listed workload's pod template with the new revision, when the workload opted in
+/// with the label [`LABEL_RESTART_ON_TOKEN_CHANGE`]: `true` (read first; without it the
+/// workload is left alone). Failures and refusals are warned about and do not block the token.
 async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, revision: i64, ctx: &Context) {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
     let Some(output) = &validated.secret else { return };
-    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {ANNOTATION_REVISION: revision.to_string()}}}}});
-    let params = PatchParams::default();
     for (kind, name) in &output.rollout_restart_targets {
-        let client = ctx.client.clone();
-        let namespace = &validated.namespace;
+        let (client, namespace) = (ctx.client.clone(), validated.namespace.as_str());
         let result = match kind.as_str() {
-            "Deployment" => Api::<Deployment>::namespaced(client, namespace)
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            "StatefulSet" => Api::<StatefulSet>::namespaced(client, namespace)
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            _ => Api::<DaemonSet>::namespaced(client, namespace)
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
+            "Deployment" => restart(&Api::<Deployment>::namespaced(client, namespace), name, revision).await,
+            "StatefulSet" => {
+                restart(&Api::<StatefulSet>::namespaced(client, namespace), name, revision).await
+            }
+            _ => restart(&Api::<DaemonSet>::namespaced(client, namespace), name, revision).await,
         };
         match result {
-            Ok(()) => {
+            Ok(Restart::Done) => {
                 ctx.events.publish(
                     access,
                     EventType::Normal,
@@ -812,8 +1017,19 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
                     &format!("{kind} {name} restarted for token revision {revision}"),
                 );
             }
-            Err(error) => {
-                let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source: error };
+            Ok(Restart::NotOptedIn) => {
+                ctx.events.publish(
+                    access,
+                    EventType::Warning,
+                    "RolloutRestartRefused",
+                    "RolloutRestart",
+                    &format!(
+                        "{kind} {name} was not restarted: it does not opt in; add the label {LABEL_RESTART_ON_TOKEN_CHANGE}: \"true\" to the {kind} (its metadata, not its pod template) to let the operator restart it on token changes"
+                    ),
+                );
+            }
+            Err(source) => {
+                let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source };
                 ctx.events.publish(
                     access,
                     EventType::Warning,
@@ -824,6 +1040,36 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
             }
         }
     }
+}
+
+/// What a rollout restart did.
+enum Restart {
+    /// The pod template carries the new revision.
+    Done,
+    /// The workload lacks the opt-in label: not patched.
+    NotOptedIn,
+}
+
+/// Restarts one workload when it opted in. (No resourceVersion precondition: the workload's
+/// status changes often, and a restart must not fail for that.)
+async fn restart<K>(api: &Api<K>, name: &str, revision: i64) -> Result<Restart, kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let workload = api.get(name).await?;
+    if !restart_opted_in(workload.meta().labels.as_ref()) {
+        return Ok(Restart::NotOptedIn);
+    }
+    let patch = serde_json::json!({
+        "spec": {"template": {"metadata": {"annotations": {ANNOTATION_REVISION: revision.to_string()}}}},
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(Restart::Done)
+}
+
+/// Whether a workload's labels opt it in to rollout restarts (exactly `"true"`).
+fn restart_opted_in(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    labels.and_then(|l| l.get(LABEL_RESTART_ON_TOKEN_CHANGE)).is_some_and(|v| v == "true")
 }
 
 /// The status being built by one reconcile.
@@ -921,4 +1167,25 @@ pub fn error_policy(access: Arc<CachedTenantAccess>, error: &Error, ctx: Arc<Con
     let (attempts, delay) = ctx.record_failure(access.as_ref());
     tracing::warn!(namespace = %access.namespace_name(), name = %access.object_name(), attempts, category = error.category(), error = %error.redacted(), "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_label_value_true_opts_a_workload_in_to_restarts() {
+        let labels = |value: &str| {
+            std::collections::BTreeMap::from([(LABEL_RESTART_ON_TOKEN_CHANGE.to_owned(), value.to_owned())])
+        };
+        assert!(restart_opted_in(Some(&labels("true"))));
+        for refused in ["false", "True", "yes", ""] {
+            assert!(!restart_opted_in(Some(&labels(refused))), "{refused:?}");
+        }
+        assert!(!restart_opted_in(None));
+        assert!(!restart_opted_in(Some(&std::collections::BTreeMap::from([(
+            "app".to_owned(),
+            "web".to_owned()
+        )]))));
+    }
 }

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 
 use crate::api::TokenStatus;
 use crate::desired::access_claims;
@@ -108,15 +110,12 @@ pub struct Observed<'a> {
     pub annotations: Option<&'a BTreeMap<String, String>>,
 }
 
-/// Whether this Secret is controlled by the TenantAccess with this uid.
+/// Whether this object (a token Secret, a Clerk template ConfigMap) is controlled by the
+/// TenantAccess with this uid: its controller owner reference, which only its creator sets. The
+/// managed-by label does not count: anyone who can write the object can set a label.
 #[must_use]
-pub fn is_owned_by(secret: &Secret, owner_uid: &str) -> bool {
-    secret
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == owner_uid && o.controller == Some(true))
+pub fn is_owned_by<K: Resource>(object: &K, owner_uid: &str) -> bool {
+    object.meta().owner_references.iter().flatten().any(|o| o.uid == owner_uid && o.controller == Some(true))
 }
 
 /// The renew annotation's value, if set.
@@ -197,18 +196,59 @@ pub fn decide_token(
 /// data key or value, the owner reference. Extra labels or keys others added are left alone.
 #[must_use]
 pub fn secret_needs_repair(desired: &Secret, observed: &Secret) -> bool {
-    fn missing<V: PartialEq>(
-        desired: Option<&BTreeMap<String, V>>,
-        observed: Option<&BTreeMap<String, V>>,
-    ) -> bool {
-        desired.into_iter().flatten().any(|(k, v)| observed.and_then(|o| o.get(k)) != Some(v))
-    }
-    missing(desired.metadata.labels.as_ref(), observed.metadata.labels.as_ref())
-        || missing(desired.metadata.annotations.as_ref(), observed.metadata.annotations.as_ref())
+    metadata_lacks(&desired.metadata, &observed.metadata)
         || missing(desired.data.as_ref(), observed.data.as_ref())
-        || desired.metadata.owner_references.iter().flatten().any(|o| {
+}
+
+/// What to do with the ConfigMap that holds a TenantAccess's rendered Clerk template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigMapDecision {
+    /// There is none: create it (a create, which fails rather than take over a ConfigMap someone
+    /// else made meanwhile).
+    Create,
+    /// This TenantAccess's, lacking something of the desired one: write it.
+    Update,
+    /// This TenantAccess's, as desired.
+    Keep,
+    /// Someone else's (no controller reference to this TenantAccess): leave it alone.
+    Conflict,
+}
+
+/// Decides the Clerk template ConfigMap, as [`decide_token`] decides the Secret: only a
+/// ConfigMap this TenantAccess created (its controller reference) is written.
+#[must_use]
+pub fn decide_configmap(
+    desired: &ConfigMap,
+    observed: Option<&ConfigMap>,
+    owner_uid: &str,
+) -> ConfigMapDecision {
+    match observed {
+        None => ConfigMapDecision::Create,
+        Some(observed) if !is_owned_by(observed, owner_uid) => ConfigMapDecision::Conflict,
+        Some(observed)
+            if metadata_lacks(&desired.metadata, &observed.metadata)
+                || missing(desired.data.as_ref(), observed.data.as_ref()) =>
+        {
+            ConfigMapDecision::Update
+        }
+        Some(_) => ConfigMapDecision::Keep,
+    }
+}
+
+/// Whether some entry of `desired` is absent from `observed` or different there.
+fn missing<V: PartialEq>(
+    desired: Option<&BTreeMap<String, V>>,
+    observed: Option<&BTreeMap<String, V>>,
+) -> bool {
+    desired.into_iter().flatten().any(|(k, v)| observed.and_then(|o| o.get(k)) != Some(v))
+}
+
+/// Whether the observed metadata lacks a desired label, annotation or owner reference.
+fn metadata_lacks(desired: &ObjectMeta, observed: &ObjectMeta) -> bool {
+    missing(desired.labels.as_ref(), observed.labels.as_ref())
+        || missing(desired.annotations.as_ref(), observed.annotations.as_ref())
+        || desired.owner_references.iter().flatten().any(|o| {
             !observed
-                .metadata
                 .owner_references
                 .iter()
                 .flatten()

@@ -127,9 +127,21 @@ fn accepts_shortcodes_in_a_clerk_only_access_and_warns_about_org_without_fallbac
     assert!(access.has_shortcodes);
     assert_eq!(access.warnings.len(), 1, "{:?}", access.warnings);
     let clerk = access.clerk_template.unwrap();
-    assert_eq!(clerk.name, "acme-acme-reader");
+    assert_eq!(clerk.name, "acme_acme-reader");
     assert_eq!((clerk.lifetime_seconds, clerk.allowed_clock_skew_seconds), (60, 5));
     assert_eq!(clerk.deletion_policy, DeletionPolicy::Delete);
+}
+
+#[test]
+fn default_clerk_template_names_of_different_tenant_accesses_never_collide() {
+    let spec = spec("workspaceRef: {name: a}\nscopes: [{resource: p}]\nclerkTemplate: {}\n");
+    let name = |namespace: &str, access: &str| {
+        validate_tenant_access(namespace, access, &spec).unwrap().clerk_template.unwrap().name
+    };
+    // With a `-` both would be `acme-corp-dash`; `_` is in no namespace and no TenantAccess name.
+    assert_eq!(name("acme", "corp-dash"), "acme_corp-dash");
+    assert_eq!(name("acme-corp", "dash"), "acme-corp_dash");
+    assert_ne!(name("acme", "corp.dash"), name("acme.corp", "dash"));
 }
 
 #[test]

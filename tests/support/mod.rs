@@ -461,26 +461,15 @@ impl ClusterWideEnv {
             serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
                 .unwrap();
         Api::<Namespace>::all(self.client.clone()).create(&Default::default(), &namespace).await.unwrap();
-        let subject = self.cluster.tenant_subject().await.unwrap();
-        self.apply(
-            &format!(
-                "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: tenant-team}}\nrules:\n- apiGroups: [tenantaccess.dev]\n  resources: [tenantaccesses]\n  verbs: [get, list, watch, create, update, patch, delete]\n- apiGroups: ['']\n  resources: [secrets]\n  verbs: [get, list]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: tenant-team}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: tenant-team}}\nsubjects: [{}]\n",
-                serde_json::to_string(&subject).unwrap()
-            ),
-            Some(name),
-        )
-        .await;
+        grant_tenant_team(&self.cluster, name).await;
     }
 
     /// Applies a TenantAccess (`spec`: YAML lines indented by two spaces) into `namespace` as the
     /// tenant user; fails the test when the API server refuses it.
     pub async fn tenant_applies(&self, namespace: &str, name: &str, spec: &str) {
-        let manifest = format!(
-            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n{spec}"
-        );
         let out = self
             .cluster
-            .tenant_kubectl_with_stdin(["-n", namespace, "apply", "-f", "-"], &manifest)
+            .tenant_kubectl_with_stdin(["-n", namespace, "apply", "-f", "-"], &tenant_access_yaml(name, spec))
             .await
             .unwrap();
         assert!(out.success(), "the tenant could not apply {name}: {}", out.stderr);
@@ -491,4 +480,35 @@ impl ClusterWideEnv {
 pub fn recorded_fixed_params(record: &tenant_access_emulators::RequestRecord) -> Vec<serde_json::Value> {
     let scopes = record.bearer_claims.as_ref().and_then(|claims| claims["scopes"].as_array().cloned());
     scopes.unwrap_or_default().into_iter().map(|scope| scope["fixed_params"].clone()).collect()
+}
+
+/// Gives the unprivileged tenant user a tenant team's rights in `namespace`: TenantAccess (every
+/// verb) and reading Secrets; nothing else (no ConfigMaps, no workloads).
+pub async fn grant_tenant_team(cluster: &TestCluster, namespace: &str) {
+    let subject = cluster.tenant_subject().await.unwrap();
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: tenant-team}}\nrules:\n- apiGroups: [tenantaccess.dev]\n  resources: [tenantaccesses]\n  verbs: [get, list, watch, create, update, patch, delete]\n- apiGroups: ['']\n  resources: [secrets]\n  verbs: [get, list]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: tenant-team}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: tenant-team}}\nsubjects: [{}]\n",
+        serde_json::to_string(&subject).unwrap()
+    );
+    let out = cluster.apply_yaml(&rbac, Some(namespace)).await.unwrap();
+    assert!(out.success(), "granting the tenant team: {}", out.stderr);
+}
+
+/// Applies YAML into `namespace` as the tenant user (kubectl apply), once its Role is in force.
+pub async fn tenant_apply(cluster: &TestCluster, namespace: &str, yaml: &str) {
+    eventually(&format!("the tenant user to apply into {namespace}:\n{yaml}"), || async {
+        cluster
+            .tenant_kubectl_with_stdin(["-n", namespace, "apply", "-f", "-"], yaml)
+            .await
+            .unwrap()
+            .success()
+    })
+    .await;
+}
+
+/// The TenantAccess manifest `name` with this spec (YAML lines indented by two spaces).
+pub fn tenant_access_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+    )
 }

@@ -194,3 +194,32 @@ fn repairs_missing_labels_and_keys_but_not_extra_ones() {
     observed.data.as_mut().unwrap().remove("api-url");
     assert!(secret_needs_repair(&desired, &observed));
 }
+
+fn clerk_configmap() -> k8s_openapi::api::core::v1::ConfigMap {
+    let access = access(
+        "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: acme}}]\nclerkTemplate: {}\n",
+    );
+    let output = access.clerk_template.clone().unwrap();
+    let template = crate::desired::clerk_template(&access, &output, "ws-1");
+    crate::desired::desired_clerk_configmap(&access, &template, Some(owner()))
+}
+
+#[test]
+fn writes_only_a_clerk_configmap_this_tenant_access_created() {
+    let desired = clerk_configmap();
+    assert_eq!(decide_configmap(&desired, None, UID), ConfigMapDecision::Create);
+    assert_eq!(decide_configmap(&desired, Some(&desired), UID), ConfigMapDecision::Keep);
+    let mut stale = desired.clone();
+    stale.data.as_mut().unwrap().insert("template.json".into(), "{}".into());
+    assert_eq!(decide_configmap(&desired, Some(&stale), UID), ConfigMapDecision::Update);
+
+    // Someone else's: no owner, another owner, or a non-controller reference to this one.
+    // The managed-by label it may carry does not make it this TenantAccess's.
+    let mut foreign = desired.clone();
+    foreign.metadata.owner_references = None;
+    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+    foreign.metadata.owner_references = Some(vec![OwnerReference { uid: "uid-other".into(), ..owner() }]);
+    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+    foreign.metadata.owner_references = Some(vec![OwnerReference { controller: None, ..owner() }]);
+    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+}
