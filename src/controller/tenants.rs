@@ -440,10 +440,12 @@ async fn health_stage(
     let Some(endpoints) = ctx.health.endpoints(&key) else { return };
     let Some(summary) = summarize(&endpoints) else { return };
     let new: Vec<EndpointStatus> = endpoints.iter().map(EndpointHealth::to_status).collect();
+    // Linear in the endpoints: a map of the previous verdicts, not a search per endpoint.
+    let was_healthy: std::collections::HashMap<&str, bool> =
+        report.previous.endpoints.iter().map(|e| (e.resource.as_str(), e.healthy)).collect();
     for endpoint in &new {
-        let before = report.previous.endpoints.iter().find(|e| e.resource == endpoint.resource);
-        let flipped =
-            before.is_some_and(|b| b.healthy != endpoint.healthy) || (before.is_none() && !endpoint.healthy);
+        let before = was_healthy.get(endpoint.resource.as_str());
+        let flipped = before.map_or(!endpoint.healthy, |healthy| *healthy != endpoint.healthy);
         if flipped {
             let (type_, reason) = if endpoint.healthy {
                 (EventType::Normal, "EndpointRecovered")

@@ -145,7 +145,7 @@ impl ProbePlan {
         let timeout = Duration::try_from(access.health.timeout).unwrap_or(Duration::from_secs(5));
         let mut claims = access_claims(access, &workspace.workspace_id);
         let mut endpoints = Vec::new();
-        let mut unprobeable = Vec::new();
+        let mut unprobeable = std::collections::HashSet::new();
         for scope in claims.scopes.iter_mut().filter(|scope| scope.scope_type == SCOPE_PIPES_READ) {
             let skipped = match (&mut scope.fixed_params, issued_token) {
                 (Some(fixed_params), None) => {
@@ -154,7 +154,7 @@ impl ProbePlan {
                 _ => None,
             };
             if skipped.is_some() {
-                unprobeable.push(scope.resource.clone());
+                unprobeable.insert(scope.resource.clone());
             }
             endpoints.push(PlannedEndpoint { resource: scope.resource.clone(), skipped });
         }
