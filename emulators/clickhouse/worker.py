@@ -29,6 +29,9 @@ try:
     from chdb import session as chdb_session
 
     database = chdb_session.Session(":memory:")
+    # A remote table function in a filter (url(), s3()...) fails at once instead of retrying
+    # with backoff for a minute, past the emulator's query timeout.
+    database.query("SET http_max_tries = 1")
 except Exception as error:  # noqa: BLE001 - any failure to load is reported, then we stop
     answer({"ok": False, "error": f"cannot load chdb with {sys.executable}: {error}"})
     sys.exit(1)
