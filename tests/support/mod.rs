@@ -451,3 +451,18 @@ pub fn assert_no_secrets(what: &str, text: &str, admin_tokens: &[String]) {
     }
     assert!(!text.contains("eyJ0eXAi") && !text.contains("eyJhbGci"), "{what} contains a JWT");
 }
+
+/// Reads a data source through a Tinybird (emulator) Query API at `base_url`,
+/// `GET /v0/sql?q=SELECT * FROM <datasource> FORMAT JSON`, with a token in the Authorization
+/// header: the status code and the JSON body (`null` when the body is not JSON).
+pub async fn query_datasource(base_url: &str, datasource: &str, token: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{base_url}/v0/sql"))
+        .query(&[("q", format!("SELECT * FROM {datasource} FORMAT JSON"))])
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
