@@ -39,7 +39,7 @@ const POLICY: &str = "  policy:
       org: {namespaceLabel: tenant}
 ";
 const TENANT: &str = "acme";
-const DEFAULT_SEED: u64 = 0x5EED_0F_1E_7E25;
+const DEFAULT_SEED: u64 = 0x5EED_0F1E_7E25;
 const GENERATED_FILTERS: usize = 500;
 
 /// Known ways out of `(<filter>) AND org = 'acme'` in ClickHouse, and their neighbours.

@@ -120,7 +120,7 @@ fn is_type_text(text: &str) -> bool {
         && text.len() <= MAX_TYPE_LEN
         && text.starts_with(|character: char| character.is_ascii_alphabetic())
         && text.chars().all(|character| character.is_ascii_alphanumeric() || "_(), '".contains(character))
-        && text.matches('\'').count() % 2 == 0
+        && text.matches('\'').count().is_multiple_of(2)
 }
 
 /// The demo data source `tenant_events` (org, user, event, amount) with rows for orgs acme,
