@@ -456,13 +456,9 @@ pub fn assert_no_secrets(what: &str, text: &str, admin_tokens: &[String]) {
 /// `GET /v0/sql?q=SELECT * FROM <datasource> FORMAT JSON`, with a token in the Authorization
 /// header: the status code and the JSON body (`null` when the body is not JSON).
 pub async fn query_datasource(base_url: &str, datasource: &str, token: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
-        .get(format!("{base_url}/v0/sql"))
-        .query(&[("q", format!("SELECT * FROM {datasource} FORMAT JSON"))])
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
+    let q = format!("SELECT * FROM {datasource} FORMAT JSON");
+    let request =
+        reqwest::Client::new().get(format!("{base_url}/v0/sql")).query(&[("q", q)]).bearer_auth(token);
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or_default())
 }
