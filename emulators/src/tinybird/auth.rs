@@ -54,17 +54,9 @@ pub(crate) struct Limits {
 }
 
 impl JwtClaims {
-    /// The `PIPES:READ` scope covering a pipe known by any of `names` (URL text, name, id).
-    pub(crate) fn pipe_scope(&self, names: &[&str]) -> Option<&Scope> {
-        self.scope(PIPES_READ, names)
-    }
-
-    /// The `DATASOURCES:READ` scope covering a data source known by any of `names` (name, id).
-    pub(crate) fn datasource_scope(&self, names: &[&str]) -> Option<&Scope> {
-        self.scope(DATASOURCES_READ, names)
-    }
-
-    fn scope(&self, scope_type: &str, names: &[&str]) -> Option<&Scope> {
+    /// The scope of `scope_type` (`PIPES:READ`, `DATASOURCES:READ`) covering a resource known by
+    /// any of `names` (as written in the request, its name, its id).
+    pub(crate) fn scope(&self, scope_type: &str, names: &[&str]) -> Option<&Scope> {
         self.scopes
             .iter()
             .find(|scope| scope.scope_type == scope_type && names.contains(&scope.resource.as_str()))

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::auth::Access;
+use super::auth::{Access, PIPES_READ};
 use super::errors::TinybirdError;
 use super::query::{self, Format};
 use super::sql;
@@ -53,20 +53,9 @@ fn run_pipe(
     started: Instant,
 ) -> Result<Response, TinybirdError> {
     let pipe = state.find_pipe(url_name);
-    let mut rate_headers = Vec::new();
-    let fixed_params = match access {
-        Access::Admin => None,
-        Access::Jwt(claims) => {
-            let mut names = vec![url_name];
-            if let Some(pipe) = &pipe {
-                names.push(&pipe.name);
-                names.extend(pipe.id.as_deref());
-            }
-            let scope = claims.pipe_scope(&names).ok_or_else(TinybirdError::no_access)?;
-            rate_headers = state.count_request(url_name, claims)?;
-            scope.fixed_params.as_ref()
-        }
-    };
+    let known = pipe.as_ref().map(|pipe| (pipe.name.as_str(), pipe.id.as_deref()));
+    let (scope, rate_headers) = state.authorize(access, PIPES_READ, url_name, known)?;
+    let fixed_params = scope.and_then(|scope| scope.fixed_params.as_ref());
     let pipe = pipe.ok_or_else(|| TinybirdError::pipe_not_found(url_name))?;
     let params = query::effective_params(query, fixed_params);
     let result = query::run(&pipe, &params).map_err(|error| error.with_headers(rate_headers.clone()))?;

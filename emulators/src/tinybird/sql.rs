@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
 
-use super::auth::Access;
+use super::auth::{Access, DATASOURCES_READ};
 use super::errors::TinybirdError;
 use super::state::TinybirdState;
 
@@ -61,20 +61,9 @@ pub(crate) async fn run_query(
     };
     let resource = datasource_in_query(q)?;
     let source = state.find_datasource(resource);
-    let mut rate_headers = Vec::new();
-    let filter = match access {
-        Access::Admin => None,
-        Access::Jwt(claims) => {
-            let mut names = vec![resource];
-            if let Some(source) = &source {
-                names.push(&source.name);
-                names.extend(source.id.as_deref());
-            }
-            let scope = claims.datasource_scope(&names).ok_or_else(TinybirdError::no_access)?;
-            rate_headers = state.count_request(resource, claims)?;
-            scope.filter.clone()
-        }
-    };
+    let known = source.as_ref().map(|source| (source.name.as_str(), source.id.as_deref()));
+    let (scope, rate_headers) = state.authorize(access, DATASOURCES_READ, resource, known)?;
+    let filter = scope.and_then(|scope| scope.filter.clone());
     let source = source
         .ok_or_else(|| TinybirdError::query_refused(format!("[Error] Resource '{resource}' not found")))?;
     let sql = filtered_read(&source.name, filter.as_deref());

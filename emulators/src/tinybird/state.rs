@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderName};
 use tokio::sync::watch;
 
 use super::admin_token;
-use super::auth::{self, Access, JwtClaims};
+use super::auth::{self, Access, JwtClaims, Scope};
 use super::clickhouse::{ClickHouse, QueryError, QueryRows};
 use super::datasources::DataSourceDefinition;
 use super::errors::TinybirdError;
@@ -16,6 +16,9 @@ use crate::faults::FaultSet;
 use crate::request_log::RequestLog;
 use crate::sync::lock;
 use crate::{Clock, EmulatorError};
+
+/// `X-RateLimit-*` headers to add to an answer.
+pub(crate) type RateHeaders = Vec<(HeaderName, String)>;
 
 /// Name of the workspace admin token (usable in `/v0/tokens/{name}/refresh`).
 pub(crate) const ADMIN_TOKEN_NAME: &str = "admin token";
@@ -79,13 +82,32 @@ impl TinybirdState {
         auth::authenticate(token, &admin_token, &self.workspace.id, self.clock.now_millis())
     }
 
+    /// What a caller may do with a resource (`written` as in the request; `known` its name and
+    /// id when it exists): the JWT's scope of `scope_type` covering it (`None` for the admin
+    /// token) and the `X-RateLimit-*` headers to send; 403 without such a scope, 429 past the
+    /// rate limit.
+    pub(crate) fn authorize<'a>(
+        &self,
+        access: &'a Access,
+        scope_type: &str,
+        written: &str,
+        known: Option<(&str, Option<&str>)>,
+    ) -> Result<(Option<&'a Scope>, RateHeaders), TinybirdError> {
+        let Access::Jwt(claims) = access else {
+            return Ok((None, Vec::new()));
+        };
+        let mut names = vec![written];
+        if let Some((name, id)) = known {
+            names.push(name);
+            names.extend(id);
+        }
+        let scope = claims.scope(scope_type, &names).ok_or_else(TinybirdError::no_access)?;
+        Ok((Some(scope), self.count_request(written, claims)?))
+    }
+
     /// Counts a JWT's request against its rate limit on `resource` (as written in the request):
     /// the `X-RateLimit-*` headers to send, or the 429 answer.
-    pub(crate) fn count_request(
-        &self,
-        resource: &str,
-        claims: &JwtClaims,
-    ) -> Result<Vec<(HeaderName, String)>, TinybirdError> {
+    fn count_request(&self, resource: &str, claims: &JwtClaims) -> Result<RateHeaders, TinybirdError> {
         let Some(limit) = claims.rps_limit() else {
             return Ok(Vec::new());
         };
