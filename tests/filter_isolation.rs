@@ -23,6 +23,7 @@ use support::{ClusterWideEnv, TIMEOUT, query_datasource, token_of};
 use tenant_access::admin_token::AdminToken;
 use tenant_access::api::{TenantAccess, TenantAccessSpec, WorkspaceSpec};
 use tenant_access::desired::issue_token;
+use tenant_access::jwt::ParsedToken;
 use tenant_access::policy::{self, NamespaceFacts};
 use tenant_access::validate::validate_tenant_access;
 use tenant_access::workspace::{self, SigningWorkspace};
@@ -112,8 +113,9 @@ impl Workspace {
             Ok(validated) => validated,
             Err(violation) => return Verdict::Refused(violation.to_string()),
         };
-        let signed_filter = validated.scopes[0].filter.clone().unwrap_or_default();
         let jwt = issue_token(&validated, &self.signer, Timestamp::now()).unwrap().jwt;
+        let claims = ParsedToken::parse(&jwt).unwrap().claims().unwrap().access;
+        let signed_filter = claims.scopes[0].filter.clone().unwrap_or_default();
         Verdict::Signed { jwt, signed_filter }
     }
 }
