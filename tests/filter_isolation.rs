@@ -416,7 +416,7 @@ async fn no_accepted_filter_reads_another_tenants_rows() {
     }
     assert!(
         breaches.is_empty(),
-        "seed {seed}: {} accepted filters read other tenants' rows:\n{}",
+        "seed {seed}: {} accepted filters leak other tenants' data:\n{}",
         breaches.len(),
         breaches.join("\n")
     );
@@ -451,7 +451,7 @@ async fn known_escapes_never_yield_a_foreign_row() {
     }
     assert!(
         breaches.is_empty(),
-        "{} known escapes read other tenants' rows:\n{}",
+        "{} known escapes leak other tenants' data:\n{}",
         breaches.len(),
         breaches.join("\n")
     );
