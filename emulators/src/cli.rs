@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tenant_access_emulators::tinybird::default_pipes;
+use tenant_access_emulators::tinybird::{default_datasources, default_pipes};
 use tenant_access_emulators::{
-    ClerkConfig, ClerkEmulator, EmulatorError, Identity, PipeDefinition, TinybirdConfig, TinybirdEmulator,
+    ClerkConfig, ClerkEmulator, DataSourceDefinition, EmulatorError, Identity, PipeDefinition,
+    TinybirdConfig, TinybirdEmulator,
 };
 
 /// Tinybird and Clerk API emulators for tenant-access-operator's tests and demo.
@@ -75,6 +76,19 @@ struct TinybirdOptions {
     /// Do not serve the demo pipes `top_pages` and `tenant_events`.
     #[arg(long)]
     no_default_pipes: bool,
+    /// Python interpreter with chdb 4.4.0: real ClickHouse for the data sources and `/v0/sql`
+    /// (`hack/install-deps.sh --print-env` prints one). Without it, data sources cannot be read.
+    #[arg(long, value_name = "PYTHON", env = "CHDB_PYTHON")]
+    chdb_python: Option<PathBuf>,
+    /// JSON file with a list of data source definitions (`name`, `columns`, `rows`).
+    #[arg(long, value_name = "FILE")]
+    datasources_file: Option<PathBuf>,
+    /// Do not create the demo data source `tenant_events`.
+    #[arg(long)]
+    no_default_datasources: bool,
+    /// Longest a ClickHouse query may run, in seconds, before it is killed (408).
+    #[arg(long, default_value_t = 10)]
+    clickhouse_timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +161,12 @@ async fn start_tinybird(listen: SocketAddr, options: TinybirdOptions) -> Result<
         pipes.retain(|pipe| extra.iter().all(|other| other.name != pipe.name));
         pipes.extend(extra);
     }
+    let mut datasources = if options.no_default_datasources { Vec::new() } else { default_datasources() };
+    if let Some(path) = &options.datasources_file {
+        let extra: Vec<DataSourceDefinition> = read_json(path)?;
+        datasources.retain(|source| extra.iter().all(|other| other.name != source.name));
+        datasources.extend(extra);
+    }
     let admin_token = options.admin_token_from.as_deref().map(read_secret).transpose()?;
     let tinybird = TinybirdEmulator::start(TinybirdConfig {
         listen,
@@ -155,6 +175,9 @@ async fn start_tinybird(listen: SocketAddr, options: TinybirdOptions) -> Result<
         region: options.region,
         admin_token,
         pipes,
+        datasources,
+        chdb_python: options.chdb_python.filter(|path| !path.as_os_str().is_empty()),
+        clickhouse_timeout: Duration::from_secs(options.clickhouse_timeout_secs.max(1)),
         ..TinybirdConfig::default()
     })
     .await?;

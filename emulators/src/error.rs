@@ -27,6 +27,17 @@ pub enum EmulatorError {
     /// A pipe definition is unusable (empty name, dots in the name...).
     #[error("invalid pipe definition: {0}")]
     InvalidPipe(String),
+    /// A data source definition is unusable (bad name, column or type).
+    #[error("invalid data source definition: {0}")]
+    InvalidDataSource(String),
+    /// ClickHouse (the chdb worker) could not be started or could not load the data sources.
+    #[error("cannot start ClickHouse (chdb) for the data sources with {0}")]
+    ClickHouse(String),
+    /// No Python interpreter with chdb was given.
+    #[error(
+        "CHDB_PYTHON is not set: data sources need a Python with chdb 4.4.0; run through hack/with-cluster.sh, or export CHDB_PYTHON=\"$(hack/install-deps.sh --print-env | sed -n 's/^CHDB_PYTHON=//p')\""
+    )]
+    ClickHouseNotConfigured,
     /// A fault rule is unusable (status outside 408 and 5xx).
     #[error("invalid fault: {0}")]
     InvalidFault(String),

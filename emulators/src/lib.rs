@@ -28,4 +28,7 @@ pub use clock::Clock;
 pub use error::EmulatorError;
 pub use faults::Fault;
 pub use request_log::{RequestLog, RequestRecord};
-pub use tinybird::{AdminTokenParts, Column, PipeDefinition, TinybirdConfig, TinybirdEmulator};
+pub use tinybird::{
+    AdminTokenParts, Column, DataSourceDefinition, PipeDefinition, TinybirdConfig, TinybirdEmulator,
+    chdb_python_from_env,
+};

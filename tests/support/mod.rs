@@ -512,3 +512,14 @@ pub fn tenant_access_yaml(name: &str, spec: &str) -> String {
         "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n{spec}"
     )
 }
+
+/// Reads a data source through a Tinybird (emulator) Query API at `base_url`,
+/// `GET /v0/sql?q=SELECT * FROM <datasource> FORMAT JSON`, with a token in the Authorization
+/// header: the status code and the JSON body (`null` when the body is not JSON).
+pub async fn query_datasource(base_url: &str, datasource: &str, token: &str) -> (u16, serde_json::Value) {
+    let q = format!("SELECT * FROM {datasource} FORMAT JSON");
+    let request =
+        reqwest::Client::new().get(format!("{base_url}/v0/sql")).query(&[("q", q)]).bearer_auth(token);
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or_default())
+}

@@ -14,6 +14,8 @@ use super::errors::TinybirdError;
 
 /// Scope type granting read access to a pipe endpoint.
 pub(crate) const PIPES_READ: &str = "PIPES:READ";
+/// Scope type granting read access to a data source, through its optional SQL `filter`.
+pub(crate) const DATASOURCES_READ: &str = "DATASOURCES:READ";
 
 /// Who is calling.
 #[derive(Debug)]
@@ -40,6 +42,9 @@ pub(crate) struct Scope {
     pub(crate) resource: String,
     #[serde(default)]
     pub(crate) fixed_params: Option<Map<String, Value>>,
+    /// A `DATASOURCES:READ` scope's SQL `WHERE` fragment, pasted verbatim into the query.
+    #[serde(default)]
+    pub(crate) filter: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,11 +54,12 @@ pub(crate) struct Limits {
 }
 
 impl JwtClaims {
-    /// The `PIPES:READ` scope covering a pipe known by any of `names` (URL text, name, id).
-    pub(crate) fn pipe_scope(&self, names: &[&str]) -> Option<&Scope> {
+    /// The scope of `scope_type` (`PIPES:READ`, `DATASOURCES:READ`) covering a resource known by
+    /// any of `names` (as written in the request, its name, its id).
+    pub(crate) fn scope(&self, scope_type: &str, names: &[&str]) -> Option<&Scope> {
         self.scopes
             .iter()
-            .find(|scope| scope.scope_type == PIPES_READ && names.contains(&scope.resource.as_str()))
+            .find(|scope| scope.scope_type == scope_type && names.contains(&scope.resource.as_str()))
     }
 
     /// Requests per second for this token name; `None` means unlimited (`rps` absent or <= 0).

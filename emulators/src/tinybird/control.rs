@@ -1,4 +1,5 @@
-//! Tinybird-only control endpoints: the admin token (tests and demo only), pipes, rate limits.
+//! Tinybird-only control endpoints: the admin token (tests and demo only), pipes, data sources,
+//! rate limits.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get};
 use serde_json::{Value, json};
 
+use super::datasources::DataSourceDefinition;
 use super::pipes::PipeDefinition;
 use super::state::{ADMIN_TOKEN_NAME, TinybirdState};
 use crate::control::control_error;
@@ -18,6 +20,8 @@ pub(crate) fn router(state: Arc<TinybirdState>) -> Router {
         .route("/_emulator/admin-token", get(read_admin_token))
         .route("/_emulator/pipes", get(list_pipes).put(upsert_pipe))
         .route("/_emulator/pipes/{name}", delete(remove_pipe))
+        .route("/_emulator/datasources", get(list_datasources).put(upsert_datasource))
+        .route("/_emulator/datasources/{name}", delete(remove_datasource))
         .route("/_emulator/rate-limits", delete(clear_rate_limits))
         .with_state(state)
 }
@@ -47,6 +51,28 @@ async fn remove_pipe(State(state): State<Arc<TinybirdState>>, Path(name): Path<S
         StatusCode::NO_CONTENT.into_response()
     } else {
         control_error(StatusCode::NOT_FOUND, format!("no pipe {name}"))
+    }
+}
+
+async fn list_datasources(State(state): State<Arc<TinybirdState>>) -> Json<Vec<DataSourceDefinition>> {
+    Json(state.datasources())
+}
+
+async fn upsert_datasource(
+    State(state): State<Arc<TinybirdState>>,
+    Json(source): Json<DataSourceDefinition>,
+) -> Response {
+    match state.upsert_datasource(source).await {
+        Ok(source) => Json(source).into_response(),
+        Err(error) => control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    }
+}
+
+async fn remove_datasource(State(state): State<Arc<TinybirdState>>, Path(name): Path<String>) -> Response {
+    if state.remove_datasource(&name).await {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        control_error(StatusCode::NOT_FOUND, format!("no data source {name}"))
     }
 }
 

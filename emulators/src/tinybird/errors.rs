@@ -9,6 +9,7 @@ const AUTH_DOCS: &str = "https://www.tinybird.co/docs/api-reference/overview#aut
 const PIPE_DOCS: &str = "https://www.tinybird.co/docs/api-reference/pipe-api";
 const LIMITS_DOCS: &str = "https://www.tinybird.co/docs/api-reference/overview#limits";
 const API_DOCS: &str = "https://www.tinybird.co/docs/api-reference/overview";
+const QUERY_DOCS: &str = "https://www.tinybird.co/docs/api-reference/query-api";
 
 /// Prefix of every authentication failure.
 pub(crate) const INVALID_TOKEN: &str = "invalid authentication token";
@@ -56,6 +57,26 @@ impl TinybirdError {
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message, PIPE_DOCS)
+    }
+
+    /// 400 from the Query API: a query the emulator does not run, or one ClickHouse refused.
+    pub(crate) fn query_refused(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message, QUERY_DOCS)
+    }
+
+    /// 408: the query ran past the emulator's ClickHouse timeout.
+    pub(crate) fn query_timeout(limit: std::time::Duration) -> Self {
+        let seconds = limit.as_secs_f64();
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("[Error] Timeout exceeded: elapsed {seconds:.1} seconds, maximum: {seconds:.1} seconds"),
+            QUERY_DOCS,
+        )
+    }
+
+    /// 500: the emulator's own ClickHouse is missing or broken (not a Tinybird answer).
+    pub(crate) fn clickhouse_unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message, QUERY_DOCS)
     }
 
     pub(crate) fn rate_limited(retry_after_secs: u64) -> Self {

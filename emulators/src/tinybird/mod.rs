@@ -1,23 +1,31 @@
 //! The Tinybird emulator: one workspace, its admin token, pipe endpoints verifying JWTs exactly as
-//! Tinybird does, per-name rate limits, admin token refresh and fault injection.
+//! Tinybird does, per-name rate limits, admin token refresh and fault injection, and data sources
+//! held by real ClickHouse (chdb) read through the Query API with `DATASOURCES:READ` filters.
 
 mod admin_token;
 mod auth;
+mod clickhouse;
 mod control;
+mod datasources;
 mod errors;
 mod pipes;
 mod query;
 mod ratelimit;
 mod routes;
+mod sql;
 mod state;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::middleware::from_fn_with_state;
 use tokio::sync::watch;
 
 pub use admin_token::AdminTokenParts;
+pub use clickhouse::{CHDB_PYTHON_ENV, chdb_python_from_env};
+pub use datasources::{DataSourceDefinition, default_datasources};
 pub use pipes::{Column, PipeDefinition, default_pipes};
 
 use crate::faults::{Fault, FaultInjector, FaultSet, inject_faults};
@@ -27,8 +35,12 @@ use crate::{Clock, EmulatorError, random};
 use ratelimit::RateLimiter;
 use state::{TinybirdState, Workspace};
 
+/// Default per-query ClickHouse timeout.
+pub const DEFAULT_CLICKHOUSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How to start a Tinybird emulator. `Default` gives a random workspace on `127.0.0.1:0` with the
-/// demo pipes (see [`default_pipes`]) and the system clock.
+/// demo pipes (see [`default_pipes`]), the demo data source (see [`default_datasources`]), no
+/// ClickHouse (so the data sources cannot be read: set `chdb_python`) and the system clock.
 #[derive(Clone)]
 pub struct TinybirdConfig {
     /// Address to listen on; port 0 picks a free one.
@@ -43,6 +55,13 @@ pub struct TinybirdConfig {
     pub admin_token: Option<String>,
     /// Pipes served at start.
     pub pipes: Vec<PipeDefinition>,
+    /// Data sources created in ClickHouse at start.
+    pub datasources: Vec<DataSourceDefinition>,
+    /// A Python interpreter with chdb 4.4.0 (`CHDB_PYTHON`); the data sources are served only
+    /// with one (see [`chdb_python_from_env`]).
+    pub chdb_python: Option<PathBuf>,
+    /// Longest a ClickHouse query may run before the emulator kills it (408).
+    pub clickhouse_timeout: Duration,
     /// Time source for `exp`/`nbf` checks and rate-limit windows.
     pub clock: Clock,
 }
@@ -56,6 +75,9 @@ impl Default for TinybirdConfig {
             region: "eu_shared".to_owned(),
             admin_token: None,
             pipes: default_pipes(),
+            datasources: default_datasources(),
+            chdb_python: None,
+            clickhouse_timeout: DEFAULT_CLICKHOUSE_TIMEOUT,
             clock: Clock::system(),
         }
     }
@@ -71,6 +93,8 @@ impl std::fmt::Debug for TinybirdConfig {
             .field("region", &self.region)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("pipes", &self.pipes.len())
+            .field("datasources", &self.datasources.len())
+            .field("chdb_python", &self.chdb_python)
             .finish_non_exhaustive()
     }
 }
@@ -86,8 +110,8 @@ impl TinybirdEmulator {
     /// Starts an emulator on the current tokio runtime.
     ///
     /// # Errors
-    /// A malformed or mismatching admin token, an invalid pipe, or a listen address that cannot
-    /// be bound.
+    /// A malformed or mismatching admin token, an invalid pipe or data source, a chdb
+    /// interpreter that cannot run ClickHouse, or a listen address that cannot be bound.
     pub async fn start(config: TinybirdConfig) -> Result<Self, EmulatorError> {
         let clock = config.clock.clone();
         let (parts, token) = match config.admin_token {
@@ -115,6 +139,17 @@ impl TinybirdEmulator {
         };
         let pipes =
             config.pipes.into_iter().map(PipeDefinition::normalized).collect::<Result<Vec<_>, _>>()?;
+        let datasources = config
+            .datasources
+            .into_iter()
+            .map(DataSourceDefinition::normalized)
+            .collect::<Result<Vec<_>, _>>()?;
+        let clickhouse = match &config.chdb_python {
+            Some(python) => {
+                Some(clickhouse::ClickHouse::start(python, config.clickhouse_timeout, &datasources).await?)
+            }
+            None => None,
+        };
         let state = Arc::new(TinybirdState {
             workspace: Workspace {
                 id: parts.workspace_id,
@@ -125,6 +160,8 @@ impl TinybirdEmulator {
             admin_token_id: parts.token_id,
             admin_token: watch::Sender::new(token),
             pipes: Mutex::new(pipes),
+            datasources: Mutex::new(datasources),
+            clickhouse,
             rate_limiter: RateLimiter::default(),
             faults: Arc::new(FaultSet::default()),
             request_log: Arc::new(RequestLog::default()),
@@ -222,6 +259,29 @@ impl TinybirdEmulator {
     #[must_use]
     pub fn pipes(&self) -> Vec<PipeDefinition> {
         self.state.pipes()
+    }
+
+    /// Adds or replaces a data source (by name), creating its table in ClickHouse, and returns
+    /// it with its id.
+    ///
+    /// # Errors
+    /// [`EmulatorError::InvalidDataSource`] for an unusable definition or one ClickHouse refuses.
+    pub async fn upsert_datasource(
+        &self,
+        source: DataSourceDefinition,
+    ) -> Result<DataSourceDefinition, EmulatorError> {
+        self.state.upsert_datasource(source).await
+    }
+
+    /// Removes a data source by name or id (and its table); whether it existed.
+    pub async fn remove_datasource(&self, name: &str) -> bool {
+        self.state.remove_datasource(name).await
+    }
+
+    /// The served data sources.
+    #[must_use]
+    pub fn datasources(&self) -> Vec<DataSourceDefinition> {
+        self.state.datasources()
     }
 
     /// Adds a fault rule.

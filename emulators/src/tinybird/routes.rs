@@ -5,14 +5,15 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::auth::Access;
+use super::auth::{Access, PIPES_READ};
 use super::errors::TinybirdError;
 use super::query::{self, Format};
+use super::sql;
 use super::state::{ADMIN_TOKEN_NAME, TinybirdState};
 
 type QueryPairs = Query<Vec<(String, String)>>;
@@ -20,6 +21,7 @@ type QueryPairs = Query<Vec<(String, String)>>;
 pub(crate) fn router(state: Arc<TinybirdState>) -> Router {
     Router::new()
         .route("/v0/pipes/{pipe}", get(pipe_endpoint))
+        .route("/v0/sql", get(query_api))
         .route("/v1/workspace", get(workspace))
         .route("/v0/tokens/{token}/refresh", post(refresh_token))
         .fallback(unknown_route)
@@ -51,39 +53,34 @@ fn run_pipe(
     started: Instant,
 ) -> Result<Response, TinybirdError> {
     let pipe = state.find_pipe(url_name);
-    let mut rate_headers = Vec::new();
-    let fixed_params = match access {
-        Access::Admin => None,
-        Access::Jwt(claims) => {
-            let mut names = vec![url_name];
-            if let Some(pipe) = &pipe {
-                names.push(&pipe.name);
-                names.extend(pipe.id.as_deref());
-            }
-            let scope = claims.pipe_scope(&names).ok_or_else(TinybirdError::no_access)?;
-            if let Some(limit) = claims.rps_limit() {
-                let decision =
-                    state.rate_limiter.check(url_name, &claims.name, limit, state.clock.now_millis());
-                if !decision.allowed {
-                    return Err(
-                        TinybirdError::rate_limited(decision.reset_secs).with_headers(decision.headers())
-                    );
-                }
-                rate_headers = decision.headers();
-            }
-            scope.fixed_params.as_ref()
-        }
-    };
+    let known = pipe.as_ref().map(|pipe| (pipe.name.as_str(), pipe.id.as_deref()));
+    let (scope, rate_headers) = state.authorize(access, PIPES_READ, url_name, known)?;
+    let fixed_params = scope.and_then(|scope| scope.fixed_params.as_ref());
     let pipe = pipe.ok_or_else(|| TinybirdError::pipe_not_found(url_name))?;
     let params = query::effective_params(query, fixed_params);
     let result = query::run(&pipe, &params).map_err(|error| error.with_headers(rate_headers.clone()))?;
-    let mut response = result.into_response(format, started.elapsed().as_secs_f64());
-    for (name, value) in rate_headers {
+    Ok(with_headers(result.into_response(format, started.elapsed().as_secs_f64()), rate_headers))
+}
+
+/// `GET /v0/sql?q=...`: the Query API over the data sources.
+async fn query_api(
+    State(state): State<Arc<TinybirdState>>,
+    Query(query): QueryPairs,
+    headers: HeaderMap,
+) -> Result<Response, TinybirdError> {
+    let started = Instant::now();
+    let access = state.authenticate(&headers, &query)?;
+    sql::run_query(&state, &access, &query, started).await
+}
+
+/// A response with extra headers (the rate-limit ones).
+pub(crate) fn with_headers(mut response: Response, headers: Vec<(HeaderName, String)>) -> Response {
+    for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);
         }
     }
-    Ok(response)
+    response
 }
 
 fn describe_pipe(state: &TinybirdState, access: &Access, url_name: &str) -> Result<Response, TinybirdError> {

@@ -2,11 +2,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use tokio::sync::watch;
 
 use super::admin_token;
-use super::auth::{self, Access};
+use super::auth::{self, Access, JwtClaims, Scope};
+use super::clickhouse::{ClickHouse, QueryError, QueryRows};
+use super::datasources::DataSourceDefinition;
 use super::errors::TinybirdError;
 use super::pipes::PipeDefinition;
 use super::ratelimit::RateLimiter;
@@ -14,6 +16,9 @@ use crate::faults::FaultSet;
 use crate::request_log::RequestLog;
 use crate::sync::lock;
 use crate::{Clock, EmulatorError};
+
+/// `X-RateLimit-*` headers to add to an answer.
+pub(crate) type RateHeaders = Vec<(HeaderName, String)>;
 
 /// Name of the workspace admin token (usable in `/v0/tokens/{name}/refresh`).
 pub(crate) const ADMIN_TOKEN_NAME: &str = "admin token";
@@ -33,6 +38,9 @@ pub(crate) struct TinybirdState {
     /// when a refresh rotates it.
     pub(crate) admin_token: watch::Sender<String>,
     pub(crate) pipes: Mutex<Vec<PipeDefinition>>,
+    pub(crate) datasources: Mutex<Vec<DataSourceDefinition>>,
+    /// Real ClickHouse holding the data sources; `None` when no chdb interpreter was given.
+    pub(crate) clickhouse: Option<ClickHouse>,
     pub(crate) rate_limiter: RateLimiter,
     pub(crate) faults: Arc<FaultSet>,
     pub(crate) request_log: Arc<RequestLog>,
@@ -74,6 +82,43 @@ impl TinybirdState {
         auth::authenticate(token, &admin_token, &self.workspace.id, self.clock.now_millis())
     }
 
+    /// What a caller may do with a resource (`written` as in the request; `known` its name and
+    /// id when it exists): the JWT's scope of `scope_type` covering it (`None` for the admin
+    /// token) and the `X-RateLimit-*` headers to send; 403 without such a scope, 429 past the
+    /// rate limit.
+    pub(crate) fn authorize<'a>(
+        &self,
+        access: &'a Access,
+        scope_type: &str,
+        written: &str,
+        known: Option<(&str, Option<&str>)>,
+    ) -> Result<(Option<&'a Scope>, RateHeaders), TinybirdError> {
+        let Access::Jwt(claims) = access else {
+            return Ok((None, Vec::new()));
+        };
+        let mut names = vec![written];
+        if let Some((name, id)) = known {
+            names.push(name);
+            names.extend(id);
+        }
+        let scope = claims.scope(scope_type, &names).ok_or_else(TinybirdError::no_access)?;
+        Ok((Some(scope), self.count_request(written, claims)?))
+    }
+
+    /// Counts a JWT's request against its rate limit on `resource` (as written in the request):
+    /// the `X-RateLimit-*` headers to send, or the 429 answer.
+    fn count_request(&self, resource: &str, claims: &JwtClaims) -> Result<RateHeaders, TinybirdError> {
+        let Some(limit) = claims.rps_limit() else {
+            return Ok(Vec::new());
+        };
+        let decision = self.rate_limiter.check(resource, &claims.name, limit, self.clock.now_millis());
+        if decision.allowed {
+            Ok(decision.headers())
+        } else {
+            Err(TinybirdError::rate_limited(decision.reset_secs).with_headers(decision.headers()))
+        }
+    }
+
     pub(crate) fn find_pipe(&self, url_name: &str) -> Option<PipeDefinition> {
         lock(&self.pipes).iter().find(|pipe| pipe.is_named(url_name)).cloned()
     }
@@ -103,5 +148,70 @@ impl TinybirdState {
         let before = pipes.len();
         pipes.retain(|pipe| !pipe.is_named(url_name));
         pipes.len() != before
+    }
+
+    pub(crate) fn datasources(&self) -> Vec<DataSourceDefinition> {
+        lock(&self.datasources).clone()
+    }
+
+    pub(crate) fn find_datasource(&self, resource: &str) -> Option<DataSourceDefinition> {
+        lock(&self.datasources).iter().find(|source| source.is_named(resource)).cloned()
+    }
+
+    /// Adds a data source, replacing one with the same name (keeping its id unless a new one is
+    /// given); its table is created in ClickHouse first, so a definition ClickHouse refuses is
+    /// not kept.
+    pub(crate) async fn upsert_datasource(
+        &self,
+        source: DataSourceDefinition,
+    ) -> Result<DataSourceDefinition, EmulatorError> {
+        let mut source = source;
+        if source.id.is_none() {
+            source.id = self.find_datasource(&source.name).and_then(|existing| existing.id);
+        }
+        let source = source.normalized()?;
+        if let Some(clickhouse) = &self.clickhouse {
+            clickhouse.load(&source, &self.datasources()).await.map_err(|error| {
+                EmulatorError::InvalidDataSource(format!(
+                    "ClickHouse refused data source {}: {error}",
+                    source.name
+                ))
+            })?;
+        }
+        let mut sources = lock(&self.datasources);
+        sources.retain(|existing| existing.name != source.name);
+        sources.push(source.clone());
+        Ok(source)
+    }
+
+    /// Removes a data source by name or id; whether it existed.
+    pub(crate) async fn remove_datasource(&self, resource: &str) -> bool {
+        let Some(source) = self.find_datasource(resource) else {
+            return false;
+        };
+        lock(&self.datasources).retain(|existing| existing.name != source.name);
+        if let Some(clickhouse) = &self.clickhouse
+            && let Err(error) = clickhouse.drop_table(&source.name, &self.datasources()).await
+        {
+            tracing::warn!(%error, datasource = %source.name, "cannot drop the data source's table");
+        }
+        true
+    }
+
+    /// Runs SQL on the data sources' ClickHouse; errors in Tinybird's shapes.
+    pub(crate) async fn query(&self, sql: &str) -> Result<QueryRows, TinybirdError> {
+        let Some(clickhouse) = &self.clickhouse else {
+            return Err(TinybirdError::clickhouse_unavailable(
+                "The emulator runs no ClickHouse: start it with --chdb-python (or CHDB_PYTHON) to serve data sources",
+            ));
+        };
+        clickhouse.query(sql, &self.datasources()).await.map_err(|error| match error {
+            QueryError::ClickHouse(message) => TinybirdError::query_refused(format!("[Error] {message}")),
+            QueryError::Timeout(limit) => TinybirdError::query_timeout(limit),
+            QueryError::Worker(_) => {
+                tracing::error!(%error, "ClickHouse worker failure");
+                TinybirdError::clickhouse_unavailable(error.to_string())
+            }
+        })
     }
 }
