@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 
 use crate::admin_token::AdminToken;
+use crate::allowed_workspaces::{self, SecretUser};
 use crate::api::WorkspaceSpec;
-use crate::names::reason;
+use crate::names::{ANNOTATION_ALLOWED_WORKSPACES, reason};
 use crate::validate::WorkspaceKind;
 use crate::workspace::{SigningWorkspace, resolve};
 
@@ -38,7 +40,7 @@ pub struct SecretKey {
 /// Why a workspace cannot sign right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceProblem {
-    /// Condition reason (`SecretNotFound`, `KeyMissing`, `MalformedToken`, ...).
+    /// Condition reason (`SecretNotFound`, `SecretNotAllowed`, `KeyMissing`, `MalformedToken`, ...).
     pub reason: &'static str,
     /// What is wrong and how to fix it (never the token).
     pub message: String,
@@ -151,48 +153,74 @@ impl KeyStore {
 /// Loads a workspace's admin token (and Clerk key) from their Secrets and checks them. Problems
 /// are part of the entry, so the caller can put them in conditions.
 ///
+/// Each Secret's metadata is read first: unless its `tenantaccess.dev/allowed-workspaces`
+/// annotation lists the workspace, no Secret's data is read at all and the workspace cannot sign
+/// (`SecretNotAllowed`).
+///
 /// # Errors
 /// Only API errors other than "not found" (transient: the reconcile is retried).
 pub async fn load(
     secrets: Api<Secret>,
     secret_namespace: &str,
+    workspace: &WorkspaceKey,
     spec: &WorkspaceSpec,
     generation: Option<i64>,
 ) -> Result<WorkspaceEntry, kube::Error> {
-    let reference = &spec.admin_token_secret_ref;
-    let key_name = reference.key_or_default();
-    let secret = secrets.get_opt(&reference.name).await?;
-    let mut read = vec![(
-        SecretKey { namespace: secret_namespace.to_owned(), name: reference.name.clone() },
-        secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
-    )];
-    let signer = match secret_value(
-        secret.as_ref(),
-        secret_namespace,
-        &reference.name,
-        key_name,
-        "the workspace admin token",
-    ) {
+    let admin_ref = &spec.admin_token_secret_ref;
+    let clerk_ref = spec.clerk.as_ref().map(|connection| &connection.secret_key_secret_ref);
+    let mut read = Vec::with_capacity(2);
+    let mut refusal = None;
+    for reference in std::iter::once(admin_ref).chain(clerk_ref) {
+        let metadata = secrets.get_metadata_opt(&reference.name).await?;
+        let key = SecretKey { namespace: secret_namespace.to_owned(), name: reference.name.clone() };
+        read.push((key, metadata.as_ref().and_then(|m| m.metadata.resource_version.clone())));
+        if refusal.is_none()
+            && let Some(metadata) = metadata
+        {
+            refusal = allows(&metadata.metadata, secret_namespace, &reference.name, workspace).err();
+        }
+    }
+    let exists = |index: usize| read.get(index).is_some_and(|(_, version)| version.is_some());
+    if let Some(problem) = refusal {
+        return Ok(WorkspaceEntry {
+            generation,
+            secrets: read,
+            spec: spec.clone(),
+            signer: Err(problem.clone()),
+            clerk: spec.clerk.as_ref().map(|_| Err(problem)),
+        });
+    }
+    let key_name = admin_ref.key_or_default();
+    let secret = read_allowed(&secrets, exists(0), secret_namespace, &admin_ref.name, workspace).await?;
+    let signer = match secret.and_then(|secret| {
+        secret_value(
+            secret.as_ref(),
+            secret_namespace,
+            &admin_ref.name,
+            key_name,
+            "the workspace admin token",
+        )
+    }) {
         Err(problem) => Err(problem),
         Ok(token) => resolve(spec, AdminToken::new(&token)).map_err(|e| WorkspaceProblem {
             reason: e.reason(),
-            message: format!("Secret {secret_namespace}/{} key {key_name:?}: {e}", reference.name),
+            message: format!("Secret {secret_namespace}/{} key {key_name:?}: {e}", admin_ref.name),
         }),
     };
     let clerk = match &spec.clerk {
         None => None,
         Some(connection) => {
             let reference = &connection.secret_key_secret_ref;
-            let secret = secrets.get_opt(&reference.name).await?;
-            read.push((
-                SecretKey { namespace: secret_namespace.to_owned(), name: reference.name.clone() },
-                secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
-            ));
+            let secret =
+                read_allowed(&secrets, exists(1), secret_namespace, &reference.name, workspace).await?;
             let key_name = reference.key_or_default();
             let what = "the Clerk secret key (sk_...)";
-            Some(secret_value(secret.as_ref(), secret_namespace, &reference.name, key_name, what).map(
-                |secret_key| {
-                    ClerkCredentials {
+            Some(
+                secret
+                    .and_then(|secret| {
+                        secret_value(secret.as_ref(), secret_namespace, &reference.name, key_name, what)
+                    })
+                    .map(|secret_key| ClerkCredentials {
                         api_url: connection
                             .api_url
                             .as_deref()
@@ -200,12 +228,47 @@ pub async fn load(
                             .trim_end_matches('/')
                             .to_owned(),
                         secret_key,
-                    }
-                },
-            ))
+                    }),
+            )
         }
     };
     Ok(WorkspaceEntry { generation, secrets: read, spec: spec.clone(), signer, clerk })
+}
+
+/// Whether a Secret's metadata lets the workspace use it, as a workspace problem when not.
+fn allows(
+    metadata: &ObjectMeta,
+    namespace: &str,
+    name: &str,
+    workspace: &WorkspaceKey,
+) -> Result<(), WorkspaceProblem> {
+    let annotation = metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(ANNOTATION_ALLOWED_WORKSPACES))
+        .map(String::as_str);
+    let user = SecretUser { kind: workspace.kind, namespace: &workspace.namespace, name: &workspace.name };
+    allowed_workspaces::check(namespace, name, annotation, user).map_err(|refused| WorkspaceProblem {
+        reason: reason::SECRET_NOT_ALLOWED,
+        message: refused.to_string(),
+    })
+}
+
+/// A Secret whose metadata allowed the workspace a moment ago (`exists`: there was one), read
+/// with its data. The annotation is checked again on what was read: it may have been removed in
+/// between.
+async fn read_allowed(
+    secrets: &Api<Secret>,
+    exists: bool,
+    namespace: &str,
+    name: &str,
+    workspace: &WorkspaceKey,
+) -> Result<Result<Option<Secret>, WorkspaceProblem>, kube::Error> {
+    let secret = if exists { secrets.get_opt(name).await? } else { None };
+    Ok(match secret {
+        Some(secret) => allows(&secret.metadata, namespace, name, workspace).map(|()| Some(secret)),
+        None => Ok(None),
+    })
 }
 
 /// A non-empty text value of a Secret key, or the problem (naming the Secret, never the value).
