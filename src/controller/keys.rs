@@ -301,3 +301,110 @@ fn secret_value(
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::task::{Context, Poll};
+
+    use k8s_openapi::ByteString;
+    use kube::client::Body;
+
+    use super::*;
+    use crate::admin_token::tests::fake_admin_token;
+    use crate::api::SecretKeySelector;
+
+    /// An API server holding one Secret `acme/tinybird-admin`, recording each request as
+    /// (path, metadata only).
+    #[derive(Clone)]
+    struct OneSecret {
+        secret: Secret,
+        requests: Arc<Mutex<Vec<(String, bool)>>>,
+    }
+
+    impl tower::Service<http::Request<Body>> for OneSecret {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            let metadata_only = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|accept| accept.to_str().ok())
+                .is_some_and(|accept| accept.contains("as=PartialObjectMetadata"));
+            self.requests.lock().unwrap().push((request.uri().path().to_owned(), metadata_only));
+            let body = if metadata_only {
+                serde_json::json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                    "metadata": self.secret.metadata,
+                })
+            } else {
+                serde_json::to_value(&self.secret).unwrap()
+            };
+            let response = http::Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap();
+            std::future::ready(Ok(response))
+        }
+    }
+
+    /// Loads workspace `acme/analytics` against a Secret allowing `allowed` (None: not annotated):
+    /// the entry and the requests made.
+    async fn load_with(allowed: Option<&str>) -> (WorkspaceEntry, Vec<(String, bool)>) {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("tinybird-admin".into());
+        secret.metadata.namespace = Some("acme".into());
+        secret.metadata.resource_version = Some("7".into());
+        secret.metadata.annotations =
+            allowed.map(|allowed| [(ANNOTATION_ALLOWED_WORKSPACES.to_owned(), allowed.to_owned())].into());
+        let token = ByteString(fake_admin_token("ws-1", None).into_bytes());
+        secret.data = Some([("token".to_owned(), token)].into());
+        let api_server = OneSecret { secret, requests: Arc::default() };
+        let client = kube::Client::new(api_server.clone(), "acme");
+        let spec = WorkspaceSpec {
+            admin_token_secret_ref: SecretKeySelector { name: "tinybird-admin".into(), key: None },
+            ..WorkspaceSpec::default()
+        };
+        let workspace = WorkspaceKey {
+            kind: WorkspaceKind::Namespaced,
+            namespace: "acme".into(),
+            name: "analytics".into(),
+        };
+        let entry = load(Api::namespaced(client, "acme"), "acme", &workspace, &spec, Some(1)).await.unwrap();
+        let requests = api_server.requests.lock().unwrap().clone();
+        (entry, requests)
+    }
+
+    const SECRET_PATH: &str = "/api/v1/namespaces/acme/secrets/tinybird-admin";
+
+    #[tokio::test]
+    async fn a_secret_that_does_not_allow_the_workspace_is_never_read_past_its_metadata() {
+        for allowed in [None, Some("other"), Some("analytics,,")] {
+            let (entry, requests) = load_with(allowed).await;
+            let problem = entry.signer.unwrap_err();
+            assert_eq!(problem.reason, reason::SECRET_NOT_ALLOWED, "{allowed:?}");
+            assert!(problem.message.contains("acme/tinybird-admin"), "{}", problem.message);
+            assert_eq!(requests, [(SECRET_PATH.to_owned(), true)], "{allowed:?}: only the metadata is read");
+            assert_eq!(entry.secrets[0].1.as_deref(), Some("7"), "its version is watched for a change");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_allows_the_workspace_is_read_after_its_metadata() {
+        for allowed in ["analytics", "*", "other, analytics"] {
+            let (entry, requests) = load_with(Some(allowed)).await;
+            assert_eq!(
+                entry.signer.map(|signer| signer.workspace_id).ok().as_deref(),
+                Some("ws-1"),
+                "{allowed}"
+            );
+            assert_eq!(requests, [(SECRET_PATH.to_owned(), true), (SECRET_PATH.to_owned(), false)]);
+        }
+    }
+}
