@@ -180,6 +180,7 @@ pub async fn load(
             refusal = allows(&metadata.metadata, secret_namespace, &reference.name, workspace).err();
         }
     }
+    // A Secret that exists has a resourceVersion.
     let exists = |index: usize| read.get(index).is_some_and(|(_, version)| version.is_some());
     if let Some(problem) = refusal {
         return Ok(WorkspaceEntry {
