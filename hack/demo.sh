@@ -58,6 +58,8 @@ step "The workspace admin token goes into ONE Secret; a TinybirdWorkspace points
 run kubectl create namespace "$NS"
 run kubectl -n "$NS" create secret generic tinybird-admin --from-file=token="$WORK/admin-token"
 run kubectl -n "$NS" create secret generic clerk-secret-key --from-file=secret-key="$WORK/clerk-key"
+echo "Each Secret names the workspaces that may use it (the operator reads no other):"
+run kubectl -n "$NS" annotate secret tinybird-admin clerk-secret-key tenantaccess.dev/allowed-workspaces=analytics
 {
   sed "s|# apiUrl: https://api.tinybird.co|apiUrl: $TINYBIRD|" "$ROOT/examples/workspace.yaml" | awk '/^---/{p=1} p'
   printf '  clerk:\n    secretKeySecretRef: {name: clerk-secret-key, key: secret-key}\n    apiUrl: %s\n' "$CLERK"
@@ -97,8 +99,9 @@ OLD_TOKEN="$TOKEN"
 TOKEN_ID="$(curl -s "$TINYBIRD/_emulator/admin-token" | jq -r .id)"
 NEW_ADMIN="$(curl -s -X POST -H "Authorization: Bearer $(cat "$WORK/admin-token")" \
   "$TINYBIRD/v0/tokens/$TOKEN_ID/refresh" | jq -r .token)"
-kubectl -n "$NS" create secret generic tinybird-admin --from-literal=token="$NEW_ADMIN" \
-  --dry-run=client -o yaml | kubectl replace -f - >/dev/null
+# A patch of the token only: the Secret keeps its allowed-workspaces annotation.
+kubectl -n "$NS" patch secret tinybird-admin --type merge \
+  -p "$(jq -n --arg token "$NEW_ADMIN" '{stringData: {token: $token}}')" >/dev/null
 echo "admin token rotated; waiting for the operator to re-sign"
 for _ in $(seq 120); do
   [ "$(kubectl -n "$NS" get tenantaccess acme -o jsonpath='{.status.token.revision}')" = 2 ] && break

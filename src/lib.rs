@@ -2,11 +2,13 @@
 //! Secrets and Clerk JWT templates, renews and re-signs them, and health-checks the endpoints.
 //!
 //! The library holds all logic; the `tenant-access` binary only parses arguments.
-//! Pure core: [`validate`], [`filter`], [`jwt`], [`desired`], [`admin_token`], [`workspace`].
+//! Pure core: [`validate`], [`filter`], [`jwt`], [`desired`], [`admin_token`],
+//! [`allowed_workspaces`], [`workspace`].
 //! Edges: [`cli`].
 
 pub mod admin;
 pub mod admin_token;
+pub mod allowed_workspaces;
 pub mod api;
 pub mod apply;
 pub mod backoff;

@@ -22,6 +22,10 @@ pub const ANNOTATION_REVISION: &str = "tenantaccess.dev/revision";
 /// restarts it for a TenantAccess's `rolloutRestartTargets`: without it, a team could have the
 /// operator patch any workload of its namespace with the operator's rights.
 pub const LABEL_RESTART_ON_TOKEN_CHANGE: &str = "tenantaccess.dev/restart-on-token-change";
+/// Annotation an admin-token or Clerk-key Secret must carry to be used by a workspace: the
+/// workspaces allowed to use it, comma-separated (`<name>` for a TinybirdWorkspace of the Secret's
+/// namespace, `ClusterTinybirdWorkspace/<name>`, or `*`). See `crate::allowed_workspaces`.
+pub const ANNOTATION_ALLOWED_WORKSPACES: &str = "tenantaccess.dev/allowed-workspaces";
 /// Finalizer that lets the operator delete remote Clerk templates.
 pub const FINALIZER: &str = "tenantaccess.dev/clerk-template";
 
@@ -59,6 +63,8 @@ pub mod reason {
     pub const READY: &str = "Ready";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A referenced Secret does not list the workspace in `tenantaccess.dev/allowed-workspaces`.
+    pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
     pub const KEY_MISSING: &str = "KeyMissing";
     pub const MALFORMED_TOKEN: &str = "MalformedToken";
     pub const WORKSPACE_MISMATCH: &str = "WorkspaceMismatch";

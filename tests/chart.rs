@@ -31,6 +31,7 @@ use tenant_access::admin_token::AdminToken;
 use tenant_access::api::TenantAccess;
 use tenant_access::jwt::ParsedToken;
 use tenant_access::leader::LeaderElection;
+use tenant_access::names::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::{TestCluster, repo_root, wait_crd_established, wait_for};
 
@@ -746,8 +747,11 @@ async fn apply(cluster: &TestCluster, namespace: Option<&str>, yaml: &str) {
     cluster.apply_yaml(yaml, namespace).await.unwrap();
 }
 
+/// A Secret usable by every workspace that can reach it (`allowed-workspaces: *`).
 fn secret_yaml(name: &str, key: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{{key}: '{value}'}}\n")
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, annotations: {{{ANNOTATION_ALLOWED_WORKSPACES}: '*'}}}}\nstringData: {{{key}: '{value}'}}\n"
+    )
 }
 
 /// A Deployment, a StatefulSet and a DaemonSet called `name`, each opting in to rollout restarts.
@@ -768,9 +772,12 @@ fn clerk_config() -> ClerkConfig {
     ClerkConfig { request_budget: 100, budget_window: Duration::from_secs(1), ..Default::default() }
 }
 
+/// Writes a Secret usable by every workspace that can reach it (`allowed-workspaces: *`).
 async fn put_secret(client: &Client, namespace: &str, name: &str, key: &str, value: &str) {
     let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value},
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "annotations": {ANNOTATION_ALLOWED_WORKSPACES: "*"}},
+        "stringData": {key: value},
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), namespace)

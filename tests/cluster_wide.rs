@@ -67,7 +67,7 @@ async fn cluster_workspace_admits_only_selected_namespaces() {
     // cluster-scoped workspace is accepted by the API server (it goes to `kube-system`).
     let new_admin = tinybird.refresh_admin_token();
     env.apply(
-        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-admin}}\nstringData: {{token: '{new_admin}'}}\n"),
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-admin, annotations: {{tenantaccess.dev/allowed-workspaces: ClusterTinybirdWorkspace/shared}}}}\nstringData: {{token: '{new_admin}'}}\n"),
         Some(env.system.name()),
     )
     .await;

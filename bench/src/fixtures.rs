@@ -10,7 +10,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess};
+use tenant_access::api::{ClusterTinybirdWorkspace, KIND_CLUSTER_WORKSPACE, TenantAccess};
+use tenant_access::names::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::TestCluster;
 
@@ -102,14 +103,16 @@ impl BenchEnv {
         Ok(env)
     }
 
-    /// Writes the admin token into the workspace's Secret (creation and rotation).
+    /// Writes the admin token into the workspace's Secret (creation and rotation), allowing the
+    /// ClusterTinybirdWorkspace to use it.
     ///
     /// # Errors
     /// The write failed.
     pub async fn put_admin_token(&self, token: &str) -> Result<()> {
+        let allowed = format!("{KIND_CLUSTER_WORKSPACE}/{}", self.workspace);
         let secret = json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": self.admin_secret},
+            "metadata": {"name": self.admin_secret, "annotations": {ANNOTATION_ALLOWED_WORKSPACES: allowed}},
             "stringData": {ADMIN_TOKEN_KEY: token},
         });
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.system_namespace);

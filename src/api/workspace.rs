@@ -60,7 +60,12 @@ pub struct ClusterTinybirdWorkspaceSpec {
 pub struct WorkspaceSpec {
     /// The Secret key holding the workspace **admin token** (`p.eyJ...`), the HS256 signing key
     /// of every token this workspace issues. Rotating it (changing the Secret) re-signs every
-    /// dependent token and Clerk template.
+    /// dependent token and Clerk template. The Secret is in the workspace's namespace (for a
+    /// ClusterTinybirdWorkspace: the operator's cluster-resource namespace) and must allow this
+    /// workspace in its annotation `tenantaccess.dev/allowed-workspaces` (comma-separated:
+    /// `<name>` for a TinybirdWorkspace of that namespace, `ClusterTinybirdWorkspace/<name>`, or
+    /// `*`); otherwise it is not read and the workspace is not Ready (`SecretNotAllowed`). The
+    /// operator sends this token to `apiUrl`: creating a workspace is a privileged right.
     pub admin_token_secret_ref: SecretKeySelector,
 
     /// Tinybird API base URL, e.g. `https://api.us-east.aws.tinybird.co` or Tinybird Local's
@@ -97,7 +102,8 @@ pub struct WorkspaceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ClerkConnection {
     /// The Secret key holding the Clerk secret key (`sk_live_...` or `sk_test_...`), in the same
-    /// namespace as the admin token Secret.
+    /// namespace as the admin token Secret. Like that Secret it must allow the workspace in its
+    /// annotation `tenantaccess.dev/allowed-workspaces`; the key is sent to `apiUrl`.
     pub secret_key_secret_ref: SecretKeySelector,
     /// Clerk Backend API base URL. Default `https://api.clerk.com/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,8 +172,8 @@ pub struct RequiredParamSource {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceStatus {
-    /// `Ready` with a reason: `Ready`, `SecretNotFound`, `KeyMissing`, `MalformedToken`,
-    /// `WorkspaceMismatch`, `Unauthorized`, `InvalidSpec`.
+    /// `Ready` with a reason: `Ready`, `SecretNotFound`, `SecretNotAllowed`, `KeyMissing`,
+    /// `MalformedToken`, `WorkspaceMismatch`, `Unauthorized`, `InvalidSpec`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -207,7 +207,8 @@ pub async fn run_with_event_client(
     };
 
     // Admin-token Secrets are watched metadata-only, with no cache: an event only says "this
-    // Secret changed", mapped to the workspaces that reference it.
+    // Secret changed" (its data, or its metadata such as the allowed-workspaces annotation),
+    // mapped to the workspaces that reference it.
     // They also tell which Secrets exist (names only), so a first issuance needs no GET.
     let admin_secret_events =
         watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())

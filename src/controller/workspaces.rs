@@ -85,9 +85,15 @@ pub fn secret_namespace<W: Workspace>(workspace: &W, ctx: &Context) -> String {
 pub async fn refresh_entry<W: Workspace>(workspace: &W, ctx: &Context) -> Result<Arc<WorkspaceEntry>, Error> {
     let namespace = secret_namespace(workspace, ctx);
     let secrets = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut entry = load(secrets, &namespace, workspace.workspace_spec(), workspace.meta().generation)
-        .await
-        .map_err(Error::ReadAdminSecret)?;
+    let mut entry = load(
+        secrets,
+        &namespace,
+        &workspace_key(workspace),
+        workspace.workspace_spec(),
+        workspace.meta().generation,
+    )
+    .await
+    .map_err(Error::ReadAdminSecret)?;
     if let Ok(signer) = &entry.signer
         && ctx.keys.is_refused(&signer.signing_key_fingerprint)
     {

@@ -13,6 +13,7 @@ use kube::runtime::wait::Condition;
 use kube::{Api, Client};
 use tenant_access::api::TenantAccess;
 use tenant_access::controller::{RunConfig, run};
+use tenant_access::names::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::{TestCluster, TestNamespace, wait_for};
 use tokio::sync::oneshot;
@@ -145,16 +146,7 @@ impl Env {
             ..Default::default()
         };
         let clerk = tenant_access_emulators::ClerkEmulator::start(config).await.unwrap();
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "clerk-key"},
-            "stringData": {"secret-key": clerk.secret_key()},
-        }))
-        .unwrap();
-        self.secrets()
-            .patch("clerk-key", &PatchParams::apply("test").force(), &Patch::Apply(&secret))
-            .await
-            .unwrap();
+        self.put_secret_allowing("clerk-key", "secret-key", clerk.secret_key(), Some("analytics")).await;
         self.apply_yaml(&format!(
             "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n",
             self.tinybird.base_url(),
@@ -205,12 +197,23 @@ impl Env {
         assert!(out.success(), "kubectl apply failed: {}", out.stderr);
     }
 
-    /// Writes (creates or replaces) a Secret holding an admin token under `token`.
+    /// Writes (creates or replaces) a Secret holding an admin token under `token`, usable by
+    /// every workspace of the namespace (`tenantaccess.dev/allowed-workspaces: *`).
     pub async fn put_admin_token(&self, name: &str, token: &str) {
+        self.put_secret_allowing(name, "token", token, Some("*")).await;
+    }
+
+    /// Writes (creates or replaces) a Secret holding `value` under `key`, with the annotation
+    /// `tenantaccess.dev/allowed-workspaces: <allowed>` (None: without that annotation).
+    pub async fn put_secret_allowing(&self, name: &str, key: &str, value: &str, allowed: Option<&str>) {
+        let annotations = match allowed {
+            Some(allowed) => serde_json::json!({ANNOTATION_ALLOWED_WORKSPACES: allowed}),
+            None => serde_json::json!({}),
+        };
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name},
-            "stringData": {"token": token},
+            "metadata": {"name": name, "annotations": annotations},
+            "stringData": {key: value},
         }))
         .unwrap();
         self.secrets()
@@ -290,7 +293,8 @@ pub async fn query_pipe(base_url: &str, pipe: &str, token: &str, query: &str) ->
 
 /// A private API server for a cluster-wide operator (which must not meet other tests'
 /// resources): the CRDs, a Tinybird emulator, and the operator's namespace (`system`, the
-/// cluster-resource namespace) holding the emulator's admin token in Secret `shared-admin`.
+/// cluster-resource namespace) holding the emulator's admin token in Secret `shared-admin` (which
+/// allows `ClusterTinybirdWorkspace/shared`).
 /// [`ClusterWideEnv::shared_workspace_yaml`] is a ClusterTinybirdWorkspace `shared` using it.
 pub struct ClusterWideEnv {
     pub cluster: TestCluster,
@@ -309,7 +313,7 @@ impl ClusterWideEnv {
         let system = cluster.namespace("operator").await.unwrap();
         let env = Self { cluster, client, tinybird, system };
         let admin = format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-admin}}\nstringData: {{token: '{}'}}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-admin, annotations: {{{ANNOTATION_ALLOWED_WORKSPACES}: ClusterTinybirdWorkspace/shared}}}}\nstringData: {{token: '{}'}}\n",
             env.tinybird.admin_token()
         );
         env.apply(&admin, Some(env.system.name())).await;
