@@ -260,7 +260,7 @@ async fn shared_workspace_with_clerk(env: &ClusterWideEnv) -> (ClerkEmulator, St
     let clerk = ClerkEmulator::start(clerk_config()).await.unwrap();
     env.apply(
         &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: clerk-key}}\nstringData: {{secret-key: '{}'}}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: clerk-key, annotations: {{tenantaccess.dev/allowed-workspaces: ClusterTinybirdWorkspace/shared}}}}\nstringData: {{secret-key: '{}'}}\n",
             clerk.secret_key()
         ),
         Some(env.system.name()),
