@@ -6,7 +6,8 @@ use super::{CliError, parse_now, read_admin_token, read_input};
 use crate::api::{TenantAccess, WorkspaceSpec};
 use crate::desired::{clerk_template, desired_clerk_configmap, desired_secret, issue_token};
 use crate::manifests::{Manifests, to_yaml_stream};
-use crate::validate::{WorkspaceKind, validate_tenant_access};
+use crate::reconcile::admit::{self, Refusal};
+use crate::validate::WorkspaceKind;
 use crate::workspace::resolve;
 
 #[derive(Debug, clap::Args)]
@@ -55,32 +56,31 @@ pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
         if name.is_empty() {
             return Err(CliError::Input("TenantAccess: metadata.name is missing".into()));
         }
-        let validated = validate_tenant_access(&namespace, &name, &access.spec)
-            .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
+        let refused = |refusal: Refusal| CliError::Input(format!("{label}: {}", refusal.message));
+        let validated = admit::validate(&namespace, &name, &access.spec).map_err(refused)?;
         for warning in &validated.warnings {
             eprintln!("warning: {label}: {warning}");
         }
         let workspace_spec = find_workspace(&manifests, &validated, args)?;
         let labels = namespace_labels(&args.namespace_labels)?;
-        admits_namespace(&manifests, &validated, &labels)
-            .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
-        let validated = crate::policy::apply(
-            validated,
-            workspace_spec.policy.as_ref(),
-            &access.spec.workspace_ref.name,
-            crate::policy::NamespaceFacts { name: &namespace, labels: Some(&labels) },
-        )
-        .map_err(|e| CliError::Input(format!("{label}: refused by the workspace policy: {e}")))?;
-        let workspace = resolve(&workspace_spec, key.clone())
-            .map_err(|e| CliError::Input(format!("{label}: workspace {}: {e}", validated.workspace_name)))?;
-        crate::desired::check_token_size(&validated, &workspace, now)
-            .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
+        // The workspace as the controller resolves it; without the workspace in the input,
+        // everything is derived from the admin token.
+        let signer = resolve(workspace_spec.as_ref().unwrap_or(&WorkspaceSpec::default()), key.clone())
+            .map_err(|e| admit::cannot_sign(&validated, e.reason(), &e.to_string()));
+        let facts = admit::Facts {
+            namespace: crate::policy::NamespaceFacts { name: &namespace, labels: Some(&labels) },
+            labels_are_facts: true,
+            workspace: workspace_spec.as_ref(),
+        };
+        let admitted =
+            admit::admit(validated, facts, signer.as_ref().map_err(Clone::clone), now).map_err(refused)?;
+        let (validated, workspace) = (admitted.access, admitted.signer);
         let owner = owner_reference(access);
 
         if validated.secret.is_some() {
-            let token = issue_token(&validated, &workspace, now)
+            let token = issue_token(&validated, workspace, now)
                 .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
-            if let Some(secret) = desired_secret(&validated, &workspace, &token, args.revision, owner.clone())
+            if let Some(secret) = desired_secret(&validated, workspace, &token, args.revision, owner.clone())
             {
                 objects.push(to_value(&secret)?);
             }
@@ -106,13 +106,13 @@ fn owner_reference(
     access.controller_owner_ref(&())
 }
 
-/// The referenced workspace's spec from the manifests; without one, everything is derived
-/// from the admin token, as for a workspace with only `adminTokenSecretRef`.
+/// The referenced workspace's spec from the manifests; without one (`None`), everything is
+/// derived from the admin token, as for a workspace with only `adminTokenSecretRef`.
 fn find_workspace(
     manifests: &Manifests,
     access: &crate::validate::ValidatedAccess,
     args: &RenderArgs,
-) -> Result<WorkspaceSpec, CliError> {
+) -> Result<Option<WorkspaceSpec>, CliError> {
     let wanted = &access.workspace_name;
     let found = match access.workspace_kind {
         WorkspaceKind::Namespaced => {
@@ -143,13 +143,13 @@ fn find_workspace(
             .find(|ws| ws.metadata.name.as_deref() == Some(wanted.as_str()))
             .map(|ws| ws.spec.workspace.clone()),
     };
-    Ok(found.unwrap_or_else(|| {
+    if found.is_none() {
         eprintln!(
             "note: {} {wanted:?} is not in the input: workspace id and API URL come from the admin token",
             access.workspace_kind.kind_name()
         );
-        WorkspaceSpec::default()
-    }))
+    }
+    Ok(found)
 }
 
 fn namespace_labels(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
@@ -162,37 +162,4 @@ fn namespace_labels(pairs: &[String]) -> Result<std::collections::BTreeMap<Strin
                 .ok_or_else(|| CliError::Input(format!("--namespace-labels: {pair:?} is not key=value")))
         })
         .collect()
-}
-
-/// The same namespace admission as the controller, for a ClusterTinybirdWorkspace in the input.
-fn admits_namespace(
-    manifests: &Manifests,
-    access: &crate::validate::ValidatedAccess,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> Result<(), String> {
-    if access.workspace_kind != WorkspaceKind::Cluster {
-        return Ok(());
-    }
-    let Some(workspace) = manifests
-        .cluster_workspaces
-        .iter()
-        .find(|ws| ws.metadata.name.as_deref() == Some(access.workspace_name.as_str()))
-    else {
-        return Ok(());
-    };
-    let name = &access.workspace_name;
-    let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref())
-    else {
-        return Err(format!(
-            "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
-        ));
-    };
-    match crate::selector::matches(selector, labels) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(format!(
-            "ClusterTinybirdWorkspace {name} does not admit namespace {}: its labels do not match spec.policy.allowedNamespaces",
-            access.namespace
-        )),
-        Err(error) => Err(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}")),
-    }
 }

@@ -1,5 +1,6 @@
 //! The running operator: watches, caches and the two reconcilers (workspaces, TenantAccess).
 
+pub mod admission;
 pub mod cached_access;
 pub mod clerk_sync;
 pub mod context;

@@ -12,13 +12,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
+use super::admission::{self, Admission, Refused};
 use super::cached_access::CachedTenantAccess;
 use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
-use super::keys::{ClerkCredentials, WorkspaceKey, WorkspaceProblem};
+use super::keys::{ClerkCredentials, WorkspaceKey};
 use super::token_secrets::{SecretDigest, TokenMatch};
-use super::workspaces::{refresh_entry, workspace_key};
 use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus, TokenStatus};
 use crate::apply::Ownership;
 use crate::backoff::jitter;
@@ -31,11 +31,11 @@ use crate::names::{
     ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER,
     LABEL_RESTART_ON_TOKEN_CHANGE, condition, reason,
 };
+use crate::reconcile::admit::Retry;
 use crate::reconcile::decide::{
     ConfigMapDecision, Observed, TokenDecision, decide_configmap, decide_token, is_owned_by,
     other_signature_reason, renew_request, secret_needs_repair,
 };
-use crate::selector;
 use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
 use crate::workspace::SigningWorkspace;
 
@@ -76,110 +76,10 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         .unwrap_or_default();
     let mut report = Report::new(&access, previous.clone(), now);
 
-    let validated = match validate_tenant_access(&namespace, &name, &access.spec) {
-        Ok(validated) => validated,
-        Err(invalid) => {
-            let message = format!("{invalid}; nothing is issued until the spec is fixed");
-            report.refuse(reason::INVALID_SPEC, &message);
-            stop_probes(&ctx, &mut report, &namespace, &name);
-            report.finish(&ctx, &access).await?;
-            return Ok(Action::await_change());
-        }
+    let Admission { validated, signer, entry } = match admission::admit(&access, &ctx, now).await? {
+        Ok(admission) => admission,
+        Err(refused) => return refuse(&access, &ctx, report, &refused).await,
     };
-    for warning in &validated.warnings {
-        tracing::debug!(%warning, "spec warning");
-    }
-
-    let (entry, signer) = match workspace_entry(&validated, &ctx).await? {
-        Ok(entry) => match entry.signer.clone() {
-            Ok(signer) => (entry, signer),
-            Err(problem) => {
-                let problem = not_ready_workspace(&validated, &problem);
-                report.refuse(problem.reason, &problem.message);
-                stop_probes(&ctx, &mut report, &namespace, &name);
-                report.finish(&ctx, &access).await?;
-                let (_, delay) = ctx.record_failure(access.as_ref());
-                return Ok(Action::requeue(delay));
-            }
-        },
-        Err(Refusal { problem, revokes, entry }) => {
-            report.refuse(problem.reason, &problem.message);
-            stop_probes(&ctx, &mut report, &namespace, &name);
-            let mut clerk_retry = None;
-            if revokes {
-                // The platform team withdrew this namespace's access: what was issued goes too.
-                let clerk = entry.as_ref().and_then(|e| e.clerk.as_ref()).and_then(|c| c.as_ref().ok());
-                clerk_retry = revoke(
-                    &access,
-                    &ctx,
-                    &mut report,
-                    (problem.reason, "its namespace is no longer admitted by the workspace"),
-                    clerk,
-                )
-                .await?;
-            }
-            report.finish(&ctx, &access).await?;
-            let (_, delay) = ctx.record_failure(access.as_ref());
-            return Ok(Action::requeue(clerk_retry.map_or(delay, |retry| retry.min(delay))));
-        }
-    };
-
-    // The workspace's policy: required params injected, limits applied, or refused. A refusal
-    // revokes what was issued: access the policy now forbids must not outlive the change.
-    // Namespace labels are facts only once the namespace cache has its first list: a refusal
-    // read from an unsynced cache (a restart) must not revoke anything.
-    let facts_synced = !ctx.settings.cluster_wide || namespace_facts_synced(&ctx, &namespace).await;
-    let labels = if ctx.settings.cluster_wide {
-        Some(
-            ctx.caches
-                .namespaces
-                .get(&ObjectRef::new(&namespace))
-                .and_then(|n| n.metadata.labels.clone())
-                .unwrap_or_default(),
-        )
-    } else {
-        None
-    };
-    let validated = match crate::policy::apply(
-        validated,
-        entry.spec.policy.as_ref(),
-        &entry_name(&access),
-        crate::policy::NamespaceFacts { name: &namespace, labels: labels.as_ref() },
-    ) {
-        Ok(validated) => validated,
-        Err(violation) => {
-            let message = format!("refused by the workspace policy: {violation}");
-            report.refuse(reason::POLICY_VIOLATION, &message);
-            stop_probes(&ctx, &mut report, &namespace, &name);
-            if !facts_synced {
-                // Decided on a namespace not yet seen: decide again once it is.
-                report.finish(&ctx, &access).await?;
-                return Ok(Action::requeue(ctx.record_failure(access.as_ref()).1));
-            }
-            let clerk = entry.clerk.as_ref().and_then(|c| c.as_ref().ok());
-            let clerk_retry = revoke(
-                &access,
-                &ctx,
-                &mut report,
-                (reason::POLICY_VIOLATION, "it no longer complies with its workspace's policy"),
-                clerk,
-            )
-            .await?;
-            report.finish(&ctx, &access).await?;
-            return Ok(clerk_retry.map_or_else(Action::await_change, Action::requeue));
-        }
-    };
-
-    // A token no HTTP server takes: refused like an invalid spec (retrying cannot help).
-    if let Err(too_large) = crate::desired::check_token_size(&validated, &signer, now) {
-        report.refuse(
-            reason::TOKEN_TOO_LARGE,
-            &format!("{too_large}; nothing is issued until the spec is fixed"),
-        );
-        stop_probes(&ctx, &mut report, &namespace, &name);
-        report.finish(&ctx, &access).await?;
-        return Ok(Action::await_change());
-    }
 
     let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
     let mut retry_after: Option<Duration> = None;
@@ -283,9 +183,29 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     Ok(Action::requeue(requeue_after(now, next_check, &validated, &name)))
 }
 
-/// The workspace name as written in the spec (for messages).
-fn entry_name(access: &TenantAccess) -> String {
-    access.spec.workspace_ref.name.clone()
+/// The one exit of a refused TenantAccess: the conditions say why, probes stop, what was issued
+/// is revoked when the refusal withdraws access, the status is written, and the TenantAccess is
+/// looked at again with backoff, or once something changes.
+async fn refuse(
+    access: &TenantAccess,
+    ctx: &Context,
+    mut report: Report,
+    refused: &Refused,
+) -> Result<Action, Error> {
+    let refusal = &refused.refusal;
+    report.refuse(refusal.reason, &refusal.message);
+    stop_probes(ctx, &mut report, &access.namespace().unwrap_or_default(), &access.name_any());
+    let clerk_retry = match refusal.revoke {
+        Some(why) => revoke(access, ctx, &mut report, (refusal.reason, why), refused.clerk()).await?,
+        None => None,
+    };
+    report.finish(ctx, access).await?;
+    let backoff = (refusal.retry == Retry::Backoff).then(|| ctx.record_failure(access).1);
+    Ok(match (backoff, clerk_retry) {
+        (Some(delay), Some(retry)) => Action::requeue(retry.min(delay)),
+        (Some(delay), None) | (None, Some(delay)) => Action::requeue(delay),
+        (None, None) => Action::await_change(),
+    })
 }
 
 /// Revocation: this TenantAccess may no longer have the access it was given (`why`, e.g. the
@@ -377,17 +297,6 @@ async fn revoke_token(
     );
     Ok(())
 }
-
-/// Whether the namespace cache has its first list (bounded wait) and holds this namespace: only
-/// then is a refusal that reads namespace labels a fact rather than a start-up state.
-async fn namespace_facts_synced(ctx: &Context, namespace: &str) -> bool {
-    let listed =
-        tokio::time::timeout(NAMESPACE_LIST_PATIENCE, ctx.caches.namespaces.wait_until_ready()).await;
-    matches!(listed, Ok(Ok(()))) && ctx.caches.namespaces.get(&ObjectRef::new(namespace)).is_some()
-}
-
-/// How long a reconcile waits for the first list of namespaces before deciding on their labels.
-const NAMESPACE_LIST_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
 /// the operator believes valid, and reports health (status changes only on flips).
@@ -491,10 +400,9 @@ async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error>
     if let Some(id) = pushed {
         let namespace = access.namespace().unwrap_or_default();
         let credentials = match validate_tenant_access(&namespace, &access.name_any(), &access.spec) {
-            Ok(validated) => match workspace_entry(&validated, ctx).await? {
-                Ok(entry) => entry.clerk.clone().and_then(Result::ok),
-                Err(_) => None,
-            },
+            Ok(validated) => {
+                admission::admitted_entry(&validated, ctx).await?.and_then(|entry| entry.clerk.clone()?.ok())
+            }
             Err(_) => None,
         };
         match credentials {
@@ -578,137 +486,6 @@ fn requeue_after(now: Timestamp, at: Timestamp, access: &ValidatedAccess, key: &
     let until = Duration::try_from(at.duration_since(now)).unwrap_or_default();
     let spread = Duration::try_from(access.renew_before / 20).unwrap_or_default().min(Duration::from_secs(5));
     until + spread.mul_f64(jitter(key))
-}
-
-/// Why a TenantAccess cannot use its workspace.
-struct Refusal {
-    problem: WorkspaceProblem,
-    /// Whether the refusal withdraws access already given, so that what was issued is revoked:
-    /// only a decision of the platform team read from synced caches (the namespace no longer
-    /// admitted). Never a state that may be transient or that a start-up shows: a workspace
-    /// absent from the cache (WorkspaceNotFound: deleting and re-creating a workspace must not
-    /// wipe every tenant's token), an admin token that cannot be read or checked, Tinybird or
-    /// Clerk unreachable.
-    revokes: bool,
-    /// The workspace's entry, when the refusal revokes (its Clerk connection deletes a pushed
-    /// template); None when it could not be loaded.
-    entry: Option<Arc<super::keys::WorkspaceEntry>>,
-}
-
-impl From<WorkspaceProblem> for Refusal {
-    fn from(problem: WorkspaceProblem) -> Self {
-        Self { problem, revokes: false, entry: None }
-    }
-}
-
-/// The workspace's cache entry, after the isolation checks.
-async fn workspace_entry(
-    validated: &ValidatedAccess,
-    ctx: &Context,
-) -> Result<Result<Arc<super::keys::WorkspaceEntry>, Refusal>, Error> {
-    let namespace = &validated.namespace;
-    let name = &validated.workspace_name;
-    let not_found =
-        |what: String| Refusal::from(WorkspaceProblem { reason: reason::WORKSPACE_NOT_FOUND, message: what });
-    match validated.workspace_kind {
-        WorkspaceKind::Namespaced => {
-            let Some(workspace) = ctx.caches.workspaces.get(&ObjectRef::new(name).within(namespace)) else {
-                return Ok(Err(not_found(format!(
-                    "TinybirdWorkspace {namespace}/{name} does not exist: a TenantAccess can use a TinybirdWorkspace of its own namespace, or a ClusterTinybirdWorkspace (workspaceRef.kind)"
-                ))));
-            };
-            Ok(Ok(cached_or_load(workspace.as_ref(), ctx).await?))
-        }
-        WorkspaceKind::Cluster => {
-            if !ctx.settings.cluster_wide {
-                return Ok(Err(not_found(format!(
-                    "this operator is installed for one namespace and cannot use ClusterTinybirdWorkspace {name}: use a TinybirdWorkspace in {namespace}, or install the operator cluster-wide"
-                ))));
-            }
-            let Some(workspace) = ctx.caches.cluster_workspaces.get(&ObjectRef::new(name)) else {
-                return Ok(Err(not_found(format!("ClusterTinybirdWorkspace {name} does not exist"))));
-            };
-            if let Err(mut refusal) = admits_namespace(workspace.as_ref(), namespace, ctx).await {
-                if refusal.revokes {
-                    refusal.entry = cached_or_load(workspace.as_ref(), ctx).await.ok();
-                }
-                return Ok(Err(refusal));
-            }
-            Ok(Ok(cached_or_load(workspace.as_ref(), ctx).await?))
-        }
-    }
-}
-
-/// A workspace that exists but cannot sign, as seen from a TenantAccess.
-fn not_ready_workspace(validated: &ValidatedAccess, problem: &WorkspaceProblem) -> WorkspaceProblem {
-    WorkspaceProblem {
-        reason: reason::WORKSPACE_NOT_READY,
-        message: format!(
-            "{} {} cannot sign ({}): {}",
-            validated.workspace_kind.kind_name(),
-            validated.workspace_name,
-            problem.reason,
-            problem.message
-        ),
-    }
-}
-
-async fn cached_or_load<W: super::workspaces::Workspace>(
-    workspace: &W,
-    ctx: &Context,
-) -> Result<Arc<super::keys::WorkspaceEntry>, Error> {
-    let key: WorkspaceKey = workspace_key(workspace);
-    match ctx.keys.current(&key, workspace.meta().generation) {
-        Some(entry) => Ok(entry),
-        None => refresh_entry(workspace, ctx).await,
-    }
-}
-
-/// Whether a ClusterTinybirdWorkspace admits the namespace (spec.policy.allowedNamespaces on its
-/// labels). A refusal revokes when the namespace cache had its list and holds the namespace, and
-/// the workspace definitely does not admit it (no allowedNamespaces, or labels that do not
-/// match); a selector that cannot be evaluated refuses without revoking.
-async fn admits_namespace(
-    workspace: &crate::api::ClusterTinybirdWorkspace,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<(), Refusal> {
-    let name = workspace.name_any();
-    let facts_synced = namespace_facts_synced(ctx, namespace).await;
-    let refuse = |message: String, definite: bool| {
-        Err(Refusal {
-            problem: WorkspaceProblem { reason: reason::NAMESPACE_NOT_ALLOWED, message },
-            revokes: definite && facts_synced,
-            entry: None,
-        })
-    };
-    let Some(selector) = workspace.spec.workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref())
-    else {
-        return refuse(
-            format!(
-                "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
-            ),
-            true,
-        );
-    };
-    let labels = ctx
-        .caches
-        .namespaces
-        .get(&ObjectRef::new(namespace))
-        .and_then(|ns| ns.metadata.labels.clone())
-        .unwrap_or_default();
-    match selector::matches(selector, &labels) {
-        Ok(true) => Ok(()),
-        Ok(false) => refuse(
-            format!(
-                "ClusterTinybirdWorkspace {name} does not admit namespace {namespace}: its labels do not match spec.policy.allowedNamespaces"
-            ),
-            true,
-        ),
-        Err(error) => {
-            refuse(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}"), false)
-        }
-    }
 }
 
 /// Decides and applies the token Secret. Returns the renewal time, or None when refused.

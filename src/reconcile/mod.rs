@@ -1,3 +1,4 @@
 //! The reconcile pipeline's pure stages (fetch and apply live in `crate::controller`).
 
+pub mod admit;
 pub mod decide;
