@@ -16,6 +16,7 @@ use crate::names::{
     ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_KEY, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, LABEL_MANAGED_BY,
     LABEL_TENANT_ACCESS, OPERATOR_NAME, secret_keys,
 };
+pub use crate::reconcile::decide::renewal_time;
 use crate::validate::{ValidClerkOutput, ValidatedAccess};
 use crate::workspace::SigningWorkspace;
 
@@ -169,12 +170,6 @@ fn sign_claims(
         expires_at,
         renewal_time: renewal_time(expires_at, access),
     })
-}
-
-/// `expiresAt - renewBefore`.
-#[must_use]
-pub fn renewal_time(expires_at: Timestamp, access: &ValidatedAccess) -> Timestamp {
-    expires_at.checked_sub(access.renew_before).unwrap_or(expires_at)
 }
 
 /// Labels on everything the operator creates for a TenantAccess.

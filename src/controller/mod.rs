@@ -6,6 +6,7 @@ pub mod clerk_sync;
 pub mod context;
 pub mod error;
 pub mod keys;
+pub mod observe;
 pub mod secret_names;
 pub mod tenants;
 pub mod token_secrets;

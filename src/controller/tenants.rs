@@ -6,7 +6,6 @@ use std::time::Duration;
 use crate::events::EventType;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -18,13 +17,14 @@ use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
 use super::keys::{ClerkCredentials, WorkspaceKey};
-use super::token_secrets::{SecretDigest, TokenMatch};
-use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus, TokenStatus};
+use super::observe::{self, ObservedSecret, SECRET_LIST_PATIENCE};
+use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
 use crate::apply::Ownership;
 use crate::backoff::jitter;
 use crate::conditions::{DesiredCondition, find, remove_condition, set_condition};
 use crate::desired::{
-    IssuedToken, clerk_configmap_name, clerk_template, desired_clerk_configmap, desired_secret, issue_token,
+    IssuedToken, access_claims, clerk_configmap_name, clerk_template, desired_clerk_configmap,
+    desired_secret, issue_token,
 };
 use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
 use crate::names::{
@@ -33,8 +33,8 @@ use crate::names::{
 };
 use crate::reconcile::admit::Retry;
 use crate::reconcile::decide::{
-    ConfigMapDecision, Observed, TokenDecision, decide_configmap, decide_token, is_owned_by,
-    other_signature_reason, renew_request, secret_needs_repair,
+    ConfigMapDecision, Observed, TokenDecision, decide_configmap, decide_token, is_owned_by, renew_request,
+    secret_needs_repair,
 };
 use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
 use crate::workspace::SigningWorkspace;
@@ -502,7 +502,7 @@ async fn reconcile_secret(
     let owner_uid = access.uid().unwrap_or_default();
     let status_token = report.previous.token.clone();
     let owner = access.controller_owner_ref(&());
-    let observed = observe_token_secret(
+    let observed = observe::token_secret(
         ctx,
         &output.name,
         validated,
@@ -513,30 +513,22 @@ async fn reconcile_secret(
     )
     .await?;
     let known_absent = matches!(observed, ObservedSecret::Absent { known: true });
-    let (existing, digest) = match observed {
-        ObservedSecret::Absent { .. } => (None, None),
-        ObservedSecret::Read(secret) => (Some(secret), None),
-        ObservedSecret::Digest { secret, digest } => (Some(secret), Some(digest)),
-    };
-    let decision = match &digest {
-        Some((_, TokenMatch::OtherSignature)) => {
-            TokenDecision::Issue(other_signature_reason(status_token.as_ref(), signer))
-        }
-        _ => decide_token(
-            validated,
-            signer,
-            Observed {
-                owner_uid: &owner_uid,
-                secret: existing.as_ref(),
-                status_token: status_token.as_ref(),
-                annotations: access.metadata.annotations.as_ref(),
-            },
-            report.now,
-        ),
-    };
-    let secret_revision = existing
-        .as_ref()
-        .and_then(|s| s.metadata.annotations.as_ref()?.get(ANNOTATION_REVISION)?.parse::<i64>().ok());
+    let desired_claims_hash = access_claims(validated, &signer.workspace_id).hash();
+    let decision = decide_token(
+        validated,
+        signer,
+        Observed {
+            owner_uid: &owner_uid,
+            token: observed.as_token(),
+            desired_claims_hash: &desired_claims_hash,
+            status_token: status_token.as_ref(),
+            annotations: access.metadata.annotations.as_ref(),
+        },
+        report.now,
+    );
+    let existing = observed.secret();
+    let secret_revision =
+        existing.and_then(|s| s.metadata.annotations.as_ref()?.get(ANNOTATION_REVISION)?.parse::<i64>().ok());
     let known_revision = status_token.as_ref().map(|t| t.revision).max(secret_revision).unwrap_or(0);
 
     match decision {
@@ -603,10 +595,10 @@ async fn reconcile_secret(
                 expires_at: current.expires_at,
                 renewal_time: current.renewal_time,
             };
-            let needs_repair = |desired: &Secret| match (&digest, existing.as_ref()) {
-                (Some((digest, _)), _) => digest.lacks(desired),
-                (None, Some(observed)) => secret_needs_repair(desired, observed),
-                (None, None) => false,
+            let needs_repair = |desired: &Secret| match &observed {
+                ObservedSecret::Digest { digest, .. } => digest.lacks(desired),
+                ObservedSecret::Read(observed) => secret_needs_repair(desired, observed),
+                ObservedSecret::Absent { .. } => false,
             };
             if let Some(desired) = desired_secret(validated, signer, &token, revision, owner)
                 && needs_repair(&desired)
@@ -666,58 +658,6 @@ async fn apply_secret(
     };
     ctx.wrote_secret(&written);
     Ok(())
-}
-
-/// How long a reconcile waits for the first list of managed Secrets before reading its Secret.
-const SECRET_LIST_PATIENCE: Duration = Duration::from_secs(10);
-
-/// What a reconcile knows of the token Secret.
-enum ObservedSecret {
-    /// There is none (`known`: the Secret watch never saw the name, so nothing was read).
-    Absent { known: bool },
-    /// Read from the API server.
-    Read(Secret),
-    /// The Secret the operator wrote for the token the status describes (built again, not
-    /// read), with the digest that matched it: the same as reading it, for every decision.
-    Digest { secret: Secret, digest: (SecretDigest, TokenMatch) },
-}
-
-/// Finds out what the token Secret holds, reading it only when its digest cannot tell.
-async fn observe_token_secret(
-    ctx: &Context,
-    secret_name: &str,
-    validated: &ValidatedAccess,
-    signer: &SigningWorkspace,
-    owner_uid: &str,
-    status_token: Option<&TokenStatus>,
-    owner: Option<OwnerReference>,
-) -> Result<ObservedSecret, Error> {
-    let namespace = &validated.namespace;
-    // At a (re)start, the list of managed Secrets is on its way: wait for it rather than read
-    // each Secret (bounded, should that watch be failing).
-    ctx.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
-    match ctx.token_secrets.get(namespace, secret_name) {
-        Some(digest) => {
-            if let Some(status) = status_token
-                && let Some((secret, token_match)) =
-                    digest.rebuild(validated, signer, owner_uid, status, owner)?
-            {
-                return Ok(ObservedSecret::Digest { secret, digest: (digest, token_match) });
-            }
-        }
-        // Not a managed Secret: either absent (then the Secret watch has never seen the name,
-        // and a first issuance needs no GET) or someone else's (read it, to refuse with
-        // SecretConflict).
-        None if ctx.secret_names.certainly_absent(namespace, secret_name) => {
-            return Ok(ObservedSecret::Absent { known: true });
-        }
-        None => {}
-    }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(match secrets.get_opt(secret_name).await.map_err(Error::ReadSecret)? {
-        Some(secret) => ObservedSecret::Read(secret),
-        None => ObservedSecret::Absent { known: false },
-    })
 }
 
 /// Writes the Clerk template ConfigMap when it is this TenantAccess's (its controller reference)

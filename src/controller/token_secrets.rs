@@ -18,15 +18,10 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::watcher;
 
-use crate::api::TokenStatus;
-use crate::desired::{desired_secret, token_described_by};
-use crate::jwt::SignError;
-use crate::names::{ANNOTATION_REVISION, secret_keys};
-use crate::validate::ValidatedAccess;
-use crate::workspace::SigningWorkspace;
+use crate::names::secret_keys;
+pub use crate::reconcile::decide::TokenMatch;
 
 fn hash_one(value: impl Hash) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
@@ -58,17 +53,6 @@ fn field_hashes(secret: &Secret) -> Vec<u64> {
     fields.sort_unstable();
     fields.dedup();
     fields
-}
-
-/// How a Secret's token compares with the token the reconciler expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenMatch {
-    /// The very same JWT.
-    Same,
-    /// The same header and claims with another signature: signed with another key (or edited).
-    OtherSignature,
-    /// Something else, or no token: the Secret must be read to tell.
-    Unknown,
 }
 
 /// What is known of one Secret.
@@ -144,35 +128,6 @@ impl SecretDigest {
 
     fn has(&self, field: u64) -> bool {
         self.fields.binary_search(&field).is_ok()
-    }
-
-    /// The Secret as the operator wrote it for the token `status` describes, when this digest
-    /// shows that the Secret holds that token (or the same claims signed with another key,
-    /// during a rotation) at that revision, under the control of the TenantAccess `owner_uid`.
-    /// For every decision it is the same as reading the Secret. `None`: read it.
-    ///
-    /// # Errors
-    /// Only if signing fails.
-    pub fn rebuild(
-        &self,
-        validated: &ValidatedAccess,
-        signer: &SigningWorkspace,
-        owner_uid: &str,
-        status: &TokenStatus,
-        owner: Option<OwnerReference>,
-    ) -> Result<Option<(Secret, TokenMatch)>, SignError> {
-        if !self.controlled_by(owner_uid)
-            || !self.has_annotation(ANNOTATION_REVISION, &status.revision.to_string())
-        {
-            return Ok(None);
-        }
-        let token = token_described_by(validated, signer, status)?;
-        let token_match = self.token_match(&token.jwt);
-        if token_match == TokenMatch::Unknown {
-            return Ok(None);
-        }
-        Ok(desired_secret(validated, signer, &token, status.revision, owner)
-            .map(|secret| (secret, token_match)))
     }
 }
 
@@ -347,56 +302,6 @@ mod tests {
             drift(&mut observed);
             assert!(SecretDigest::of(&observed).lacks(&desired));
             assert!(crate::reconcile::decide::secret_needs_repair(&desired, &observed));
-        }
-    }
-
-    mod rebuild {
-        use super::*;
-        use crate::reconcile::decide::tests::{SPEC, UID, access, issued, owner, workspace};
-
-        #[test]
-        fn rebuilds_the_secret_that_holds_the_token_the_status_describes() {
-            let (access, ws) = (access(SPEC), workspace("key-1"));
-            let (secret, status, _) = issued(&access, &ws);
-            let digest = SecretDigest::of(&secret);
-            let (rebuilt, token_match) =
-                digest.rebuild(&access, &ws, UID, &status, Some(owner())).unwrap().unwrap();
-            assert_eq!(token_match, TokenMatch::Same);
-            assert_eq!(rebuilt, secret, "exactly the Secret that was written");
-        }
-
-        #[test]
-        fn recognises_the_old_signature_after_a_rotation_without_the_old_key() {
-            let (access, old) = (access(SPEC), workspace("key-1"));
-            let (secret, status, _) = issued(&access, &old);
-            let rotated = workspace("key-2");
-            let (_, token_match) = SecretDigest::of(&secret)
-                .rebuild(&access, &rotated, UID, &status, Some(owner()))
-                .unwrap()
-                .unwrap();
-            assert_eq!(token_match, TokenMatch::OtherSignature);
-        }
-
-        #[test]
-        fn says_read_it_when_the_digest_cannot_tell() {
-            let (validated, ws) = (access(SPEC), workspace("key-1"));
-            let (secret, status, _) = issued(&validated, &ws);
-            let rebuild = |secret: &Secret, access: &ValidatedAccess, status: &TokenStatus, uid: &str| {
-                SecretDigest::of(secret).rebuild(access, &ws, uid, status, Some(owner())).unwrap()
-            };
-            // Someone else's Secret.
-            assert_eq!(rebuild(&secret, &validated, &status, "another-uid"), None);
-            // The token was edited.
-            let mut edited = secret.clone();
-            edited.data.as_mut().unwrap().insert("token".into(), ByteString(b"eyJ.edited.x".to_vec()));
-            assert_eq!(rebuild(&edited, &validated, &status, UID), None);
-            // The status is behind the Secret (another revision).
-            let mut behind = status.clone();
-            behind.revision = 2;
-            assert_eq!(rebuild(&secret, &validated, &behind, UID), None);
-            // The spec asks for other claims: the token is not the one rebuilt.
-            let changed = access(&SPEC.replace("org: acme", "org: globex"));
-            assert_eq!(rebuild(&secret, &changed, &status, UID), None);
         }
     }
 

@@ -11,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::api::TokenStatus;
-use crate::desired::access_claims;
 use crate::jwt::ParsedToken;
 use crate::names::{ANNOTATION_RENEW, secret_keys};
 use crate::validate::ValidatedAccess;
@@ -97,13 +96,44 @@ pub enum TokenDecision {
     Keep(CurrentToken),
 }
 
+/// How a Secret's token compares with the token the status describes, from the Secret's digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMatch {
+    /// The very same JWT.
+    Same,
+    /// The same header and claims with another signature: signed with another key (or edited).
+    OtherSignature,
+    /// Something else, or no token: the Secret must be read to tell.
+    Unknown,
+}
+
+/// What is known of the token Secret.
+#[derive(Debug, Clone, Copy)]
+pub enum ObservedToken<'a> {
+    /// There is no Secret of the output's name.
+    Absent,
+    /// The Secret, as read.
+    Read(&'a Secret),
+    /// The Secret known from its digest: as the operator wrote it for the token the status
+    /// describes (built again, not read), and how the token it holds compares with that one.
+    /// The same as reading it, for every decision.
+    Digest {
+        /// The Secret built again.
+        secret: &'a Secret,
+        /// Its token against the one the status describes.
+        token: TokenMatch,
+    },
+}
+
 /// Everything `decide` looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Observed<'a> {
     /// The TenantAccess's uid (owner of its Secret).
     pub owner_uid: &'a str,
-    /// The Secret with the output's name, if it exists.
-    pub secret: Option<&'a Secret>,
+    /// The token Secret.
+    pub token: ObservedToken<'a>,
+    /// Hash of the access claims the spec asks for (`crate::desired::access_claims`).
+    pub desired_claims_hash: &'a str,
     /// `status.token` of the TenantAccess.
     pub status_token: Option<&'a TokenStatus>,
     /// Its annotations.
@@ -146,8 +176,13 @@ pub fn decide_token(
     observed: Observed<'_>,
     now: Timestamp,
 ) -> TokenDecision {
-    let Some(secret) = observed.secret else {
-        return TokenDecision::Issue(IssueReason::SecretMissing);
+    let secret = match observed.token {
+        ObservedToken::Absent => return TokenDecision::Issue(IssueReason::SecretMissing),
+        // The digest showed the claims of the status's token under another signature.
+        ObservedToken::Digest { token: TokenMatch::OtherSignature, .. } => {
+            return TokenDecision::Issue(other_signature_reason(observed.status_token, workspace));
+        }
+        ObservedToken::Read(secret) | ObservedToken::Digest { secret, .. } => secret,
     };
     if !is_owned_by(secret, observed.owner_uid) {
         return TokenDecision::Conflict;
@@ -172,9 +207,8 @@ pub fn decide_token(
     else {
         return TokenDecision::Issue(IssueReason::TokenUnparseable);
     };
-    let desired_hash = access_claims(access, &workspace.workspace_id).hash();
     let claims_hash = claims.access.hash();
-    if claims_hash != desired_hash {
+    if claims_hash != observed.desired_claims_hash {
         return TokenDecision::Issue(IssueReason::ClaimsChanged);
     }
     if claims.exp - claims.iat != access.lifetime.as_secs() {
@@ -185,11 +219,17 @@ pub fn decide_token(
     {
         return TokenDecision::Issue(IssueReason::RenewRequested);
     }
-    let renewal_time = crate::desired::renewal_time(expires_at, access);
+    let renewal_time = renewal_time(expires_at, access);
     if now >= renewal_time {
         return TokenDecision::Issue(IssueReason::RenewalDue);
     }
     TokenDecision::Keep(CurrentToken { jwt, issued_at, expires_at, renewal_time, claims_hash })
+}
+
+/// When a token expiring at `expires_at` is renewed: `expiresAt - renewBefore`.
+#[must_use]
+pub fn renewal_time(expires_at: Timestamp, access: &ValidatedAccess) -> Timestamp {
+    expires_at.checked_sub(access.renew_before).unwrap_or(expires_at)
 }
 
 /// Whether the observed Secret lacks something of the desired one: a label, an annotation, a

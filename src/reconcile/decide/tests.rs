@@ -66,7 +66,16 @@ fn decide(
     annotations: Option<&BTreeMap<String, String>>,
     now: Timestamp,
 ) -> TokenDecision {
-    decide_token(access, ws, Observed { owner_uid: UID, secret, status_token: status, annotations }, now)
+    let token = secret.map_or(ObservedToken::Absent, ObservedToken::Read);
+    let desired_claims_hash = crate::desired::access_claims(access, &ws.workspace_id).hash();
+    let observed = Observed {
+        owner_uid: UID,
+        token,
+        desired_claims_hash: &desired_claims_hash,
+        status_token: status,
+        annotations,
+    };
+    decide_token(access, ws, observed, now)
 }
 
 #[test]
@@ -104,6 +113,59 @@ fn resigns_when_the_key_rotates() {
     assert_eq!(
         decide(&access, &workspace("k2"), Some(&secret), Some(&status), None, t0()),
         TokenDecision::Issue(IssueReason::SigningKeyChanged)
+    );
+}
+
+/// Decides on a Secret known from its digest (built again for the status's token).
+fn decide_on_digest(
+    access: &ValidatedAccess,
+    ws: &SigningWorkspace,
+    secret: &Secret,
+    token: TokenMatch,
+    status: &TokenStatus,
+    now: Timestamp,
+) -> TokenDecision {
+    let desired_claims_hash = crate::desired::access_claims(access, &ws.workspace_id).hash();
+    let observed = Observed {
+        owner_uid: UID,
+        token: ObservedToken::Digest { secret, token },
+        desired_claims_hash: &desired_claims_hash,
+        status_token: Some(status),
+        annotations: None,
+    };
+    decide_token(access, ws, observed, now)
+}
+
+#[test]
+fn a_digest_that_matches_decides_as_the_secret_read_would() {
+    let (access, ws) = (access(SPEC), workspace("k1"));
+    let (secret, status, token) = issued(&access, &ws);
+    assert!(matches!(
+        decide_on_digest(&access, &ws, &secret, TokenMatch::Same, &status, t0()),
+        TokenDecision::Keep(current) if current.jwt == token.jwt
+    ));
+    assert_eq!(
+        decide_on_digest(&access, &ws, &secret, TokenMatch::Same, &status, token.renewal_time),
+        TokenDecision::Issue(IssueReason::RenewalDue)
+    );
+}
+
+#[test]
+fn a_digest_showing_another_signature_resigns_for_the_rotation_or_the_edit() {
+    let access = access(SPEC);
+    let (secret, status, _) = issued(&access, &workspace("k1"));
+    // The Secret as built with the new key; its digest says the stored token has another signature.
+    let rotated = workspace("k2");
+    let (rebuilt, _, _) = issued(&access, &rotated);
+    assert_eq!(
+        decide_on_digest(&access, &rotated, &rebuilt, TokenMatch::OtherSignature, &status, t0()),
+        TokenDecision::Issue(IssueReason::SigningKeyChanged)
+    );
+    let ws = workspace("k1");
+    assert_eq!(
+        decide_on_digest(&access, &ws, &secret, TokenMatch::OtherSignature, &status, t0()),
+        TokenDecision::Issue(IssueReason::TokenInvalid),
+        "same key, other signature: the token was edited"
     );
 }
 
