@@ -4,9 +4,10 @@ use kube::Resource as _;
 
 use super::{CliError, parse_now, read_admin_token, read_input};
 use crate::api::{TenantAccess, WorkspaceSpec};
-use crate::desired::{clerk_template, desired_clerk_configmap, desired_secret, issue_token};
 use crate::manifests::{Manifests, to_yaml_stream};
 use crate::reconcile::admit::{self, Refusal};
+use crate::reconcile::decide::ObservedToken;
+use crate::reconcile::plan::{self, TokenPlan};
 use crate::validate::WorkspaceKind;
 use crate::workspace::resolve;
 
@@ -75,19 +76,27 @@ pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
         let admitted =
             admit::admit(validated, facts, signer.as_ref().map_err(Clone::clone), now).map_err(refused)?;
         let (validated, workspace) = (admitted.access, admitted.signer);
-        let owner = owner_reference(access);
-
-        if validated.secret.is_some() {
-            let token = issue_token(&validated, workspace, now)
-                .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
-            if let Some(secret) = desired_secret(&validated, workspace, &token, args.revision, owner.clone())
-            {
-                objects.push(to_value(&secret)?);
-            }
+        // Nothing observed: the plan of a first issuance, numbered --revision.
+        let owner_uid = access.metadata.uid.clone().unwrap_or_default();
+        let planned = plan::plan(&plan::Inputs {
+            access: &validated,
+            signer: workspace,
+            owner_uid: &owner_uid,
+            owner: owner_reference(access),
+            secret: ObservedToken::Absent,
+            secret_lacks: &|_| false,
+            status_token: None,
+            previous_conditions: &[],
+            annotations: access.metadata.annotations.as_ref(),
+            revision_floor: Some(args.revision.saturating_sub(1)),
+            now,
+        })
+        .map_err(|e| CliError::Input(format!("{label}: {e}")))?;
+        if let Some(TokenPlan::Issue(issued)) = &planned.token {
+            objects.push(to_value(&issued.secret)?);
         }
-        if let Some(output) = &validated.clerk_template {
-            let template = clerk_template(&validated, output, &workspace.workspace_id);
-            objects.push(to_value(&desired_clerk_configmap(&validated, &template, owner))?);
+        if let Some(clerk) = &planned.clerk {
+            objects.push(to_value(&clerk.configmap)?);
         }
     }
     let yaml = to_yaml_stream(&objects).map_err(|e| CliError::Input(e.to_string()))?;

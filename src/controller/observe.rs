@@ -14,7 +14,7 @@ use crate::api::TokenStatus;
 use crate::desired::{desired_secret, token_described_by};
 use crate::jwt::SignError;
 use crate::names::ANNOTATION_REVISION;
-use crate::reconcile::decide::{ObservedToken, TokenMatch};
+use crate::reconcile::decide::{ObservedToken, TokenMatch, secret_needs_repair};
 use crate::validate::ValidatedAccess;
 use crate::workspace::SigningWorkspace;
 
@@ -54,12 +54,14 @@ impl ObservedSecret {
         }
     }
 
-    /// The Secret, read or built again.
+    /// Whether the Secret as observed lacks something of `desired` (its digest tells, when it
+    /// was not read).
     #[must_use]
-    pub fn secret(&self) -> Option<&Secret> {
+    pub fn lacks(&self, desired: &Secret) -> bool {
         match self {
-            Self::Absent { .. } => None,
-            Self::Read(secret) | Self::Digest { secret, .. } => Some(secret),
+            Self::Absent { .. } => false,
+            Self::Read(observed) => secret_needs_repair(desired, observed),
+            Self::Digest { digest, .. } => digest.lacks(desired),
         }
     }
 }

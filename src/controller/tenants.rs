@@ -22,20 +22,16 @@ use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
 use crate::apply::Ownership;
 use crate::backoff::jitter;
 use crate::conditions::{DesiredCondition, find, remove_condition, set_condition};
-use crate::desired::{
-    IssuedToken, access_claims, clerk_configmap_name, clerk_template, desired_clerk_configmap,
-    desired_secret, issue_token,
-};
+use crate::desired::clerk_configmap_name;
 use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
 use crate::names::{
     ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER,
     LABEL_RESTART_ON_TOKEN_CHANGE, condition, reason,
 };
 use crate::reconcile::admit::Retry;
-use crate::reconcile::decide::{
-    ConfigMapDecision, Observed, TokenDecision, decide_configmap, decide_token, is_owned_by, renew_request,
-    secret_needs_repair,
-};
+use crate::reconcile::decide::ObservedToken;
+use crate::reconcile::decide::{ConfigMapDecision, decide_configmap, is_owned_by};
+use crate::reconcile::plan::{self, ClerkPlan, Issued, Kept, Plan, TokenPlan};
 use crate::validate::{DeletionPolicy, ValidatedAccess, WorkspaceKind, validate_tenant_access};
 use crate::workspace::SigningWorkspace;
 
@@ -81,26 +77,63 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         Err(refused) => return refuse(&access, &ctx, report, &refused).await,
     };
 
+    // Observe -> plan.
+    let observed = match &validated.secret {
+        Some(output) => Some(
+            observe::token_secret(
+                &ctx,
+                &output.name,
+                &validated,
+                &signer,
+                &access.uid().unwrap_or_default(),
+                previous.token.as_ref(),
+                access.controller_owner_ref(&()),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let owner_uid = access.uid().unwrap_or_default();
+    let lacks = |desired: &Secret| observed.as_ref().is_some_and(|o| o.lacks(desired));
+    let Plan { token: token_plan, clerk: clerk_plan } = plan::plan(&plan::Inputs {
+        access: &validated,
+        signer: &signer,
+        owner_uid: &owner_uid,
+        owner: access.controller_owner_ref(&()),
+        secret: observed.as_ref().map_or(ObservedToken::Absent, ObservedSecret::as_token),
+        secret_lacks: &lacks,
+        status_token: previous.token.as_ref(),
+        previous_conditions: &previous.conditions,
+        annotations: access.metadata.annotations.as_ref(),
+        revision_floor: None,
+        now,
+    })?;
+
+    // Write.
     let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
     let mut retry_after: Option<Duration> = None;
     let mut issued_jwt = None;
-    if validated.secret.is_some() {
-        match reconcile_secret(&access, &validated, &signer, &ctx, &mut report).await? {
-            Some((renewal_time, jwt)) => {
-                next_check = next_check.min(renewal_time);
-                issued_jwt = Some(jwt);
+    match token_plan {
+        Some(token_plan) => {
+            let written =
+                write_token(&access, &validated, &signer, &ctx, &mut report, (token_plan, observed.as_ref()))
+                    .await?;
+            match written {
+                Some((renewal_time, jwt)) => {
+                    next_check = next_check.min(renewal_time);
+                    issued_jwt = Some(jwt);
+                }
+                None => retry_after = Some(ctx.record_failure(access.as_ref()).1),
             }
-            None => retry_after = Some(ctx.record_failure(access.as_ref()).1),
         }
-    } else {
-        remove_condition(&mut report.status.conditions, condition::TOKEN_ISSUED);
-        report.status.token = None;
+        None => {
+            remove_condition(&mut report.status.conditions, condition::TOKEN_ISSUED);
+            report.status.token = None;
+        }
     }
 
-    match &validated.clerk_template {
-        Some(output) => {
-            let template = clerk_template(&validated, output, &signer.workspace_id);
-            let configmap = desired_clerk_configmap(&validated, &template, access.controller_owner_ref(&()));
+    match (&validated.clerk_template, clerk_plan) {
+        (Some(output), Some(ClerkPlan { template, configmap })) => {
             if let Err(conflict) = reconcile_configmap(&access, &ctx, &configmap).await? {
                 // The ConfigMap is an output of the Clerk template: with someone else's ConfigMap
                 // in the way, the Clerk output is refused as a whole (nothing pushed to Clerk),
@@ -141,7 +174,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
                 }
             }
         }
-        None => {
+        _ => {
             remove_condition(&mut report.status.conditions, condition::CLERK_TEMPLATE_SYNCED);
             if let Some(pushed) = previous.clerk_template.as_ref() {
                 // The output was removed: a template created with deletionPolicy Delete goes too.
@@ -488,87 +521,36 @@ fn requeue_after(now: Timestamp, at: Timestamp, access: &ValidatedAccess, key: &
     until + spread.mul_f64(jitter(key))
 }
 
-/// Decides and applies the token Secret. Returns the renewal time, or None when refused.
-async fn reconcile_secret(
+/// Writes what the plan decided for the token Secret. Returns the renewal time and the JWT, or
+/// None when refused.
+async fn write_token(
     access: &TenantAccess,
     validated: &ValidatedAccess,
     signer: &SigningWorkspace,
     ctx: &Context,
     report: &mut Report,
+    (planned, observed): (TokenPlan, Option<&ObservedSecret>),
 ) -> Result<Option<(Timestamp, String)>, Error> {
     let Some(output) = &validated.secret else { return Ok(None) };
-    let namespace = &validated.namespace;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let owner_uid = access.uid().unwrap_or_default();
-    let status_token = report.previous.token.clone();
-    let owner = access.controller_owner_ref(&());
-    let observed = observe::token_secret(
-        ctx,
-        &output.name,
-        validated,
-        signer,
-        &owner_uid,
-        status_token.as_ref(),
-        owner.clone(),
-    )
-    .await?;
-    let known_absent = matches!(observed, ObservedSecret::Absent { known: true });
-    let desired_claims_hash = access_claims(validated, &signer.workspace_id).hash();
-    let decision = decide_token(
-        validated,
-        signer,
-        Observed {
-            owner_uid: &owner_uid,
-            token: observed.as_token(),
-            desired_claims_hash: &desired_claims_hash,
-            status_token: status_token.as_ref(),
-            annotations: access.metadata.annotations.as_ref(),
-        },
-        report.now,
-    );
-    let existing = observed.secret();
-    let secret_revision =
-        existing.and_then(|s| s.metadata.annotations.as_ref()?.get(ANNOTATION_REVISION)?.parse::<i64>().ok());
-    let known_revision = status_token.as_ref().map(|t| t.revision).max(secret_revision).unwrap_or(0);
-
-    match decision {
-        TokenDecision::Conflict => {
-            let message = format!(
-                "Secret {namespace}/{} exists and is not managed by this TenantAccess: it was left alone; delete it or choose another spec.secret.name",
-                output.name
-            );
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &validated.namespace);
+    match planned {
+        TokenPlan::Conflict { message } => {
             report.refuse(reason::SECRET_CONFLICT, &message);
             Ok(None)
         }
-        TokenDecision::Issue(issue_reason) => {
-            let token = issue_token(validated, signer, report.now)?;
-            let revision = known_revision + 1;
-            let Some(secret) = desired_secret(validated, signer, &token, revision, owner) else {
-                return Ok(None);
-            };
+        TokenPlan::Issue(issued) => {
+            let Issued { reason: issue_reason, event_reason, token, revision, secret, status, condition } =
+                *issued;
+            // A Secret the watch never saw is created without taking over one made meanwhile.
+            let known_absent = matches!(observed, Some(ObservedSecret::Absent { known: true }));
             let ownership = if known_absent { Ownership::NoForce } else { Ownership::Force };
             apply_secret(ctx, &secrets, &secret, ownership).await?;
-            let first = status_token.is_none() && existing.is_none();
-            let event_reason = issue_reason.event_reason(first);
             ctx.metrics
                 .tokens_signed
                 .get_or_create(&crate::metrics::IssueLabels { reason: event_reason })
                 .inc();
-            report.token_written(
-                validated,
-                signer,
-                &token,
-                revision,
-                renew_request(access.metadata.annotations.as_ref()),
-            );
-            report.set(DesiredCondition::holds(
-                condition::TOKEN_ISSUED,
-                event_reason,
-                format!(
-                    "token revision {revision} expires at {}, renews at {}",
-                    token.expires_at, token.renewal_time
-                ),
-            ));
+            report.status.token = Some(status);
+            report.set(condition);
             ctx.events.publish(
                 access,
                 EventType::Normal,
@@ -586,23 +568,9 @@ async fn reconcile_secret(
             rollout_restart(access, validated, revision, ctx).await;
             Ok(Some((token.renewal_time, token.jwt)))
         }
-        TokenDecision::Keep(current) => {
-            let revision = known_revision.max(1);
-            let token = IssuedToken {
-                jwt: current.jwt.clone(),
-                claims_hash: current.claims_hash.clone(),
-                issued_at: current.issued_at,
-                expires_at: current.expires_at,
-                renewal_time: current.renewal_time,
-            };
-            let needs_repair = |desired: &Secret| match &observed {
-                ObservedSecret::Digest { digest, .. } => digest.lacks(desired),
-                ObservedSecret::Read(observed) => secret_needs_repair(desired, observed),
-                ObservedSecret::Absent { .. } => false,
-            };
-            if let Some(desired) = desired_secret(validated, signer, &token, revision, owner)
-                && needs_repair(&desired)
-            {
+        TokenPlan::Keep(kept) => {
+            let Kept { token, revision, repair, status, condition } = *kept;
+            if let Some(desired) = repair {
                 apply_secret(ctx, &secrets, &desired, Ownership::Force).await?;
                 tracing::info!(secret = %output.name, "repaired token Secret metadata");
                 ctx.events.publish(
@@ -614,24 +582,9 @@ async fn reconcile_secret(
                 );
             }
             tracing::debug!(namespace = %validated.namespace, name = %validated.name, revision, "token kept");
-            let requested = status_token.as_ref().and_then(|t| t.renew_request.clone());
-            report.token_written(validated, signer, &token, revision, requested.as_deref());
-            let reason = find(&report.previous.conditions, condition::TOKEN_ISSUED)
-                .filter(|c| c.status == "True")
-                .map_or(reason::ISSUED, |c| match c.reason.as_str() {
-                    reason::RENEWED => reason::RENEWED,
-                    reason::RESIGNED => reason::RESIGNED,
-                    _ => reason::ISSUED,
-                });
-            report.set(DesiredCondition::holds(
-                condition::TOKEN_ISSUED,
-                reason,
-                format!(
-                    "token revision {revision} expires at {}, renews at {}",
-                    current.expires_at, current.renewal_time
-                ),
-            ));
-            Ok(Some((current.renewal_time, current.jwt)))
+            report.status.token = Some(status);
+            report.set(condition);
+            Ok(Some((token.renewal_time, token.jwt)))
         }
     }
 }
@@ -833,17 +786,6 @@ impl Report {
         }
         self.set(DesiredCondition::holds(condition::READY, reason::READY, outputs.join("; ")));
         self.status.failed_attempts = None;
-    }
-
-    fn token_written(
-        &mut self,
-        validated: &ValidatedAccess,
-        signer: &SigningWorkspace,
-        token: &IssuedToken,
-        revision: i64,
-        renew_request: Option<&str>,
-    ) {
-        self.status.token = Some(token.status(validated, signer, revision, renew_request));
     }
 
     /// Writes the status if it changed, and announces a new refusal once.

@@ -2,3 +2,4 @@
 
 pub mod admit;
 pub mod decide;
+pub mod plan;
