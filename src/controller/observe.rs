@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Api;
+use kube::{Api, Resource, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
 use super::token_secrets::SecretDigest;
-use crate::api::TokenStatus;
+use crate::api::{TenantAccess, TokenStatus};
 use crate::desired::{desired_secret, token_described_by};
 use crate::jwt::SignError;
 use crate::names::ANNOTATION_REVISION;
@@ -66,11 +66,28 @@ impl ObservedSecret {
     }
 }
 
+/// What is known of a TenantAccess's token Secret (`None`: the spec asks for none).
+///
+/// # Errors
+/// The read failed, or signing the status's token again did.
+pub async fn token(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    ctx: &Context,
+    status_token: Option<&TokenStatus>,
+) -> Result<Option<ObservedSecret>, Error> {
+    let Some(output) = &validated.secret else { return Ok(None) };
+    let owner_uid = access.uid().unwrap_or_default();
+    let owner = access.controller_owner_ref(&());
+    token_secret(ctx, &output.name, validated, signer, &owner_uid, status_token, owner).await.map(Some)
+}
+
 /// Finds out what the token Secret holds, reading it only when its digest cannot tell.
 ///
 /// # Errors
 /// The read failed, or signing the status's token again did.
-pub async fn token_secret(
+async fn token_secret(
     ctx: &Context,
     secret_name: &str,
     validated: &ValidatedAccess,

@@ -16,7 +16,7 @@ use super::cached_access::CachedTenantAccess;
 use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
-use super::keys::{ClerkCredentials, WorkspaceKey};
+use super::keys::{ClerkCredentials, WorkspaceEntry, WorkspaceKey};
 use super::observe::{self, ObservedSecret, SECRET_LIST_PATIENCE};
 use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
 use crate::apply::Ownership;
@@ -77,134 +77,27 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         Err(refused) => return refuse(&access, &ctx, report, &refused).await,
     };
 
-    // Observe -> plan.
-    let observed = match &validated.secret {
-        Some(output) => Some(
-            observe::token_secret(
-                &ctx,
-                &output.name,
-                &validated,
-                &signer,
-                &access.uid().unwrap_or_default(),
-                previous.token.as_ref(),
-                access.controller_owner_ref(&()),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let owner_uid = access.uid().unwrap_or_default();
-    let lacks = |desired: &Secret| observed.as_ref().is_some_and(|o| o.lacks(desired));
-    let Plan { token: token_plan, clerk: clerk_plan } = plan::plan(&plan::Inputs {
-        access: &validated,
-        signer: &signer,
-        owner_uid: &owner_uid,
-        owner: access.controller_owner_ref(&()),
-        secret: observed.as_ref().map_or(ObservedToken::Absent, ObservedSecret::as_token),
-        secret_lacks: &lacks,
-        status_token: previous.token.as_ref(),
-        previous_conditions: &previous.conditions,
-        annotations: access.metadata.annotations.as_ref(),
-        revision_floor: None,
-        now,
-    })?;
+    // Observe -> plan -> write -> status.
+    let observed = observe::token(&access, &validated, &signer, &ctx, previous.token.as_ref()).await?;
+    let Plan { token: token_plan, clerk: clerk_plan } =
+        plan_writes(&access, &validated, &signer, &previous, observed.as_ref(), now)?;
 
-    // Write.
-    let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
-    let mut retry_after: Option<Duration> = None;
-    let mut issued_jwt = None;
-    match token_plan {
-        Some(token_plan) => {
-            let written =
-                write_token(&access, &validated, &signer, &ctx, &mut report, (token_plan, observed.as_ref()))
-                    .await?;
-            match written {
-                Some((renewal_time, jwt)) => {
-                    next_check = next_check.min(renewal_time);
-                    issued_jwt = Some(jwt);
-                }
-                None => retry_after = Some(ctx.record_failure(access.as_ref()).1),
-            }
-        }
-        None => {
-            remove_condition(&mut report.status.conditions, condition::TOKEN_ISSUED);
-            report.status.token = None;
-        }
+    let token =
+        write_token(&access, &validated, &signer, &ctx, &mut report, (token_plan, observed.as_ref())).await?;
+    let mut retry_after =
+        matches!(token, TokenOutcome::Refused).then(|| ctx.record_failure(access.as_ref()).1);
+    let clerk = (clerk_plan, entry.as_ref(), &previous);
+    if let Some(retry) = write_clerk(&access, &validated, &signer, &ctx, &mut report, clerk).await? {
+        retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
     }
 
-    match (&validated.clerk_template, clerk_plan) {
-        (Some(output), Some(ClerkPlan { template, configmap })) => {
-            if let Err(conflict) = reconcile_configmap(&access, &ctx, &configmap).await? {
-                // The ConfigMap is an output of the Clerk template: with someone else's ConfigMap
-                // in the way, the Clerk output is refused as a whole (nothing pushed to Clerk),
-                // and that ConfigMap is left untouched. The Secret output is not affected.
-                report.not_ready(reason::CONFIGMAP_CONFLICT, &conflict);
-                report.set(DesiredCondition::fails(
-                    condition::CLERK_TEMPLATE_SYNCED,
-                    reason::CONFIGMAP_CONFLICT,
-                    conflict,
-                ));
-                let retry = ctx.record_failure(access.as_ref()).1;
-                retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
-            } else {
-                let wants_finalizer =
-                    output.deletion_policy == DeletionPolicy::Delete && matches!(entry.clerk, Some(Ok(_)));
-                if wants_finalizer && !has_finalizer(&access) {
-                    set_finalizer(&access, &ctx, true).await?;
-                }
-                let outcome = clerk_sync::sync(
-                    &access,
-                    &template,
-                    &signer,
-                    entry.clerk.as_ref(),
-                    previous.clerk_template.as_ref(),
-                    &ctx,
-                )
-                .await;
-                match outcome {
-                    SyncOutcome::Done { condition, status } => {
-                        report.set(condition);
-                        report.status.clerk_template = status;
-                    }
-                    SyncOutcome::Failed { condition, retry_after: retry } => {
-                        report.not_ready(condition.reason, &condition.message);
-                        report.set(condition);
-                        retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
-                    }
-                }
-            }
+    match &token {
+        TokenOutcome::NoSecret => health_stage(&access, &validated, &signer, None, &ctx, &mut report).await,
+        TokenOutcome::Written { jwt, .. } => {
+            health_stage(&access, &validated, &signer, Some(jwt), &ctx, &mut report).await;
         }
-        _ => {
-            remove_condition(&mut report.status.conditions, condition::CLERK_TEMPLATE_SYNCED);
-            if let Some(pushed) = previous.clerk_template.as_ref() {
-                // The output was removed: a template created with deletionPolicy Delete goes too.
-                if has_finalizer(&access)
-                    && let (Some(id), Some(Ok(credentials))) = (pushed.id.as_deref(), entry.clerk.as_ref())
-                {
-                    clerk_sync::delete_remote(
-                        &access,
-                        credentials,
-                        id,
-                        &ctx,
-                        "spec.clerkTemplate removed, deletionPolicy: Delete",
-                    )
-                    .await?;
-                }
-                report.status.clerk_template = None;
-            }
-            if has_finalizer(&access) {
-                set_finalizer(&access, &ctx, false).await?;
-            }
-            delete_configmap(&access, &ctx, &namespace, &clerk_configmap_name(&name)).await?;
-        }
+        TokenOutcome::Refused => stop_probes(&ctx, &mut report, &namespace, &name),
     }
-
-    if validated.secret.is_none() || issued_jwt.is_some() {
-        health_stage(&access, &validated, &signer, issued_jwt.as_deref(), &ctx, &mut report).await;
-    } else {
-        stop_probes(&ctx, &mut report, &namespace, &name);
-    }
-
     if retry_after.is_none() {
         report.ready(&validated);
         ctx.record_success(access.as_ref());
@@ -213,7 +106,109 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     if let Some(delay) = retry_after {
         return Ok(Action::requeue(delay));
     }
+    let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
+    if let TokenOutcome::Written { renewal_time, .. } = token {
+        next_check = next_check.min(renewal_time);
+    }
     Ok(Action::requeue(requeue_after(now, next_check, &validated, &name)))
+}
+
+/// The plan of this reconcile, from what was observed of the token Secret.
+fn plan_writes(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    previous: &TenantAccessStatus,
+    observed: Option<&ObservedSecret>,
+    now: Timestamp,
+) -> Result<Plan, Error> {
+    let owner_uid = access.uid().unwrap_or_default();
+    let lacks = |desired: &Secret| observed.is_some_and(|o| o.lacks(desired));
+    Ok(plan::plan(&plan::Inputs {
+        access: validated,
+        signer,
+        owner_uid: &owner_uid,
+        owner: access.controller_owner_ref(&()),
+        secret: observed.map_or(ObservedToken::Absent, ObservedSecret::as_token),
+        secret_lacks: &lacks,
+        status_token: previous.token.as_ref(),
+        previous_conditions: &previous.conditions,
+        annotations: access.metadata.annotations.as_ref(),
+        revision_floor: None,
+        now,
+    })?)
+}
+
+/// Writes what the plan decided for the Clerk template: its ConfigMap, the template in Clerk,
+/// the finalizer; or, with the output removed, deletes them. Returns when to retry a failure.
+async fn write_clerk(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    ctx: &Context,
+    report: &mut Report,
+    (planned, entry, previous): (Option<ClerkPlan>, &WorkspaceEntry, &TenantAccessStatus),
+) -> Result<Option<Duration>, Error> {
+    let (Some(output), Some(ClerkPlan { template, configmap })) = (&validated.clerk_template, planned) else {
+        remove_clerk_output(access, ctx, report, entry, previous).await?;
+        return Ok(None);
+    };
+    if let Err(conflict) = reconcile_configmap(access, ctx, &configmap).await? {
+        // The ConfigMap is an output of the Clerk template: with someone else's ConfigMap in
+        // the way, the Clerk output is refused as a whole (nothing pushed to Clerk), and that
+        // ConfigMap is left untouched. The Secret output is not affected.
+        report.not_ready(reason::CONFIGMAP_CONFLICT, &conflict);
+        report.set(DesiredCondition::fails(
+            condition::CLERK_TEMPLATE_SYNCED,
+            reason::CONFIGMAP_CONFLICT,
+            conflict,
+        ));
+        return Ok(Some(ctx.record_failure(access).1));
+    }
+    let wants_finalizer =
+        output.deletion_policy == DeletionPolicy::Delete && matches!(entry.clerk, Some(Ok(_)));
+    if wants_finalizer && !has_finalizer(access) {
+        set_finalizer(access, ctx, true).await?;
+    }
+    let pushed = previous.clerk_template.as_ref();
+    match clerk_sync::sync(access, &template, signer, entry.clerk.as_ref(), pushed, ctx).await {
+        SyncOutcome::Done { condition, status } => {
+            report.set(condition);
+            report.status.clerk_template = status;
+            Ok(None)
+        }
+        SyncOutcome::Failed { condition, retry_after } => {
+            report.not_ready(condition.reason, &condition.message);
+            report.set(condition);
+            Ok(Some(retry_after))
+        }
+    }
+}
+
+/// The Clerk output was removed (or never asked for): a template created with deletionPolicy
+/// Delete goes from Clerk, the finalizer goes, and the ConfigMap this TenantAccess created.
+async fn remove_clerk_output(
+    access: &TenantAccess,
+    ctx: &Context,
+    report: &mut Report,
+    entry: &WorkspaceEntry,
+    previous: &TenantAccessStatus,
+) -> Result<(), Error> {
+    remove_condition(&mut report.status.conditions, condition::CLERK_TEMPLATE_SYNCED);
+    if let Some(pushed) = previous.clerk_template.as_ref() {
+        if has_finalizer(access)
+            && let (Some(id), Some(Ok(credentials))) = (pushed.id.as_deref(), entry.clerk.as_ref())
+        {
+            let why = "spec.clerkTemplate removed, deletionPolicy: Delete";
+            clerk_sync::delete_remote(access, credentials, id, ctx, why).await?;
+        }
+        report.status.clerk_template = None;
+    }
+    if has_finalizer(access) {
+        set_finalizer(access, ctx, false).await?;
+    }
+    let (namespace, name) = (access.namespace().unwrap_or_default(), access.name_any());
+    delete_configmap(access, ctx, &namespace, &clerk_configmap_name(&name)).await
 }
 
 /// The one exit of a refused TenantAccess: the conditions say why, probes stop, what was issued
@@ -521,22 +516,40 @@ fn requeue_after(now: Timestamp, at: Timestamp, access: &ValidatedAccess, key: &
     until + spread.mul_f64(jitter(key))
 }
 
-/// Writes what the plan decided for the token Secret. Returns the renewal time and the JWT, or
-/// None when refused.
+/// What became of the token Secret.
+enum TokenOutcome {
+    /// The spec asks for none.
+    NoSecret,
+    /// Refused (someone else's Secret).
+    Refused,
+    /// Written or kept: renewed at `renewal_time`.
+    Written {
+        /// When it is renewed.
+        renewal_time: Timestamp,
+        /// The JWT (for the probes).
+        jwt: String,
+    },
+}
+
+/// Writes what the plan decided for the token Secret.
 async fn write_token(
     access: &TenantAccess,
     validated: &ValidatedAccess,
     signer: &SigningWorkspace,
     ctx: &Context,
     report: &mut Report,
-    (planned, observed): (TokenPlan, Option<&ObservedSecret>),
-) -> Result<Option<(Timestamp, String)>, Error> {
-    let Some(output) = &validated.secret else { return Ok(None) };
+    (planned, observed): (Option<TokenPlan>, Option<&ObservedSecret>),
+) -> Result<TokenOutcome, Error> {
+    let (Some(output), Some(planned)) = (&validated.secret, planned) else {
+        remove_condition(&mut report.status.conditions, condition::TOKEN_ISSUED);
+        report.status.token = None;
+        return Ok(TokenOutcome::NoSecret);
+    };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &validated.namespace);
     match planned {
         TokenPlan::Conflict { message } => {
             report.refuse(reason::SECRET_CONFLICT, &message);
-            Ok(None)
+            Ok(TokenOutcome::Refused)
         }
         TokenPlan::Issue(issued) => {
             let Issued { reason: issue_reason, event_reason, token, revision, secret, status, condition } =
@@ -566,7 +579,7 @@ async fn write_token(
             );
             tracing::info!(reason = event_reason, revision, secret = %output.name, why = issue_reason.describe(), "token signed");
             rollout_restart(access, validated, revision, ctx).await;
-            Ok(Some((token.renewal_time, token.jwt)))
+            Ok(TokenOutcome::Written { renewal_time: token.renewal_time, jwt: token.jwt })
         }
         TokenPlan::Keep(kept) => {
             let Kept { token, revision, repair, status, condition } = *kept;
@@ -584,7 +597,7 @@ async fn write_token(
             tracing::debug!(namespace = %validated.namespace, name = %validated.name, revision, "token kept");
             report.status.token = Some(status);
             report.set(condition);
-            Ok(Some((token.renewal_time, token.jwt)))
+            Ok(TokenOutcome::Written { renewal_time: token.renewal_time, jwt: token.jwt })
         }
     }
 }
