@@ -7,6 +7,8 @@ pub mod context;
 pub mod error;
 pub mod keys;
 pub mod observe;
+mod output_writes;
+mod report;
 pub mod secret_names;
 pub mod tenants;
 pub mod token_secrets;
