@@ -1,6 +1,6 @@
 //! The TenantAccess reconciler: admit -> observe -> plan -> write -> status. Admission and the
 //! plan are pure (`crate::reconcile`, shared with `tenant-access render`); observing is in
-//! [`super::observe`], the writes in [`super::output_writes`], the status in [`super::report`].
+//! `observe.rs`, the writes in `output_writes.rs`, the status in `report.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
