@@ -34,8 +34,8 @@ toolchain:
 test: toolchain deps ## Run every test: unit tests and integration tests against a real API server.
 	hack/with-cluster.sh $(CARGO) nextest run --workspace --no-fail-fast
 
-unit-test: toolchain ## Run the tests that need no cluster.
-	$(CARGO) nextest run --workspace --lib --bins
+unit-test: toolchain deps ## Run the tests that need no cluster (helm and Lua from `deps`).
+	$(CARGO) nextest run --workspace --lib --bins --test chart_render
 
 crds: ## Regenerate crds/ from the Rust types (and the chart's copy).
 	$(CARGO) run --quiet --bin tenant-access -- crd --output-dir crds
