@@ -21,9 +21,10 @@ release: toolchain ## Build optimized binaries into target/release.
 fmt: ## Format the code.
 	$(CARGO) fmt --all
 
-lint: toolchain ## Check formatting and clippy (warnings are errors).
+lint: toolchain ## Check formatting, clippy and the API docs (warnings are errors).
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 deps: ## Install what the tests need: etcd, a real kube-apiserver (built once, cached), helm.
 	hack/install-deps.sh

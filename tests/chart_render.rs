@@ -365,10 +365,15 @@ fn numbers_as_floats(value: &mut Value) {
 fn argocd_health_check_passes_its_fixtures() {
     // Lua 5.1, the dialect of Argo CD's gopher-lua: `$LUA` (hack/with-cluster.sh exports the one
     // hack/install-deps.sh installs), else Debian's `lua5.1` on PATH.
-    let lua = std::env::var_os("LUA").filter(|l| !l.is_empty()).map_or_else(|| "lua5.1".into(), PathBuf::from);
+    let lua =
+        std::env::var_os("LUA").filter(|l| !l.is_empty()).map_or_else(|| "lua5.1".into(), PathBuf::from);
     let script = repo_root().join("contrib/argocd-health-test.lua");
     let out = std::process::Command::new(&lua).arg(&script).output().unwrap_or_else(|error| {
-        panic!("running {} {}: {error}; install Lua 5.1 with hack/install-deps.sh", lua.display(), script.display())
+        panic!(
+            "running {} {}: {error}; install Lua 5.1 with hack/install-deps.sh",
+            lua.display(),
+            script.display()
+        )
     });
     assert!(
         out.status.success(),
