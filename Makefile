@@ -45,5 +45,5 @@ crds: ## Regenerate crds/ from the Rust types (and the chart's copy).
 demo: build deps ## Local API server + emulators + operator + examples, end to end.
 	hack/demo.sh
 
-bench: ## Benchmarks (issue 9): convergence, rotation, idle, memory, token core; BENCH_ARGS="..." to tune.
+bench: ## Benchmarks (BENCHMARKS.md): convergence, rotation, idle, memory, token core; BENCH_ARGS="..." to tune.
 	hack/bench.sh
