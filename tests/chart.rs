@@ -201,39 +201,42 @@ async fn service_account_client(cluster: &TestCluster, namespace: &str, name: &s
     Client::try_from(config).unwrap()
 }
 
-/// The API refusals (403) in the captured logs from `offset` on (kube-runtime prints the API
-/// error with escaped quotes: they are removed).
-fn refusals_since(offset: usize) -> Vec<String> {
-    let text = logs();
-    text.get(offset..)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("is forbidden:"))
-        .map(|l| l.replace('\\', ""))
+/// Where the audit log of a private cluster is: `hack/cluster.sh` audits the requests of
+/// ServiceAccounts (such as the operator's here), with their response codes.
+fn audit_log(cluster: &TestCluster) -> std::path::PathBuf {
+    cluster.local_dir().expect("a private cluster").join("logs/audit.log")
+}
+
+/// How far the audit log goes now: refusals after this point are the next run's.
+fn audit_mark(cluster: &TestCluster) -> usize {
+    std::fs::metadata(audit_log(cluster)).map_or(0, |m| usize::try_from(m.len()).unwrap())
+}
+
+/// The requests of `user` that the API server refused (403) after `mark` in the audit log, as
+/// `(verb, resource)` with the resource as RBAC names it (`tenantaccesses/status`).
+fn refusals_since(cluster: &TestCluster, user: &str, mark: usize) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(audit_log(cluster)).unwrap_or_default();
+    let text = text.get(mark..).unwrap_or_default();
+    // A line still being written does not parse yet; it is read again on the next call.
+    let events = text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok());
+    events
+        .filter(|event| event["user"]["username"] == user && event["responseStatus"]["code"] == 403)
+        .map(|event| {
+            let object = &event["objectRef"];
+            let resource = object["resource"].as_str().unwrap_or_default();
+            let resource = match object["subresource"].as_str() {
+                Some(subresource) => format!("{resource}/{subresource}"),
+                None => resource.to_owned(),
+            };
+            (event["verb"].as_str().unwrap_or_default().to_owned(), resource)
+        })
         .collect()
 }
 
-/// The API refusals reported by Warning events in `namespace` (reason: note).
-async fn event_refusals(admin: &Client, namespace: &str) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(admin.clone(), namespace);
-    let list = events.list(&Default::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .filter_map(|e| Some(format!("{} event: {}", e.reason?, e.note?)))
-        .filter(|text| text.contains("is forbidden:"))
-        .map(|text| text.replace('\\', ""))
-        .collect()
-}
-
-/// Whether a refusal is the one of `verb` on `resource`. RBAC says `cannot VERB resource
-/// "RESOURCE"`, except for the create check of a server-side apply that would create the object
-/// (a PATCH): that one reads `RESOURCE "NAME" is forbidden: : Forbidden`.
-fn refuses(line: &str, verb: &str, resource: &str) -> bool {
-    line.contains(&format!("cannot {verb} resource \"{resource}\""))
-        || (verb == "create"
-            && line.contains(&format!("{resource} \""))
-            && line.contains("is forbidden: : Forbidden"))
+/// Whether a refusal is the one of `verb` on `resource`. A server-side apply that would create
+/// the object is a `patch` request refused for want of `create`.
+fn refuses((refused_verb, refused_resource): &(String, String), verb: &str, resource: &str) -> bool {
+    refused_resource == resource && (refused_verb == verb || (verb == "create" && refused_verb == "patch"))
 }
 
 /// What the operator logged from `offset` on (the last lines), for failure messages.
@@ -343,6 +346,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
         .unwrap();
 
     let offset = logs().len();
+    let audit = audit_mark(&cluster);
     let operator = Operator::start(client.clone(), None, system.name());
     let accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
@@ -413,8 +417,9 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     })
     .await;
     operator.stop().await;
-    let refused = refusals_since(offset);
-    assert!(refused.is_empty(), "the chart's ClusterRole refused the operator:\n{}", refused.join("\n"));
+    let user = format!("system:serviceaccount:{}:{FULLNAME}", system.name());
+    let refused = refusals_since(&cluster, &user, audit);
+    assert!(refused.is_empty(), "the chart's ClusterRole refused the operator: {refused:?}");
 
     // The namespace-scoped install: a Role in one namespace is enough there.
     let beta = cluster.namespace("beta").await.unwrap();
@@ -437,6 +442,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     .await;
     apply(&cluster, Some(beta.name()), "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {name: beta}\nspec:\n  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: beta}}]\n  secret: {}\n").await;
     let offset = logs().len();
+    let audit = audit_mark(&cluster);
     let operator = Operator::start(namespaced_client, Some(beta.name()), system.name());
     let beta_accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), beta.name());
     waited(wait_for(beta_accesses, "beta", is_ready(), TIMEOUT).await, offset);
@@ -444,8 +450,9 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
         token_of(&Api::<Secret>::namespaced(admin.clone(), beta.name()).get("beta").await.unwrap()).unwrap();
     assert_eq!(query_pipe(&tinybird.base_url(), "top_pages", &token, "").await.0, 200);
     operator.stop().await;
-    let refused = refusals_since(offset);
-    assert!(refused.is_empty(), "the chart's namespaced Role refused the operator:\n{}", refused.join("\n"));
+    let user = format!("system:serviceaccount:{}:tao-ns-tenant-access-operator", system.name());
+    let refused = refusals_since(&cluster, &user, audit);
+    assert!(refused.is_empty(), "the chart's namespaced Role refused the operator: {refused:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -701,7 +708,7 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
     let rules = roles.get(FULLNAME).await.unwrap().rules.unwrap();
 
     // With every rule: the scenario completes and nothing is refused.
-    let offset = logs().len();
+    let audit = audit_mark(&cluster);
     let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
     let operator = Operator::start(client.clone(), None, system.name());
     let started = std::time::Instant::now();
@@ -709,8 +716,8 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
     eprintln!("baseline complete after {:?}", started.elapsed());
     operator.stop().await;
     let mut namespaces = vec![run.finish()];
-    let refused = refusals_since(offset);
-    assert!(refused.is_empty(), "refused with the full ClusterRole:\n{}", refused.join("\n"));
+    let refused = refusals_since(&cluster, &user, audit);
+    assert!(refused.is_empty(), "refused with the full ClusterRole: {refused:?}");
 
     // Without each verb in turn: the operator's request is refused (and so the function it
     // serves breaks), or the verb is superfluous.
@@ -724,18 +731,16 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
             })
             .await;
 
-            let offset = logs().len();
+            let audit = audit_mark(&cluster);
             let started = std::time::Instant::now();
             let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
             let operator = Operator::start(client.clone(), None, system.name());
             let deadline = tokio::time::Instant::now() + TIMEOUT;
             let seen = loop {
-                // In the operator's log, or in a Warning event it published (rollout restarts
-                // report failures as RolloutRestartFailed events only).
-                let mut refusals = refusals_since(offset);
-                refusals.extend(event_refusals(&admin, run.name()).await);
-                if let Some(line) = refusals.into_iter().find(|l| refuses(l, verb, &resource)) {
-                    break Some(line);
+                // The API server's record of what it refused the operator's ServiceAccount.
+                let refusals = refusals_since(&cluster, &user, audit);
+                if let Some(refusal) = refusals.into_iter().find(|r| refuses(r, verb, &resource)) {
+                    break Some(refusal);
                 }
                 if tokio::time::Instant::now() > deadline {
                     break None;
@@ -747,21 +752,16 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
             // fills.
             drop(operator);
             namespaces.push(run.finish());
-            let line = seen.unwrap_or_else(|| {
+            let (refused_verb, refused_resource) = seen.unwrap_or_else(|| {
                 panic!(
                     "without {verb} on {resource} the scenario saw no refusal: the verb looks unneeded, remove it from the chart (or extend the scenario)"
                 )
             });
-            report.push(format!("{resource} {verb}: {}", shorten(&line)));
+            report.push(format!("{resource} {verb}: {refused_verb} {refused_resource} refused"));
         }
     }
     set_rules(&roles, &rules).await;
     eprintln!("every verb is needed ({} scenario runs):\n{}", namespaces.len(), report.join("\n"));
-}
-
-fn shorten(line: &str) -> String {
-    let start = line.find("is forbidden").unwrap_or(0);
-    line[start..].chars().take(200).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
