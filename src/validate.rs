@@ -1,7 +1,7 @@
 //! Validation of a TenantAccess spec into a [`ValidatedAccess`]: every default applied, every
 //! rule checked, each problem naming the field and the fix. Pure: no client, no clock.
 //!
-//! The CRD schema repeats some of these rules (and CEL rules for servers that run them), but
+//! The CRD schema repeats some of these rules (types, enums, bounds; it has no CEL rules), but
 //! this is the authority: the operator never signs anything this refuses.
 
 use std::collections::{BTreeMap, HashSet};

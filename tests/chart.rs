@@ -1,14 +1,13 @@
-//! The Helm chart with real tools: `helm lint` and `helm template` (defaults and every option), a
-//! server-side dry run of what it renders, a real `helm install` / `upgrade` / `uninstall` (the
-//! CRDs stay), the operator running under the chart's own ServiceAccount and RBAC (the rules
-//! suffice), and every verb of its ClusterRole and of its leader-election Role removed in turn
-//! (each one is needed). The Argo CD health check and the Deployment's flags are checked too.
+//! The Helm chart against a real API server: a server-side dry run of what it renders, a real
+//! `helm install` / `upgrade` / `uninstall` (the CRDs stay), the operator running under the
+//! chart's own ServiceAccount and RBAC (the rules suffice), and every verb of its ClusterRole and
+//! of its leader-election Role removed in turn (each one is needed). What needs no cluster (lint,
+//! render, CRD copies, the Argo CD health check) is in `tests/chart_render.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod helm;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -33,503 +32,9 @@ use tenant_access::jwt::ParsedToken;
 use tenant_access::leader::LeaderElection;
 use tenant_access::names::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, TinybirdConfig, TinybirdEmulator};
-use tenant_access_testkit::{TestCluster, repo_root, wait_crd_established, wait_for};
+use tenant_access_testkit::{TestCluster, wait_crd_established, wait_for};
 
-/// The release name the tests install; the chart names its objects after it.
-const RELEASE: &str = "tao";
-/// The chart's full name for that release: ServiceAccount, ClusterRole, Deployment, ...
-const FULLNAME: &str = "tao-tenant-access-operator";
-const CRD_NAMES: [&str; 3] = [
-    "tenantaccesses.tenantaccess.dev",
-    "tinybirdworkspaces.tenantaccess.dev",
-    "clustertinybirdworkspaces.tenantaccess.dev",
-];
-/// Every optional feature of the chart at once.
-const EVERY_OPTION: &[&str] = &[
-    "replicaCount=2",
-    "serviceMonitor.enabled=true",
-    "serviceMonitor.labels.release=prometheus",
-    "podDisruptionBudget.enabled=true",
-    "networkPolicy.enabled=true",
-    "networkPolicy.egress.enabled=true",
-    "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
-];
-
-// ---------------------------------------------------------------------------------------------
-// helm, rendering and YAML documents
-
-fn chart_dir() -> PathBuf {
-    repo_root().join("charts/tenant-access-operator")
-}
-
-fn chart() -> String {
-    chart_dir().to_string_lossy().into_owned()
-}
-
-#[derive(Debug)]
-struct HelmOutput {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs helm (v4: `$HELM` or the one `hack/install-deps.sh` caches).
-async fn helm(args: &[&str], kubeconfig: Option<&Path>) -> HelmOutput {
-    let binary = tenant_access_testkit::helm_binary()
-        .expect("helm not found: run hack/install-deps.sh (or set HELM to a helm v4 binary)");
-    let mut command = tokio::process::Command::new(binary);
-    command.args(args).stdin(Stdio::null()).kill_on_drop(true);
-    if let Some(kubeconfig) = kubeconfig {
-        command.arg("--kubeconfig").arg(kubeconfig);
-    }
-    let output = command.output().await.unwrap();
-    HelmOutput {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn with_values<'a>(mut args: Vec<&'a str>, set: &[&'a str]) -> Vec<&'a str> {
-    for value in set {
-        args.extend(["--set", value]);
-    }
-    args
-}
-
-/// `helm template` of the chart as release `tao` in `namespace`; panics with helm's error.
-async fn render(namespace: &str, set: &[&str], extra: &[&str]) -> String {
-    let chart = chart();
-    let mut args = with_values(vec!["template", RELEASE, &chart, "--namespace", namespace], set);
-    args.extend(extra);
-    let out = helm(&args, None).await;
-    assert!(out.success, "helm template {set:?} failed:\n{}", out.stderr);
-    out.stdout
-}
-
-/// The documents of a YAML stream (empty ones dropped).
-fn documents(yaml: &str) -> Vec<Value> {
-    let documents: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
-    documents.into_iter().filter(|d| !d.is_null()).collect()
-}
-
-/// The documents of a YAML stream as text, comments included (helm separates them by `---`).
-fn raw_documents(yaml: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    for line in yaml.lines() {
-        if line == "---" {
-            out.push(String::new());
-        } else if let Some(current) = out.last_mut() {
-            current.push_str(line);
-            current.push('\n');
-        }
-    }
-    out.into_iter().filter(|d| d.lines().any(|l| l.starts_with("kind:"))).collect()
-}
-
-fn kinds(docs: &[Value]) -> Vec<String> {
-    let mut kinds: Vec<String> = docs.iter().map(|d| d["kind"].as_str().unwrap().to_owned()).collect();
-    kinds.sort();
-    kinds
-}
-
-fn the<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
-    assert_eq!(found.len(), 1, "exactly one {kind} expected");
-    found[0]
-}
-
-fn container(docs: &[Value]) -> &Value {
-    &the(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-}
-
-fn container_args(docs: &[Value]) -> Vec<String> {
-    container(docs)["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
-}
-
-/// `(apiGroup, resource, verbs)` of every rule of the (Cluster)Role named `name`.
-fn rules(docs: &[Value], kind: &str, name: &str) -> Vec<(String, String, Vec<String>)> {
-    let role = docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap();
-    let text = |v: &Value| v.as_str().unwrap().to_owned();
-    let mut out = Vec::new();
-    for rule in role["rules"].as_array().unwrap() {
-        for group in rule["apiGroups"].as_array().unwrap() {
-            for resource in rule["resources"].as_array().unwrap() {
-                let verbs = rule["verbs"].as_array().unwrap().iter().map(text).collect();
-                out.push((text(group), text(resource), verbs));
-            }
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// 1. lint and render, no cluster
-
-#[tokio::test]
-async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
-    let chart = chart();
-    for set in [&[][..], EVERY_OPTION, &["watchNamespace=acme"], &["servedNamespaces={acme,globex}"]] {
-        let out = helm(&with_values(vec!["lint", "--strict", &chart], set), None).await;
-        assert!(out.success, "helm lint --strict {set:?}:\n{}{}", out.stdout, out.stderr);
-    }
-
-    // Defaults: a cluster-wide install, one replica, no leader election, no extras.
-    let docs = documents(&render("tenant-access-system", &[], &[]).await);
-    assert_eq!(
-        kinds(&docs),
-        [
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
-            "Deployment",
-            "Service",
-            "ServiceAccount"
-        ]
-    );
-    let args = container_args(&docs);
-    assert_eq!(args[0], "run");
-    for expected in [
-        "--cluster-resource-namespace=tenant-access-system",
-        "--admin-address=0.0.0.0:8080",
-        "--log-format=json",
-        "--concurrency=16",
-        "--kube-qps=200",
-        "--kube-burst=400",
-        "--resync-seconds=600",
-        "--clerk-request-budget=90",
-        "--clerk-budget-window-seconds=10",
-    ] {
-        assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
-    }
-    assert!(!args.iter().any(|a| a.starts_with("--namespaces") || a.starts_with("--leader-election")));
-    assert_restricted_pod(&docs);
-    let deployment = the(&docs, "Deployment");
-    assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], FULLNAME);
-    assert_eq!(the(&docs, "ServiceAccount")["metadata"]["name"], FULLNAME);
-    let binding = the(&docs, "ClusterRoleBinding");
-    assert_eq!(
-        binding["subjects"][0],
-        json!({"kind": "ServiceAccount", "name": FULLNAME, "namespace": "tenant-access-system"})
-    );
-    let service = the(&docs, "Service");
-    assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
-    assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
-    // Server-side apply creates token Secrets: a PATCH that needs "create" as well.
-    let cluster_rules = rules(&docs, "ClusterRole", FULLNAME);
-    let secrets = cluster_rules.iter().find(|(g, r, _)| g.is_empty() && r == "secrets").unwrap();
-    assert_eq!(secrets.2, ["get", "list", "watch", "create", "patch"]);
-    for (group, resource, _) in &cluster_rules {
-        assert!(!group.is_empty() || ["secrets", "configmaps", "namespaces"].contains(&resource.as_str()));
-    }
-
-    // Every option on.
-    let rendered = render("tenant-access-system", EVERY_OPTION, &[]).await;
-    let docs = documents(&rendered);
-    for kind in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy", "Role", "RoleBinding"] {
-        assert!(kinds(&docs).iter().any(|k| k == kind), "{kind} missing");
-    }
-    assert_eq!(the(&docs, "Deployment")["spec"]["replicas"], 2);
-    let args = container_args(&docs);
-    for expected in [
-        "--leader-election",
-        "--leader-election-namespace=tenant-access-system",
-        "--leader-election-lease-name=tao-tenant-access-operator",
-        "--leader-election-lease-duration-seconds=15",
-    ] {
-        assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
-    }
-    let lease_rules = rules(&docs, "Role", "tao-tenant-access-operator-leader-election");
-    assert_eq!(
-        lease_rules,
-        [
-            ("coordination.k8s.io".to_owned(), "leases".to_owned(), vec!["create".to_owned()]),
-            (
-                "coordination.k8s.io".to_owned(),
-                "leases".to_owned(),
-                vec!["get".to_owned(), "update".to_owned()]
-            ),
-        ]
-    );
-    let monitor = the(&docs, "ServiceMonitor");
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], the(&docs, "Service")["spec"]["ports"][0]["name"]);
-    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
-    assert_eq!(
-        monitor["spec"]["selector"]["matchLabels"],
-        the(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
-    );
-    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
-    let policy = the(&docs, "NetworkPolicy");
-    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
-    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "admin");
-    assert!(the(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1);
-    assert_every_rule_is_explained(&rendered);
-
-    // Leader election on request with one replica.
-    let docs = documents(
-        &render("ops", &["leaderElection.enabled=true", "leaderElection.leaseName=ta-lease"], &[]).await,
-    );
-    assert!(container_args(&docs).iter().any(|a| a == "--leader-election-lease-name=ta-lease"));
-    assert!(
-        rules(&docs, "Role", "tao-tenant-access-operator-leader-election")[1].2.contains(&"get".to_owned())
-    );
-
-    // Single namespace: a Role in that namespace and no cluster-scoped permission at all.
-    let rendered = render("ops", &["watchNamespace=acme"], &[]).await;
-    let docs = documents(&rendered);
-    assert!(!kinds(&docs).iter().any(|k| k == "ClusterRole" || k == "ClusterRoleBinding"));
-    let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
-    assert_eq!(role["metadata"]["namespace"], "acme");
-    let namespaced_rules = rules(&docs, "Role", FULLNAME);
-    assert!(
-        namespaced_rules
-            .iter()
-            .all(|(_, r, _)| r != "namespaces" && !r.starts_with("clustertinybirdworkspaces")),
-        "{namespaced_rules:?}"
-    );
-    let binding = docs.iter().find(|d| d["kind"] == "RoleBinding").unwrap();
-    assert_eq!(binding["metadata"]["namespace"], "acme");
-    assert_eq!(binding["subjects"][0]["namespace"], "ops");
-    assert!(container_args(&docs).iter().any(|a| a == "--namespaces=acme"));
-    assert_every_rule_is_explained(&rendered);
-
-    // Several served namespaces: cluster-wide rules, the operator filters.
-    let docs = documents(&render("ops", &["servedNamespaces={acme,globex}"], &[]).await);
-    assert!(container_args(&docs).iter().any(|a| a == "--namespaces=acme,globex"));
-    assert!(kinds(&docs).iter().any(|k| k == "ClusterRole"));
-
-    // Optional parts off.
-    let docs = documents(
-        &render("ops", &["crds.install=false", "service.enabled=false", "rbac.rolloutRestarts=false"], &[])
-            .await,
-    );
-    assert!(!kinds(&docs).iter().any(|k| k == "CustomResourceDefinition" || k == "Service"));
-    assert!(rules(&docs, "ClusterRole", FULLNAME).iter().all(|(g, _, _)| g != "apps"));
-    let docs = documents(&render("ops", &["crds.keep=false"], &[]).await);
-    let crd = docs.iter().find(|d| d["kind"] == "CustomResourceDefinition").unwrap();
-    assert!(crd["metadata"]["annotations"].get("helm.sh/resource-policy").is_none());
-
-    // Mistakes are refused by the schema or the templates, not silently ignored.
-    for (set, expected) in [
-        ("operator.logFormat=xml", "logFormat"),
-        ("servedNamespaces={acme}", "servedNamespaces"),
-        ("watchNamespace=Not_A_Namespace", "watchNamespace"),
-        ("replicas=2", "replicas"),
-        ("image.pullPolicy=Sometimes", "pullPolicy"),
-    ] {
-        let out = helm(&["template", RELEASE, &chart, "--set", set], None).await;
-        assert!(!out.success && out.stderr.contains(expected), "--set {set}: {}", out.stderr);
-    }
-    let out = helm(
-        &["template", RELEASE, &chart, "--set", "watchNamespace=a", "--set", "servedNamespaces={b,c}"],
-        None,
-    )
-    .await;
-    assert!(!out.success && out.stderr.contains("not both"), "{}", out.stderr);
-}
-
-fn assert_restricted_pod(docs: &[Value]) {
-    let pod = &the(docs, "Deployment")["spec"]["template"]["spec"];
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-    let container = container(docs);
-    let security = &container["securityContext"];
-    assert_eq!(security["allowPrivilegeEscalation"], false);
-    assert_eq!(security["readOnlyRootFilesystem"], true);
-    assert_eq!(security["runAsNonRoot"], true);
-    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
-    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
-    assert!(container["resources"]["requests"]["memory"].is_string());
-    assert!(container["resources"]["limits"]["memory"].is_string());
-    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/livez", "port": "admin"}));
-    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "admin"}));
-    assert_eq!(container["ports"][0], json!({"name": "admin", "containerPort": 8080, "protocol": "TCP"}));
-    let env = container["env"].as_array().unwrap();
-    for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
-        let var = env.iter().find(|e| e["name"] == name).unwrap();
-        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field);
-    }
-}
-
-/// Every RBAC rule in the rendered text has a comment right above it saying why.
-fn assert_every_rule_is_explained(rendered: &str) {
-    for document in raw_documents(rendered) {
-        if !document.lines().any(|l| l == "kind: ClusterRole" || l == "kind: Role") {
-            continue;
-        }
-        let lines: Vec<&str> = document.lines().collect();
-        for (index, line) in lines.iter().enumerate() {
-            if line.trim_start().starts_with("- apiGroups:") {
-                assert!(
-                    index > 0 && lines[index - 1].trim_start().starts_with('#'),
-                    "RBAC rule without a comment saying why:\n{}",
-                    lines[index.saturating_sub(2)..(index + 3).min(lines.len())].join("\n")
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn every_value_is_commented_and_described_in_the_schema() {
-    let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    let undocumented = undocumented_values(&text);
-    assert!(undocumented.is_empty(), "values.yaml keys without a comment: {undocumented:?}");
-
-    let values: Value = serde_saphyr::from_str(&text).unwrap();
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap())
-            .unwrap();
-    let mut missing = Vec::new();
-    schema_descriptions(&values, &schema, "", &mut missing);
-    assert!(missing.is_empty(), "values without a described schema entry: {missing:?}");
-}
-
-/// Keys of values.yaml without a comment right above them, unless they are maps whose keys all
-/// have one (a commented key documents its whole value, e.g. `resources`).
-fn undocumented_values(text: &str) -> Vec<String> {
-    struct Entry {
-        indent: usize,
-        key: Option<String>,
-        commented: bool,
-    }
-    let mut entries = Vec::new();
-    let mut previous_is_comment = false;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() {
-            previous_is_comment = false;
-            continue;
-        }
-        if trimmed.starts_with('#') {
-            previous_is_comment = true;
-            continue;
-        }
-        let key = (!trimmed.starts_with('-')).then(|| trimmed.split(':').next().unwrap_or("").to_owned());
-        entries.push(Entry { indent: line.len() - trimmed.len(), key, commented: previous_is_comment });
-        previous_is_comment = false;
-    }
-    fn check(entries: &[Entry], path: &str, out: &mut Vec<String>) {
-        let mut index = 0;
-        while index < entries.len() {
-            let entry = &entries[index];
-            let end = entries[index + 1..]
-                .iter()
-                .position(|e| e.indent <= entry.indent)
-                .map_or(entries.len(), |p| index + 1 + p);
-            let children = &entries[index + 1..end];
-            let name = format!("{path}{}", entry.key.as_deref().unwrap_or("-"));
-            if !entry.commented {
-                if children.first().is_some_and(|first| {
-                    children.iter().filter(|c| c.indent == first.indent).all(|c| c.key.is_some())
-                }) {
-                    check(children, &format!("{name}."), out);
-                } else {
-                    out.push(name);
-                }
-            }
-            index = end;
-        }
-    }
-    let mut out = Vec::new();
-    check(&entries, "", &mut out);
-    out
-}
-
-fn schema_descriptions(values: &Value, schema: &Value, path: &str, missing: &mut Vec<String>) {
-    let Some(map) = values.as_object() else { return };
-    for (key, value) in map {
-        let field = format!("{path}{key}");
-        let node = &schema["properties"][key];
-        if node["description"].as_str().is_none_or(str::is_empty) {
-            missing.push(field.clone());
-        }
-        if node.get("properties").is_some() {
-            schema_descriptions(value, node, &format!("{field}."), missing);
-        }
-    }
-}
-
-#[tokio::test]
-async fn chart_crds_are_the_generated_crds() {
-    let generated = repo_root().join("crds");
-    let copy = chart_dir().join("files/crds");
-    let names = |dir: &Path| {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".yaml"))
-            .collect();
-        names.sort();
-        names
-    };
-    let fix = "cp crds/*.yaml charts/tenant-access-operator/files/crds/";
-    assert_eq!(names(&generated), names(&copy), "the chart's CRD files differ from crds/: {fix}");
-    for name in names(&generated) {
-        let a = std::fs::read_to_string(generated.join(&name)).unwrap();
-        let b = std::fs::read_to_string(copy.join(&name)).unwrap();
-        assert!(a == b, "charts/tenant-access-operator/files/crds/{name} differs from crds/{name}: {fix}");
-    }
-
-    // What the chart installs is those CRDs, plus its labels and the keep annotation.
-    let rendered = documents(&render("ops", &[], &[]).await);
-    let mut crds: Vec<&Value> = rendered.iter().filter(|d| d["kind"] == "CustomResourceDefinition").collect();
-    crds.sort_by_key(|d| d["metadata"]["name"].as_str().unwrap().to_owned());
-    assert_eq!(crds.len(), names(&generated).len());
-    for crd in crds {
-        let name = crd["metadata"]["name"].as_str().unwrap();
-        let file = std::fs::read_to_string(generated.join(format!("{name}.yaml"))).unwrap();
-        let mut expected = documents(&file).remove(0);
-        let mut actual = crd.clone();
-        assert_eq!(actual["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
-        assert_eq!(actual["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
-        for object in [&mut expected, &mut actual] {
-            let metadata = object["metadata"].as_object_mut().unwrap();
-            metadata.remove("labels");
-            metadata.remove("annotations");
-            // Helm re-serializes `minimum: 1.0` as `1`: the same JSON number to the server.
-            numbers_as_floats(object);
-        }
-        assert!(actual == expected, "the chart renders {name} differently from crds/");
-    }
-}
-
-fn numbers_as_floats(value: &mut Value) {
-    match value {
-        Value::Number(number) => {
-            if let Some(float) = number.as_f64().and_then(serde_json::Number::from_f64) {
-                *number = float;
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(numbers_as_floats),
-        Value::Object(map) => map.values_mut().for_each(numbers_as_floats),
-        _ => {}
-    }
-}
-
-#[test]
-fn argocd_health_check_passes_its_fixtures() {
-    let Some(lua) = ["lua5.1", "lua"]
-        .into_iter()
-        .find(|lua| std::process::Command::new(lua).arg("-v").output().is_ok_and(|o| o.status.success()))
-    else {
-        eprintln!("no Lua interpreter (lua5.1 or lua) on PATH: contrib/argocd-health-test.lua not run");
-        return;
-    };
-    let out = std::process::Command::new(lua)
-        .arg(repo_root().join("contrib/argocd-health-test.lua"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
+use helm::{CRD_NAMES, EVERY_OPTION, FULLNAME, RELEASE, chart, helm, raw_documents, render, with_values};
 // ---------------------------------------------------------------------------------------------
 // 2. what the chart renders, applied to a real API server (dry run)
 
@@ -696,39 +201,42 @@ async fn service_account_client(cluster: &TestCluster, namespace: &str, name: &s
     Client::try_from(config).unwrap()
 }
 
-/// The API refusals (403) in the captured logs from `offset` on (kube-runtime prints the API
-/// error with escaped quotes: they are removed).
-fn refusals_since(offset: usize) -> Vec<String> {
-    let text = logs();
-    text.get(offset..)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("is forbidden:"))
-        .map(|l| l.replace('\\', ""))
+/// Where the audit log of a private cluster is: `hack/cluster.sh` audits the requests of
+/// ServiceAccounts (such as the operator's here), with their response codes.
+fn audit_log(cluster: &TestCluster) -> std::path::PathBuf {
+    cluster.local_dir().expect("a private cluster").join("logs/audit.log")
+}
+
+/// How far the audit log goes now: refusals after this point are the next run's.
+fn audit_mark(cluster: &TestCluster) -> usize {
+    std::fs::metadata(audit_log(cluster)).map_or(0, |m| usize::try_from(m.len()).unwrap())
+}
+
+/// The requests of `user` that the API server refused (403) after `mark` in the audit log, as
+/// `(verb, resource)` with the resource as RBAC names it (`tenantaccesses/status`).
+fn refusals_since(cluster: &TestCluster, user: &str, mark: usize) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(audit_log(cluster)).unwrap_or_default();
+    let text = text.get(mark..).unwrap_or_default();
+    // A line still being written does not parse yet; it is read again on the next call.
+    let events = text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok());
+    events
+        .filter(|event| event["user"]["username"] == user && event["responseStatus"]["code"] == 403)
+        .map(|event| {
+            let object = &event["objectRef"];
+            let resource = object["resource"].as_str().unwrap_or_default();
+            let resource = match object["subresource"].as_str() {
+                Some(subresource) => format!("{resource}/{subresource}"),
+                None => resource.to_owned(),
+            };
+            (event["verb"].as_str().unwrap_or_default().to_owned(), resource)
+        })
         .collect()
 }
 
-/// The API refusals reported by Warning events in `namespace` (reason: note).
-async fn event_refusals(admin: &Client, namespace: &str) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(admin.clone(), namespace);
-    let list = events.list(&Default::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .filter_map(|e| Some(format!("{} event: {}", e.reason?, e.note?)))
-        .filter(|text| text.contains("is forbidden:"))
-        .map(|text| text.replace('\\', ""))
-        .collect()
-}
-
-/// Whether a refusal is the one of `verb` on `resource`. RBAC says `cannot VERB resource
-/// "RESOURCE"`, except for the create check of a server-side apply that would create the object
-/// (a PATCH): that one reads `RESOURCE "NAME" is forbidden: : Forbidden`.
-fn refuses(line: &str, verb: &str, resource: &str) -> bool {
-    line.contains(&format!("cannot {verb} resource \"{resource}\""))
-        || (verb == "create"
-            && line.contains(&format!("{resource} \""))
-            && line.contains("is forbidden: : Forbidden"))
+/// Whether a refusal is the one of `verb` on `resource`. A server-side apply that would create
+/// the object is a `patch` request refused for want of `create`.
+fn refuses((refused_verb, refused_resource): &(String, String), verb: &str, resource: &str) -> bool {
+    refused_resource == resource && (refused_verb == verb || (verb == "create" && refused_verb == "patch"))
 }
 
 /// What the operator logged from `offset` on (the last lines), for failure messages.
@@ -838,6 +346,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
         .unwrap();
 
     let offset = logs().len();
+    let audit = audit_mark(&cluster);
     let operator = Operator::start(client.clone(), None, system.name());
     let accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
@@ -908,8 +417,9 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     })
     .await;
     operator.stop().await;
-    let refused = refusals_since(offset);
-    assert!(refused.is_empty(), "the chart's ClusterRole refused the operator:\n{}", refused.join("\n"));
+    let user = format!("system:serviceaccount:{}:{FULLNAME}", system.name());
+    let refused = refusals_since(&cluster, &user, audit);
+    assert!(refused.is_empty(), "the chart's ClusterRole refused the operator: {refused:?}");
 
     // The namespace-scoped install: a Role in one namespace is enough there.
     let beta = cluster.namespace("beta").await.unwrap();
@@ -932,6 +442,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     .await;
     apply(&cluster, Some(beta.name()), "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {name: beta}\nspec:\n  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: beta}}]\n  secret: {}\n").await;
     let offset = logs().len();
+    let audit = audit_mark(&cluster);
     let operator = Operator::start(namespaced_client, Some(beta.name()), system.name());
     let beta_accesses: Api<TenantAccess> = Api::namespaced(admin.clone(), beta.name());
     waited(wait_for(beta_accesses, "beta", is_ready(), TIMEOUT).await, offset);
@@ -939,8 +450,9 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
         token_of(&Api::<Secret>::namespaced(admin.clone(), beta.name()).get("beta").await.unwrap()).unwrap();
     assert_eq!(query_pipe(&tinybird.base_url(), "top_pages", &token, "").await.0, 200);
     operator.stop().await;
-    let refused = refusals_since(offset);
-    assert!(refused.is_empty(), "the chart's namespaced Role refused the operator:\n{}", refused.join("\n"));
+    let user = format!("system:serviceaccount:{}:tao-ns-tenant-access-operator", system.name());
+    let refused = refusals_since(&cluster, &user, audit);
+    assert!(refused.is_empty(), "the chart's namespaced Role refused the operator: {refused:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1196,7 +708,7 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
     let rules = roles.get(FULLNAME).await.unwrap().rules.unwrap();
 
     // With every rule: the scenario completes and nothing is refused.
-    let offset = logs().len();
+    let audit = audit_mark(&cluster);
     let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
     let operator = Operator::start(client.clone(), None, system.name());
     let started = std::time::Instant::now();
@@ -1204,8 +716,8 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
     eprintln!("baseline complete after {:?}", started.elapsed());
     operator.stop().await;
     let mut namespaces = vec![run.finish()];
-    let refused = refusals_since(offset);
-    assert!(refused.is_empty(), "refused with the full ClusterRole:\n{}", refused.join("\n"));
+    let refused = refusals_since(&cluster, &user, audit);
+    assert!(refused.is_empty(), "refused with the full ClusterRole: {refused:?}");
 
     // Without each verb in turn: the operator's request is refused (and so the function it
     // serves breaks), or the verb is superfluous.
@@ -1219,18 +731,16 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
             })
             .await;
 
-            let offset = logs().len();
+            let audit = audit_mark(&cluster);
             let started = std::time::Instant::now();
             let run = ScenarioRun::start(&cluster, &admin, &emulators).await;
             let operator = Operator::start(client.clone(), None, system.name());
             let deadline = tokio::time::Instant::now() + TIMEOUT;
             let seen = loop {
-                // In the operator's log, or in a Warning event it published (rollout restarts
-                // report failures as RolloutRestartFailed events only).
-                let mut refusals = refusals_since(offset);
-                refusals.extend(event_refusals(&admin, run.name()).await);
-                if let Some(line) = refusals.into_iter().find(|l| refuses(l, verb, &resource)) {
-                    break Some(line);
+                // The API server's record of what it refused the operator's ServiceAccount.
+                let refusals = refusals_since(&cluster, &user, audit);
+                if let Some(refusal) = refusals.into_iter().find(|r| refuses(r, verb, &resource)) {
+                    break Some(refusal);
                 }
                 if tokio::time::Instant::now() > deadline {
                     break None;
@@ -1242,21 +752,16 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
             // fills.
             drop(operator);
             namespaces.push(run.finish());
-            let line = seen.unwrap_or_else(|| {
+            let (refused_verb, refused_resource) = seen.unwrap_or_else(|| {
                 panic!(
                     "without {verb} on {resource} the scenario saw no refusal: the verb looks unneeded, remove it from the chart (or extend the scenario)"
                 )
             });
-            report.push(format!("{resource} {verb}: {}", shorten(&line)));
+            report.push(format!("{resource} {verb}: {refused_verb} {refused_resource} refused"));
         }
     }
     set_rules(&roles, &rules).await;
     eprintln!("every verb is needed ({} scenario runs):\n{}", namespaces.len(), report.join("\n"));
-}
-
-fn shorten(line: &str) -> String {
-    let start = line.find("is forbidden").unwrap_or(0);
-    line[start..].chars().take(200).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1327,26 +832,4 @@ async fn leader_election_works_with_the_charts_lease_role_and_needs_each_of_its_
     assert_eq!(checked, 3, "get, create and update");
     let out = helm(&["uninstall", RELEASE, "--namespace", ns], Some(cluster.admin_kubeconfig())).await;
     assert!(out.success, "{}", out.stderr);
-}
-
-#[tokio::test]
-async fn deployment_args_are_accepted_by_the_binary() {
-    let single: &[&str] = &["watchNamespace=acme"];
-    for set in [&[][..], EVERY_OPTION, single] {
-        let args = container_args(&documents(&render("ops", set, &[]).await));
-        // clap parses (and checks) every argument before it acts on the trailing --help.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))
-            .args(&args)
-            .arg("--help")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tenant-access {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    // And a wrong one would be caught.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))
-        .args(["run", "--no-such-flag", "--help"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
 }

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
-use support::{Env, TIMEOUT, assert_no_secrets, has_condition, is_ready, logs, revision_at_least, token_of};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
+use support::{
+    Env, TIMEOUT, assert_no_secrets, eventually, has_condition, is_ready, logs, revision_at_least, token_of,
+};
 use tenant_access::admin_token::AdminToken;
 use tenant_access::jwt::ParsedToken;
 
@@ -68,31 +70,23 @@ async fn example_tenant_gets_a_verified_token_that_reads_only_its_rows() {
 async fn renews_at_the_renewal_time_not_before_never_after_expiry_with_no_writes_between() {
     let mut env = Env::new("renew").await;
     env.start_operator();
-    // Renewal 15 s after issuance.
+    // Renewal 15 s after issuance. No health checks: the first probe's result is a status write
+    // of its own (endpoints, EndpointsHealthy) at a random point of the interval, and it would
+    // land between the two issuances in some runs.
     env.tenant_access(
         "short",
-        &TENANT
-            .replace("acme-token", "short-token")
-            .replace("  limits", "  lifetime: 1m\n  renewBefore: 45s\n  limits"),
+        &TENANT.replace("acme-token", "short-token").replace(
+            "  limits",
+            "  lifetime: 1m\n  renewBefore: 45s\n  healthCheck: {interval: '0'}\n  limits",
+        ),
     )
     .await;
     let first = env.wait_access("short", revision_at_least(1)).await;
     let first_token = first.status.unwrap().token.unwrap();
     let first_jwt = env.token("short-token").await;
     let secret_rv = env.secrets().get("short-token").await.unwrap().metadata.resource_version.unwrap();
-    let access_rv = env.tenant_accesses().get("short").await.unwrap().metadata.resource_version.unwrap();
+    let access_rv = first.metadata.resource_version.clone().unwrap();
 
-    // Watch every change of the Secret and the TenantAccess from now until the renewal.
-    let secret_changes =
-        watcher(env.secrets(), watcher::Config::default().fields("metadata.name=short-token"))
-            .applied_objects()
-            .filter(|s| {
-                futures::future::ready(
-                    s.as_ref()
-                        .is_ok_and(|s| s.metadata.resource_version.as_deref() != Some(secret_rv.as_str())),
-                )
-            })
-            .take(1);
     let renewed = env.wait_access("short", revision_at_least(2)).await;
     let seen_at = jiff::Timestamp::now();
     let renewed_token = renewed.status.unwrap().token.unwrap();
@@ -105,30 +99,46 @@ async fn renews_at_the_renewal_time_not_before_never_after_expiry_with_no_writes
     assert_eq!(status, 200);
 
     // Between the two issuances: exactly one Secret write (the renewal) and one status write.
-    let changes: Vec<_> = tokio::time::timeout(TIMEOUT, secret_changes.collect::<Vec<_>>()).await.unwrap();
-    assert_eq!(changes.len(), 1);
-    let history = access_writes_since(&env, "short", &access_rv).await;
-    assert_eq!(history, 1, "status writes between issuance and renewal");
+    // Replayed from the versions seen after the first issuance up to the renewed objects.
+    let renewed_secret_rv =
+        env.secrets().get("short-token").await.unwrap().metadata.resource_version.unwrap();
+    let secret_writes = writes_between(env.secrets(), "short-token", &secret_rv, &renewed_secret_rv).await;
+    assert_eq!(secret_writes.len(), 1, "Secret writes between issuance and renewal: {secret_writes:#?}");
+    let renewed_access_rv = renewed.metadata.resource_version.clone().unwrap();
+    let status_writes = writes_between(env.tenant_accesses(), "short", &access_rv, &renewed_access_rv).await;
+    let statuses: Vec<_> = status_writes.iter().map(|a| (&a.metadata.resource_version, &a.status)).collect();
+    assert_eq!(status_writes.len(), 1, "status writes between issuance and renewal: {statuses:#?}");
     env.events_with(&["\"reason\":\"Renewed\""]).await;
     env.stop_operator().await;
 }
 
-/// How many times a TenantAccess changed since `resource_version` (a watch from that version).
-async fn access_writes_since(env: &Env, name: &str, resource_version: &str) -> usize {
-    use kube::api::WatchParams;
-    let mut stream = env
-        .tenant_accesses()
-        .watch(&WatchParams::default().fields(&format!("metadata.name={name}")).timeout(3), resource_version)
-        .await
-        .unwrap()
-        .boxed();
-    let mut count = 0;
-    while let Some(Ok(event)) = stream.next().await {
-        if matches!(event, kube::api::WatchEvent::Modified(_)) {
-            count += 1;
+/// Every version of the object `name` written after `from` up to and including `to` (a watch
+/// replayed from `from`: only writes after it are seen, never the current state as a list).
+async fn writes_between<K>(api: Api<K>, name: &str, from: &str, to: &str) -> Vec<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+    let mut stream = api.watch(&params, from).await.unwrap().boxed();
+    let mut writes = Vec::new();
+    let replay = async {
+        while let Some(event) = stream.next().await {
+            match event.unwrap() {
+                WatchEvent::Added(object) | WatchEvent::Modified(object) | WatchEvent::Deleted(object) => {
+                    let done = object.meta().resource_version.as_deref() == Some(to);
+                    writes.push(object);
+                    if done {
+                        return;
+                    }
+                }
+                WatchEvent::Bookmark(_) => {}
+                WatchEvent::Error(error) => panic!("watching {name} from {from}: {error:?}"),
+            }
         }
-    }
-    count
+        panic!("the watch of {name} ended before version {to}");
+    };
+    tokio::time::timeout(TIMEOUT, replay).await.unwrap();
+    writes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,18 +327,13 @@ async fn a_restart_issues_nothing_new() {
     let before = env.secrets().get("acme-token").await.unwrap();
     env.stop_operator().await;
 
-    let mark = logs().len();
     env.start_operator();
-    // Wait until the new operator has looked at the TenantAccess and kept its token.
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !logs()[mark..].contains(&format!("token kept namespace={} name=acme", env.name())) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the restarted operator never reconciled: {}",
-            &logs()[mark..]
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    // Wait until the new operator has reconciled the TenantAccess (and so kept its token).
+    let operator = env.operator.as_ref().unwrap();
+    eventually("the restarted operator to reconcile the TenantAccess", || async {
+        operator.reconciles("TenantAccess", "success") >= 1
+    })
+    .await;
     let after = env.secrets().get("acme-token").await.unwrap();
     assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "the Secret was rewritten");
     assert_eq!(env.tenant_accesses().get("acme").await.unwrap().status.unwrap().token.unwrap().revision, 1);

@@ -1,4 +1,4 @@
-//! Tenant isolation of `DATASOURCES:READ` filters against real ClickHouse (issue 14, class 1).
+//! Tenant isolation of `DATASOURCES:READ` filters against real ClickHouse.
 //!
 //! A tenant team writes a SQL `filter`; the operator signs it with the tenant condition ANDed
 //! (`(<filter>) AND org = 'acme'`), and Tinybird pastes the signed text into ClickHouse. Whether a

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// The scenarios of issue 9.
+/// The scenarios (BENCHMARKS.md describes each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {

@@ -1,4 +1,4 @@
-//! `tenant-access-bench`: the benchmark harness of issue 9. It starts (or reuses, through
+//! `tenant-access-bench`: the benchmark harness. It starts (or reuses, through
 //! `TEST_KUBECONFIG`) a real API server, runs the Tinybird emulator in-process and the operator
 //! as a separate release process, and reports convergence and rotation against a floor client,
 //! idle cost, memory at scale and the token core's speed, as Markdown and JSON.

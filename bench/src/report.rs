@@ -1,4 +1,4 @@
-//! The results: JSON (everything) and a Markdown summary against the targets of issue 9.
+//! The results: JSON (everything) and a Markdown summary against the targets (BENCHMARKS.md).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -2,8 +2,9 @@
 //!
 //! Every field carries a doc comment: it becomes the `kubectl explain` text. Enumerations are
 //! plain strings with a schema `enum`, validated again in Rust (see `crate::validate`), so that a
-//! resource the API server let through (older servers, no CEL) still deserializes and gets a
-//! condition naming the bad field instead of a watch error.
+//! resource the API server let through (stored before a schema change, or a rule the schema
+//! cannot express) still deserializes and gets a condition naming the bad field instead of a
+//! watch error.
 
 mod common;
 pub mod limits;

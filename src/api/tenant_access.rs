@@ -245,7 +245,9 @@ pub struct TenantAccessStatus {
     /// Health of each probed endpoint. Changes only when health changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointStatus>,
-    /// Consecutive failed reconciles, for backoff. Reset on success.
+    /// Refusals in a row that changed the status (a refusal repeated unchanged writes nothing,
+    /// so it is not counted). Informational: retries back off in the operator's memory, not
+    /// from this field. Cleared when the TenantAccess becomes Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempts: Option<u32>,
 }

@@ -64,6 +64,8 @@ pub fn clerk_budget() -> tenant_access::clerk::RequestBudget {
 
 /// The operator, running in this process until stopped.
 pub struct Operator {
+    /// Its metrics (shared with the running operator).
+    pub metrics: tenant_access::metrics::Metrics,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -72,6 +74,7 @@ impl Operator {
     /// Starts the operator for one namespace (or cluster-wide with `None`).
     pub fn start(client: Client, namespace: Option<&str>, cluster_resource_namespace: &str) -> Self {
         let (tx, rx) = oneshot::channel::<()>();
+        let metrics = tenant_access::metrics::Metrics::default();
         let config = RunConfig {
             namespaces: namespace.map(str::to_owned).into_iter().collect(),
             cluster_resource_namespace: cluster_resource_namespace.to_owned(),
@@ -80,13 +83,22 @@ impl Operator {
             instance: Some("test".into()),
             clerk_budget: clerk_budget(),
             probe_concurrency: 8,
-            metrics: tenant_access::metrics::Metrics::default(),
+            metrics: metrics.clone(),
             synced: Arc::default(),
         };
         let task = tokio::spawn(run(client, config, async move {
             let _ = rx.await;
         }));
-        Self { shutdown: Some(tx), task: Some(task) }
+        Self { metrics, shutdown: Some(tx), task: Some(task) }
+    }
+
+    /// How many reconciles of `kind` (`TenantAccess`, `TinybirdWorkspace`, ...) finished with
+    /// `outcome` (`success` or an error category).
+    pub fn reconciles(&self, kind: &'static str, outcome: &'static str) -> u64 {
+        self.metrics
+            .reconciles
+            .get_or_create(&tenant_access::metrics::ReconcileLabels { kind, outcome })
+            .get()
     }
 
     /// Stops it and waits for in-flight reconciles.

@@ -1,0 +1,406 @@
+//! The Helm chart with real tools and no API server: `helm lint` and `helm template` (defaults
+//! and every option), the values' documentation and schema, the chart's copy of the CRDs, the
+//! Argo CD health check (Lua) and the Deployment's flags against the binary. Runs under
+//! `make unit-test`; what needs a cluster is in `tests/chart.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helm;
+
+use std::path::{Path, PathBuf};
+
+use helm::{
+    EVERY_OPTION, FULLNAME, RELEASE, chart, chart_dir, container, container_args, documents, helm, kinds,
+    raw_documents, render, rules, the, with_values,
+};
+use serde_json::{Value, json};
+use tenant_access_testkit::repo_root;
+
+// ---------------------------------------------------------------------------------------------
+// 1. lint and render, no cluster
+
+#[tokio::test]
+async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
+    let chart = chart();
+    for set in [&[][..], EVERY_OPTION, &["watchNamespace=acme"], &["servedNamespaces={acme,globex}"]] {
+        let out = helm(&with_values(vec!["lint", "--strict", &chart], set), None).await;
+        assert!(out.success, "helm lint --strict {set:?}:\n{}{}", out.stdout, out.stderr);
+    }
+
+    // Defaults: a cluster-wide install, one replica, no leader election, no extras.
+    let docs = documents(&render("tenant-access-system", &[], &[]).await);
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let args = container_args(&docs);
+    assert_eq!(args[0], "run");
+    for expected in [
+        "--cluster-resource-namespace=tenant-access-system",
+        "--admin-address=0.0.0.0:8080",
+        "--log-format=json",
+        "--concurrency=16",
+        "--kube-qps=200",
+        "--kube-burst=400",
+        "--resync-seconds=600",
+        "--clerk-request-budget=90",
+        "--clerk-budget-window-seconds=10",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--namespaces") || a.starts_with("--leader-election")));
+    assert_restricted_pod(&docs);
+    let deployment = the(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], FULLNAME);
+    assert_eq!(the(&docs, "ServiceAccount")["metadata"]["name"], FULLNAME);
+    let binding = the(&docs, "ClusterRoleBinding");
+    assert_eq!(
+        binding["subjects"][0],
+        json!({"kind": "ServiceAccount", "name": FULLNAME, "namespace": "tenant-access-system"})
+    );
+    let service = the(&docs, "Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
+    assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+    // Server-side apply creates token Secrets: a PATCH that needs "create" as well.
+    let cluster_rules = rules(&docs, "ClusterRole", FULLNAME);
+    let secrets = cluster_rules.iter().find(|(g, r, _)| g.is_empty() && r == "secrets").unwrap();
+    assert_eq!(secrets.2, ["get", "list", "watch", "create", "patch"]);
+    for (group, resource, _) in &cluster_rules {
+        assert!(!group.is_empty() || ["secrets", "configmaps", "namespaces"].contains(&resource.as_str()));
+    }
+
+    // Every option on.
+    let rendered = render("tenant-access-system", EVERY_OPTION, &[]).await;
+    let docs = documents(&rendered);
+    for kind in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy", "Role", "RoleBinding"] {
+        assert!(kinds(&docs).iter().any(|k| k == kind), "{kind} missing");
+    }
+    assert_eq!(the(&docs, "Deployment")["spec"]["replicas"], 2);
+    let args = container_args(&docs);
+    for expected in [
+        "--leader-election",
+        "--leader-election-namespace=tenant-access-system",
+        "--leader-election-lease-name=tao-tenant-access-operator",
+        "--leader-election-lease-duration-seconds=15",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
+    }
+    let lease_rules = rules(&docs, "Role", "tao-tenant-access-operator-leader-election");
+    assert_eq!(
+        lease_rules,
+        [
+            ("coordination.k8s.io".to_owned(), "leases".to_owned(), vec!["create".to_owned()]),
+            (
+                "coordination.k8s.io".to_owned(),
+                "leases".to_owned(),
+                vec!["get".to_owned(), "update".to_owned()]
+            ),
+        ]
+    );
+    let monitor = the(&docs, "ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], the(&docs, "Service")["spec"]["ports"][0]["name"]);
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        the(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    let policy = the(&docs, "NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "admin");
+    assert!(the(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1);
+    assert_every_rule_is_explained(&rendered);
+
+    // Leader election on request with one replica.
+    let docs = documents(
+        &render("ops", &["leaderElection.enabled=true", "leaderElection.leaseName=ta-lease"], &[]).await,
+    );
+    assert!(container_args(&docs).iter().any(|a| a == "--leader-election-lease-name=ta-lease"));
+    assert!(
+        rules(&docs, "Role", "tao-tenant-access-operator-leader-election")[1].2.contains(&"get".to_owned())
+    );
+
+    // Single namespace: a Role in that namespace and no cluster-scoped permission at all.
+    let rendered = render("ops", &["watchNamespace=acme"], &[]).await;
+    let docs = documents(&rendered);
+    assert!(!kinds(&docs).iter().any(|k| k == "ClusterRole" || k == "ClusterRoleBinding"));
+    let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert_eq!(role["metadata"]["namespace"], "acme");
+    let namespaced_rules = rules(&docs, "Role", FULLNAME);
+    assert!(
+        namespaced_rules
+            .iter()
+            .all(|(_, r, _)| r != "namespaces" && !r.starts_with("clustertinybirdworkspaces")),
+        "{namespaced_rules:?}"
+    );
+    let binding = docs.iter().find(|d| d["kind"] == "RoleBinding").unwrap();
+    assert_eq!(binding["metadata"]["namespace"], "acme");
+    assert_eq!(binding["subjects"][0]["namespace"], "ops");
+    assert!(container_args(&docs).iter().any(|a| a == "--namespaces=acme"));
+    assert_every_rule_is_explained(&rendered);
+
+    // Several served namespaces: cluster-wide rules, the operator filters.
+    let docs = documents(&render("ops", &["servedNamespaces={acme,globex}"], &[]).await);
+    assert!(container_args(&docs).iter().any(|a| a == "--namespaces=acme,globex"));
+    assert!(kinds(&docs).iter().any(|k| k == "ClusterRole"));
+
+    // Optional parts off.
+    let docs = documents(
+        &render("ops", &["crds.install=false", "service.enabled=false", "rbac.rolloutRestarts=false"], &[])
+            .await,
+    );
+    assert!(!kinds(&docs).iter().any(|k| k == "CustomResourceDefinition" || k == "Service"));
+    assert!(rules(&docs, "ClusterRole", FULLNAME).iter().all(|(g, _, _)| g != "apps"));
+    let docs = documents(&render("ops", &["crds.keep=false"], &[]).await);
+    let crd = docs.iter().find(|d| d["kind"] == "CustomResourceDefinition").unwrap();
+    assert!(crd["metadata"]["annotations"].get("helm.sh/resource-policy").is_none());
+
+    // Mistakes are refused by the schema or the templates, not silently ignored.
+    for (set, expected) in [
+        ("operator.logFormat=xml", "logFormat"),
+        ("servedNamespaces={acme}", "servedNamespaces"),
+        ("watchNamespace=Not_A_Namespace", "watchNamespace"),
+        ("replicas=2", "replicas"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+    ] {
+        let out = helm(&["template", RELEASE, &chart, "--set", set], None).await;
+        assert!(!out.success && out.stderr.contains(expected), "--set {set}: {}", out.stderr);
+    }
+    let out = helm(
+        &["template", RELEASE, &chart, "--set", "watchNamespace=a", "--set", "servedNamespaces={b,c}"],
+        None,
+    )
+    .await;
+    assert!(!out.success && out.stderr.contains("not both"), "{}", out.stderr);
+}
+
+fn assert_restricted_pod(docs: &[Value]) {
+    let pod = &the(docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = container(docs);
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/livez", "port": "admin"}));
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "admin"}));
+    assert_eq!(container["ports"][0], json!({"name": "admin", "containerPort": 8080, "protocol": "TCP"}));
+    let env = container["env"].as_array().unwrap();
+    for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap();
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field);
+    }
+}
+
+/// Every RBAC rule in the rendered text has a comment right above it saying why.
+fn assert_every_rule_is_explained(rendered: &str) {
+    for document in raw_documents(rendered) {
+        if !document.lines().any(|l| l == "kind: ClusterRole" || l == "kind: Role") {
+            continue;
+        }
+        let lines: Vec<&str> = document.lines().collect();
+        for (index, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("- apiGroups:") {
+                assert!(
+                    index > 0 && lines[index - 1].trim_start().starts_with('#'),
+                    "RBAC rule without a comment saying why:\n{}",
+                    lines[index.saturating_sub(2)..(index + 3).min(lines.len())].join("\n")
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_value_is_commented_and_described_in_the_schema() {
+    let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
+    let undocumented = undocumented_values(&text);
+    assert!(undocumented.is_empty(), "values.yaml keys without a comment: {undocumented:?}");
+
+    let values: Value = serde_saphyr::from_str(&text).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap())
+            .unwrap();
+    let mut missing = Vec::new();
+    schema_descriptions(&values, &schema, "", &mut missing);
+    assert!(missing.is_empty(), "values without a described schema entry: {missing:?}");
+}
+
+/// Keys of values.yaml without a comment right above them, unless they are maps whose keys all
+/// have one (a commented key documents its whole value, e.g. `resources`).
+fn undocumented_values(text: &str) -> Vec<String> {
+    struct Entry {
+        indent: usize,
+        key: Option<String>,
+        commented: bool,
+    }
+    let mut entries = Vec::new();
+    let mut previous_is_comment = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() {
+            previous_is_comment = false;
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            previous_is_comment = true;
+            continue;
+        }
+        let key = (!trimmed.starts_with('-')).then(|| trimmed.split(':').next().unwrap_or("").to_owned());
+        entries.push(Entry { indent: line.len() - trimmed.len(), key, commented: previous_is_comment });
+        previous_is_comment = false;
+    }
+    fn check(entries: &[Entry], path: &str, out: &mut Vec<String>) {
+        let mut index = 0;
+        while index < entries.len() {
+            let entry = &entries[index];
+            let end = entries[index + 1..]
+                .iter()
+                .position(|e| e.indent <= entry.indent)
+                .map_or(entries.len(), |p| index + 1 + p);
+            let children = &entries[index + 1..end];
+            let name = format!("{path}{}", entry.key.as_deref().unwrap_or("-"));
+            if !entry.commented {
+                if children.first().is_some_and(|first| {
+                    children.iter().filter(|c| c.indent == first.indent).all(|c| c.key.is_some())
+                }) {
+                    check(children, &format!("{name}."), out);
+                } else {
+                    out.push(name);
+                }
+            }
+            index = end;
+        }
+    }
+    let mut out = Vec::new();
+    check(&entries, "", &mut out);
+    out
+}
+
+fn schema_descriptions(values: &Value, schema: &Value, path: &str, missing: &mut Vec<String>) {
+    let Some(map) = values.as_object() else { return };
+    for (key, value) in map {
+        let field = format!("{path}{key}");
+        let node = &schema["properties"][key];
+        if node["description"].as_str().is_none_or(str::is_empty) {
+            missing.push(field.clone());
+        }
+        if node.get("properties").is_some() {
+            schema_descriptions(value, node, &format!("{field}."), missing);
+        }
+    }
+}
+
+#[tokio::test]
+async fn chart_crds_are_the_generated_crds() {
+    let generated = repo_root().join("crds");
+    let copy = chart_dir().join("files/crds");
+    let names = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        names.sort();
+        names
+    };
+    let fix = "cp crds/*.yaml charts/tenant-access-operator/files/crds/";
+    assert_eq!(names(&generated), names(&copy), "the chart's CRD files differ from crds/: {fix}");
+    for name in names(&generated) {
+        let a = std::fs::read_to_string(generated.join(&name)).unwrap();
+        let b = std::fs::read_to_string(copy.join(&name)).unwrap();
+        assert!(a == b, "charts/tenant-access-operator/files/crds/{name} differs from crds/{name}: {fix}");
+    }
+
+    // What the chart installs is those CRDs, plus its labels and the keep annotation.
+    let rendered = documents(&render("ops", &[], &[]).await);
+    let mut crds: Vec<&Value> = rendered.iter().filter(|d| d["kind"] == "CustomResourceDefinition").collect();
+    crds.sort_by_key(|d| d["metadata"]["name"].as_str().unwrap().to_owned());
+    assert_eq!(crds.len(), names(&generated).len());
+    for crd in crds {
+        let name = crd["metadata"]["name"].as_str().unwrap();
+        let file = std::fs::read_to_string(generated.join(format!("{name}.yaml"))).unwrap();
+        let mut expected = documents(&file).remove(0);
+        let mut actual = crd.clone();
+        assert_eq!(actual["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+        assert_eq!(actual["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
+        for object in [&mut expected, &mut actual] {
+            let metadata = object["metadata"].as_object_mut().unwrap();
+            metadata.remove("labels");
+            metadata.remove("annotations");
+            // Helm re-serializes `minimum: 1.0` as `1`: the same JSON number to the server.
+            numbers_as_floats(object);
+        }
+        assert!(actual == expected, "the chart renders {name} differently from crds/");
+    }
+}
+
+fn numbers_as_floats(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().and_then(serde_json::Number::from_f64) {
+                *number = float;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(numbers_as_floats),
+        Value::Object(map) => map.values_mut().for_each(numbers_as_floats),
+        _ => {}
+    }
+}
+
+#[test]
+fn argocd_health_check_passes_its_fixtures() {
+    // Lua 5.1, the dialect of Argo CD's gopher-lua: `$LUA` (hack/with-cluster.sh exports the one
+    // hack/install-deps.sh installs), else Debian's `lua5.1` on PATH.
+    let lua =
+        std::env::var_os("LUA").filter(|l| !l.is_empty()).map_or_else(|| "lua5.1".into(), PathBuf::from);
+    let script = repo_root().join("contrib/argocd-health-test.lua");
+    let out = std::process::Command::new(&lua).arg(&script).output().unwrap_or_else(|error| {
+        panic!(
+            "running {} {}: {error}; install Lua 5.1 with hack/install-deps.sh",
+            lua.display(),
+            script.display()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn deployment_args_are_accepted_by_the_binary() {
+    let single: &[&str] = &["watchNamespace=acme"];
+    for set in [&[][..], EVERY_OPTION, single] {
+        let args = container_args(&documents(&render("ops", set, &[]).await));
+        // clap parses (and checks) every argument before it acts on the trailing --help.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))
+            .args(&args)
+            .arg("--help")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tenant-access {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // And a wrong one would be caught.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))
+        .args(["run", "--no-such-flag", "--help"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
