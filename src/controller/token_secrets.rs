@@ -1,8 +1,8 @@
 //! What the operator knows of its token Secrets, without caching them: per Secret, 64-bit hashes
 //! of its labels, annotations, data entries and owner references, and of its token.
 //!
-//! A cached Secret takes about 3.3 KiB of heap; its digest about 150 bytes. The reconciler does
-//! not need the Secret's bytes as long as the Secret holds the token that the TenantAccess's
+//! A digest is far smaller than a cached Secret (BENCHMARKS.md has the figures). The reconciler
+//! does not need the Secret's bytes as long as the Secret holds the token that the TenantAccess's
 //! status describes: that token can be signed again (HS256 over the same claims, `iat` and `exp`
 //! is the same JWT), and the digest says whether the Secret holds exactly it. When it does not
 //! (the spec changed, the Secret was edited, the status is behind), the reconciler reads the
