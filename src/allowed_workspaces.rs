@@ -12,9 +12,9 @@
 use std::fmt;
 
 use crate::api::KIND_CLUSTER_WORKSPACE;
-use crate::k8s_names::is_dns_subdomain;
-use crate::names::ANNOTATION_ALLOWED_WORKSPACES;
+use crate::k8s_name_rules::is_dns_subdomain;
 use crate::validate::WorkspaceKind;
+use crate::well_known::ANNOTATION_ALLOWED_WORKSPACES;
 
 /// Most entries an annotation may list (a bound on hostile input; real lists are short).
 pub const MAX_ENTRIES: usize = 256;

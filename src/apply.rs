@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource as _};
 
 use crate::api::{TenantAccess, TenantAccessStatus};
-use crate::names::FIELD_MANAGER;
+use crate::well_known::FIELD_MANAGER;
 
 /// How a write treats fields another manager owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,13 +12,13 @@ use serde::Serialize;
 use crate::admin_token::{AdminToken, fingerprint};
 use crate::filter::Filter;
 use crate::jwt::{self, AccessClaims, ClaimLimits, ClaimScope, SignError, TinybirdClaims};
-use crate::names::{
+pub use crate::reconcile::decide::renewal_time;
+use crate::signing_workspace::SigningWorkspace;
+use crate::validate::{ValidClerkOutput, ValidatedAccess};
+use crate::well_known::{
     ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_KEY, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, LABEL_MANAGED_BY,
     LABEL_TENANT_ACCESS, OPERATOR_NAME, secret_keys,
 };
-pub use crate::reconcile::decide::renewal_time;
-use crate::validate::{ValidClerkOutput, ValidatedAccess};
-use crate::workspace::SigningWorkspace;
 
 /// The claims granting what the TenantAccess asks for (shortcodes kept as written).
 #[must_use]

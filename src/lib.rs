@@ -3,10 +3,10 @@
 //!
 //! The library holds all logic; the `tenant-access` binary only parses arguments.
 //! Pure core: [`validate`], [`filter`], [`jwt`], [`desired`], [`admin_token`],
-//! [`allowed_workspaces`], [`workspace`].
+//! [`allowed_workspaces`], [`signing_workspace`].
 //! Edges: [`cli`].
 
-pub mod admin;
+pub mod admin_server;
 pub mod admin_token;
 pub mod allowed_workspaces;
 pub mod api;
@@ -23,17 +23,17 @@ pub mod filter;
 pub mod health;
 pub mod http;
 pub mod jwt;
-pub mod k8s_names;
+pub mod k8s_name_rules;
 pub mod kube_client;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
-pub mod names;
 pub mod policy;
 pub mod reconcile;
 pub mod redact;
 pub mod selector;
 pub mod shortcode;
+pub mod signing_workspace;
 pub mod tinybird;
 pub mod validate;
-pub mod workspace;
+pub mod well_known;

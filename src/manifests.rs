@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::ser::Error as _;
 
 use crate::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
-use crate::names::API_GROUP;
+use crate::well_known::API_GROUP;
 
 /// The resources of a manifest stream this crate understands; other documents are skipped.
 #[derive(Debug, Clone, Default)]

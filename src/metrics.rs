@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::conditions::is_true;
 use crate::health::HealthScheduler;
-use crate::names::condition;
+use crate::well_known::condition;
 
 /// Labels of reconcile counters: kind and a bounded outcome or category.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -19,9 +19,9 @@ use crate::api::{
 };
 use crate::duration;
 use crate::filter::Filter;
-use crate::k8s_names::{is_dns_subdomain, is_label_value, is_qualified_name};
-use crate::names::{LABEL_MANAGED_BY, LABEL_TENANT_ACCESS};
+use crate::k8s_name_rules::{is_dns_subdomain, is_label_value, is_qualified_name};
 use crate::shortcode;
+use crate::well_known::{LABEL_MANAGED_BY, LABEL_TENANT_ACCESS};
 
 /// Shortest token lifetime accepted.
 pub const MIN_LIFETIME: SignedDuration = SignedDuration::from_mins(1);

@@ -25,8 +25,8 @@ use tenant_access::api::{TenantAccess, TenantAccessSpec, WorkspaceSpec};
 use tenant_access::desired::issue_token;
 use tenant_access::jwt::ParsedToken;
 use tenant_access::policy::{self, NamespaceFacts};
+use tenant_access::signing_workspace::{self, SigningWorkspace};
 use tenant_access::validate::validate_tenant_access;
-use tenant_access::workspace::{self, SigningWorkspace};
 use tenant_access_emulators::tinybird::default_datasources;
 use tenant_access_emulators::{TinybirdConfig, TinybirdEmulator, chdb_python_from_env};
 use tenant_access_testkit::wait_for;
@@ -97,7 +97,7 @@ impl Workspace {
             POLICY.lines().map(|line| line.strip_prefix("  ").unwrap_or(line)).collect::<Vec<_>>().join("\n")
         );
         let spec: WorkspaceSpec = serde_saphyr::from_str(&yaml).unwrap();
-        let signer = workspace::resolve(&spec, AdminToken::new(&tinybird.admin_token())).unwrap();
+        let signer = signing_workspace::resolve(&spec, AdminToken::new(&tinybird.admin_token())).unwrap();
         Self { spec, signer, labels: BTreeMap::from([("tenant".to_owned(), TENANT.to_owned())]) }
     }
 

@@ -15,8 +15,8 @@ use tenant_access::health::{
     AccessKey, AuthRejection, HealthChange, HealthConfig, HealthEvents, HealthScheduler, HttpProber,
     ProbeOutcome, ProbePlan, ProbeReason,
 };
+use tenant_access::signing_workspace::{SigningWorkspace, resolve};
 use tenant_access::validate::{ValidatedAccess, validate_tenant_access};
-use tenant_access::workspace::{SigningWorkspace, resolve};
 use tenant_access_emulators::{Clock, Fault, TinybirdConfig, TinybirdEmulator};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};

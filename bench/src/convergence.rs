@@ -11,7 +11,7 @@ use serde::Serialize;
 use tenant_access::admin_token::AdminToken;
 use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess};
 use tenant_access::kube_client::RateLimit;
-use tenant_access::workspace::{SigningWorkspace, resolve};
+use tenant_access::signing_workspace::{SigningWorkspace, resolve};
 
 use crate::apiserver::RequestCounts;
 use crate::bench::{Bench, group_selector, median};

@@ -13,9 +13,9 @@ use tenant_access::api::TenantAccess;
 use tenant_access::apply::{Ownership, apply_secret, apply_status};
 use tenant_access::conditions::{DesiredCondition, set_condition};
 use tenant_access::desired::{desired_secret, issue_token};
-use tenant_access::names::{condition, reason};
+use tenant_access::signing_workspace::SigningWorkspace;
 use tenant_access::validate::validate_tenant_access;
-use tenant_access::workspace::SigningWorkspace;
+use tenant_access::well_known::{condition, reason};
 
 use crate::error::{BenchError, Result};
 

@@ -1,5 +1,5 @@
 //! The token core on one core: claims built and HS256-signed per second, through the same
-//! library calls the reconciler makes (`validate_tenant_access`, `workspace::resolve`,
+//! library calls the reconciler makes (`validate_tenant_access`, `signing_workspace::resolve`,
 //! `desired::issue_token`), on the calling thread only.
 
 use std::hint::black_box;
@@ -10,8 +10,8 @@ use serde::Serialize;
 use tenant_access::admin_token::AdminToken;
 use tenant_access::api::{TenantAccessSpec, WorkspaceSpec};
 use tenant_access::desired::issue_token;
+use tenant_access::signing_workspace::resolve;
 use tenant_access::validate::validate_tenant_access;
-use tenant_access::workspace::resolve;
 use tenant_access_emulators::AdminTokenParts;
 
 use crate::error::{BenchError, Result};

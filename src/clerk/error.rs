@@ -13,7 +13,7 @@ use crate::redact::redact;
 /// Condition reasons of Clerk failures (CamelCase, bounded: also metric and event labels).
 pub mod reason {
     /// The secret key was refused (401/403).
-    pub const UNAUTHORIZED: &str = crate::names::reason::UNAUTHORIZED;
+    pub const UNAUTHORIZED: &str = crate::well_known::reason::UNAUTHORIZED;
     /// Clerk refused the template body (400/422, e.g. a reserved claim or a taken name).
     pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
     /// Clerk's request budget is spent (429), or the client-side limiter could not grant a slot
@@ -24,7 +24,7 @@ pub mod reason {
     /// Clerk answered 5xx, timed out, could not be reached or answered something unparseable.
     pub const CLERK_UNAVAILABLE: &str = "ClerkUnavailable";
     /// The configured Clerk API URL is not usable.
-    pub const INVALID_SPEC: &str = crate::names::reason::INVALID_SPEC;
+    pub const INVALID_SPEC: &str = crate::well_known::reason::INVALID_SPEC;
 }
 
 /// Longest message kept from an answer, after redaction.

@@ -8,8 +8,8 @@ use crate::manifests::{Manifests, to_yaml_stream};
 use crate::reconcile::admit::{self, Refusal};
 use crate::reconcile::decide::ObservedToken;
 use crate::reconcile::plan::{self, TokenPlan};
+use crate::signing_workspace::resolve;
 use crate::validate::WorkspaceKind;
-use crate::workspace::resolve;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RenderArgs {

@@ -127,12 +127,12 @@ async fn supervise(
 
     let standby = Arc::new(AtomicBool::new(leadership.enabled));
     if let Some(address) = parse_address(&leadership.admin_address).map_err(CliError::Input)? {
-        let state = crate::admin::AdminState {
+        let state = crate::admin_server::AdminState {
             registry: Arc::new(config.metrics.registry()),
             synced: config.synced.clone(),
             standby: standby.clone(),
         };
-        let server = crate::admin::serve(address, state, on_stop());
+        let server = crate::admin_server::serve(address, state, on_stop());
         tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "the admin server stopped");

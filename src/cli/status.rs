@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 
 use super::{CliError, block_on, exit, kube_client};
 use crate::api::TenantAccess;
-use crate::names::ANNOTATION_RENEW;
+use crate::well_known::ANNOTATION_RENEW;
 
 /// Field manager of changes made by the CLI (a user's action, not the operator's).
 const CLI_FIELD_MANAGER: &str = "tenant-access-cli";
@@ -160,6 +160,6 @@ fn describe(access: &TenantAccess, now: jiff::Timestamp) -> (String, bool) {
             endpoint.message.as_deref().unwrap_or(&endpoint.reason)
         );
     }
-    let ready = crate::conditions::is_true(&status.conditions, crate::names::condition::READY);
+    let ready = crate::conditions::is_true(&status.conditions, crate::well_known::condition::READY);
     (out, ready)
 }

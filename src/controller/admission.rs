@@ -12,14 +12,14 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::context::Context;
 use super::error::Error;
-use super::keys::{ClerkCredentials, WorkspaceEntry, WorkspaceKey};
-use super::workspaces::{Workspace, refresh_entry, workspace_key};
+use super::workspace_cache::{ClerkCredentials, WorkspaceEntry, WorkspaceKey};
+use super::workspace_reconciler::{Workspace, refresh_entry, workspace_key};
 use crate::api::TenantAccess;
-use crate::names::reason;
 use crate::policy::NamespaceFacts;
 use crate::reconcile::admit::{self, Facts, Refusal, Retry};
+use crate::signing_workspace::SigningWorkspace;
 use crate::validate::{ValidatedAccess, WorkspaceKind};
-use crate::workspace::SigningWorkspace;
+use crate::well_known::reason;
 
 /// A TenantAccess admitted by its workspace.
 #[derive(Debug)]
@@ -206,7 +206,7 @@ async fn seen<W: Workspace>(
 
 async fn cached_or_load<W: Workspace>(workspace: &W, ctx: &Context) -> Result<Arc<WorkspaceEntry>, Error> {
     let key: WorkspaceKey = workspace_key(workspace);
-    match ctx.keys.current(&key, workspace.meta().generation) {
+    match ctx.workspace_cache.current(&key, workspace.meta().generation) {
         Some(entry) => Ok(entry),
         None => refresh_entry(workspace, ctx).await,
     }

@@ -16,8 +16,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::api::{KIND_CLUSTER_WORKSPACE, TenantAccess};
 use crate::conditions::is_true;
-use crate::names::condition;
 use crate::validate::WorkspaceKind;
+use crate::well_known::condition;
 
 /// The annotation client-side `kubectl apply` keeps the last applied object in; nothing reads it.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

@@ -6,13 +6,13 @@ use std::time::Duration;
 use crate::events::EventType;
 
 use super::context::Context;
-use super::keys::{ClerkCredentials, WorkspaceProblem};
+use super::workspace_cache::{ClerkCredentials, WorkspaceProblem};
 use crate::api::{ClerkTemplateStatus, TenantAccess};
 use crate::clerk::{ClerkClient, ClerkError, RemoteTemplate};
 use crate::conditions::DesiredCondition;
 use crate::desired::{CLERK_OWNER_CLAIM, ClerkTemplate};
-use crate::names::{clerk_reason, condition};
-use crate::workspace::SigningWorkspace;
+use crate::signing_workspace::SigningWorkspace;
+use crate::well_known::{clerk_reason, condition};
 
 /// What the sync did.
 #[derive(Debug)]
@@ -201,7 +201,7 @@ fn owner_of(remote: &RemoteTemplate) -> Option<&str> {
 
 /// Whether the TenantAccess carries the Clerk finalizer.
 pub(super) fn has_finalizer(access: &TenantAccess) -> bool {
-    access.metadata.finalizers.iter().flatten().any(|f| f == crate::names::FINALIZER)
+    access.metadata.finalizers.iter().flatten().any(|f| f == crate::well_known::FINALIZER)
 }
 
 /// Deletes the remote template (404 is success); `why` ends the event's message.

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, core::PartialObjectMeta};
 
-use super::keys::KeyStore;
+use super::workspace_cache::WorkspaceCache;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::backoff::{Backoff, jitter};
 use crate::events::EventPublisher;
@@ -44,8 +44,8 @@ pub struct Context {
     pub client: Client,
     /// Settings.
     pub settings: Settings,
-    /// Workspace keys.
-    pub keys: KeyStore,
+    /// The workspaces, loaded and checked (admin token, Clerk key).
+    pub workspace_cache: WorkspaceCache,
     /// The watch caches.
     pub caches: Caches,
     /// Events, sent off the reconcile path.
@@ -53,7 +53,7 @@ pub struct Context {
     /// The objects last written, preferred over older cached copies.
     pub last_writes: super::writes::LastWrites,
     /// Which Secrets exist (names only), to create a token Secret without a GET first.
-    pub secret_names: super::secret_names::SecretNames,
+    pub known_secrets: super::known_secrets::KnownSecrets,
     /// Digests of the managed token Secrets (instead of a cache of them).
     pub token_secrets: super::token_secrets::TokenSecrets,
     /// The endpoint health checks.
@@ -61,7 +61,7 @@ pub struct Context {
     /// TenantAccess resources registered with the health scheduler (swept when deleted).
     pub health_keys: Arc<Mutex<std::collections::HashSet<crate::health::AccessKey>>>,
     /// Workspaces whose admin token must be checked with Tinybird at their next reconcile.
-    forced_verifications: Arc<Mutex<std::collections::HashSet<super::keys::WorkspaceKey>>>,
+    forced_verifications: Arc<Mutex<std::collections::HashSet<super::workspace_cache::WorkspaceKey>>>,
     /// Asks the workspace controllers to reconcile a workspace now.
     pub workspace_rechecks: WorkspaceRechecks,
     /// Metrics.
@@ -71,7 +71,7 @@ pub struct Context {
     /// The HTTP client for Tinybird calls.
     pub http: reqwest::Client,
     /// Last admin-token check per workspace: (key fingerprint, when).
-    verifications: Arc<Mutex<HashMap<super::keys::WorkspaceKey, (String, Timestamp)>>>,
+    verifications: Arc<Mutex<HashMap<super::workspace_cache::WorkspaceKey, (String, Timestamp)>>>,
     /// Consecutive failures per object, for backoff.
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// The clock.
@@ -109,13 +109,13 @@ impl Context {
         client: Client,
         settings: Settings,
         caches: Caches,
-        keys: KeyStore,
+        workspace_cache: WorkspaceCache,
         services: Services,
     ) -> Result<Self, crate::clerk::ClerkError> {
         let Services {
             events,
             last_writes,
-            secret_names,
+            known_secrets,
             token_secrets,
             clerk_options,
             health,
@@ -126,7 +126,7 @@ impl Context {
             clerk: crate::clerk::ClerkClients::new(clerk_options)?,
             events,
             last_writes,
-            secret_names,
+            known_secrets,
             token_secrets,
             health,
             health_keys: Arc::default(),
@@ -135,7 +135,7 @@ impl Context {
             metrics,
             client,
             settings,
-            keys,
+            workspace_cache,
             caches,
             http: crate::http::client(crate::tinybird::VERIFY_TIMEOUT).unwrap_or_default(),
             verifications: Arc::default(),
@@ -151,7 +151,7 @@ impl Context {
     }
 
     /// Asks for a Tinybird check of this workspace's admin token at its next reconcile.
-    pub fn force_verification(&self, workspace: super::keys::WorkspaceKey) {
+    pub fn force_verification(&self, workspace: super::workspace_cache::WorkspaceKey) {
         if let Ok(mut forced) = self.forced_verifications.lock() {
             forced.insert(workspace);
         }
@@ -159,7 +159,7 @@ impl Context {
 
     /// Whether a check was asked for (and forgets the request).
     #[must_use]
-    pub fn take_forced_verification(&self, workspace: &super::keys::WorkspaceKey) -> bool {
+    pub fn take_forced_verification(&self, workspace: &super::workspace_cache::WorkspaceKey) -> bool {
         self.forced_verifications.lock().is_ok_and(|mut forced| forced.remove(workspace))
     }
 
@@ -167,7 +167,7 @@ impl Context {
     #[must_use]
     pub fn verification_due(
         &self,
-        workspace: &super::keys::WorkspaceKey,
+        workspace: &super::workspace_cache::WorkspaceKey,
         fingerprint: &str,
         interval: Duration,
         now: Timestamp,
@@ -184,7 +184,7 @@ impl Context {
     /// Records that a key was checked now.
     pub fn record_verification(
         &self,
-        workspace: super::keys::WorkspaceKey,
+        workspace: super::workspace_cache::WorkspaceKey,
         fingerprint: &str,
         now: Timestamp,
     ) {
@@ -237,8 +237,8 @@ pub struct Services {
     pub events: EventPublisher,
     /// The read-your-writes cache (shared with the watch filters).
     pub last_writes: super::writes::LastWrites,
-    /// Secret names, fed by the Secret metadata watch.
-    pub secret_names: super::secret_names::SecretNames,
+    /// Which Secrets exist, fed by the Secret metadata watch.
+    pub known_secrets: super::known_secrets::KnownSecrets,
     /// Digests of the managed token Secrets (instead of a cache of them).
     pub token_secrets: super::token_secrets::TokenSecrets,
     /// Clerk client settings (budget, timeouts).

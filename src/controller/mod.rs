@@ -5,14 +5,14 @@ pub mod cached_access;
 pub mod clerk_sync;
 pub mod context;
 pub mod error;
-pub mod keys;
+pub mod known_secrets;
 pub mod observe;
 mod output_writes;
 mod report;
-pub mod secret_names;
 pub mod tenants;
 pub mod token_secrets;
-pub mod workspaces;
+pub mod workspace_cache;
+pub mod workspace_reconciler;
 pub mod writes;
 
 use std::sync::Arc;
@@ -27,10 +27,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use self::cached_access::CachedTenantAccess;
 use self::context::{Caches, Context, Settings};
-use self::keys::{KeyStore, SecretKey};
+use self::workspace_cache::{SecretRef, WorkspaceCache};
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
-use crate::names::{LABEL_MANAGED_BY, OPERATOR_NAME};
 use crate::validate::WorkspaceKind;
+use crate::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME};
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -90,10 +90,10 @@ pub async fn run_with_event_client(
         [only] => Some(only.as_str()),
         _ => None,
     };
-    let keys = KeyStore::default();
+    let workspace_cache = WorkspaceCache::default();
 
     let last_writes = writes::LastWrites::default();
-    let secret_names = secret_names::SecretNames::default();
+    let known_secrets = known_secrets::KnownSecrets::default();
 
     // Managed Secrets: not cached, only digested (see `token_secrets`); the watch still triggers
     // the owners.
@@ -186,7 +186,7 @@ pub async fn run_with_event_client(
         client.clone(),
         settings,
         caches.clone(),
-        keys.clone(),
+        workspace_cache.clone(),
         context::Services {
             events: crate::events::EventPublisher::start(
                 events_client,
@@ -195,7 +195,7 @@ pub async fn run_with_event_client(
                 config.metrics.events_dropped.clone(),
             ),
             last_writes,
-            secret_names: secret_names.clone(),
+            known_secrets: known_secrets.clone(),
             token_secrets,
             clerk_options,
             health: health.clone(),
@@ -216,11 +216,11 @@ pub async fn run_with_event_client(
     // They also tell which Secrets exist (names only), so a first issuance needs no GET.
     let admin_secret_events =
         watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
-            .inspect_ok(move |event| secret_names.observe(event))
+            .inspect_ok(move |event| known_secrets.observe(event))
             .touched_objects();
     let workspaces_for_secret = {
         let workspaces = caches.workspaces.clone();
-        let keys = keys.clone();
+        let workspace_cache = workspace_cache.clone();
         move |secret: PartialObjectMeta<Secret>| {
             let namespace = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
@@ -234,14 +234,14 @@ pub async fn run_with_event_client(
                 .map(|ws| ObjectRef::from_obj(ws.as_ref()))
                 .collect();
             if !refs.is_empty() {
-                keys.observe_secret(SecretKey { namespace, name }, secret.resource_version());
+                workspace_cache.observe_secret(SecretRef { namespace, name }, secret.resource_version());
             }
             refs
         }
     };
     let cluster_workspaces_for_secret = {
         let workspaces = caches.cluster_workspaces.clone();
-        let keys = keys.clone();
+        let workspace_cache = workspace_cache.clone();
         move |secret: PartialObjectMeta<Secret>| {
             let namespace = secret.namespace().unwrap_or_default();
             let name = secret.name_any();
@@ -252,7 +252,7 @@ pub async fn run_with_event_client(
                 .map(|ws| ObjectRef::from_obj(ws.as_ref()))
                 .collect();
             if !refs.is_empty() {
-                keys.observe_secret(SecretKey { namespace, name }, secret.resource_version());
+                workspace_cache.observe_secret(SecretRef { namespace, name }, secret.resource_version());
             }
             refs
         }
@@ -265,8 +265,8 @@ pub async fn run_with_event_client(
         .reconcile_on(receiver_stream(namespaced_rechecks))
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            workspaces::reconcile::<TinybirdWorkspace>,
-            workspaces::error_policy::<TinybirdWorkspace>,
+            workspace_reconciler::reconcile::<TinybirdWorkspace>,
+            workspace_reconciler::error_policy::<TinybirdWorkspace>,
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
@@ -282,8 +282,8 @@ pub async fn run_with_event_client(
             .reconcile_on(receiver_stream(cluster_rechecks))
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                workspaces::reconcile::<ClusterTinybirdWorkspace>,
-                workspaces::error_policy::<ClusterTinybirdWorkspace>,
+                workspace_reconciler::reconcile::<ClusterTinybirdWorkspace>,
+                workspace_reconciler::error_policy::<ClusterTinybirdWorkspace>,
                 ctx.clone(),
             )
             .for_each(|_| future::ready(()))

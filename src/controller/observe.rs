@@ -13,10 +13,10 @@ use super::token_secrets::SecretDigest;
 use crate::api::{TenantAccess, TokenStatus};
 use crate::desired::{desired_secret, token_described_by};
 use crate::jwt::SignError;
-use crate::names::ANNOTATION_REVISION;
 use crate::reconcile::decide::{ObservedToken, TokenMatch, secret_needs_repair};
+use crate::signing_workspace::SigningWorkspace;
 use crate::validate::ValidatedAccess;
-use crate::workspace::SigningWorkspace;
+use crate::well_known::ANNOTATION_REVISION;
 
 /// How long a reconcile waits for the first list of managed Secrets before reading its Secret.
 pub const SECRET_LIST_PATIENCE: Duration = Duration::from_secs(10);
@@ -111,7 +111,7 @@ async fn token_secret(
         // Not a managed Secret: either absent (then the Secret watch has never seen the name,
         // and a first issuance needs no GET) or someone else's (read it, to refuse with
         // SecretConflict).
-        None if ctx.secret_names.certainly_absent(namespace, secret_name) => {
+        None if ctx.known_secrets.certainly_absent(namespace, secret_name) => {
             return Ok(ObservedSecret::Absent { known: true });
         }
         None => {}

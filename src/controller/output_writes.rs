@@ -15,20 +15,20 @@ use kube::{Api, Resource, ResourceExt};
 use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
-use super::keys::WorkspaceEntry;
 use super::observe::{ObservedSecret, SECRET_LIST_PATIENCE};
+use super::workspace_cache::WorkspaceEntry;
 use crate::api::{TenantAccess, TenantAccessStatus};
 use crate::apply::Ownership;
 use crate::conditions::{DesiredCondition, remove_condition};
 use crate::desired::clerk_configmap_name;
-use crate::names::{
+use crate::reconcile::decide::{ConfigMapDecision, decide_configmap, is_owned_by};
+use crate::reconcile::plan::{ClerkPlan, Issued, Kept, TokenPlan};
+use crate::signing_workspace::SigningWorkspace;
+use crate::validate::{DeletionPolicy, ValidatedAccess};
+use crate::well_known::{
     ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER,
     LABEL_RESTART_ON_TOKEN_CHANGE, condition, reason,
 };
-use crate::reconcile::decide::{ConfigMapDecision, decide_configmap, is_owned_by};
-use crate::reconcile::plan::{ClerkPlan, Issued, Kept, TokenPlan};
-use crate::validate::{DeletionPolicy, ValidatedAccess};
-use crate::workspace::SigningWorkspace;
 
 use super::report::Report;
 
@@ -125,7 +125,7 @@ pub(super) async fn revoke_token(
         return Ok(());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({"data": {crate::names::secret_keys::TOKEN: null}});
+    let patch = serde_json::json!({"data": {crate::well_known::secret_keys::TOKEN: null}});
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     let written =
         api.patch(&secret_name, &params, &Patch::Merge(&patch)).await.map_err(Error::WriteSecret)?;
@@ -297,7 +297,7 @@ async fn apply_secret(
         Err(error) => {
             if matches!(&error, kube::Error::Api(status) if status.code == 409) {
                 let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
-                ctx.secret_names.exists(namespace, secret.metadata.name.as_deref().unwrap_or_default());
+                ctx.known_secrets.exists(namespace, secret.metadata.name.as_deref().unwrap_or_default());
             }
             return Err(Error::WriteSecret(error));
         }

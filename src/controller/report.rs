@@ -8,14 +8,14 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
-use super::keys::WorkspaceKey;
+use super::workspace_cache::WorkspaceKey;
 use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
 use crate::conditions::{DesiredCondition, find, remove_condition, set_condition};
 use crate::desired::clerk_configmap_name;
 use crate::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
-use crate::names::{condition, reason};
+use crate::signing_workspace::SigningWorkspace;
 use crate::validate::{ValidatedAccess, WorkspaceKind};
-use crate::workspace::SigningWorkspace;
+use crate::well_known::{condition, reason};
 
 /// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
 /// the operator believes valid, and reports health (status changes only on flips).

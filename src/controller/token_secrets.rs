@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::watcher;
 
-use crate::names::secret_keys;
 pub use crate::reconcile::decide::TokenMatch;
+use crate::well_known::secret_keys;
 
 fn hash_one(value: impl Hash) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
@@ -167,7 +167,7 @@ pub struct TokenSecrets {
 }
 
 fn key_of(secret: &Secret) -> u64 {
-    super::secret_names::hash(
+    super::known_secrets::hash(
         secret.metadata.namespace.as_deref().unwrap_or_default(),
         secret.metadata.name.as_deref().unwrap_or_default(),
     )
@@ -232,7 +232,7 @@ impl TokenSecrets {
     /// The digest of a managed Secret, if the watch (or a write) has seen it.
     #[must_use]
     pub fn get(&self, namespace: &str, name: &str) -> Option<SecretDigest> {
-        self.index.lock().ok()?.secrets.get(&super::secret_names::hash(namespace, name)).cloned()
+        self.index.lock().ok()?.secrets.get(&super::known_secrets::hash(namespace, name)).cloned()
     }
 }
 

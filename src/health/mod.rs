@@ -27,8 +27,8 @@ pub mod classify;
 pub mod metrics;
 pub mod plan;
 pub mod probe;
+pub mod probe_timing;
 pub mod report;
-pub mod schedule;
 pub mod scheduler;
 
 pub use classify::{AuthRejection, ProbeOutcome, ProbeReason, TransportError, classify};

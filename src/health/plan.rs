@@ -12,8 +12,8 @@ use crate::api::SCOPE_PIPES_READ;
 use crate::desired::access_claims;
 use crate::jwt::{AccessClaims, ParsedToken, SignError, TinybirdClaims, sign};
 use crate::shortcode;
+use crate::signing_workspace::SigningWorkspace;
 use crate::validate::ValidatedAccess;
-use crate::workspace::SigningWorkspace;
 
 use super::probe::ProbeRequest;
 

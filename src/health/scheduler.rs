@@ -20,8 +20,8 @@ use super::classify::{AuthRejection, ProbeOutcome, ProbeReason};
 use super::metrics::HealthMetrics;
 use super::plan::ProbePlan;
 use super::probe::EndpointProber;
+use super::probe_timing::{first_probe_offset, next_due, rate_limited_delay, recheck_delay};
 use super::report::EndpointHealth;
-use super::schedule::{first_probe_offset, next_due, rate_limited_delay, recheck_delay};
 use crate::backoff::jitter;
 
 /// Default bound of probes in flight at once, over all TenantAccesses.

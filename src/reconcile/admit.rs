@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use crate::api::{TenantAccessSpec, WorkspaceSpec};
-use crate::names::reason;
 use crate::policy::NamespaceFacts;
 use crate::selector;
+use crate::signing_workspace::SigningWorkspace;
 use crate::validate::{ValidatedAccess, WorkspaceKind, validate_tenant_access};
-use crate::workspace::SigningWorkspace;
+use crate::well_known::reason;
 
 /// Why nothing is issued for a TenantAccess, and what follows from it.
 #[derive(Debug, Clone, PartialEq, Eq)]

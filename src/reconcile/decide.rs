@@ -12,9 +12,9 @@ use kube::Resource;
 
 use crate::api::TokenStatus;
 use crate::jwt::ParsedToken;
-use crate::names::{ANNOTATION_RENEW, secret_keys};
+use crate::signing_workspace::SigningWorkspace;
 use crate::validate::ValidatedAccess;
-use crate::workspace::SigningWorkspace;
+use crate::well_known::{ANNOTATION_RENEW, secret_keys};
 
 /// Why a new token is signed. Each maps to an event reason and a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ impl IssueReason {
     /// Event reason: `Issued` for a first token, `Renewed` on schedule, `Resigned` otherwise.
     #[must_use]
     pub fn event_reason(self, first: bool) -> &'static str {
-        use crate::names::reason;
+        use crate::well_known::reason;
         match self {
             _ if first => reason::ISSUED,
             Self::RenewalDue => reason::RENEWED,

@@ -17,12 +17,12 @@ use crate::desired::{
     issue_token,
 };
 use crate::jwt::SignError;
-use crate::names::{ANNOTATION_REVISION, condition, reason};
 use crate::reconcile::decide::{
     IssueReason, Observed, ObservedToken, TokenDecision, decide_token, renew_request,
 };
+use crate::signing_workspace::SigningWorkspace;
 use crate::validate::ValidatedAccess;
-use crate::workspace::SigningWorkspace;
+use crate::well_known::{ANNOTATION_REVISION, condition, reason};
 
 /// Everything the plan looks at.
 pub struct Inputs<'a> {

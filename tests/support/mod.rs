@@ -13,7 +13,7 @@ use kube::runtime::wait::Condition;
 use kube::{Api, Client};
 use tenant_access::api::TenantAccess;
 use tenant_access::controller::{RunConfig, run};
-use tenant_access::names::ANNOTATION_ALLOWED_WORKSPACES;
+use tenant_access::well_known::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::{TestCluster, TestNamespace, wait_for};
 use tokio::sync::oneshot;

@@ -4,8 +4,8 @@ use super::*;
 use crate::admin_token::tests::fake_admin_token;
 use crate::api::{SecretKeySelector, TenantAccessSpec, WorkspaceSpec};
 use crate::jwt::ParsedToken;
+use crate::signing_workspace::resolve;
 use crate::validate::validate_tenant_access;
-use crate::workspace::resolve;
 
 const WORKSPACE_ID: &str = "3f6c1b1e-0000-0000-0000-000000000000";
 

@@ -7,8 +7,8 @@ use crate::admin_token::AdminToken;
 use crate::admin_token::tests::fake_admin_token;
 use crate::api::{SecretKeySelector, TenantAccessSpec, WorkspaceSpec};
 use crate::desired::{IssuedToken, desired_secret, issue_token};
+use crate::signing_workspace::resolve;
 use crate::validate::validate_tenant_access;
-use crate::workspace::resolve;
 
 pub(crate) const UID: &str = "uid-acme";
 pub(crate) const SPEC: &str = "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: acme}}]\nlifetime: 1h\nsecret: {}\n";

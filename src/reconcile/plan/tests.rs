@@ -102,7 +102,7 @@ fn a_renewal_takes_the_next_revision_and_reports_renewed() {
 fn the_renew_request_is_recorded_in_the_status_of_the_token_it_caused() {
     let (access, ws) = (access(SPEC), workspace("k1"));
     let (secret, status, _) = issued(&access, &ws);
-    let annotations = BTreeMap::from([(crate::names::ANNOTATION_RENEW.to_owned(), "now".to_owned())]);
+    let annotations = BTreeMap::from([(crate::well_known::ANNOTATION_RENEW.to_owned(), "now".to_owned())]);
     let mut inputs = inputs(&access, &ws, ObservedToken::Read(&secret), Some(&status), t0());
     inputs.annotations = Some(&annotations);
     let issued = issued_plan(plan(&inputs).unwrap());

@@ -13,11 +13,11 @@ use serde::de::DeserializeOwned;
 
 use super::context::Context;
 use super::error::Error;
-use super::keys::{WorkspaceEntry, WorkspaceKey, WorkspaceProblem, load};
+use super::workspace_cache::{WorkspaceEntry, WorkspaceKey, WorkspaceProblem, load};
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace, WorkspaceSpec, WorkspaceStatus};
 use crate::conditions::{DesiredCondition, set_condition};
-use crate::names::{FIELD_MANAGER, condition, reason};
 use crate::validate::WorkspaceKind;
+use crate::well_known::{FIELD_MANAGER, condition, reason};
 
 /// What the reconciler needs of either workspace kind.
 pub trait Workspace:
@@ -95,14 +95,14 @@ pub async fn refresh_entry<W: Workspace>(workspace: &W, ctx: &Context) -> Result
     .await
     .map_err(Error::ReadAdminSecret)?;
     if let Ok(signer) = &entry.signer
-        && ctx.keys.is_refused(&signer.signing_key_fingerprint)
+        && ctx.workspace_cache.is_refused(&signer.signing_key_fingerprint)
     {
         entry.signer = Err(unauthorized_problem(&signer.signing_key_fingerprint));
     }
     for (secret, version) in &entry.secrets {
-        ctx.keys.observe_secret(secret.clone(), version.clone());
+        ctx.workspace_cache.observe_secret(secret.clone(), version.clone());
     }
-    Ok(ctx.keys.insert(workspace_key(workspace), entry))
+    Ok(ctx.workspace_cache.insert(workspace_key(workspace), entry))
 }
 
 fn unauthorized_problem(fingerprint: &str) -> WorkspaceProblem {
@@ -164,15 +164,15 @@ async fn verify_if_due<W: Workspace>(
             Err(problem)
         }
         Ok(_) => {
-            ctx.keys.set_refused(&signer.signing_key_fingerprint, false);
+            ctx.workspace_cache.set_refused(&signer.signing_key_fingerprint, false);
             Ok((!interval.is_zero()).then_some(interval))
         }
         Err(crate::tinybird::VerifyError::Unauthorized { .. }) => {
-            ctx.keys.set_refused(&signer.signing_key_fingerprint, true);
+            ctx.workspace_cache.set_refused(&signer.signing_key_fingerprint, true);
             let problem = unauthorized_problem(&signer.signing_key_fingerprint);
             let mut downgraded = entry.as_ref().clone();
             downgraded.signer = Err(problem.clone());
-            *entry = ctx.keys.insert(key, downgraded);
+            *entry = ctx.workspace_cache.insert(key, downgraded);
             Err(problem)
         }
         Err(error) => {
@@ -212,7 +212,7 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
     {
         let mut downgraded = entry.as_ref().clone();
         downgraded.signer = Err(problem);
-        entry = ctx.keys.insert(workspace_key(workspace.as_ref()), downgraded);
+        entry = ctx.workspace_cache.insert(workspace_key(workspace.as_ref()), downgraded);
     }
     let now = ctx.now();
     let previous = workspace.workspace_status().cloned().unwrap_or_default();

@@ -2,7 +2,7 @@
 
 use crate::admin_token::{AdminToken, MalformedAdminToken, UnknownRegion, api_url_for_region};
 use crate::api::WorkspaceSpec;
-use crate::names::reason;
+use crate::well_known::reason;
 
 /// Everything needed to sign and address tokens of one workspace.
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@ struct Names {
 
 /// The names of the Secrets in the watched namespaces; cheap to clone.
 #[derive(Debug, Default, Clone)]
-pub struct SecretNames {
+pub struct KnownSecrets {
     names: Arc<Mutex<Names>>,
 }
 
@@ -35,7 +35,7 @@ pub(super) fn hash(namespace: &str, name: &str) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one((namespace, name))
 }
 
-impl SecretNames {
+impl KnownSecrets {
     /// Follows one event of the Secret watch.
     pub fn observe(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
         let Ok(mut names) = self.names.lock() else { return };
@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn absent_only_once_listed_and_follows_adds_deletes_and_relists() {
-        let names = SecretNames::default();
+        let names = KnownSecrets::default();
         assert!(!names.certainly_absent("ns", "a"), "unknown before the first list");
         names.observe(&watcher::Event::Init);
         names.observe(&watcher::Event::InitApply(secret("a")));

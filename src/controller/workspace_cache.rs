@@ -1,4 +1,4 @@
-//! The workspace key cache: each workspace's admin token, decoded and checked, so that a
+//! The workspace cache: each workspace's admin token, decoded and checked, so that a
 //! TenantAccess reconcile needs no API call to sign. Entries are keyed by workspace and
 //! invalidated by the admin-token Secret's resourceVersion (learned from a metadata-only watch)
 //! and the workspace's generation.
@@ -13,9 +13,9 @@ use kube::Api;
 use crate::admin_token::AdminToken;
 use crate::allowed_workspaces::{self, SecretUser};
 use crate::api::WorkspaceSpec;
-use crate::names::{ANNOTATION_ALLOWED_WORKSPACES, reason};
+use crate::signing_workspace::{SigningWorkspace, resolve};
 use crate::validate::WorkspaceKind;
-use crate::workspace::{SigningWorkspace, resolve};
+use crate::well_known::{ANNOTATION_ALLOWED_WORKSPACES, reason};
 
 /// Identity of a workspace: kind, namespace (empty for the cluster kind) and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,7 +30,7 @@ pub struct WorkspaceKey {
 
 /// Identity of a Secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SecretKey {
+pub struct SecretRef {
     /// Namespace.
     pub namespace: String,
     /// Name.
@@ -74,7 +74,7 @@ pub struct WorkspaceEntry {
     /// The workspace's generation the entry was loaded for.
     pub generation: Option<i64>,
     /// The Secrets read (admin token, Clerk key) and their resourceVersions (None: absent).
-    pub secrets: Vec<(SecretKey, Option<String>)>,
+    pub secrets: Vec<(SecretRef, Option<String>)>,
     /// The spec the entry was loaded from.
     pub spec: WorkspaceSpec,
     /// The signer, or the problem.
@@ -85,15 +85,15 @@ pub struct WorkspaceEntry {
 
 /// The cache shared by the workspace and TenantAccess reconcilers.
 #[derive(Debug, Default, Clone)]
-pub struct KeyStore {
+pub struct WorkspaceCache {
     entries: Arc<RwLock<HashMap<WorkspaceKey, Arc<WorkspaceEntry>>>>,
     /// Latest resourceVersion seen for each referenced admin-token Secret.
-    secret_versions: Arc<RwLock<HashMap<SecretKey, Option<String>>>>,
+    secret_versions: Arc<RwLock<HashMap<SecretRef, Option<String>>>>,
     /// Fingerprints of admin tokens Tinybird refused (`GET /v1/workspace` answered 401/403).
     refused: Arc<RwLock<std::collections::HashSet<String>>>,
 }
 
-impl KeyStore {
+impl WorkspaceCache {
     /// A cached entry that is still current for this workspace generation and Secret version.
     #[must_use]
     pub fn current(&self, key: &WorkspaceKey, generation: Option<i64>) -> Option<Arc<WorkspaceEntry>> {
@@ -143,7 +143,7 @@ impl KeyStore {
     }
 
     /// Records the latest resourceVersion of an admin-token Secret (None: deleted).
-    pub fn observe_secret(&self, secret: SecretKey, resource_version: Option<String>) {
+    pub fn observe_secret(&self, secret: SecretRef, resource_version: Option<String>) {
         if let Ok(mut versions) = self.secret_versions.write() {
             versions.insert(secret, resource_version);
         }
@@ -172,7 +172,7 @@ pub async fn load(
     let mut refusal = None;
     for reference in std::iter::once(admin_ref).chain(clerk_ref) {
         let metadata = secrets.get_metadata_opt(&reference.name).await?;
-        let key = SecretKey { namespace: secret_namespace.to_owned(), name: reference.name.clone() };
+        let key = SecretRef { namespace: secret_namespace.to_owned(), name: reference.name.clone() };
         read.push((key, metadata.as_ref().and_then(|m| m.metadata.resource_version.clone())));
         if refusal.is_none()
             && let Some(metadata) = metadata
