@@ -1,4 +1,5 @@
-//! The running operator: watches, caches and the two reconcilers (workspaces, TenantAccess).
+//! The running operator: the two reconcilers (workspaces, TenantAccess) assembled over the
+//! watches and caches of `watches.rs`, and run until shutdown.
 
 pub mod admission;
 pub mod cached_access;
@@ -11,6 +12,7 @@ mod output_writes;
 mod report;
 pub mod tenants;
 pub mod token_secrets;
+mod watches;
 pub mod workspace_cache;
 pub mod workspace_reconciler;
 pub mod writes;
@@ -18,19 +20,15 @@ pub mod writes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _, future};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt as _, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use futures::{FutureExt as _, StreamExt as _, future};
+use kube::Client;
+use kube::runtime::reflector::ObjectRef;
 
-use self::cached_access::CachedTenantAccess;
-use self::context::{Caches, Context, Settings};
-use self::workspace_cache::{SecretRef, WorkspaceCache};
+use self::context::{Context, Settings};
+use self::watches::{WatchSinks, Watches, receiver_stream, workspaces_for_secret};
+use self::workspace_cache::WorkspaceCache;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
-use crate::validate::WorkspaceKind;
-use crate::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME};
+use crate::well_known::OPERATOR_NAME;
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -57,20 +55,6 @@ pub struct RunConfig {
     pub clerk_budget: crate::clerk::RequestBudget,
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-fn managed_selector() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
-}
-
 /// Runs the controllers until `shutdown` resolves (then finishes in-flight reconciles). Events
 /// are sent with `client` too.
 pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
@@ -91,79 +75,34 @@ pub async fn run_with_event_client(
         _ => None,
     };
     let workspace_cache = WorkspaceCache::default();
-
     let last_writes = writes::LastWrites::default();
     let known_secrets = known_secrets::KnownSecrets::default();
-
-    // Managed Secrets: not cached, only digested (see `token_secrets`); the watch still triggers
-    // the owners.
     let token_secrets = token_secrets::TokenSecrets::default();
-    let managed_secret_stream = watcher(api::<Secret>(&client, ns), managed_selector())
-        .inspect_ok({
-            let token_secrets = token_secrets.clone();
-            move |event| token_secrets.observe(event)
-        })
-        // Deletions too: a deleted Secret (or one whose managed-by label was removed, which leaves
-        // the selection) must be restored.
-        .touched_objects()
-        // The echo of the operator's own write needs no reconcile.
-        .try_filter(not_own({
-            let last_writes = last_writes.clone();
-            move |namespace, name, rv| last_writes.own_secret_event(namespace, name, rv)
-        }));
-
-    let (managed_configmaps, configmap_writer) = reflector::store::<ConfigMap>();
-    let managed_configmap_stream = reflector::reflector(
-        configmap_writer,
-        watcher(api::<ConfigMap>(&client, ns), managed_selector()).modify(|c| c.managed_fields_mut().clear()),
-    )
-    .touched_objects();
-
-    let workspace_controller =
-        Controller::new(api::<TinybirdWorkspace>(&client, ns), watcher::Config::default());
-    let cluster_workspace_controller =
-        Controller::new(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default());
-    // TenantAccess cache, compact (see `cached_access`): at 10,000 objects it would otherwise be
-    // most of the memory.
-    let (tenant_store, tenant_writer) = reflector::store::<CachedTenantAccess>();
-    let tenant_stream = reflector::reflector(
-        tenant_writer,
-        watcher(api::<CachedTenantAccess>(&client, ns), watcher::Config::default()),
-    )
-    .applied_objects()
-    // The echo of the operator's own status write needs no reconcile.
-    .try_filter(not_own({
-        let last_writes = last_writes.clone();
-        move |namespace, name, rv| last_writes.own_status_event(namespace, name, rv)
-    }));
-    let tenant_controller = Controller::for_stream(tenant_stream, tenant_store);
-
-    // A single-namespace install has no cluster-wide rights: it serves TinybirdWorkspaces only,
-    // and reads neither namespaces nor the cluster-resource namespace.
+    let Watches {
+        caches,
+        workspaces: workspace_controller,
+        cluster_workspaces: cluster_workspace_controller,
+        tenants: tenant_controller,
+        tenant_dependencies,
+        admin_secrets,
+        cluster_admin_secrets,
+    } = Watches::new(
+        &client,
+        ns,
+        &config.cluster_resource_namespace,
+        &WatchSinks {
+            last_writes: &last_writes,
+            token_secrets: &token_secrets,
+            known_secrets: &known_secrets,
+        },
+    );
     let cluster_wide = ns.is_none();
-    // Namespaces, metadata only: for allowedNamespaces and re-evaluation on label changes.
-    let (namespaces, namespace_writer) = reflector::store();
-    let namespace_stream = cluster_wide.then(|| {
-        reflector::reflector(
-            namespace_writer,
-            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
-                .modify(|n| n.managed_fields_mut().clear()),
-        )
-        .applied_objects()
-    });
 
-    let caches = Caches {
-        tenant_accesses: tenant_controller.store(),
-        workspaces: workspace_controller.store(),
-        cluster_workspaces: cluster_workspace_controller.store(),
-        namespaces,
-        managed_configmaps,
-    };
     let settings = Settings {
         cluster_resource_namespace: config.cluster_resource_namespace.clone(),
         backoff: crate::backoff::Backoff::default(),
         resync: config.resync,
-        cluster_wide: ns.is_none(),
+        cluster_wide,
         namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
     };
     let clerk_options =
@@ -195,7 +134,7 @@ pub async fn run_with_event_client(
                 config.metrics.events_dropped.clone(),
             ),
             last_writes,
-            known_secrets: known_secrets.clone(),
+            known_secrets,
             token_secrets,
             clerk_options,
             health: health.clone(),
@@ -210,58 +149,13 @@ pub async fn run_with_event_client(
         }
     };
 
-    // Admin-token Secrets are watched metadata-only, with no cache: an event only says "this
-    // Secret changed" (its data, or its metadata such as the allowed-workspaces annotation),
-    // mapped to the workspaces that reference it.
-    // They also tell which Secrets exist (names only), so a first issuance needs no GET.
-    let admin_secret_events =
-        watcher(api::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
-            .inspect_ok(move |event| known_secrets.observe(event))
-            .touched_objects();
-    let workspaces_for_secret = {
-        let workspaces = caches.workspaces.clone();
-        let workspace_cache = workspace_cache.clone();
-        move |secret: PartialObjectMeta<Secret>| {
-            let namespace = secret.namespace().unwrap_or_default();
-            let name = secret.name_any();
-            let refs: Vec<ObjectRef<TinybirdWorkspace>> = workspaces
-                .state()
-                .iter()
-                .filter(|ws| {
-                    ws.namespace().as_deref() == Some(namespace.as_str())
-                        && references_secret(&ws.spec.workspace, &name)
-                })
-                .map(|ws| ObjectRef::from_obj(ws.as_ref()))
-                .collect();
-            if !refs.is_empty() {
-                workspace_cache.observe_secret(SecretRef { namespace, name }, secret.resource_version());
-            }
-            refs
-        }
-    };
-    let cluster_workspaces_for_secret = {
-        let workspaces = caches.cluster_workspaces.clone();
-        let workspace_cache = workspace_cache.clone();
-        move |secret: PartialObjectMeta<Secret>| {
-            let namespace = secret.namespace().unwrap_or_default();
-            let name = secret.name_any();
-            let refs: Vec<ObjectRef<ClusterTinybirdWorkspace>> = workspaces
-                .state()
-                .iter()
-                .filter(|ws| references_secret(&ws.spec.workspace, &name))
-                .map(|ws| ObjectRef::from_obj(ws.as_ref()))
-                .collect();
-            if !refs.is_empty() {
-                workspace_cache.observe_secret(SecretRef { namespace, name }, secret.resource_version());
-            }
-            refs
-        }
-    };
-
     let controller_config = kube::runtime::controller::Config::default().concurrency(config.concurrency);
     let workspaces = workspace_controller
         .with_config(controller_config.clone())
-        .watches_stream(admin_secret_events, workspaces_for_secret)
+        .watches_stream(
+            admin_secrets,
+            workspaces_for_secret(caches.workspaces.clone(), workspace_cache.clone()),
+        )
         .reconcile_on(receiver_stream(namespaced_rechecks))
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -270,15 +164,13 @@ pub async fn run_with_event_client(
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
-    let cluster_workspaces = if cluster_wide {
-        let cluster_admin_secret_events = watcher(
-            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &config.cluster_resource_namespace),
-            watcher::Config::default(),
-        )
-        .touched_objects();
+    let cluster_workspaces = if let Some(cluster_admin_secrets) = cluster_admin_secrets {
         cluster_workspace_controller
             .with_config(controller_config.clone())
-            .watches_stream(cluster_admin_secret_events, cluster_workspaces_for_secret)
+            .watches_stream(
+                cluster_admin_secrets,
+                workspaces_for_secret(caches.cluster_workspaces.clone(), workspace_cache),
+            )
             .reconcile_on(receiver_stream(cluster_rechecks))
             .graceful_shutdown_on(shutdown.clone())
             .run(
@@ -292,37 +184,12 @@ pub async fn run_with_event_client(
         future::ready(()).boxed()
     };
 
-    let mut tenants = tenant_controller
-        .with_config(controller_config)
-        .owns_stream(managed_secret_stream)
-        .owns_stream(managed_configmap_stream)
-        .watches(api::<TinybirdWorkspace>(&client, ns), watcher::Config::default(), {
-            let tenants = caches.tenant_accesses.clone();
-            move |ws: TinybirdWorkspace| {
-                dependents(&tenants, WorkspaceKind::Namespaced, ws.namespace().as_deref(), &ws.name_any())
-            }
-        });
-    if let Some(namespace_stream) = namespace_stream {
-        tenants = tenants
-            .watches(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default(), {
-                let tenants = caches.tenant_accesses.clone();
-                move |ws: ClusterTinybirdWorkspace| {
-                    dependents(&tenants, WorkspaceKind::Cluster, None, &ws.name_any())
-                }
-            })
-            .watches_stream(namespace_stream, {
-                let tenants = caches.tenant_accesses.clone();
-                move |namespace: PartialObjectMeta<Namespace>| {
-                    let name = namespace.name_any();
-                    tenants
-                        .state()
-                        .iter()
-                        .filter(|ta| ta.namespace_name() == name)
-                        .map(|ta| ObjectRef::from_obj(ta.as_ref()))
-                        .collect::<Vec<_>>()
-                }
-            });
-    }
+    let tenants = watches::with_dependencies(
+        &client,
+        ns,
+        tenant_controller.with_config(controller_config),
+        tenant_dependencies,
+    );
     let health_triggers =
         health_events.map(|change| ObjectRef::new(&change.key.name).within(&change.key.namespace));
     let tenants = tenants
@@ -338,25 +205,7 @@ pub async fn run_with_event_client(
         caches.cluster_workspaces.clone(),
         ctx.health.clone(),
     );
-    let synced = {
-        let caches = caches.clone();
-        let flag = config.synced.clone();
-        let token_secrets = ctx.token_secrets.clone();
-        async move {
-            let (a, b, c, ()) = futures::join!(
-                caches.tenant_accesses.wait_until_ready(),
-                caches.workspaces.wait_until_ready(),
-                caches.managed_configmaps.wait_until_ready(),
-                token_secrets.wait_until_synced(),
-            );
-            let cluster =
-                if cluster_wide { caches.cluster_workspaces.wait_until_ready().await.is_ok() } else { true };
-            if a.is_ok() && b.is_ok() && c.is_ok() && cluster {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                tracing::info!("caches synced: ready");
-            }
-        }
-    };
+    let synced = ready_when_synced(caches, ctx.token_secrets.clone(), cluster_wide, config.synced.clone());
     let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
     let sweep = async move {
         futures::join!(sweep, synced);
@@ -366,50 +215,25 @@ pub async fn run_with_event_client(
     tracing::info!("operator stopped");
 }
 
-/// A watch-stream filter keeping the objects that are not the echo of the operator's own write,
-/// as told by `own(namespace, name, resourceVersion)`.
-fn not_own<K: Resource>(
-    own: impl Fn(&str, &str, Option<&str>) -> bool,
-) -> impl FnMut(&K) -> future::Ready<bool> {
-    move |object| {
-        let meta = object.meta();
-        let own = own(
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default(),
-            meta.resource_version.as_deref(),
-        );
-        future::ready(!own)
+/// Sets `flag` once every cache has synced (the cluster workspaces' only when `cluster_wide`).
+async fn ready_when_synced(
+    caches: context::Caches,
+    token_secrets: token_secrets::TokenSecrets,
+    cluster_wide: bool,
+    flag: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (a, b, c, ()) = futures::join!(
+        caches.tenant_accesses.wait_until_ready(),
+        caches.workspaces.wait_until_ready(),
+        caches.managed_configmaps.wait_until_ready(),
+        token_secrets.wait_until_synced(),
+    );
+    let cluster =
+        if cluster_wide { caches.cluster_workspaces.wait_until_ready().await.is_ok() } else { true };
+    if a.is_ok() && b.is_ok() && c.is_ok() && cluster {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("caches synced: ready");
     }
-}
-
-/// The TenantAccess resources that use a workspace.
-fn dependents(
-    tenants: &Store<CachedTenantAccess>,
-    kind: WorkspaceKind,
-    namespace: Option<&str>,
-    name: &str,
-) -> Vec<ObjectRef<CachedTenantAccess>> {
-    tenants
-        .state()
-        .iter()
-        .filter(|ta| ta.uses_workspace(kind, namespace, name))
-        .map(|ta| ObjectRef::from_obj(ta.as_ref()))
-        .collect()
-}
-
-/// Whether a workspace reads this Secret (admin token or Clerk key) in its Secret namespace.
-fn references_secret(spec: &crate::api::WorkspaceSpec, name: &str) -> bool {
-    spec.admin_token_secret_ref.name == name
-        || spec.clerk.as_ref().is_some_and(|c| c.secret_key_secret_ref.name == name)
-}
-
-/// A stream of the values sent on an unbounded channel.
-fn receiver_stream<T: Send + 'static>(
-    receiver: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    })
 }
 
 /// Stops probing (and forgets) TenantAccess resources that were deleted: a reconcile never runs
