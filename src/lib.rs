@@ -1,39 +1,20 @@
 //! tenant-access-operator: turns `TenantAccess` resources into signed Tinybird JWTs kept in
 //! Secrets and Clerk JWT templates, renews and re-signs them, and health-checks the endpoints.
 //!
-//! The library holds all logic; the `tenant-access` binary only parses arguments.
-//! Pure core: [`validate`], [`filter`], [`jwt`], [`desired`], [`admin_token`],
-//! [`allowed_workspaces`], [`signing_workspace`].
-//! Edges: [`cli`].
+//! The library holds all logic; the `tenant-access` binary only parses arguments. The layers,
+//! each depending only on those above it (except the CRD schema's duration pattern, from
+//! [`core::duration`]):
+//! - [`api`]: the custom resource types;
+//! - [`core`]: the pure core: the token ([`core::jwt`], [`core::admin_token`],
+//!   [`core::signing_workspace`], [`core::desired`]), spec validation and policy
+//!   ([`core::validate`], [`core::filter`], [`core::policy`], [`core::allowed_workspaces`]) and
+//!   the plan ([`core::reconcile`]);
+//! - [`adapters`]: what talks to the outside: Kubernetes writes, Tinybird, Clerk, health probing;
+//! - [`runtime`]: watches, caches, controllers, leader election, the admin server;
+//! - [`cli`]: the command line.
 
-pub mod admin_server;
-pub mod admin_token;
-pub mod allowed_workspaces;
+pub mod adapters;
 pub mod api;
-pub mod apply;
-pub mod backoff;
-pub mod clerk;
 pub mod cli;
-pub mod conditions;
-pub mod controller;
-pub mod desired;
-pub mod duration;
-pub mod events;
-pub mod filter;
-pub mod health;
-pub mod http;
-pub mod jwt;
-pub mod k8s_name_rules;
-pub mod kube_client;
-pub mod leader;
-pub mod manifests;
-pub mod metrics;
-pub mod policy;
-pub mod reconcile;
-pub mod redact;
-pub mod selector;
-pub mod shortcode;
-pub mod signing_workspace;
-pub mod tinybird;
-pub mod validate;
-pub mod well_known;
+pub mod core;
+pub mod runtime;

@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use support::{ClusterWideEnv, Env, TIMEOUT, assert_no_secrets, clerk_synced, has_condition, is_ready, logs};
 use tenant_access::api::{ClusterTinybirdWorkspace, Condition, TinybirdWorkspace, WorkspaceStatus};
-use tenant_access::well_known::ANNOTATION_ALLOWED_WORKSPACES;
+use tenant_access::core::well_known::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator};
 use tenant_access_testkit::wait_for;
 

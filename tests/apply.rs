@@ -6,8 +6,8 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
-use tenant_access::apply::{Ownership, apply_secret};
-use tenant_access::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME};
+use tenant_access::adapters::apply::{Ownership, apply_secret};
+use tenant_access::core::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME};
 use tenant_access_testkit::TestCluster;
 
 /// Secret `reader` holding `token`, labelled as the operator's when `managed`.
@@ -38,7 +38,7 @@ async fn a_blind_create_fails_on_a_foreign_secret_with_a_conflicting_field_and_c
             .managed_fields
             .iter()
             .flatten()
-            .any(|m| m.manager.as_deref() == Some(tenant_access::well_known::FIELD_MANAGER)
+            .any(|m| m.manager.as_deref() == Some(tenant_access::core::well_known::FIELD_MANAGER)
                 && m.operation.as_deref() == Some("Apply"))
     );
     secrets.delete("reader", &Default::default()).await.unwrap();

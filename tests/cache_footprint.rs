@@ -11,13 +11,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::{reflector, watcher};
-use tenant_access::api::TenantAccess;
-use tenant_access::controller::cached_access::CachedTenantAccess;
-use tenant_access::controller::token_secrets::TokenSecrets;
-use tenant_access::health::{
+use tenant_access::adapters::health::{
     AccessKey, EndpointProber, HealthConfig, HealthScheduler, PlannedEndpoint, ProbeCredential, ProbeOutcome,
     ProbePlan, ProbeReason, ProbeRequest,
 };
+use tenant_access::api::TenantAccess;
+use tenant_access::runtime::controller::cached_access::CachedTenantAccess;
+use tenant_access::runtime::controller::token_secrets::TokenSecrets;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;

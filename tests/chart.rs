@@ -26,11 +26,11 @@ use support::{
     Operator, TIMEOUT, capture_logs, clerk_fingerprint_is, clerk_synced, eventually, is_ready, logs,
     query_pipe, revision_at_least, token_of,
 };
-use tenant_access::admin_token::AdminToken;
 use tenant_access::api::TenantAccess;
-use tenant_access::jwt::ParsedToken;
-use tenant_access::leader::LeaderElection;
-use tenant_access::well_known::ANNOTATION_ALLOWED_WORKSPACES;
+use tenant_access::core::admin_token::AdminToken;
+use tenant_access::core::jwt::ParsedToken;
+use tenant_access::core::well_known::ANNOTATION_ALLOWED_WORKSPACES;
+use tenant_access::runtime::leader::LeaderElection;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::{TestCluster, wait_crd_established, wait_for};
 
@@ -266,7 +266,7 @@ fn secret_yaml(name: &str, key: &str, value: &str) -> String {
 fn workloads_yaml(name: &str) -> String {
     let metadata = format!(
         "metadata: {{name: {name}, labels: {{{}: 'true'}}}}",
-        tenant_access::well_known::LABEL_RESTART_ON_TOKEN_CHANGE
+        tenant_access::core::well_known::LABEL_RESTART_ON_TOKEN_CHANGE
     );
     let template = format!(
         "  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.9}}]}}\n"
@@ -358,7 +358,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     let (status, body) = query_pipe(&tinybird.base_url(), "top_pages", &first, "org=globex").await;
     assert_eq!(status, 200, "{body}");
     assert!(body["data"].as_array().unwrap().iter().all(|row| row["org"] == "acme"), "{body}");
-    let revision = tenant_access::well_known::ANNOTATION_REVISION;
+    let revision = tenant_access::core::well_known::ANNOTATION_REVISION;
     waited(
         wait_for(deployments.clone(), "acme-dashboard", annotation_is(revision, "1".into()), TIMEOUT).await,
         offset,
@@ -684,7 +684,7 @@ where
     // JSON pointer: "/" in the annotation key is written "~1".
     let pointer = format!(
         "/spec/template/metadata/annotations/{}",
-        tenant_access::well_known::ANNOTATION_REVISION.replace('/', "~1")
+        tenant_access::core::well_known::ANNOTATION_REVISION.replace('/', "~1")
     );
     object.pointer(&pointer) == Some(&json!("1"))
 }

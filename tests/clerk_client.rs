@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tenant_access::admin_token::AdminToken;
-use tenant_access::backoff::Backoff;
-use tenant_access::clerk::{
+use tenant_access::adapters::clerk::{
     ClerkClient, ClerkClientOptions, ClerkClients, ClerkError, ClerkTemplateBody, DeleteOutcome,
     RequestBudget,
 };
-use tenant_access::desired::ClerkTemplate;
-use tenant_access::jwt::{AccessClaims, ClaimScope};
+use tenant_access::core::admin_token::AdminToken;
+use tenant_access::core::backoff::Backoff;
+use tenant_access::core::desired::ClerkTemplate;
+use tenant_access::core::jwt::{AccessClaims, ClaimScope};
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, Fault};
 
 const SIGNING_KEY: &str =
@@ -24,7 +24,7 @@ const ROTATED_KEY: &str =
 fn template(name: &str) -> ClerkTemplate {
     ClerkTemplate {
         name: name.to_owned(),
-        claims: tenant_access::desired::ClerkClaims {
+        claims: tenant_access::core::desired::ClerkClaims {
             access: AccessClaims {
                 workspace_id: "3f6c1b1e-0000-0000-0000-000000000000".into(),
                 name: name.to_owned(),

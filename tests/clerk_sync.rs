@@ -99,7 +99,7 @@ async fn rotation_pushes_the_new_key_and_old_clerk_tokens_stop_working() {
 
     let new_admin = env.tinybird.refresh_admin_token();
     env.put_admin_token("tinybird-admin", &new_admin).await;
-    let fingerprint = tenant_access::admin_token::AdminToken::new(&new_admin).fingerprint();
+    let fingerprint = tenant_access::core::admin_token::AdminToken::new(&new_admin).fingerprint();
     env.wait_access("tinybird-clerk", clerk_fingerprint_is(fingerprint)).await;
     let template = env.clerk().template_by_name("tinybird").unwrap();
     assert_eq!(env.clerk().signing_key(&template.id).as_deref(), Some(new_admin.as_str()));
@@ -158,7 +158,7 @@ async fn two_hundred_templates_sync_without_a_429_and_a_429_storm_is_ridden_out(
     env.clerk().set_request_budget(10, std::time::Duration::from_secs(1));
     let new_admin = env.tinybird.refresh_admin_token();
     env.put_admin_token("tinybird-admin", &new_admin).await;
-    let fingerprint = tenant_access::admin_token::AdminToken::new(&new_admin).fingerprint();
+    let fingerprint = tenant_access::core::admin_token::AdminToken::new(&new_admin).fingerprint();
     for i in 0..200 {
         tenant_access_testkit::wait_for(
             env.tenant_accesses(),

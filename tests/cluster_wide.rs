@@ -57,9 +57,9 @@ async fn cluster_workspace_admits_only_selected_namespaces() {
     wait_for(acme_access.clone(), "reader", is_ready(), TIMEOUT).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), acme.name());
     let token = support::token_of(&secrets.get("reader").await.unwrap()).unwrap();
-    let key = tenant_access::admin_token::AdminToken::new(&tinybird.admin_token());
+    let key = tenant_access::core::admin_token::AdminToken::new(&tinybird.admin_token());
     assert!(
-        tenant_access::jwt::ParsedToken::parse(&token).unwrap().signature_matches(&key),
+        tenant_access::core::jwt::ParsedToken::parse(&token).unwrap().signature_matches(&key),
         "signed with the cluster-resource namespace's key"
     );
 
@@ -71,13 +71,13 @@ async fn cluster_workspace_admits_only_selected_namespaces() {
         Some(env.system.name()),
     )
     .await;
-    let new_key = tenant_access::admin_token::AdminToken::new(&new_admin);
+    let new_key = tenant_access::core::admin_token::AdminToken::new(&new_admin);
     support::eventually("the token re-signed with the new key", || {
         let secrets = secrets.clone();
         let new_key = new_key.clone();
         async move {
             let token = support::token_of(&secrets.get("reader").await.unwrap()).unwrap();
-            tenant_access::jwt::ParsedToken::parse(&token).unwrap().signature_matches(&new_key)
+            tenant_access::core::jwt::ParsedToken::parse(&token).unwrap().signature_matches(&new_key)
         }
     })
     .await;

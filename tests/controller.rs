@@ -13,8 +13,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams};
 use support::{
     Env, TIMEOUT, assert_no_secrets, eventually, has_condition, is_ready, logs, revision_at_least, token_of,
 };
-use tenant_access::admin_token::AdminToken;
-use tenant_access::jwt::ParsedToken;
+use tenant_access::core::admin_token::AdminToken;
+use tenant_access::core::jwt::ParsedToken;
 
 const TENANT: &str = "  workspaceRef: {name: analytics}\n  scopes:\n    - resource: top_pages\n      fixedParams: {org: acme}\n  limits: {rps: 50}\n  secret: {name: acme-token}\n";
 

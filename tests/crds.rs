@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use tenant_access::adapters::manifests::to_yaml_stream;
 use tenant_access::api::{crd_file_name, crds};
-use tenant_access::manifests::to_yaml_stream;
 
 #[test]
 fn committed_crds_are_current() {

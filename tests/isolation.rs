@@ -22,7 +22,7 @@ use support::{
     has_condition, is_ready, tenant_access_yaml, tenant_apply, token_of,
 };
 use tenant_access::api::TenantAccess;
-use tenant_access::well_known::{
+use tenant_access::core::well_known::{
     LABEL_MANAGED_BY, LABEL_RESTART_ON_TOKEN_CHANGE, LABEL_TENANT_ACCESS, OPERATOR_NAME,
 };
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator};
@@ -149,7 +149,7 @@ async fn only_workloads_that_opt_in_are_restarted() {
         "opted-in",
         move |d: Option<&Deployment>| {
             d.and_then(annotations).is_some_and(|a| {
-                a.get(tenant_access::well_known::ANNOTATION_REVISION).map(String::as_str) == Some("1")
+                a.get(tenant_access::core::well_known::ANNOTATION_REVISION).map(String::as_str) == Some("1")
             })
         },
         TIMEOUT,

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use support::{ClusterWideEnv, TIMEOUT, query_pipe, token_of};
 use tenant_access::api::TenantAccess;
-use tenant_access::jwt::ParsedToken;
+use tenant_access::core::jwt::ParsedToken;
 use tenant_access_testkit::wait_for;
 
 const POLICY: &str = "  policy:

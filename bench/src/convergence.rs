@@ -8,10 +8,10 @@ use std::time::Instant;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use serde::Serialize;
-use tenant_access::admin_token::AdminToken;
+use tenant_access::adapters::kube_client::RateLimit;
 use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess};
-use tenant_access::kube_client::RateLimit;
-use tenant_access::signing_workspace::{SigningWorkspace, resolve};
+use tenant_access::core::admin_token::AdminToken;
+use tenant_access::core::signing_workspace::{SigningWorkspace, resolve};
 
 use crate::apiserver::RequestCounts;
 use crate::bench::{Bench, group_selector, median};
@@ -166,7 +166,7 @@ async fn limited_client(bench: &Bench) -> Result<Client> {
         kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
             .await
             .map_err(|e| BenchError::Fixture(format!("reading {}: {e}", path.display())))?;
-    tenant_access::kube_client::build(
+    tenant_access::adapters::kube_client::build(
         config,
         RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst },
     )

@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tenant_access::api::{ClusterTinybirdWorkspace, KIND_CLUSTER_WORKSPACE, TenantAccess};
-use tenant_access::well_known::ANNOTATION_ALLOWED_WORKSPACES;
+use tenant_access::core::well_known::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::TestCluster;
 

@@ -9,13 +9,13 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, Resource, ResourceExt};
+use tenant_access::adapters::apply::{Ownership, apply_secret, apply_status};
 use tenant_access::api::TenantAccess;
-use tenant_access::apply::{Ownership, apply_secret, apply_status};
-use tenant_access::conditions::{DesiredCondition, set_condition};
-use tenant_access::desired::{desired_secret, issue_token};
-use tenant_access::signing_workspace::SigningWorkspace;
-use tenant_access::validate::validate_tenant_access;
-use tenant_access::well_known::{condition, reason};
+use tenant_access::core::conditions::{DesiredCondition, set_condition};
+use tenant_access::core::desired::{desired_secret, issue_token};
+use tenant_access::core::signing_workspace::SigningWorkspace;
+use tenant_access::core::validate::validate_tenant_access;
+use tenant_access::core::well_known::{condition, reason};
 
 use crate::error::{BenchError, Result};
 

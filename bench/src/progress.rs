@@ -11,7 +11,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tenant_access::api::TenantAccess;
-use tenant_access::well_known::condition;
+use tenant_access::core::well_known::condition;
 use tokio::task::JoinHandle;
 
 use crate::error::{BenchError, Result};

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde::Serialize;
-use tenant_access::admin_token::AdminToken;
 use tenant_access::api::{TenantAccessSpec, WorkspaceSpec};
-use tenant_access::desired::issue_token;
-use tenant_access::signing_workspace::resolve;
-use tenant_access::validate::validate_tenant_access;
+use tenant_access::core::admin_token::AdminToken;
+use tenant_access::core::desired::issue_token;
+use tenant_access::core::signing_workspace::resolve;
+use tenant_access::core::validate::validate_tenant_access;
 use tenant_access_emulators::AdminTokenParts;
 
 use crate::error::{BenchError, Result};

@@ -33,7 +33,7 @@ impl SecretKeySelector {
 pub(crate) fn duration_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
-        "pattern": crate::duration::DURATION_PATTERN,
+        "pattern": crate::core::duration::DURATION_PATTERN,
     })
 }
 

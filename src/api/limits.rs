@@ -3,7 +3,7 @@
 //! One team must not be able to starve or crash the operator (or make it sign a token no HTTP
 //! server accepts) by writing a large object: every list, map and string has a bound. The CRD
 //! schema carries these bounds so the API server refuses an oversized object at apply time, and
-//! `crate::validate` checks them again (objects stored before an upgrade, servers that do not
+//! `crate::core::validate` checks them again (objects stored before an upgrade, servers that do not
 //! enforce a schema), so the cost of any one object is bounded either way.
 
 /// Scopes per TenantAccess.

@@ -1,7 +1,7 @@
 //! Custom resource types of `tenantaccess.dev/v1alpha1`.
 //!
 //! Every field carries a doc comment: it becomes the `kubectl explain` text. Enumerations are
-//! plain strings with a schema `enum`, validated again in Rust (see `crate::validate`), so that a
+//! plain strings with a schema `enum`, validated again in Rust (see `crate::core::validate`), so that a
 //! resource the API server let through (stored before a schema change, or a rule the schema
 //! cannot express) still deserializes and gets a condition naming the bad field instead of a
 //! watch error.

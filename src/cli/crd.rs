@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::CliError;
-use crate::manifests::to_yaml_stream;
+use crate::adapters::manifests::to_yaml_stream;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct CrdArgs {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use jiff::Timestamp;
 
 use super::{CliError, exit, parse_now, read_admin_token, read_input};
-use crate::jwt::{ParsedToken, TokenError};
+use crate::core::jwt::{ParsedToken, TokenError};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct InspectArgs {
@@ -112,6 +112,6 @@ fn explain(token: &ParsedToken, now: Timestamp) -> String {
 fn describe_time(time: Option<Timestamp>, now: Timestamp) -> String {
     let Some(time) = time else { return "<missing>".to_owned() };
     let seconds = time.as_second() - now.as_second();
-    let relative = crate::duration::format(jiff::SignedDuration::from_secs(seconds.abs()));
+    let relative = crate::core::duration::format(jiff::SignedDuration::from_secs(seconds.abs()));
     if seconds >= 0 { format!("{time} (in {relative})") } else { format!("{time} ({relative} ago)") }
 }

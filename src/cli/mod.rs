@@ -98,8 +98,8 @@ fn parse_now(now: Option<&str>) -> Result<jiff::Timestamp, CliError> {
 }
 
 /// Reads an admin token file.
-fn read_admin_token(path: &str) -> Result<crate::admin_token::AdminToken, CliError> {
-    let token = crate::admin_token::AdminToken::new(&read_input(path)?);
+fn read_admin_token(path: &str) -> Result<crate::core::admin_token::AdminToken, CliError> {
+    let token = crate::core::admin_token::AdminToken::new(&read_input(path)?);
     if token.expose().is_empty() {
         return Err(CliError::Input(format!("--admin-token-file {path}: the file is empty")));
     }
@@ -109,13 +109,13 @@ fn read_admin_token(path: &str) -> Result<crate::admin_token::AdminToken, CliErr
 /// A Kubernetes client from `--kubeconfig`, or the usual inference (in-cluster, `$KUBECONFIG`,
 /// `~/.kube/config`).
 async fn kube_client(kubeconfig: Option<&str>) -> Result<kube::Client, CliError> {
-    kube_client_limited(kubeconfig, crate::kube_client::RateLimit { qps: 20.0, burst: 40 }).await
+    kube_client_limited(kubeconfig, crate::adapters::kube_client::RateLimit { qps: 20.0, burst: 40 }).await
 }
 
 /// Like [`kube_client`], with a client-side rate limit.
 async fn kube_client_limited(
     kubeconfig: Option<&str>,
-    limit: crate::kube_client::RateLimit,
+    limit: crate::adapters::kube_client::RateLimit,
 ) -> Result<kube::Client, CliError> {
     limited_client(kube_config(kubeconfig).await?, limit)
 }
@@ -139,9 +139,9 @@ async fn kube_config(kubeconfig: Option<&str>) -> Result<kube::Config, CliError>
 /// A client with a client-side rate limit.
 fn limited_client(
     config: kube::Config,
-    limit: crate::kube_client::RateLimit,
+    limit: crate::adapters::kube_client::RateLimit,
 ) -> Result<kube::Client, CliError> {
-    crate::kube_client::build(config, limit)
+    crate::adapters::kube_client::build(config, limit)
         .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))
 }
 

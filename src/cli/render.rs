@@ -3,13 +3,13 @@ use std::process::ExitCode;
 use kube::Resource as _;
 
 use super::{CliError, parse_now, read_admin_token, read_input};
+use crate::adapters::manifests::{Manifests, to_yaml_stream};
 use crate::api::{TenantAccess, WorkspaceSpec};
-use crate::manifests::{Manifests, to_yaml_stream};
-use crate::reconcile::admit::{self, Refusal};
-use crate::reconcile::decide::ObservedToken;
-use crate::reconcile::plan::{self, TokenPlan};
-use crate::signing_workspace::resolve;
-use crate::validate::WorkspaceKind;
+use crate::core::reconcile::admit::{self, Refusal};
+use crate::core::reconcile::decide::ObservedToken;
+use crate::core::reconcile::plan::{self, TokenPlan};
+use crate::core::signing_workspace::resolve;
+use crate::core::validate::WorkspaceKind;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RenderArgs {
@@ -69,7 +69,7 @@ pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
         let signer = resolve(workspace_spec.as_ref().unwrap_or(&WorkspaceSpec::default()), key.clone())
             .map_err(|e| admit::cannot_sign(&validated, e.reason(), &e.to_string()));
         let facts = admit::Facts {
-            namespace: crate::policy::NamespaceFacts { name: &namespace, labels: Some(&labels) },
+            namespace: crate::core::policy::NamespaceFacts { name: &namespace, labels: Some(&labels) },
             labels_are_facts: true,
             workspace: workspace_spec.as_ref(),
         };
@@ -119,7 +119,7 @@ fn owner_reference(
 /// derived from the admin token, as for a workspace with only `adminTokenSecretRef`.
 fn find_workspace(
     manifests: &Manifests,
-    access: &crate::validate::ValidatedAccess,
+    access: &crate::core::validate::ValidatedAccess,
     args: &RenderArgs,
 ) -> Result<Option<WorkspaceSpec>, CliError> {
     let wanted = &access.workspace_name;

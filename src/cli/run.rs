@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::CliError;
-use crate::controller::{RunConfig, run_with_event_client};
+use crate::runtime::controller::{RunConfig, run_with_event_client};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
@@ -74,9 +74,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?;
     runtime.block_on(async move {
-        let limit = crate::kube_client::RateLimit { qps: args.kube_qps, burst: args.kube_burst };
+        let limit = crate::adapters::kube_client::RateLimit { qps: args.kube_qps, burst: args.kube_burst };
         let kube_config = super::kube_config(args.kubeconfig.as_deref()).await?;
-        let events_limit = crate::kube_client::RateLimit { qps: args.event_qps, burst: args.event_burst };
+        let events_limit =
+            crate::adapters::kube_client::RateLimit { qps: args.event_qps, burst: args.event_burst };
         let events_client = super::limited_client(kube_config.clone(), events_limit)?;
         let client = super::limited_client(kube_config, limit)?;
         let config = RunConfig {
@@ -91,11 +92,11 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             resync: Duration::from_secs(args.resync_seconds.max(10)),
             instance: args.instance,
             probe_concurrency: args.probe_concurrency,
-            clerk_budget: crate::clerk::RequestBudget {
+            clerk_budget: crate::adapters::clerk::RequestBudget {
                 requests: args.clerk_request_budget.max(1),
                 window: Duration::from_secs(args.clerk_budget_window_seconds.max(1)),
             },
-            metrics: crate::metrics::Metrics::default(),
+            metrics: crate::runtime::metrics::Metrics::default(),
             synced: Arc::default(),
         };
         supervise(client, events_client, config, &args.leadership).await
@@ -127,12 +128,12 @@ async fn supervise(
 
     let standby = Arc::new(AtomicBool::new(leadership.enabled));
     if let Some(address) = parse_address(&leadership.admin_address).map_err(CliError::Input)? {
-        let state = crate::admin_server::AdminState {
+        let state = crate::runtime::admin_server::AdminState {
             registry: Arc::new(config.metrics.registry()),
             synced: config.synced.clone(),
             standby: standby.clone(),
         };
-        let server = crate::admin_server::serve(address, state, on_stop());
+        let server = crate::runtime::admin_server::serve(address, state, on_stop());
         tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "the admin server stopped");
@@ -146,7 +147,7 @@ async fn supervise(
     }
     let namespace = leadership.namespace.clone().unwrap_or_else(|| config.cluster_resource_namespace.clone());
     let identity = config.instance.clone().unwrap_or_else(default_identity);
-    let election = crate::leader::LeaderElection::new(
+    let election = crate::runtime::leader::LeaderElection::new(
         client.clone(),
         &namespace,
         &leadership.lease_name,

@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 
 use super::{CliError, block_on, exit, kube_client};
 use crate::api::TenantAccess;
-use crate::well_known::ANNOTATION_RENEW;
+use crate::core::well_known::ANNOTATION_RENEW;
 
 /// Field manager of changes made by the CLI (a user's action, not the operator's).
 const CLI_FIELD_MANAGER: &str = "tenant-access-cli";
@@ -130,7 +130,7 @@ fn describe(access: &TenantAccess, now: jiff::Timestamp) -> (String, bool) {
     }
     if let Some(token) = &status.token {
         let until = |t: jiff::Timestamp| {
-            crate::duration::format(jiff::SignedDuration::from_secs(t.as_second() - now.as_second()))
+            crate::core::duration::format(jiff::SignedDuration::from_secs(t.as_second() - now.as_second()))
         };
         let _ = writeln!(
             out,
@@ -160,6 +160,7 @@ fn describe(access: &TenantAccess, now: jiff::Timestamp) -> (String, bool) {
             endpoint.message.as_deref().unwrap_or(&endpoint.reason)
         );
     }
-    let ready = crate::conditions::is_true(&status.conditions, crate::well_known::condition::READY);
+    let ready =
+        crate::core::conditions::is_true(&status.conditions, crate::core::well_known::condition::READY);
     (out, ready)
 }

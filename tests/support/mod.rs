@@ -12,8 +12,8 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::Condition;
 use kube::{Api, Client};
 use tenant_access::api::TenantAccess;
-use tenant_access::controller::{RunConfig, run};
-use tenant_access::well_known::ANNOTATION_ALLOWED_WORKSPACES;
+use tenant_access::core::well_known::ANNOTATION_ALLOWED_WORKSPACES;
+use tenant_access::runtime::controller::{RunConfig, run};
 use tenant_access_emulators::{TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::{TestCluster, TestNamespace, wait_for};
 use tokio::sync::oneshot;
@@ -58,14 +58,14 @@ pub fn logs() -> String {
 
 /// The operator's Clerk budget in tests: Clerk's development budget scaled to a 1 s window, so
 /// that tests of hundreds of templates take seconds (the emulator is set to the same scale).
-pub fn clerk_budget() -> tenant_access::clerk::RequestBudget {
-    tenant_access::clerk::RequestBudget { requests: 90, window: Duration::from_secs(1) }
+pub fn clerk_budget() -> tenant_access::adapters::clerk::RequestBudget {
+    tenant_access::adapters::clerk::RequestBudget { requests: 90, window: Duration::from_secs(1) }
 }
 
 /// The operator, running in this process until stopped.
 pub struct Operator {
     /// Its metrics (shared with the running operator).
-    pub metrics: tenant_access::metrics::Metrics,
+    pub metrics: tenant_access::runtime::metrics::Metrics,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -74,7 +74,7 @@ impl Operator {
     /// Starts the operator for one namespace (or cluster-wide with `None`).
     pub fn start(client: Client, namespace: Option<&str>, cluster_resource_namespace: &str) -> Self {
         let (tx, rx) = oneshot::channel::<()>();
-        let metrics = tenant_access::metrics::Metrics::default();
+        let metrics = tenant_access::runtime::metrics::Metrics::default();
         let config = RunConfig {
             namespaces: namespace.map(str::to_owned).into_iter().collect(),
             cluster_resource_namespace: cluster_resource_namespace.to_owned(),
@@ -97,7 +97,7 @@ impl Operator {
     pub fn reconciles(&self, kind: &'static str, outcome: &'static str) -> u64 {
         self.metrics
             .reconciles
-            .get_or_create(&tenant_access::metrics::ReconcileLabels { kind, outcome })
+            .get_or_create(&tenant_access::runtime::metrics::ReconcileLabels { kind, outcome })
             .get()
     }
 

@@ -1,0 +1,233 @@
+//! What to probe for one TenantAccess, and with which token: pure, built from the validated spec
+//! and the signing workspace.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::api::SCOPE_PIPES_READ;
+use crate::core::admin_token::{AdminToken, fingerprint};
+use crate::core::desired::access_claims;
+use crate::core::jwt::{AccessClaims, ParsedToken, SignError, TinybirdClaims, sign};
+use crate::core::shortcode;
+use crate::core::signing_workspace::SigningWorkspace;
+use crate::core::validate::ValidatedAccess;
+
+use super::probe::ProbeRequest;
+
+/// Lifetime of an in-memory probe token: long enough for one probe, short enough to be useless
+/// if it ever leaked.
+pub const PROBE_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_mins(5);
+
+/// How the probes of one TenantAccess authenticate. `Debug` never shows a token or key.
+#[derive(Clone)]
+pub enum ProbeCredential {
+    /// The token the operator issued into the Secret, sent as is until it is replaced.
+    Issued {
+        /// The JWT.
+        token: String,
+        /// Its `exp`, when readable: after it, a rejection is expected, not a key problem.
+        expires_at: Option<Timestamp>,
+    },
+    /// A short-lived token signed in memory for each probe (Clerk-only access): never stored.
+    Signed {
+        /// The workspace admin token.
+        key: AdminToken,
+        /// The claims, shortcodes replaced by the policy's pinned values or else by
+        /// `healthCheck.sampleParams` (boxed: the far more
+        /// common `Issued` plans stay small).
+        claims: Box<AccessClaims>,
+    },
+}
+
+impl ProbeCredential {
+    /// The issued token.
+    #[must_use]
+    pub fn issued(token: &str) -> Self {
+        let token = token.trim().to_owned();
+        let expires_at = ParsedToken::parse(&token).ok().and_then(|parsed| parsed.expires_at());
+        Self::Issued { token, expires_at }
+    }
+
+    /// The bearer token for a probe at `now`.
+    ///
+    /// # Errors
+    /// Only if signing a probe token fails.
+    pub fn token_at(&self, now: Timestamp) -> Result<String, SignError> {
+        match self {
+            Self::Issued { token, .. } => Ok(token.clone()),
+            Self::Signed { key, claims } => {
+                sign(&TinybirdClaims::new((**claims).clone(), now, PROBE_TOKEN_LIFETIME), key)
+            }
+        }
+    }
+
+    /// Whether the operator believes the token valid at `now` (a fresh probe token always is).
+    #[must_use]
+    pub fn believed_valid_at(&self, now: Timestamp) -> bool {
+        match self {
+            Self::Issued { expires_at, .. } => expires_at.is_none_or(|exp| now < exp),
+            Self::Signed { .. } => true,
+        }
+    }
+
+    /// A one-way identity, to tell whether the credential changed.
+    fn identity(&self) -> String {
+        match self {
+            Self::Issued { token, .. } => fingerprint(token.as_bytes()),
+            Self::Signed { key, claims } => format!("{}/{}", key.fingerprint(), claims.hash()),
+        }
+    }
+}
+
+impl PartialEq for ProbeCredential {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl fmt::Debug for ProbeCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Issued { expires_at, .. } => f
+                .debug_struct("Issued")
+                .field("token", &"<redacted>")
+                .field("expires_at", expires_at)
+                .finish(),
+            Self::Signed { key, claims } => {
+                f.debug_struct("Signed").field("key", key).field("claims_hash", &claims.hash()).finish()
+            }
+        }
+    }
+}
+
+/// One pipe endpoint of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEndpoint {
+    /// The pipe (a `PIPES:READ` resource).
+    pub resource: String,
+    /// Why it is not probed (`NoSampleParams`), if it is not.
+    pub skipped: Option<String>,
+}
+
+/// Everything needed to probe one TenantAccess's endpoints. The fields are public so that tests
+/// can shorten the interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbePlan {
+    /// Tinybird API base URL, without a trailing slash.
+    pub api_url: String,
+    /// Probe interval (never zero in a plan).
+    pub interval: Duration,
+    /// Timeout of one probe.
+    pub timeout: Duration,
+    /// `healthCheck.params`, sent as query parameters.
+    pub params: BTreeMap<String, String>,
+    /// The `PIPES:READ` endpoints, in spec order.
+    pub endpoints: Vec<PlannedEndpoint>,
+    /// How probes authenticate.
+    pub credential: ProbeCredential,
+}
+
+impl ProbePlan {
+    /// The plan for a TenantAccess: probe each `PIPES:READ` scope with `issued_token` (the token
+    /// of the Secret output) or, without one, with a probe token signed in memory whose
+    /// shortcodes are replaced by `healthCheck.sampleParams`. `None` when health checks are
+    /// disabled (`interval: 0`) or there is no pipe to probe.
+    #[must_use]
+    pub fn for_access(
+        access: &ValidatedAccess,
+        workspace: &SigningWorkspace,
+        issued_token: Option<&str>,
+    ) -> Option<Self> {
+        let interval = Duration::try_from(access.health.interval).ok().filter(|i| !i.is_zero())?;
+        let timeout = Duration::try_from(access.health.timeout).unwrap_or(Duration::from_secs(5));
+        let mut claims = access_claims(access, &workspace.workspace_id);
+        let mut endpoints = Vec::new();
+        let mut unprobeable = std::collections::HashSet::new();
+        for scope in claims.scopes.iter_mut().filter(|scope| scope.scope_type == SCOPE_PIPES_READ) {
+            let skipped = match (&mut scope.fixed_params, issued_token) {
+                (Some(fixed_params), None) => {
+                    fill_samples(fixed_params, &access.health.sample_params, &access.pinned_params)
+                }
+                _ => None,
+            };
+            if skipped.is_some() {
+                unprobeable.insert(scope.resource.clone());
+            }
+            endpoints.push(PlannedEndpoint { resource: scope.resource.clone(), skipped });
+        }
+        if endpoints.is_empty() {
+            return None;
+        }
+        // A scope with an unfilled shortcode stays out of the probe token altogether.
+        claims.scopes.retain(|scope| !unprobeable.contains(&scope.resource));
+        let credential = match issued_token {
+            Some(token) => ProbeCredential::issued(token),
+            None => ProbeCredential::Signed { key: workspace.key.clone(), claims: Box::new(claims) },
+        };
+        Some(Self {
+            api_url: workspace.api_url.trim_end_matches('/').to_owned(),
+            interval,
+            timeout,
+            params: access.health.params.clone(),
+            endpoints,
+            credential,
+        })
+    }
+
+    /// The request probing `resource` at `now` (signing a probe token if needed).
+    ///
+    /// # Errors
+    /// Only if signing a probe token fails.
+    pub fn request_for(&self, resource: &str, now: Timestamp) -> Result<ProbeRequest, SignError> {
+        Ok(ProbeRequest::new(
+            &self.api_url,
+            resource,
+            &self.params,
+            self.credential.token_at(now)?,
+            self.timeout,
+        ))
+    }
+
+    /// The endpoints that are probed (not skipped).
+    pub fn probed_resources(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.iter().filter(|e| e.skipped.is_none()).map(|e| e.resource.as_str())
+    }
+}
+
+/// Replaces every shortcode-valued fixed param by its stand-in: the value the workspace policy
+/// pins (`pinned`), whatever `samples` says, else its sample value. The reason to skip the scope
+/// when a shortcode has neither.
+fn fill_samples(
+    fixed_params: &mut BTreeMap<String, serde_json::Value>,
+    samples: &BTreeMap<String, String>,
+    pinned: &BTreeMap<String, String>,
+) -> Option<String> {
+    let mut missing = Vec::new();
+    for (param, value) in fixed_params.iter_mut() {
+        if let Some(pinned) = pinned.get(param) {
+            // A shortcode, or (had the policy not refused it) another tenant's value; a number
+            // or boolean is there only if the policy found it equal to the pinned value.
+            if value.as_str().is_some_and(|text| text != pinned) {
+                *value = serde_json::Value::String(pinned.clone());
+            }
+            continue;
+        }
+        let Some(text) = value.as_str() else { continue };
+        if !shortcode::contains_shortcode(text) {
+            continue;
+        }
+        match samples.get(param) {
+            Some(sample) => *value = serde_json::Value::String(sample.clone()),
+            None => missing.push(format!(
+                "fixedParams.{param} is the Clerk shortcode {text:?}: set spec.healthCheck.sampleParams.{param} to a sample tenant's value to probe it"
+            )),
+        }
+    }
+    (!missing.is_empty()).then(|| format!("not probed: {}", missing.join("; ")))
+}
+
+#[cfg(test)]
+mod tests;

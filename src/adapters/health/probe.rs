@@ -1,0 +1,199 @@
+//! The probe itself: `GET {api}/v0/pipes/{pipe}.json` with the token in the `Authorization`
+//! header (never `?token=`, which ends up in access logs), through the one pooled HTTP client.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+
+use super::classify::{ProbeOutcome, TransportError, classify};
+use crate::adapters::http;
+
+/// Upper bound of any probe timeout (the validated `healthCheck.timeout` is at most 1m); each
+/// request sets its own, shorter, timeout.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest answer read: a probe must stay cheap for the operator. Give `healthCheck.params` that
+/// make a big endpoint answer small.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Tinybird's credential parameter: never sent as a query parameter.
+const TOKEN_PARAM: &str = "token";
+
+/// One probe, ready to send. `Debug` never shows the token.
+#[derive(Clone)]
+pub struct ProbeRequest {
+    url: String,
+    resource: String,
+    params: Vec<(String, String)>,
+    token: String,
+    timeout: Duration,
+}
+
+impl ProbeRequest {
+    /// A probe of `resource` at `api_url` with `params` as query parameters (a `token` param is
+    /// dropped: the token goes in the header).
+    #[must_use]
+    pub fn new(
+        api_url: &str,
+        resource: &str,
+        params: &BTreeMap<String, String>,
+        token: String,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            url: endpoint_url(api_url, resource),
+            resource: resource.to_owned(),
+            params: params
+                .iter()
+                .filter(|(name, _)| name.as_str() != TOKEN_PARAM)
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            token,
+            timeout,
+        }
+    }
+
+    /// `{api}/v0/pipes/{resource}.json`, without query string.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The pipe probed.
+    #[must_use]
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The query parameters.
+    #[must_use]
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// The bearer token: send it in the `Authorization` header, never log or store it.
+    #[must_use]
+    pub fn bearer_token(&self) -> &str {
+        &self.token
+    }
+
+    /// The probe timeout.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The HTTP request over `client`: each param percent-encoded into the query string (a value
+    /// cannot add a parameter or end the query), the token in the `Authorization` header.
+    ///
+    /// # Errors
+    /// When the URL cannot be parsed.
+    pub fn to_http(&self, client: &reqwest::Client) -> Result<reqwest::Request, reqwest::Error> {
+        client
+            .get(&self.url)
+            .query(&self.params)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .timeout(self.timeout)
+            .build()
+    }
+}
+
+impl fmt::Debug for ProbeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeRequest")
+            .field("url", &self.url)
+            .field("params", &self.params)
+            .field("token", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `{api}/v0/pipes/{resource}.json`.
+#[must_use]
+pub fn endpoint_url(api_url: &str, resource: &str) -> String {
+    format!("{}/v0/pipes/{resource}.json", api_url.trim_end_matches('/'))
+}
+
+/// Sends probes. The scheduler owns one; tests substitute a fake.
+pub trait EndpointProber: Send + Sync + 'static {
+    /// Probes once and classifies the answer (never fails: a failure is an outcome).
+    fn probe(&self, request: ProbeRequest) -> BoxFuture<'static, ProbeOutcome>;
+}
+
+/// The real prober: one pooled client for every probe.
+#[derive(Debug, Clone)]
+pub struct HttpProber {
+    client: reqwest::Client,
+}
+
+impl HttpProber {
+    /// A prober with the operator's HTTP client setup ([`crate::adapters::http::client`]).
+    ///
+    /// # Errors
+    /// When the TLS backend cannot be initialised.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        Ok(Self { client: http::client(CLIENT_TIMEOUT)? })
+    }
+
+    /// A prober over an existing client (its per-request timeout is overridden by each probe's).
+    #[must_use]
+    pub fn with_client(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+
+    /// Sends one probe and classifies the answer. The message never contains the token.
+    pub async fn probe_once(&self, request: &ProbeRequest) -> ProbeOutcome {
+        let sent = match request.to_http(&self.client) {
+            Ok(http) => self.client.execute(http).await,
+            Err(error) => Err(error),
+        };
+        let outcome = match sent {
+            Err(error) => {
+                let status = error.status().map(|s| s.as_u16());
+                classify(status, b"", &HeaderMap::new(), Some(&TransportError::from_reqwest(&error)))
+            }
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                match read_body(&mut response).await {
+                    Ok(Some(body)) => classify(Some(status), &body, &headers, None),
+                    Ok(None) => ProbeOutcome {
+                        status_code: Some(status),
+                        ..ProbeOutcome::not_sent(&format!(
+                            "answered {status} with more than {} MiB: set spec.healthCheck.params that make the answer small",
+                            MAX_BODY_BYTES / (1024 * 1024)
+                        ))
+                    },
+                    Err(error) => {
+                        classify(Some(status), b"", &headers, Some(&TransportError::from_reqwest(&error)))
+                    }
+                }
+            }
+        };
+        outcome.redacted_with(&[&request.token])
+    }
+}
+
+impl EndpointProber for HttpProber {
+    fn probe(&self, request: ProbeRequest) -> BoxFuture<'static, ProbeOutcome> {
+        let prober = self.clone();
+        Box::pin(async move { prober.probe_once(&request).await })
+    }
+}
+
+/// The body, or `None` when it is larger than [`MAX_BODY_BYTES`].
+async fn read_body(response: &mut reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+#[cfg(test)]
+mod tests;

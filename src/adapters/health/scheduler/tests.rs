@@ -1,0 +1,519 @@
+//! The scheduler against a scripted prober, with short real intervals. Assertions wait on
+//! conditions (events, call counts), never on a sleep.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::future::BoxFuture;
+
+use super::*;
+use crate::adapters::health::classify::AuthRejection;
+use crate::adapters::health::plan::{PlannedEndpoint, ProbeCredential};
+use crate::adapters::health::probe::ProbeRequest;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn outcome(reason: ProbeReason) -> ProbeOutcome {
+    let status = match reason {
+        ProbeReason::Healthy => Some(200),
+        ProbeReason::RateLimited => Some(429),
+        ProbeReason::ServerError => Some(503),
+        ProbeReason::SignatureRejected => Some(403),
+        _ => None,
+    };
+    ProbeOutcome {
+        reason,
+        status_code: status,
+        message: format!("scripted {reason}"),
+        retry_after: None,
+        auth_rejection: None,
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    /// Outcomes per resource, in order; then Healthy.
+    outcomes: Mutex<HashMap<String, VecDeque<ProbeOutcome>>>,
+    /// The outcome for every probe with this token (before the per-resource script).
+    by_token: Mutex<HashMap<String, ProbeOutcome>>,
+    /// Every call: resource, token, when.
+    calls: Mutex<Vec<(String, String, Instant)>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    hold: Duration,
+}
+
+impl Script {
+    fn with_hold(hold: Duration) -> Arc<Self> {
+        Arc::new(Self { hold, ..Self::default() })
+    }
+
+    fn push(&self, resource: &str, outcomes: impl IntoIterator<Item = ProbeOutcome>) {
+        self.outcomes.lock().unwrap().entry(resource.to_owned()).or_default().extend(outcomes);
+    }
+
+    fn calls_for(&self, resource: &str) -> Vec<Instant> {
+        self.calls.lock().unwrap().iter().filter(|(r, _, _)| r == resource).map(|(_, _, at)| *at).collect()
+    }
+
+    fn total_calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+struct ScriptedProber(Arc<Script>);
+
+impl EndpointProber for ScriptedProber {
+    fn probe(&self, request: ProbeRequest) -> BoxFuture<'static, ProbeOutcome> {
+        let script = Arc::clone(&self.0);
+        Box::pin(async move {
+            let now_in_flight = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            script.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
+            script.calls.lock().unwrap().push((
+                request.resource().to_owned(),
+                request.bearer_token().to_owned(),
+                Instant::now(),
+            ));
+            if !script.hold.is_zero() {
+                tokio::time::sleep(script.hold).await;
+            }
+            let by_token = script.by_token.lock().unwrap().get(request.bearer_token()).cloned();
+            let next = by_token.or_else(|| {
+                script.outcomes.lock().unwrap().get_mut(request.resource()).and_then(VecDeque::pop_front)
+            });
+            script.in_flight.fetch_sub(1, Ordering::SeqCst);
+            next.unwrap_or_else(|| outcome(ProbeReason::Healthy))
+        })
+    }
+}
+
+fn start(script: &Arc<Script>, concurrency: usize) -> (HealthScheduler, HealthEvents) {
+    HealthScheduler::start(HealthConfig { concurrency }, Arc::new(ScriptedProber(Arc::clone(script))))
+}
+
+fn plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
+    ProbePlan {
+        api_url: "http://tinybird.invalid".into(),
+        interval,
+        timeout: Duration::from_secs(1),
+        params: BTreeMap::new(),
+        endpoints: resources
+            .iter()
+            .map(|resource| PlannedEndpoint { resource: (*resource).to_owned(), skipped: None })
+            .collect(),
+        credential: ProbeCredential::issued(token),
+    }
+}
+
+async fn next_change(events: &mut HealthEvents) -> HealthChange {
+    tokio::time::timeout(PATIENCE, events.recv())
+        .await
+        .expect("a health change in time")
+        .expect("the scheduler is running")
+}
+
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn verdicts(change: &HealthChange) -> Vec<(String, bool, ProbeReason)> {
+    change.endpoints.iter().map(|e| (e.resource.clone(), e.healthy, e.reason)).collect()
+}
+
+#[tokio::test]
+async fn reports_only_when_health_flips() {
+    let script = Script::with_hold(Duration::ZERO);
+    script.push(
+        "top_pages",
+        [
+            outcome(ProbeReason::Healthy),
+            outcome(ProbeReason::Healthy),
+            outcome(ProbeReason::ServerError),
+            outcome(ProbeReason::ServerError),
+            outcome(ProbeReason::ServerError),
+        ],
+    );
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "acme");
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "token-1"));
+
+    let first = next_change(&mut events).await;
+    assert_eq!(first.key, key);
+    assert_eq!(verdicts(&first), [("top_pages".into(), true, ProbeReason::Healthy)]);
+    let second = next_change(&mut events).await;
+    assert_eq!(verdicts(&second), [("top_pages".into(), false, ProbeReason::ServerError)]);
+    assert_eq!(second.endpoints[0].status_code, Some(503));
+    let third = next_change(&mut events).await;
+    assert_eq!(verdicts(&third), [("top_pages".into(), true, ProbeReason::Healthy)]);
+    assert!(script.calls_for("top_pages").len() >= 6, "two healthy, three failing, one recovery");
+
+    // Many more healthy probes: no more changes.
+    wait_until("ten more probes", || script.calls_for("top_pages").len() >= 16).await;
+    assert_eq!(events.try_recv(), None);
+    assert_eq!(scheduler.endpoints(&key).map(|e| e[0].reason), Some(ProbeReason::Healthy));
+    assert!(!third.key_check);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn first_probes_are_spread_over_the_interval() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 64);
+    let interval = Duration::from_secs(1);
+    let resources: Vec<String> = (0..20).map(|i| format!("pipe_{i}")).collect();
+    let names: Vec<&str> = resources.iter().map(String::as_str).collect();
+    let registered_at = Instant::now();
+    scheduler.register(AccessKey::new("tenants", "many"), plan(&names, interval, "token"));
+    wait_until("every first probe", || names.iter().all(|r| !script.calls_for(r).is_empty())).await;
+
+    let firsts: Vec<Duration> =
+        names.iter().map(|r| script.calls_for(r)[0].duration_since(registered_at)).collect();
+    let earliest = firsts.iter().min().copied().unwrap_or_default();
+    let latest = firsts.iter().max().copied().unwrap_or_default();
+    assert!(latest - earliest >= interval / 4, "first probes bunched together: {firsts:?}");
+    assert!(latest < interval + Duration::from_secs(2), "a first probe came late: {firsts:?}");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded_over_all_accesses() {
+    let script = Script::with_hold(Duration::from_millis(15));
+    let (scheduler, _events) = start(&script, 3);
+    let resources: Vec<String> = (0..8).map(|i| format!("pipe_{i}")).collect();
+    let names: Vec<&str> = resources.iter().map(String::as_str).collect();
+    for tenant in ["acme", "globex", "initech"] {
+        scheduler
+            .register(AccessKey::new("tenants", tenant), plan(&names, Duration::from_millis(30), tenant));
+    }
+    wait_until("72 probes", || script.total_calls() >= 72).await;
+    let max = script.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 3, "{max} probes in flight at once");
+    assert!(max >= 2, "probes were not concurrent at all");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_keeps_the_previous_health_and_waits_for_retry_after() {
+    let script = Script::with_hold(Duration::ZERO);
+    let retry_after = Duration::from_millis(400);
+    script.push(
+        "top_pages",
+        [
+            outcome(ProbeReason::ServerError),
+            ProbeOutcome { retry_after: Some(retry_after), ..outcome(ProbeReason::RateLimited) },
+        ],
+    );
+    let (scheduler, mut events) = start(&script, 8);
+    scheduler
+        .register(AccessKey::new("tenants", "acme"), plan(&["top_pages"], Duration::from_millis(20), "t"));
+
+    assert_eq!(
+        verdicts(&next_change(&mut events).await)[0],
+        ("top_pages".into(), false, ProbeReason::ServerError)
+    );
+    // The 429 is reported (a new reason) but keeps "unhealthy": it says nothing about health.
+    assert_eq!(
+        verdicts(&next_change(&mut events).await)[0],
+        ("top_pages".into(), false, ProbeReason::RateLimited)
+    );
+    assert_eq!(
+        verdicts(&next_change(&mut events).await)[0],
+        ("top_pages".into(), true, ProbeReason::Healthy)
+    );
+    let calls = script.calls_for("top_pages");
+    assert!(
+        calls[2].duration_since(calls[1]) >= retry_after,
+        "probed again {:?} after a 429 asking for {retry_after:?}",
+        calls[2].duration_since(calls[1])
+    );
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn signature_rejection_of_a_token_believed_valid_requests_a_key_check() {
+    let script = Script::with_hold(Duration::ZERO);
+    let rejected = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::SignatureFailed),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    script.by_token.lock().unwrap().insert("old-token".into(), rejected);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "acme");
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "old-token"));
+
+    // The first rejection asks for the key check at once and holds the verdict (a rotation the
+    // controller is re-signing for would otherwise flip the endpoint to unhealthy and back).
+    let suspected = next_change(&mut events).await;
+    assert!(suspected.key_check);
+    assert!(suspected.endpoints.is_empty(), "no verdict yet: {:?}", verdicts(&suspected));
+    // The second rejection, with the same token, is the verdict.
+    let change = next_change(&mut events).await;
+    assert_eq!(verdicts(&change)[0], ("top_pages".into(), false, ProbeReason::SignatureRejected));
+    assert!(change.key_check);
+    assert_eq!(script.calls_for("top_pages").len(), 2);
+    assert!(scheduler.take_key_check(&key));
+    assert!(!scheduler.take_key_check(&key), "the flag is taken once");
+
+    // The controller re-signs with the new key: the health is kept until the next probe, which
+    // comes soon and succeeds.
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "new-token"));
+    let recovered = next_change(&mut events).await;
+    assert_eq!(verdicts(&recovered)[0], ("top_pages".into(), true, ProbeReason::Healthy));
+    assert!(!recovered.key_check);
+    let tokens: Vec<String> = script.calls.lock().unwrap().iter().map(|(_, t, _)| t.clone()).collect();
+    assert_eq!(tokens.last().map(String::as_str), Some("new-token"));
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_signature_rejection_during_a_re_sign_never_flips_the_endpoint() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    // A name whose confirming re-probe comes at least 300 ms after the rejection, so that the
+    // re-signed token is registered before it (as the controller does within milliseconds).
+    let name = (0..)
+        .map(|i| format!("acme-{i}"))
+        .find(|name| jitter(&format!("tenants/{name}/top_pages/suspect")) > 0.3)
+        .unwrap();
+    let key = AccessKey::new("tenants", &name);
+    let interval = Duration::from_secs(1);
+    scheduler.register(key.clone(), plan(&["top_pages"], interval, "old-token"));
+    let first = next_change(&mut events).await;
+    assert_eq!(verdicts(&first)[0], ("top_pages".into(), true, ProbeReason::Healthy));
+
+    // The key rotated at Tinybird: the same token is now rejected.
+    let rejected = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::SignatureFailed),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    script.by_token.lock().unwrap().insert("old-token".into(), rejected);
+    let suspected = next_change(&mut events).await;
+    assert!(suspected.key_check);
+    assert_eq!(verdicts(&suspected)[0], ("top_pages".into(), true, ProbeReason::Healthy), "held");
+
+    // The controller re-signs: the next probe uses the new token, and nothing ever flipped.
+    scheduler.register(key.clone(), plan(&["top_pages"], interval, "new-token"));
+    wait_until("the re-signed token's probe", || scheduler.metrics().probes(ProbeReason::Healthy) >= 2).await;
+    assert!(events.try_recv().is_none(), "no flip was reported");
+    assert_eq!(scheduler.endpoints(&key).unwrap()[0].reason, ProbeReason::Healthy);
+    let tokens: Vec<String> = script.calls.lock().unwrap().iter().map(|(_, t, _)| t.clone()).collect();
+    assert_eq!(tokens, ["old-token", "old-token", "new-token"]);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_tokens_do_not_request_a_key_check() {
+    let script = Script::with_hold(Duration::ZERO);
+    let expired_answer = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::Expired),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    let bad_signature = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::SignatureFailed),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    script.push("a", std::iter::repeat_n(expired_answer, 1000));
+    script.push("b", std::iter::repeat_n(bad_signature, 1000));
+    let (scheduler, mut events) = start(&script, 8);
+
+    // Tinybird says "expired": not a key problem.
+    scheduler.register(AccessKey::new("tenants", "a"), plan(&["a"], Duration::from_millis(20), "t"));
+    let change = next_change(&mut events).await;
+    assert_eq!(change.endpoints[0].reason, ProbeReason::SignatureRejected);
+    assert!(!change.key_check);
+
+    // The operator knows its token expired: whatever Tinybird says, the key is not suspect.
+    let mut expired = plan(&["b"], Duration::from_millis(20), "t");
+    expired.credential =
+        ProbeCredential::Issued { token: "t".into(), expires_at: Some(Timestamp::UNIX_EPOCH) };
+    scheduler.register(AccessKey::new("tenants", "b"), expired);
+    let change = next_change(&mut events).await;
+    assert_eq!(&*change.key.name, "b");
+    assert!(!change.key_check);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn skipped_endpoints_are_reported_at_once_and_never_probed() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "clerk-only");
+    let mut with_skip = plan(&["top_pages", "tenant_events"], Duration::from_millis(20), "t");
+    with_skip.endpoints[1].skipped = Some("not probed: no sample".into());
+    scheduler.register(key.clone(), with_skip);
+
+    let first = next_change(&mut events).await;
+    assert_eq!(verdicts(&first), [("tenant_events".into(), true, ProbeReason::NoSampleParams)]);
+    let second = next_change(&mut events).await;
+    assert_eq!(
+        verdicts(&second),
+        [
+            ("top_pages".into(), true, ProbeReason::Healthy),
+            ("tenant_events".into(), true, ProbeReason::NoSampleParams)
+        ]
+    );
+    wait_until("a few probes", || script.calls_for("top_pages").len() >= 5).await;
+    assert!(script.calls_for("tenant_events").is_empty());
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn unregistered_accesses_are_no_longer_probed_or_reported() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let gone = AccessKey::new("tenants", "gone");
+    scheduler.register(gone.clone(), plan(&["gone_pipe"], Duration::from_millis(20), "t"));
+    next_change(&mut events).await;
+    assert!(scheduler.endpoints(&gone).is_some());
+    scheduler.unregister(&gone);
+    assert_eq!(scheduler.endpoints(&gone), None);
+    let calls_at_unregister = script.calls_for("gone_pipe").len();
+
+    // Another access probes many times over: the unregistered one stays silent.
+    scheduler
+        .register(AccessKey::new("tenants", "stays"), plan(&["stays_pipe"], Duration::from_millis(20), "t"));
+    assert_eq!(&*next_change(&mut events).await.key.name, "stays");
+    wait_until("ten probes of the other access", || script.calls_for("stays_pipe").len() >= 10).await;
+    assert!(script.calls_for("gone_pipe").len() <= calls_at_unregister + 1, "at most the probe in flight");
+    assert_eq!(scheduler.endpoints(&gone), None);
+    let mut up = Vec::new();
+    scheduler.endpoint_up(|key, resource, healthy| up.push((key.clone(), resource.to_owned(), healthy)));
+    assert_eq!(up, vec![(AccessKey::new("tenants", "stays"), "stays_pipe".to_owned(), true)]);
+    assert_eq!(events.try_recv(), None);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn re_registering_the_same_plan_changes_nothing_and_shutdown_ends_the_events() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "acme");
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "t"));
+    next_change(&mut events).await;
+    for _ in 0..10 {
+        scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(20), "t"));
+    }
+    wait_until("more probes", || script.calls_for("top_pages").len() >= 5).await;
+    assert_eq!(events.try_recv(), None);
+    let mut up = Vec::new();
+    scheduler.endpoint_up(|_, resource, healthy| up.push((resource.to_owned(), healthy)));
+    assert_eq!(up, vec![("top_pages".to_owned(), true)]);
+    assert!(scheduler.metrics().probes(ProbeReason::Healthy) >= 5);
+
+    scheduler.shutdown().await;
+    assert_eq!(tokio::time::timeout(PATIENCE, events.recv()).await.expect("events end"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_access_never_reads_as_unregistered_while_it_is_registered_again() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "acme");
+    let hourly = |token: &str| plan(&["top_pages"], Duration::from_secs(3600), token);
+    // A first report (the first probe is due within the interval: make that now), then hourly.
+    scheduler.register(key.clone(), plan(&["top_pages"], Duration::from_millis(1), "t"));
+    next_change(&mut events).await;
+    scheduler.register(key.clone(), hourly("t"));
+
+    // Every reconcile registers its plan again (unchanged, mostly) and then reads the health:
+    // the read must never fall into the re-registration.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (scheduler, key, stop) = (scheduler.clone(), key.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut reads = 0_u64;
+            while !stop.load(Ordering::SeqCst) {
+                assert!(scheduler.endpoints(&key).is_some(), "read as unregistered after {reads} reads");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for round in 0..20_000 {
+        // Alternate between the same plan and another token, as renewals do.
+        let token = if round % 100 == 0 { "t2" } else { "t" };
+        scheduler.register(key.clone(), hourly(token));
+        if round % 1000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let reads = reader.join().expect("the reader saw the access registered throughout");
+    assert!(reads > 0);
+    scheduler.shutdown().await;
+}
+
+/// Waits, on paused time, until `condition` holds (tokio advances the clock whenever every task
+/// is idle, so minutes of probing pass at once).
+async fn simulate_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    while !condition() {
+        assert!(Instant::now() < deadline, "never happened (a simulated day): {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_access_with_hundreds_of_slow_failing_endpoints_does_not_delay_another() {
+    // Every probe takes 2 s (the interval is 5 s): the noisy access alone could keep the eight
+    // shared places busy forever.
+    let script = Script::with_hold(Duration::from_secs(2));
+    script.by_token.lock().unwrap().insert("noisy".into(), outcome(ProbeReason::ServerError));
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(5);
+    let pipes: Vec<String> = (0..300).map(|i| format!("missing_{i}")).collect();
+    let names: Vec<&str> = pipes.iter().map(String::as_str).collect();
+    scheduler.register(AccessKey::new("hostile", "noisy"), plan(&names, interval, "noisy"));
+    scheduler.register(AccessKey::new("tenants", "lone"), plan(&["lone_pipe"], interval, "lone"));
+
+    simulate_until("300 probes of the noisy access", || {
+        script.calls.lock().unwrap().iter().filter(|(_, token, _)| token == "noisy").count() >= 300
+    })
+    .await;
+    let calls = script.calls.lock().unwrap().clone();
+    let lone: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, (resource, _, _))| resource == "lone_pipe")
+        .map(|(i, _)| i)
+        .collect();
+    // 300 noisy probes at most 2 at a time take 300 s: the lone endpoint is probed every interval
+    // meanwhile (about 60 times). Without a per-access bound it waits behind ~300 queued probes
+    // (75 s) each time: a handful of probes at most.
+    assert!(lone.len() >= 50, "the lone endpoint was probed {} times during 300 noisy probes", lone.len());
+    let most_between = lone.windows(2).map(|pair| pair[1] - pair[0] - 1).max().unwrap_or(usize::MAX);
+    assert!(most_between <= 10, "up to {most_between} noisy probes between two probes of the lone endpoint");
+    // The noisy access never held more than its places.
+    let max = script.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= 1 + PER_ACCESS_IN_FLIGHT, "{max} probes in flight with one lone endpoint");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_plan_drops_its_queued_probes() {
+    let script = Script::with_hold(Duration::from_secs(60));
+    let (scheduler, _events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "many");
+    let pipes: Vec<String> = (0..50).map(|i| format!("pipe_{i}")).collect();
+    let names: Vec<&str> = pipes.iter().map(String::as_str).collect();
+    let interval = Duration::from_secs(5);
+    scheduler.register(key.clone(), plan(&names, interval, "old"));
+    // Simulated time: every first probe is due, and all but the first few wait for a place.
+    tokio::time::sleep(interval).await;
+    assert_eq!(script.total_calls(), PER_ACCESS_IN_FLIGHT);
+    // Replaced: the waiting probes are dropped, never sent with the old token.
+    scheduler.register(key.clone(), plan(&names, interval, "new"));
+    simulate_until("every pipe probed with the new token", || {
+        let calls = script.calls.lock().unwrap();
+        names.iter().all(|pipe| calls.iter().any(|(r, token, _)| r == pipe && token == "new"))
+    })
+    .await;
+    let old = script.calls.lock().unwrap().iter().filter(|(_, token, _)| token == "old").count();
+    assert_eq!(old, PER_ACCESS_IN_FLIGHT, "probes sent with the replaced plan's token");
+    scheduler.shutdown().await;
+}

@@ -1,0 +1,275 @@
+//! Workspace policy: what a TenantAccess may ask of a workspace. Pure: the same function serves
+//! the controller and `tenant-access render`, so both agree on every case.
+//!
+//! A required param is forced into every PIPES:READ scope's `fixed_params` and ANDed, as an
+//! equality with a string literal, to every DATASOURCES:READ filter: to its parsed tree, outside
+//! the tenant's own condition (see [`crate::core::filter`]). This is what makes a shared workspace
+//! safe: a team that may create TenantAccess in namespace `acme` can never mint a token for
+//! another tenant's rows.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::SignedDuration;
+
+use crate::api::{SCOPE_PIPES_READ, WorkspacePolicy};
+use crate::core::duration;
+use crate::core::filter::Filter;
+use crate::core::shortcode;
+use crate::core::validate::ValidatedAccess;
+
+/// Why a TenantAccess is refused by its workspace's policy: one line naming what and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyViolation(pub Vec<String>);
+
+impl fmt::Display for PolicyViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+/// The namespace a TenantAccess lives in, as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct NamespaceFacts<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its labels; `None` when they cannot be read (single-namespace install).
+    pub labels: Option<&'a BTreeMap<String, String>>,
+}
+
+/// Checks a validated TenantAccess against a policy and returns it with the required params
+/// injected and `maxRps` applied.
+///
+/// # Errors
+/// [`PolicyViolation`] listing every rule broken.
+pub fn apply(
+    mut access: ValidatedAccess,
+    policy: Option<&WorkspacePolicy>,
+    workspace: &str,
+    namespace: NamespaceFacts<'_>,
+) -> Result<ValidatedAccess, PolicyViolation> {
+    let default = WorkspacePolicy::default();
+    let policy = policy.unwrap_or(&default);
+    let mut problems = Vec::new();
+
+    // Scope types: PIPES:READ unless the policy allows more.
+    let allowed_types: Vec<&str> = if policy.allowed_scope_types.is_empty() {
+        vec![SCOPE_PIPES_READ]
+    } else {
+        policy.allowed_scope_types.iter().map(String::as_str).collect()
+    };
+    for (i, scope) in access.scopes.iter().enumerate() {
+        if !allowed_types.contains(&scope.scope_type) {
+            problems.push(format!(
+                "spec.scopes[{i}].type: {} is not allowed by workspace {workspace} (allowedScopeTypes: {})",
+                scope.scope_type,
+                allowed_types.join(", ")
+            ));
+        }
+        if !policy.allowed_resources.is_empty()
+            && !policy.allowed_resources.iter().any(|g| glob_matches(g, &scope.resource))
+        {
+            problems.push(format!(
+                "spec.scopes[{i}].resource: {:?} is not allowed by workspace {workspace} (allowedResources: {})",
+                scope.resource,
+                policy.allowed_resources.join(", ")
+            ));
+        }
+    }
+
+    if let Some(max) = policy.max_lifetime.as_deref() {
+        match duration::parse(max) {
+            Err(e) => problems.push(format!("workspace {workspace} spec.policy.maxLifetime: {e}")),
+            Ok(max) => {
+                if access.lifetime > max {
+                    problems.push(format!(
+                        "spec.lifetime: {} exceeds the workspace maximum {}",
+                        duration::format(access.lifetime),
+                        duration::format(max)
+                    ));
+                }
+                if let Some(clerk) = &access.clerk_template
+                    && SignedDuration::from_secs(clerk.lifetime_seconds) > max
+                {
+                    problems.push(format!(
+                        "spec.clerkTemplate.lifetime: {}s exceeds the workspace maximum {}",
+                        clerk.lifetime_seconds,
+                        duration::format(max)
+                    ));
+                }
+            }
+        }
+    }
+
+    // A shared workspace must not let one namespace take another's rate-limit bucket.
+    if !policy.required_params.is_empty() || policy.allowed_namespaces.is_some() {
+        let prefix = format!("{}_", namespace.name);
+        if !access.token_name.starts_with(&prefix) {
+            problems.push(format!(
+                "spec.tokenName: {:?} must start with {prefix:?} on workspace {workspace} (a shared workspace keeps each namespace in its own rate-limit buckets)",
+                access.token_name
+            ));
+        }
+    }
+
+    if let Some(max) = policy.max_scopes
+        && access.scopes.len() > max
+    {
+        problems.push(format!(
+            "spec.scopes: {} scopes exceed the workspace maximum {max} (spec.policy.maxScopes of workspace {workspace})",
+            access.scopes.len()
+        ));
+    }
+
+    if let Some(max) = policy.max_rps {
+        match access.rps {
+            None => access.rps = Some(max),
+            Some(rps) if rps > max => {
+                problems.push(format!("spec.limits.rps: {rps} exceeds the workspace maximum {max}"));
+            }
+            Some(_) => {}
+        }
+    }
+
+    for (param, source) in &policy.required_params {
+        match required_value(param, source, namespace, workspace) {
+            Err(problem) => problems.push(problem),
+            Ok(value) => force_param(
+                &mut access,
+                param,
+                &value,
+                source.clerk_shortcode.as_deref(),
+                workspace,
+                &mut problems,
+            ),
+        }
+    }
+
+    if problems.is_empty() { Ok(access) } else { Err(PolicyViolation(problems)) }
+}
+
+/// The value a required param must have in this namespace.
+fn required_value(
+    param: &str,
+    source: &crate::api::RequiredParamSource,
+    namespace: NamespaceFacts<'_>,
+    workspace: &str,
+) -> Result<String, String> {
+    match (source.namespace_label.as_deref(), source.namespace_name) {
+        (Some(label), None | Some(false)) => {
+            let Some(labels) = namespace.labels else {
+                return Err(format!(
+                    "param {param:?} must come from namespace label {label:?}, which this operator cannot read (single-namespace install): refused"
+                ));
+            };
+            match labels.get(label).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                Some(value) => Ok(value.to_owned()),
+                None => Err(format!(
+                    "param {param:?} must come from label {label:?} of namespace {}, which it lacks: ask the platform team to label the namespace",
+                    namespace.name
+                )),
+            }
+        }
+        (None, Some(true)) => Ok(namespace.name.to_owned()),
+        _ => Err(format!(
+            "workspace {workspace} spec.policy.requiredParams.{param}: set exactly one of namespaceLabel and namespaceName: true"
+        )),
+    }
+}
+
+/// Forces `param = value` into every scope, or records why the TenantAccess contradicts it.
+fn force_param(
+    access: &mut ValidatedAccess,
+    param: &str,
+    value: &str,
+    clerk_shortcode: Option<&str>,
+    workspace: &str,
+    problems: &mut Vec<String>,
+) {
+    // Probes too: a probe token carries the pinned value, and nothing a probe sends may stand
+    // in for it.
+    access.pinned_params.insert(param.to_owned(), value.to_owned());
+    if let Some(sample) = access.health.sample_params.get(param)
+        && sample != value
+    {
+        problems.push(format!(
+            "spec.healthCheck.sampleParams.{param}: {sample:?} is not allowed: workspace {workspace} pins {param} to {value:?} in this namespace, and probe tokens carry that value (omit it, or set {value:?})"
+        ));
+    }
+    if access.health.params.contains_key(param) {
+        problems.push(format!(
+            "spec.healthCheck.params.{param}: workspace {workspace} pins {param} in this namespace, so probes never send it: remove it"
+        ));
+    }
+    let tenant_condition = match Filter::equals(param, value) {
+        Ok(condition) => Some(condition),
+        Err(error) => {
+            if access.scopes.iter().any(|scope| scope.scope_type != SCOPE_PIPES_READ) {
+                problems.push(format!(
+                    "workspace {workspace} spec.policy.requiredParams.{param}: cannot filter data sources by it: {error}"
+                ));
+            }
+            None
+        }
+    };
+    for (i, scope) in access.scopes.iter_mut().enumerate() {
+        if scope.scope_type == SCOPE_PIPES_READ {
+            match scope.fixed_params.get(param) {
+                None => {
+                    scope.fixed_params.insert(param.to_owned(), serde_json::Value::String(value.to_owned()));
+                }
+                Some(existing) => {
+                    let text = match existing {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    if shortcode::contains_shortcode(&text) {
+                        if clerk_shortcode.map(str::trim) != Some(text.trim()) {
+                            problems.push(format!(
+                                "spec.scopes[{i}].fixedParams.{param}: {text:?} is not the shortcode workspace {workspace} maps to {param} ({}); the template could read other tenants' rows",
+                                clerk_shortcode.map_or_else(|| "none: use the value or omit it".to_owned(), |s| format!("{s:?}"))
+                            ));
+                        }
+                    } else if text != value {
+                        problems.push(format!(
+                            "spec.scopes[{i}].fixedParams.{param}: {text:?} is not allowed: workspace {workspace} pins {param} to {value:?} in this namespace (omit it to have it set)"
+                        ));
+                    }
+                }
+            }
+        } else if let Some(condition) = &tenant_condition {
+            // ANDed to the parsed tree: no text of the tenant's can reach around it.
+            scope.filter = Some(match scope.filter.take() {
+                None => condition.clone(),
+                Some(filter) => filter.and(condition.clone()),
+            });
+        }
+    }
+}
+
+/// `*` matches any run of characters, `?` one character.
+#[must_use]
+pub fn glob_matches(glob: &str, text: &str) -> bool {
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    let (mut gi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if gi < g.len() && (g[gi] == '?' || g[gi] == t[ti]) {
+            gi += 1;
+            ti += 1;
+        } else if gi < g.len() && g[gi] == '*' {
+            star = Some(gi);
+            mark = ti;
+            gi += 1;
+        } else if let Some(s) = star {
+            gi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests;

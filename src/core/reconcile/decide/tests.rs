@@ -1,0 +1,287 @@
+use jiff::SignedDuration;
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+use super::*;
+use crate::api::{SecretKeySelector, TenantAccessSpec, WorkspaceSpec};
+use crate::core::admin_token::AdminToken;
+use crate::core::admin_token::tests::fake_admin_token;
+use crate::core::desired::{IssuedToken, desired_secret, issue_token};
+use crate::core::signing_workspace::resolve;
+use crate::core::validate::validate_tenant_access;
+
+pub(crate) const UID: &str = "uid-acme";
+pub(crate) const SPEC: &str = "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: acme}}]\nlifetime: 1h\nsecret: {}\n";
+
+pub(crate) fn workspace(key: &str) -> SigningWorkspace {
+    let spec = WorkspaceSpec {
+        admin_token_secret_ref: SecretKeySelector { name: "admin".into(), key: None },
+        ..WorkspaceSpec::default()
+    };
+    resolve(&spec, AdminToken::new(&fake_admin_token("ws-1", None).replace("c2lnbmF0dXJlLXRlc3Q", key)))
+        .unwrap()
+}
+
+pub(crate) fn access(yaml: &str) -> ValidatedAccess {
+    let spec: TenantAccessSpec = serde_saphyr::from_str(yaml).unwrap();
+    validate_tenant_access("acme", "acme", &spec).unwrap()
+}
+
+fn t0() -> Timestamp {
+    "2026-01-01T00:00:00Z".parse().unwrap()
+}
+
+pub(crate) fn owner() -> OwnerReference {
+    OwnerReference {
+        uid: UID.into(),
+        controller: Some(true),
+        name: "acme".into(),
+        ..OwnerReference::default()
+    }
+}
+
+/// A Secret as the operator wrote it at `t0` with `ws`'s key, and its status.
+pub(crate) fn issued(access: &ValidatedAccess, ws: &SigningWorkspace) -> (Secret, TokenStatus, IssuedToken) {
+    let token = issue_token(access, ws, t0()).unwrap();
+    let secret = desired_secret(access, ws, &token, 1, Some(owner())).unwrap();
+    let status = TokenStatus {
+        name: access.token_name.clone(),
+        issued_at: Time(token.issued_at),
+        expires_at: Time(token.expires_at),
+        renewal_time: Time(token.renewal_time),
+        revision: 1,
+        claims_hash: token.claims_hash.clone(),
+        signing_key_fingerprint: ws.signing_key_fingerprint.clone(),
+        secret_name: "acme".into(),
+        renew_request: None,
+    };
+    (secret, status, token)
+}
+
+fn decide(
+    access: &ValidatedAccess,
+    ws: &SigningWorkspace,
+    secret: Option<&Secret>,
+    status: Option<&TokenStatus>,
+    annotations: Option<&BTreeMap<String, String>>,
+    now: Timestamp,
+) -> TokenDecision {
+    let token = secret.map_or(ObservedToken::Absent, ObservedToken::Read);
+    let desired_claims_hash = crate::core::desired::access_claims(access, &ws.workspace_id).hash();
+    let observed = Observed {
+        owner_uid: UID,
+        token,
+        desired_claims_hash: &desired_claims_hash,
+        status_token: status,
+        annotations,
+    };
+    decide_token(access, ws, observed, now)
+}
+
+#[test]
+fn issues_when_the_secret_is_missing() {
+    let access = access(SPEC);
+    assert_eq!(
+        decide(&access, &workspace("k1"), None, None, None, t0()),
+        TokenDecision::Issue(IssueReason::SecretMissing)
+    );
+}
+
+#[test]
+fn keeps_a_valid_token_until_the_renewal_time_and_renews_at_it() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (secret, status, token) = issued(&access, &ws);
+    let just_before = token.renewal_time.checked_sub(SignedDuration::from_secs(1)).unwrap();
+    match decide(&access, &ws, Some(&secret), Some(&status), None, just_before) {
+        TokenDecision::Keep(current) => {
+            assert_eq!(current.renewal_time, "2026-01-01T00:40:00Z".parse().unwrap());
+            assert_eq!(current.jwt, token.jwt);
+        }
+        other => panic!("expected Keep, got {other:?}"),
+    }
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), None, token.renewal_time),
+        TokenDecision::Issue(IssueReason::RenewalDue)
+    );
+}
+
+#[test]
+fn resigns_when_the_key_rotates() {
+    let access = access(SPEC);
+    let (secret, status, _) = issued(&access, &workspace("k1"));
+    assert_eq!(
+        decide(&access, &workspace("k2"), Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::SigningKeyChanged)
+    );
+}
+
+/// Decides on a Secret known from its digest (built again for the status's token).
+fn decide_on_digest(
+    access: &ValidatedAccess,
+    ws: &SigningWorkspace,
+    secret: &Secret,
+    token: TokenMatch,
+    status: &TokenStatus,
+    now: Timestamp,
+) -> TokenDecision {
+    let desired_claims_hash = crate::core::desired::access_claims(access, &ws.workspace_id).hash();
+    let observed = Observed {
+        owner_uid: UID,
+        token: ObservedToken::Digest { secret, token },
+        desired_claims_hash: &desired_claims_hash,
+        status_token: Some(status),
+        annotations: None,
+    };
+    decide_token(access, ws, observed, now)
+}
+
+#[test]
+fn a_digest_that_matches_decides_as_the_secret_read_would() {
+    let (access, ws) = (access(SPEC), workspace("k1"));
+    let (secret, status, token) = issued(&access, &ws);
+    assert!(matches!(
+        decide_on_digest(&access, &ws, &secret, TokenMatch::Same, &status, t0()),
+        TokenDecision::Keep(current) if current.jwt == token.jwt
+    ));
+    assert_eq!(
+        decide_on_digest(&access, &ws, &secret, TokenMatch::Same, &status, token.renewal_time),
+        TokenDecision::Issue(IssueReason::RenewalDue)
+    );
+}
+
+#[test]
+fn a_digest_showing_another_signature_resigns_for_the_rotation_or_the_edit() {
+    let access = access(SPEC);
+    let (secret, status, _) = issued(&access, &workspace("k1"));
+    // The Secret as built with the new key; its digest says the stored token has another signature.
+    let rotated = workspace("k2");
+    let (rebuilt, _, _) = issued(&access, &rotated);
+    assert_eq!(
+        decide_on_digest(&access, &rotated, &rebuilt, TokenMatch::OtherSignature, &status, t0()),
+        TokenDecision::Issue(IssueReason::SigningKeyChanged)
+    );
+    let ws = workspace("k1");
+    assert_eq!(
+        decide_on_digest(&access, &ws, &secret, TokenMatch::OtherSignature, &status, t0()),
+        TokenDecision::Issue(IssueReason::TokenInvalid),
+        "same key, other signature: the token was edited"
+    );
+}
+
+#[test]
+fn resigns_an_edited_token() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (mut secret, status, _) = issued(&access, &ws);
+    let forged = issue_token(&access, &workspace("attacker"), t0()).unwrap();
+    secret.data.as_mut().unwrap().insert("token".into(), ByteString(forged.jwt.into_bytes()));
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::TokenInvalid)
+    );
+    secret.data.as_mut().unwrap().insert("token".into(), ByteString(b"garbage".to_vec()));
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::TokenUnparseable)
+    );
+    secret.data.as_mut().unwrap().remove("token");
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::TokenMissing)
+    );
+}
+
+#[test]
+fn resigns_when_claims_or_lifetime_change() {
+    let ws = workspace("k1");
+    let (secret, status, _) = issued(&access(SPEC), &ws);
+    let other_params = access(&SPEC.replace("org: acme", "org: acme2"));
+    assert_eq!(
+        decide(&other_params, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::ClaimsChanged)
+    );
+    let longer = access(&SPEC.replace("lifetime: 1h", "lifetime: 2h"));
+    assert_eq!(
+        decide(&longer, &ws, Some(&secret), Some(&status), None, t0()),
+        TokenDecision::Issue(IssueReason::LifetimeChanged)
+    );
+}
+
+#[test]
+fn resigns_once_per_new_renew_annotation_value() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (secret, mut status, _) = issued(&access, &ws);
+    let annotations = BTreeMap::from([(ANNOTATION_RENEW.to_owned(), "2026-01-01".to_owned())]);
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), Some(&annotations), t0()),
+        TokenDecision::Issue(IssueReason::RenewRequested)
+    );
+    status.renew_request = Some("2026-01-01".into());
+    assert!(matches!(
+        decide(&access, &ws, Some(&secret), Some(&status), Some(&annotations), t0()),
+        TokenDecision::Keep(_)
+    ));
+}
+
+#[test]
+fn leaves_a_foreign_secret_alone() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (mut secret, status, _) = issued(&access, &ws);
+    secret.metadata.owner_references = None;
+    assert_eq!(decide(&access, &ws, Some(&secret), Some(&status), None, t0()), TokenDecision::Conflict);
+}
+
+#[test]
+fn keeps_a_valid_token_even_without_status_after_a_restart() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (secret, _, _) = issued(&access, &ws);
+    assert!(matches!(decide(&access, &ws, Some(&secret), None, None, t0()), TokenDecision::Keep(_)));
+}
+
+#[test]
+fn repairs_missing_labels_and_keys_but_not_extra_ones() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (desired, _, _) = issued(&access, &ws);
+    let mut observed = desired.clone();
+    observed.metadata.labels.as_mut().unwrap().insert("added-by-someone".into(), "x".into());
+    assert!(!secret_needs_repair(&desired, &observed));
+    observed.metadata.labels.as_mut().unwrap().remove("app.kubernetes.io/managed-by");
+    assert!(secret_needs_repair(&desired, &observed));
+    let mut observed = desired.clone();
+    observed.data.as_mut().unwrap().remove("api-url");
+    assert!(secret_needs_repair(&desired, &observed));
+}
+
+fn clerk_configmap() -> k8s_openapi::api::core::v1::ConfigMap {
+    let access = access(
+        "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: acme}}]\nclerkTemplate: {}\n",
+    );
+    let output = access.clerk_template.clone().unwrap();
+    let template = crate::core::desired::clerk_template(&access, &output, "ws-1");
+    crate::core::desired::desired_clerk_configmap(&access, &template, Some(owner()))
+}
+
+#[test]
+fn writes_only_a_clerk_configmap_this_tenant_access_created() {
+    let desired = clerk_configmap();
+    assert_eq!(decide_configmap(&desired, None, UID), ConfigMapDecision::Create);
+    assert_eq!(decide_configmap(&desired, Some(&desired), UID), ConfigMapDecision::Keep);
+    let mut stale = desired.clone();
+    stale.data.as_mut().unwrap().insert("template.json".into(), "{}".into());
+    assert_eq!(decide_configmap(&desired, Some(&stale), UID), ConfigMapDecision::Update);
+
+    // Someone else's: no owner, another owner, or a non-controller reference to this one.
+    // The managed-by label it may carry does not make it this TenantAccess's.
+    let mut foreign = desired.clone();
+    foreign.metadata.owner_references = None;
+    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+    foreign.metadata.owner_references = Some(vec![OwnerReference { uid: "uid-other".into(), ..owner() }]);
+    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+    foreign.metadata.owner_references = Some(vec![OwnerReference { controller: None, ..owner() }]);
+    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+}

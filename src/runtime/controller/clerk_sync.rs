@@ -1,0 +1,228 @@
+//! Clerk template sync: create, adopt (only with the operator's marker), update when the body or
+//! the signing key changed, delete on TenantAccess deletion with `deletionPolicy: Delete`.
+
+use std::time::Duration;
+
+use crate::adapters::events::EventType;
+
+use super::context::Context;
+use super::workspace_cache::{ClerkCredentials, WorkspaceProblem};
+use crate::adapters::clerk::{ClerkClient, ClerkError, RemoteTemplate};
+use crate::api::{ClerkTemplateStatus, TenantAccess};
+use crate::core::conditions::DesiredCondition;
+use crate::core::desired::{CLERK_OWNER_CLAIM, ClerkTemplate};
+use crate::core::signing_workspace::SigningWorkspace;
+use crate::core::well_known::{clerk_reason, condition};
+
+/// What the sync did.
+#[derive(Debug)]
+pub(super) enum SyncOutcome {
+    /// In sync (or nothing to push); the condition and status to record.
+    Done { condition: DesiredCondition, status: Option<ClerkTemplateStatus> },
+    /// Not in sync; retry after the delay.
+    Failed { condition: DesiredCondition, retry_after: Duration },
+}
+
+/// Clerk's error code for a template name already in use.
+const NAME_TAKEN: &str = "form_identifier_exists";
+
+fn failed(reason: &'static str, message: String, retry_after: Duration) -> SyncOutcome {
+    SyncOutcome::Failed {
+        condition: DesiredCondition::fails(condition::CLERK_TEMPLATE_SYNCED, reason, message),
+        retry_after,
+    }
+}
+
+fn from_error(error: &ClerkError, ctx: &Context, access: &TenantAccess) -> SyncOutcome {
+    ctx.metrics
+        .clerk_requests
+        .get_or_create(&crate::runtime::metrics::CallLabels { call: "sync", outcome: error.reason() })
+        .inc();
+    let retry_after = error.retry_after().unwrap_or_else(|| ctx.record_failure(access).1);
+    failed(error.reason(), error.to_string(), retry_after)
+}
+
+/// Brings the remote template in line with `template`.
+pub(super) async fn sync(
+    access: &TenantAccess,
+    template: &ClerkTemplate,
+    signer: &SigningWorkspace,
+    connection: Option<&Result<ClerkCredentials, WorkspaceProblem>>,
+    previous: Option<&ClerkTemplateStatus>,
+    ctx: &Context,
+) -> SyncOutcome {
+    let credentials = match connection {
+        None => {
+            return SyncOutcome::Done {
+                condition: DesiredCondition::holds(
+                    condition::CLERK_TEMPLATE_SYNCED,
+                    clerk_reason::RENDERED_ONLY,
+                    "rendered to the ConfigMap only: the workspace has no Clerk connection (spec.clerk)",
+                ),
+                // Keep the record of what was pushed: a lost connection deletes nothing.
+                status: previous.cloned(),
+            };
+        }
+        Some(Err(problem)) => {
+            let retry = ctx.record_failure(access).1;
+            return failed(problem.reason, format!("Clerk connection: {}", problem.message), retry);
+        }
+        Some(Ok(credentials)) => credentials,
+    };
+    let client = match ctx.clerk.get_or_create(&credentials.api_url, credentials.secret_key()) {
+        Ok(client) => client,
+        Err(error) => return from_error(&error, ctx, access),
+    };
+    let desired_status = |id: &str| ClerkTemplateStatus {
+        id: Some(id.to_owned()),
+        name: template.name.clone(),
+        claims_hash: template.hash(),
+        signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
+    };
+    let synced = |status: ClerkTemplateStatus, how: &str| SyncOutcome::Done {
+        condition: DesiredCondition::holds(
+            condition::CLERK_TEMPLATE_SYNCED,
+            clerk_reason::SYNCED,
+            format!(
+                "template {} ({}) {how} with key {}",
+                status.name,
+                status.id.as_deref().unwrap_or("?"),
+                status.signing_key_fingerprint
+            ),
+        ),
+        status: Some(status),
+    };
+
+    // Known template: in sync, or PATCH the whole body. The name is part of that body, so a
+    // renamed template (a new spec.clerkTemplate.name, or the default name of an older release)
+    // keeps its id and is renamed in place: never a second template, never a moment with none.
+    if let Some(previous) = previous
+        && let Some(id) = previous.id.as_deref()
+    {
+        if *previous == desired_status(id) {
+            return synced(previous.clone(), "is in sync");
+        }
+        match client.update(id, template, &signer.key).await {
+            Ok(remote) => {
+                let why = if previous.name != template.name {
+                    format!("it was renamed from {:?}", previous.name)
+                } else if previous.signing_key_fingerprint == signer.signing_key_fingerprint {
+                    "the template changed".to_owned()
+                } else {
+                    "the signing key rotated".to_owned()
+                };
+                ctx.events.publish(
+                    access,
+                    EventType::Normal,
+                    "ClerkTemplateUpdated",
+                    "SyncClerkTemplate",
+                    &format!("updated Clerk template {} ({}) because {why}", remote.name, remote.id),
+                );
+                return synced(desired_status(&remote.id), "updated");
+            }
+            Err(error) if error.reason() == crate::adapters::clerk::reason::NOT_FOUND => {
+                tracing::info!(template = %template.name, "the Clerk template was deleted outside the operator; creating it again");
+            }
+            Err(error) if previous.name != template.name && error.code() == Some(NAME_TAKEN) => {
+                let message = format!(
+                    "Clerk template {id} cannot be renamed from {:?} to {:?}: another Clerk template has that name; it was left alone: delete or rename it in Clerk, or choose another spec.clerkTemplate.name",
+                    previous.name, template.name
+                );
+                let retry = ctx.record_failure(access).1.max(Duration::from_secs(60));
+                return failed(clerk_reason::CONFLICT, message, retry);
+            }
+            Err(error) => return from_error(&error, ctx, access),
+        }
+    }
+    create_or_adopt(access, template, signer, &client, ctx, &desired_status)
+        .await
+        .unwrap_or_else(|outcome| outcome)
+}
+
+async fn create_or_adopt(
+    access: &TenantAccess,
+    template: &ClerkTemplate,
+    signer: &SigningWorkspace,
+    client: &ClerkClient,
+    ctx: &Context,
+    desired_status: &(dyn Fn(&str) -> ClerkTemplateStatus + Sync),
+) -> Result<SyncOutcome, SyncOutcome> {
+    let existing = client.find_by_name(&template.name).await.map_err(|e| from_error(&e, ctx, access))?;
+    let (remote, event, how): (RemoteTemplate, &str, &str) = match existing {
+        Some(remote) if owner_of(&remote) == Some(template.claims.owner.as_str()) => {
+            let remote = client
+                .update(&remote.id, template, &signer.key)
+                .await
+                .map_err(|e| from_error(&e, ctx, access))?;
+            (remote, "ClerkTemplateAdopted", "adopted")
+        }
+        Some(remote) => {
+            let message = format!(
+                "a Clerk template named {:?} ({}) already exists and is not managed by this TenantAccess (its claims lack {CLERK_OWNER_CLAIM}: {:?}); it was left alone: delete or rename it in Clerk, or choose another spec.clerkTemplate.name",
+                remote.name, remote.id, template.claims.owner
+            );
+            let retry = ctx.record_failure(access).1.max(Duration::from_secs(60));
+            return Err(failed(clerk_reason::CONFLICT, message, retry));
+        }
+        None => {
+            let remote =
+                client.create(template, &signer.key).await.map_err(|e| from_error(&e, ctx, access))?;
+            (remote, "ClerkTemplateCreated", "created")
+        }
+    };
+    ctx.events.publish(
+        access,
+        EventType::Normal,
+        event,
+        "SyncClerkTemplate",
+        &format!(
+            "{how} Clerk template {} ({}) with key {}",
+            remote.name, remote.id, signer.signing_key_fingerprint
+        ),
+    );
+    let status = desired_status(&remote.id);
+    Ok(SyncOutcome::Done {
+        condition: DesiredCondition::holds(
+            condition::CLERK_TEMPLATE_SYNCED,
+            clerk_reason::SYNCED,
+            format!(
+                "template {} ({}) {how} with key {}",
+                status.name, remote.id, status.signing_key_fingerprint
+            ),
+        ),
+        status: Some(status),
+    })
+}
+
+/// The operator's marker in a remote template's claims.
+fn owner_of(remote: &RemoteTemplate) -> Option<&str> {
+    remote.claims.get(CLERK_OWNER_CLAIM).and_then(|v| v.as_str())
+}
+
+/// Whether the TenantAccess carries the Clerk finalizer.
+pub(super) fn has_finalizer(access: &TenantAccess) -> bool {
+    access.metadata.finalizers.iter().flatten().any(|f| f == crate::core::well_known::FINALIZER)
+}
+
+/// Deletes the remote template (404 is success); `why` ends the event's message.
+///
+/// # Errors
+/// Clerk failures other than "not found" (the deletion is retried).
+pub(super) async fn delete_remote(
+    access: &TenantAccess,
+    credentials: &ClerkCredentials,
+    id: &str,
+    ctx: &Context,
+    why: &str,
+) -> Result<(), ClerkError> {
+    let client = ctx.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?;
+    client.delete(id).await?;
+    ctx.events.publish(
+        access,
+        EventType::Normal,
+        "ClerkTemplateDeleted",
+        "DeleteClerkTemplate",
+        &format!("deleted Clerk template {id} ({why})"),
+    );
+    Ok(())
+}

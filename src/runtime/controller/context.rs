@@ -1,0 +1,253 @@
+//! What every reconcile shares: the client, the caches, the event publisher, the settings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, core::PartialObjectMeta};
+
+use super::workspace_cache::WorkspaceCache;
+use crate::adapters::events::EventPublisher;
+use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
+use crate::core::backoff::{Backoff, jitter};
+
+/// Settings of a running operator.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace of ClusterTinybirdWorkspace admin tokens (the operator's own).
+    pub cluster_resource_namespace: String,
+    /// Backoff of failing objects.
+    pub backoff: Backoff,
+    /// Re-check interval of healthy objects when nothing else schedules them.
+    pub resync: Duration,
+    /// Whether the operator watches every namespace (and so may use cluster workspaces).
+    pub cluster_wide: bool,
+    /// When set, only these namespaces are served (the rest is ignored).
+    pub namespaces: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Settings {
+    /// Whether objects of this namespace are served.
+    #[must_use]
+    pub fn serves(&self, namespace: &str) -> bool {
+        self.namespaces.as_ref().is_none_or(|set| set.contains(namespace))
+    }
+}
+
+/// The shared state of the reconcilers.
+#[derive(Clone)]
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Settings.
+    pub settings: Settings,
+    /// The workspaces, loaded and checked (admin token, Clerk key).
+    pub workspace_cache: WorkspaceCache,
+    /// The watch caches.
+    pub caches: Caches,
+    /// Events, sent off the reconcile path.
+    pub events: EventPublisher,
+    /// The objects last written, preferred over older cached copies.
+    pub last_writes: super::writes::LastWrites,
+    /// Which Secrets exist (names only), to create a token Secret without a GET first.
+    pub known_secrets: super::known_secrets::KnownSecrets,
+    /// Digests of the managed token Secrets (instead of a cache of them).
+    pub token_secrets: super::token_secrets::TokenSecrets,
+    /// The endpoint health checks.
+    pub health: crate::adapters::health::HealthScheduler,
+    /// TenantAccess resources registered with the health scheduler (swept when deleted).
+    pub health_keys: Arc<Mutex<std::collections::HashSet<crate::adapters::health::AccessKey>>>,
+    /// Workspaces whose admin token must be checked with Tinybird at their next reconcile.
+    forced_verifications: Arc<Mutex<std::collections::HashSet<super::workspace_cache::WorkspaceKey>>>,
+    /// Asks the workspace controllers to reconcile a workspace now.
+    pub workspace_rechecks: WorkspaceRechecks,
+    /// Metrics.
+    pub metrics: crate::runtime::metrics::Metrics,
+    /// Clerk clients, one rate limiter per Clerk instance.
+    pub clerk: crate::adapters::clerk::ClerkClients,
+    /// The HTTP client for Tinybird calls.
+    pub http: reqwest::Client,
+    /// Last admin-token check per workspace: (key fingerprint, when).
+    verifications: Arc<Mutex<HashMap<super::workspace_cache::WorkspaceKey, (String, Timestamp)>>>,
+    /// Consecutive failures per object, for backoff.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// The clock.
+    clock: fn() -> Timestamp,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// The caches a Context reads.
+#[allow(missing_debug_implementations)]
+#[derive(Clone)]
+pub struct Caches {
+    /// TenantAccess cache.
+    pub tenant_accesses: Store<super::cached_access::CachedTenantAccess>,
+    /// Namespaced workspaces cache.
+    pub workspaces: Store<TinybirdWorkspace>,
+    /// Cluster workspaces cache.
+    pub cluster_workspaces: Store<ClusterTinybirdWorkspace>,
+    /// Namespaces cache.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Managed ConfigMaps cache.
+    pub managed_configmaps: Store<ConfigMap>,
+}
+
+impl Context {
+    /// A context over the given caches.
+    ///
+    /// # Errors
+    /// When the HTTP clients cannot be built (TLS backend).
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        caches: Caches,
+        workspace_cache: WorkspaceCache,
+        services: Services,
+    ) -> Result<Self, crate::adapters::clerk::ClerkError> {
+        let Services {
+            events,
+            last_writes,
+            known_secrets,
+            token_secrets,
+            clerk_options,
+            health,
+            workspace_rechecks,
+            metrics,
+        } = services;
+        Ok(Self {
+            clerk: crate::adapters::clerk::ClerkClients::new(clerk_options)?,
+            events,
+            last_writes,
+            known_secrets,
+            token_secrets,
+            health,
+            health_keys: Arc::default(),
+            forced_verifications: Arc::default(),
+            workspace_rechecks,
+            metrics,
+            client,
+            settings,
+            workspace_cache,
+            caches,
+            http: crate::adapters::http::client(crate::adapters::tinybird::VERIFY_TIMEOUT)
+                .unwrap_or_default(),
+            verifications: Arc::default(),
+            failures: Arc::default(),
+            clock: Timestamp::now,
+        })
+    }
+
+    /// Now, by the context's clock.
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Asks for a Tinybird check of this workspace's admin token at its next reconcile.
+    pub fn force_verification(&self, workspace: super::workspace_cache::WorkspaceKey) {
+        if let Ok(mut forced) = self.forced_verifications.lock() {
+            forced.insert(workspace);
+        }
+    }
+
+    /// Whether a check was asked for (and forgets the request).
+    #[must_use]
+    pub fn take_forced_verification(&self, workspace: &super::workspace_cache::WorkspaceKey) -> bool {
+        self.forced_verifications.lock().is_ok_and(|mut forced| forced.remove(workspace))
+    }
+
+    /// None when a check of this key is due now; else the time until it is.
+    #[must_use]
+    pub fn verification_due(
+        &self,
+        workspace: &super::workspace_cache::WorkspaceKey,
+        fingerprint: &str,
+        interval: Duration,
+        now: Timestamp,
+    ) -> Option<Duration> {
+        let verifications = self.verifications.lock().ok()?;
+        let (checked_fingerprint, at) = verifications.get(workspace)?;
+        if checked_fingerprint != fingerprint {
+            return None;
+        }
+        let elapsed = Duration::try_from(now.duration_since(*at)).unwrap_or_default();
+        interval.checked_sub(elapsed).filter(|left| !left.is_zero())
+    }
+
+    /// Records that a key was checked now.
+    pub fn record_verification(
+        &self,
+        workspace: super::workspace_cache::WorkspaceKey,
+        fingerprint: &str,
+        now: Timestamp,
+    ) {
+        if let Ok(mut verifications) = self.verifications.lock() {
+            verifications.insert(workspace, (fingerprint.to_owned(), now));
+        }
+    }
+
+    /// Records a failure of `object` and returns the backoff delay before the next attempt.
+    #[must_use]
+    pub fn record_failure<K: Resource<DynamicType = ()>>(&self, object: &K) -> (u32, Duration) {
+        let key = ObjectRef::from_obj(object).to_string();
+        let attempts = self.failures.lock().map_or(1, |mut failures| {
+            let count = failures.entry(key.clone()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        });
+        (attempts, self.settings.backoff.delay(attempts, jitter(&key)))
+    }
+
+    /// Records a token Secret the operator wrote (the API server's answer): its digest, and its
+    /// resourceVersion to recognise the watch event it causes.
+    pub fn wrote_secret(&self, secret: &Secret) {
+        self.token_secrets.wrote(secret);
+        self.last_writes.wrote_secret(secret);
+    }
+
+    /// Forgets the failures of `object` after a success.
+    pub fn record_success<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        let key = ObjectRef::from_obj(object).to_string();
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&key);
+        }
+    }
+}
+
+/// Senders that make the workspace controllers reconcile a workspace now.
+#[derive(Debug, Clone)]
+pub struct WorkspaceRechecks {
+    /// Namespaced workspaces.
+    pub namespaced: tokio::sync::mpsc::UnboundedSender<ObjectRef<crate::api::TinybirdWorkspace>>,
+    /// Cluster workspaces.
+    pub cluster: tokio::sync::mpsc::UnboundedSender<ObjectRef<crate::api::ClusterTinybirdWorkspace>>,
+}
+
+/// The services a Context is built with.
+#[allow(missing_debug_implementations)]
+pub struct Services {
+    /// The event publisher.
+    pub events: EventPublisher,
+    /// The read-your-writes cache (shared with the watch filters).
+    pub last_writes: super::writes::LastWrites,
+    /// Which Secrets exist, fed by the Secret metadata watch.
+    pub known_secrets: super::known_secrets::KnownSecrets,
+    /// Digests of the managed token Secrets (instead of a cache of them).
+    pub token_secrets: super::token_secrets::TokenSecrets,
+    /// Clerk client settings (budget, timeouts).
+    pub clerk_options: crate::adapters::clerk::ClerkClientOptions,
+    /// The health-check scheduler.
+    pub health: crate::adapters::health::HealthScheduler,
+    /// Channels to the workspace controllers.
+    pub workspace_rechecks: WorkspaceRechecks,
+    /// Metrics.
+    pub metrics: crate::runtime::metrics::Metrics,
+}

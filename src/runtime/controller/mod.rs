@@ -1,0 +1,264 @@
+//! The running operator: the two reconcilers (workspaces, TenantAccess) assembled over the
+//! watches and caches of `watches.rs`, and run until shutdown.
+
+pub mod admission;
+pub mod cached_access;
+pub mod clerk_sync;
+pub mod context;
+pub mod error;
+pub mod known_secrets;
+pub mod observe;
+mod output_writes;
+mod report;
+pub mod tenants;
+pub mod token_secrets;
+mod watches;
+pub mod workspace_cache;
+pub mod workspace_reconciler;
+pub mod writes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt as _, future};
+use kube::Client;
+use kube::runtime::reflector::ObjectRef;
+
+use self::context::{Context, Settings};
+use self::watches::{WatchSinks, Watches, receiver_stream, workspaces_for_secret};
+use self::workspace_cache::WorkspaceCache;
+use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
+use crate::core::well_known::OPERATOR_NAME;
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Namespaces to serve (empty: all). One namespace means namespace-scoped watches (and no
+    /// cluster workspaces); several mean cluster-wide watches filtered to these namespaces.
+    pub namespaces: Vec<String>,
+    /// Namespace of ClusterTinybirdWorkspace admin tokens.
+    pub cluster_resource_namespace: String,
+    /// Concurrent reconciles per controller.
+    pub concurrency: u16,
+    /// Re-check interval when nothing else schedules an object.
+    pub resync: Duration,
+    /// Name of this replica (pod name), for events.
+    pub instance: Option<String>,
+    /// Health probes in flight at once, over all TenantAccess.
+    pub probe_concurrency: usize,
+    /// The metrics the controllers record (shared with the admin server).
+    pub metrics: crate::runtime::metrics::Metrics,
+    /// Set once every watch has synced (for `/readyz`).
+    pub synced: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests the operator may make to one Clerk instance per window (Clerk allows 100 per
+    /// 10 s on development instances, 1000 on production ones; leave room for your app).
+    pub clerk_budget: crate::adapters::clerk::RequestBudget,
+}
+
+/// Runs the controllers until `shutdown` resolves (then finishes in-flight reconciles). Events
+/// are sent with `client` too.
+pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
+    run_with_event_client(client.clone(), client, config, shutdown).await;
+}
+
+/// [`run`], with events sent by `events_client` (its own rate limit, so that events never take
+/// the request budget of the writes).
+pub async fn run_with_event_client(
+    client: Client,
+    events_client: Client,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let shutdown = shutdown.shared();
+    let ns = match config.namespaces.as_slice() {
+        [only] => Some(only.as_str()),
+        _ => None,
+    };
+    let workspace_cache = WorkspaceCache::default();
+    let last_writes = writes::LastWrites::default();
+    let known_secrets = known_secrets::KnownSecrets::default();
+    let token_secrets = token_secrets::TokenSecrets::default();
+    let Watches {
+        caches,
+        workspaces: workspace_controller,
+        cluster_workspaces: cluster_workspace_controller,
+        tenants: tenant_controller,
+        tenant_dependencies,
+        admin_secrets,
+        cluster_admin_secrets,
+    } = Watches::new(
+        &client,
+        ns,
+        &config.cluster_resource_namespace,
+        &WatchSinks {
+            last_writes: &last_writes,
+            token_secrets: &token_secrets,
+            known_secrets: &known_secrets,
+        },
+    );
+    let cluster_wide = ns.is_none();
+
+    let settings = Settings {
+        cluster_resource_namespace: config.cluster_resource_namespace.clone(),
+        backoff: crate::core::backoff::Backoff::default(),
+        resync: config.resync,
+        cluster_wide,
+        namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
+    };
+    let clerk_options =
+        crate::adapters::clerk::ClerkClientOptions { budget: config.clerk_budget, ..Default::default() };
+    let prober = match crate::adapters::health::HttpProber::new() {
+        Ok(prober) => prober,
+        Err(error) => {
+            tracing::error!(%error, "cannot start: the HTTP client could not be built");
+            return;
+        }
+    };
+    let (health, health_events) = crate::adapters::health::HealthScheduler::start(
+        crate::adapters::health::HealthConfig { concurrency: config.probe_concurrency.max(1) },
+        Arc::new(prober),
+    );
+    let (namespaced_recheck, namespaced_rechecks) = tokio::sync::mpsc::unbounded_channel();
+    let (cluster_recheck, cluster_rechecks) = tokio::sync::mpsc::unbounded_channel();
+    let rechecks = context::WorkspaceRechecks { namespaced: namespaced_recheck, cluster: cluster_recheck };
+    let ctx = match Context::new(
+        client.clone(),
+        settings,
+        caches.clone(),
+        workspace_cache.clone(),
+        context::Services {
+            events: crate::adapters::events::EventPublisher::start(
+                events_client,
+                OPERATOR_NAME,
+                config.instance.clone(),
+                config.metrics.events_dropped.clone(),
+            ),
+            last_writes,
+            known_secrets,
+            token_secrets,
+            clerk_options,
+            health: health.clone(),
+            workspace_rechecks: rechecks,
+            metrics: config.metrics.clone(),
+        },
+    ) {
+        Ok(ctx) => Arc::new(ctx),
+        Err(error) => {
+            tracing::error!(%error, "cannot start: HTTP clients could not be built");
+            return;
+        }
+    };
+
+    let controller_config = kube::runtime::controller::Config::default().concurrency(config.concurrency);
+    let workspaces = workspace_controller
+        .with_config(controller_config.clone())
+        .watches_stream(
+            admin_secrets,
+            workspaces_for_secret(caches.workspaces.clone(), workspace_cache.clone()),
+        )
+        .reconcile_on(receiver_stream(namespaced_rechecks))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            workspace_reconciler::reconcile::<TinybirdWorkspace>,
+            workspace_reconciler::error_policy::<TinybirdWorkspace>,
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let cluster_workspaces = if let Some(cluster_admin_secrets) = cluster_admin_secrets {
+        cluster_workspace_controller
+            .with_config(controller_config.clone())
+            .watches_stream(
+                cluster_admin_secrets,
+                workspaces_for_secret(caches.cluster_workspaces.clone(), workspace_cache),
+            )
+            .reconcile_on(receiver_stream(cluster_rechecks))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                workspace_reconciler::reconcile::<ClusterTinybirdWorkspace>,
+                workspace_reconciler::error_policy::<ClusterTinybirdWorkspace>,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()))
+            .boxed()
+    } else {
+        future::ready(()).boxed()
+    };
+
+    let tenants = watches::with_dependencies(
+        &client,
+        ns,
+        tenant_controller.with_config(controller_config),
+        tenant_dependencies,
+    );
+    let health_triggers =
+        health_events.map(|change| ObjectRef::new(&change.key.name).within(&change.key.namespace));
+    let tenants = tenants
+        .reconcile_on(health_triggers)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(tenants::reconcile, tenants::error_policy, ctx.clone())
+        .for_each(|_| future::ready(()));
+
+    tracing::info!(namespace = ns.unwrap_or("<all>"), cluster_resource_namespace = %config.cluster_resource_namespace, "operator started");
+    config.metrics.attach(
+        caches.tenant_accesses.clone(),
+        caches.workspaces.clone(),
+        caches.cluster_workspaces.clone(),
+        ctx.health.clone(),
+    );
+    let synced = ready_when_synced(caches, ctx.token_secrets.clone(), cluster_wide, config.synced.clone());
+    let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
+    let sweep = async move {
+        futures::join!(sweep, synced);
+    };
+    future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
+    ctx.health.shutdown().await;
+    tracing::info!("operator stopped");
+}
+
+/// Sets `flag` once every cache has synced (the cluster workspaces' only when `cluster_wide`).
+async fn ready_when_synced(
+    caches: context::Caches,
+    token_secrets: token_secrets::TokenSecrets,
+    cluster_wide: bool,
+    flag: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (a, b, c, ()) = futures::join!(
+        caches.tenant_accesses.wait_until_ready(),
+        caches.workspaces.wait_until_ready(),
+        caches.managed_configmaps.wait_until_ready(),
+        token_secrets.wait_until_synced(),
+    );
+    let cluster =
+        if cluster_wide { caches.cluster_workspaces.wait_until_ready().await.is_ok() } else { true };
+    if a.is_ok() && b.is_ok() && c.is_ok() && cluster {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("caches synced: ready");
+    }
+}
+
+/// Stops probing (and forgets) TenantAccess resources that were deleted: a reconcile never runs
+/// for an object that is gone.
+async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
+    let sweep = async {
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            ticker.tick().await;
+            let registered: Vec<crate::adapters::health::AccessKey> =
+                ctx.health_keys.lock().map(|keys| keys.iter().cloned().collect()).unwrap_or_default();
+            for key in registered {
+                if ctx.caches.tenant_accesses.get(&ObjectRef::new(&key.name).within(&key.namespace)).is_none()
+                {
+                    ctx.health.unregister(&key);
+                    ctx.last_writes.forget_access(&key.namespace, &key.name);
+                    if let Ok(mut keys) = ctx.health_keys.lock() {
+                        keys.remove(&key);
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = sweep => {},
+        () = shutdown => {},
+    }
+}

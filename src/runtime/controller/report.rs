@@ -1,0 +1,188 @@
+//! The status step of the TenantAccess reconciler: the status being built by one reconcile
+//! (conditions, token, endpoints), the health probes it registers, and the one status write.
+
+use crate::adapters::events::EventType;
+use jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+
+use super::context::Context;
+use super::error::Error;
+use super::workspace_cache::WorkspaceKey;
+use crate::adapters::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
+use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
+use crate::core::conditions::{DesiredCondition, find, remove_condition, set_condition};
+use crate::core::desired::clerk_configmap_name;
+use crate::core::signing_workspace::SigningWorkspace;
+use crate::core::validate::{ValidatedAccess, WorkspaceKind};
+use crate::core::well_known::{condition, reason};
+
+/// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
+/// the operator believes valid, and reports health (status changes only on flips).
+pub(super) async fn health_stage(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    issued_jwt: Option<&str>,
+    ctx: &Context,
+    report: &mut Report,
+) {
+    let key = AccessKey::new(&validated.namespace, &validated.name);
+    let Some(plan) = ProbePlan::for_access(validated, signer, issued_jwt) else {
+        stop_probes(ctx, report, &validated.namespace, &validated.name);
+        return;
+    };
+    ctx.health.register(key.clone(), plan);
+    if let Ok(mut keys) = ctx.health_keys.lock() {
+        keys.insert(key.clone());
+    }
+    if ctx.health.take_key_check(&key) {
+        let workspace = WorkspaceKey {
+            kind: validated.workspace_kind,
+            namespace: if validated.workspace_kind == WorkspaceKind::Namespaced {
+                validated.namespace.clone()
+            } else {
+                String::new()
+            },
+            name: validated.workspace_name.clone(),
+        };
+        ctx.force_verification(workspace);
+        let _ = match validated.workspace_kind {
+            WorkspaceKind::Namespaced => ctx
+                .workspace_rechecks
+                .namespaced
+                .send(ObjectRef::new(&validated.workspace_name).within(&validated.namespace))
+                .is_ok(),
+            WorkspaceKind::Cluster => {
+                ctx.workspace_rechecks.cluster.send(ObjectRef::new(&validated.workspace_name)).is_ok()
+            }
+        };
+        ctx.events.publish(
+            access,
+            EventType::Warning,
+            "SignatureRejected",
+            "ProbeEndpoint",
+            &format!("Tinybird rejected the signature of a token that should be valid: checking workspace {}'s admin token with Tinybird now (was it refreshed outside the cluster?)", validated.workspace_name),
+        );
+    }
+    let Some(endpoints) = ctx.health.endpoints(&key) else { return };
+    let Some(summary) = summarize(&endpoints) else { return };
+    let new: Vec<EndpointStatus> = endpoints.iter().map(EndpointHealth::to_status).collect();
+    // Linear in the endpoints: a map of the previous verdicts, not a search per endpoint.
+    let was_healthy: std::collections::HashMap<&str, bool> =
+        report.previous.endpoints.iter().map(|e| (e.resource.as_str(), e.healthy)).collect();
+    for endpoint in &new {
+        let before = was_healthy.get(endpoint.resource.as_str());
+        let flipped = before.map_or(!endpoint.healthy, |healthy| *healthy != endpoint.healthy);
+        if flipped {
+            let (type_, reason) = if endpoint.healthy {
+                (EventType::Normal, "EndpointRecovered")
+            } else {
+                (EventType::Warning, "EndpointUnhealthy")
+            };
+            let detail = endpoint.message.as_deref().unwrap_or(&endpoint.reason);
+            ctx.events.publish(
+                access,
+                type_,
+                reason,
+                "ProbeEndpoint",
+                &format!("pipe {}: {} ({detail})", endpoint.resource, endpoint.reason),
+            );
+        }
+    }
+    report.status.endpoints = new;
+    report.set(if summary.healthy {
+        DesiredCondition::holds(condition::ENDPOINTS_HEALTHY, summary.reason, summary.message)
+    } else {
+        DesiredCondition::fails(condition::ENDPOINTS_HEALTHY, summary.reason, summary.message)
+    });
+}
+
+/// No probes for this TenantAccess (disabled, refused or deleted).
+pub(super) fn stop_probes(ctx: &Context, report: &mut Report, namespace: &str, name: &str) {
+    let key = AccessKey::new(namespace, name);
+    ctx.health.unregister(&key);
+    if let Ok(mut keys) = ctx.health_keys.lock() {
+        keys.remove(&key);
+    }
+    remove_condition(&mut report.status.conditions, condition::ENDPOINTS_HEALTHY);
+    report.status.endpoints.clear();
+}
+
+/// The status being built by one reconcile.
+pub(super) struct Report {
+    pub(super) previous: TenantAccessStatus,
+    pub(super) status: TenantAccessStatus,
+    generation: Option<i64>,
+    pub(super) now: Timestamp,
+}
+
+impl Report {
+    pub(super) fn new(access: &TenantAccess, previous: TenantAccessStatus, now: Timestamp) -> Self {
+        let mut status = previous.clone();
+        status.observed_generation = access.meta().generation;
+        Self { previous, status, generation: access.meta().generation, now }
+    }
+
+    pub(super) fn set(&mut self, condition: DesiredCondition) {
+        set_condition(&mut self.status.conditions, condition, self.generation, self.now);
+    }
+
+    /// Nothing is issued: Ready and TokenIssued false with the reason. What was issued before
+    /// stays where it is.
+    pub(super) fn refuse(&mut self, reason: &'static str, message: &str) {
+        self.set(DesiredCondition::fails(condition::READY, reason, message));
+        self.set(DesiredCondition::fails(condition::TOKEN_ISSUED, reason, message));
+        self.status.failed_attempts = Some(self.previous.failed_attempts.unwrap_or(0).saturating_add(1));
+    }
+
+    /// Ready false for a reason that does not concern the token (e.g. Clerk sync).
+    pub(super) fn not_ready(&mut self, reason: &'static str, message: &str) {
+        self.set(DesiredCondition::fails(condition::READY, reason, message));
+    }
+
+    pub(super) fn ready(&mut self, validated: &ValidatedAccess) {
+        let mut outputs = Vec::new();
+        if let Some(secret) = &validated.secret {
+            outputs.push(format!("token in Secret {}", secret.name));
+        }
+        if validated.clerk_template.is_some() {
+            outputs.push(format!("Clerk template in ConfigMap {}", clerk_configmap_name(&validated.name)));
+        }
+        self.set(DesiredCondition::holds(condition::READY, reason::READY, outputs.join("; ")));
+        self.status.failed_attempts = None;
+    }
+
+    /// Writes the status if it changed, and announces a new refusal once.
+    pub(super) async fn finish(self, ctx: &Context, access: &TenantAccess) -> Result<(), Error> {
+        let was = find(&self.previous.conditions, condition::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+        let now = find(&self.status.conditions, condition::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+        if let Some((status, reason, message)) = &now
+            && status == "False"
+            && was.as_ref() != now.as_ref()
+        {
+            ctx.events.publish(access, EventType::Warning, reason, "Reconcile", message);
+        }
+        // failedAttempts alone never causes a write: a status write triggers the next reconcile,
+        // and a counter that changes on every pass would turn a refusal into a busy loop.
+        let unchanged =
+            TenantAccessStatus { failed_attempts: self.previous.failed_attempts, ..self.status.clone() };
+        if unchanged == self.previous {
+            return Ok(());
+        }
+        let api: Api<TenantAccess> =
+            Api::namespaced(ctx.client.clone(), &access.namespace().unwrap_or_default());
+        let written = crate::adapters::apply::apply_status(&api, &access.name_any(), &self.status)
+            .await
+            .map_err(Error::WriteStatus)?;
+        ctx.last_writes.wrote_status(
+            &access.namespace().unwrap_or_default(),
+            &access.name_any(),
+            written.metadata.resource_version,
+            self.status,
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! The watches of the running operator: every watch stream and cache the controllers consume,
+//! and the maps from a watched object to the objects it triggers. Nothing here runs until the
+//! controllers assembled in [`super::run`] poll it.
+
+use futures::stream::BoxStream;
+use futures::{StreamExt as _, TryStreamExt as _, future};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt as _, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::cached_access::CachedTenantAccess;
+use super::context::Caches;
+use super::known_secrets::KnownSecrets;
+use super::token_secrets::TokenSecrets;
+use super::workspace_cache::{SecretRef, WorkspaceCache};
+use super::workspace_reconciler::Workspace;
+use super::writes::LastWrites;
+use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
+use crate::core::validate::WorkspaceKind;
+use crate::core::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME};
+
+/// A watch stream of objects, as the controllers consume it.
+type Objects<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+/// The watches of one operator, built and not yet polled.
+pub(super) struct Watches {
+    /// The caches the reconcilers read.
+    pub caches: Caches,
+    /// The TinybirdWorkspace controller (its own watch and cache).
+    pub workspaces: Controller<TinybirdWorkspace>,
+    /// The ClusterTinybirdWorkspace controller (its own watch and cache).
+    pub cluster_workspaces: Controller<ClusterTinybirdWorkspace>,
+    /// The TenantAccess controller, over the compact TenantAccess cache.
+    pub tenants: Controller<CachedTenantAccess>,
+    /// The watches of what a TenantAccess depends on, for [`with_dependencies`].
+    pub tenant_dependencies: TenantDependencies,
+    /// Secrets of the served namespaces, metadata only: admin tokens and Clerk keys.
+    pub admin_secrets: Objects<PartialObjectMeta<Secret>>,
+    /// Secrets of the cluster-resource namespace (cluster-wide installs only), metadata only.
+    pub cluster_admin_secrets: Option<Objects<PartialObjectMeta<Secret>>>,
+}
+
+/// What the watches feed besides the caches.
+pub(super) struct WatchSinks<'a> {
+    /// Told of the operator's own writes, so that their echoes trigger nothing.
+    pub last_writes: &'a LastWrites,
+    /// Fed the managed Secrets' digests.
+    pub token_secrets: &'a TokenSecrets,
+    /// Fed the names of the Secrets that exist.
+    pub known_secrets: &'a KnownSecrets,
+}
+
+impl Watches {
+    /// The watches of the namespace `ns` (`None`: all namespaces). A single-namespace install has
+    /// no cluster-wide rights: it serves TinybirdWorkspaces only, and reads neither namespaces
+    /// nor the cluster-resource namespace.
+    pub(super) fn new(
+        client: &Client,
+        ns: Option<&str>,
+        cluster_resource_namespace: &str,
+        sinks: &WatchSinks<'_>,
+    ) -> Self {
+        // Managed Secrets: not cached, only digested (see `token_secrets`); the watch still
+        // triggers the owners.
+        let managed_secrets = watcher(api::<Secret>(client, ns), managed_selector())
+            .inspect_ok({
+                let token_secrets = sinks.token_secrets.clone();
+                move |event| token_secrets.observe(event)
+            })
+            // Deletions too: a deleted Secret (or one whose managed-by label was removed, which
+            // leaves the selection) must be restored.
+            .touched_objects()
+            // The echo of the operator's own write needs no reconcile.
+            .try_filter(not_own({
+                let last_writes = sinks.last_writes.clone();
+                move |namespace, name, rv| last_writes.own_secret_event(namespace, name, rv)
+            }))
+            .boxed();
+
+        let (managed_configmaps, configmap_writer) = reflector::store::<ConfigMap>();
+        let managed_configmap_stream = reflector::reflector(
+            configmap_writer,
+            watcher(api::<ConfigMap>(client, ns), managed_selector())
+                .modify(|c| c.managed_fields_mut().clear()),
+        )
+        .touched_objects()
+        .boxed();
+
+        let workspaces = Controller::new(api::<TinybirdWorkspace>(client, ns), watcher::Config::default());
+        let cluster_workspaces =
+            Controller::new(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default());
+        // TenantAccess cache, compact (see `cached_access`): at 10,000 objects it would otherwise
+        // be most of the memory.
+        let (tenant_store, tenant_writer) = reflector::store::<CachedTenantAccess>();
+        let tenant_stream = reflector::reflector(
+            tenant_writer,
+            watcher(api::<CachedTenantAccess>(client, ns), watcher::Config::default()),
+        )
+        .applied_objects()
+        // The echo of the operator's own status write needs no reconcile.
+        .try_filter(not_own({
+            let last_writes = sinks.last_writes.clone();
+            move |namespace, name, rv| last_writes.own_status_event(namespace, name, rv)
+        }));
+        let tenants = Controller::for_stream(tenant_stream, tenant_store);
+
+        let cluster_wide = ns.is_none();
+        // Namespaces, metadata only: for allowedNamespaces and re-evaluation on label changes.
+        let (namespaces, namespace_writer) = reflector::store();
+        let namespace_stream = cluster_wide.then(|| {
+            reflector::reflector(
+                namespace_writer,
+                watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+                    .modify(|n| n.managed_fields_mut().clear()),
+            )
+            .applied_objects()
+            .boxed()
+        });
+
+        // Admin-token Secrets are watched metadata-only, with no cache: an event only says "this
+        // Secret changed" (its data, or its metadata such as the allowed-workspaces annotation),
+        // mapped to the workspaces that reference it.
+        // They also tell which Secrets exist (names only), so a first issuance needs no GET.
+        let admin_secrets = watcher(api::<PartialObjectMeta<Secret>>(client, ns), watcher::Config::default())
+            .inspect_ok({
+                let known_secrets = sinks.known_secrets.clone();
+                move |event| known_secrets.observe(event)
+            })
+            .touched_objects()
+            .boxed();
+        let cluster_admin_secrets = cluster_wide.then(|| {
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), cluster_resource_namespace),
+                watcher::Config::default(),
+            )
+            .touched_objects()
+            .boxed()
+        });
+
+        let caches = Caches {
+            tenant_accesses: tenants.store(),
+            workspaces: workspaces.store(),
+            cluster_workspaces: cluster_workspaces.store(),
+            namespaces,
+            managed_configmaps,
+        };
+        let tenant_dependencies = TenantDependencies {
+            tenant_accesses: caches.tenant_accesses.clone(),
+            managed_secrets,
+            managed_configmaps: managed_configmap_stream,
+            namespaces: namespace_stream,
+        };
+        Self {
+            caches,
+            workspaces,
+            cluster_workspaces,
+            tenants,
+            tenant_dependencies,
+            admin_secrets,
+            cluster_admin_secrets,
+        }
+    }
+}
+
+/// The API of `K` in namespace `namespace` (`None`: all namespaces).
+pub(super) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn managed_selector() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
+}
+
+/// A watch-stream filter keeping the objects that are not the echo of the operator's own write,
+/// as told by `own(namespace, name, resourceVersion)`.
+fn not_own<K: Resource>(
+    own: impl Fn(&str, &str, Option<&str>) -> bool,
+) -> impl FnMut(&K) -> future::Ready<bool> {
+    move |object| {
+        let meta = object.meta();
+        let own = own(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.resource_version.as_deref(),
+        );
+        future::ready(!own)
+    }
+}
+
+/// Maps a Secret event to the workspaces of `workspaces` that read that Secret (a namespaced
+/// workspace only in its own namespace), recording the Secret's resourceVersion in the cache
+/// when one does.
+pub(super) fn workspaces_for_secret<W: Workspace>(
+    workspaces: Store<W>,
+    workspace_cache: WorkspaceCache,
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<W>> + Send + Sync + 'static {
+    move |secret: PartialObjectMeta<Secret>| {
+        let namespace = secret.namespace().unwrap_or_default();
+        let name = secret.name_any();
+        let refs: Vec<ObjectRef<W>> = workspaces
+            .state()
+            .iter()
+            .filter(|ws| {
+                (W::KIND == WorkspaceKind::Cluster || ws.namespace().as_deref() == Some(namespace.as_str()))
+                    && references_secret(ws.workspace_spec(), &name)
+            })
+            .map(|ws| ObjectRef::from_obj(ws.as_ref()))
+            .collect();
+        if !refs.is_empty() {
+            workspace_cache.observe_secret(SecretRef { namespace, name }, secret.resource_version());
+        }
+        refs
+    }
+}
+
+/// Whether a workspace reads this Secret (admin token or Clerk key) in its Secret namespace.
+fn references_secret(spec: &crate::api::WorkspaceSpec, name: &str) -> bool {
+    spec.admin_token_secret_ref.name == name
+        || spec.clerk.as_ref().is_some_and(|c| c.secret_key_secret_ref.name == name)
+}
+
+/// The TenantAccess controller with the triggers of its dependencies: its managed Secrets and
+/// ConfigMaps, the workspaces it uses and (cluster-wide) its namespace.
+pub(super) fn with_dependencies(
+    client: &Client,
+    ns: Option<&str>,
+    tenants: Controller<CachedTenantAccess>,
+    dependencies: TenantDependencies,
+) -> Controller<CachedTenantAccess> {
+    let store = dependencies.tenant_accesses;
+    let mut tenants = tenants
+        .owns_stream(dependencies.managed_secrets)
+        .owns_stream(dependencies.managed_configmaps)
+        .watches(api::<TinybirdWorkspace>(client, ns), watcher::Config::default(), {
+            let tenants = store.clone();
+            move |ws: TinybirdWorkspace| {
+                dependents(&tenants, WorkspaceKind::Namespaced, ws.namespace().as_deref(), &ws.name_any())
+            }
+        });
+    if let Some(namespace_stream) = dependencies.namespaces {
+        tenants = tenants
+            .watches(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default(), {
+                let tenants = store.clone();
+                move |ws: ClusterTinybirdWorkspace| {
+                    dependents(&tenants, WorkspaceKind::Cluster, None, &ws.name_any())
+                }
+            })
+            .watches_stream(namespace_stream, {
+                let tenants = store;
+                move |namespace: PartialObjectMeta<Namespace>| {
+                    let name = namespace.name_any();
+                    tenants
+                        .state()
+                        .iter()
+                        .filter(|ta| ta.namespace_name() == name)
+                        .map(|ta| ObjectRef::from_obj(ta.as_ref()))
+                        .collect::<Vec<_>>()
+                }
+            });
+    }
+    tenants
+}
+
+/// The watches [`with_dependencies`] adds to the TenantAccess controller.
+pub(super) struct TenantDependencies {
+    /// The TenantAccess cache (to map a dependency to its dependents).
+    pub tenant_accesses: Store<CachedTenantAccess>,
+    /// Managed Secrets (token outputs): they trigger their owners.
+    pub managed_secrets: Objects<Secret>,
+    /// Managed ConfigMaps (rollout revisions): they trigger their owners.
+    pub managed_configmaps: Objects<ConfigMap>,
+    /// Namespaces (cluster-wide installs only): a label change re-evaluates their TenantAccess.
+    pub namespaces: Option<Objects<PartialObjectMeta<Namespace>>>,
+}
+
+/// The TenantAccess resources that use a workspace.
+fn dependents(
+    tenants: &Store<CachedTenantAccess>,
+    kind: WorkspaceKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<CachedTenantAccess>> {
+    tenants
+        .state()
+        .iter()
+        .filter(|ta| ta.uses_workspace(kind, namespace, name))
+        .map(|ta| ObjectRef::from_obj(ta.as_ref()))
+        .collect()
+}
+
+/// A stream of the values sent on an unbounded channel.
+pub(super) fn receiver_stream<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}

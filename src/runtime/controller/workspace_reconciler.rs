@@ -1,0 +1,302 @@
+//! The workspace reconciler (both kinds): load and check the admin token, cache it for the
+//! TenantAccess reconciler, and report `Ready` with a precise reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::adapters::events::EventType;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::context::Context;
+use super::error::Error;
+use super::workspace_cache::{WorkspaceEntry, WorkspaceKey, WorkspaceProblem, load};
+use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace, WorkspaceSpec, WorkspaceStatus};
+use crate::core::conditions::{DesiredCondition, set_condition};
+use crate::core::validate::WorkspaceKind;
+use crate::core::well_known::{FIELD_MANAGER, condition, reason};
+
+/// What the reconciler needs of either workspace kind.
+pub trait Workspace:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + Sync + 'static
+{
+    /// The kind.
+    const KIND: WorkspaceKind;
+    /// The spec.
+    fn workspace_spec(&self) -> &WorkspaceSpec;
+    /// The status.
+    fn workspace_status(&self) -> Option<&WorkspaceStatus>;
+    /// The API to write this object's status through.
+    fn own_api(&self, client: kube::Client) -> Api<Self>;
+}
+
+impl Workspace for TinybirdWorkspace {
+    const KIND: WorkspaceKind = WorkspaceKind::Namespaced;
+    fn workspace_spec(&self) -> &WorkspaceSpec {
+        &self.spec.workspace
+    }
+    fn workspace_status(&self) -> Option<&WorkspaceStatus> {
+        self.status.as_ref()
+    }
+    fn own_api(&self, client: kube::Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+}
+
+impl Workspace for ClusterTinybirdWorkspace {
+    const KIND: WorkspaceKind = WorkspaceKind::Cluster;
+    fn workspace_spec(&self) -> &WorkspaceSpec {
+        &self.spec.workspace
+    }
+    fn workspace_status(&self) -> Option<&WorkspaceStatus> {
+        self.status.as_ref()
+    }
+    fn own_api(&self, client: kube::Client) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+/// The cache key of a workspace.
+#[must_use]
+pub fn workspace_key<W: Workspace>(workspace: &W) -> WorkspaceKey {
+    WorkspaceKey {
+        kind: W::KIND,
+        namespace: workspace.namespace().unwrap_or_default(),
+        name: workspace.name_any(),
+    }
+}
+
+/// Namespace of a workspace's admin-token (and Clerk key) Secrets.
+#[must_use]
+pub fn secret_namespace<W: Workspace>(workspace: &W, ctx: &Context) -> String {
+    match W::KIND {
+        WorkspaceKind::Namespaced => workspace.namespace().unwrap_or_default(),
+        WorkspaceKind::Cluster => ctx.settings.cluster_resource_namespace.clone(),
+    }
+}
+
+/// Loads a workspace's key (fresh from the API) and caches it.
+///
+/// # Errors
+/// Transient API errors.
+pub async fn refresh_entry<W: Workspace>(workspace: &W, ctx: &Context) -> Result<Arc<WorkspaceEntry>, Error> {
+    let namespace = secret_namespace(workspace, ctx);
+    let secrets = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut entry = load(
+        secrets,
+        &namespace,
+        &workspace_key(workspace),
+        workspace.workspace_spec(),
+        workspace.meta().generation,
+    )
+    .await
+    .map_err(Error::ReadAdminSecret)?;
+    if let Ok(signer) = &entry.signer
+        && ctx.workspace_cache.is_refused(&signer.signing_key_fingerprint)
+    {
+        entry.signer = Err(unauthorized_problem(&signer.signing_key_fingerprint));
+    }
+    for (secret, version) in &entry.secrets {
+        ctx.workspace_cache.observe_secret(secret.clone(), version.clone());
+    }
+    Ok(ctx.workspace_cache.insert(workspace_key(workspace), entry))
+}
+
+fn unauthorized_problem(fingerprint: &str) -> WorkspaceProblem {
+    WorkspaceProblem {
+        reason: reason::UNAUTHORIZED,
+        message: format!(
+            "Tinybird refused the admin token (key {fingerprint}) at GET /v1/workspace: it was refreshed or revoked; put the current admin token in the Secret"
+        ),
+    }
+}
+
+/// Checks the key with Tinybird when `verifyInterval` asks for it and the last check is older.
+/// Returns when the next check is due.
+async fn verify_if_due<W: Workspace>(
+    workspace: &W,
+    entry: &mut Arc<WorkspaceEntry>,
+    ctx: &Context,
+) -> Result<Option<Duration>, WorkspaceProblem> {
+    let key = workspace_key(workspace);
+    let forced = ctx.take_forced_verification(&key);
+    let interval = match workspace.workspace_spec().verify_interval.as_deref() {
+        None => Duration::ZERO,
+        Some(text) => crate::core::duration::parse(text)
+            .map_err(|e| WorkspaceProblem {
+                reason: reason::INVALID_SPEC,
+                message: format!("spec.verifyInterval: {e}"),
+            })
+            .map(|d| Duration::try_from(d).unwrap_or_default())?,
+    };
+    if interval.is_zero() && !forced {
+        return Ok(None);
+    }
+    let Ok(signer) = &entry.signer else { return Ok(None) };
+    let now = ctx.now();
+    if !forced && let Some(next) = ctx.verification_due(&key, &signer.signing_key_fingerprint, interval, now)
+    {
+        return Ok(Some(next));
+    }
+    let result = crate::adapters::tinybird::verify_admin_token(&ctx.http, &signer.api_url, &signer.key).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(crate::adapters::tinybird::VerifyError::Unauthorized { .. }) => reason::UNAUTHORIZED,
+        Err(crate::adapters::tinybird::VerifyError::Unavailable(_)) => "Unavailable",
+    };
+    ctx.metrics
+        .tinybird_requests
+        .get_or_create(&crate::runtime::metrics::CallLabels { call: "verify", outcome })
+        .inc();
+    ctx.record_verification(key.clone(), &signer.signing_key_fingerprint, now);
+    match result {
+        Ok(info) if info.id != signer.workspace_id => {
+            let problem = WorkspaceProblem {
+                reason: reason::WORKSPACE_MISMATCH,
+                message: format!(
+                    "Tinybird says the admin token belongs to workspace {:?}, the token itself says {:?}",
+                    info.id, signer.workspace_id
+                ),
+            };
+            Err(problem)
+        }
+        Ok(_) => {
+            ctx.workspace_cache.set_refused(&signer.signing_key_fingerprint, false);
+            Ok((!interval.is_zero()).then_some(interval))
+        }
+        Err(crate::adapters::tinybird::VerifyError::Unauthorized { .. }) => {
+            ctx.workspace_cache.set_refused(&signer.signing_key_fingerprint, true);
+            let problem = unauthorized_problem(&signer.signing_key_fingerprint);
+            let mut downgraded = entry.as_ref().clone();
+            downgraded.signer = Err(problem.clone());
+            *entry = ctx.workspace_cache.insert(key, downgraded);
+            Err(problem)
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "admin token check failed; keeping the last verdict");
+            Ok(Some(interval.min(Duration::from_secs(60))))
+        }
+    }
+}
+
+/// Reconciles one workspace.
+///
+/// # Errors
+/// Transient API errors (retried with backoff).
+pub async fn reconcile<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!("reconcile", kind = W::KIND.kind_name(), name = %workspace.name_any());
+    let started = std::time::Instant::now();
+    let result = tracing::Instrument::instrument(reconcile_inner(workspace, ctx.clone()), span).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(error) => error.category(),
+    };
+    ctx.metrics.reconciled(W::KIND.kind_name(), outcome, started.elapsed());
+    result
+}
+
+async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if W::KIND == WorkspaceKind::Namespaced
+        && !ctx.settings.serves(&workspace.namespace().unwrap_or_default())
+    {
+        return Ok(Action::await_change());
+    }
+    let mut entry = refresh_entry(workspace.as_ref(), &ctx).await?;
+    let verification = verify_if_due(workspace.as_ref(), &mut entry, &ctx).await;
+    let next_verification = verification.as_ref().ok().copied().flatten();
+    if let Err(problem) = verification
+        && entry.signer.is_ok()
+    {
+        let mut downgraded = entry.as_ref().clone();
+        downgraded.signer = Err(problem);
+        entry = ctx.workspace_cache.insert(workspace_key(workspace.as_ref()), downgraded);
+    }
+    let now = ctx.now();
+    let previous = workspace.workspace_status().cloned().unwrap_or_default();
+    let mut status = previous.clone();
+    status.observed_generation = workspace.meta().generation;
+    let ready = match &entry.signer {
+        Ok(signer) => {
+            status.workspace_id = Some(signer.workspace_id.clone());
+            status.api_url = Some(signer.api_url.clone());
+            status.region.clone_from(&signer.region);
+            status.signing_key_fingerprint = Some(signer.signing_key_fingerprint.clone());
+            DesiredCondition::holds(
+                condition::READY,
+                reason::READY,
+                format!(
+                    "admin token of workspace {} loaded (key {})",
+                    signer.workspace_id, signer.signing_key_fingerprint
+                ),
+            )
+        }
+        Err(problem) => {
+            // Fail closed: no fingerprint means no key; dependents stop signing.
+            status.signing_key_fingerprint = None;
+            DesiredCondition::fails(condition::READY, problem.reason, problem.message.clone())
+        }
+    };
+    let became_unready = entry.signer.is_err()
+        && crate::core::conditions::find(&previous.conditions, condition::READY)
+            .is_none_or(|c| c.status != "False" || c.reason != ready.reason);
+    let rotated = matches!((&previous.signing_key_fingerprint, &status.signing_key_fingerprint), (Some(old), Some(new)) if old != new);
+    set_condition(&mut status.conditions, ready, workspace.meta().generation, now);
+    if status != previous {
+        patch_status(workspace.as_ref(), &ctx, &status).await?;
+    }
+    if rotated {
+        ctx.events.publish(
+            workspace.as_ref(),
+            EventType::Normal,
+            "KeyRotated",
+            "LoadAdminToken",
+            &format!(
+                "admin token changed (key {} -> {}): re-signing every dependent token",
+                previous.signing_key_fingerprint.unwrap_or_default(),
+                status.signing_key_fingerprint.unwrap_or_default()
+            ),
+        );
+    }
+    if became_unready && let Err(problem) = &entry.signer {
+        ctx.events.publish(
+            workspace.as_ref(),
+            EventType::Warning,
+            problem.reason,
+            "LoadAdminToken",
+            &problem.message,
+        );
+    }
+    Ok(Action::requeue(next_verification.map_or(ctx.settings.resync, |next| next.min(ctx.settings.resync))))
+}
+
+async fn patch_status<W: Workspace>(
+    workspace: &W,
+    ctx: &Context,
+    status: &WorkspaceStatus,
+) -> Result<(), Error> {
+    let api = workspace.own_api(ctx.client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": W::api_version(&()),
+        "kind": W::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &workspace.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::WriteStatus)?;
+    Ok(())
+}
+
+/// Backoff on transient errors. (The signature is the one `Controller::run` expects.)
+#[allow(clippy::needless_pass_by_value)]
+pub fn error_policy<W: Workspace>(workspace: Arc<W>, error: &Error, ctx: Arc<Context>) -> Action {
+    let (attempts, delay) = ctx.record_failure(workspace.as_ref());
+    tracing::warn!(kind = W::KIND.kind_name(), name = %workspace.name_any(), attempts, error = %error, "workspace reconcile failed");
+    Action::requeue(delay)
+}

@@ -1,0 +1,297 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! Per-object gauges (token expiry and renewal, readiness, endpoint health and probe latency)
+//! are computed at scrape time from the caches, like cert-manager does, so a deleted
+//! TenantAccess leaves no stale series. Counters and histograms have bounded labels only.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::adapters::health::HealthScheduler;
+use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
+use crate::core::conditions::is_true;
+use crate::core::well_known::condition;
+
+/// Labels of reconcile counters: kind and a bounded outcome or category.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `TenantAccess`, `TinybirdWorkspace` or `ClusterTinybirdWorkspace`.
+    pub kind: &'static str,
+    /// `success`, or the category of the error the reconcile returned ([`Error::category`](crate::runtime::controller::error::Error::category)).
+    pub outcome: &'static str,
+}
+
+/// Labels of per-kind histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The reconciled kind.
+    pub kind: &'static str,
+}
+
+/// Labels of issuance counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssueLabels {
+    /// `Issued`, `Renewed` or `Resigned`.
+    pub reason: &'static str,
+}
+
+/// Labels of external-call counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// What was done (`verify`, `sync`, `delete`).
+    pub call: &'static str,
+    /// Bounded outcome (`ok` or a condition reason).
+    pub outcome: &'static str,
+}
+
+/// What the scrape-time collector reads.
+#[derive(Clone)]
+struct Sources {
+    tenant_accesses:
+        kube::runtime::reflector::Store<crate::runtime::controller::cached_access::CachedTenantAccess>,
+    workspaces: kube::runtime::reflector::Store<TinybirdWorkspace>,
+    cluster_workspaces: kube::runtime::reflector::Store<ClusterTinybirdWorkspace>,
+    health: HealthScheduler,
+}
+
+/// The operator's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Reconciles by kind and outcome.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconcile durations by kind.
+    pub reconcile_duration: Family<KindLabels, Histogram>,
+    /// Tokens signed, by reason.
+    pub tokens_signed: Family<IssueLabels, Counter>,
+    /// Tinybird admin-token checks by outcome.
+    pub tinybird_requests: Family<CallLabels, Counter>,
+    /// Clerk template syncs by outcome.
+    pub clerk_requests: Family<CallLabels, Counter>,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: Counter,
+    sources: Arc<OnceLock<Sources>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sources")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            reconcile_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.5, 12))
+            }),
+            tokens_signed: Family::default(),
+            tinybird_requests: Family::default(),
+            clerk_requests: Family::default(),
+            events_dropped: Counter::default(),
+            sources: Arc::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric of the operator.
+    #[must_use]
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("tenant_access");
+        registry.register("reconciles", "Reconciles by kind and outcome", self.reconciles.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile durations by kind",
+            self.reconcile_duration.clone(),
+        );
+        registry.register("tokens_signed", "Tenant tokens signed, by reason", self.tokens_signed.clone());
+        registry.register(
+            "tinybird_requests",
+            "Tinybird admin-token checks (GET /v1/workspace) by outcome",
+            self.tinybird_requests.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Kubernetes events dropped because the event queue was full (a mass issuance); the conditions carry the same facts",
+            self.events_dropped.clone(),
+        );
+        registry.register(
+            "clerk_requests",
+            "Clerk template operations by outcome",
+            self.clerk_requests.clone(),
+        );
+        registry.register_collector(Box::new(CacheCollector { sources: self.sources.clone() }));
+        registry
+    }
+
+    /// Connects the scrape-time gauges to the caches (once the controllers exist).
+    pub fn attach(
+        &self,
+        tenant_accesses: kube::runtime::reflector::Store<
+            crate::runtime::controller::cached_access::CachedTenantAccess,
+        >,
+        workspaces: kube::runtime::reflector::Store<TinybirdWorkspace>,
+        cluster_workspaces: kube::runtime::reflector::Store<ClusterTinybirdWorkspace>,
+        health: HealthScheduler,
+    ) {
+        let _ = self.sources.set(Sources { tenant_accesses, workspaces, cluster_workspaces, health });
+    }
+
+    /// Records a finished reconcile.
+    pub fn reconciled(&self, kind: &'static str, outcome: &'static str, took: Duration) {
+        self.reconciles.get_or_create(&ReconcileLabels { kind, outcome }).inc();
+        self.reconcile_duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
+    }
+}
+
+/// Encodes the per-object gauges from the caches at scrape time.
+#[derive(Debug)]
+struct CacheCollector {
+    sources: Arc<OnceLock<Sources>>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn gauge_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(sources) = self.sources.get() else { return Ok(()) };
+        let mut expiry = Vec::new();
+        let mut renewal = Vec::new();
+        let mut ready = Vec::new();
+        for access in sources.tenant_accesses.state() {
+            let labels = vec![
+                ("namespace", access.namespace_name().to_owned()),
+                ("name", access.object_name().to_owned()),
+            ];
+            if let Some((expires_at, renewal_time)) = access.token_times() {
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    expiry.push((labels.clone(), expires_at as f64));
+                    renewal.push((labels.clone(), renewal_time as f64));
+                }
+            }
+            let mut with_kind = labels;
+            with_kind.push(("kind", "TenantAccess".to_owned()));
+            ready.push((with_kind, if access.is_ready() { 1.0 } else { 0.0 }));
+        }
+        for workspace in sources.workspaces.state() {
+            let conditions = workspace.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            let labels = vec![
+                ("namespace", workspace.metadata.namespace.clone().unwrap_or_default()),
+                ("name", workspace.metadata.name.clone().unwrap_or_default()),
+                ("kind", "TinybirdWorkspace".to_owned()),
+            ];
+            ready.push((labels, if is_true(&conditions, condition::READY) { 1.0 } else { 0.0 }));
+        }
+        for workspace in sources.cluster_workspaces.state() {
+            let conditions = workspace.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            let labels = vec![
+                ("namespace", String::new()),
+                ("name", workspace.metadata.name.clone().unwrap_or_default()),
+                ("kind", "ClusterTinybirdWorkspace".to_owned()),
+            ];
+            ready.push((labels, if is_true(&conditions, condition::READY) { 1.0 } else { 0.0 }));
+        }
+        gauge_family(
+            &mut encoder,
+            "token_expiry_timestamp_seconds",
+            "Expiry (exp) of the token in each TenantAccess's Secret",
+            &expiry,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "token_renewal_timestamp_seconds",
+            "When each TenantAccess's token is renewed",
+            &renewal,
+        )?;
+        gauge_family(&mut encoder, "ready", "1 when the resource's Ready condition is True", &ready)?;
+
+        let mut up = Vec::new();
+        sources.health.endpoint_up(|key, resource, healthy| {
+            let labels: Labels = vec![
+                ("namespace", key.namespace.to_string()),
+                ("name", key.name.to_string()),
+                ("resource", resource.to_owned()),
+            ];
+            up.push((labels, if healthy { 1.0 } else { 0.0 }));
+        });
+        gauge_family(
+            &mut encoder,
+            "endpoint_up",
+            "1 when the pipe endpoint is healthy (the verdict of its probes, as in status.endpoints)",
+            &up,
+        )?;
+
+        let by_reason = sources.health.metrics().latency_by_reason();
+        let mut latency = encoder.encode_descriptor(
+            "probe_duration_seconds",
+            "Pipe endpoint probe latency by outcome, over every endpoint",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (reason, histogram) in &by_reason {
+            let label_set: Vec<(&'static str, &'static str)> = vec![("reason", reason.as_str())];
+            let mut buckets = Vec::with_capacity(crate::adapters::health::metrics::LATENCY_BUCKETS.len() + 1);
+            let mut previous = 0;
+            for (bound, cumulative) in
+                crate::adapters::health::metrics::LATENCY_BUCKETS.iter().zip(histogram.buckets)
+            {
+                buckets.push((*bound, cumulative.saturating_sub(previous)));
+                previous = cumulative;
+            }
+            buckets.push((f64::MAX, histogram.count.saturating_sub(previous)));
+            latency.encode_family(&label_set)?.encode_histogram::<Labels>(
+                histogram.sum_seconds,
+                histogram.count,
+                &buckets,
+                None,
+            )?;
+        }
+
+        let mut outcomes = encoder.encode_descriptor(
+            "probes",
+            "Pipe endpoint probes by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, histogram) in &by_reason {
+            let labels: Vec<(&'static str, &'static str)> = vec![("reason", reason.as_str())];
+            prometheus_client::metrics::counter::ConstCounter::new(histogram.count)
+                .encode(outcomes.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes a registry in the Prometheus text format.
+///
+/// # Errors
+/// Only if formatting fails.
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}

@@ -1,0 +1,7 @@
+//! The running operator: watches, caches and controllers ([`controller`]), leader election, the
+//! admin server and the metrics it serves.
+
+pub mod admin_server;
+pub mod controller;
+pub mod leader;
+pub mod metrics;
