@@ -76,15 +76,23 @@ pub struct EventPublisher {
 
 impl EventPublisher {
     /// Starts the sender task on the current tokio runtime. It stops once every publisher is
-    /// dropped and the queue is drained.
+    /// dropped and the queue is drained. `dropped` counts events the full queue turned away,
+    /// `failed` events the API server refused or that could not be sent.
     #[must_use]
-    pub fn start(client: Client, controller: &str, instance: Option<String>, dropped: Counter) -> Self {
+    pub fn start(
+        client: Client,
+        controller: &str,
+        instance: Option<String>,
+        dropped: Counter,
+        failed: Counter,
+    ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let sender_task = Sender {
             client,
             controller: controller.to_owned(),
             instance: instance.unwrap_or_else(|| controller.to_owned()),
             series: HashMap::new(),
+            failed,
         };
         tokio::spawn(sender_task.run(receiver));
         Self { sender, dropped }
@@ -156,12 +164,14 @@ struct Sender {
     controller: String,
     instance: String,
     series: HashMap<SeriesKey, Sent>,
+    failed: Counter,
 }
 
 impl Sender {
     async fn run(mut self, mut receiver: mpsc::Receiver<PendingEvent>) {
         while let Some(event) = receiver.recv().await {
             if let Err(error) = self.send(&event, Timestamp::now()).await {
+                self.failed.inc();
                 tracing::warn!(reason = %event.reason, error = %redact(&error.to_string(), &[]), "could not publish event");
             }
         }

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub clerk_requests: Family<CallLabels, Counter>,
     /// Events dropped because the event queue was full.
     pub events_dropped: Counter,
+    /// Events the API server refused, or that could not be sent.
+    pub events_failed: Counter,
     sources: Arc<OnceLock<Sources>>,
 }
 
@@ -98,6 +100,7 @@ impl Default for Metrics {
             tinybird_requests: Family::default(),
             clerk_requests: Family::default(),
             events_dropped: Counter::default(),
+            events_failed: Counter::default(),
             sources: Arc::default(),
         }
     }
@@ -124,6 +127,11 @@ impl Metrics {
             "events_dropped",
             "Kubernetes events dropped because the event queue was full (a mass issuance); the conditions carry the same facts",
             self.events_dropped.clone(),
+        );
+        registry.register(
+            "events_failed",
+            "Kubernetes events the API server refused or that could not be sent (see the operator's log for why)",
+            self.events_failed.clone(),
         );
         registry.register(
             "clerk_requests",

@@ -132,6 +132,7 @@ pub async fn run_with_event_client(
                 OPERATOR_NAME,
                 config.instance.clone(),
                 config.metrics.events_dropped.clone(),
+                config.metrics.events_failed.clone(),
             ),
             last_writes,
             known_secrets,
