@@ -617,7 +617,7 @@ fn function_call(name: &str, at: usize) -> FilterError {
 
 /// A part of the text short enough to quote in a message.
 fn truncated(text: &str) -> &str {
-    text.char_indices().nth(32).map_or(text, |(end, _)| &text[..end])
+    crate::core::redact::prefix(text, 32)
 }
 
 /// The tree depth of a new AND, OR or NOT node over operands of depth `operand_depth`.

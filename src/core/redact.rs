@@ -19,6 +19,13 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
     redact_token_shapes(&out)
 }
 
+/// The first `max_chars` characters of `text`: a user-written part short enough to quote in a
+/// message (a refused name or word may be megabytes long).
+#[must_use]
+pub fn prefix(text: &str, max_chars: usize) -> &str {
+    text.char_indices().nth(max_chars).map_or(text, |(end, _)| &text[..end])
+}
+
 /// Cuts `text` to at most `max` bytes, on a character boundary (API servers cap condition
 /// messages and event notes).
 pub fn truncate(text: &mut String, max: usize) {

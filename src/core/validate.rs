@@ -363,11 +363,6 @@ pub fn validate_tenant_access(
     })
 }
 
-/// A user-written name shortened for a message (a refused name may be megabytes long).
-fn truncate_for_message(text: &str) -> String {
-    text.chars().take(80).collect()
-}
-
 fn is_token_name(name: &str) -> bool {
     (1..=256).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
@@ -514,7 +509,7 @@ impl Validator {
     ) -> Option<serde_json::Value> {
         use serde_json::Value;
         if param.len() > MAX_PARAM_NAME_BYTES || !is_param_name(param) {
-            self.error(field, format!("{:?} is not a pipe parameter name (letters, digits and '_', not starting with a digit, at most {MAX_PARAM_NAME_BYTES} bytes)", truncate_for_message(param)));
+            self.error(field, format!("{:?} is not a pipe parameter name (letters, digits and '_', not starting with a digit, at most {MAX_PARAM_NAME_BYTES} bytes)", crate::core::redact::prefix(param, 80)));
             return None;
         }
         match value {
@@ -759,7 +754,7 @@ impl Validator {
             }
             for (param, value) in map {
                 // A name too long to be one is not repeated whole.
-                let shown: String = param.chars().take(64).collect();
+                let shown = crate::core::redact::prefix(param, 64);
                 let at = format!("spec.healthCheck.{field}.{shown}");
                 if !is_param_name(param) || param.len() > MAX_PROBE_PARAM_BYTES {
                     self.error(at, "is not a pipe parameter name (letters, digits and '_', at most 256)");
