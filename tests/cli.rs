@@ -363,3 +363,72 @@ fn refuses_a_workspace_of_another_namespace_and_a_garbage_admin_token() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.starts_with("error: reading /nonexistent/admin"), "{}", out.stderr);
 }
+
+#[test]
+fn render_reads_manifests_as_strictly_as_the_api_server_and_accepts_kubectl_lists() {
+    let (_, key_file) = example_admin_token();
+    let render = |manifest: &str| {
+        tenant_access(
+            &["render", "-f", "-", "--admin-token-file", key_file.path(), "--now", NOW],
+            Some(manifest),
+        )
+    };
+    let spec = "  workspaceRef: {name: a}\n  lifetime: 1h\n  scopes: [{resource: p}]\n  secret: {name: s}\n";
+
+    // A misspelt field, at the top of the spec or deep inside it, is named with the fix.
+    for (right, wrong, path, hint) in [
+        ("lifetime:", "lifetimee:", "spec.lifetimee", "lifetime"),
+        ("{resource: p}", "{resourse: p}", "spec.scopes[0].resourse", "resource"),
+        ("{name: s}", "{nme: s}", "spec.secret.nme", "name"),
+    ] {
+        let manifest = format!("{BASE}{}", spec.replacen(right, wrong, 1));
+        let out = render(&manifest);
+        assert_eq!(out.code, 1, "should refuse:\n{manifest}\nstdout: {}", out.stdout);
+        let expected = format!("{path}: unknown field (did you mean \"{hint}\"?)");
+        assert!(out.stderr.contains(&expected), "{manifest}\n{}", out.stderr);
+    }
+
+    // Another version of the API is named, not skipped.
+    let other_version =
+        format!("{BASE}{spec}").replace("tenantaccess.dev/v1alpha1", "tenantaccess.dev/v1beta1");
+    let out = render(&other_version);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("apiVersion \"tenantaccess.dev/v1beta1\""), "{}", out.stderr);
+
+    // What `kubectl get -o yaml` prints (a v1 List, with server fields) renders like the object.
+    let object: serde_json::Value = serde_saphyr::from_str(&format!("{BASE}{spec}")).unwrap();
+    let mut listed = object.clone();
+    listed["metadata"]["uid"] = "0d6c6d4e-1111-4222-8333-444455556666".into();
+    listed["metadata"]["resourceVersion"] = "42".into();
+    listed["status"] = serde_json::json!({"conditions": []});
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [listed]});
+    let from_list = render(&serde_json::to_string(&list).unwrap());
+    assert_eq!(from_list.code, 0, "{}", from_list.stderr);
+    let direct = render(&format!("{BASE}{spec}"));
+    assert_eq!(direct.code, 0, "{}", direct.stderr);
+    let token = |out: &Output| documents(&out.stdout)[0]["data"]["token"].clone();
+    assert_eq!(token(&from_list), token(&direct));
+}
+
+#[test]
+fn inspect_explains_an_admin_token_without_printing_it_and_help_lists_every_exit_code() {
+    let (admin_token, _) = example_admin_token();
+    let out = tenant_access(&["inspect", "-"], Some(&admin_token));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("this is a Tinybird workspace admin token"), "{}", out.stderr);
+    assert!(out.stderr.contains(EXAMPLE_WORKSPACE_ID), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains(&admin_token) && !out.stdout.contains(&admin_token),
+        "the admin token is echoed"
+    );
+
+    let help = tenant_access(&["--help"], None);
+    assert_eq!(help.code, 0);
+    for code in 0..=6 {
+        assert!(
+            help.stdout.contains(&format!("\n  {code}  ")),
+            "exit code {code} is not listed:\n{}",
+            help.stdout
+        );
+    }
+}

@@ -3,23 +3,59 @@ use std::process::ExitCode;
 
 use jiff::Timestamp;
 
-use super::{CliError, exit, parse_now, read_admin_token, read_input};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use super::cluster::{Connection, api_error};
+use super::{CliError, block_on, exit, parse_now, read_admin_token, read_input};
+use crate::core::admin_token::AdminToken;
 use crate::core::jwt::{ParsedToken, TokenError};
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_value_name = "SOURCE")]
 pub(super) struct InspectArgs {
     /// The JWT, or `-` to read it from stdin (keeps it out of shell history).
-    token: String,
+    token: Option<String>,
+    /// Read the token from a Secret in the cluster instead.
+    #[command(subcommand)]
+    source: Option<Source>,
     /// Verify the signature with this workspace admin token, as Tinybird would.
-    #[arg(long, env = "TENANT_ACCESS_ADMIN_TOKEN_FILE")]
+    #[arg(long, env = "TENANT_ACCESS_ADMIN_TOKEN_FILE", global = true)]
     admin_token_file: Option<String>,
     /// Judge expiry as of this time (RFC 3339) instead of now.
-    #[arg(long)]
+    #[arg(long, global = true)]
     now: Option<String>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Source {
+    /// The token in a Secret (a TenantAccess's `spec.secret`), read with your kubeconfig.
+    Secret {
+        /// Name of the Secret.
+        name: String,
+        /// The key holding the token.
+        #[arg(long, default_value = crate::core::well_known::secret_keys::TOKEN)]
+        key: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
 pub(super) fn run(args: &InspectArgs) -> Result<ExitCode, CliError> {
-    let text = if args.token == "-" { read_input("-")? } else { args.token.clone() };
+    let text = match (&args.source, args.token.as_deref()) {
+        (Some(Source::Secret { name, key, connection }), _) => read_secret(connection, name, key)?,
+        (None, Some("-")) => read_input("-")?,
+        (None, Some(token)) => token.to_owned(),
+        (None, None) => {
+            return Err(CliError::Input(
+                "give the token (or `-` to read it from stdin), or `secret NAME` to read it from a Secret"
+                    .into(),
+            ));
+        }
+    };
+    if let Some(explanation) = admin_token_explanation(&text) {
+        return Err(CliError::Input(explanation));
+    }
     let token = ParsedToken::parse(&text).map_err(|e| CliError::Input(format!("the token is {e}")))?;
     let now = parse_now(args.now.as_deref())?;
     print!("{}", explain(&token, now));
@@ -45,6 +81,35 @@ pub(super) fn run(args: &InspectArgs) -> Result<ExitCode, CliError> {
     };
     println!("Verdict:    {verdict}");
     Ok(code)
+}
+
+/// When `text` is a workspace admin token rather than a JWT: what it is, without repeating it.
+fn admin_token_explanation(text: &str) -> Option<String> {
+    let token = AdminToken::new(text);
+    let facts = token.decode().ok()?;
+    Some(format!(
+        "this is a Tinybird workspace admin token (workspace {}, fingerprint {}), not a JWT: it is the key that signs the workspace's JWTs and must never reach an app or a shell history; inspect a token from a TenantAccess's Secret instead (`tenant-access inspect secret NAME -n NS`), and if this admin token was exposed, refresh it in Tinybird and update the workspace's admin-token Secret",
+        facts.workspace_id,
+        token.fingerprint()
+    ))
+}
+
+/// The token in `key` of Secret `name`.
+fn read_secret(connection: &Connection, name: &str, key: &str) -> Result<String, CliError> {
+    block_on(async {
+        let (client, namespace) = connection.connect().await?;
+        let api: Api<Secret> = Api::namespaced(client, &namespace);
+        let secret = api.get(name).await.map_err(|e| api_error("reading", "Secret", &namespace, name, &e))?;
+        let value = secret.data.as_ref().and_then(|data| data.get(key)).ok_or_else(|| {
+            let keys: Vec<&str> = secret.data.iter().flat_map(|d| d.keys().map(String::as_str)).collect();
+            CliError::Input(format!(
+                "Secret {namespace}/{name} has no key {key:?} (its keys: {}); name the key with --key",
+                if keys.is_empty() { "none".to_owned() } else { keys.join(", ") }
+            ))
+        })?;
+        String::from_utf8(value.0.clone())
+            .map_err(|_| CliError::Input(format!("Secret {namespace}/{name} key {key:?} is not text")))
+    })
 }
 
 fn verdict_for(error: &TokenError) -> (String, ExitCode) {

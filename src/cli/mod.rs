@@ -1,6 +1,7 @@
 //! The `tenant-access` command line. `main` parses [`Cli`] and calls [`run`]; each subcommand
 //! lives in its own module and returns an [`ExitCode`].
 
+mod cluster;
 mod crd;
 mod inspect;
 mod render;
@@ -25,9 +26,23 @@ pub mod exit {
     pub const NOT_READY: u8 = 6;
 }
 
+/// Exit codes, as `--help` lists them.
+const EXIT_CODES: &str = "Exit codes:
+  0  success (inspect: valid, or decoded without a key and not expired)
+  1  an input could not be read or is invalid, or a Kubernetes call failed
+  2  usage error (unknown flag, missing argument)
+  3  inspect: the token has expired
+  4  inspect: the signature does not verify with the admin token
+  5  inspect: the token is not valid yet (nbf in the future)
+  6  status: a TenantAccess is not Ready; renew: a TenantAccess got no new token (refused, no
+     spec.secret, or not within --wait)";
+
+/// The name of the executable when kubectl runs it as a plugin (`kubectl tenant-access ...`).
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-tenant_access";
+
 /// Issues, renews and re-signs Tinybird JWTs and Clerk JWT templates for Kubernetes tenants.
 #[derive(Debug, Parser)]
-#[command(name = "tenant-access", version, about, propagate_version = true)]
+#[command(name = "tenant-access", version, about, propagate_version = true, after_long_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +62,21 @@ enum Command {
     Renew(status::RenewArgs),
     /// Show a TenantAccess's state: conditions, token schedule, Clerk template, endpoints.
     Status(status::StatusArgs),
+}
+
+/// Parses the process's arguments. Run as `kubectl-tenant_access` (kubectl's plugin name for
+/// `kubectl tenant-access`), help and errors name the command as kubectl users type it.
+#[must_use]
+pub fn parse_args() -> Cli {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let plugin = std::env::args_os().next().is_some_and(|arg0| {
+        std::path::Path::new(&arg0).file_name().is_some_and(|name| name == KUBECTL_PLUGIN_NAME)
+    });
+    if !plugin {
+        return Cli::parse();
+    }
+    let matches = Cli::command().bin_name("kubectl tenant-access").get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 
 /// Runs a parsed command line. Errors are printed as one line on stderr.
@@ -106,31 +136,32 @@ fn read_admin_token(path: &str) -> Result<crate::core::admin_token::AdminToken, 
     Ok(token)
 }
 
-/// A Kubernetes client from `--kubeconfig`, or the usual inference (in-cluster, `$KUBECONFIG`,
-/// `~/.kube/config`).
-async fn kube_client(kubeconfig: Option<&str>) -> Result<kube::Client, CliError> {
-    kube_client_limited(kubeconfig, crate::adapters::kube_client::RateLimit { qps: 20.0, burst: 40 }).await
+/// A Kubernetes client from `--kubeconfig` and `--context`, or the usual inference (in-cluster,
+/// `$KUBECONFIG`, `~/.kube/config`), at the rate a person's command needs.
+async fn kube_client_with(kubeconfig: Option<&str>, context: Option<&str>) -> Result<kube::Client, CliError> {
+    let limit = crate::adapters::kube_client::RateLimit { qps: 20.0, burst: 40 };
+    limited_client(kube_config(kubeconfig, context).await?, limit)
 }
 
-/// Like [`kube_client`], with a client-side rate limit.
-async fn kube_client_limited(
-    kubeconfig: Option<&str>,
-    limit: crate::adapters::kube_client::RateLimit,
-) -> Result<kube::Client, CliError> {
-    limited_client(kube_config(kubeconfig).await?, limit)
-}
-
-/// The Kubernetes configuration: `kubeconfig`, else in-cluster, `$KUBECONFIG` or ~/.kube/config.
-async fn kube_config(kubeconfig: Option<&str>) -> Result<kube::Config, CliError> {
-    match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+/// The Kubernetes configuration: `kubeconfig` (else `$KUBECONFIG` or ~/.kube/config, else
+/// in-cluster), at `context` (else the current context).
+async fn kube_config(kubeconfig: Option<&str>, context: Option<&str>) -> Result<kube::Config, CliError> {
+    let options =
+        kube::config::KubeConfigOptions { context: context.map(str::to_owned), ..Default::default() };
+    let named =
+        |what: String| move |e: kube::config::KubeconfigError| CliError::Input(format!("{what}: {e}"));
+    match (kubeconfig, context) {
+        (Some(path), _) => {
+            let file =
+                kube::config::Kubeconfig::read_from(path).map_err(named(format!("--kubeconfig {path}")))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
                 .await
-                .map_err(|e| CliError::Input(format!("--kubeconfig {path}: {e}")))
+                .map_err(named(format!("--kubeconfig {path}")))
         }
-        None => kube::Config::infer()
+        (None, Some(context)) => {
+            kube::Config::from_kubeconfig(&options).await.map_err(named(format!("--context {context}")))
+        }
+        (None, None) => kube::Config::infer()
             .await
             .map_err(|e| CliError::Input(format!("no Kubernetes configuration found: {e}"))),
     }

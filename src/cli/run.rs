@@ -75,7 +75,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?;
     runtime.block_on(async move {
         let limit = crate::adapters::kube_client::RateLimit { qps: args.kube_qps, burst: args.kube_burst };
-        let kube_config = super::kube_config(args.kubeconfig.as_deref()).await?;
+        let kube_config = super::kube_config(args.kubeconfig.as_deref(), None).await?;
         let events_limit =
             crate::adapters::kube_client::RateLimit { qps: args.event_qps, burst: args.event_burst };
         let events_client = super::limited_client(kube_config.clone(), events_limit)?;
