@@ -61,7 +61,7 @@ run kubectl -n "$NS" create secret generic clerk-secret-key --from-file=secret-k
 echo "Each Secret names the workspaces that may use it (the operator reads no other):"
 run kubectl -n "$NS" annotate secret tinybird-admin clerk-secret-key tenantaccess.dev/allowed-workspaces=analytics
 {
-  sed "s|# apiUrl: https://api.tinybird.co|apiUrl: $TINYBIRD|" "$ROOT/examples/workspace.yaml" | awk '/^---/{p=1} p'
+  sed "s|# apiUrl: https://api.tinybird.co|apiUrl: $TINYBIRD|" "$ROOT/examples/workspace.yaml"
   printf '  clerk:\n    secretKeySecretRef: {name: clerk-secret-key, key: secret-key}\n    apiUrl: %s\n' "$CLERK"
 } | kubectl -n "$NS" apply -f -
 

@@ -404,3 +404,66 @@ async fn deployment_args_are_accepted_by_the_binary() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. what a user follows: NOTES and examples never replace a real admin token
+
+/// NOTES as `helm install` prints them (rendered offline with `--dry-run=client`).
+async fn notes(set: &[&str]) -> String {
+    let chart = chart();
+    let args = with_values(vec!["install", RELEASE, &chart, "--namespace", "ops", "--dry-run=client"], set);
+    let out = helm(&args, Some(Path::new("/nonexistent/kubeconfig"))).await;
+    assert!(out.success, "helm install --dry-run=client {set:?}:\n{}", out.stderr);
+    let start = out.stdout.find("NOTES:").unwrap_or_else(|| panic!("no NOTES in:\n{}", out.stdout));
+    out.stdout[start..].to_owned()
+}
+
+/// The manifests of every `kubectl apply -f - <<'EOF' ... EOF` in `text`, unindented.
+fn heredoc_manifests(text: &str) -> Vec<String> {
+    let mut manifests = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if !(line.contains("kubectl apply") && line.trim_end().ends_with("<<'EOF'")) {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| l.trim() != "EOF")
+            .map(|l| l.get(indent..).unwrap_or_default())
+            .collect();
+        manifests.push(body.join("\n") + "\n");
+    }
+    manifests
+}
+
+#[tokio::test]
+async fn notes_are_self_contained_and_nothing_a_user_applies_carries_an_admin_token() {
+    for set in [&[][..], &["watchNamespace=acme"]] {
+        let notes = notes(set).await;
+        // The chart does not ship examples/: NOTES cannot send a user there.
+        assert!(!notes.contains("examples/"), "NOTES refer to files the chart does not ship:\n{notes}");
+        // Every manifest NOTES apply is complete and valid as the API server reads it; none is a
+        // Secret (the admin token is created from the user's own value, never from a file).
+        let manifests = heredoc_manifests(&notes);
+        assert_eq!(manifests.len(), 2, "a workspace and a TenantAccess in:\n{notes}");
+        let mut parsed = tenant_access::adapters::manifests::Manifests::default();
+        for manifest in &manifests {
+            parsed.parse("NOTES", manifest).unwrap_or_else(|e| panic!("{e}\n{manifest}"));
+            assert!(!manifest.contains("kind: Secret"), "{manifest}");
+        }
+        assert_eq!((parsed.workspaces.len(), parsed.tenant_accesses.len()), (1, 1), "{notes}");
+        assert!(notes.contains("--from-literal=token=\"$TB_ADMIN_TOKEN\""), "{notes}");
+        assert!(notes.contains("Uninstalling"), "NOTES say where the uninstall order is:\n{notes}");
+    }
+    // No example manifest is a Secret: applying examples/ after creating the real admin-token
+    // Secret cannot replace it.
+    for entry in std::fs::read_dir(repo_root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+            assert!(docs.iter().all(|d| d["kind"] != "Secret"), "{} holds a Secret manifest", path.display());
+        }
+    }
+}

@@ -230,3 +230,97 @@ async fn deletion_follows_the_policy_and_a_hand_made_template_is_not_taken_over(
     env.events_with(&["ClerkTemplateDeleted"]).await;
     env.stop_operator().await;
 }
+
+/// The shell block of the chart README's "Uninstalling" section that follows `marker`.
+fn chart_readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(
+        tenant_access_testkit::repo_root().join("charts/tenant-access-operator/README.md"),
+    )
+    .unwrap();
+    let section = &readme[readme.find("## Uninstalling").expect("an Uninstalling section")..];
+    let after =
+        &section[section.find(marker).unwrap_or_else(|| panic!("{marker:?} in the Uninstalling section"))..];
+    let start = after.find("```sh\n").unwrap() + "```sh\n".len();
+    after[start..start + after[start..].find("```").unwrap()].to_owned()
+}
+
+/// Runs a README shell snippet with the admin kubeconfig, scoped to the test's namespace.
+async fn run_snippet(env: &Env, snippet: &str) -> std::process::Output {
+    let scoped = snippet.replace(" -A", &format!(" -n {}", env.name()));
+    let kubectl_dir = std::path::PathBuf::from(tenant_access_testkit::kubectl_binary());
+    let path = format!(
+        "{}:{}",
+        kubectl_dir.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    tokio::time::timeout(
+        TIMEOUT,
+        tokio::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &scoped])
+            .env("KUBECONFIG", env.cluster.admin_kubeconfig())
+            .env("PATH", path)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the README's commands hung:\n{scoped}"))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_readmes_uninstall_order_strands_no_finalizer() {
+    let mut env = clerk_env("uninstall").await;
+    let access = apply_clerk_example(&env).await;
+    assert!(
+        access
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"tenantaccess.dev/clerk-template".to_owned())
+    );
+
+    // Step 1, with the operator running: the template leaves Clerk, the TenantAccess goes.
+    let step1: String = chart_readme_block("Uninstall in this order")
+        .lines()
+        .filter(|l| l.starts_with("kubectl delete tenantaccess"))
+        .collect();
+    assert!(!step1.is_empty(), "step 1 deletes the TenantAccesses");
+    let out = run_snippet(&env, &step1).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(env.clerk().template_by_name("tinybird").is_none(), "the template was left in Clerk");
+    assert!(env.tenant_accesses().get_opt("tinybird-clerk").await.unwrap().is_none());
+
+    // With the operator gone, the README's finalizer removal lets a deletion finish. (Another
+    // name: the local API server has no garbage collector to delete the first one's ConfigMap.)
+    let example =
+        std::fs::read_to_string(tenant_access_testkit::examples_dir().join("clerk-template.yaml")).unwrap();
+    env.apply_yaml(
+        &example
+            .replace("name: tinybird-clerk", "name: second")
+            .replace("name: tinybird\n", "name: second\n"),
+    )
+    .await;
+    let second = env.wait_access("second", clerk_synced()).await;
+    assert!(
+        second
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"tenantaccess.dev/clerk-template".to_owned())
+    );
+    env.stop_operator().await;
+    env.tenant_accesses().delete("second", &DeleteParams::default()).await.unwrap();
+    let stuck = env.tenant_accesses().get("second").await.unwrap();
+    assert!(stuck.metadata.deletion_timestamp.is_some(), "held by its finalizer");
+    let out = run_snippet(&env, &chart_readme_block("If the operator is already gone")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tenant_access_testkit::wait_for(
+        env.tenant_accesses(),
+        "second",
+        |ta: Option<&TenantAccess>| ta.is_none(),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert!(env.clerk().template_by_name("second").is_some(), "as the README says, it stays in Clerk");
+}

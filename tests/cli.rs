@@ -44,10 +44,9 @@ fn repo(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path).display().to_string()
 }
 
-/// The (fake, well-formed) admin token of `examples/workspace.yaml`, written to a temp file.
+/// The fake, well-formed admin token of `examples/offline/`, written to a temp file.
 fn example_admin_token() -> (String, tempfile_path::TempFile) {
-    let text = std::fs::read_to_string(repo("examples/workspace.yaml")).unwrap();
-    let token = text.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap().to_owned();
+    let token = std::fs::read_to_string(repo("examples/offline/fake-admin-token")).unwrap().trim().to_owned();
     let file = tempfile_path::TempFile::with_content(&token);
     (token, file)
 }

@@ -473,3 +473,63 @@ async fn a_workspace_whose_admin_token_tinybird_refuses_is_unauthorized_and_sign
     assert_no_secrets("logs", &logs(), &[stale, current]);
     env.stop_operator().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_admin_token_is_checked_once_so_a_refused_key_never_reports_ready() {
+    use futures::TryStreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    use tenant_access::api::TinybirdWorkspace;
+    let mut env = Env::new("verify-once").await;
+    env.start_operator();
+    let stale = env.tinybird.admin_token();
+    let current = env.tinybird.refresh_admin_token();
+    env.put_admin_token("stale-admin", &stale).await;
+    let workspaces: Api<TinybirdWorkspace> = Api::namespaced(env.client.clone(), env.name());
+    // Every status the workspace ever shows, from before it exists.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let recorder = tokio::spawn({
+        let seen = seen.clone();
+        let stream =
+            watcher(workspaces.clone(), watcher::Config::default().fields("metadata.name=unverified"))
+                .applied_objects();
+        async move {
+            let _ = stream
+                .try_for_each(|ws: TinybirdWorkspace| {
+                    let ready =
+                        ws.status.iter().flat_map(|s| s.conditions.iter()).find(|c| c.type_ == "Ready");
+                    if let Some(c) = ready {
+                        seen.lock().unwrap().push((c.status.clone(), c.reason.clone()));
+                    }
+                    futures::future::ready(Ok(()))
+                })
+                .await;
+        }
+    });
+    // No verifyInterval: the key is still checked when it is loaded.
+    env.apply_yaml(&format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: unverified}}\nspec:\n  adminTokenSecretRef: {{name: stale-admin}}\n  apiUrl: {}\n",
+        env.tinybird.base_url()
+    ))
+    .await;
+    let ready_reason = |reason: &'static str| {
+        move |ws: Option<&TinybirdWorkspace>| {
+            ws.and_then(|w| w.status.as_ref())
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+        }
+    };
+    tenant_access_testkit::wait_for(workspaces.clone(), "unverified", ready_reason("Unauthorized"), TIMEOUT)
+        .await
+        .unwrap();
+    // The key Tinybird accepts: Ready, after one more check.
+    env.put_admin_token("stale-admin", &current).await;
+    tenant_access_testkit::wait_for(workspaces, "unverified", ready_reason("Ready"), TIMEOUT).await.unwrap();
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    let first_ready = seen.iter().position(|(status, _)| status == "True").unwrap();
+    assert!(
+        seen[..first_ready].iter().any(|(_, reason)| reason == "Unauthorized"),
+        "the refused key reported Ready before Unauthorized: {seen:?}"
+    );
+    assert_no_secrets("logs", &logs(), &[stale, current]);
+    env.stop_operator().await;
+}

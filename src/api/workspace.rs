@@ -91,7 +91,9 @@ pub struct WorkspaceSpec {
     pub policy: Option<WorkspacePolicy>,
 
     /// How often to check the admin token against Tinybird (`GET /v1/workspace`), e.g. `10m`.
-    /// `0` (the default) disables the remote check; the token is then only decoded locally.
+    /// Whatever this says, the token is checked once when it is first loaded and whenever it
+    /// changes, so a key Tinybird refuses never reports Ready; `0` (the default) adds no periodic
+    /// check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
     pub verify_interval: Option<String>,

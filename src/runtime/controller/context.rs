@@ -164,6 +164,14 @@ impl Context {
         self.forced_verifications.lock().is_ok_and(|mut forced| forced.remove(workspace))
     }
 
+    /// Whether Tinybird answered a check of this key (its fingerprint) of this workspace.
+    #[must_use]
+    pub fn verified(&self, workspace: &super::workspace_cache::WorkspaceKey, fingerprint: &str) -> bool {
+        self.verifications
+            .lock()
+            .is_ok_and(|checks| checks.get(workspace).is_some_and(|(checked, _)| checked == fingerprint))
+    }
+
     /// None when a check of this key is due now; else the time until it is.
     #[must_use]
     pub fn verification_due(

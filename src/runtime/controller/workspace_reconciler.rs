@@ -114,8 +114,13 @@ fn unauthorized_problem(fingerprint: &str) -> WorkspaceProblem {
     }
 }
 
-/// Checks the key with Tinybird when `verifyInterval` asks for it and the last check is older.
-/// Returns when the next check is due.
+/// How long until an admin-token check that Tinybird did not answer is tried again.
+const UNANSWERED_CHECK_RETRY: Duration = Duration::from_secs(60);
+
+/// Checks the key with Tinybird once when it is first loaded or changes (so that a key Tinybird
+/// refuses never reports Ready), then every `verifyInterval` if set. Returns when the next check
+/// is due. A check Tinybird does not answer keeps the last verdict (unreachable is not refused)
+/// and is tried again.
 async fn verify_if_due<W: Workspace>(
     workspace: &W,
     entry: &mut Arc<WorkspaceEntry>,
@@ -132,14 +137,16 @@ async fn verify_if_due<W: Workspace>(
             })
             .map(|d| Duration::try_from(d).unwrap_or_default())?,
     };
-    if interval.is_zero() && !forced {
-        return Ok(None);
-    }
     let Ok(signer) = &entry.signer else { return Ok(None) };
+    let fingerprint = &signer.signing_key_fingerprint;
     let now = ctx.now();
-    if !forced && let Some(next) = ctx.verification_due(&key, &signer.signing_key_fingerprint, interval, now)
-    {
-        return Ok(Some(next));
+    if !forced && ctx.verified(&key, fingerprint) {
+        if interval.is_zero() {
+            return Ok(None);
+        }
+        if let Some(next) = ctx.verification_due(&key, fingerprint, interval, now) {
+            return Ok(Some(next));
+        }
     }
     let result = crate::adapters::tinybird::verify_admin_token(&ctx.http, &signer.api_url, &signer.key).await;
     let outcome = match &result {
@@ -151,9 +158,9 @@ async fn verify_if_due<W: Workspace>(
         .tinybird_requests
         .get_or_create(&crate::runtime::metrics::CallLabels { call: "verify", outcome })
         .inc();
-    ctx.record_verification(key.clone(), &signer.signing_key_fingerprint, now);
     match result {
         Ok(info) if info.id != signer.workspace_id => {
+            ctx.record_verification(key.clone(), fingerprint, now);
             let problem = WorkspaceProblem {
                 reason: reason::WORKSPACE_MISMATCH,
                 message: format!(
@@ -164,20 +171,27 @@ async fn verify_if_due<W: Workspace>(
             Err(problem)
         }
         Ok(_) => {
-            ctx.workspace_cache.set_refused(&signer.signing_key_fingerprint, false);
+            ctx.record_verification(key.clone(), fingerprint, now);
+            ctx.workspace_cache.set_refused(fingerprint, false);
             Ok((!interval.is_zero()).then_some(interval))
         }
         Err(crate::adapters::tinybird::VerifyError::Unauthorized { .. }) => {
-            ctx.workspace_cache.set_refused(&signer.signing_key_fingerprint, true);
-            let problem = unauthorized_problem(&signer.signing_key_fingerprint);
+            ctx.record_verification(key.clone(), fingerprint, now);
+            ctx.workspace_cache.set_refused(fingerprint, true);
+            let problem = unauthorized_problem(fingerprint);
             let mut downgraded = entry.as_ref().clone();
             downgraded.signer = Err(problem.clone());
             *entry = ctx.workspace_cache.insert(key, downgraded);
             Err(problem)
         }
         Err(error) => {
-            tracing::warn!(error = %error, "admin token check failed; keeping the last verdict");
-            Ok(Some(interval.min(Duration::from_secs(60))))
+            tracing::warn!(error = %error, "admin token check failed (Tinybird did not answer); keeping the last verdict and trying again");
+            let retry = if interval.is_zero() {
+                UNANSWERED_CHECK_RETRY
+            } else {
+                interval.min(UNANSWERED_CHECK_RETRY)
+            };
+            Ok(Some(retry))
         }
     }
 }
