@@ -2,8 +2,9 @@
 //! testkit or by `hack/with-cluster.sh`, or any cluster given through `TEST_KUBECONFIG`).
 //!
 //! What a 1.20 server can refuse is checked here: wrong types, missing required fields, enum
-//! violations. Unknown fields are pruned, not refused (strict field validation is newer), and
-//! CEL rules are dropped: the operator validates those itself.
+//! violations, patterns and lengths. The server prunes unknown fields (strict server-side field
+//! validation is newer); kubectl's own validation refuses them, at any depth, because no field's
+//! schema is dropped from the OpenAPI it reads. What a schema cannot say, the operator validates.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -391,4 +392,109 @@ async fn unknown_fields_are_pruned_on_this_server() {
     let created = create(&api, &obj).await.expect("accepted (pruned)");
     assert!(created.data["spec"].get("notAField").is_none());
     assert_eq!(created.data["spec"]["workspaceRef"]["name"], "analytics");
+}
+
+#[tokio::test]
+async fn kubectl_explains_every_field_and_refuses_a_typo_at_any_depth() {
+    let cluster = cluster_with_crds().await;
+    // Every spec field, at every depth, has a type kubectl can show: none is an empty `<>`
+    // (a nullable field's schema is dropped from OpenAPI v2).
+    let out = eventually("kubectl explain --recursive shows healthCheck's fields", TIMEOUT, || {
+        let cluster = cluster.clone();
+        async move {
+            let out =
+                cluster.kubectl(["explain", "tenantaccess.spec", "--recursive"]).await.expect("kubectl");
+            (out.success() && out.stdout.contains("sampleParams")).then_some(out)
+        }
+    })
+    .await;
+    let fields: Vec<&str> = out.stdout.lines().filter(|l| l.contains('\t')).collect();
+    assert!(fields.len() > 25, "{}", out.stdout);
+    let blank: Vec<&&str> = fields.iter().filter(|l| l.contains("<>")).collect();
+    assert!(blank.is_empty(), "fields kubectl cannot explain: {blank:?}");
+    for kind in ["tinybirdworkspace.spec", "clustertinybirdworkspace.spec"] {
+        let out = cluster.kubectl(["explain", kind, "--recursive"]).await.expect("kubectl");
+        assert!(out.success() && !out.stdout.contains("<>"), "{kind}: {}", out.stdout);
+    }
+    let out = cluster.kubectl(["explain", "tenantaccess.spec.secret"]).await.expect("kubectl");
+    assert!(out.stdout.contains("rolloutRestartTargets"), "{}", out.stdout);
+
+    // kubectl's own validation refuses a misspelt field inside `secret:` and `healthCheck:`,
+    // as it does at the top of the spec.
+    let ns = cluster.namespace("typos").await.expect("namespace");
+    for (typo, field) in [
+        ("  secret: {name: acme-token, nme: x}\n", "nme"),
+        ("  secret: {name: acme-token}\n  healthCheck: {intervall: 5m}\n", "intervall"),
+        ("  secret: {name: acme-token}\n  scopes: [{resource: p, resourse: q}]\n", "resourse"),
+    ] {
+        let manifest = format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: typo}}\nspec:\n  workspaceRef: {{name: analytics}}\n{}{}",
+            if typo.contains("scopes") { "" } else { "  scopes: [{resource: p}]\n" },
+            typo
+        );
+        let out = cluster
+            .kubectl_with_stdin(["apply", "-n", ns.name(), "-f", "-"], &manifest)
+            .await
+            .expect("kubectl");
+        assert!(!out.success(), "kubectl accepted:\n{manifest}");
+        assert!(out.stderr.contains(&format!("unknown field \"{field}\"")), "{manifest}\n{}", out.stderr);
+    }
+}
+
+#[tokio::test]
+async fn the_server_refuses_bad_names_and_empty_fixed_params_at_apply_time() {
+    let cluster = cluster_with_crds().await;
+    let ns = cluster.namespace("static").await.expect("namespace");
+    let api = tenant_access_api(cluster.client().await.expect("client"), ns.name());
+    let mut bad_secret = valid_tenant_access("bad-secret");
+    bad_secret["spec"]["secret"]["name"] = json!("Bad_Name");
+    expect_invalid(create(&api, &bad_secret).await, "a Secret name that is no DNS name", "spec.secret.name");
+    let mut bad_workspace = valid_tenant_access("bad-workspace");
+    bad_workspace["spec"]["workspaceRef"]["name"] = json!("Analytics");
+    expect_invalid(
+        create(&api, &bad_workspace).await,
+        "a workspace name that is no DNS name",
+        "spec.workspaceRef.name",
+    );
+    let mut empty_param = valid_tenant_access("empty-param");
+    empty_param["spec"]["scopes"][0]["fixedParams"] = json!({"org_id": ""});
+    expect_invalid(create(&api, &empty_param).await, "an empty fixed param", "fixedParams.org_id");
+    let mut bad_duration = valid_tenant_access("bad-duration");
+    bad_duration["spec"]["renewBefore"] = json!("twenty minutes");
+    expect_invalid(create(&api, &bad_duration).await, "a duration that is none", "spec.renewBefore");
+    // Numbers and booleans stay valid fixed params.
+    let mut typed = valid_tenant_access("typed-params");
+    typed["spec"]["scopes"][0]["fixedParams"] = json!({"org_id": "acme", "year": 2026, "public": false});
+    create(&api, &typed).await.expect("numbers and booleans are fixed params");
+}
+
+#[tokio::test]
+async fn kubectl_get_wide_says_why_a_tenant_access_is_not_ready() {
+    let cluster = cluster_with_crds().await;
+    let ns = cluster.namespace("wide").await.expect("namespace");
+    let api = tenant_access_api(cluster.client().await.expect("client"), ns.name());
+    create(&api, &valid_tenant_access("refused")).await.expect("created");
+    // The status the operator writes for a refusal.
+    let status = json!({"status": {"conditions": [{
+        "type": "Ready", "status": "False", "reason": "WorkspaceNotFound",
+        "message": "TinybirdWorkspace analytics does not exist", "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]}});
+    api.patch_status("refused", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status))
+        .await
+        .expect("status written");
+    let plain = cluster.kubectl(["get", "ta", "-n", ns.name()]).await.expect("kubectl");
+    assert!(
+        plain.success() && !plain.stdout.contains("REASON"),
+        "priority 1 only with -o wide: {}",
+        plain.stdout
+    );
+    let wide = cluster.kubectl(["get", "ta", "-n", ns.name(), "-o", "wide"]).await.expect("kubectl");
+    assert!(wide.success(), "{}", wide.stderr);
+    let header = wide.stdout.lines().next().unwrap_or_default();
+    assert!(header.contains("REASON") && header.contains("MESSAGE"), "{}", wide.stdout);
+    assert!(
+        wide.stdout.contains("WorkspaceNotFound") && wide.stdout.contains("does not exist"),
+        "{}",
+        wide.stdout
+    );
 }

@@ -67,5 +67,16 @@ fn crds_have_short_names_status_and_printer_columns() {
     let ta = &crds()[0].spec.versions[0];
     let columns: Vec<&str> =
         ta.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Ready", "Workspace", "Secret", "Expires", "Healthy", "Age"]);
+    assert_eq!(columns, ["Ready", "Workspace", "Secret", "Expires", "Healthy", "Age", "Reason", "Message"]);
+    // Why a resource is not Ready is shown by `kubectl get -o wide` (priority 1), as cert-manager does.
+    for crd in crds() {
+        let wide: Vec<(&str, Option<i32>)> = crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.name == "Reason" || c.name == "Message")
+            .map(|c| (c.name.as_str(), c.priority))
+            .collect();
+        assert_eq!(wide, [("Reason", Some(1)), ("Message", Some(1))], "{}", crd.spec.names.kind);
+    }
 }

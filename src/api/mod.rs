@@ -33,13 +33,45 @@ pub const KIND_WORKSPACE: &str = "TinybirdWorkspace";
 /// Kind name of the cluster-scoped workspace.
 pub const KIND_CLUSTER_WORKSPACE: &str = "ClusterTinybirdWorkspace";
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 
 /// Every CRD of the API group, in a stable order.
+///
+/// Optional fields are not `nullable`: null means nothing in this API (the API server prunes a
+/// null it receives), and a server that publishes OpenAPI v2 drops the schema of a nullable
+/// field, so `kubectl explain` could not show it and kubectl's validation could not check it.
 #[must_use]
 pub fn crds() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt as _;
-    vec![TenantAccess::crd(), TinybirdWorkspace::crd(), ClusterTinybirdWorkspace::crd()]
+    let mut crds = vec![TenantAccess::crd(), TinybirdWorkspace::crd(), ClusterTinybirdWorkspace::crd()];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+                not_nullable(schema);
+            }
+        }
+    }
+    crds
+}
+
+fn not_nullable(schema: &mut JSONSchemaProps) {
+    schema.nullable = None;
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        not_nullable(child);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        not_nullable(items);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(values)) = schema.additional_properties.as_mut() {
+        not_nullable(values);
+    }
+    for alternatives in [&mut schema.any_of, &mut schema.one_of, &mut schema.all_of] {
+        for child in alternatives.iter_mut().flatten() {
+            not_nullable(child);
+        }
+    }
 }
 
 /// File name of a CRD in `crds/`: `<plural>.<group>.yaml`.

@@ -26,7 +26,9 @@ use super::limits;
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.token.secretName"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.token.expiresAt"}"#,
     printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"EndpointsHealthy\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantAccessSpec {
@@ -85,7 +87,7 @@ pub struct WorkspaceRef {
     #[schemars(extend("enum" = ["TinybirdWorkspace", "ClusterTinybirdWorkspace"]))]
     pub kind: Option<String>,
     /// Name of the workspace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(crate::core::k8s_name_rules::DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
 }
 
@@ -122,7 +124,8 @@ fn fixed_params_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "maxProperties": limits::MAX_FIXED_PARAMS,
-        "additionalProperties": {"x-kubernetes-preserve-unknown-fields": true}
+        // Strings, numbers or booleans; a string is never empty.
+        "additionalProperties": {"x-kubernetes-preserve-unknown-fields": true, "minLength": 1}
     })
 }
 
@@ -140,9 +143,10 @@ pub struct Limits {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretOutput {
-    /// Secret name. Default: the TenantAccess's name.
+    /// Secret name (a DNS subdomain: lowercase letters, digits, `-` and `.`). Default: the
+    /// TenantAccess's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(crate::core::k8s_name_rules::DNS_SUBDOMAIN_PATTERN))]
     pub name: Option<String>,
     /// Extra labels for the Secret (at most 32).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -171,7 +175,7 @@ pub struct RolloutTarget {
     #[schemars(extend("enum" = ["Deployment", "StatefulSet", "DaemonSet"]))]
     pub kind: String,
     /// Name of the workload.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(crate::core::k8s_name_rules::DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
 }
 

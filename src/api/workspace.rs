@@ -24,7 +24,9 @@ use super::limits;
     printcolumn = r#"{"name":"Workspace ID","type":"string","jsonPath":".status.workspaceId"}"#,
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.region"}"#,
     printcolumn = r#"{"name":"Key","type":"string","jsonPath":".status.signingKeyFingerprint"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 pub struct TinybirdWorkspaceSpec {
     #[serde(flatten)]
@@ -47,7 +49,9 @@ pub struct TinybirdWorkspaceSpec {
     printcolumn = r#"{"name":"Workspace ID","type":"string","jsonPath":".status.workspaceId"}"#,
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.region"}"#,
     printcolumn = r#"{"name":"Key","type":"string","jsonPath":".status.signingKeyFingerprint"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 pub struct ClusterTinybirdWorkspaceSpec {
     #[serde(flatten)]

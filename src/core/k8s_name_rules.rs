@@ -1,5 +1,9 @@
 //! Kubernetes naming rules (the subset the operator needs to check before writing objects).
 
+/// [`is_dns_subdomain`] as a schema pattern (with `maxLength: 253`), so that the API server
+/// refuses a bad name at apply time.
+pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// A DNS-1123 subdomain: lowercase alphanumerics, `-` and `.`, at most 253 characters, starting
 /// and ending with an alphanumeric (Secret, ConfigMap and workload names).
 #[must_use]
