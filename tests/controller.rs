@@ -433,7 +433,17 @@ async fn new_revisions_restart_listed_workloads_once() {
     .await
     .unwrap();
     assert_ne!(deployments.get("dashboard").await.unwrap().metadata.resource_version, rv);
-    env.events_with(&["RolloutRestartFailed", "StatefulSet missing"]).await;
+    // Written for people: the workload by its kind and name, no Rust error structure; reported
+    // by a DNS-style controller name.
+    let events = env
+        .events_with(&[
+            "RolloutRestartFailed",
+            "restarting StatefulSet missing: StatefulSet missing not found",
+        ])
+        .await;
+    assert!(!events.contains("ErrorResponse") && !events.contains("Status {"), "{events}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&events).unwrap();
+    assert!(list.iter().all(|e| e["reportingController"] == "tenantaccess.dev/operator"), "{events}");
     env.stop_operator().await;
 }
 

@@ -90,7 +90,7 @@ impl EventPublisher {
         let sender_task = Sender {
             client,
             controller: controller.to_owned(),
-            instance: instance.unwrap_or_else(|| controller.to_owned()),
+            instance: instance.unwrap_or_else(|| crate::core::well_known::OPERATOR_NAME.to_owned()),
             series: HashMap::new(),
             failed,
         };
@@ -233,7 +233,8 @@ fn build_event(pending: &PendingEvent, controller: &str, instance: &str, now: Ti
     let mut regarding = pending.regarding.clone();
     regarding.namespace = regarding.namespace.filter(|ns| !ns.is_empty());
     let namespace = regarding.namespace.clone().unwrap_or_else(|| CLUSTER_SCOPED_EVENT_NAMESPACE.to_owned());
-    let object_name = regarding.name.clone().unwrap_or_else(|| controller.to_owned());
+    let object_name =
+        regarding.name.clone().unwrap_or_else(|| crate::core::well_known::OPERATOR_NAME.to_owned());
     Event {
         metadata: ObjectMeta {
             namespace: Some(namespace),

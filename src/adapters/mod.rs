@@ -7,5 +7,6 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod kube_client;
+pub mod kube_error;
 pub mod manifests;
 pub mod tinybird;

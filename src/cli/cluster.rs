@@ -101,7 +101,10 @@ impl Selection {
                 self.selector.as_deref().unwrap_or(""),
                 status.message
             )),
-            other => CliError::Input(format!("listing {kind} in {scope}: {}", describe_api_error(other))),
+            other => CliError::Input(format!(
+                "listing {kind} in {scope}: {}",
+                crate::adapters::kube_error::describe(other)
+            )),
         })?;
         let mut objects = list.items;
         objects.sort_by(|a, b| {
@@ -124,13 +127,9 @@ pub(super) fn api_error(
         kube::Error::Api(status) if status.code == 404 => {
             CliError::Input(format!("{kind} {namespace}/{name} not found"))
         }
-        other => CliError::Input(format!("{what} {kind} {namespace}/{name}: {}", describe_api_error(other))),
-    }
-}
-
-fn describe_api_error(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
-        other => other.to_string(),
+        other => CliError::Input(format!(
+            "{what} {kind} {namespace}/{name}: {}",
+            crate::adapters::kube_error::describe(other)
+        )),
     }
 }

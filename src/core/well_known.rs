@@ -8,6 +8,8 @@ pub const API_VERSION: &str = "v1alpha1";
 pub const FIELD_MANAGER: &str = "tenant-access-operator";
 /// Name of the operator as it appears in the managed-by label and in events.
 pub const OPERATOR_NAME: &str = "tenant-access-operator";
+/// The `reportingController` of the operator's events (a DNS-style name, as the Events API asks).
+pub const REPORTING_CONTROLLER: &str = "tenantaccess.dev/operator";
 
 /// Label put on every object the operator creates.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";

@@ -28,7 +28,6 @@ use self::context::{Context, Settings};
 use self::watches::{WatchSinks, Watches, receiver_stream, workspaces_for_secret};
 use self::workspace_cache::WorkspaceCache;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
-use crate::core::well_known::OPERATOR_NAME;
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -129,7 +128,7 @@ pub async fn run_with_event_client(
         context::Services {
             events: crate::adapters::events::EventPublisher::start(
                 events_client,
-                OPERATOR_NAME,
+                crate::core::well_known::REPORTING_CONTROLLER,
                 config.instance.clone(),
                 config.metrics.events_dropped.clone(),
                 config.metrics.events_failed.clone(),
