@@ -182,3 +182,123 @@ async fn readyz_stays_false_while_the_caches_cannot_sync() {
     operator.kill().await.unwrap();
     let _ = std::fs::remove_file(path);
 }
+
+/// A JSON value in which no object repeats a key (serde_json keeps the last of duplicates
+/// silently, so the check is made while parsing).
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = Self;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+}
+
+/// The operator's count of successful TenantAccess reconciles, from /metrics.
+async fn successful_reconciles(port: u16) -> u64 {
+    let text = http_get(port, "/metrics").await.map(|(_, text)| text).unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("tenant_access_reconciles_total{kind=\"TenantAccess\",outcome=\"success\"} ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_no_duplicate_keys_and_a_refusal_is_warned_once() {
+    let env = Env::new("json-logs").await;
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("json-logs-{}.log", env.name()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut command = run_command(env.cluster.admin_kubeconfig(), env.name(), port);
+    command
+        .args(["--cluster-resource-namespace", env.name(), "--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::from(log));
+    let mut operator = command.spawn().unwrap();
+    env.tenant_access("acme", TENANT).await;
+    env.tenant_access(
+        "broken",
+        "  workspaceRef: {name: missing}\n  scopes: [{resource: top_pages}]\n  secret: {}\n",
+    )
+    .await;
+    env.wait_access("acme", is_ready()).await;
+    env.wait_access("broken", support::has_condition("Ready", "False", "WorkspaceNotFound")).await;
+    // Reconciles of the refused TenantAccess that find nothing new to say.
+    for round in 0..3 {
+        let before = successful_reconciles(port).await;
+        env.apply_yaml(&format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: broken, annotations: {{touched: '{round}'}}}}\nspec:\n  workspaceRef: {{name: missing}}\n  scopes: [{{resource: top_pages}}]\n  secret: {{}}\n"
+        ))
+        .await;
+        eventually("the refused TenantAccess to be reconciled again", || async {
+            successful_reconciles(port).await > before
+        })
+        .await;
+    }
+    operator.kill().await.unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut refusal_warnings = 0;
+    let mut about_acme = 0;
+    for line in &lines {
+        serde_json::from_str::<NoDuplicateKeys>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        about_acme += usize::from(record["span"]["object"] == "acme");
+        if record["level"] == "WARN" && record["reason"] == "WorkspaceNotFound" {
+            refusal_warnings += 1;
+            assert_eq!(record["span"]["object"], "broken", "{line}");
+            assert!(record["detail"].as_str().unwrap_or_default().contains("missing"), "{line}");
+        }
+        if let Some(status) = record.get("status") {
+            assert!(status.is_number(), "a status code is a number: {line}");
+        }
+    }
+    assert_eq!(refusal_warnings, 1, "the refusal is warned about once:\n{text}");
+    assert!(about_acme > 0, "a reconcile's records name their object in the span:\n{text}");
+    support::assert_no_secrets("logs", &text, &[env.tinybird.admin_token()]);
+}

@@ -102,11 +102,16 @@ impl LeaderElection {
 
     /// Waits until this candidate leads. Retries every third of the lease duration.
     pub async fn acquire(&self) {
+        let mut said = false;
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "leading");
                     return;
+                }
+                Ok(false) if !said => {
+                    said = true;
+                    tracing::info!(lease = %self.name, identity = %self.identity, "standing by: another replica holds the lease; waiting for it");
                 }
                 Ok(false) => tracing::debug!(lease = %self.name, "standing by"),
                 Err(error) => tracing::warn!(lease = %self.name, %error, "leader election failed; retrying"),

@@ -519,7 +519,7 @@ impl Worker {
         if flipped {
             tracing::info!(
                 namespace = %key.namespace, name = %key.name, %resource, reason = %health.reason,
-                healthy = health.healthy, status = ?health.status_code, "endpoint health changed"
+                healthy = health.healthy, status = health.status_code, "endpoint health changed"
             );
             endpoint.reported = Some(health);
         }

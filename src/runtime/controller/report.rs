@@ -164,6 +164,8 @@ impl Report {
             && was.as_ref() != now.as_ref()
         {
             ctx.events.publish(access, EventType::Warning, reason, "Reconcile", message);
+            // Logged once, when it starts (the reconciles that keep it say nothing new).
+            tracing::warn!(%reason, detail = %crate::core::redact::redact(message, &[]), "not ready");
         }
         // failedAttempts alone never causes a write: a status write triggers the next reconcile,
         // and a counter that changes on every pass would turn a refusal into a busy loop.

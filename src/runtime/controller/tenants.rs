@@ -36,7 +36,7 @@ use super::report::{Report, health_stage, stop_probes};
 /// # Errors
 /// Transient API errors (retried with backoff); expected problems become conditions.
 pub async fn reconcile(cached: Arc<CachedTenantAccess>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = tracing::info_span!("reconcile", kind = "TenantAccess", namespace = %cached.namespace_name(), name = %cached.object_name());
+    let span = tracing::info_span!("reconcile", kind = "TenantAccess", namespace = %cached.namespace_name(), object = %cached.object_name());
     let started = std::time::Instant::now();
     let result = match cached.decode() {
         Ok(access) => {

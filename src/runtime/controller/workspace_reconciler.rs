@@ -201,7 +201,7 @@ async fn verify_if_due<W: Workspace>(
 /// # Errors
 /// Transient API errors (retried with backoff).
 pub async fn reconcile<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = tracing::info_span!("reconcile", kind = W::KIND.kind_name(), name = %workspace.name_any());
+    let span = tracing::info_span!("reconcile", kind = W::KIND.kind_name(), object = %workspace.name_any());
     let started = std::time::Instant::now();
     let result = tracing::Instrument::instrument(reconcile_inner(workspace, ctx.clone()), span).await;
     let outcome = match &result {
