@@ -107,17 +107,14 @@ fn read_admin_token(path: &str) -> Result<crate::core::admin_token::AdminToken, 
 }
 
 /// A Kubernetes client from `--kubeconfig`, or the usual inference (in-cluster, `$KUBECONFIG`,
-/// `~/.kube/config`).
+/// `~/.kube/config`), with a client-side rate limit and the default request timeout.
 async fn kube_client(kubeconfig: Option<&str>) -> Result<kube::Client, CliError> {
-    kube_client_limited(kubeconfig, crate::adapters::kube_client::RateLimit { qps: 20.0, burst: 40 }).await
-}
-
-/// Like [`kube_client`], with a client-side rate limit.
-async fn kube_client_limited(
-    kubeconfig: Option<&str>,
-    limit: crate::adapters::kube_client::RateLimit,
-) -> Result<kube::Client, CliError> {
-    limited_client(kube_config(kubeconfig).await?, limit)
+    let limit = crate::adapters::kube_client::RateLimit { qps: 20.0, burst: 40 };
+    limited_client(
+        kube_config(kubeconfig).await?,
+        limit,
+        crate::adapters::kube_client::RequestBounds::default(),
+    )
 }
 
 /// The Kubernetes configuration: `kubeconfig`, else in-cluster, `$KUBECONFIG` or ~/.kube/config.
@@ -136,12 +133,13 @@ async fn kube_config(kubeconfig: Option<&str>) -> Result<kube::Config, CliError>
     }
 }
 
-/// A client with a client-side rate limit.
+/// A client with a client-side rate limit and bounded requests.
 fn limited_client(
     config: kube::Config,
     limit: crate::adapters::kube_client::RateLimit,
+    bounds: crate::adapters::kube_client::RequestBounds,
 ) -> Result<kube::Client, CliError> {
-    crate::adapters::kube_client::build(config, limit)
+    crate::adapters::kube_client::build(config, limit, bounds)
         .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))
 }
 

@@ -28,6 +28,10 @@ pub(super) struct RunArgs {
     /// Requests allowed at once before --kube-qps applies.
     #[arg(long, env = "TENANT_ACCESS_KUBE_BURST", default_value_t = 400)]
     kube_burst: u32,
+    /// Longest time a Kubernetes request (other than a watch) may take, answer included; a
+    /// request cut by it is counted and retried.
+    #[arg(long, env = "TENANT_ACCESS_KUBE_REQUEST_TIMEOUT_SECONDS", default_value_t = 15)]
+    kube_request_timeout_seconds: u64,
     /// Client-side limit on Kubernetes events per second (sent apart from the other requests,
     /// so that events never delay a token; when more queue up, the excess is dropped and counted).
     #[arg(long, env = "TENANT_ACCESS_EVENT_QPS", default_value_t = 50.0)]
@@ -78,8 +82,13 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         let kube_config = super::kube_config(args.kubeconfig.as_deref()).await?;
         let events_limit =
             crate::adapters::kube_client::RateLimit { qps: args.event_qps, burst: args.event_burst };
-        let events_client = super::limited_client(kube_config.clone(), events_limit)?;
-        let client = super::limited_client(kube_config, limit)?;
+        let metrics = crate::runtime::metrics::Metrics::default();
+        let bounds = crate::adapters::kube_client::RequestBounds {
+            request_timeout: Duration::from_secs(args.kube_request_timeout_seconds.max(1)),
+            timeouts: metrics.kube_request_timeouts.clone(),
+        };
+        let events_client = super::limited_client(kube_config.clone(), events_limit, bounds.clone())?;
+        let client = super::limited_client(kube_config, limit, bounds)?;
         let config = RunConfig {
             namespaces: args
                 .namespaces
@@ -96,7 +105,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 requests: args.clerk_request_budget.max(1),
                 window: Duration::from_secs(args.clerk_budget_window_seconds.max(1)),
             },
-            metrics: crate::runtime::metrics::Metrics::default(),
+            metrics,
             synced: Arc::default(),
         };
         supervise(client, events_client, config, &args.leadership).await
