@@ -156,7 +156,7 @@ impl LeaderElection {
                 }
                 Ok(Ok(false)) => tracing::debug!(lease = %self.name, "standing by"),
                 Ok(Err(error)) => {
-                    tracing::warn!(lease = %self.name, %error, "leader election failed; retrying")
+                    tracing::warn!(lease = %self.name, %error, "leader election failed; retrying");
                 }
                 Err(_) => tracing::warn!(lease = %self.name, "leader election timed out; retrying"),
             }
