@@ -337,25 +337,13 @@ mod tests {
 
     type Bytes = <kube::client::Body as Body>::Data;
 
-    /// A body that never sends anything.
-    struct Silent;
-
-    impl Body for Silent {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Pending
-        }
+    /// An answer body: `data` (if any), then the end, or silence when `ends` is false.
+    struct TestBody {
+        data: Option<Bytes>,
+        ends: bool,
     }
 
-    /// A body of one frame.
-    struct Once(Option<Bytes>);
-
-    impl Body for Once {
+    impl Body for TestBody {
         type Data = Bytes;
         type Error = BoxError;
 
@@ -363,7 +351,12 @@ mod tests {
             self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.get_mut().0.take().map(|bytes| Ok(Frame::data(bytes))))
+            let this = self.get_mut();
+            match this.data.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                None if this.ends => Poll::Ready(None),
+                None => Poll::Pending,
+            }
         }
     }
 
@@ -392,10 +385,13 @@ mod tests {
             Box::pin(async move {
                 match server {
                     Server::Hangs => std::future::pending().await,
-                    Server::SendsHeadersOnly => Ok(http::Response::new(Box::new(Silent) as _)),
-                    Server::Answers => {
-                        Ok(http::Response::new(Box::new(Once(Some(Bytes::from_static(b"{}")))) as _))
+                    Server::SendsHeadersOnly => {
+                        Ok(http::Response::new(Box::new(TestBody { data: None, ends: false }) as _))
                     }
+                    Server::Answers => Ok(http::Response::new(Box::new(TestBody {
+                        data: Some(Bytes::from_static(b"{}")),
+                        ends: true,
+                    }) as _)),
                 }
             })
         }
