@@ -78,7 +78,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         let limit = crate::adapters::kube_client::RateLimit { qps: args.kube_qps, burst: args.kube_burst };
         let kube_config = super::kube_config(args.kubeconfig.as_deref()).await?;
         let events_limit =
@@ -110,7 +110,11 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             synced: Arc::default(),
         };
         supervise(client, events_client, config, &args.leadership).await
-    })
+    });
+    // What is left (event sending, probes, a DNS lookup on a blocking thread) must not hold the
+    // exit, least of all after a lost lease.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
 }
 
 /// Runs the admin server and the controllers, under leader election when enabled.

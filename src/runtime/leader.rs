@@ -68,12 +68,6 @@ impl LeaderElection {
         Self { clock, ..self }
     }
 
-    /// The Lease's duration: how long a standby waits for an unrenewed Lease.
-    #[must_use]
-    pub fn duration(&self) -> Duration {
-        self.duration
-    }
-
     /// Time between renewals, and between attempts to acquire.
     fn retry_period(&self) -> Duration {
         self.duration / 3
