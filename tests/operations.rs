@@ -1,5 +1,6 @@
 //! The operator as a process: /metrics, /livez and /readyz, leader election with two replicas,
-//! takeover when the leader dies, release of the lease on SIGTERM.
+//! takeover when the leader dies, release of the lease on SIGTERM, requests bounded in time
+//! without cutting watches.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -301,4 +302,33 @@ async fn json_logs_have_no_duplicate_keys_and_a_refusal_is_warned_once() {
     assert_eq!(refusal_warnings, 1, "the refusal is warned about once:\n{text}");
     assert!(about_acme > 0, "a reconcile's records name their object in the span:\n{text}");
     support::assert_no_secrets("logs", &text, &[env.tinybird.admin_token()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_request_timeout_bounds_requests_but_never_cuts_a_quiet_watch() {
+    let env = Env::new("bounded").await;
+    let port = free_port();
+    let mut command = run_command(env.cluster.admin_kubeconfig(), env.name(), port);
+    command.args(["--cluster-resource-namespace", env.name(), "--kube-request-timeout-seconds", "1"]);
+    let mut operator = command.spawn().unwrap();
+    eventually("/readyz", || async { http_get(port, "/readyz").await.is_some_and(|(code, _)| code == 200) })
+        .await;
+    env.tenant_access("first", TENANT).await;
+    env.wait_access("first", is_ready()).await;
+
+    // Quiet watches for several request timeouts: none is cut, no request timed out.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let text = http_get(port, "/metrics").await.unwrap().1;
+        let timeouts: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("tenant_access_kube_request_timeouts_total{"))
+            .collect();
+        assert!(timeouts.iter().any(|line| line.contains("verb=\"watch\"")), "{text}");
+        assert!(timeouts.iter().all(|line| line.ends_with(" 0")), "{timeouts:?}");
+    }
+    // The watches still deliver.
+    env.tenant_access("second", TENANT).await;
+    env.wait_access("second", is_ready()).await;
+    operator.kill().await.unwrap();
 }

@@ -156,8 +156,8 @@ async fn current_signer(bench: &Bench, token: &str) -> Result<SigningWorkspace> 
         .map_err(|e| BenchError::Fixture(format!("resolving the workspace: {e}")))
 }
 
-/// A client with the operator's client-side limit (and a full bucket, like an operator that
-/// has been idle).
+/// A client with the operator's client-side limit and request timeout (and a full bucket, like
+/// an operator that has been idle).
 async fn limited_client(bench: &Bench) -> Result<Client> {
     let path = bench.env.cluster.admin_kubeconfig();
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -169,6 +169,7 @@ async fn limited_client(bench: &Bench) -> Result<Client> {
     tenant_access::adapters::kube_client::build(
         config,
         RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst },
+        tenant_access::adapters::kube_client::RequestBounds::default(),
     )
     .map_err(BenchError::kube("building the floor client"))
 }

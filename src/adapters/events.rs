@@ -23,6 +23,7 @@ use kube::{Api, Client, Resource};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
+use crate::core::clock::Clock;
 use crate::core::redact::{redact, truncate};
 
 /// Events waiting to be sent; more are dropped (client-go's broadcaster also queues 1000).
@@ -77,7 +78,8 @@ pub struct EventPublisher {
 impl EventPublisher {
     /// Starts the sender task on the current tokio runtime. It stops once every publisher is
     /// dropped and the queue is drained. `dropped` counts events the full queue turned away,
-    /// `failed` events the API server refused or that could not be sent.
+    /// `failed` events the API server refused or that could not be sent. `clock` times the
+    /// events and their series windows.
     #[must_use]
     pub fn start(
         client: Client,
@@ -85,6 +87,7 @@ impl EventPublisher {
         instance: Option<String>,
         dropped: Counter,
         failed: Counter,
+        clock: Clock,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let sender_task = Sender {
@@ -93,6 +96,7 @@ impl EventPublisher {
             instance: instance.unwrap_or_else(|| crate::core::well_known::OPERATOR_NAME.to_owned()),
             series: HashMap::new(),
             failed,
+            clock,
         };
         tokio::spawn(sender_task.run(receiver));
         Self { sender, dropped }
@@ -165,12 +169,13 @@ struct Sender {
     instance: String,
     series: HashMap<SeriesKey, Sent>,
     failed: Counter,
+    clock: Clock,
 }
 
 impl Sender {
     async fn run(mut self, mut receiver: mpsc::Receiver<PendingEvent>) {
         while let Some(event) = receiver.recv().await {
-            if let Err(error) = self.send(&event, Timestamp::now()).await {
+            if let Err(error) = self.send(&event, self.clock.now()).await {
                 self.failed.inc();
                 tracing::warn!(reason = %event.reason, error = %redact(&error.to_string(), &[]), "could not publish event");
             }

@@ -1,6 +1,18 @@
 //! The Kubernetes client the operator uses: kubeconfig or in-cluster config, with a client-side
 //! QPS / burst limit (a token bucket in front of every request) so that a burst of reconciles
-//! cannot flood the API server.
+//! cannot flood the API server, and every request bounded in time.
+//!
+//! Bounds, from the outside in:
+//! - [`TimeoutLayer`]: every request other than a watch must be answered, body included, within
+//!   [`RequestBounds::request_timeout`] (15 s by default); a watch must send its headers in that
+//!   time (the API server sends them at once), and its stream is then left alone: it is a
+//!   long poll that lasts up to the watcher's server-side `timeoutSeconds` (290 s), and
+//!   kube-runtime's watcher drops a stream idle for longer than that plus 5 s. A request cut by
+//!   the timeout fails with [`RequestTimedOut`] (as `kube::Error::Service`), is counted
+//!   (`tenant_access_kube_request_timeouts_total{verb}`) and is retried like any other failure.
+//! - The connection: a connect timeout ([`CONNECT_TIMEOUT`]) and a read timeout
+//!   ([`READ_TIMEOUT`]) above the watcher's idle timeout, so that it never cuts a quiet watch
+//!   but does end a half-open connection.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body::{Body, Frame, SizeHint};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::time::{Instant, Sleep};
+use tower::BoxError;
 
 /// Client-side rate limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,18 +126,373 @@ where
     }
 }
 
-/// Builds a client from a kube config with the rate limit in front.
+/// Default of [`RequestBounds::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a TCP and TLS connection to the API server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence of a connection while an answer is awaited: above kube-runtime's watch idle
+/// timeout (290 s server-side plus a 5 s margin), so that it only ends half-open connections.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Labels of the request-timeout counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// `get` (get and list), `create`, `update`, `patch`, `delete`, `watch` (its headers) or
+    /// `other`.
+    pub verb: &'static str,
+}
+
+/// How long a Kubernetes request may take, and where timeouts are counted.
+#[derive(Debug, Clone)]
+pub struct RequestBounds {
+    /// Longest time a request other than a watch may take, answer body included; for a watch,
+    /// longest wait for its headers.
+    pub request_timeout: Duration,
+    /// Requests cut by the timeout, by verb.
+    pub timeouts: Family<VerbLabels, Counter>,
+}
+
+impl Default for RequestBounds {
+    fn default() -> Self {
+        Self { request_timeout: DEFAULT_REQUEST_TIMEOUT, timeouts: Family::default() }
+    }
+}
+
+/// A Kubernetes request that did not complete within [`RequestBounds::request_timeout`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the Kubernetes API server did not answer {verb} {path} within {}s (--kube-request-timeout-seconds); the call is retried",
+    after.as_secs_f64()
+)]
+pub struct RequestTimedOut {
+    /// The verb, as in [`VerbLabels`].
+    pub verb: &'static str,
+    /// The request path (no query).
+    pub path: String,
+    /// The timeout that passed.
+    pub after: Duration,
+}
+
+/// Whether a kube error is a [`RequestTimedOut`].
+#[must_use]
+pub fn timed_out(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Service(source) if source.is::<RequestTimedOut>())
+}
+
+/// Whether a request is a watch (a long poll, left unbounded once its headers arrived).
+fn is_watch(uri: &http::Uri) -> bool {
+    uri.query().is_some_and(|query| query.split('&').any(|pair| pair == "watch=true" || pair == "watch=1"))
+}
+
+fn verb(method: &http::Method, watch: bool) -> &'static str {
+    match *method {
+        http::Method::GET if watch => "watch",
+        http::Method::GET => "get",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+/// Tower layer applying [`RequestBounds`] to every request.
+#[derive(Debug, Clone)]
+pub struct TimeoutLayer {
+    bounds: RequestBounds,
+}
+
+impl TimeoutLayer {
+    /// A layer with these bounds.
+    #[must_use]
+    pub fn new(bounds: RequestBounds) -> Self {
+        Self { bounds }
+    }
+}
+
+impl<S> tower::Layer<S> for TimeoutLayer {
+    type Service = Bounded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Bounded { inner, bounds: self.bounds.clone() }
+    }
+}
+
+/// The bounded service (see [`TimeoutLayer`]).
+#[derive(Debug, Clone)]
+pub struct Bounded<S> {
+    inner: S,
+    bounds: RequestBounds,
+}
+
+/// The future of a [`Bounded`] request.
+pub type BoundedFuture<B> =
+    Pin<Box<dyn Future<Output = Result<http::Response<TimedBody<B>>, BoxError>> + Send>>;
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Bounded<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ResBody: Body + Unpin + Send + 'static,
+{
+    type Response = http::Response<TimedBody<ResBody>>;
+    type Error = BoxError;
+    type Future = BoundedFuture<ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let watch = is_watch(request.uri());
+        let timed_out = RequestTimedOut {
+            verb: verb(request.method(), watch),
+            path: request.uri().path().to_owned(),
+            after: self.bounds.request_timeout,
+        };
+        let counter = self.bounds.timeouts.get_or_create(&VerbLabels { verb: timed_out.verb }).clone();
+        let deadline = Instant::now() + self.bounds.request_timeout;
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(response)) => Ok(response.map(|inner| TimedBody {
+                    inner,
+                    deadline: (!watch)
+                        .then(|| (Box::pin(tokio::time::sleep_until(deadline)), timed_out, counter)),
+                })),
+                Ok(Err(error)) => Err(error.into()),
+                Err(_) => {
+                    counter.inc();
+                    Err(timed_out.into())
+                }
+            }
+        })
+    }
+}
+
+/// An answer body that fails with [`RequestTimedOut`] once the request's deadline passes
+/// (unbounded for a watch).
+#[derive(Debug)]
+pub struct TimedBody<B> {
+    inner: B,
+    deadline: Option<(Pin<Box<Sleep>>, RequestTimedOut, Counter)>,
+}
+
+impl<B> Body for TimedBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some((sleep, _, _)) = this.deadline.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+            && let Some((_, timed_out, counter)) = this.deadline.take()
+        {
+            counter.inc();
+            return Poll::Ready(Some(Err(timed_out.into())));
+        }
+        Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Builds a client from a kube config with the rate limit and the [`RequestBounds`] in front.
 ///
 /// # Errors
 /// When the config cannot produce a client (TLS, auth).
-pub fn build(config: kube::Config, limit: RateLimit) -> Result<kube::Client, kube::Error> {
+pub fn build(
+    mut config: kube::Config,
+    limit: RateLimit,
+    bounds: RequestBounds,
+) -> Result<kube::Client, kube::Error> {
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    // The read timeout counts from the request, not from when its pooled connection went idle.
+    config.reset_reader_on_write = true;
     let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&RateLimitLayer::new(limit)).build())
+    // The rate limit waits in `poll_ready`, before the timeout starts.
+    Ok(builder.with_layer(&TimeoutLayer::new(bounds)).with_layer(&RateLimitLayer::new(limit)).build())
 }
 
 #[cfg(test)]
 mod tests {
+    use tower::{Layer as _, Service as _};
+
     use super::*;
+
+    type Bytes = <kube::client::Body as Body>::Data;
+
+    /// An answer body: `data` (if any), then the end, or silence when `ends` is false.
+    struct TestBody {
+        data: Option<Bytes>,
+        ends: bool,
+    }
+
+    impl Body for TestBody {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let this = self.get_mut();
+            match this.data.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                None if this.ends => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// What the fake API server does with a request.
+    #[derive(Clone, Copy)]
+    enum Server {
+        /// Never answers.
+        Hangs,
+        /// Sends the headers at once, then nothing.
+        SendsHeadersOnly,
+        /// Answers at once.
+        Answers,
+    }
+
+    impl<B> tower::Service<http::Request<B>> for Server {
+        type Response = http::Response<Box<dyn Body<Data = Bytes, Error = BoxError> + Send + Unpin>>;
+        type Error = BoxError;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<B>) -> Self::Future {
+            let server = *self;
+            Box::pin(async move {
+                match server {
+                    Server::Hangs => std::future::pending().await,
+                    Server::SendsHeadersOnly => {
+                        Ok(http::Response::new(Box::new(TestBody { data: None, ends: false }) as _))
+                    }
+                    Server::Answers => Ok(http::Response::new(Box::new(TestBody {
+                        data: Some(Bytes::from_static(b"{}")),
+                        ends: true,
+                    }) as _)),
+                }
+            })
+        }
+    }
+
+    fn bounded(server: Server) -> (Bounded<Server>, Family<VerbLabels, Counter>) {
+        let bounds = RequestBounds::default();
+        let timeouts = bounds.timeouts.clone();
+        (TimeoutLayer::new(bounds).layer(server), timeouts)
+    }
+
+    fn request(method: http::Method, uri: &str) -> http::Request<()> {
+        http::Request::builder().method(method).uri(uri).body(()).unwrap()
+    }
+
+    async fn next_frame<B: Body + Unpin>(body: &mut B) -> Option<Result<Frame<B::Data>, B::Error>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+    }
+
+    fn count(timeouts: &Family<VerbLabels, Counter>, verb: &'static str) -> u64 {
+        timeouts.get_or_create(&VerbLabels { verb }).get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_an_answer_times_out_with_a_message_that_says_so() {
+        let (mut service, timeouts) = bounded(Server::Hangs);
+        let started = Instant::now();
+        let call =
+            service.call(request(http::Method::PATCH, "/api/v1/namespaces/a/secrets/token?fieldManager=x"));
+        let error = call.await.err().unwrap();
+        assert_eq!(started.elapsed(), DEFAULT_REQUEST_TIMEOUT);
+        let cut = error.downcast_ref::<RequestTimedOut>().unwrap();
+        assert_eq!((cut.verb, cut.path.as_str()), ("patch", "/api/v1/namespaces/a/secrets/token"));
+        assert_eq!(
+            error.to_string(),
+            "the Kubernetes API server did not answer patch /api/v1/namespaces/a/secrets/token within 15s \
+             (--kube-request-timeout-seconds); the call is retried"
+        );
+        assert_eq!(count(&timeouts, "patch"), 1);
+        assert!(timed_out(&kube::Error::Service(error)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kube_call_that_times_out_is_a_recognisable_kube_error() {
+        let (service, timeouts) = bounded(Server::Hangs);
+        let client = kube::Client::new(service, "default");
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, "a");
+        let error = secrets.get("token").await.err().unwrap();
+        assert!(timed_out(&error), "{error}");
+        assert!(
+            error.to_string().contains("did not answer get /api/v1/namespaces/a/secrets/token within 15s")
+        );
+        assert_eq!(count(&timeouts, "get"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_body_that_stalls_times_out_at_the_same_deadline() {
+        let (mut service, timeouts) = bounded(Server::SendsHeadersOnly);
+        let started = Instant::now();
+        let response =
+            service.call(request(http::Method::GET, "/api/v1/namespaces/a/secrets")).await.unwrap();
+        let mut body = response.into_body();
+        let error = next_frame(&mut body).await.unwrap().err().unwrap();
+        assert_eq!(started.elapsed(), DEFAULT_REQUEST_TIMEOUT);
+        assert!(error.is::<RequestTimedOut>(), "{error}");
+        assert_eq!(count(&timeouts, "get"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_stream_is_not_cut() {
+        let (mut service, timeouts) = bounded(Server::SendsHeadersOnly);
+        for uri in
+            ["/api/v1/secrets?watch=true&timeoutSeconds=290", "/api/v1/secrets?resourceVersion=1&watch=1"]
+        {
+            let response = service.call(request(http::Method::GET, uri)).await.unwrap();
+            let mut body = response.into_body();
+            let quiet = tokio::time::timeout(Duration::from_secs(290), next_frame(&mut body)).await;
+            assert!(quiet.is_err(), "the watch of {uri} was cut");
+        }
+        assert_eq!(count(&timeouts, "watch"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_without_headers_times_out() {
+        let (mut service, timeouts) = bounded(Server::Hangs);
+        let error =
+            service.call(request(http::Method::GET, "/api/v1/secrets?watch=true")).await.err().unwrap();
+        assert!(error.is::<RequestTimedOut>(), "{error}");
+        assert_eq!(count(&timeouts, "watch"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_in_time_passes_through() {
+        let (mut service, timeouts) = bounded(Server::Answers);
+        let response = service.call(request(http::Method::PUT, "/apis/x/v1/leases/l")).await.unwrap();
+        let mut body = response.into_body();
+        let frame = next_frame(&mut body).await.unwrap().unwrap();
+        assert_eq!(frame.into_data().ok().as_deref(), Some(&b"{}"[..]));
+        assert!(next_frame(&mut body).await.is_none());
+        assert_eq!(count(&timeouts, "update"), 0);
+    }
 
     #[test]
     fn allows_a_burst_then_the_rate() {

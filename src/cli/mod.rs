@@ -137,10 +137,14 @@ fn read_admin_token(path: &str) -> Result<crate::core::admin_token::AdminToken, 
 }
 
 /// A Kubernetes client from `--kubeconfig` and `--context`, or the usual inference (in-cluster,
-/// `$KUBECONFIG`, `~/.kube/config`), at the rate a person's command needs.
+/// `$KUBECONFIG`, `~/.kube/config`), at the rate a person's command needs, requests bounded.
 async fn kube_client_with(kubeconfig: Option<&str>, context: Option<&str>) -> Result<kube::Client, CliError> {
     let limit = crate::adapters::kube_client::RateLimit { qps: 20.0, burst: 40 };
-    limited_client(kube_config(kubeconfig, context).await?, limit)
+    limited_client(
+        kube_config(kubeconfig, context).await?,
+        limit,
+        crate::adapters::kube_client::RequestBounds::default(),
+    )
 }
 
 /// The Kubernetes configuration: `kubeconfig` (else `$KUBECONFIG` or ~/.kube/config, else
@@ -167,12 +171,13 @@ async fn kube_config(kubeconfig: Option<&str>, context: Option<&str>) -> Result<
     }
 }
 
-/// A client with a client-side rate limit.
+/// A client with a client-side rate limit and bounded requests.
 fn limited_client(
     config: kube::Config,
     limit: crate::adapters::kube_client::RateLimit,
+    bounds: crate::adapters::kube_client::RequestBounds,
 ) -> Result<kube::Client, CliError> {
-    crate::adapters::kube_client::build(config, limit)
+    crate::adapters::kube_client::build(config, limit, bounds)
         .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::CliError;
 use crate::runtime::controller::{RunConfig, run_with_event_client};
+use crate::runtime::leader::LeadLost;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
@@ -28,6 +29,10 @@ pub(super) struct RunArgs {
     /// Requests allowed at once before --kube-qps applies.
     #[arg(long, env = "TENANT_ACCESS_KUBE_BURST", default_value_t = 400)]
     kube_burst: u32,
+    /// Longest time a Kubernetes request (other than a watch) may take, answer included; a
+    /// request cut by it is counted and retried.
+    #[arg(long, env = "TENANT_ACCESS_KUBE_REQUEST_TIMEOUT_SECONDS", default_value_t = 15)]
+    kube_request_timeout_seconds: u64,
     /// Client-side limit on Kubernetes events per second (sent apart from the other requests,
     /// so that events never delay a token; when more queue up, the excess is dropped and counted).
     #[arg(long, env = "TENANT_ACCESS_EVENT_QPS", default_value_t = 50.0)]
@@ -73,13 +78,18 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Input(format!("starting the async runtime: {e}")))?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         let limit = crate::adapters::kube_client::RateLimit { qps: args.kube_qps, burst: args.kube_burst };
         let kube_config = super::kube_config(args.kubeconfig.as_deref(), None).await?;
         let events_limit =
             crate::adapters::kube_client::RateLimit { qps: args.event_qps, burst: args.event_burst };
-        let events_client = super::limited_client(kube_config.clone(), events_limit)?;
-        let client = super::limited_client(kube_config, limit)?;
+        let metrics = crate::runtime::metrics::Metrics::default();
+        let bounds = crate::adapters::kube_client::RequestBounds {
+            request_timeout: Duration::from_secs(args.kube_request_timeout_seconds.max(1)),
+            timeouts: metrics.kube_request_timeouts.clone(),
+        };
+        let events_client = super::limited_client(kube_config.clone(), events_limit, bounds.clone())?;
+        let client = super::limited_client(kube_config, limit, bounds)?;
         let config = RunConfig {
             namespaces: args
                 .namespaces
@@ -96,11 +106,15 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 requests: args.clerk_request_budget.max(1),
                 window: Duration::from_secs(args.clerk_budget_window_seconds.max(1)),
             },
-            metrics: crate::runtime::metrics::Metrics::default(),
+            metrics,
             synced: Arc::default(),
         };
         supervise(client, events_client, config, &args.leadership).await
-    })
+    });
+    // What is left (event sending, probes, a DNS lookup on a blocking thread) must not hold the
+    // exit, least of all after a lost lease.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
 }
 
 /// Runs the admin server and the controllers, under leader election when enabled.
@@ -110,7 +124,7 @@ async fn supervise(
     config: RunConfig,
     leadership: &Leadership,
 ) -> Result<ExitCode, CliError> {
-    // One shutdown signal for everything: SIGTERM/Ctrl-C, or a lost lease.
+    // One shutdown signal for everything on SIGTERM/Ctrl-C (a lost lease stops at once instead).
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let on_stop = move || {
         let mut stopped = stopped.clone();
@@ -118,12 +132,9 @@ async fn supervise(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        }
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
     });
 
     let standby = Arc::new(AtomicBool::new(leadership.enabled));
@@ -154,34 +165,39 @@ async fn supervise(
         &identity,
         Duration::from_secs(leadership.lease_duration_seconds),
     );
-    tokio::select! {
-        () = election.acquire() => {},
+    let renewed_at = tokio::select! {
+        renewed_at = election.acquire() => renewed_at,
         () = on_stop() => return Ok(ExitCode::SUCCESS),
-    }
+    };
     standby.store(false, Ordering::SeqCst);
-    let lost = Arc::new(AtomicBool::new(false));
-    let keeper = tokio::spawn({
-        let election = election.clone();
-        let stop = stop.clone();
-        let lost = lost.clone();
-        async move {
-            election.keep().await;
-            lost.store(true, Ordering::SeqCst);
-            let _ = stop.send(true);
-        }
-    });
-    bounded_shutdown(run_with_event_client(client.clone(), events_client, config, on_stop()), on_stop())
-        .await;
-    keeper.abort();
-    if lost.load(Ordering::SeqCst) {
+    let controllers =
+        bounded_shutdown(run_with_event_client(client.clone(), events_client, config, on_stop()), on_stop());
+    if let Some(lost) = run_while_leading(controllers, election.keep(renewed_at)).await {
+        let why = match lost {
+            LeadLost::TakenOver => "another replica took it over",
+            LeadLost::NotRenewed => "it could not be renewed in time",
+        };
         eprintln!(
-            "error: lost the leader lease {namespace}/{}: stopping so that a restart stands by",
+            "error: lost the leader lease {namespace}/{} ({why}): stopped reconciling; exiting so that a restart stands by",
             leadership.lease_name
         );
         return Ok(ExitCode::from(super::exit::FAILURE));
     }
     election.release().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `controllers` while `keep` holds the lead (renewing during a graceful shutdown too). When
+/// the lead is lost, drops the controllers at once (every in-flight reconcile is cancelled: a
+/// standby may take over soon) and says why.
+async fn run_while_leading(
+    controllers: impl Future<Output = ()>,
+    keep: impl Future<Output = LeadLost>,
+) -> Option<LeadLost> {
+    tokio::select! {
+        () = controllers => None,
+        lost = keep => Some(lost),
+    }
 }
 
 /// How long in-flight work may take after a shutdown request before the process exits anyway
@@ -269,4 +285,44 @@ fn init_logging(args: &RunArgs) -> Result<(), CliError> {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     result.map_err(|e| CliError::Input(format!("initialising logging: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets its flag when dropped.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn losing_the_lead_cancels_the_controllers_at_once() {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let controllers = {
+            let flag = DropFlag(cancelled.clone());
+            async move {
+                let _flag = flag;
+                std::future::pending::<()>().await;
+            }
+        };
+        let keep = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            LeadLost::NotRenewed
+        };
+        let started = tokio::time::Instant::now();
+        assert_eq!(run_while_leading(controllers, keep).await, Some(LeadLost::NotRenewed));
+        assert!(cancelled.load(Ordering::SeqCst), "a reconcile outlived the lead");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn controllers_that_finish_while_leading_keep_the_lease_for_its_release() {
+        let keep = std::future::pending::<LeadLost>();
+        assert_eq!(run_while_leading(async {}, keep).await, None);
+    }
 }

@@ -4,6 +4,7 @@
 pub mod admin_token;
 pub mod allowed_workspaces;
 pub mod backoff;
+pub mod clock;
 pub mod conditions;
 pub mod desired;
 pub mod duration;

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub events_dropped: Counter,
     /// Events the API server refused, or that could not be sent.
     pub events_failed: Counter,
+    /// Kubernetes requests cut by the request timeout, by verb.
+    pub kube_request_timeouts: Family<crate::adapters::kube_client::VerbLabels, Counter>,
     sources: Arc<OnceLock<Sources>>,
 }
 
@@ -101,6 +103,7 @@ impl Default for Metrics {
             clerk_requests: Family::default(),
             events_dropped: Counter::default(),
             events_failed: Counter::default(),
+            kube_request_timeouts: Family::default(),
             sources: Arc::default(),
         }
     }
@@ -132,6 +135,11 @@ impl Metrics {
             "events_failed",
             "Kubernetes events the API server refused or that could not be sent (see the operator's log for why)",
             self.events_failed.clone(),
+        );
+        registry.register(
+            "kube_request_timeouts",
+            "Kubernetes API requests that did not complete within --kube-request-timeout-seconds (retried), by verb",
+            self.kube_request_timeouts.clone(),
         );
         registry.register(
             "clerk_requests",

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
@@ -15,6 +14,7 @@ use super::limiter::{RequestBudget, RequestLimiter};
 use super::template::{ClerkTemplateBody, DeleteOutcome, RemoteTemplate, TemplatePage};
 use crate::core::admin_token::{AdminToken, fingerprint};
 use crate::core::backoff::{Backoff, jitter};
+use crate::core::clock::Clock;
 
 /// Clerk's Backend API base URL.
 pub const DEFAULT_API_URL: &str = "https://api.clerk.com/v1";
@@ -48,6 +48,8 @@ pub struct ClerkClientOptions {
     pub api_version: Option<String>,
     /// Templates per list page (Clerk allows 1..=500).
     pub page_size: u32,
+    /// The wall clock (`Retry-After` given as a date).
+    pub clock: Clock,
 }
 
 impl Default for ClerkClientOptions {
@@ -61,6 +63,7 @@ impl Default for ClerkClientOptions {
             backoff: Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(5) },
             api_version: Some(DEFAULT_API_VERSION.to_owned()),
             page_size: 500,
+            clock: Clock::system(),
         }
     }
 }
@@ -505,7 +508,7 @@ impl ClerkClient {
                 retry_after.as_deref(),
                 &bytes,
                 &secrets,
-                Timestamp::now(),
+                self.inner.options.clock.now(),
             ),
             delivery: Delivery::Answered,
         })

@@ -8,7 +8,7 @@
 //! Clerk shortcodes. The [`HealthScheduler`] runs the plans in its own task.
 //!
 //! How the controller uses it (`runtime/controller/mod.rs` and `runtime/controller/tenants.rs`):
-//! - at start: `let (health, events) = HealthScheduler::start(HealthConfig { concurrency },
+//! - at start: `let (health, events) = HealthScheduler::start(HealthConfig { concurrency, clock },
 //!   Arc::new(HttpProber::new()?));` keep `health` in the context, and feed `events` (a
 //!   `Stream` of [`HealthChange`]) to `Controller::reconcile_on` as
 //!   `ObjectRef::new(&change.key.name).within(&change.key.namespace)`;

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{Id, JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -23,6 +22,7 @@ use super::probe::EndpointProber;
 use super::probe_timing::{first_probe_offset, next_due, rate_limited_delay, recheck_delay};
 use super::report::EndpointHealth;
 use crate::core::backoff::jitter;
+use crate::core::clock::Clock;
 
 /// Default bound of probes in flight at once, over all TenantAccesses.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -73,11 +73,13 @@ pub struct HealthChange {
 pub struct HealthConfig {
     /// Most probes in flight at once (at least 1).
     pub concurrency: usize,
+    /// The wall clock that dates probe tokens and judges whether a token is still valid.
+    pub clock: Clock,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        Self { concurrency: DEFAULT_CONCURRENCY }
+        Self { concurrency: DEFAULT_CONCURRENCY, clock: Clock::system() }
     }
 }
 
@@ -177,6 +179,7 @@ impl HealthScheduler {
             next_generation: 0,
             earliest_due: None,
             last_dispatch: Instant::now(),
+            clock: config.clock,
         };
         let task = tokio::spawn(worker.run(command_receiver));
         let scheduler = Self { commands, shared, metrics, task: Arc::new(Mutex::new(Some(task))) };
@@ -303,6 +306,8 @@ struct Worker {
     earliest_due: Option<Instant>,
     /// When the last dispatch scan ran.
     last_dispatch: Instant,
+    /// The wall clock of probe tokens.
+    clock: Clock,
 }
 
 /// Shortest time between two dispatch scans (each looks at every endpoint): probes due within
@@ -434,6 +439,7 @@ impl Worker {
                 let semaphore = Arc::clone(&self.semaphore);
                 let places = Arc::clone(&access.places);
                 let resource = endpoint.resource.clone();
+                let clock = self.clock;
                 let handle = self.probes.spawn(async move {
                     // One of the access's places first, then the global bound (fair between
                     // accesses: the global queue holds at most a few probes of each). Closed
@@ -443,7 +449,7 @@ impl Worker {
                     let _permit = semaphore.acquire_owned().await.ok();
                     // The token is made once a permit is held, so a queued probe never sends a
                     // probe token that aged while waiting.
-                    let wall_now = Timestamp::now();
+                    let wall_now = clock.now();
                     let believed_valid = plan.credential.believed_valid_at(wall_now);
                     let started = Instant::now();
                     let outcome = match plan.request_for(&resource, wall_now) {

@@ -13,6 +13,7 @@ use super::workspace_cache::WorkspaceCache;
 use crate::adapters::events::EventPublisher;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::core::backoff::{Backoff, jitter};
+use crate::core::clock::Clock;
 
 /// Settings of a running operator.
 #[derive(Debug, Clone)]
@@ -74,8 +75,8 @@ pub struct Context {
     verifications: Arc<Mutex<HashMap<super::workspace_cache::WorkspaceKey, (String, Timestamp)>>>,
     /// Consecutive failures per object, for backoff.
     failures: Arc<Mutex<HashMap<String, u32>>>,
-    /// The clock.
-    clock: fn() -> Timestamp,
+    /// The wall clock.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Context {
@@ -121,6 +122,7 @@ impl Context {
             health,
             workspace_rechecks,
             metrics,
+            clock,
         } = services;
         Ok(Self {
             clerk: crate::adapters::clerk::ClerkClients::new(clerk_options)?,
@@ -141,14 +143,14 @@ impl Context {
                 .unwrap_or_default(),
             verifications: Arc::default(),
             failures: Arc::default(),
-            clock: Timestamp::now,
+            clock,
         })
     }
 
     /// Now, by the context's clock.
     #[must_use]
     pub fn now(&self) -> Timestamp {
-        (self.clock)()
+        self.clock.now()
     }
 
     /// Asks for a Tinybird check of this workspace's admin token at its next reconcile.
@@ -258,4 +260,6 @@ pub struct Services {
     pub workspace_rechecks: WorkspaceRechecks,
     /// Metrics.
     pub metrics: crate::runtime::metrics::Metrics,
+    /// The wall clock of every decision (token times, verification intervals).
+    pub clock: Clock,
 }

@@ -104,8 +104,12 @@ pub async fn run_with_event_client(
         cluster_wide,
         namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
     };
-    let clerk_options =
-        crate::adapters::clerk::ClerkClientOptions { budget: config.clerk_budget, ..Default::default() };
+    let clock = crate::core::clock::Clock::system();
+    let clerk_options = crate::adapters::clerk::ClerkClientOptions {
+        budget: config.clerk_budget,
+        clock,
+        ..Default::default()
+    };
     let prober = match crate::adapters::health::HttpProber::new() {
         Ok(prober) => prober,
         Err(error) => {
@@ -114,7 +118,7 @@ pub async fn run_with_event_client(
         }
     };
     let (health, health_events) = crate::adapters::health::HealthScheduler::start(
-        crate::adapters::health::HealthConfig { concurrency: config.probe_concurrency.max(1) },
+        crate::adapters::health::HealthConfig { concurrency: config.probe_concurrency.max(1), clock },
         Arc::new(prober),
     );
     let (namespaced_recheck, namespaced_rechecks) = tokio::sync::mpsc::unbounded_channel();
@@ -132,6 +136,7 @@ pub async fn run_with_event_client(
                 config.instance.clone(),
                 config.metrics.events_dropped.clone(),
                 config.metrics.events_failed.clone(),
+                clock,
             ),
             last_writes,
             known_secrets,
@@ -140,6 +145,7 @@ pub async fn run_with_event_client(
             health: health.clone(),
             workspace_rechecks: rechecks,
             metrics: config.metrics.clone(),
+            clock,
         },
     ) {
         Ok(ctx) => Arc::new(ctx),

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::future::BoxFuture;
+use jiff::Timestamp;
 
 use super::*;
 use crate::adapters::health::classify::AuthRejection;
@@ -89,7 +90,10 @@ impl EndpointProber for ScriptedProber {
 }
 
 fn start(script: &Arc<Script>, concurrency: usize) -> (HealthScheduler, HealthEvents) {
-    HealthScheduler::start(HealthConfig { concurrency }, Arc::new(ScriptedProber(Arc::clone(script))))
+    HealthScheduler::start(
+        HealthConfig { concurrency, clock: Clock::following_tokio(Timestamp::now()) },
+        Arc::new(ScriptedProber(Arc::clone(script))),
+    )
 }
 
 fn plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
@@ -125,7 +129,7 @@ fn verdicts(change: &HealthChange) -> Vec<(String, bool, ProbeReason)> {
     change.endpoints.iter().map(|e| (e.resource.clone(), e.healthy, e.reason)).collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn reports_only_when_health_flips() {
     let script = Script::with_hold(Duration::ZERO);
     script.push(
@@ -160,7 +164,7 @@ async fn reports_only_when_health_flips() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn first_probes_are_spread_over_the_interval() {
     let script = Script::with_hold(Duration::ZERO);
     let (scheduler, _events) = start(&script, 64);
@@ -176,11 +180,12 @@ async fn first_probes_are_spread_over_the_interval() {
     let earliest = firsts.iter().min().copied().unwrap_or_default();
     let latest = firsts.iter().max().copied().unwrap_or_default();
     assert!(latest - earliest >= interval / 4, "first probes bunched together: {firsts:?}");
-    assert!(latest < interval + Duration::from_secs(2), "a first probe came late: {firsts:?}");
+    // Due times are served on the dispatch tick.
+    assert!(latest <= interval + DISPATCH_TICK, "a first probe came after the first interval: {firsts:?}");
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrency_is_bounded_over_all_accesses() {
     let script = Script::with_hold(Duration::from_millis(15));
     let (scheduler, _events) = start(&script, 3);
@@ -197,7 +202,7 @@ async fn concurrency_is_bounded_over_all_accesses() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rate_limit_keeps_the_previous_health_and_waits_for_retry_after() {
     let script = Script::with_hold(Duration::ZERO);
     let retry_after = Duration::from_millis(400);
@@ -234,7 +239,7 @@ async fn rate_limit_keeps_the_previous_health_and_waits_for_retry_after() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn signature_rejection_of_a_token_believed_valid_requests_a_key_check() {
     let script = Script::with_hold(Duration::ZERO);
     let rejected = ProbeOutcome {
@@ -270,7 +275,7 @@ async fn signature_rejection_of_a_token_believed_valid_requests_a_key_check() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_signature_rejection_during_a_re_sign_never_flips_the_endpoint() {
     let script = Script::with_hold(Duration::ZERO);
     let (scheduler, mut events) = start(&script, 8);
@@ -306,7 +311,7 @@ async fn a_signature_rejection_during_a_re_sign_never_flips_the_endpoint() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expired_tokens_do_not_request_a_key_check() {
     let script = Script::with_hold(Duration::ZERO);
     let expired_answer = ProbeOutcome {
@@ -338,7 +343,7 @@ async fn expired_tokens_do_not_request_a_key_check() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn skipped_endpoints_are_reported_at_once_and_never_probed() {
     let script = Script::with_hold(Duration::ZERO);
     let (scheduler, mut events) = start(&script, 8);
@@ -362,7 +367,7 @@ async fn skipped_endpoints_are_reported_at_once_and_never_probed() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unregistered_accesses_are_no_longer_probed_or_reported() {
     let script = Script::with_hold(Duration::ZERO);
     let (scheduler, mut events) = start(&script, 8);
@@ -388,7 +393,7 @@ async fn unregistered_accesses_are_no_longer_probed_or_reported() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn re_registering_the_same_plan_changes_nothing_and_shutdown_ends_the_events() {
     let script = Script::with_hold(Duration::ZERO);
     let (scheduler, mut events) = start(&script, 8);
