@@ -16,6 +16,7 @@ use super::error::Error;
 use super::workspace_cache::{WorkspaceEntry, WorkspaceKey, WorkspaceProblem, load};
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace, WorkspaceSpec, WorkspaceStatus};
 use crate::core::conditions::{DesiredCondition, set_condition};
+use crate::core::key_refusal::{KeyAnswer, KeyVerdict, REFUSAL_GRACE, judge};
 use crate::core::validate::WorkspaceKind;
 use crate::core::well_known::{FIELD_MANAGER, condition, reason};
 
@@ -114,15 +115,18 @@ fn unauthorized_problem(fingerprint: &str) -> WorkspaceProblem {
     }
 }
 
-/// Checks the key with Tinybird when `verifyInterval` asks for it and the last check is older.
-/// Returns when the next check is due.
+/// Checks the key with Tinybird when `verifyInterval` asks for it and the last check is older,
+/// when a probe suspected the key, or when a refusal awaits confirmation. Returns when the next
+/// check is due. A refusal is the verdict only once confirmed ([`crate::core::key_refusal`]): a
+/// rotation in progress is not an alarm.
 async fn verify_if_due<W: Workspace>(
     workspace: &W,
     entry: &mut Arc<WorkspaceEntry>,
     ctx: &Context,
 ) -> Result<Option<Duration>, WorkspaceProblem> {
     let key = workspace_key(workspace);
-    let forced = ctx.take_forced_verification(&key);
+    let pending = ctx.workspace_cache.pending_refusal(&key);
+    let forced = ctx.take_forced_verification(&key) || pending.is_some();
     let interval = match workspace.workspace_spec().verify_interval.as_deref() {
         None => Duration::ZERO,
         Some(text) => crate::core::duration::parse(text)
@@ -164,10 +168,19 @@ async fn verify_if_due<W: Workspace>(
             Err(problem)
         }
         Ok(_) => {
+            ctx.workspace_cache.set_pending_refusal(&key, None);
             ctx.workspace_cache.set_refused(&signer.signing_key_fingerprint, false);
             Ok((!interval.is_zero()).then_some(interval))
         }
         Err(crate::adapters::tinybird::VerifyError::Unauthorized { .. }) => {
+            let fingerprint = &signer.signing_key_fingerprint;
+            let verdict = judge(KeyAnswer::Refused, fingerprint, pending.as_ref(), now, REFUSAL_GRACE);
+            if let KeyVerdict::Pending { pending, recheck_in } = verdict {
+                tracing::info!(key = %fingerprint, ?recheck_in, "Tinybird refused the admin token; not a verdict yet (a rotation writes the new one to the Secret within seconds): checking again");
+                ctx.workspace_cache.set_pending_refusal(&key, Some(pending));
+                return Ok(Some(recheck_in));
+            }
+            ctx.workspace_cache.set_pending_refusal(&key, None);
             ctx.workspace_cache.set_refused(&signer.signing_key_fingerprint, true);
             let problem = unauthorized_problem(&signer.signing_key_fingerprint);
             let mut downgraded = entry.as_ref().clone();
