@@ -4,9 +4,10 @@
 mod support;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::Condition as _;
 use support::{
     Env, TIMEOUT, assert_no_secrets, clerk_fingerprint_is, clerk_synced, condition, condition_is_true,
-    has_condition, is_ready, logs,
+    has_condition, is_ready, logs, revision_at_least,
 };
 use tenant_access::api::TenantAccess;
 use tenant_access_emulators::{Fault, TestOrg};
@@ -122,7 +123,8 @@ async fn a_clerk_outage_leaves_a_tenant_access_whose_token_secret_is_current_rea
     env.clerk().add_fault(Fault::status(503).for_path_prefix("/v1/jwt_templates")).unwrap();
     let new_admin = env.tinybird.refresh_admin_token();
     env.put_admin_token("tinybird-admin", &new_admin).await;
-    let degraded = env.wait_access("both", has_condition("Ready", "True", "Degraded")).await;
+    let re_signed_but_degraded = has_condition("Ready", "True", "Degraded").and(revision_at_least(2));
+    let degraded = env.wait_access("both", re_signed_but_degraded).await;
     // The Secret holds a current token, re-signed with the new key: what the workloads use works.
     assert!(condition_is_true(Some(&degraded), "TokenIssued"), "{:?}", degraded.status);
     let token = env.token("both").await;
