@@ -63,6 +63,31 @@ local cases = {
     status = "Progressing",
   },
   {
+    name = "token Secret current, Clerk template not synced",
+    obj = {
+      metadata = { generation = 2 },
+      status = { observedGeneration = 2, conditions = {
+        { type = "TokenIssued", status = "True", reason = "Issued", message = "token revision 1" },
+        { type = "ClerkTemplateSynced", status = "False", reason = "ClerkUnavailable", message = "Clerk answered 503" },
+        ready("True", "Degraded", "token in Secret acme-token is current; the Clerk template is not synced (ClerkUnavailable: Clerk answered 503)"),
+      } },
+    },
+    status = "Healthy",
+    message = "Degraded: token in Secret acme-token is current; the Clerk template is not synced (ClerkUnavailable: Clerk answered 503)",
+  },
+  {
+    name = "Clerk template only, not synced",
+    obj = {
+      metadata = { generation = 1 },
+      status = { observedGeneration = 1, conditions = {
+        { type = "ClerkTemplateSynced", status = "False", reason = "RateLimited", message = "Clerk throttled" },
+        ready("False", "RateLimited", "Clerk throttled"),
+      } },
+    },
+    status = "Degraded",
+    message = "RateLimited: Clerk throttled",
+  },
+  {
     name = "Ready False without a message",
     obj = { metadata = { generation = 1 }, status = { observedGeneration = 1, conditions = { ready("False", "SecretConflict", nil) } } },
     status = "Degraded",

@@ -2,11 +2,16 @@
 -- TinybirdWorkspace and ClusterTinybirdWorkspace, which have the same Ready condition and
 -- status.observedGeneration).
 --
---   Healthy      Ready=True and the operator has seen the current generation.
+--   Healthy      Ready=True and the operator has seen the current generation. Ready says
+--                whether what the workloads use is usable: a current token Secret whose Clerk
+--                template is not synced (Clerk down or throttled) is Ready with reason
+--                Degraded, shown here as Healthy with the message "Degraded: ..." (the app that
+--                mounts the Secret can be deployed; ClerkTemplateSynced=False says the rest).
 --   Progressing  no status yet, a generation the operator has not processed yet, or Ready
 --                missing or Unknown.
 --   Degraded     Ready=False: the condition's reason and message (e.g. "InvalidSpec: ...",
---                "NamespaceNotAllowed: ...", "SecretConflict: ...").
+--                "NamespaceNotAllowed: ...", "SecretConflict: ...", or a Clerk reason for a
+--                TenantAccess whose only output is its Clerk template).
 --
 -- Argo CD runs this with gopher-lua (Lua 5.1). See contrib/README.md for argocd-cm.
 local hs = {}

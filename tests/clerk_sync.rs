@@ -4,12 +4,13 @@
 mod support;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::Condition as _;
 use support::{
-    Env, TIMEOUT, assert_no_secrets, clerk_fingerprint_is, clerk_synced, condition_is_true, has_condition,
-    is_ready, logs,
+    Env, TIMEOUT, assert_no_secrets, clerk_fingerprint_is, clerk_synced, condition, condition_is_true,
+    has_condition, is_ready, logs, revision_at_least,
 };
 use tenant_access::api::TenantAccess;
-use tenant_access_emulators::TestOrg;
+use tenant_access_emulators::{Fault, TestOrg};
 
 /// A test namespace (see [`Env`]) whose workspace is connected to a Clerk emulator, with a
 /// namespaced operator running.
@@ -108,6 +109,37 @@ async fn rotation_pushes_the_new_key_and_old_clerk_tokens_stop_working() {
     assert_eq!(env.query("top_pages", &after, "").await.0, 200, "a token minted after rotation works");
     assert_eq!(env.query("top_pages", &before, "").await.0, 403, "a token minted before rotation fails");
     env.events_with(&["the signing key rotated"]).await;
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clerk_outage_leaves_a_tenant_access_whose_token_secret_is_current_ready_but_degraded() {
+    let mut env = clerk_env("clerk-outage").await;
+    let spec = "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n  clerkTemplate: {name: both}\n  healthCheck: {interval: '0'}\n";
+    env.tenant_access("both", spec).await;
+    env.wait_access("both", is_ready()).await;
+
+    // Clerk goes down, and a rotation has to push the new key to it.
+    env.clerk().add_fault(Fault::status(503).for_path_prefix("/v1/jwt_templates")).unwrap();
+    let new_admin = env.tinybird.refresh_admin_token();
+    env.put_admin_token("tinybird-admin", &new_admin).await;
+    let re_signed_but_degraded = has_condition("Ready", "True", "Degraded").and(revision_at_least(2));
+    let degraded = env.wait_access("both", re_signed_but_degraded).await;
+    // The Secret holds a current token, re-signed with the new key: what the workloads use works.
+    assert!(condition_is_true(Some(&degraded), "TokenIssued"), "{:?}", degraded.status);
+    let token = env.token("both").await;
+    assert_eq!(env.query("top_pages", &token, "").await.0, 200);
+    // The Clerk failure is on its own condition, and named by Ready's message.
+    let synced = condition(Some(&degraded), "ClerkTemplateSynced").unwrap();
+    assert_eq!(synced.status, "False");
+    let ready = condition(Some(&degraded), "Ready").unwrap();
+    assert!(ready.message.contains("Clerk template is not synced") && ready.message.contains(&synced.reason));
+
+    // Clerk is back: the new key is pushed and the TenantAccess is plainly Ready again.
+    env.clerk().clear_faults();
+    let fingerprint = tenant_access::core::admin_token::AdminToken::new(&new_admin).fingerprint();
+    env.wait_access("both", clerk_fingerprint_is(fingerprint)).await;
+    env.wait_access("both", is_ready()).await;
     env.stop_operator().await;
 }
 

@@ -448,6 +448,67 @@ async fn new_revisions_restart_listed_workloads_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routine_rotation_raises_no_alarm_while_the_refreshed_key_reaches_the_secret() {
+    use tenant_access::api::TinybirdWorkspace;
+    let mut env = Env::new("routine").await;
+    env.start_operator();
+    env.tenant_access("acme", &TENANT.replace("  limits", "  healthCheck: {interval: 5s}\n  limits")).await;
+    let before = env.wait_access("acme", has_condition("EndpointsHealthy", "True", "Healthy")).await;
+    let workspaces: Api<TinybirdWorkspace> = Api::namespaced(env.client.clone(), env.name());
+    let workspace_rv = workspaces.get("analytics").await.unwrap().metadata.resource_version.unwrap();
+    let access_rv = before.metadata.resource_version.unwrap();
+    env.tinybird.request_log().clear();
+
+    // The key is refreshed at Tinybird; the Secret still holds the old one. A probe is rejected,
+    // and the operator checks the key it has with Tinybird, which refuses it.
+    let current = env.tinybird.refresh_admin_token();
+    eventually("Tinybird refused the key the Secret still holds", || async {
+        env.tinybird.request_log().records().iter().any(|r| r.path == "/v1/workspace" && r.status >= 400)
+    })
+    .await;
+    // A moment later the rotation writes the new key to the Secret.
+    env.put_admin_token("tinybird-admin", &current).await;
+    let after = env.wait_access("acme", revision_at_least(2)).await;
+    let rotated = tenant_access_testkit::wait_for(
+        workspaces.clone(),
+        "analytics",
+        |w: Option<&TinybirdWorkspace>| {
+            w.and_then(|w| w.status.as_ref()?.signing_key_fingerprint.clone())
+                .is_some_and(|fingerprint| fingerprint == AdminToken::new(&current).fingerprint())
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    // The workspace never reported the refusal, so no TenantAccess was refused either.
+    let not_ready = |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+        conditions.iter().find(|c| c.type_ == "Ready" && c.status == "False").map(|c| c.reason.clone())
+    };
+    let workspace_writes =
+        writes_between(workspaces, "analytics", &workspace_rv, &rotated.metadata.resource_version.unwrap())
+            .await;
+    for write in &workspace_writes {
+        let reason = not_ready(&write.status.as_ref().unwrap().conditions);
+        assert_eq!(reason, None, "the workspace reported {reason:?} during a routine rotation");
+    }
+    let access_writes =
+        writes_between(env.tenant_accesses(), "acme", &access_rv, &after.metadata.resource_version.unwrap())
+            .await;
+    for write in &access_writes {
+        let reason = not_ready(&write.status.as_ref().unwrap().conditions);
+        assert_eq!(reason, None, "the TenantAccess reported {reason:?} during a routine rotation");
+    }
+    let events = env.events_with(&["KeyRotated"]).await;
+    for reason in ["Unauthorized", "WorkspaceNotReady", "SignatureRejected"] {
+        let alarm = format!("\"reason\":\"{reason}\"");
+        assert!(!events.contains(&alarm), "no {reason} event for a routine rotation: {events}");
+    }
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workspace_whose_admin_token_tinybird_refuses_is_unauthorized_and_signs_nothing() {
     use tenant_access::api::TinybirdWorkspace;
     let mut env = Env::new("verify").await;

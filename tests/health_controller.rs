@@ -53,12 +53,13 @@ async fn every_fault_gives_its_reason_and_health_recovers() {
     env.wait_access("probed", endpoint("top_pages", "Healthy", true)).await;
 
     // The admin token refreshed at Tinybird but not in the cluster: the signature is rejected,
-    // the operator re-checks the key at once (a SignatureRejected event) and stops signing with
-    // the refused key. (The endpoint's verdict waits for a confirming probe, which the refusal
-    // usually makes moot: the probes stop with it.)
+    // the operator re-checks the key at once (quietly: a rotation may be in progress), and once
+    // Tinybird still refuses it with the Secret unchanged, the workspace is Unauthorized (a
+    // warning event) and stops signing with the refused key. (The endpoint's verdict waits for
+    // a confirming probe, which the refusal usually makes moot: the probes stop with it.)
     let new_admin = env.tinybird.refresh_admin_token();
     env.wait_access("probed", has_condition("Ready", "False", "WorkspaceNotReady")).await;
-    env.events_with(&["\"reason\":\"SignatureRejected\""]).await;
+    env.events_with(&["\"reason\":\"Unauthorized\""]).await;
     // Fixed by putting the current admin token in the Secret: re-signed and healthy again.
     env.put_admin_token("tinybird-admin", &new_admin).await;
     env.wait_access("probed", is_ready()).await;
@@ -68,7 +69,7 @@ async fn every_fault_gives_its_reason_and_health_recovers() {
         .events_with(&[
             "\"reason\":\"EndpointUnhealthy\"",
             "\"reason\":\"EndpointRecovered\"",
-            "\"reason\":\"SignatureRejected\"",
+            "\"reason\":\"Unauthorized\"",
         ])
         .await;
     support::assert_no_secrets("events", &events, &[new_admin]);

@@ -55,8 +55,9 @@ pub struct TenantAccessSpec {
     #[schemars(schema_with = "duration_schema")]
     pub lifetime: Option<String>,
 
-    /// How long before expiry the token is renewed. Shorter than `lifetime`. Default a third of
-    /// `lifetime`.
+    /// How long before expiry the token is renewed, at least: each TenantAccess renews up to a
+    /// quarter of it earlier, so that tokens signed together do not renew together. Shorter than
+    /// `lifetime`. Default a third of `lifetime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
     pub renew_before: Option<String>,
@@ -266,7 +267,8 @@ pub struct TokenStatus {
     pub issued_at: Time,
     /// JWT `exp`.
     pub expires_at: Time,
-    /// When the operator renews the token (`expiresAt - renewBefore`).
+    /// When the operator renews the token (`expiresAt - renewBefore`, brought forward by up to a
+    /// quarter of `renewBefore`, a share fixed per TenantAccess).
     pub renewal_time: Time,
     /// Incremented on every issuance; also written to the Secret and restarted pod templates.
     pub revision: i64,

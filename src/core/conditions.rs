@@ -84,6 +84,61 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == "True")
 }
 
+/// How one output of a TenantAccess stands, for its `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputState {
+    /// The spec asks for none.
+    NotRequested,
+    /// Current and usable; what it is, for the message (e.g. `token in Secret acme-token`).
+    Usable(String),
+    /// Not current: the reason and message of its own condition (`TokenIssued`,
+    /// `ClerkTemplateSynced`).
+    Failed {
+        /// The output's condition reason.
+        reason: &'static str,
+        /// The output's condition message.
+        message: String,
+    },
+}
+
+/// The `Ready` condition of a TenantAccess from its two outputs, the token Secret and the Clerk
+/// template. `Ready` says whether what the TenantAccess's workloads use is usable now, in the
+/// spirit of cert-manager's Certificate:
+///
+/// - the token Secret, when the spec asks for one, decides: `Ready=False` with the token's
+///   reason when it is not current;
+/// - a Clerk template that is not synced (Clerk unreachable or throttled, its key refused, a
+///   conflict) leaves a current token Secret usable: `Ready=True` with reason `Degraded`, whose
+///   message names the Clerk failure (also on `ClerkTemplateSynced=False`, with its own reason);
+/// - a TenantAccess with only a Clerk template is `Ready` when the template is synced, and
+///   `Ready=False` with the Clerk reason when not;
+/// - otherwise `Ready=True`, reason `Ready`, listing the outputs.
+#[must_use]
+pub fn ready_condition(token: &OutputState, clerk: &OutputState) -> DesiredCondition {
+    use crate::core::well_known::{condition::READY, reason};
+    match (token, clerk) {
+        (OutputState::Failed { reason, message }, _)
+        | (OutputState::NotRequested, OutputState::Failed { reason, message }) => {
+            DesiredCondition::fails(READY, reason, message.clone())
+        }
+        (OutputState::Usable(token), OutputState::Failed { reason, message }) => DesiredCondition::holds(
+            READY,
+            reason::DEGRADED,
+            format!("{token} is current; the Clerk template is not synced ({reason}: {message})"),
+        ),
+        (token, clerk) => {
+            let usable: Vec<&str> = [token, clerk]
+                .into_iter()
+                .filter_map(|output| match output {
+                    OutputState::Usable(what) => Some(what.as_str()),
+                    _ => None,
+                })
+                .collect();
+            DesiredCondition::holds(READY, reason::READY, usable.join("; "))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +169,64 @@ mod tests {
         );
         assert_eq!(conditions[0].last_transition_time, Time(at(300)));
         assert!(!is_true(&conditions, "Ready"));
+    }
+
+    fn usable(what: &str) -> OutputState {
+        OutputState::Usable(what.to_owned())
+    }
+
+    fn failed(reason: &'static str, message: &str) -> OutputState {
+        OutputState::Failed { reason, message: message.to_owned() }
+    }
+
+    const TOKEN: &str = "token in Secret acme-token";
+    const CLERK: &str = "Clerk template in ConfigMap acme-clerk-template";
+
+    #[test]
+    fn both_outputs_usable_is_ready_listing_them() {
+        assert_eq!(
+            ready_condition(&usable(TOKEN), &usable(CLERK)),
+            DesiredCondition::holds("Ready", "Ready", format!("{TOKEN}; {CLERK}"))
+        );
+        assert_eq!(
+            ready_condition(&usable(TOKEN), &OutputState::NotRequested),
+            DesiredCondition::holds("Ready", "Ready", TOKEN)
+        );
+        assert_eq!(
+            ready_condition(&OutputState::NotRequested, &usable(CLERK)),
+            DesiredCondition::holds("Ready", "Ready", CLERK)
+        );
+    }
+
+    #[test]
+    fn a_token_that_is_not_current_is_not_ready_whatever_clerk_does() {
+        let refused = failed("SecretConflict", "Secret acme/acme-token exists");
+        for clerk in [usable(CLERK), OutputState::NotRequested, failed("ClerkUnavailable", "503")] {
+            assert_eq!(
+                ready_condition(&refused, &clerk),
+                DesiredCondition::fails("Ready", "SecretConflict", "Secret acme/acme-token exists"),
+                "{clerk:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_clerk_outage_leaves_a_current_token_ready_but_degraded() {
+        let ready = ready_condition(&usable(TOKEN), &failed("ClerkUnavailable", "Clerk answered 503"));
+        assert!(ready.status, "the token Secret the workloads use is current");
+        assert_eq!(ready.reason, "Degraded");
+        assert_eq!(
+            ready.message,
+            "token in Secret acme-token is current; the Clerk template is not synced (ClerkUnavailable: Clerk answered 503)"
+        );
+    }
+
+    #[test]
+    fn a_clerk_only_access_whose_template_is_not_synced_is_not_ready() {
+        assert_eq!(
+            ready_condition(&OutputState::NotRequested, &failed("RateLimited", "Clerk throttled")),
+            DesiredCondition::fails("Ready", "RateLimited", "Clerk throttled")
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct IssuedToken {
     pub issued_at: Timestamp,
     /// `exp`.
     pub expires_at: Timestamp,
-    /// When to renew: `exp - renewBefore`.
+    /// When to renew: `exp - renewBefore`, spread ([`renewal_time`]).
     pub renewal_time: Timestamp,
 }
 

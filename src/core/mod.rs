@@ -11,6 +11,7 @@ pub mod duration;
 pub mod filter;
 pub mod jwt;
 pub mod k8s_name_rules;
+pub mod key_refusal;
 pub mod policy;
 pub mod reconcile;
 pub mod redact;

@@ -84,6 +84,8 @@ pub mod reason {
     pub const RESIGNED: &str = "Resigned";
     pub const SYNCED: &str = "Synced";
     pub const NOT_REQUESTED: &str = "NotRequested";
+    /// `Ready=True`: the token Secret is current, the Clerk template is not synced.
+    pub const DEGRADED: &str = "Degraded";
 }
 
 /// Reasons of the `ClerkTemplateSynced` condition (with `crate::adapters::clerk::reason` for API failures).

@@ -40,7 +40,12 @@ fn issues_a_token_with_exactly_tinybirds_claims() {
         })
     );
     assert_eq!(token.issued_at, now());
-    assert_eq!(token.renewal_time, "2026-01-01T00:40:00Z".parse().unwrap());
+    let nominal: Timestamp = "2026-01-01T00:40:00Z".parse().unwrap();
+    assert_eq!(token.renewal_time, nominal - crate::core::reconcile::decide::renewal_offset(&access));
+    assert!(
+        token.renewal_time > nominal - jiff::SignedDuration::from_mins(5),
+        "brought forward by under renewBefore / 4"
+    );
     assert!(!format!("{token:?}").contains(&token.jwt));
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -79,7 +79,7 @@ pub struct CurrentToken {
     pub issued_at: Timestamp,
     /// Its `exp`.
     pub expires_at: Timestamp,
-    /// `exp - renewBefore`.
+    /// When it is renewed ([`renewal_time`]).
     pub renewal_time: Timestamp,
     /// Hash of its access claims.
     pub claims_hash: String,
@@ -226,10 +226,48 @@ pub fn decide_token(
     TokenDecision::Keep(CurrentToken { jwt, issued_at, expires_at, renewal_time, claims_hash })
 }
 
-/// When a token expiring at `expires_at` is renewed: `expiresAt - renewBefore`.
+/// When a token expiring at `expires_at` is renewed: `expiresAt - renewBefore`, brought forward
+/// by the TenantAccess's [`renewal_offset`].
+///
+/// Tokens signed together (every dependent of a workspace after its admin token rotated) thus
+/// come due spread over a quarter of `renewBefore` instead of in the same second, and, since
+/// each renewal starts the next cycle from where the last one happened, they stay spread in
+/// every later cycle: writes, events and rollout restarts do not arrive in waves. Brought
+/// forward, never delayed: a token is always renewed at least `renewBefore` before it expires,
+/// the margin the spec asks for, and at least three quarters of `lifetime - renewBefore` after
+/// it was issued (never a renewal loop).
 #[must_use]
 pub fn renewal_time(expires_at: Timestamp, access: &ValidatedAccess) -> Timestamp {
-    expires_at.checked_sub(access.renew_before).unwrap_or(expires_at)
+    let nominal = expires_at.checked_sub(access.renew_before).unwrap_or(expires_at);
+    nominal.checked_sub(renewal_offset(access)).unwrap_or(nominal)
+}
+
+/// How much of its window a renewal is brought forward: a quarter.
+const RENEWAL_SPREAD_DIVISOR: i32 = 4;
+
+/// How long before `expiresAt - renewBefore` this TenantAccess's tokens are renewed: a fixed
+/// share, drawn from its namespace and name, of a window of a quarter of `renewBefore` (and of
+/// `lifetime - renewBefore`, so that a token still lives most of its planned time). The same at
+/// every reconcile and in every replica, so the renewal time read back from a token is the one
+/// it was issued with.
+#[must_use]
+pub fn renewal_offset(access: &ValidatedAccess) -> SignedDuration {
+    let before_renewal = access.lifetime.checked_sub(access.renew_before).unwrap_or_default();
+    let window = access.renew_before.min(before_renewal) / RENEWAL_SPREAD_DIVISOR;
+    let offset = window.mul_f64(spread_fraction(&access.namespace, &access.name));
+    // Whole seconds, as JWT times are: the renewal time in the status is exact.
+    SignedDuration::from_secs(offset.as_secs().clamp(0, window.as_secs().max(0)))
+}
+
+/// A share in `[0, 1)` that depends only on `namespace/name`, uniform over TenantAccesses.
+pub(crate) fn spread_fraction(namespace: &str, name: &str) -> f64 {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::new().chain_update(namespace).chain_update("/").chain_update(name).finalize();
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    #[allow(clippy::cast_precision_loss)]
+    let fraction = (u64::from_be_bytes(first) >> 11) as f64 / (1_u64 << 53) as f64;
+    fraction
 }
 
 /// Whether the observed Secret lacks something of the desired one: a label, an annotation, a

@@ -5,6 +5,7 @@
 //! render prints what the controller writes for a first issuance.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -18,7 +19,7 @@ use crate::core::desired::{
 };
 use crate::core::jwt::SignError;
 use crate::core::reconcile::decide::{
-    IssueReason, Observed, ObservedToken, TokenDecision, decide_token, renew_request,
+    IssueReason, Observed, ObservedToken, TokenDecision, decide_token, renew_request, spread_fraction,
 };
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::ValidatedAccess;
@@ -245,6 +246,33 @@ impl From<Box<Issued>> for TokenPlan {
 impl From<Box<Kept>> for TokenPlan {
     fn from(kept: Box<Kept>) -> Self {
         Self::Keep(kept)
+    }
+}
+
+/// The share of the resync interval over which TenantAccesses' resyncs are spread: a tenth.
+const RESYNC_SPREAD_DIVISOR: u32 = 10;
+
+/// When to look at a TenantAccess again after a reconcile at `now` that went through: when its
+/// token (`renewal_time`, if it has one) is due for renewal, or at the resync, whichever comes
+/// first. The renewal time is already spread per object ([`renewal_time`]), so the reconcile is
+/// due exactly then; the resync falls in the last tenth of `resync`, at a point fixed per
+/// object, so that objects reconciled together (at start-up) do not all resync together, and
+/// each is still looked at within `resync`.
+///
+/// [`renewal_time`]: crate::core::reconcile::decide::renewal_time
+#[must_use]
+pub fn look_again(
+    renewal_time: Option<Timestamp>,
+    access: &ValidatedAccess,
+    now: Timestamp,
+    resync: Duration,
+) -> Duration {
+    let spread = resync / RESYNC_SPREAD_DIVISOR;
+    let resync = resync.saturating_sub(spread.mul_f64(spread_fraction(&access.namespace, &access.name)));
+    match renewal_time {
+        // A renewal time already past: at once.
+        Some(at) => Duration::try_from(at.duration_since(now)).unwrap_or_default().min(resync),
+        None => resync,
     }
 }
 

@@ -50,12 +50,9 @@ pub(super) async fn write_clerk(
         // The ConfigMap is an output of the Clerk template: with someone else's ConfigMap in
         // the way, the Clerk output is refused as a whole (nothing pushed to Clerk), and that
         // ConfigMap is left untouched. The Secret output is not affected.
-        report.not_ready(reason::CONFIGMAP_CONFLICT, &conflict);
-        report.set(DesiredCondition::fails(
-            condition::CLERK_TEMPLATE_SYNCED,
-            reason::CONFIGMAP_CONFLICT,
-            conflict,
-        ));
+        let failed =
+            DesiredCondition::fails(condition::CLERK_TEMPLATE_SYNCED, reason::CONFIGMAP_CONFLICT, conflict);
+        report.clerk_failed(validated, failed);
         return Ok(Some(ctx.record_failure(access).1));
     }
     let wants_finalizer =
@@ -71,8 +68,7 @@ pub(super) async fn write_clerk(
             Ok(None)
         }
         SyncOutcome::Failed { condition, retry_after } => {
-            report.not_ready(condition.reason, &condition.message);
-            report.set(condition);
+            report.clerk_failed(validated, condition);
             Ok(Some(retry_after))
         }
     }

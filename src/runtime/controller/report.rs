@@ -11,14 +11,17 @@ use super::error::Error;
 use super::workspace_cache::WorkspaceKey;
 use crate::adapters::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
 use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
-use crate::core::conditions::{DesiredCondition, find, remove_condition, set_condition};
+use crate::core::conditions::{
+    DesiredCondition, OutputState, find, ready_condition, remove_condition, set_condition,
+};
 use crate::core::desired::clerk_configmap_name;
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::{ValidatedAccess, WorkspaceKind};
 use crate::core::well_known::{condition, reason};
 
 /// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
-/// the operator believes valid, and reports health (status changes only on flips).
+/// the operator believes valid (quietly: see [`crate::core::key_refusal`]), and reports health
+/// (status changes only on flips).
 pub(super) async fn health_stage(
     access: &TenantAccess,
     validated: &ValidatedAccess,
@@ -57,13 +60,10 @@ pub(super) async fn health_stage(
                 ctx.workspace_rechecks.cluster.send(ObjectRef::new(&validated.workspace_name)).is_ok()
             }
         };
-        ctx.events.publish(
-            access,
-            EventType::Warning,
-            "SignatureRejected",
-            "ProbeEndpoint",
-            &format!("Tinybird rejected the signature of a token that should be valid: checking workspace {}'s admin token with Tinybird now (was it refreshed outside the cluster?)", validated.workspace_name),
-        );
+        // Not an alarm (no event): during a routine rotation the key was refreshed at Tinybird a
+        // moment before the Secret changes. The workspace reports `Unauthorized` (and every
+        // dependent its refusal) only if Tinybird still refuses the key once the grace is over.
+        tracing::info!(workspace = %validated.workspace_name, "Tinybird rejected the signature of a token that should be valid: checking the workspace's admin token with Tinybird");
     }
     let Some(endpoints) = ctx.health.endpoints(&key) else { return };
     let Some(summary) = summarize(&endpoints) else { return };
@@ -115,17 +115,44 @@ pub(super) struct Report {
     pub(super) status: TenantAccessStatus,
     generation: Option<i64>,
     pub(super) now: Timestamp,
+    /// Why the token, or the Clerk template, is not current, as set by this reconcile.
+    token_failure: Option<(&'static str, String)>,
+    clerk_failure: Option<(&'static str, String)>,
 }
 
 impl Report {
     pub(super) fn new(access: &TenantAccess, previous: TenantAccessStatus, now: Timestamp) -> Self {
         let mut status = previous.clone();
         status.observed_generation = access.meta().generation;
-        Self { previous, status, generation: access.meta().generation, now }
+        let generation = access.meta().generation;
+        Self { previous, status, generation, now, token_failure: None, clerk_failure: None }
     }
 
     pub(super) fn set(&mut self, condition: DesiredCondition) {
+        let failure = (!condition.status).then(|| (condition.reason, condition.message.clone()));
+        match condition.type_ {
+            condition::TOKEN_ISSUED => self.token_failure = failure,
+            condition::CLERK_TEMPLATE_SYNCED => self.clerk_failure = failure,
+            _ => {}
+        }
         set_condition(&mut self.status.conditions, condition, self.generation, self.now);
+    }
+
+    /// `Ready` from the outputs as this reconcile left them ([`ready_condition`]).
+    fn readiness(&self, validated: &ValidatedAccess) -> DesiredCondition {
+        let state = |requested: Option<String>, failure: &Option<(&'static str, String)>| match (
+            requested, failure,
+        ) {
+            (None, _) => OutputState::NotRequested,
+            (Some(_), Some((reason, message))) => OutputState::Failed { reason, message: message.clone() },
+            (Some(what), None) => OutputState::Usable(what),
+        };
+        let token = validated.secret.as_ref().map(|secret| format!("token in Secret {}", secret.name));
+        let clerk = validated
+            .clerk_template
+            .as_ref()
+            .map(|_| format!("Clerk template in ConfigMap {}", clerk_configmap_name(&validated.name)));
+        ready_condition(&state(token, &self.token_failure), &state(clerk, &self.clerk_failure))
     }
 
     /// Nothing is issued: Ready and TokenIssued false with the reason. What was issued before
@@ -136,31 +163,29 @@ impl Report {
         self.status.failed_attempts = Some(self.previous.failed_attempts.unwrap_or(0).saturating_add(1));
     }
 
-    /// Ready false for a reason that does not concern the token (e.g. Clerk sync).
-    pub(super) fn not_ready(&mut self, reason: &'static str, message: &str) {
-        self.set(DesiredCondition::fails(condition::READY, reason, message));
+    /// The Clerk template is not synced (`condition`, a failing `ClerkTemplateSynced`): `Ready`
+    /// says what that leaves usable (a current token Secret stays Ready, `Degraded`). Comes after
+    /// the token's outcome is set.
+    pub(super) fn clerk_failed(&mut self, validated: &ValidatedAccess, condition: DesiredCondition) {
+        self.set(condition);
+        let ready = self.readiness(validated);
+        self.set(ready);
     }
 
     pub(super) fn ready(&mut self, validated: &ValidatedAccess) {
-        let mut outputs = Vec::new();
-        if let Some(secret) = &validated.secret {
-            outputs.push(format!("token in Secret {}", secret.name));
-        }
-        if validated.clerk_template.is_some() {
-            outputs.push(format!("Clerk template in ConfigMap {}", clerk_configmap_name(&validated.name)));
-        }
-        self.set(DesiredCondition::holds(condition::READY, reason::READY, outputs.join("; ")));
+        let ready = self.readiness(validated);
+        self.set(ready);
         self.status.failed_attempts = None;
     }
 
-    /// Writes the status if it changed, and announces a new refusal once.
+    /// Writes the status if it changed, and announces a new refusal (or degradation) once.
     pub(super) async fn finish(self, ctx: &Context, access: &TenantAccess) -> Result<(), Error> {
         let was = find(&self.previous.conditions, condition::READY)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
         let now = find(&self.status.conditions, condition::READY)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
         if let Some((status, reason, message)) = &now
-            && status == "False"
+            && (status == "False" || reason == reason::DEGRADED)
             && was.as_ref() != now.as_ref()
         {
             ctx.events.publish(access, EventType::Warning, reason, "Reconcile", message);

@@ -19,7 +19,6 @@ use super::error::Error;
 use super::observe::{self, ObservedSecret};
 use super::workspace_cache::ClerkCredentials;
 use crate::api::{TenantAccess, TenantAccessStatus};
-use crate::core::backoff::jitter;
 use crate::core::conditions::{DesiredCondition, find};
 use crate::core::reconcile::admit::Retry;
 use crate::core::reconcile::decide::ObservedToken;
@@ -102,11 +101,11 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     if let Some(delay) = retry_after {
         return Ok(Action::requeue(delay));
     }
-    let mut next_check = now.checked_add(ctx.settings.resync).unwrap_or(now);
-    if let TokenOutcome::Written { renewal_time, .. } = token {
-        next_check = next_check.min(renewal_time);
-    }
-    Ok(Action::requeue(requeue_after(now, next_check, &validated, &name)))
+    let renewal_time = match token {
+        TokenOutcome::Written { renewal_time, .. } => Some(renewal_time),
+        TokenOutcome::NoSecret | TokenOutcome::Refused => None,
+    };
+    Ok(Action::requeue(plan::look_again(renewal_time, &validated, now, ctx.settings.resync)))
 }
 
 /// The plan of this reconcile, from what was observed of the token Secret.
@@ -246,14 +245,6 @@ async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error>
     set_finalizer(access, ctx, false).await?;
     ctx.last_writes.forget_access(&access.namespace().unwrap_or_default(), &access.name_any());
     Ok(Action::await_change())
-}
-
-/// Time until the next check, with a small jitter *after* it (never renew early) so that tokens
-/// issued together do not all renew in the same instant.
-fn requeue_after(now: Timestamp, at: Timestamp, access: &ValidatedAccess, key: &str) -> Duration {
-    let until = Duration::try_from(at.duration_since(now)).unwrap_or_default();
-    let spread = Duration::try_from(access.renew_before / 20).unwrap_or_default().min(Duration::from_secs(5));
-    until + spread.mul_f64(jitter(key))
 }
 
 /// Backoff on transient errors. (The signature is the one `Controller::run` expects.)

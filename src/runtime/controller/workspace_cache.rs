@@ -13,6 +13,7 @@ use kube::Api;
 use crate::api::WorkspaceSpec;
 use crate::core::admin_token::AdminToken;
 use crate::core::allowed_workspaces::{self, SecretUser};
+use crate::core::key_refusal::PendingRefusal;
 use crate::core::signing_workspace::{SigningWorkspace, resolve};
 use crate::core::validate::WorkspaceKind;
 use crate::core::well_known::{ANNOTATION_ALLOWED_WORKSPACES, reason};
@@ -91,6 +92,8 @@ pub struct WorkspaceCache {
     secret_versions: Arc<RwLock<HashMap<SecretRef, Option<String>>>>,
     /// Fingerprints of admin tokens Tinybird refused (`GET /v1/workspace` answered 401/403).
     refused: Arc<RwLock<std::collections::HashSet<String>>>,
+    /// Refusals not confirmed yet, per workspace (a rotation may be in progress).
+    pending_refusals: Arc<RwLock<HashMap<WorkspaceKey, PendingRefusal>>>,
 }
 
 impl WorkspaceCache {
@@ -123,6 +126,7 @@ impl WorkspaceCache {
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(key);
         }
+        self.set_pending_refusal(key, None);
     }
 
     /// Records Tinybird's verdict on a key: refused keys sign nothing (fail closed).
@@ -140,6 +144,22 @@ impl WorkspaceCache {
     #[must_use]
     pub fn is_refused(&self, fingerprint: &str) -> bool {
         self.refused.read().is_ok_and(|set| set.contains(fingerprint))
+    }
+
+    /// The refusal of this workspace's key not confirmed yet, if any.
+    #[must_use]
+    pub fn pending_refusal(&self, key: &WorkspaceKey) -> Option<PendingRefusal> {
+        self.pending_refusals.read().ok()?.get(key).cloned()
+    }
+
+    /// Records (`Some`) or forgets (`None`) the refusal pending for a workspace.
+    pub fn set_pending_refusal(&self, key: &WorkspaceKey, pending: Option<PendingRefusal>) {
+        if let Ok(mut map) = self.pending_refusals.write() {
+            match pending {
+                Some(pending) => map.insert(key.clone(), pending),
+                None => map.remove(key),
+            };
+        }
     }
 
     /// Records the latest resourceVersion of an admin-token Secret (None: deleted).

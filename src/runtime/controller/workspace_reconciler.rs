@@ -16,6 +16,7 @@ use super::error::Error;
 use super::workspace_cache::{WorkspaceEntry, WorkspaceKey, WorkspaceProblem, load};
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace, WorkspaceSpec, WorkspaceStatus};
 use crate::core::conditions::{DesiredCondition, set_condition};
+use crate::core::key_refusal::{KeyAnswer, KeyVerdict, REFUSAL_GRACE, judge};
 use crate::core::validate::WorkspaceKind;
 use crate::core::well_known::{FIELD_MANAGER, condition, reason};
 
@@ -118,16 +119,19 @@ fn unauthorized_problem(fingerprint: &str) -> WorkspaceProblem {
 const UNANSWERED_CHECK_RETRY: Duration = Duration::from_secs(60);
 
 /// Checks the key with Tinybird once when it is first loaded or changes (so that a key Tinybird
-/// refuses never reports Ready), then every `verifyInterval` if set. Returns when the next check
-/// is due. A check Tinybird does not answer keeps the last verdict (unreachable is not refused)
-/// and is tried again.
+/// refuses never reports Ready), then every `verifyInterval` if set, when a probe suspected the
+/// key, or when a refusal awaits confirmation. Returns when the next check is due. A refusal of
+/// a key Tinybird accepted before is the verdict only once confirmed
+/// ([`crate::core::key_refusal`]): a rotation in progress is not an alarm. A check Tinybird does
+/// not answer keeps the last verdict (unreachable is not refused) and is tried again.
 async fn verify_if_due<W: Workspace>(
     workspace: &W,
     entry: &mut Arc<WorkspaceEntry>,
     ctx: &Context,
 ) -> Result<Option<Duration>, WorkspaceProblem> {
     let key = workspace_key(workspace);
-    let forced = ctx.take_forced_verification(&key);
+    let pending = ctx.workspace_cache.pending_refusal(&key);
+    let forced = ctx.take_forced_verification(&key) || pending.is_some();
     let interval = match workspace.workspace_spec().verify_interval.as_deref() {
         None => Duration::ZERO,
         Some(text) => crate::core::duration::parse(text)
@@ -140,7 +144,8 @@ async fn verify_if_due<W: Workspace>(
     let Ok(signer) = &entry.signer else { return Ok(None) };
     let fingerprint = &signer.signing_key_fingerprint;
     let now = ctx.now();
-    if !forced && ctx.verified(&key, fingerprint) {
+    let accepted_before = ctx.verified(&key, fingerprint);
+    if !forced && accepted_before {
         if interval.is_zero() {
             return Ok(None);
         }
@@ -160,7 +165,6 @@ async fn verify_if_due<W: Workspace>(
         .inc();
     match result {
         Ok(info) if info.id != signer.workspace_id => {
-            ctx.record_verification(key.clone(), fingerprint, now);
             let problem = WorkspaceProblem {
                 reason: reason::WORKSPACE_MISMATCH,
                 message: format!(
@@ -172,11 +176,22 @@ async fn verify_if_due<W: Workspace>(
         }
         Ok(_) => {
             ctx.record_verification(key.clone(), fingerprint, now);
+            ctx.workspace_cache.set_pending_refusal(&key, None);
             ctx.workspace_cache.set_refused(fingerprint, false);
             Ok((!interval.is_zero()).then_some(interval))
         }
         Err(crate::adapters::tinybird::VerifyError::Unauthorized { .. }) => {
-            ctx.record_verification(key.clone(), fingerprint, now);
+            // A key Tinybird never accepted is refused at once; one it accepted may be a
+            // rotation in progress (the new key reaches the Secret within seconds).
+            if accepted_before {
+                let verdict = judge(KeyAnswer::Refused, fingerprint, pending.as_ref(), now, REFUSAL_GRACE);
+                if let KeyVerdict::Pending { pending, recheck_in } = verdict {
+                    tracing::info!(key = %fingerprint, ?recheck_in, "Tinybird refused the admin token; not a verdict yet (a rotation writes the new one to the Secret within seconds): checking again");
+                    ctx.workspace_cache.set_pending_refusal(&key, Some(pending));
+                    return Ok(Some(recheck_in));
+                }
+            }
+            ctx.workspace_cache.set_pending_refusal(&key, None);
             ctx.workspace_cache.set_refused(fingerprint, true);
             let problem = unauthorized_problem(fingerprint);
             let mut downgraded = entry.as_ref().clone();

@@ -95,7 +95,8 @@ fn keeps_a_valid_token_until_the_renewal_time_and_renews_at_it() {
     let just_before = token.renewal_time.checked_sub(SignedDuration::from_secs(1)).unwrap();
     match decide(&access, &ws, Some(&secret), Some(&status), None, just_before) {
         TokenDecision::Keep(current) => {
-            assert_eq!(current.renewal_time, "2026-01-01T00:40:00Z".parse().unwrap());
+            let nominal: Timestamp = "2026-01-01T00:40:00Z".parse().unwrap();
+            assert_eq!(current.renewal_time, nominal - renewal_offset(&access));
             assert_eq!(current.jwt, token.jwt);
         }
         other => panic!("expected Keep, got {other:?}"),
@@ -284,4 +285,117 @@ fn writes_only_a_clerk_configmap_this_tenant_access_created() {
     assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
     foreign.metadata.owner_references = Some(vec![OwnerReference { controller: None, ..owner() }]);
     assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+}
+
+/// `acme/<name>` with `lifetime` and `renewBefore`.
+fn named(name: &str, lifetime: &str, renew_before: &str) -> ValidatedAccess {
+    let yaml =
+        format!("{SPEC}lifetime: {lifetime}\nrenewBefore: {renew_before}\n").replace("lifetime: 1h\n", "");
+    let spec: TenantAccessSpec = serde_saphyr::from_str(&yaml).unwrap();
+    validate_tenant_access("acme", name, &spec).unwrap()
+}
+
+/// The renewal times of `count` TenantAccesses whose tokens were all signed at `issued_at`.
+fn renewals_of_tokens_signed_together(
+    count: usize,
+    lifetime: &str,
+    renew_before: &str,
+    issued_at: Timestamp,
+) -> Vec<Timestamp> {
+    (0..count)
+        .map(|i| {
+            let access = named(&format!("tenant-{i}"), lifetime, renew_before);
+            renewal_time(issued_at + access.lifetime, &access)
+        })
+        .collect()
+}
+
+fn span(times: &[Timestamp]) -> SignedDuration {
+    let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) else {
+        return SignedDuration::ZERO;
+    };
+    last.duration_since(*first)
+}
+
+#[test]
+fn a_renewal_is_brought_forward_by_less_than_a_quarter_of_renew_before_never_delayed() {
+    for (lifetime, renew_before) in
+        [("1h", "20m"), ("1m", "45s"), ("10m", "10s"), ("1h", "59m"), ("90s", "30s")]
+    {
+        for i in 0..500 {
+            let access = named(&format!("tenant-{i}"), lifetime, renew_before);
+            let expires_at = t0() + access.lifetime;
+            let nominal = expires_at - access.renew_before;
+            let window = access.renew_before.min(access.lifetime - access.renew_before) / 4;
+            let renewal = renewal_time(expires_at, &access);
+            assert!(renewal <= nominal, "{lifetime}/{renew_before}: renewed with less than renewBefore left");
+            assert!(
+                nominal.duration_since(renewal) < window.max(SignedDuration::from_secs(1)),
+                "{lifetime}/{renew_before}"
+            );
+            assert!(
+                renewal.duration_since(t0()) >= (access.lifetime - access.renew_before) * 3 / 4,
+                "{lifetime}/{renew_before}: a token lives most of its planned time"
+            );
+            assert_eq!(renewal.subsec_nanosecond(), 0, "whole seconds, as the token's exp");
+        }
+    }
+}
+
+#[test]
+fn two_hundred_tokens_signed_together_come_due_spread_over_minutes_not_seconds() {
+    // After an admin-token rotation every dependent token is signed in the same second.
+    let renewals = renewals_of_tokens_signed_together(200, "1h", "20m", t0());
+    // The window is a quarter of renewBefore: 5 minutes, covered nearly end to end...
+    assert!(span(&renewals) >= SignedDuration::from_secs(270), "spread over {}", span(&renewals));
+    // ...and evenly: each minute of it holds about a fifth of the renewals (40).
+    let nominal = t0() + SignedDuration::from_mins(40);
+    let mut per_minute = [0_usize; 5];
+    for renewal in &renewals {
+        let early = nominal.duration_since(*renewal).as_secs();
+        per_minute[usize::try_from(early / 60).unwrap()] += 1;
+    }
+    assert!(
+        per_minute.iter().all(|n| (20..=60).contains(n)),
+        "renewals per minute of the window: {per_minute:?}"
+    );
+    // The most that come due in any one second: a handful, not 200.
+    let mut per_second = std::collections::BTreeMap::<Timestamp, usize>::new();
+    for renewal in &renewals {
+        *per_second.entry(*renewal).or_default() += 1;
+    }
+    assert!(per_second.values().all(|n| *n <= 4), "{:?}", per_second.values().max());
+}
+
+#[test]
+fn tokens_signed_together_stay_spread_in_every_later_cycle() {
+    // Each token is renewed at its renewal time, which starts its next cycle.
+    let mut issued: Vec<Timestamp> = vec![t0(); 200];
+    for cycle in 1..=5 {
+        issued = issued
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                let access = named(&format!("tenant-{i}"), "1h", "20m");
+                renewal_time(*at + access.lifetime, &access)
+            })
+            .collect();
+        assert!(
+            span(&issued) >= SignedDuration::from_secs(270) * cycle.min(2),
+            "cycle {cycle}: {}",
+            span(&issued)
+        );
+    }
+}
+
+#[test]
+fn the_renewal_offset_is_a_property_of_the_object_not_of_the_moment() {
+    let access = named("tenant-1", "1h", "20m");
+    assert_eq!(renewal_offset(&access), renewal_offset(&named("tenant-1", "1h", "20m")));
+    let spec: TenantAccessSpec = serde_saphyr::from_str(&format!("{SPEC}renewBefore: 20m\n")).unwrap();
+    let elsewhere = validate_tenant_access("other", "tenant-1", &spec).unwrap();
+    let offsets: std::collections::BTreeSet<_> =
+        (0..20).map(|i| renewal_offset(&named(&format!("tenant-{i}"), "1h", "20m"))).collect();
+    assert!(offsets.len() > 15, "different objects get different offsets: {offsets:?}");
+    assert_ne!(renewal_offset(&access), renewal_offset(&elsewhere), "the namespace counts");
 }

@@ -186,3 +186,49 @@ fn no_secret_output_plans_no_token_and_a_clerk_output_plans_its_template_and_con
     let secret_only = access(SPEC);
     assert!(plan(&inputs(&secret_only, &ws, ObservedToken::Absent, None, t0())).unwrap().clerk.is_none());
 }
+
+const RESYNC: Duration = Duration::from_secs(600);
+
+#[test]
+fn a_tenant_access_without_a_token_is_looked_at_again_within_the_resync() {
+    let access = access(SPEC);
+    let after = look_again(None, &access, t0(), RESYNC);
+    assert!(after > RESYNC * 9 / 10 && after <= RESYNC, "{after:?}");
+    assert_eq!(look_again(None, &access, t0(), RESYNC), after, "the same for the same object");
+}
+
+#[test]
+fn a_token_due_before_the_resync_is_looked_at_again_exactly_at_its_renewal_time() {
+    let access = access(SPEC);
+    let renewal = t0() + SignedDuration::from_secs(125);
+    assert_eq!(look_again(Some(renewal), &access, t0(), RESYNC), Duration::from_secs(125));
+}
+
+#[test]
+fn a_token_due_after_the_resync_is_looked_at_again_at_the_resync() {
+    let access = access(SPEC);
+    let renewal = t0() + SignedDuration::from_hours(1);
+    assert_eq!(look_again(Some(renewal), &access, t0(), RESYNC), look_again(None, &access, t0(), RESYNC));
+}
+
+#[test]
+fn a_token_already_due_is_looked_at_again_at_once() {
+    let access = access(SPEC);
+    let renewal = t0() - SignedDuration::from_secs(1);
+    assert_eq!(look_again(Some(renewal), &access, t0(), RESYNC), Duration::ZERO);
+}
+
+#[test]
+fn tenant_accesses_reconciled_together_resync_spread_over_the_last_tenth_of_the_resync() {
+    let afters: Vec<Duration> = (0..200)
+        .map(|i| {
+            let spec: crate::api::TenantAccessSpec = serde_saphyr::from_str(SPEC).unwrap();
+            let access =
+                crate::core::validate::validate_tenant_access("acme", &format!("t{i}"), &spec).unwrap();
+            look_again(None, &access, t0(), RESYNC)
+        })
+        .collect();
+    let (earliest, latest) = (afters.iter().min().unwrap(), afters.iter().max().unwrap());
+    assert!(*earliest > RESYNC * 9 / 10 && *latest <= RESYNC, "{earliest:?}..{latest:?}");
+    assert!(*latest - *earliest >= Duration::from_secs(55), "{earliest:?}..{latest:?}");
+}
