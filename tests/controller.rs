@@ -270,10 +270,11 @@ async fn refusals_get_a_condition_an_event_and_no_secret() {
         ),
         ("conflict", TENANT.replace("acme-token", "taken"), "SecretConflict", "left alone"),
         (
+            // What the schema cannot say (an empty fixed param is refused at apply time).
             "invalid",
-            TENANT.replace("org: acme", "org: ''").replace("acme-token", "a6"),
+            format!("{}  lifetime: 1h\n  renewBefore: 2h\n", TENANT.replace("acme-token", "a6")),
             "InvalidSpec",
-            "spec.scopes[0].fixedParams.org",
+            "spec.renewBefore",
         ),
     ];
     for (name, spec, _, _) in &cases {

@@ -39,17 +39,24 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 
 /// Every CRD of the API group, in a stable order.
 ///
-/// Optional fields are not `nullable`: null means nothing in this API (the API server prunes a
-/// null it receives), and a server that publishes OpenAPI v2 drops the schema of a nullable
-/// field, so `kubectl explain` could not show it and kubectl's validation could not check it.
+/// The optional fields of `spec` are not `nullable`: null means nothing in a spec, and a server
+/// that publishes OpenAPI v2 drops the schema of a nullable field, so `kubectl explain` could not
+/// show it and kubectl's validation could not check it. In `status` null is meaningful (the
+/// operator's server-side apply clears a field by writing null), so it stays nullable there.
 #[must_use]
 pub fn crds() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt as _;
     let mut crds = vec![TenantAccess::crd(), TinybirdWorkspace::crd(), ClusterTinybirdWorkspace::crd()];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
-            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-                not_nullable(schema);
+            let spec = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+                .and_then(|root| root.properties.as_mut())
+                .and_then(|properties| properties.get_mut("spec"));
+            if let Some(spec) = spec {
+                not_nullable(spec);
             }
         }
     }
