@@ -35,6 +35,7 @@
 mod cluster;
 mod crds;
 mod error;
+mod faults;
 mod kubectl;
 mod names;
 mod namespace;
