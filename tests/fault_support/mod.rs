@@ -23,6 +23,11 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts run number `n` and waits until it reports ready (caches synced).
     pub async fn start(env: &Env, n: u32) -> Self {
+        Self::start_with(env, n, &[]).await
+    }
+
+    /// [`OperatorProcess::start`] with extra environment variables (its settings).
+    pub async fn start_with(env: &Env, n: u32, vars: &[(&str, &str)]) -> Self {
         let port = free_port();
         let dir = env.cluster.local_dir().expect("a private cluster");
         let log = std::fs::File::create(dir.join(format!("logs/operator-{n}.log"))).unwrap();
@@ -35,6 +40,7 @@ impl OperatorProcess {
             .args(["--clerk-request-budget", "90", "--clerk-budget-window-seconds", "1"])
             .env("POD_NAME", format!("faults-{n}"))
             .env_remove("RUST_LOG")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -111,7 +117,10 @@ pub fn operator_writes_since(env: &Env, mark: usize) -> Vec<String> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|event| event["user"]["username"] == "operator")
         .filter(|event| {
-            matches!(event["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection"))
+            matches!(
+                event["verb"].as_str(),
+                Some("create" | "update" | "patch" | "delete" | "deletecollection")
+            )
         })
         .map(|event| {
             let object = &event["objectRef"];
