@@ -23,7 +23,7 @@
 #       watchdog. Idempotent. --purge also removes DIR (only if it is a cluster directory).
 #   hack/cluster.sh status DIR     exit 0 when both processes run (prints the env lines)
 #   Faults, for tests (the cluster keeps its data, ports and certificates):
-#   hack/cluster.sh apiserver-stop DIR    stop kube-apiserver (etcd keeps running)
+#   hack/cluster.sh apiserver-stop DIR    kill kube-apiserver (SIGKILL; etcd keeps running)
 #   hack/cluster.sh apiserver-start DIR   start it again on the same port and etcd
 #   hack/cluster.sh etcd-pause DIR        SIGSTOP etcd (requests hang, nothing is lost)
 #   hack/cluster.sh etcd-resume DIR       SIGCONT etcd
@@ -478,10 +478,20 @@ cluster_dir() {
   (cd "$dir" && pwd)
 }
 
+# SIGKILL, not SIGTERM: a graceful stop waits for open watches (up to the grace period), so the
+# outage would start at an unknown moment.
 cmd_apiserver_stop() {
-  local dir
+  local dir pid i
   dir="$(cluster_dir "${1:-}")"
-  stop_process kube-apiserver "$dir/kube-apiserver.pid" "$dir"
+  pid="$(read_pid "$dir/kube-apiserver.pid")"
+  if [ -n "$pid" ] && alive "$pid" && owns "$pid" "$dir"; then
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+  fi
+  rm -f "$dir/kube-apiserver.pid"
 }
 
 cmd_apiserver_start() {

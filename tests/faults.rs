@@ -27,6 +27,7 @@ use support::{Env, clerk_fingerprint_is, condition, eventually};
 use tenant_access::api::{TenantAccess, TinybirdWorkspace};
 use tenant_access::core::admin_token::AdminToken;
 use tenant_access_emulators::Fault;
+use tenant_access_testkit::TESTKIT_LABEL;
 
 /// The longest any token Secret may hold a stale token (expired, or signed with a key other than
 /// the workspace's current admin token) during any fault of this suite.
@@ -69,10 +70,15 @@ fn unix_now() -> i64 {
 /// Applies `count` TenantAccesses `t00`.. granting `top_pages` to org acme into a Secret of
 /// their name, with `extra` (spec lines indented by two spaces).
 async fn apply_tenants(env: &Env, count: usize, extra: &str) {
+    apply_tenants_of(env, 0..count, "{name: analytics}", extra).await;
+}
+
+/// [`apply_tenants`] for the tenants numbered `range`, of the workspace `workspace_ref` (YAML).
+async fn apply_tenants_of(env: &Env, range: std::ops::Range<usize>, workspace_ref: &str, extra: &str) {
     let mut yaml = String::new();
-    for i in 0..count {
+    for i in range {
         yaml.push_str(&format!(
-            "---\napiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {}}}\nspec:\n  workspaceRef: {{name: analytics}}\n  scopes: [{{resource: top_pages, fixedParams: {{org: acme}}}}]\n  secret: {{}}\n{extra}",
+            "---\napiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {}}}\nspec:\n  workspaceRef: {workspace_ref}\n  scopes: [{{resource: top_pages, fixedParams: {{org: acme}}}}]\n  secret: {{}}\n{extra}",
             name(i)
         ));
     }
@@ -404,16 +410,33 @@ async fn snapshot(env: &Env) -> BTreeMap<String, String> {
     state
 }
 
-/// Restarts with everything in place (SIGTERM, SIGKILL, SIGTERM): the new operator writes
+/// Five restarts with everything in place (SIGTERM and SIGKILL in turn): the new operator writes
 /// nothing, flips no condition, emits no event and keeps the endpoints' health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restarts_with_everything_in_place_change_nothing() {
     let count = 20;
-    let (env, mut operator, watcher) = setup("fault-restart", count, PROBED).await;
-    wait_all(&env, count, "healthy", has("EndpointsHealthy", "True", "Healthy")).await;
+    let env = Env::new_private("fault-restart").await;
+    // Half of the tenants use a ClusterTinybirdWorkspace that admits their namespace by its
+    // labels: a restart must neither lose the workspace nor the namespace's labels.
+    let admin = env.tinybird.admin_token();
+    env.put_secret_allowing("shared-admin", "token", &admin, Some("ClusterTinybirdWorkspace/shared")).await;
+    env.apply_yaml(&format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: shared}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n  policy:\n    allowedNamespaces: {{matchLabels: {{{TESTKIT_LABEL}: 'true'}}}}\n",
+        env.tinybird.base_url()
+    ))
+    .await;
+    apply_tenants_of(&env, 0..count / 2, "{name: analytics}", PROBED).await;
+    apply_tenants_of(&env, count / 2..count, "{kind: ClusterTinybirdWorkspace, name: shared}", PROBED).await;
+    let mut operator = OperatorProcess::start(&env, 1).await;
+    wait_all(&env, count, "Ready and healthy", |ta| {
+        ready(ta) && has("EndpointsHealthy", "True", "Healthy")(ta)
+    })
+    .await;
+    let watcher = Watcher::start(env.secrets(), env.tinybird.subscribe_admin_token()).await;
+    watcher.wait_all_current(count).await;
 
-    for run in 2..=4 {
-        if run == 3 {
+    for run in 2..=6 {
+        if run % 2 == 1 {
             operator.kill().await;
         } else {
             operator.stop().await;

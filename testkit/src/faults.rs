@@ -28,7 +28,8 @@ impl TestCluster {
         Ok(self.private_dir("an audit log")?.join("logs/audit.log"))
     }
 
-    /// Stops kube-apiserver (etcd keeps running); [`TestCluster::start_apiserver`] brings it back.
+    /// Kills kube-apiserver at once (SIGKILL; etcd keeps running); [`TestCluster::start_apiserver`]
+    /// brings it back.
     ///
     /// # Errors
     /// An external cluster, or `hack/cluster.sh apiserver-stop` failing.
