@@ -85,9 +85,10 @@ read_pid() {
   tr -dc '0-9' <"$f"
 }
 
-# stop_process NAME PIDFILE DIR: SIGTERM, wait, SIGKILL.
+# stop_process NAME PIDFILE DIR [GRACE]: SIGTERM, wait GRACE seconds (default GRACE_SECONDS),
+# SIGKILL.
 stop_process() {
-  local name="$1" pidfile="$2" dir="$3" pid i
+  local name="$1" pidfile="$2" dir="$3" grace="${4:-$GRACE_SECONDS}" pid i
   pid="$(read_pid "$pidfile")"
   if [ -z "$pid" ] || ! alive "$pid" || ! owns "$pid" "$dir"; then
     rm -f "$pidfile"
@@ -95,12 +96,12 @@ stop_process() {
   fi
   kill -TERM "$pid" 2>/dev/null || true
   kill -CONT "$pid" 2>/dev/null || true # a paused process (etcd-pause) handles SIGTERM too
-  for ((i = 0; i < GRACE_SECONDS * 10; i++)); do
+  for ((i = 0; i < grace * 10; i++)); do
     alive "$pid" || break
     sleep 0.1
   done
   if alive "$pid"; then
-    log "$name (pid $pid) did not stop within ${GRACE_SECONDS}s; sending SIGKILL"
+    [ "$grace" = 0 ] || log "$name (pid $pid) did not stop within ${grace}s; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
       alive "$pid" || break
@@ -478,20 +479,12 @@ cluster_dir() {
   (cd "$dir" && pwd)
 }
 
-# SIGKILL, not SIGTERM: a graceful stop waits for open watches (up to the grace period), so the
-# outage would start at an unknown moment.
+# SIGKILL (no grace): a graceful stop waits for open watches, so the outage would start at an
+# unknown moment.
 cmd_apiserver_stop() {
-  local dir pid i
+  local dir
   dir="$(cluster_dir "${1:-}")"
-  pid="$(read_pid "$dir/kube-apiserver.pid")"
-  if [ -n "$pid" ] && alive "$pid" && owns "$pid" "$dir"; then
-    kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-  fi
-  rm -f "$dir/kube-apiserver.pid"
+  stop_process kube-apiserver "$dir/kube-apiserver.pid" "$dir" 0
 }
 
 cmd_apiserver_start() {

@@ -134,12 +134,28 @@ async fn until_renewals_are_near(watcher: &Watcher, lead: Duration) {
     tokio::time::sleep(Duration::from_secs(wait)).await;
 }
 
-/// Waits until a new TenantAccess is Ready: how long that took.
-async fn time_to_ready(env: &Env, name: &str) -> Duration {
+/// Creates a TenantAccess `name` and measures how long it takes to be Ready: `None` when it is
+/// not within twice the test timeout.
+async fn time_to_ready(env: &Env, name: &str) -> Option<Duration> {
     let started = Instant::now();
     env.tenant_access(name, &format!("  workspaceRef: {{name: analytics}}\n  scopes: [{{resource: top_pages}}]\n  secret: {{}}\n{LONG_LIVED}")).await;
-    env.wait_access(name, support::is_ready()).await;
-    started.elapsed()
+    while started.elapsed() < support::TIMEOUT * 2 {
+        if env.tenant_accesses().get(name).await.is_ok_and(|ta| ready(&ta)) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Asserts a new TenantAccess was Ready within [`RECOVERY`] after `fault` ended, printing it.
+fn assert_recovered(fault: &str, new_ready: Option<Duration>) {
+    let shown = new_ready.map_or_else(|| "never (within 120s)".to_owned(), secs);
+    println!("FAULT {fault}-{}: a new TenantAccess Ready {shown} after it ended", secs(OUTAGE));
+    assert!(
+        new_ready.is_some_and(|d| d <= RECOVERY),
+        "{fault}: a new TenantAccess waited {shown} after it ended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +166,7 @@ async fn operator_sigkilled_one_second_into_a_rotation() {
     // tokens (a Secret and a status write each) takes it about five seconds, so the kill lands
     // in the middle of it.
     operator.stop().await;
-    let operator = OperatorProcess::start_with(&env, 2, &THROTTLED).await;
+    let operator = OperatorProcess::start_with(&env, 2, false, &THROTTLED).await;
 
     let rotated_at = Instant::now();
     rotate(&env).await;
@@ -175,101 +191,108 @@ async fn operator_sigkilled_one_second_into_a_rotation() {
     assert!(report.most_tokens() <= 3, "re-signed more than twice: {:?}", report.tokens_seen);
 }
 
-/// The API server stops for [`OUTAGE`] while renewals fall due; restarted on the same etcd.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the backoff and watch-recovery fix of issue 16 (point 3) lands: today a new TenantAccess \
-            is not reconciled within 60 s of the API server's return and due renewals wait ~50 s"]
-async fn kube_apiserver_stopped_and_restarted_while_renewals_fall_due() {
-    let (env, operator, watcher) = setup("fault-apiserver", TENANTS, SHORT_LIVED).await;
-    until_renewals_are_near(&watcher, Duration::from_secs(10)).await;
+/// A fault of the control plane: kube-apiserver killed (and restarted on the same etcd and port),
+/// or etcd paused (SIGSTOP: every request needing it hangs).
+#[derive(Clone, Copy, Debug)]
+enum ControlPlaneFault {
+    ApiServerDown,
+    EtcdPaused,
+}
 
-    let failed_before = operator.failed_reconciles("TenantAccess").await;
-    let stopped_at = unix_now();
+/// What happened around a control-plane fault lasting [`OUTAGE`] while renewals fell due.
+struct Outage {
+    env: Env,
+    /// Kept running until the end of the test.
+    _operator: OperatorProcess,
+    watcher: Watcher,
+    /// Failed TenantAccess reconciles during the fault.
+    failed_during: u64,
+    /// From the end of the fault until every renewal due during it was done.
+    renewed: Duration,
+}
+
+impl Outage {
+    /// [`TENANTS`] short-lived tenants; the fault starts 10 s before their renewals can fall due
+    /// and lasts [`OUTAGE`]; then waits until every due renewal is done.
+    async fn while_renewals_fall_due(fault: ControlPlaneFault, prefix: &str) -> Self {
+        let (env, operator, watcher) = setup(prefix, TENANTS, SHORT_LIVED).await;
+        until_renewals_are_near(&watcher, Duration::from_secs(10)).await;
+        let failed_before = operator.failed_reconciles("TenantAccess").await;
+        let started_at = unix_now();
+        match fault {
+            ControlPlaneFault::ApiServerDown => env.cluster.stop_apiserver().await,
+            ControlPlaneFault::EtcdPaused => env.cluster.pause_etcd().await,
+        }
+        .unwrap();
+        tokio::time::sleep(OUTAGE).await;
+        let failed_during = operator.failed_reconciles("TenantAccess").await - failed_before;
+        match fault {
+            ControlPlaneFault::ApiServerDown => env.cluster.start_apiserver().await,
+            ControlPlaneFault::EtcdPaused => env.cluster.resume_etcd().await,
+        }
+        .unwrap();
+        let back = Instant::now();
+        let renewed = watcher.wait_all_issued_since(TENANTS, started_at).await.duration_since(back);
+        wait_all(&env, TENANTS, "Ready", ready).await;
+        Self { env, _operator: operator, watcher, failed_during, renewed }
+    }
+
+    /// Prints what was measured as `FAULT {name}: ...`, and asserts the bounds.
+    fn report(&self, name: &str) {
+        let report = self.watcher.report();
+        println!(
+            "FAULT {name}-{}: failed TenantAccess reconciles during the fault {} ({:.1} per TenantAccess); due \
+             renewals done {} after it ended; max stale {}; {} of {} watcher lists failed",
+            secs(OUTAGE),
+            self.failed_during,
+            self.failed_during as f64 / TENANTS as f64,
+            secs(self.renewed),
+            secs(report.max_stale),
+            report.failed_polls,
+            report.polls + report.failed_polls
+        );
+        report.assert_within(MAX_STALE, name);
+        assert!(
+            self.renewed <= RECOVERY,
+            "{name}: due renewals waited {} after the fault ended",
+            secs(self.renewed)
+        );
+        assert!(
+            self.failed_during <= MAX_FAILED_RECONCILES_PER_TENANT * TENANTS as u64,
+            "{name}: {} failed reconciles of {TENANTS} TenantAccesses: no effective backoff",
+            self.failed_during
+        );
+    }
+}
+
+/// The API server is killed and stays down for [`OUTAGE`] while renewals fall due; restarted on
+/// the same etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_apiserver_killed_and_restarted_while_renewals_fall_due() {
+    let outage = Outage::while_renewals_fall_due(ControlPlaneFault::ApiServerDown, "fault-apiserver").await;
+    outage.report("kube-apiserver-down");
+}
+
+/// A TenantAccess created just after the API server returns from an outage of [`OUTAGE`] is
+/// Ready within [`RECOVERY`]: the operator's watches resume at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until the watch-recovery fix of issue 16 (point 3) lands: today the TenantAccess watch, \
+            answered 410 Gone after the restart, relists only ~55 s later"]
+async fn a_tenant_access_created_after_an_api_server_outage_is_ready_within_seconds() {
+    let (env, _operator, watcher) = setup("fault-apiserver-new", 5, LONG_LIVED).await;
     env.cluster.stop_apiserver().await.unwrap();
     tokio::time::sleep(OUTAGE).await;
-    let failed_during = operator.failed_reconciles("TenantAccess").await - failed_before;
     env.cluster.start_apiserver().await.unwrap();
-    let back = Instant::now();
-
-    env.tenant_access("late", &format!("  workspaceRef: {{name: analytics}}\n  scopes: [{{resource: top_pages}}]\n  secret: {{}}\n{LONG_LIVED}")).await;
-    let (mut new_ready, mut renewed) = (None, None);
-    // Measured, then asserted: bounded by twice the test timeout.
-    while (new_ready.is_none() || renewed.is_none()) && back.elapsed() < support::TIMEOUT * 2 {
-        if new_ready.is_none() && env.tenant_accesses().get("late").await.is_ok_and(|ta| ready(&ta)) {
-            new_ready = Some(back.elapsed());
-        }
-        let report = watcher.report();
-        if renewed.is_none()
-            && report.stale_now.is_empty()
-            && report.earliest_issue.is_some_and(|iat| iat >= stopped_at)
-        {
-            renewed = Some(back.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let report = watcher.report();
-    let failed_total = operator.failed_reconciles("TenantAccess").await - failed_before;
-    let shown = |d: Option<Duration>| d.map_or_else(|| "never (within 120s)".to_owned(), secs);
-    println!(
-        "FAULT kube-apiserver-down-{}: failed TenantAccess reconciles {failed_during} during the outage \
-         ({:.1} per TenantAccess), {failed_total} in all; new TenantAccess Ready {} after the return; due \
-         renewals done {} after the return; max stale {}; {} of {} watcher lists failed",
-        secs(OUTAGE),
-        failed_during as f64 / TENANTS as f64,
-        shown(new_ready),
-        shown(renewed),
-        secs(report.max_stale),
-        report.failed_polls,
-        report.polls + report.failed_polls
-    );
-    report.assert_within(MAX_STALE, "kube-apiserver stopped and restarted");
-    assert!(
-        new_ready.is_some_and(|d| d <= RECOVERY),
-        "a new TenantAccess waited {} after the API server returned",
-        shown(new_ready)
-    );
-    assert!(
-        renewed.is_some_and(|d| d <= RECOVERY),
-        "due renewals waited {} after the API server returned",
-        shown(renewed)
-    );
-    assert!(
-        failed_total <= MAX_FAILED_RECONCILES_PER_TENANT * TENANTS as u64,
-        "{failed_total} failed reconciles of {TENANTS} TenantAccesses: no effective backoff"
-    );
-    wait_all(&env, TENANTS + 1, "Ready", ready).await;
+    assert_recovered("kube-apiserver-down", time_to_ready(&env, "late").await);
+    watcher.stop().assert_within(MAX_STALE, "kube-apiserver killed and restarted");
 }
 
 /// etcd paused (SIGSTOP) for [`OUTAGE`] while renewals fall due: the API server hangs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_paused_while_renewals_fall_due() {
-    let (env, operator, watcher) = setup("fault-etcd", TENANTS, SHORT_LIVED).await;
-    until_renewals_are_near(&watcher, Duration::from_secs(10)).await;
-
-    let failed_before = operator.failed_reconciles("TenantAccess").await;
-    let paused_at = unix_now();
-    env.cluster.pause_etcd().await.unwrap();
-    tokio::time::sleep(OUTAGE).await;
-    env.cluster.resume_etcd().await.unwrap();
-    let resumed = Instant::now();
-
-    let renewed = watcher.wait_all_issued_since(TENANTS, paused_at).await.duration_since(resumed);
-    let new_ready = time_to_ready(&env, "late").await;
-    wait_all(&env, TENANTS + 1, "Ready", ready).await;
-    let report = watcher.stop();
-    let failed = operator.failed_reconciles("TenantAccess").await - failed_before;
-    println!(
-        "FAULT etcd-paused-{}: due renewals done {} after resuming; new TenantAccess Ready {} later; failed \
-         reconciles {failed}; max stale {}; {} of {} watcher lists failed",
-        secs(OUTAGE),
-        secs(renewed),
-        secs(new_ready),
-        secs(report.max_stale),
-        report.failed_polls,
-        report.polls + report.failed_polls
-    );
-    report.assert_within(MAX_STALE, "etcd paused");
-    assert!(renewed <= RECOVERY, "due renewals waited {} after etcd resumed", secs(renewed));
+    let outage = Outage::while_renewals_fall_due(ControlPlaneFault::EtcdPaused, "fault-etcd").await;
+    outage.report("etcd-paused");
+    assert_recovered("etcd-paused", time_to_ready(&outage.env, "late").await);
 }
 
 /// Tinybird answers 503, then too slowly: endpoint health says so and recovers; nothing is
@@ -413,11 +436,13 @@ async fn snapshot(env: &Env) -> BTreeMap<String, String> {
 /// Five restarts with everything in place (SIGTERM and SIGKILL in turn): the new operator writes
 /// nothing, flips no condition, emits no event and keeps the endpoints' health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until the start-up gating fix of issue 16 (point 1) lands: today a restarted operator \
+            patches statuses and emits events"]
 async fn operator_restarts_with_everything_in_place_change_nothing() {
     let count = 20;
     let env = Env::new_private("fault-restart").await;
-    // Half of the tenants use a ClusterTinybirdWorkspace that admits their namespace by its
-    // labels: a restart must neither lose the workspace nor the namespace's labels.
+    // A cluster-wide operator; half of the tenants use a ClusterTinybirdWorkspace that admits
+    // their namespace by its labels: a restart must neither lose the workspace nor the labels.
     let admin = env.tinybird.admin_token();
     env.put_secret_allowing("shared-admin", "token", &admin, Some("ClusterTinybirdWorkspace/shared")).await;
     env.apply_yaml(&format!(
@@ -427,7 +452,7 @@ async fn operator_restarts_with_everything_in_place_change_nothing() {
     .await;
     apply_tenants_of(&env, 0..count / 2, "{name: analytics}", PROBED).await;
     apply_tenants_of(&env, count / 2..count, "{kind: ClusterTinybirdWorkspace, name: shared}", PROBED).await;
-    let mut operator = OperatorProcess::start(&env, 1).await;
+    let mut operator = OperatorProcess::start_with(&env, 1, true, &[]).await;
     wait_all(&env, count, "Ready and healthy", |ta| {
         ready(ta) && has("EndpointsHealthy", "True", "Healthy")(ta)
     })
@@ -443,7 +468,7 @@ async fn operator_restarts_with_everything_in_place_change_nothing() {
         }
         let before = snapshot(&env).await;
         let mark = audit_mark(&env);
-        operator = OperatorProcess::start(&env, run).await;
+        operator = OperatorProcess::start_with(&env, run, true, &[]).await;
         // Every TenantAccess reconciled and every endpoint probed by the new operator.
         eventually("the new operator to reconcile and probe everything", || async {
             let reconciled = operator
@@ -455,16 +480,20 @@ async fn operator_restarts_with_everything_in_place_change_nothing() {
         .await;
         let writes = operator_writes_since(&env, mark);
         let after = snapshot(&env).await;
-        let changed: Vec<&String> = before.keys().filter(|key| before.get(*key) != after.get(*key)).collect();
+        let changed: Vec<String> = before
+            .keys()
+            .filter(|key| before.get(*key) != after.get(*key))
+            .map(|key| {
+                let now = after.get(key).map_or("(gone)", String::as_str);
+                format!("{key}:\n  before: {}\n  after:  {now}", before[key])
+            })
+            .collect();
         println!("FAULT operator-restart-{run}: {} writes, {} changes", writes.len(), changed.len());
-        assert!(writes.is_empty(), "restart {run}: the restarted operator wrote {writes:#?}");
-        for key in changed {
-            panic!(
-                "restart {run}: {key} changed:\nbefore: {}\nafter:  {}",
-                before[key],
-                after.get(key).unwrap()
-            );
-        }
+        assert!(
+            writes.is_empty() && changed.is_empty(),
+            "restart {run}: the restarted operator wrote {writes:#?}\nand changed\n{}",
+            changed.join("\n")
+        );
     }
     let report = watcher.stop();
     report.assert_within(MAX_STALE, "operator restarts");

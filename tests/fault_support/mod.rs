@@ -23,18 +23,22 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts run number `n` and waits until it reports ready (caches synced).
     pub async fn start(env: &Env, n: u32) -> Self {
-        Self::start_with(env, n, &[]).await
+        Self::start_with(env, n, false, &[]).await
     }
 
-    /// [`OperatorProcess::start`] with extra environment variables (its settings).
-    pub async fn start_with(env: &Env, n: u32, vars: &[(&str, &str)]) -> Self {
+    /// [`OperatorProcess::start`], cluster-wide (`cluster_wide`: every namespace of the private
+    /// cluster, with the ClusterTinybirdWorkspaces) or not, with extra environment variables.
+    pub async fn start_with(env: &Env, n: u32, cluster_wide: bool, vars: &[(&str, &str)]) -> Self {
         let port = free_port();
         let dir = env.cluster.local_dir().expect("a private cluster");
         let log = std::fs::File::create(dir.join(format!("logs/operator-{n}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tenant-access"))
-            .args(["run", "--kubeconfig"])
-            .arg(env.cluster.operator_kubeconfig().unwrap())
-            .args(["--namespaces", env.name(), "--cluster-resource-namespace", env.name()])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tenant-access"));
+        command.args(["run", "--kubeconfig"]).arg(env.cluster.operator_kubeconfig().unwrap());
+        if !cluster_wide {
+            command.args(["--namespaces", env.name()]);
+        }
+        let child = command
+            .args(["--cluster-resource-namespace", env.name()])
             .args(["--admin-address", &format!("127.0.0.1:{port}"), "--log-format", "json"])
             // Clerk's development budget scaled to a 1 s window, as the emulator's.
             .args(["--clerk-request-budget", "90", "--clerk-budget-window-seconds", "1"])
