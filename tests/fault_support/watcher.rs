@@ -295,8 +295,8 @@ impl State {
             }
             report.tokens_seen.insert(name.clone(), watched.tokens.len());
             if let Some(parsed) = watched.token.as_deref().and_then(|t| ParsedToken::parse(t).ok()) {
-                let exp = parsed.expires_at().map(|t| t.as_second());
-                let iat = parsed.issued_at().map(|t| t.as_second());
+                let exp = parsed.expires_at().map(jiff::Timestamp::as_second);
+                let iat = parsed.issued_at().map(jiff::Timestamp::as_second);
                 report.earliest_expiry = min_some(report.earliest_expiry, exp);
                 report.earliest_issue = min_some(report.earliest_issue, iat);
             }
