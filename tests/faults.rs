@@ -48,6 +48,9 @@ const ADMIN_SECRET_GONE: Duration = Duration::from_secs(10);
 /// Tenants per test: enough that reconcile workers are all busy at once.
 const TENANTS: usize = 30;
 
+/// `renewBefore` of [`SHORT_LIVED`] tokens, in seconds.
+const RENEW_BEFORE: i64 = 30;
+
 /// Short-lived tokens whose renewals fall due within a test: renewed 30 s after issuance (minus
 /// jitter), expired after 60 s.
 const SHORT_LIVED: &str = "  lifetime: 1m\n  renewBefore: 30s\n  healthCheck: {interval: '0'}\n";
@@ -128,8 +131,8 @@ async fn rotate(env: &Env) -> String {
 /// watched tokens can fall due, so that a fault starting then covers the renewals.
 async fn until_renewals_are_near(watcher: &Watcher, lead: Duration) {
     let earliest_expiry = watcher.report().earliest_expiry.expect("tokens seen");
-    // Renewal is due `renewBefore` (30 s) before expiry, a little earlier with jitter.
-    let due = earliest_expiry - 30 - i64::try_from(lead.as_secs()).unwrap();
+    // Renewal is due `renewBefore` before expiry, a little earlier with jitter.
+    let due = earliest_expiry - RENEW_BEFORE - i64::try_from(lead.as_secs()).unwrap();
     let wait = u64::try_from((due - unix_now()).max(0)).unwrap();
     tokio::time::sleep(Duration::from_secs(wait)).await;
 }
@@ -218,7 +221,6 @@ impl Outage {
         let (env, operator, watcher) = setup(prefix, TENANTS, SHORT_LIVED).await;
         until_renewals_are_near(&watcher, Duration::from_secs(10)).await;
         let failed_before = operator.failed_reconciles("TenantAccess").await;
-        let started_at = unix_now();
         match fault {
             ControlPlaneFault::ApiServerDown => env.cluster.stop_apiserver().await,
             ControlPlaneFault::EtcdPaused => env.cluster.pause_etcd().await,
@@ -232,7 +234,8 @@ impl Outage {
         }
         .unwrap();
         let back = Instant::now();
-        let renewed = watcher.wait_all_issued_since(TENANTS, started_at).await.duration_since(back);
+        let renewed =
+            watcher.wait_all_expiring_after(TENANTS, unix_now() + RENEW_BEFORE).await.duration_since(back);
         wait_all(&env, TENANTS, "Ready", ready).await;
         Self { env, _operator: operator, watcher, failed_during, renewed }
     }
@@ -384,7 +387,6 @@ async fn admin_token_secret_deleted_and_restored() {
     until_renewals_are_near(&watcher, Duration::from_secs(5)).await;
 
     let admin = env.tinybird.admin_token();
-    let deleted_at = unix_now();
     env.secrets().delete("tinybird-admin", &Default::default()).await.unwrap();
     let workspaces: Api<TinybirdWorkspace> = Api::namespaced(env.client.clone(), env.name());
     eventually("the workspace to explain the missing admin token", || async {
@@ -400,7 +402,8 @@ async fn admin_token_secret_deleted_and_restored() {
     env.put_admin_token("tinybird-admin", &admin).await;
     let restored = Instant::now();
 
-    let renewed = watcher.wait_all_issued_since(TENANTS, deleted_at).await.duration_since(restored);
+    let renewed =
+        watcher.wait_all_expiring_after(TENANTS, unix_now() + RENEW_BEFORE).await.duration_since(restored);
     wait_all(&env, TENANTS, "Ready", ready).await;
     let report = watcher.stop();
     println!(

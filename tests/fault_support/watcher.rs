@@ -49,8 +49,6 @@ pub struct WatchReport {
     pub tokens_seen: BTreeMap<String, usize>,
     /// The earliest `exp` of the last tokens seen (unix seconds).
     pub earliest_expiry: Option<i64>,
-    /// The earliest `iat` of the last tokens seen (unix seconds).
-    pub earliest_issue: Option<i64>,
     /// Successful and failed (or timed-out) lists.
     pub polls: u64,
     pub failed_polls: u64,
@@ -170,21 +168,22 @@ impl Watcher {
         }
     }
 
-    /// Waits until every one of `count` Secrets holds a current token issued at or after `since`
-    /// (unix seconds): every renewal due before has happened. Returns when that was first seen.
-    pub async fn wait_all_issued_since(&self, count: usize, since: i64) -> std::time::Instant {
+    /// Waits until every one of `count` Secrets holds a current token that expires at or after
+    /// `expiry` (unix seconds): with `expiry` = a moment + `renewBefore`, every renewal due by
+    /// that moment has happened. Returns when that was first seen.
+    pub async fn wait_all_expiring_after(&self, count: usize, expiry: i64) -> std::time::Instant {
         let deadline = tokio::time::Instant::now() + TIMEOUT * 2;
         loop {
             let report = self.report();
             if report.secrets >= count
                 && report.stale_now.is_empty()
-                && report.earliest_issue.is_some_and(|iat| iat >= since)
+                && report.earliest_expiry.is_some_and(|exp| exp >= expiry)
             {
                 return std::time::Instant::now();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {count} token Secrets issued since {since}: {report:?}"
+                "timed out waiting for {count} token Secrets expiring after {expiry}: {report:?}"
             );
             tokio::time::sleep(POLL).await;
         }
@@ -296,9 +295,7 @@ impl State {
             report.tokens_seen.insert(name.clone(), watched.tokens.len());
             if let Some(parsed) = watched.token.as_deref().and_then(|t| ParsedToken::parse(t).ok()) {
                 let exp = parsed.expires_at().map(jiff::Timestamp::as_second);
-                let iat = parsed.issued_at().map(jiff::Timestamp::as_second);
                 report.earliest_expiry = min_some(report.earliest_expiry, exp);
-                report.earliest_issue = min_some(report.earliest_issue, iat);
             }
         }
         report.max_stale = Duration::from_secs_f64(worst.max(0.0));
