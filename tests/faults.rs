@@ -203,8 +203,8 @@ enum ControlPlaneFault {
 }
 
 /// What happened around a control-plane fault lasting [`OUTAGE`] while renewals fell due.
+/// (Fields drop in order: the operator stops before its API server.)
 struct Outage {
-    env: Env,
     /// Kept running until the end of the test.
     _operator: OperatorProcess,
     watcher: Watcher,
@@ -212,6 +212,7 @@ struct Outage {
     failed_during: u64,
     /// From the end of the fault until every renewal due during it was done.
     renewed: Duration,
+    env: Env,
 }
 
 impl Outage {
