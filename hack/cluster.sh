@@ -8,8 +8,10 @@
 #       if missing). Waits until /readyz answers ok (TENANT_ACCESS_CLUSTER_TIMEOUT seconds,
 #       default 60). Writes DIR/admin.kubeconfig (user `admin`, group system:masters) and
 #       DIR/tenant-dev.kubeconfig (user `tenant-dev`, no groups besides system:authenticated),
-#       DIR/cluster.env, pid files and logs (DIR/logs/; audit.log has the requests of
-#       ServiceAccounts, with their response codes). Prints these lines on stdout:
+#       DIR/operator.kubeconfig (user `operator`, group system:masters: an operator whose every
+#       request is audited), DIR/cluster.env, pid files and logs (DIR/logs/; audit.log has the
+#       requests of ServiceAccounts and of user `operator`, with their response codes). Prints
+#       these lines on stdout:
 #         TEST_KUBECONFIG=DIR/admin.kubeconfig
 #         TEST_TENANT_KUBECONFIG=DIR/tenant-dev.kubeconfig
 #         APISERVER_URL=https://127.0.0.1:PORT
@@ -20,6 +22,11 @@
 #       Stop the apiserver first, then etcd (SIGTERM, SIGKILL after a grace period), and the
 #       watchdog. Idempotent. --purge also removes DIR (only if it is a cluster directory).
 #   hack/cluster.sh status DIR     exit 0 when both processes run (prints the env lines)
+#   Faults, for tests (the cluster keeps its data, ports and certificates):
+#   hack/cluster.sh apiserver-stop DIR    kill kube-apiserver (SIGKILL; etcd keeps running)
+#   hack/cluster.sh apiserver-start DIR   start it again on the same port and etcd
+#   hack/cluster.sh etcd-pause DIR        SIGSTOP etcd (requests hang, nothing is lost)
+#   hack/cluster.sh etcd-resume DIR       SIGCONT etcd
 #
 # Environment:
 #   KUBE_APISERVER, ETCD    binaries to use (default: from hack/install-deps.sh --print-env,
@@ -78,21 +85,23 @@ read_pid() {
   tr -dc '0-9' <"$f"
 }
 
-# stop_process NAME PIDFILE DIR: SIGTERM, wait, SIGKILL.
+# stop_process NAME PIDFILE DIR [GRACE]: SIGTERM, wait GRACE seconds (default GRACE_SECONDS),
+# SIGKILL.
 stop_process() {
-  local name="$1" pidfile="$2" dir="$3" pid i
+  local name="$1" pidfile="$2" dir="$3" grace="${4:-$GRACE_SECONDS}" pid i
   pid="$(read_pid "$pidfile")"
   if [ -z "$pid" ] || ! alive "$pid" || ! owns "$pid" "$dir"; then
     rm -f "$pidfile"
     return 0
   fi
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < GRACE_SECONDS * 10; i++)); do
+  kill -CONT "$pid" 2>/dev/null || true # a paused process (etcd-pause) handles SIGTERM too
+  for ((i = 0; i < grace * 10; i++)); do
     alive "$pid" || break
     sleep 0.1
   done
   if alive "$pid"; then
-    log "$name (pid $pid) did not stop within ${GRACE_SECONDS}s; sending SIGKILL"
+    [ "$grace" = 0 ] || log "$name (pid $pid) did not stop within ${grace}s; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
       alive "$pid" || break
@@ -232,6 +241,8 @@ omitStages: [RequestReceived, ResponseStarted]
 rules:
   - level: Metadata
     userGroups: ["system:serviceaccounts"]
+  - level: Metadata
+    users: ["operator"]
   - level: None
 EOF
   # shellcheck disable=SC2016 # expanded by the inner shell
@@ -326,11 +337,12 @@ cmd_up() {
   mkdir -p "$dir/logs" "$dir/pki"
   (
     umask 077
-    local admin_token tenant_token
+    local admin_token tenant_token operator_token
     admin_token="$(random_token)"
     tenant_token="$(random_token)"
-    printf '%s,admin,admin,"system:masters"\n%s,tenant-dev,tenant-dev\n' \
-      "$admin_token" "$tenant_token" >"$dir/tokens.csv"
+    operator_token="$(random_token)"
+    printf '%s,admin,admin,"system:masters"\n%s,tenant-dev,tenant-dev\n%s,operator,operator,"system:masters"\n' \
+      "$admin_token" "$tenant_token" "$operator_token" >"$dir/tokens.csv"
     openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
     openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
   ) || die "could not generate tokens / service-account key"
@@ -359,11 +371,13 @@ cmd_up() {
     }
   done
 
-  local url="https://127.0.0.1:$aport" ca="$dir/pki/apiserver.crt" admin_token tenant_token
+  local url="https://127.0.0.1:$aport" ca="$dir/pki/apiserver.crt" admin_token tenant_token operator_token
   admin_token="$(sed -n '1s/,.*//p' "$dir/tokens.csv")"
   tenant_token="$(sed -n '2s/,.*//p' "$dir/tokens.csv")"
+  operator_token="$(sed -n '3s/,.*//p' "$dir/tokens.csv")"
   write_kubeconfig "$dir/admin.kubeconfig" admin "$admin_token" "$url" "$ca"
   write_kubeconfig "$dir/tenant-dev.kubeconfig" tenant-dev "$tenant_token" "$url" "$ca"
+  write_kubeconfig "$dir/operator.kubeconfig" operator "$operator_token" "$url" "$ca"
   cat >"$dir/cluster.env" <<EOF
 APISERVER_URL=$url
 APISERVER_PORT=$aport
@@ -455,6 +469,49 @@ cmd_status() {
   print_env "$dir"
 }
 
+# --- faults -------------------------------------------------------------------------------
+
+# cluster_dir DIR: the absolute directory of a running cluster made by `up`.
+cluster_dir() {
+  local dir="${1:-}"
+  [ -n "$dir" ] || usage
+  [ -f "$dir/$MARKER" ] || die "$dir is not a cluster directory"
+  (cd "$dir" && pwd)
+}
+
+# SIGKILL (no grace): a graceful stop waits for open watches, so the outage would start at an
+# unknown moment.
+cmd_apiserver_stop() {
+  local dir
+  dir="$(cluster_dir "${1:-}")"
+  stop_process kube-apiserver "$dir/kube-apiserver.pid" "$dir" 0
+}
+
+cmd_apiserver_start() {
+  local dir port eport pid
+  dir="$(cluster_dir "${1:-}")"
+  pid="$(read_pid "$dir/kube-apiserver.pid")"
+  if [ -n "$pid" ] && alive "$pid" && owns "$pid" "$dir"; then
+    die "kube-apiserver already runs in $dir (pid $pid)"
+  fi
+  port="$(sed -n 's/^APISERVER_PORT=//p' "$dir/cluster.env")"
+  eport="$(sed -n 's/^ETCD_CLIENT_PORT=//p' "$dir/cluster.env")"
+  [ -n "$port" ] && [ -n "$eport" ] || die "$dir/cluster.env lacks the ports"
+  resolve_binaries
+  # Keep the log of the first run: the restarted server appends to its own file.
+  [ -f "$dir/logs/kube-apiserver.log" ] && mv -f "$dir/logs/kube-apiserver.log" "$dir/logs/kube-apiserver.$(date +%s%N).log"
+  start_apiserver "$dir" "$port" "$eport" || die "kube-apiserver could not bind port $port again"
+}
+
+# signal_etcd DIR SIGNAL
+signal_etcd() {
+  local dir pid
+  dir="$(cluster_dir "$1")"
+  pid="$(read_pid "$dir/etcd.pid")"
+  { [ -n "$pid" ] && alive "$pid" && owns "$pid" "$dir"; } || die "etcd does not run in $dir"
+  kill "-$2" "$pid"
+}
+
 [ $# -ge 1 ] || usage
 sub="$1"
 shift
@@ -462,6 +519,10 @@ case "$sub" in
   up) cmd_up "$@" ;;
   down) cmd_down "$@" ;;
   status) cmd_status "$@" ;;
+  apiserver-stop) cmd_apiserver_stop "$@" ;;
+  apiserver-start) cmd_apiserver_start "$@" ;;
+  etcd-pause) signal_etcd "${1:-}" STOP ;;
+  etcd-resume) signal_etcd "${1:-}" CONT ;;
   __watchdog) cmd_watchdog "$@" ;;
   -h | --help | help) usage ;;
   *) usage ;;

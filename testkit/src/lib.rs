@@ -10,6 +10,10 @@
 //!   (SIGKILL, `abort`), the watchdog started by `cluster.sh` stops the cluster and removes its
 //!   directory.
 //!
+//! A private cluster can also be faulted, for fault tests: [`TestCluster::stop_apiserver`] /
+//! [`TestCluster::start_apiserver`], [`TestCluster::pause_etcd`] / [`TestCluster::resume_etcd`], and
+//! its audited `operator` identity ([`TestCluster::operator_kubeconfig`], [`TestCluster::audit_log`]).
+//!
 //! Clients are created per call ([`TestCluster::client`]), so a cluster shared between
 //! `#[tokio::test]`s (each with its own runtime) never hands out a client bound to a dead runtime.
 //!
@@ -35,6 +39,7 @@
 mod cluster;
 mod crds;
 mod error;
+mod faults;
 mod kubectl;
 mod names;
 mod namespace;

@@ -133,8 +133,16 @@ pub struct Env {
 
 impl Env {
     pub async fn new(prefix: &str) -> Self {
+        Self::on(TestCluster::shared().await.unwrap(), prefix).await
+    }
+
+    /// [`Env::new`] on a private API server of its own (for tests that stop or pause it).
+    pub async fn new_private(prefix: &str) -> Self {
+        Self::on(TestCluster::start_local().await.unwrap(), prefix).await
+    }
+
+    async fn on(cluster: TestCluster, prefix: &str) -> Self {
         capture_logs();
-        let cluster = TestCluster::shared().await.unwrap();
         cluster.apply_crds().await.unwrap();
         let ns = cluster.namespace(prefix).await.unwrap();
         let client = cluster.client().await.unwrap();
