@@ -77,6 +77,8 @@ mod tests {
         assert!(clerk_family().get_or_create(&RequestLabels { call: "get", outcome: OK }).get() > before);
         let before = tinybird_family().get_or_create(&RequestLabels { call: "probe", outcome: OK }).get();
         probe(ProbeReason::Healthy);
-        assert!(tinybird_family().get_or_create(&RequestLabels { call: "probe", outcome: OK }).get() > before);
+        assert!(
+            tinybird_family().get_or_create(&RequestLabels { call: "probe", outcome: OK }).get() > before
+        );
     }
 }

@@ -33,10 +33,8 @@ impl Format {
         let accepts_openmetrics = accept.unwrap_or_default().split(',').any(|range| {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or_default();
-            let quality = parts
-                .filter_map(|p| p.strip_prefix("q="))
-                .find_map(|q| q.parse::<f64>().ok())
-                .unwrap_or(1.0);
+            let quality =
+                parts.filter_map(|p| p.strip_prefix("q=")).find_map(|q| q.parse::<f64>().ok()).unwrap_or(1.0);
             media.eq_ignore_ascii_case("application/openmetrics-text") && quality > 0.0
         });
         if accepts_openmetrics { Self::OpenMetrics } else { Self::Prometheus }
@@ -71,9 +69,28 @@ fn sample_name(line: &str) -> &str {
     &line[..end]
 }
 
+/// Where the label set of a sample line ends (just after its `}`; 0 without labels): label
+/// values are quoted and may hold `}` or ` # `.
+fn labels_end(line: &str) -> usize {
+    if !line[sample_name(line).len()..].starts_with('{') {
+        return 0;
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for (at, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return at + 1,
+            _ => {}
+        }
+    }
+    0
+}
+
 /// A sample line without its exemplar (` # {...} value`, after the labels and the value).
 fn without_exemplar(line: &str) -> &str {
-    let labels_end = if line.contains('{') { line.rfind('}').unwrap_or(0) } else { 0 };
+    let labels_end = labels_end(line);
     match line[labels_end..].find(" # ") {
         Some(at) => &line[..labels_end + at],
         None => line,
@@ -84,10 +101,8 @@ fn without_exemplar(line: &str) -> &str {
 /// format 0.0.4.
 #[must_use]
 pub fn openmetrics_to_prometheus(openmetrics: &str) -> String {
-    let kinds: HashMap<&str, &str> = openmetrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE ")?.split_once(' '))
-        .collect();
+    let kinds: HashMap<&str, &str> =
+        openmetrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split_once(' ')).collect();
     let mut out = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -120,7 +135,7 @@ mod tests {
 
     const OPENMETRICS: &str = "# HELP app_requests Requests.\n\
         # TYPE app_requests counter\n\
-        app_requests_total{call=\"verify\",outcome=\"ok\"} 3 # {trace=\"1\"} 1.0\n\
+        app_requests_total{call=\"verify\",outcome=\"a } # b\"} 3 # {trace=\"1\"} 1.0\n\
         app_requests_created{call=\"verify\",outcome=\"ok\"} 1700000000.0\n\
         # HELP app_latency_seconds Latency.\n\
         # TYPE app_latency_seconds histogram\n\
@@ -140,7 +155,7 @@ mod tests {
     fn openmetrics_becomes_prometheus_text() {
         let expected = "# HELP app_requests_total Requests.\n\
             # TYPE app_requests_total counter\n\
-            app_requests_total{call=\"verify\",outcome=\"ok\"} 3\n\
+            app_requests_total{call=\"verify\",outcome=\"a } # b\"} 3\n\
             # HELP app_latency_seconds Latency.\n\
             # TYPE app_latency_seconds histogram\n\
             app_latency_seconds_sum 0.5\n\
@@ -162,6 +177,9 @@ mod tests {
         assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Prometheus);
         assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
         assert_eq!(Format::negotiate(None), Format::Prometheus);
-        assert_eq!(Format::negotiate(Some("application/openmetrics-text;q=0, text/plain")), Format::Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0, text/plain")),
+            Format::Prometheus
+        );
     }
 }

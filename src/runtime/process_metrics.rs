@@ -138,7 +138,10 @@ mod tests {
     #[test]
     fn status_limits_and_boot_time_are_read() {
         assert_eq!(parse_rss("Name:\tx\nVmRSS:\t   2048 kB\n"), Some(2_097_152.0));
-        assert_eq!(parse_max_fds("Max open files            1024                 524288               files\n"), Some(1024.0));
+        assert_eq!(
+            parse_max_fds("Max open files            1024                 524288               files\n"),
+            Some(1024.0)
+        );
         assert_eq!(parse_boot_time("cpu 1 2 3\nbtime 1700000000\n"), Some(1_700_000_000.0));
     }
 

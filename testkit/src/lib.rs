@@ -53,7 +53,9 @@ pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;
 pub use names::{random_suffix, unique_name};
 pub use namespace::TestNamespace;
-pub use paths::{crds_dir, examples_dir, helm_binary, helm3_binary, kubectl_binary, promtool_binary, repo_root};
+pub use paths::{
+    crds_dir, examples_dir, helm_binary, helm3_binary, kubectl_binary, promtool_binary, repo_root,
+};
 pub use waits::{wait_crd_established, wait_for};
 
 /// Default timeout for waits on the API server (CRD establishment, conditions).
