@@ -351,8 +351,12 @@ fn assert_every_rule_is_explained(rendered: &str) {
 #[test]
 fn every_value_is_commented_and_described_in_the_schema() {
     let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    let undocumented = undocumented_values(&text);
+    let (undocumented, documented) = value_comments(&text);
     assert!(undocumented.is_empty(), "values.yaml keys without a comment: {undocumented:?}");
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    let unlisted: Vec<&String> =
+        documented.iter().filter(|path| !readme.contains(&format!("| `{path}` |"))).collect();
+    assert!(unlisted.is_empty(), "values missing from the chart README's table: {unlisted:?}");
 
     let values: Value = serde_saphyr::from_str(&text).unwrap();
     let schema: Value =
@@ -364,8 +368,9 @@ fn every_value_is_commented_and_described_in_the_schema() {
 }
 
 /// Keys of values.yaml without a comment right above them, unless they are maps whose keys all
-/// have one (a commented key documents its whole value, e.g. `resources`).
-fn undocumented_values(text: &str) -> Vec<String> {
+/// have one (a commented key documents its whole value, e.g. `resources`); and the paths of the
+/// commented keys.
+fn value_comments(text: &str) -> (Vec<String>, Vec<String>) {
     struct Entry {
         indent: usize,
         key: Option<String>,
@@ -387,7 +392,7 @@ fn undocumented_values(text: &str) -> Vec<String> {
         entries.push(Entry { indent: line.len() - trimmed.len(), key, commented: previous_is_comment });
         previous_is_comment = false;
     }
-    fn check(entries: &[Entry], path: &str, out: &mut Vec<String>) {
+    fn check(entries: &[Entry], path: &str, out: &mut Vec<String>, documented: &mut Vec<String>) {
         let mut index = 0;
         while index < entries.len() {
             let entry = &entries[index];
@@ -397,21 +402,21 @@ fn undocumented_values(text: &str) -> Vec<String> {
                 .map_or(entries.len(), |p| index + 1 + p);
             let children = &entries[index + 1..end];
             let name = format!("{path}{}", entry.key.as_deref().unwrap_or("-"));
-            if !entry.commented {
-                if children.first().is_some_and(|first| {
-                    children.iter().filter(|c| c.indent == first.indent).all(|c| c.key.is_some())
-                }) {
-                    check(children, &format!("{name}."), out);
-                } else {
-                    out.push(name);
-                }
+            if entry.commented {
+                documented.push(name);
+            } else if children.first().is_some_and(|first| {
+                children.iter().filter(|c| c.indent == first.indent).all(|c| c.key.is_some())
+            }) {
+                check(children, &format!("{name}."), out, documented);
+            } else {
+                out.push(name);
             }
             index = end;
         }
     }
-    let mut out = Vec::new();
-    check(&entries, "", &mut out);
-    out
+    let (mut out, mut documented) = (Vec::new(), Vec::new());
+    check(&entries, "", &mut out, &mut documented);
+    (out, documented)
 }
 
 fn schema_descriptions(values: &Value, schema: &Value, path: &str, missing: &mut Vec<String>) {
