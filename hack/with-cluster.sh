@@ -9,7 +9,7 @@
 # kube-apiserver in a temp dir (hack/cluster.sh up), export
 #   TEST_KUBECONFIG         admin kubeconfig (user `admin`, group system:masters)
 #   TEST_TENANT_KUBECONFIG  unprivileged kubeconfig (user `tenant-dev`)
-#   HELM, KUBE_APISERVER, ETCD, LUA  the tool paths from install-deps
+#   HELM, HELM3, PROMTOOL, KUBE_APISERVER, ETCD, LUA  the tool paths from install-deps
 #   CHDB_PYTHON             the Python with chdb (real ClickHouse for the Tinybird emulator's
 #                           data sources), unless already set
 # run CMD, and always stop the cluster afterwards (EXIT/INT/TERM traps, plus a watchdog that
@@ -38,7 +38,7 @@ fi
 # Tools (quiet when everything is present).
 while IFS= read -r line; do
   case "$line" in
-    KUBE_APISERVER=* | ETCD=* | HELM=* | LUA=*) export "${line?}" ;;
+    KUBE_APISERVER=* | ETCD=* | HELM=* | HELM3=* | PROMTOOL=* | LUA=*) export "${line?}" ;;
     CHDB_PYTHON=*) [ -n "${CHDB_PYTHON:-}" ] || export "${line?}" ;;
   esac
 done < <("$HACK_DIR/install-deps.sh" --print-env)

@@ -34,7 +34,10 @@ use tenant_access::runtime::leader::LeaderElection;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, TinybirdConfig, TinybirdEmulator};
 use tenant_access_testkit::{TestCluster, wait_crd_established, wait_for};
 
-use helm::{CRD_NAMES, EVERY_OPTION, FULLNAME, RELEASE, chart, helm, raw_documents, render, with_values};
+use helm::{
+    CRD_NAMES, EVERY_OPTION, FULLNAME, Helm, RELEASE, chart, helm, helm_with, raw_documents, render,
+    with_values,
+};
 // ---------------------------------------------------------------------------------------------
 // 2. what the chart renders, applied to a real API server (dry run)
 
@@ -56,18 +59,20 @@ async fn rendered_chart_applies_to_the_api_server_in_a_server_side_dry_run() {
         let mut applied = Vec::new();
         let mut skipped = Vec::new();
         for document in raw_documents(&rendered) {
-            // The local server has no Prometheus Operator CRDs: the ServiceMonitor is checked
-            // by the render test instead, and applied here only where its CRD exists.
-            if document.lines().any(|l| l == "kind: ServiceMonitor") && !has_service_monitors {
+            // The local server has no Prometheus Operator CRDs: the ServiceMonitor and the
+            // PrometheusRule are checked by the render tests instead (the rules by promtool), and
+            // applied here only where their CRDs exist.
+            let monitoring =
+                document.lines().any(|l| l == "kind: ServiceMonitor" || l == "kind: PrometheusRule");
+            if monitoring && !has_service_monitors {
                 skipped.push(document);
             } else {
                 applied.push(document);
             }
         }
-        assert_eq!(
-            skipped.len(),
-            usize::from(set.contains(&"serviceMonitor.enabled=true") && !has_service_monitors)
-        );
+        let monitoring_objects = usize::from(set.contains(&"serviceMonitor.enabled=true"))
+            + usize::from(set.contains(&"prometheusRule.enabled=true"));
+        assert_eq!(skipped.len(), if has_service_monitors { 0 } else { monitoring_objects });
         let stream = applied.iter().map(|d| format!("---\n{d}")).collect::<String>();
         let out =
             cluster.kubectl_with_stdin(["apply", "--dry-run=server", "-f", "-"], &stream).await.unwrap();
@@ -80,11 +85,11 @@ async fn rendered_chart_applies_to_the_api_server_in_a_server_side_dry_run() {
 // ---------------------------------------------------------------------------------------------
 // 3. a real helm install, upgrade and uninstall
 
-async fn helm_install(cluster: &TestCluster, release: &str, namespace: &str, set: &[&str]) {
+async fn helm_install(version: Helm, cluster: &TestCluster, release: &str, namespace: &str, set: &[&str]) {
     let chart = chart();
     let args = with_values(vec!["install", release, &chart, "--namespace", namespace], set);
-    let out = helm(&args, Some(cluster.admin_kubeconfig())).await;
-    assert!(out.success, "helm install {release} {set:?}:\n{}", out.stderr);
+    let out = helm_with(version, &args, Some(cluster.admin_kubeconfig())).await;
+    assert!(out.success, "helm {version:?} install {release} {set:?}:\n{}", out.stderr);
 }
 
 async fn crds_established(client: &Client) {
@@ -95,6 +100,15 @@ async fn crds_established(client: &Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_upgrade_and_uninstall_keep_the_crds() {
+    install_upgrade_and_uninstall(Helm::V4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm3_install_upgrade_and_uninstall_keep_the_crds() {
+    install_upgrade_and_uninstall(Helm::V3).await;
+}
+
+async fn install_upgrade_and_uninstall(version: Helm) {
     // A private cluster: the release owns the cluster-scoped CRDs.
     let cluster = TestCluster::start_local().await.unwrap();
     let kubeconfig = cluster.admin_kubeconfig().to_path_buf();
@@ -103,7 +117,7 @@ async fn helm_install_upgrade_and_uninstall_keep_the_crds() {
     let ns = system.name();
     let chart = chart();
 
-    helm_install(&cluster, RELEASE, ns, &[]).await;
+    helm_install(version, &cluster, RELEASE, ns, &[]).await;
     crds_established(&admin).await;
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     for name in CRD_NAMES {
@@ -128,9 +142,12 @@ async fn helm_install_upgrade_and_uninstall_keep_the_crds() {
         .unwrap();
 
     // An upgrade to two replicas turns leader election on and adds its Role.
-    let out =
-        helm(&["upgrade", RELEASE, &chart, "--namespace", ns, "--set", "replicaCount=2"], Some(&kubeconfig))
-            .await;
+    let out = helm_with(
+        version,
+        &["upgrade", RELEASE, &chart, "--namespace", ns, "--set", "replicaCount=2"],
+        Some(&kubeconfig),
+    )
+    .await;
     assert!(out.success, "helm upgrade:\n{}", out.stderr);
     let deployment = deployments.get(FULLNAME).await.unwrap();
     let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
@@ -138,7 +155,7 @@ async fn helm_install_upgrade_and_uninstall_keep_the_crds() {
     let lease_roles: Api<Role> = Api::namespaced(admin.clone(), ns);
     assert!(lease_roles.get_opt("tao-tenant-access-operator-leader-election").await.unwrap().is_some());
 
-    let out = helm(&["uninstall", RELEASE, "--namespace", ns], Some(&kubeconfig)).await;
+    let out = helm_with(version, &["uninstall", RELEASE, "--namespace", ns], Some(&kubeconfig)).await;
     assert!(out.success, "helm uninstall:\n{}", out.stderr);
     assert!(roles.get_opt(FULLNAME).await.unwrap().is_none());
     assert!(deployments.get_opt(FULLNAME).await.unwrap().is_none());
@@ -150,10 +167,11 @@ async fn helm_install_upgrade_and_uninstall_keep_the_crds() {
     assert!(accesses.get_opt("keep-me").await.unwrap().is_some());
 
     // Installing again adopts the kept CRDs.
-    helm_install(&cluster, RELEASE, ns, &[]).await;
+    helm_install(version, &cluster, RELEASE, ns, &[]).await;
     // A second, namespace-scoped release next to it: no CRDs (the first owns them), no
     // cluster-scoped RBAC.
     helm_install(
+        version,
         &cluster,
         "tao-ns",
         ns,
@@ -310,7 +328,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     let admin = cluster.client().await.unwrap();
     let system = cluster.namespace("tenant-access-system").await.unwrap();
     let acme = cluster.namespace("acme").await.unwrap();
-    helm_install(&cluster, RELEASE, system.name(), &[]).await;
+    helm_install(Helm::V4, &cluster, RELEASE, system.name(), &[]).await;
     crds_established(&admin).await;
     let client = service_account_client(&cluster, system.name(), FULLNAME).await;
     // The operator runs as the ServiceAccount, not as an admin.
@@ -424,6 +442,7 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     // The namespace-scoped install: a Role in one namespace is enough there.
     let beta = cluster.namespace("beta").await.unwrap();
     helm_install(
+        Helm::V4,
         &cluster,
         "tao-ns",
         system.name(),
@@ -695,7 +714,7 @@ async fn every_verb_of_the_charts_cluster_role_is_needed() {
     let cluster = TestCluster::start_local().await.unwrap();
     let admin = cluster.client().await.unwrap();
     let system = cluster.namespace("tenant-access-system").await.unwrap();
-    helm_install(&cluster, RELEASE, system.name(), &[]).await;
+    helm_install(Helm::V4, &cluster, RELEASE, system.name(), &[]).await;
     crds_established(&admin).await;
     let client = service_account_client(&cluster, system.name(), FULLNAME).await;
     let user = format!("system:serviceaccount:{}:{FULLNAME}", system.name());
@@ -780,7 +799,7 @@ async fn leader_election_works_with_the_charts_lease_role_and_needs_each_of_its_
     let ns = namespace.name();
     // Namespace-scoped, no CRDs: the release puts nothing cluster-wide into a shared cluster.
     let watch = format!("watchNamespace={ns}");
-    helm_install(&cluster, RELEASE, ns, &["replicaCount=2", "crds.install=false", &watch]).await;
+    helm_install(Helm::V4, &cluster, RELEASE, ns, &["replicaCount=2", "crds.install=false", &watch]).await;
     let client = service_account_client(&cluster, ns, FULLNAME).await;
     // The Lease the Deployment's flags name: the release namespace and the full name.
     let candidate = |lease: &str, identity: &str| {

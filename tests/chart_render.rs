@@ -1,7 +1,8 @@
 //! The Helm chart with real tools and no API server: `helm lint` and `helm template` (defaults
-//! and every option), the values' documentation and schema, the chart's copy of the CRDs, the
-//! Argo CD health check (Lua) and the Deployment's flags against the binary. Runs under
-//! `make unit-test`; what needs a cluster is in `tests/chart.rs`.
+//! and every option, with Helm 4 and Helm 3), the values' documentation and schema, the chart's
+//! copy of the CRDs, the alerting rules (`promtool test rules`), the Argo CD health check (Lua)
+//! and the Deployment's flags against the binary. Runs under `make unit-test`; what needs a
+//! cluster is in `tests/chart.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helm;
@@ -9,8 +10,8 @@ mod helm;
 use std::path::{Path, PathBuf};
 
 use helm::{
-    EVERY_OPTION, FULLNAME, RELEASE, chart, chart_dir, container, container_args, documents, helm, kinds,
-    raw_documents, render, rules, the, with_values,
+    EVERY_OPTION, FULLNAME, Helm, RELEASE, chart, chart_dir, container, container_args, documents, helm,
+    helm_with, kinds, raw_documents, render, render_with, rules, the, with_values,
 };
 use serde_json::{Value, json};
 use tenant_access_testkit::repo_root;
@@ -21,9 +22,11 @@ use tenant_access_testkit::repo_root;
 #[tokio::test]
 async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
     let chart = chart();
-    for set in [&[][..], EVERY_OPTION, &["watchNamespace=acme"], &["servedNamespaces={acme,globex}"]] {
-        let out = helm(&with_values(vec!["lint", "--strict", &chart], set), None).await;
-        assert!(out.success, "helm lint --strict {set:?}:\n{}{}", out.stdout, out.stderr);
+    for version in Helm::BOTH {
+        for set in OPTION_SETS {
+            let out = helm_with(version, &with_values(vec!["lint", "--strict", &chart], set), None).await;
+            assert!(out.success, "helm {version:?} lint --strict {set:?}:\n{}{}", out.stdout, out.stderr);
+        }
     }
 
     // Defaults: a cluster-wide install, one replica, no leader election, no extras.
@@ -53,10 +56,13 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
         "--resync-seconds=600",
         "--clerk-request-budget=90",
         "--clerk-budget-window-seconds=10",
+        "--event-qps=50",
+        "--event-burst=100",
     ] {
         assert!(args.iter().any(|a| a == expected), "{expected} not in {args:?}");
     }
     assert!(!args.iter().any(|a| a.starts_with("--namespaces") || a.starts_with("--leader-election")));
+    assert_eq!(the(&docs, "Deployment")["spec"]["revisionHistoryLimit"], 10);
     assert_restricted_pod(&docs);
     let deployment = the(&docs, "Deployment");
     assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], FULLNAME);
@@ -80,12 +86,39 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
     // Every option on.
     let rendered = render("tenant-access-system", EVERY_OPTION, &[]).await;
     let docs = documents(&rendered);
-    for kind in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy", "Role", "RoleBinding"] {
+    for kind in
+        ["ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "NetworkPolicy", "Role", "RoleBinding"]
+    {
         assert!(kinds(&docs).iter().any(|k| k == kind), "{kind} missing");
     }
-    assert_eq!(the(&docs, "Deployment")["spec"]["replicas"], 2);
+    let deployment = the(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["revisionHistoryLimit"], 3);
+    assert_eq!(deployment["metadata"]["annotations"]["owner"], "platform-team");
+    for document in &docs {
+        assert_eq!(
+            document["metadata"]["labels"]["team"], "platform",
+            "commonLabels on {}",
+            document["kind"]
+        );
+    }
+    assert_eq!(deployment["spec"]["template"]["metadata"]["labels"]["team"], "platform");
+    assert!(
+        deployment["spec"]["selector"]["matchLabels"].get("team").is_none(),
+        "the selector never changes"
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"],
+        json!([{"name": "private-ca", "configMap": {"name": "private-ca-bundle"}}])
+    );
+    assert_eq!(
+        container(&docs)["volumeMounts"],
+        json!([{"name": "private-ca", "mountPath": "/etc/ssl/certs/private-ca", "readOnly": true}])
+    );
     let args = container_args(&docs);
     for expected in [
+        "--event-qps=5",
+        "--event-burst=10",
         "--leader-election",
         "--leader-election-namespace=tenant-access-system",
         "--leader-election-lease-name=tao-tenant-access-operator",
@@ -113,6 +146,33 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
         the(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
     );
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(monitor["metadata"]["namespace"], "tenant-access-system");
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true, "series keep their object's namespace");
+    let rule = the(&docs, "PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(rule["metadata"]["namespace"], "tenant-access-system");
+    let alerts = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    assert!(alerts.iter().all(|a| a["labels"]["team"] == "platform"), "{alerts:?}");
+
+    // The ServiceMonitor and the rules where Prometheus looks for them; the scrape stays on
+    // the release namespace.
+    let placed = documents(
+        &render(
+            "tenant-access-system",
+            &[
+                "serviceMonitor.enabled=true",
+                "serviceMonitor.namespace=monitoring",
+                "prometheusRule.enabled=true",
+                "prometheusRule.namespace=monitoring",
+            ],
+            &[],
+        )
+        .await,
+    );
+    let monitor = the(&placed, "ServiceMonitor");
+    assert_eq!(monitor["metadata"]["namespace"], "monitoring");
+    assert_eq!(monitor["spec"]["namespaceSelector"]["matchNames"], json!(["tenant-access-system"]));
+    assert_eq!(the(&placed, "PrometheusRule")["metadata"]["namespace"], "monitoring");
     let policy = the(&docs, "NetworkPolicy");
     assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "admin");
@@ -170,6 +230,9 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
         ("watchNamespace=Not_A_Namespace", "watchNamespace"),
         ("replicas=2", "replicas"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("prometheusRule.enable=true", "enable"),
+        ("revisionHistoryLimit=-1", "revisionHistoryLimit"),
+        ("extraVolumeMounts[0].name=ca", "mountPath"),
     ] {
         let out = helm(&["template", RELEASE, &chart, "--set", set], None).await;
         assert!(!out.success && out.stderr.contains(expected), "--set {set}: {}", out.stderr);
@@ -180,6 +243,67 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
     )
     .await;
     assert!(!out.success && out.stderr.contains("not both"), "{}", out.stderr);
+}
+
+/// The value sets lint, render and compare tests go through.
+const OPTION_SETS: [&[&str]; 4] =
+    [&[], EVERY_OPTION, &["watchNamespace=acme"], &["servedNamespaces={acme,globex}"]];
+
+#[tokio::test]
+async fn helm3_renders_the_chart_exactly_as_helm4_does() {
+    for version in Helm::BOTH {
+        let out = helm_with(version, &["version", "--short"], None).await;
+        assert!(
+            out.success && out.stdout.starts_with(version.version_prefix()),
+            "{version:?} is {}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    for set in OPTION_SETS {
+        let helm4 = documents(&render_with(Helm::V4, "tenant-access-system", set, &[]).await);
+        let helm3 = documents(&render_with(Helm::V3, "tenant-access-system", set, &[]).await);
+        assert_eq!(kinds(&helm3), kinds(&helm4), "{set:?}");
+        assert_eq!(helm3, helm4, "helm 3 and helm 4 render {set:?} differently");
+    }
+    // Helm 3 enforces the schema too.
+    let chart = chart();
+    let out =
+        helm_with(Helm::V3, &["template", RELEASE, &chart, "--set", "prometheusRule.enable=true"], None)
+            .await;
+    assert!(!out.success && out.stderr.contains("enable"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn prometheus_rule_alerts_pass_promtool_unit_tests() {
+    let promtool = tenant_access_testkit::promtool_binary()
+        .expect("promtool not found: run hack/install-deps.sh (or set PROMTOOL)");
+    let docs = documents(&render("tenant-access", &["prometheusRule.enabled=true"], &[]).await);
+    let rule = the(&docs, "PrometheusRule");
+    let dir = std::env::temp_dir().join(format!("chart-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A Prometheus rule file is the PrometheusRule's spec (JSON is YAML).
+    std::fs::write(dir.join("rules.yaml"), serde_json::to_string_pretty(&rule["spec"]).unwrap()).unwrap();
+    std::fs::copy(repo_root().join("tests/fixtures/prometheus-rules.test.yaml"), dir.join("test.yaml"))
+        .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&promtool).args(args).current_dir(&dir).output().unwrap();
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), said)
+    };
+    let (checked, check_said) = run(&["check", "rules", "rules.yaml"]);
+    let (tested, test_said) = run(&["test", "rules", "test.yaml"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(checked, "promtool check rules:\n{check_said}");
+    assert!(tested && test_said.contains("SUCCESS"), "promtool test rules:\n{test_said}");
+    // Every alert of the chart is exercised by the unit tests.
+    let fixture =
+        std::fs::read_to_string(repo_root().join("tests/fixtures/prometheus-rules.test.yaml")).unwrap();
+    for alert in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        let name = alert["alert"].as_str().unwrap();
+        assert!(fixture.contains(&format!("alertname: {name}")), "{name} has no promtool test");
+    }
 }
 
 fn assert_restricted_pod(docs: &[Value]) {
@@ -227,8 +351,12 @@ fn assert_every_rule_is_explained(rendered: &str) {
 #[test]
 fn every_value_is_commented_and_described_in_the_schema() {
     let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    let undocumented = undocumented_values(&text);
+    let (undocumented, documented) = value_comments(&text);
     assert!(undocumented.is_empty(), "values.yaml keys without a comment: {undocumented:?}");
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    let unlisted: Vec<&String> =
+        documented.iter().filter(|path| !readme.contains(&format!("| `{path}` |"))).collect();
+    assert!(unlisted.is_empty(), "values missing from the chart README's table: {unlisted:?}");
 
     let values: Value = serde_saphyr::from_str(&text).unwrap();
     let schema: Value =
@@ -240,8 +368,9 @@ fn every_value_is_commented_and_described_in_the_schema() {
 }
 
 /// Keys of values.yaml without a comment right above them, unless they are maps whose keys all
-/// have one (a commented key documents its whole value, e.g. `resources`).
-fn undocumented_values(text: &str) -> Vec<String> {
+/// have one (a commented key documents its whole value, e.g. `resources`); and the paths of the
+/// commented keys.
+fn value_comments(text: &str) -> (Vec<String>, Vec<String>) {
     struct Entry {
         indent: usize,
         key: Option<String>,
@@ -263,7 +392,7 @@ fn undocumented_values(text: &str) -> Vec<String> {
         entries.push(Entry { indent: line.len() - trimmed.len(), key, commented: previous_is_comment });
         previous_is_comment = false;
     }
-    fn check(entries: &[Entry], path: &str, out: &mut Vec<String>) {
+    fn check(entries: &[Entry], path: &str, out: &mut Vec<String>, documented: &mut Vec<String>) {
         let mut index = 0;
         while index < entries.len() {
             let entry = &entries[index];
@@ -273,21 +402,21 @@ fn undocumented_values(text: &str) -> Vec<String> {
                 .map_or(entries.len(), |p| index + 1 + p);
             let children = &entries[index + 1..end];
             let name = format!("{path}{}", entry.key.as_deref().unwrap_or("-"));
-            if !entry.commented {
-                if children.first().is_some_and(|first| {
-                    children.iter().filter(|c| c.indent == first.indent).all(|c| c.key.is_some())
-                }) {
-                    check(children, &format!("{name}."), out);
-                } else {
-                    out.push(name);
-                }
+            if entry.commented {
+                documented.push(name);
+            } else if children.first().is_some_and(|first| {
+                children.iter().filter(|c| c.indent == first.indent).all(|c| c.key.is_some())
+            }) {
+                check(children, &format!("{name}."), out, documented);
+            } else {
+                out.push(name);
             }
             index = end;
         }
     }
-    let mut out = Vec::new();
-    check(&entries, "", &mut out);
-    out
+    let (mut out, mut documented) = (Vec::new(), Vec::new());
+    check(&entries, "", &mut out, &mut documented);
+    (out, documented)
 }
 
 fn schema_descriptions(values: &Value, schema: &Value, path: &str, missing: &mut Vec<String>) {

@@ -1,4 +1,4 @@
-//! The operator as a process: /metrics, /livez and /readyz, leader election with two replicas,
+//! The operator as a process: /metrics (checked by promtool, in both text formats), /livez and /readyz, leader election with two replicas,
 //! takeover when the leader dies, release of the lease on SIGTERM, requests bounded in time
 //! without cutting watches.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -100,6 +100,147 @@ async fn metrics_and_probes_describe_the_running_operator() {
         !text.contains("name=\"acme\"") && text.contains("name=\"broken\"")
     })
     .await;
+    operator.kill().await.unwrap();
+}
+
+/// What Prometheus sends: OpenMetrics preferred, the Prometheus text format accepted.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `GET /metrics` with `accept` (none: no `Accept` header at all): the `Content-Type` and the body.
+async fn scrape(port: u16, accept: Option<&str>) -> (String, String) {
+    let client = reqwest::Client::new();
+    let mut request = client.get(format!("http://127.0.0.1:{port}/metrics"));
+    if let Some(accept) = accept {
+        request = request.header(reqwest::header::ACCEPT, accept);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type =
+        response.headers().get(reqwest::header::CONTENT_TYPE).unwrap().to_str().unwrap().to_owned();
+    (content_type, response.text().await.unwrap())
+}
+
+/// `promtool check metrics` on `text`: its exit status and what it said.
+async fn promtool_check_metrics(text: &str) -> (bool, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let promtool = tenant_access_testkit::promtool_binary()
+        .expect("promtool not found: run hack/install-deps.sh (or set PROMTOOL)");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), said)
+}
+
+/// The value of the sample line that starts with `series` (name and labels), if any.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The series (name and labels, without values) of an exposition.
+fn series_keys(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.rsplit_once(' ').map_or(l, |(key, _)| key).to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_in_both_formats_and_count_every_tinybird_and_clerk_request() {
+    let mut env = Env::new("promtool").await;
+    env.connect_clerk().await;
+    let port = free_port();
+    let mut operator = operator_process(&env, port, "promtool-test", false);
+    env.tenant_access(
+        "acme",
+        "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n  clerkTemplate: {name: acme-dashboard}\n  healthCheck: {interval: 5s}\n",
+    )
+    .await;
+    env.wait_access("acme", is_ready()).await;
+    env.wait_access("acme", support::clerk_synced()).await;
+
+    // Successful requests are counted too: the admin-token check, a probe, the Clerk calls.
+    let ok = |name: &str, call: &str| format!("{name}{{call=\"{call}\",outcome=\"ok\"}}");
+    let wanted = [
+        ok("tenant_access_tinybird_requests_total", "verify"),
+        ok("tenant_access_tinybird_requests_total", "probe"),
+        ok("tenant_access_clerk_requests_total", "create"),
+    ];
+    eventually("every successful request counted", || async {
+        let (_, text) = scrape(port, None).await;
+        wanted.iter().all(|series| sample(&text, series).is_some_and(|n| n >= 1.0))
+    })
+    .await;
+
+    // Without an Accept header (curl, promtool): the Prometheus text format, which promtool
+    // accepts as is, HELP for every family included.
+    let (content_type, text) = scrape(port, None).await;
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!text.contains("# EOF"), "{text}");
+    let (passed, said) = promtool_check_metrics(&text).await;
+    assert!(passed && said.trim().is_empty(), "promtool check metrics:\n{said}\non:\n{text}");
+    assert_eq!(
+        sample(&text, &format!("tenant_access_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+        Some(1.0),
+        "{text}"
+    );
+    for process in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(sample(&text, process).is_some_and(|v| v > 0.0), "{process} in:\n{text}");
+        assert!(text.contains(&format!("# HELP {process} ")), "{process} has HELP:\n{text}");
+    }
+    let (_, curl_like) = scrape(port, Some("*/*")).await;
+    assert!(!curl_like.contains("# EOF"), "*/* gets the Prometheus text format:\n{curl_like}");
+
+    // Prometheus asks for OpenMetrics and gets it: the same series, counters as `_total`
+    // samples of families named without it, and the `# EOF` terminator.
+    let (content_type, openmetrics) = scrape(port, Some(PROMETHEUS_ACCEPT)).await;
+    let (_, after) = scrape(port, None).await;
+    assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    assert!(openmetrics.contains("# TYPE tenant_access_tinybird_requests counter\n"), "{openmetrics}");
+    let missing: Vec<String> = series_keys(&openmetrics).difference(&series_keys(&after)).cloned().collect();
+    assert!(missing.is_empty(), "series only in the OpenMetrics scrape: {missing:?}");
+    // promtool reads only the Prometheus text format; the OpenMetrics answer passes once
+    // converted the way the endpoint converts it.
+    let converted = tenant_access::runtime::exposition::openmetrics_to_prometheus(&openmetrics);
+    let (passed, said) = promtool_check_metrics(&converted).await;
+    assert!(passed && said.trim().is_empty(), "promtool check metrics (OpenMetrics scrape):\n{said}");
+    eprintln!(
+        "scrape: {} bytes Prometheus text, {} bytes OpenMetrics, {} series",
+        text.len(),
+        openmetrics.len(),
+        series_keys(&text).len()
+    );
+
+    // A Clerk call counted as it happens: deleting the TenantAccess deletes its template.
+    let deletes = ok("tenant_access_clerk_requests_total", "delete");
+    let before = sample(&scrape(port, None).await.1, &deletes).unwrap_or(0.0);
+    env.tenant_accesses().delete("acme", &Default::default()).await.unwrap();
+    eventually("the Clerk delete counted", || async {
+        sample(&scrape(port, None).await.1, &deletes).is_some_and(|n| n > before)
+    })
+    .await;
+    support::assert_no_secrets(
+        "metrics",
+        &text,
+        &[env.tinybird.admin_token(), env.clerk().secret_key().to_owned()],
+    );
     operator.kill().await.unwrap();
 }
 

@@ -9,4 +9,5 @@ pub mod http;
 pub mod kube_client;
 pub mod kube_error;
 pub mod manifests;
+pub mod request_counts;
 pub mod tinybird;

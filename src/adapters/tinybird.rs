@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::adapters::request_counts;
 use crate::core::admin_token::AdminToken;
 use crate::core::redact::redact;
 
@@ -31,11 +32,27 @@ pub enum VerifyError {
     Unavailable(String),
 }
 
-/// Checks the admin token with `GET {api_url}/v1/workspace`.
+/// Checks the admin token with `GET {api_url}/v1/workspace` (counted in
+/// `tenant_access_tinybird_requests_total{call="verify"}`).
 ///
 /// # Errors
 /// [`VerifyError::Unauthorized`] when Tinybird refuses it, [`VerifyError::Unavailable`] otherwise.
 pub async fn verify_admin_token(
+    http: &reqwest::Client,
+    api_url: &str,
+    key: &AdminToken,
+) -> Result<WorkspaceInfo, VerifyError> {
+    let result = ask_workspace(http, api_url, key).await;
+    let outcome = match &result {
+        Ok(_) => request_counts::OK,
+        Err(VerifyError::Unauthorized { .. }) => "Unauthorized",
+        Err(VerifyError::Unavailable(_)) => "Unavailable",
+    };
+    request_counts::tinybird("verify", outcome);
+    result
+}
+
+async fn ask_workspace(
     http: &reqwest::Client,
     api_url: &str,
     key: &AdminToken,

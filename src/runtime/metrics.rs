@@ -12,7 +12,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -20,6 +20,7 @@ use crate::adapters::health::HealthScheduler;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::core::conditions::is_true;
 use crate::core::well_known::condition;
+use crate::runtime::exposition::Format;
 
 /// Labels of reconcile counters: kind and a bounded outcome or category.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,13 +45,14 @@ pub struct IssueLabels {
     pub reason: &'static str,
 }
 
-/// Labels of external-call counters.
+/// Labels of external-request counters (see [`crate::adapters::request_counts`]).
+pub type CallLabels = crate::adapters::request_counts::RequestLabels;
+
+/// Labels of `tenant_access_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CallLabels {
-    /// What was done (`verify`, `sync`, `delete`).
-    pub call: &'static str,
-    /// Bounded outcome (`ok` or a condition reason).
-    pub outcome: &'static str,
+pub struct BuildLabels {
+    /// The operator's version (its crate version).
+    pub version: &'static str,
 }
 
 /// What the scrape-time collector reads.
@@ -72,9 +74,10 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabels, Histogram>,
     /// Tokens signed, by reason.
     pub tokens_signed: Family<IssueLabels, Counter>,
-    /// Tinybird admin-token checks by outcome.
+    /// Tinybird requests (admin-token checks, endpoint probes) by call and outcome; shared by
+    /// the whole process, counted where the requests are made.
     pub tinybird_requests: Family<CallLabels, Counter>,
-    /// Clerk template syncs by outcome.
+    /// Clerk requests by call and outcome; shared by the whole process, counted by the client.
     pub clerk_requests: Family<CallLabels, Counter>,
     /// Events dropped because the event queue was full.
     pub events_dropped: Counter,
@@ -99,8 +102,8 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(0.001, 2.5, 12))
             }),
             tokens_signed: Family::default(),
-            tinybird_requests: Family::default(),
-            clerk_requests: Family::default(),
+            tinybird_requests: crate::adapters::request_counts::tinybird_family(),
+            clerk_requests: crate::adapters::request_counts::clerk_family(),
             events_dropped: Counter::default(),
             events_failed: Counter::default(),
             kube_request_timeouts: Family::default(),
@@ -110,10 +113,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every metric of the operator.
+    /// A registry with every metric of the operator (`tenant_access_*`) and the process
+    /// metrics (`process_*`).
     #[must_use]
     pub fn registry(&self) -> Registry {
-        let mut registry = Registry::with_prefix("tenant_access");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::runtime::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("tenant_access");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the operator's version is in the version label",
+            build_info,
+        );
         registry.register("reconciles", "Reconciles by kind and outcome", self.reconciles.clone());
         registry.register(
             "reconcile_duration_seconds",
@@ -123,7 +136,7 @@ impl Metrics {
         registry.register("tokens_signed", "Tenant tokens signed, by reason", self.tokens_signed.clone());
         registry.register(
             "tinybird_requests",
-            "Tinybird admin-token checks (GET /v1/workspace) by outcome",
+            "Tinybird requests by call (verify: admin-token check, probe: pipe endpoint probe) and outcome (ok or why it failed)",
             self.tinybird_requests.clone(),
         );
         registry.register(
@@ -143,11 +156,11 @@ impl Metrics {
         );
         registry.register(
             "clerk_requests",
-            "Clerk template operations by outcome",
+            "Clerk JWT template requests by call (list, get, create, update, delete) and outcome (ok or why it failed)",
             self.clerk_requests.clone(),
         );
         registry.register_collector(Box::new(CacheCollector { sources: self.sources.clone() }));
-        registry
+        root
     }
 
     /// Connects the scrape-time gauges to the caches (once the controllers exist).
@@ -302,12 +315,15 @@ impl Collector for CacheCollector {
     }
 }
 
-/// Encodes a registry in the Prometheus text format.
+/// Encodes a registry in `format`: OpenMetrics, or the Prometheus text format.
 ///
 /// # Errors
 /// Only if formatting fails.
-pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+pub fn encode(registry: &Registry, format: Format) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, registry)?;
-    Ok(out)
+    Ok(match format {
+        Format::OpenMetrics => out,
+        Format::Prometheus => crate::runtime::exposition::openmetrics_to_prometheus(&out),
+    })
 }

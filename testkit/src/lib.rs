@@ -32,7 +32,8 @@
 //! `TEST_TENANT_KUBECONFIG` (kubeconfig of an unprivileged user on that cluster; without it a
 //! ServiceAccount `tenant-dev` in namespace `tenant-access-testkit` is provisioned on first use),
 //! `TEST_TENANT_USER` (the user name in `TEST_TENANT_KUBECONFIG`, default `tenant-dev`),
-//! `KUBECTL` (kubectl binary, default `kubectl` on `PATH`), `HELM`,
+//! `KUBECTL` (kubectl binary, default `kubectl` on `PATH`), `HELM`, `HELM3`, `PROMTOOL` (default:
+//! the ones `hack/install-deps.sh` caches),
 //! `TENANT_ACCESS_KEEP_CLUSTER_DIR=1` (keep a private cluster's directory with its logs).
 //! Tokens are never logged or put into error messages.
 
@@ -53,7 +54,9 @@ pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;
 pub use names::{random_suffix, unique_name};
 pub use namespace::TestNamespace;
-pub use paths::{crds_dir, examples_dir, helm_binary, kubectl_binary, repo_root};
+pub use paths::{
+    crds_dir, examples_dir, helm_binary, helm3_binary, kubectl_binary, promtool_binary, repo_root,
+};
 pub use waits::{wait_crd_established, wait_for};
 
 /// Default timeout for waits on the API server (CRD establishment, conditions).

@@ -1,4 +1,5 @@
-//! Where things are: the repository, its `crds/` and `examples/`, the kubectl and helm binaries.
+//! Where things are: the repository, its `crds/` and `examples/`, the kubectl, helm and promtool
+//! binaries.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,15 +28,33 @@ pub fn kubectl_binary() -> OsString {
 /// The helm (v4) binary: `$HELM`, else the one `hack/install-deps.sh` installs in the cache
 /// directory, if present.
 pub fn helm_binary() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("HELM").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(h));
+    cached_tool("HELM", "helm-v4/helm")
+}
+
+/// The helm v3 binary (the chart is tested with both majors): `$HELM3`, else the one
+/// `hack/install-deps.sh` installs in the cache directory, if present.
+pub fn helm3_binary() -> Option<PathBuf> {
+    cached_tool("HELM3", "helm-v3/helm")
+}
+
+/// Prometheus's promtool (`check metrics`, `test rules`): `$PROMTOOL`, else the one
+/// `hack/install-deps.sh` installs in the cache directory, if present.
+pub fn promtool_binary() -> Option<PathBuf> {
+    cached_tool("PROMTOOL", "promtool/promtool")
+}
+
+/// `$variable` when set and non-empty, else `relative` under the install-deps cache directory
+/// (`$TENANT_ACCESS_CACHE`, default `~/.cache/tenant-access-operator`) when it is a file.
+fn cached_tool(variable: &str, relative: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path));
     }
     let cache = match std::env::var_os("TENANT_ACCESS_CACHE").filter(|v| !v.is_empty()) {
         Some(c) => PathBuf::from(c),
         None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/tenant-access-operator"),
     };
-    let helm = cache.join("helm-v4/helm");
-    helm.is_file().then_some(helm)
+    let tool = cache.join(relative);
+    tool.is_file().then_some(tool)
 }
 
 #[cfg(test)]

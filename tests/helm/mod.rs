@@ -22,6 +22,19 @@ pub const EVERY_OPTION: &[&str] = &[
     "replicaCount=2",
     "serviceMonitor.enabled=true",
     "serviceMonitor.labels.release=prometheus",
+    "prometheusRule.enabled=true",
+    "prometheusRule.labels.release=prometheus",
+    "prometheusRule.alertLabels.team=platform",
+    "commonLabels.team=platform",
+    "deploymentAnnotations.owner=platform-team",
+    "revisionHistoryLimit=3",
+    "extraVolumes[0].name=private-ca",
+    "extraVolumes[0].configMap.name=private-ca-bundle",
+    "extraVolumeMounts[0].name=private-ca",
+    "extraVolumeMounts[0].mountPath=/etc/ssl/certs/private-ca",
+    "extraVolumeMounts[0].readOnly=true",
+    "operator.eventQps=5",
+    "operator.eventBurst=10",
     "podDisruptionBudget.enabled=true",
     "networkPolicy.enabled=true",
     "networkPolicy.egress.enabled=true",
@@ -43,11 +56,45 @@ pub struct HelmOutput {
     pub stderr: String,
 }
 
-/// Runs helm (v4: `$HELM` or the one `hack/install-deps.sh` caches).
+/// The Helm major versions the chart supports (and is tested with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Helm {
+    /// Helm 4: `$HELM` or the one `hack/install-deps.sh` caches.
+    V4,
+    /// Helm 3: `$HELM3` or the one `hack/install-deps.sh` caches.
+    V3,
+}
+
+impl Helm {
+    pub const BOTH: [Self; 2] = [Self::V4, Self::V3];
+
+    /// The binary; panics (the test fails, it is not skipped) when it is missing.
+    pub fn binary(self) -> PathBuf {
+        match self {
+            Self::V4 => tenant_access_testkit::helm_binary()
+                .expect("helm v4 not found: run hack/install-deps.sh (or set HELM to a helm v4 binary)"),
+            Self::V3 => tenant_access_testkit::helm3_binary()
+                .expect("helm v3 not found: run hack/install-deps.sh (or set HELM3 to a helm v3 binary)"),
+        }
+    }
+
+    /// What `helm version --short` must start with.
+    pub fn version_prefix(self) -> &'static str {
+        match self {
+            Self::V4 => "v4.",
+            Self::V3 => "v3.",
+        }
+    }
+}
+
+/// Runs helm v4.
 pub async fn helm(args: &[&str], kubeconfig: Option<&Path>) -> HelmOutput {
-    let binary = tenant_access_testkit::helm_binary()
-        .expect("helm not found: run hack/install-deps.sh (or set HELM to a helm v4 binary)");
-    let mut command = tokio::process::Command::new(binary);
+    helm_with(Helm::V4, args, kubeconfig).await
+}
+
+/// Runs helm of major version `version`.
+pub async fn helm_with(version: Helm, args: &[&str], kubeconfig: Option<&Path>) -> HelmOutput {
+    let mut command = tokio::process::Command::new(version.binary());
     command.args(args).stdin(Stdio::null()).kill_on_drop(true);
     if let Some(kubeconfig) = kubeconfig {
         command.arg("--kubeconfig").arg(kubeconfig);
@@ -67,13 +114,19 @@ pub fn with_values<'a>(mut args: Vec<&'a str>, set: &[&'a str]) -> Vec<&'a str> 
     args
 }
 
-/// `helm template` of the chart as release `tao` in `namespace`; panics with helm's error.
+/// `helm template` (helm v4) of the chart as release `tao` in `namespace`; panics with helm's
+/// error.
 pub async fn render(namespace: &str, set: &[&str], extra: &[&str]) -> String {
+    render_with(Helm::V4, namespace, set, extra).await
+}
+
+/// `helm template` with helm `version`.
+pub async fn render_with(version: Helm, namespace: &str, set: &[&str], extra: &[&str]) -> String {
     let chart = chart();
     let mut args = with_values(vec!["template", RELEASE, &chart, "--namespace", namespace], set);
     args.extend(extra);
-    let out = helm(&args, None).await;
-    assert!(out.success, "helm template {set:?} failed:\n{}", out.stderr);
+    let out = helm_with(version, &args, None).await;
+    assert!(out.success, "helm {version:?} template {set:?} failed:\n{}", out.stderr);
     out.stdout
 }
 

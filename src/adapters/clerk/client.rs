@@ -430,7 +430,9 @@ impl ClerkClient {
         let mut outage_attempts = 0_u32;
         let mut rate_limited_attempts = 0_u32;
         loop {
-            let failure = match self.send_once(call).await {
+            let sent = self.send_once(call).await;
+            crate::adapters::request_counts::clerk(call.call, sent.as_ref().err().map(|f| &f.error));
+            let failure = match sent {
                 Ok(bytes) => return Ok(bytes),
                 Err(failure) => failure,
             };

@@ -172,6 +172,7 @@ impl HttpProber {
                 }
             }
         };
+        crate::adapters::request_counts::probe(outcome.reason);
         outcome.redacted_with(&[&request.token])
     }
 }

@@ -34,10 +34,6 @@ fn failed(reason: &'static str, message: String, retry_after: Duration) -> SyncO
 }
 
 fn from_error(error: &ClerkError, ctx: &Context, access: &TenantAccess) -> SyncOutcome {
-    ctx.metrics
-        .clerk_requests
-        .get_or_create(&crate::runtime::metrics::CallLabels { call: "sync", outcome: error.reason() })
-        .inc();
     let retry_after = error.retry_after().unwrap_or_else(|| ctx.record_failure(access).1);
     failed(error.reason(), error.to_string(), retry_after)
 }

@@ -154,15 +154,6 @@ async fn verify_if_due<W: Workspace>(
         }
     }
     let result = crate::adapters::tinybird::verify_admin_token(&ctx.http, &signer.api_url, &signer.key).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(crate::adapters::tinybird::VerifyError::Unauthorized { .. }) => reason::UNAUTHORIZED,
-        Err(crate::adapters::tinybird::VerifyError::Unavailable(_)) => "Unavailable",
-    };
-    ctx.metrics
-        .tinybird_requests
-        .get_or_create(&crate::runtime::metrics::CallLabels { call: "verify", outcome })
-        .inc();
     match result {
         Ok(info) if info.id != signer.workspace_id => {
             let problem = WorkspaceProblem {
