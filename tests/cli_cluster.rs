@@ -71,6 +71,23 @@ fn kubeconfig_with_contexts(env: &Env, dir: &Path) -> PathBuf {
     path
 }
 
+/// alpha (label team=a) and beta (team=b), Ready, and gamma, refused (its workspace does not
+/// exist); all labelled `test: <namespace>`, so that a selection across namespaces finds only them.
+async fn three_tenants(env: &Env) {
+    for (name, team) in [("alpha", "a"), ("beta", "b")] {
+        env.apply_yaml(&format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}, labels: {{team: {team}, test: {}}}}}\nspec:\n{}",
+            env.name(),
+            spec(&format!("{name}-token"))
+        ))
+        .await;
+    }
+    env.tenant_access("gamma", &spec("gamma-token").replace("analytics", "missing")).await;
+    env.wait_access("alpha", is_ready()).await;
+    env.wait_access("beta", is_ready()).await;
+    env.wait_access("gamma", has_condition("TokenIssued", "False", "WorkspaceNotFound")).await;
+}
+
 fn scratch_dir(env: &Env) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tenant-access-cli-{}", env.name()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -81,19 +98,7 @@ fn scratch_dir(env: &Env) -> PathBuf {
 async fn the_cli_finds_the_context_namespace_selects_and_prints_like_kubectl() {
     let mut env = Env::new("cli-select").await;
     env.start_operator();
-    for (name, team) in [("alpha", "a"), ("beta", "b")] {
-        env.apply_yaml(&format!(
-            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}, labels: {{team: {team}, test: {}}}}}\nspec:\n{}",
-            env.name(),
-            spec(&format!("{name}-token"))
-        ))
-        .await;
-    }
-    // Refused: its workspace does not exist.
-    env.tenant_access("gamma", &spec("gamma-token").replace("analytics", "missing")).await;
-    env.wait_access("alpha", is_ready()).await;
-    env.wait_access("beta", is_ready()).await;
-    env.wait_access("gamma", has_condition("TokenIssued", "False", "WorkspaceNotFound")).await;
+    three_tenants(&env).await;
     let dir = scratch_dir(&env);
     let kubeconfig = kubeconfig_with_contexts(&env, &dir);
 
@@ -153,17 +158,7 @@ async fn the_cli_finds_the_context_namespace_selects_and_prints_like_kubectl() {
 async fn renew_renews_a_selection_and_fails_fast_for_a_refused_tenant_access() {
     let mut env = Env::new("cli-renew").await;
     env.start_operator();
-    for (name, team) in [("alpha", "a"), ("beta", "b")] {
-        env.apply_yaml(&format!(
-            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}, labels: {{team: {team}}}}}\nspec:\n{}",
-            spec(&format!("{name}-token"))
-        ))
-        .await;
-    }
-    env.tenant_access("gamma", &spec("gamma-token").replace("analytics", "missing")).await;
-    env.wait_access("alpha", is_ready()).await;
-    env.wait_access("beta", is_ready()).await;
-    env.wait_access("gamma", has_condition("TokenIssued", "False", "WorkspaceNotFound")).await;
+    three_tenants(&env).await;
     let kubeconfig = env.cluster.admin_kubeconfig().to_path_buf();
     let ns = env.name().to_owned();
 

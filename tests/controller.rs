@@ -523,12 +523,6 @@ async fn a_workspace_whose_admin_token_tinybird_refuses_is_unauthorized_and_sign
     ))
     .await;
     let workspaces: kube::Api<TinybirdWorkspace> = kube::Api::namespaced(env.client.clone(), env.name());
-    let ready_reason = |reason: &'static str| {
-        move |ws: Option<&TinybirdWorkspace>| {
-            ws.and_then(|w| w.status.as_ref())
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
-        }
-    };
     tenant_access_testkit::wait_for(workspaces.clone(), "verified", ready_reason("Unauthorized"), TIMEOUT)
         .await
         .unwrap();
@@ -583,12 +577,6 @@ async fn a_new_admin_token_is_checked_once_so_a_refused_key_never_reports_ready(
         env.tinybird.base_url()
     ))
     .await;
-    let ready_reason = |reason: &'static str| {
-        move |ws: Option<&TinybirdWorkspace>| {
-            ws.and_then(|w| w.status.as_ref())
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
-        }
-    };
     tenant_access_testkit::wait_for(workspaces.clone(), "unverified", ready_reason("Unauthorized"), TIMEOUT)
         .await
         .unwrap();
@@ -604,4 +592,12 @@ async fn a_new_admin_token_is_checked_once_so_a_refused_key_never_reports_ready(
     );
     assert_no_secrets("logs", &logs(), &[stale, current]);
     env.stop_operator().await;
+}
+
+/// Condition: a TinybirdWorkspace's Ready condition has this reason.
+fn ready_reason(reason: &'static str) -> impl Fn(Option<&tenant_access::api::TinybirdWorkspace>) -> bool {
+    move |ws| {
+        ws.and_then(|w| w.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+    }
 }
