@@ -448,6 +448,93 @@ async fn new_revisions_restart_listed_workloads_once() {
     env.stop_operator().await;
 }
 
+/// The pod-template annotation `key` of Deployment `name`.
+async fn template_annotation(
+    deployments: &Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+    key: &str,
+) -> Option<String> {
+    let deployment = deployments.get(name).await.unwrap();
+    deployment.spec?.template.metadata?.annotations?.get(key).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_follow_restart_on_and_are_paced_by_the_minimum_interval() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let mut env = Env::new("restart-policy").await;
+    env.start_operator();
+    for name in ["file-reader", "env-reader"] {
+        env.apply_yaml(&format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, labels: {{tenantaccess.dev/restart-on-token-change: 'true'}}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, image: busybox}}]}}\n"
+        ))
+        .await;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), env.name());
+    let revision = |name: &'static str| {
+        let deployments = deployments.clone();
+        async move { template_annotation(&deployments, name, "tenantaccess.dev/revision").await }
+    };
+
+    // An app that re-reads the mounted file: restarted once (to record what it runs with), then
+    // only for a new key or new claims, never for a renewal.
+    let file_reader = |org: &str| {
+        TENANT.replace("org: acme", &format!("org: {org}")).replace(
+            "secret: {name: acme-token}",
+            "secret: {name: file-token, restartOn: KeyOrClaimsChange, rolloutRestartTargets: [{kind: Deployment, name: file-reader}]}",
+        )
+    };
+    env.tenant_access("files", &file_reader("acme")).await;
+    env.wait_access("files", is_ready()).await;
+    eventually("file-reader restarted for revision 1", || async {
+        revision("file-reader").await.as_deref() == Some("1")
+    })
+    .await;
+    let patch = serde_json::json!({"metadata": {"annotations": {"tenantaccess.dev/renew": "r1"}}});
+    env.tenant_accesses().patch("files", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    env.wait_access("files", revision_at_least(2)).await;
+    env.tenant_access("files", &file_reader("acme-renamed")).await;
+    env.wait_access("files", revision_at_least(3)).await;
+    eventually("file-reader restarted for the new claims", || async {
+        revision("file-reader").await.as_deref() == Some("3")
+    })
+    .await;
+    let events = env.events_text().await;
+    assert!(
+        !events.contains("file-reader restarted for token revision 2"),
+        "a renewal restarted it: {events}"
+    );
+
+    // An app that reads the token at start, paced to one restart per 20 s: a second token
+    // within the interval restarts it once the interval has passed.
+    env.tenant_access(
+        "env",
+        &TENANT.replace(
+            "secret: {name: acme-token}",
+            "secret: {name: env-token, restartMinInterval: 20s, rolloutRestartTargets: [{kind: Deployment, name: env-reader}]}",
+        ),
+    )
+    .await;
+    env.wait_access("env", is_ready()).await;
+    eventually("env-reader restarted for revision 1", || async {
+        revision("env-reader").await.as_deref() == Some("1")
+    })
+    .await;
+    let patch = serde_json::json!({"metadata": {"annotations": {"tenantaccess.dev/renew": "r1"}}});
+    env.tenant_accesses().patch("env", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    env.wait_access("env", revision_at_least(2)).await;
+    env.events_with(&["RolloutRestartDeferred", "Deployment env-reader restarts for token revision 2 in"])
+        .await;
+    assert_eq!(revision("env-reader").await.as_deref(), Some("1"), "restarted within the minimum interval");
+    eventually("env-reader restarted for revision 2 once the interval passed", || async {
+        revision("env-reader").await.as_deref() == Some("2")
+    })
+    .await;
+    let first =
+        template_annotation(&deployments, "env-reader", "tenantaccess.dev/restarted-at").await.unwrap();
+    assert!(first.parse::<jiff::Timestamp>().is_ok(), "{first}");
+    env.stop_operator().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routine_rotation_raises_no_alarm_while_the_refreshed_key_reaches_the_secret() {
     use tenant_access::api::TinybirdWorkspace;

@@ -166,6 +166,18 @@ pub struct SecretOutput {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = limits::MAX_ROLLOUT_TARGETS))]
     pub rollout_restart_targets: Vec<RolloutTarget>,
+    /// Which new tokens restart `rolloutRestartTargets`: `EveryToken` (the default: apps that
+    /// read the token once, at start, e.g. from an environment variable, need every new one) or
+    /// `KeyOrClaimsChange` (apps that re-read the mounted file pick up renewals by themselves;
+    /// only a new signing key or new claims restart them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["EveryToken", "KeyOrClaimsChange"]))]
+    pub restart_on: Option<String>,
+    /// The least time between two restarts of one workload, e.g. `15m` (default `0s`: none). A
+    /// restart due sooner is made once the interval has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub restart_min_interval: Option<String>,
 }
 
 /// A workload in the TenantAccess's namespace.

@@ -15,6 +15,7 @@ pub mod key_refusal;
 pub mod policy;
 pub mod reconcile;
 pub mod redact;
+pub mod restarts;
 pub mod selector;
 pub mod shortcode;
 pub mod signing_workspace;

@@ -122,6 +122,8 @@ pub struct ValidSecretOutput {
     pub annotations: BTreeMap<String, String>,
     /// `(kind, name)` of workloads to restart.
     pub rollout_restart_targets: Vec<(String, String)>,
+    /// When they restart.
+    pub restart: crate::core::restarts::RestartPolicy,
 }
 
 /// What happens to a Clerk template when its TenantAccess is deleted.
@@ -580,6 +582,7 @@ impl Validator {
                     labels: BTreeMap::new(),
                     annotations: BTreeMap::new(),
                     rollout_restart_targets: Vec::new(),
+                    restart: crate::core::restarts::RestartPolicy::default(),
                 };
             }
         }
@@ -643,11 +646,33 @@ impl Validator {
                 rollout_restart_targets.push((target.kind.clone(), target.name.clone()));
             }
         }
+        let on = match output.restart_on.as_deref() {
+            None => crate::core::restarts::RestartOn::default(),
+            Some(text) => crate::core::restarts::RestartOn::parse(text).unwrap_or_else(|| {
+                self.error(
+                    "spec.secret.restartOn",
+                    format!(
+                        "{:?} is not one of EveryToken, KeyOrClaimsChange",
+                        crate::core::redact::prefix(text, 40)
+                    ),
+                );
+                crate::core::restarts::RestartOn::default()
+            }),
+        };
+        let min_interval = self.duration(
+            "spec.secret.restartMinInterval",
+            output.restart_min_interval.as_deref(),
+            SignedDuration::ZERO,
+        );
         ValidSecretOutput {
             name: secret_name,
             labels: output.labels.clone(),
             annotations: output.annotations.clone(),
             rollout_restart_targets,
+            restart: crate::core::restarts::RestartPolicy {
+                on,
+                min_interval: std::time::Duration::try_from(min_interval).unwrap_or_default(),
+            },
         }
     }
 

@@ -20,14 +20,15 @@ use super::workspace_cache::WorkspaceEntry;
 use crate::adapters::apply::Ownership;
 use crate::api::{TenantAccess, TenantAccessStatus};
 use crate::core::conditions::{DesiredCondition, remove_condition};
-use crate::core::desired::clerk_configmap_name;
+use crate::core::desired::{IssuedToken, clerk_configmap_name};
 use crate::core::reconcile::decide::{ConfigMapDecision, decide_configmap, is_owned_by};
 use crate::core::reconcile::plan::{ClerkPlan, Issued, Kept, TokenPlan};
+use crate::core::restarts::{self, RestartDecision, RestartPolicy, RestartedFor, TokenIdentity};
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::{DeletionPolicy, ValidatedAccess};
 use crate::core::well_known::{
-    ANNOTATION_REVISION, CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER,
-    LABEL_RESTART_ON_TOKEN_CHANGE, condition, reason,
+    CLERK_TEMPLATE_CONFIGMAP_SUFFIX, FIELD_MANAGER, FINALIZER, LABEL_RESTART_ON_TOKEN_CHANGE, condition,
+    reason,
 };
 
 use super::report::Report;
@@ -204,6 +205,8 @@ pub(super) enum TokenOutcome {
         renewal_time: Timestamp,
         /// The JWT (for the probes).
         jwt: String,
+        /// When a workload restart held back by `restartMinInterval` is due.
+        restart_after: Option<Duration>,
     },
 }
 
@@ -254,8 +257,9 @@ pub(super) async fn write_token(
                 ),
             );
             tracing::info!(reason = event_reason, revision, secret = %output.name, why = issue_reason.describe(), "token signed");
-            rollout_restart(access, validated, revision, ctx).await;
-            Ok(TokenOutcome::Written { renewal_time: token.renewal_time, jwt: token.jwt })
+            let restart_after =
+                rollout_restart(access, validated, (&token, revision, signer), true, ctx).await;
+            Ok(TokenOutcome::Written { renewal_time: token.renewal_time, jwt: token.jwt, restart_after })
         }
         TokenPlan::Keep(kept) => {
             let Kept { token, revision, repair, status, condition } = *kept;
@@ -273,7 +277,10 @@ pub(super) async fn write_token(
             tracing::debug!(namespace = %validated.namespace, name = %validated.name, revision, "token kept");
             report.status.token = Some(status);
             report.set(condition);
-            Ok(TokenOutcome::Written { renewal_time: token.renewal_time, jwt: token.jwt })
+            // Workloads converge to the token too: a restart deferred or failed earlier is made.
+            let restart_after =
+                rollout_restart(access, validated, (&token, revision, signer), false, ctx).await;
+            Ok(TokenOutcome::Written { renewal_time: token.renewal_time, jwt: token.jwt, restart_after })
         }
     }
 }
@@ -353,22 +360,34 @@ async fn managed_configmap(ctx: &Context, namespace: &str, name: &str) -> Option
     ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace))
 }
 
-/// Patches each listed workload's pod template with the new revision, when the workload opted in
-/// with the label [`LABEL_RESTART_ON_TOKEN_CHANGE`]: `true` (read first; without it the
-/// workload is left alone). Failures and refusals are warned about and do not block the token.
-async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, revision: i64, ctx: &Context) {
+/// Brings each listed workload to the token as the restart policy asks
+/// ([`crate::core::restarts`]): a workload that opted in with the label
+/// [`LABEL_RESTART_ON_TOKEN_CHANGE`]: `true` and was not restarted for what the policy counts
+/// gets its pod template annotated (which restarts it), unless `restartMinInterval` holds it back.
+/// A workload that did not opt in is left alone, and said so when a token was just `issued`.
+/// Failures are warned about and never block the token. Returns when a held-back restart is due.
+async fn rollout_restart(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    (token, revision, signer): (&IssuedToken, i64, &SigningWorkspace),
+    issued: bool,
+    ctx: &Context,
+) -> Option<Duration> {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-    let Some(output) = &validated.secret else { return };
+    let output = validated.secret.as_ref()?;
+    let identity =
+        TokenIdentity { revision, key: &signer.signing_key_fingerprint, claims: &token.claims_hash };
+    let mut due: Option<Duration> = None;
     for (kind, name) in &output.rollout_restart_targets {
         let (client, namespace) = (ctx.client.clone(), validated.namespace.as_str());
+        let policy = (output.restart, identity, ctx.now());
         let result = match kind.as_str() {
-            "Deployment" => restart(&Api::<Deployment>::namespaced(client, namespace), name, revision).await,
-            "StatefulSet" => {
-                restart(&Api::<StatefulSet>::namespaced(client, namespace), name, revision).await
-            }
-            _ => restart(&Api::<DaemonSet>::namespaced(client, namespace), name, revision).await,
+            "Deployment" => restart(&Api::<Deployment>::namespaced(client, namespace), name, policy).await,
+            "StatefulSet" => restart(&Api::<StatefulSet>::namespaced(client, namespace), name, policy).await,
+            _ => restart(&Api::<DaemonSet>::namespaced(client, namespace), name, policy).await,
         };
         match result {
+            Ok(Restart::UpToDate) => {}
             Ok(Restart::Done) => {
                 ctx.events.publish(
                     access,
@@ -378,7 +397,22 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
                     &format!("{kind} {name} restarted for token revision {revision}"),
                 );
             }
-            Ok(Restart::NotOptedIn) => {
+            Ok(Restart::HeldBack(left)) => {
+                due = Some(due.map_or(left, |d| d.min(left)));
+                if issued {
+                    ctx.events.publish(
+                        access,
+                        EventType::Normal,
+                        "RolloutRestartDeferred",
+                        "RolloutRestart",
+                        &format!(
+                            "{kind} {name} restarts for token revision {revision} in {}s (spec.secret.restartMinInterval)",
+                            left.as_secs()
+                        ),
+                    );
+                }
+            }
+            Ok(Restart::NotOptedIn) if issued => {
                 ctx.events.publish(
                     access,
                     EventType::Warning,
@@ -389,7 +423,8 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
                     ),
                 );
             }
-            Err(source) => {
+            Ok(Restart::NotOptedIn) => {}
+            Err(source) if issued || !crate::adapters::kube_error::is_not_found(&source) => {
                 let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source };
                 ctx.events.publish(
                     access,
@@ -399,33 +434,54 @@ async fn rollout_restart(access: &TenantAccess, validated: &ValidatedAccess, rev
                     &error.redacted(),
                 );
             }
+            Err(_) => {}
         }
     }
+    due
 }
 
 /// What a rollout restart did.
 enum Restart {
-    /// The pod template carries the new revision.
+    /// The pod template now records the token: the workload restarts.
     Done,
+    /// The workload already runs with what the policy asks for.
+    UpToDate,
+    /// `restartMinInterval` holds the restart back for this long.
+    HeldBack(Duration),
     /// The workload lacks the opt-in label: not patched.
     NotOptedIn,
 }
 
-/// Restarts one workload when it opted in. (No resourceVersion precondition: the workload's
-/// status changes often, and a restart must not fail for that.)
-async fn restart<K>(api: &Api<K>, name: &str, revision: i64) -> Result<Restart, kube::Error>
+/// Restarts one workload when it opted in and the policy asks for it. (No resourceVersion
+/// precondition: the workload's status changes often, and a restart must not fail for that.)
+async fn restart<K>(
+    api: &Api<K>,
+    name: &str,
+    (policy, token, now): (RestartPolicy, TokenIdentity<'_>, Timestamp),
+) -> Result<Restart, kube::Error>
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let workload = api.get(name).await?;
     if !restart_opted_in(workload.meta().labels.as_ref()) {
         return Ok(Restart::NotOptedIn);
     }
-    let patch = serde_json::json!({
-        "spec": {"template": {"metadata": {"annotations": {ANNOTATION_REVISION: revision.to_string()}}}},
-    });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(Restart::Done)
+    let template_annotations = serde_json::to_value(&workload)
+        .ok()
+        .and_then(|w| w.pointer("/spec/template/metadata/annotations").cloned())
+        .and_then(|a| serde_json::from_value::<std::collections::BTreeMap<String, String>>(a).ok());
+    let restarted = RestartedFor::from_annotations(template_annotations.as_ref());
+    match restarts::decide(policy, token, &restarted, now) {
+        RestartDecision::UpToDate => Ok(Restart::UpToDate),
+        RestartDecision::After(left) => Ok(Restart::HeldBack(left)),
+        RestartDecision::Now => {
+            let patch = serde_json::json!({
+                "spec": {"template": {"metadata": {"annotations": restarts::annotations(token, now)}}},
+            });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            Ok(Restart::Done)
+        }
+    }
 }
 
 /// Whether a workload's labels opt it in to rollout restarts (exactly `"true"`).

@@ -101,11 +101,12 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     if let Some(delay) = retry_after {
         return Ok(Action::requeue(delay));
     }
-    let renewal_time = match token {
-        TokenOutcome::Written { renewal_time, .. } => Some(renewal_time),
-        TokenOutcome::NoSecret | TokenOutcome::Refused => None,
+    let (renewal_time, restart_after) = match token {
+        TokenOutcome::Written { renewal_time, restart_after, .. } => (Some(renewal_time), restart_after),
+        TokenOutcome::NoSecret | TokenOutcome::Refused => (None, None),
     };
-    Ok(Action::requeue(plan::look_again(renewal_time, &validated, now, ctx.settings.resync)))
+    let look_again = plan::look_again(renewal_time, &validated, now, ctx.settings.resync);
+    Ok(Action::requeue(restart_after.map_or(look_again, |restart| restart.min(look_again))))
 }
 
 /// The plan of this reconcile, from what was observed of the token Secret.
