@@ -387,7 +387,6 @@ async fn rollout_restart(
             _ => restart(&Api::<DaemonSet>::namespaced(client, namespace), name, policy).await,
         };
         match result {
-            Ok(Restart::UpToDate) => {}
             Ok(Restart::Done) => {
                 ctx.events.publish(
                     access,
@@ -423,7 +422,8 @@ async fn rollout_restart(
                     ),
                 );
             }
-            Ok(Restart::NotOptedIn) => {}
+            // Up to date, or said when the token was issued.
+            Ok(Restart::UpToDate | Restart::NotOptedIn) => {}
             Err(source) if issued || !crate::adapters::kube_error::is_not_found(&source) => {
                 let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source };
                 ctx.events.publish(
