@@ -422,8 +422,6 @@ async fn rollout_restart(
                     ),
                 );
             }
-            // Up to date, or said when the token was issued.
-            Ok(Restart::UpToDate | Restart::NotOptedIn) => {}
             Err(source) if issued || !crate::adapters::kube_error::is_not_found(&source) => {
                 let error = Error::RolloutRestart { kind: kind.clone(), name: name.clone(), source };
                 ctx.events.publish(
@@ -434,7 +432,8 @@ async fn rollout_restart(
                     &error.redacted(),
                 );
             }
-            Err(_) => {}
+            // Up to date; or, between new tokens, a refusal or a missing workload already said.
+            Ok(Restart::UpToDate | Restart::NotOptedIn) | Err(_) => {}
         }
     }
     due
