@@ -34,12 +34,24 @@ fn run_command(kubeconfig: &Path, namespace: &str, port: u16) -> Command {
 /// Starts `tenant-access run` as a separate process serving the test namespace (also its
 /// cluster-resource namespace) as replica `identity`.
 fn operator_process(env: &Env, port: u16, identity: &str, leader_election: bool) -> Child {
+    operator_process_logging_to(env, port, identity, leader_election, Stdio::null())
+}
+
+/// [`operator_process`], its JSON log written to `log`.
+fn operator_process_logging_to(
+    env: &Env,
+    port: u16,
+    identity: &str,
+    leader_election: bool,
+    log: Stdio,
+) -> Child {
     let mut command = run_command(env.cluster.admin_kubeconfig(), env.name(), port);
     command
         .args(["--cluster-resource-namespace", env.name()])
         .args(["--log-format", "json"])
         .env("POD_NAME", identity)
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .stderr(log);
     if leader_election {
         command.args(["--leader-election", "--leader-election-lease-duration-seconds", "6"]);
     }
@@ -262,7 +274,9 @@ async fn two_replicas_one_leader_a_standby_takes_over_and_sigterm_releases_the_l
     let (port_a, port_b) = (free_port(), free_port());
     let mut a = operator_process(&env, port_a, "replica-a", true);
     eventually("replica-a leads", || async { holder().await.as_deref() == Some("replica-a") }).await;
-    let mut b = operator_process(&env, port_b, "replica-b", true);
+    let standby_log = std::env::temp_dir().join(format!("standby-{}.log", env.name()));
+    let log = Stdio::from(std::fs::File::create(&standby_log).unwrap());
+    let mut b = operator_process_logging_to(&env, port_b, "replica-b", true, log);
     // The standby is ready (healthy) but does not lead.
     eventually("replica-b ready as standby", || async {
         http_get(port_b, "/readyz").await.is_some_and(|(code, body)| code == 200 && body.contains("standby"))
@@ -274,6 +288,17 @@ async fn two_replicas_one_leader_a_standby_takes_over_and_sigterm_releases_the_l
     // Only the leader works: the standby has reconciled and signed nothing.
     let standby_metrics = http_get(port_b, "/metrics").await.unwrap().1;
     assert!(!standby_metrics.contains("tenant_access_reconciles_total{"), "{standby_metrics}");
+
+    // A standby says, once, at info level, that it waits for the lease (naming it and itself).
+    let said = std::fs::read_to_string(&standby_log).unwrap();
+    let records: Vec<serde_json::Value> = said.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let waiting = records
+        .iter()
+        .filter(|r| {
+            r["level"] == "INFO" && r["lease"] == "tenant-access-operator" && r["identity"] == "replica-b"
+        })
+        .count();
+    assert_eq!(waiting, 1, "the standby's log:\n{said}");
 
     // The leader dies without releasing: the standby takes over after the lease duration.
     a.kill().await.unwrap();
@@ -288,6 +313,7 @@ async fn two_replicas_one_leader_a_standby_takes_over_and_sigterm_releases_the_l
     let pid = b.id().unwrap();
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.unwrap();
     let status = tokio::time::timeout(TIMEOUT, b.wait()).await.unwrap().unwrap();
+    let _ = std::fs::remove_file(&standby_log);
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     assert_eq!(holder().await, None, "the lease is released on shutdown");
 }
