@@ -153,6 +153,7 @@ pub async fn run_with_event_client(
     let controller_config = kube::runtime::controller::Config::default().concurrency(config.concurrency);
     let workspaces = workspace_controller
         .with_config(controller_config.clone())
+        .trigger_backoff(watches::WatchBackoff::default())
         .watches_stream(
             admin_secrets,
             workspaces_for_secret(caches.workspaces.clone(), workspace_cache.clone()),
@@ -168,6 +169,7 @@ pub async fn run_with_event_client(
     let cluster_workspaces = if let Some(cluster_admin_secrets) = cluster_admin_secrets {
         cluster_workspace_controller
             .with_config(controller_config.clone())
+            .trigger_backoff(watches::WatchBackoff::default())
             .watches_stream(
                 cluster_admin_secrets,
                 workspaces_for_secret(caches.cluster_workspaces.clone(), workspace_cache),
@@ -190,7 +192,8 @@ pub async fn run_with_event_client(
         ns,
         tenant_controller.with_config(controller_config),
         tenant_dependencies,
-    );
+    )
+    .trigger_backoff(watches::WatchBackoff::default());
     let health_triggers =
         health_events.map(|change| ObjectRef::new(&change.key.name).within(&change.key.namespace));
     let tenants = tenants

@@ -96,9 +96,13 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     }
     if retry_after.is_none() {
         report.ready(&validated);
-        ctx.record_success(access.as_ref());
     }
     report.finish(&ctx, &access).await?;
+    // Only once the status is written: a status write that fails is a failure, and the backoff
+    // must keep growing across such failures.
+    if retry_after.is_none() {
+        ctx.record_success(access.as_ref());
+    }
     if let Some(delay) = retry_after {
         return Ok(Action::requeue(delay));
     }

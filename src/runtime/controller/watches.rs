@@ -296,6 +296,38 @@ fn dependents(
         .collect()
 }
 
+/// The backoff of a controller's watch streams after an error: [`crate::core::backoff::WATCH`],
+/// at most a few seconds, with jitter, and from the start again after any event.
+///
+/// A controller merges its watch streams (its own, those it owns, those it watches) into one
+/// stream with one backoff, and polls none of them while it backs off. kube's default
+/// (0.8 s doubling to 30 s, plus up to as much again of jitter, reset only after an event) grows
+/// with every error of every stream: during an API server outage each of the several watches
+/// fails on every retry, so within a few retries the whole controller sleeps 30 to 60 s, and
+/// after the API server is back nothing (not even a new TenantAccess) is seen until that
+/// sleep ends.
+pub(super) struct WatchBackoff(crate::core::backoff::Retries);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self(crate::core::backoff::Retries::new(crate::core::backoff::WATCH))
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+}
+
 /// A stream of the values sent on an unbounded channel.
 pub(super) fn receiver_stream<T: Send + 'static>(
     receiver: tokio::sync::mpsc::UnboundedReceiver<T>,

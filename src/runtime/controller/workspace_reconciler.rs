@@ -269,6 +269,8 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
             &problem.message,
         );
     }
+    // A pass that got this far succeeded: the next failure backs off from the start again.
+    ctx.record_success(workspace.as_ref());
     Ok(Action::requeue(next_verification.map_or(ctx.settings.resync, |next| next.min(ctx.settings.resync))))
 }
 
