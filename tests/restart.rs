@@ -16,6 +16,8 @@ use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspa
 
 const NAMESPACES: usize = 3;
 const PER_WORKSPACE_KIND: usize = 4;
+/// Workspaces of each kind that no TenantAccess uses.
+const DECOY_WORKSPACES: usize = 150;
 
 /// A TenantAccess of the cluster workspace `shared`, with a probed token Secret.
 const CLUSTER_ACCESS: &str = "  workspaceRef: {kind: ClusterTinybirdWorkspace, name: shared}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n  healthCheck: {interval: 5s}\n";
@@ -49,6 +51,19 @@ impl Fixture {
         let env = ClusterWideEnv::new().await;
         let policy = "  policy:\n    allowedNamespaces: {matchLabels: {tinybird-tenants: enabled}}\n";
         env.apply(&env.shared_workspace_yaml(policy), None).await;
+        // Workspaces no TenantAccess uses, many of them: their lists take longer than the
+        // TenantAccesses', as in a large cluster, where a restart used to reconcile TenantAccesses
+        // against workspace caches not yet listed.
+        let mut decoys = String::new();
+        for i in 0..DECOY_WORKSPACES {
+            decoys.push_str(&format!(
+                "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: decoy-{i}}}\nspec:\n  adminTokenSecretRef: {{name: decoy-admin}}\n  apiUrl: {}\n---\napiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: decoy-{i}, namespace: {}}}\nspec:\n  adminTokenSecretRef: {{name: decoy-admin}}\n  apiUrl: {}\n---\n",
+                env.tinybird.base_url(),
+                env.system.name(),
+                env.tinybird.base_url()
+            ));
+        }
+        env.apply(&decoys, None).await;
         let (mut namespaces, mut handles) = (Vec::new(), Vec::new());
         for i in 0..NAMESPACES {
             let handle = env.cluster.namespace(&format!("team{i}")).await.unwrap();
@@ -199,6 +214,12 @@ async fn a_restart_with_everything_in_place_writes_nothing_flips_nothing_and_kee
         (tokens.len() == total).then_some(tokens)
     })
     .await;
+    let decoys = u64::try_from(DECOY_WORKSPACES).unwrap();
+    eventually("every workspace reconciled", || async {
+        first.reconciles("ClusterTinybirdWorkspace", "success") > decoys
+            && first.reconciles("TinybirdWorkspace", "success") >= decoys
+    })
+    .await;
     first.stop().await;
     let before = fixture.snapshot().await;
     assert_eq!(before.accesses.len(), total);
@@ -207,12 +228,12 @@ async fn a_restart_with_everything_in_place_writes_nothing_flips_nothing_and_kee
     let second = fixture.env.start_operator();
     // The new operator has looked at everything: every TenantAccess and workspace reconciled,
     // and every endpoint probed again.
-    let workspaces = u64::try_from(fixture.namespaces.len()).unwrap();
+    let workspaces = u64::try_from(fixture.namespaces.len() + DECOY_WORKSPACES).unwrap();
     let accesses = u64::try_from(before.accesses.len()).unwrap();
     eventually("every object reconciled by the new operator", || async {
         second.reconciles("TenantAccess", "success") >= accesses
             && second.reconciles("TinybirdWorkspace", "success") >= workspaces
-            && second.reconciles("ClusterTinybirdWorkspace", "success") >= 1
+            && second.reconciles("ClusterTinybirdWorkspace", "success") >= 1 + decoys
     })
     .await;
     eventually("every endpoint probed by the new operator", || async {
