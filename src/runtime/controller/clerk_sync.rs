@@ -21,6 +21,9 @@ pub(super) enum SyncOutcome {
     Done { condition: DesiredCondition, status: Option<ClerkTemplateStatus> },
     /// Not in sync; retry after the delay.
     Failed { condition: DesiredCondition, retry_after: Duration },
+    /// Not in sync yet: Clerk's rate limit (or the operator's share of it) has no room now, and
+    /// the sync comes back after the delay. Not a failure: nothing is wrong with the template.
+    Waiting { condition: DesiredCondition, retry_after: Duration },
 }
 
 /// Clerk's error code for a template name already in use.
@@ -38,6 +41,18 @@ fn from_error(error: &ClerkError, ctx: &Context, access: &TenantAccess) -> SyncO
         .clerk_requests
         .get_or_create(&crate::runtime::metrics::CallLabels { call: "sync", outcome: error.reason() })
         .inc();
+    if let ClerkError::RateLimited { retry_after, .. } = error {
+        // No countdown in the message: it would change the status at every pass.
+        let message = "waiting for Clerk's rate limit: the template is pushed as soon as the budget allows (the operator's requests to this Clerk instance are at their --clerk-request-budget, or Clerk answered 429); not a failure, and the token Secret is not held back";
+        return SyncOutcome::Waiting {
+            condition: DesiredCondition::fails(
+                condition::CLERK_TEMPLATE_SYNCED,
+                crate::adapters::clerk::reason::RATE_LIMITED,
+                message,
+            ),
+            retry_after: *retry_after,
+        };
+    }
     let retry_after = error.retry_after().unwrap_or_else(|| ctx.record_failure(access).1);
     failed(error.reason(), error.to_string(), retry_after)
 }

@@ -111,8 +111,13 @@ pub async fn run_with_event_client(
         cluster_wide,
         namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
     };
-    let clerk_options =
-        crate::adapters::clerk::ClerkClientOptions { budget: config.clerk_budget, ..Default::default() };
+    // Reconciles never wait for Clerk: a throttled call comes back later (a requeue), so that a
+    // reconcile worker is never held by Clerk while token Secrets wait to be re-signed.
+    let clerk_options = crate::adapters::clerk::ClerkClientOptions {
+        budget: config.clerk_budget,
+        max_wait: Duration::ZERO,
+        ..Default::default()
+    };
     let prober = match crate::adapters::health::HttpProber::new() {
         Ok(prober) => prober,
         Err(error) => {
