@@ -437,7 +437,9 @@ impl ClerkClient {
                 Err(failure) => failure,
             };
             match (&failure.error, failure.delivery) {
-                (ClerkError::RateLimited { retry_after, .. }, Delivery::Answered) if options.max_wait.is_zero() => {
+                (ClerkError::RateLimited { retry_after, .. }, Delivery::Answered)
+                    if options.max_wait.is_zero() =>
+                {
                     let comeback = self.inner.limiter.pause_and_comeback(*retry_after);
                     tracing::info!(
                         call = %call.call,

@@ -79,7 +79,13 @@ const MAX_PROMISED: usize = 100_000;
 impl WindowState {
     pub(crate) fn new(budget: RequestBudget) -> Self {
         let budget = RequestBudget { requests: budget.requests.max(1), window: budget.window };
-        Self { budget, in_flight: 0, finished: VecDeque::new(), paused_until: None, promised: VecDeque::new() }
+        Self {
+            budget,
+            in_flight: 0,
+            finished: VecDeque::new(),
+            paused_until: None,
+            promised: VecDeque::new(),
+        }
     }
 
     fn forget_before(&mut self, now: Instant) {
