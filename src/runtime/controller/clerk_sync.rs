@@ -57,6 +57,30 @@ fn from_error(error: &ClerkError, ctx: &Context, access: &TenantAccess) -> SyncO
     failed(error.reason(), error.to_string(), retry_after)
 }
 
+/// The status of a template pushed to Clerk as `id` with this body and key.
+fn pushed_status(id: &str, template: &ClerkTemplate, signer: &SigningWorkspace) -> ClerkTemplateStatus {
+    ClerkTemplateStatus {
+        id: Some(id.to_owned()),
+        name: template.name.clone(),
+        claims_hash: template.hash(),
+        signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
+    }
+}
+
+/// Whether [`sync`] would call Clerk: the workspace has a usable Clerk connection and the
+/// template last pushed (`previous`) is not `template` signed with the signer's key.
+pub(super) fn needs_push(
+    template: &ClerkTemplate,
+    signer: &SigningWorkspace,
+    connection: Option<&Result<ClerkCredentials, WorkspaceProblem>>,
+    previous: Option<&ClerkTemplateStatus>,
+) -> bool {
+    let in_sync = previous.and_then(|previous| {
+        previous.id.as_deref().map(|id| *previous == pushed_status(id, template, signer))
+    });
+    matches!(connection, Some(Ok(_))) && in_sync != Some(true)
+}
+
 /// Brings the remote template in line with `template`.
 pub(super) async fn sync(
     access: &TenantAccess,
@@ -88,12 +112,7 @@ pub(super) async fn sync(
         Ok(client) => client,
         Err(error) => return from_error(&error, ctx, access),
     };
-    let desired_status = |id: &str| ClerkTemplateStatus {
-        id: Some(id.to_owned()),
-        name: template.name.clone(),
-        claims_hash: template.hash(),
-        signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
-    };
+    let desired_status = |id: &str| pushed_status(id, template, signer);
     let synced = |status: ClerkTemplateStatus, how: &str| SyncOutcome::Done {
         condition: DesiredCondition::holds(
             condition::CLERK_TEMPLATE_SYNCED,

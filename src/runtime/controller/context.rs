@@ -74,6 +74,8 @@ pub struct Context {
     verifications: Arc<Mutex<HashMap<super::workspace_cache::WorkspaceKey, (String, Timestamp)>>>,
     /// Consecutive failures per object, for backoff.
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Objects whose reconcile failed for want of the API server, retried once it is back.
+    pub outage: super::api_recovery::OutageRetries,
     /// The clock.
     clock: fn() -> Timestamp,
 }
@@ -141,6 +143,7 @@ impl Context {
                 .unwrap_or_default(),
             verifications: Arc::default(),
             failures: Arc::default(),
+            outage: super::api_recovery::OutageRetries::default(),
             clock: Timestamp::now,
         })
     }

@@ -2,6 +2,7 @@
 //! watches and caches of `watches.rs`, and run until shutdown.
 
 pub mod admission;
+pub mod api_recovery;
 pub mod cached_access;
 pub mod clerk_sync;
 pub mod context;
@@ -208,8 +209,10 @@ pub async fn run_with_event_client(
     .trigger_backoff(watches::WatchBackoff::default());
     let health_triggers =
         health_events.map(|change| ObjectRef::new(&change.key.name).within(&change.key.namespace));
+    let (outage_retry, outage_retries) = tokio::sync::mpsc::unbounded_channel();
     let tenants = tenants
         .reconcile_on(health_triggers)
+        .reconcile_on(receiver_stream(outage_retries))
         .graceful_shutdown_on(shutdown.clone())
         .run(
             move |access, ctx| {
@@ -233,8 +236,16 @@ pub async fn run_with_event_client(
     );
     let synced = ready_when_synced(ready, config.synced.clone());
     let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
+    let recovery =
+        api_recovery::run(client, ctx.outage.clone(), outage_retry, ctx.workspace_rechecks.clone());
+    let recovery = async {
+        tokio::select! {
+            () = recovery => {},
+            () = shutdown.clone() => {},
+        }
+    };
     let sweep = async move {
-        futures::join!(sweep, synced);
+        futures::join!(sweep, synced, recovery);
     };
     future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
     ctx.health.shutdown().await;

@@ -336,3 +336,40 @@ pub(super) fn receiver_stream<T: Send + 'static>(
         receiver.recv().await.map(|item| (item, receiver))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt as _;
+    use kube::runtime::utils::{Backoff, StreamBackoff};
+    use tokio::time::Instant;
+
+    use super::WatchBackoff;
+
+    /// The longest pause between two items of a watch stream that fails `errors` times in a
+    /// row (each retry of an API server that is down) and then delivers an event, under
+    /// `backoff` (on tokio's paused clock).
+    async fn longest_pause(backoff: impl Backoff + 'static, errors: usize) -> Duration {
+        let items = (0..errors).map(|_| Err::<(), ()>(())).chain([Ok(())]);
+        let mut stream = std::pin::pin!(StreamBackoff::new(futures::stream::iter(items), backoff));
+        let mut last = Instant::now();
+        let mut longest = Duration::ZERO;
+        while stream.next().await.is_some() {
+            longest = longest.max(last.elapsed());
+            last = Instant::now();
+        }
+        longest
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_long_outage_the_watches_are_retried_within_seconds() {
+        // kube's default backoff grows with every error to 30 s plus up to as much jitter: after
+        // an outage the controller's watches (and so new objects) wait up to a minute.
+        let default = longest_pause(kube::runtime::watcher::DefaultBackoff::default(), 40).await;
+        assert!(default >= Duration::from_secs(30), "{default:?}");
+        // The operator's: a few seconds at most, however many errors came before.
+        let ours = longest_pause(WatchBackoff::default(), 40).await;
+        assert!(ours < Duration::from_secs(4), "{ours:?}");
+    }
+}
