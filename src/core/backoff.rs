@@ -34,7 +34,7 @@ impl Backoff {
 /// Backoff of the watch streams after an error (the API server unreachable, a watch refused):
 /// short, so that the operator sees the cluster again within seconds of the API server's return.
 /// (Watches are retried by one stream each; an outage costs one request per stream per delay.)
-pub const WATCH: Backoff = Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(4) };
+pub const WATCH: Backoff = Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(2) };
 
 /// The delays of a sequence of consecutive failures under a policy: the iterator a retry loop
 /// (or a watch stream) takes its next delay from. [`Retries::reset`] after a success.
