@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -30,8 +29,8 @@ const RENEWING: &str = "  workspaceRef: {name: analytics}\n  scopes: [{resource:
 /// A TCP proxy to the API server that can cut every connection and refuse new ones.
 struct Proxy {
     port: u16,
-    open: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Whether connections go through; every forwarding ends the moment it turns false.
+    open: Arc<tokio::sync::watch::Sender<bool>>,
     accept: JoinHandle<()>,
 }
 
@@ -39,38 +38,40 @@ impl Proxy {
     async fn start(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
-        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let open = Arc::new(tokio::sync::watch::Sender::new(true));
         let accept = tokio::spawn({
-            let (open, connections) = (open.clone(), connections.clone());
+            let open = open.clone();
             async move {
                 while let Ok((mut client, _)) = listener.accept().await {
-                    if !open.load(Ordering::SeqCst) {
-                        continue; // dropped: the connection is closed at once
-                    }
+                    let mut state = open.subscribe();
                     let upstream = upstream.clone();
-                    let forward = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    tokio::spawn(async move {
+                        // A connection accepted while (or just before) the proxy is cut is
+                        // closed at once: the check and the forwarding watch the same state.
+                        let cut = state.wait_for(|open| !open);
+                        let forward = async {
+                            if let Ok(mut server) = TcpStream::connect(upstream).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        };
+                        tokio::select! {
+                            _ = cut => {},
+                            () = forward => {},
                         }
                     });
-                    connections.lock().unwrap().push(forward);
                 }
             }
         });
-        Self { port, open, connections, accept }
+        Self { port, open, accept }
     }
 
     /// Cuts every connection and refuses new ones.
     fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
-        }
+        self.open.send_replace(false);
     }
 
     fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        self.open.send_replace(true);
     }
 }
 
@@ -81,10 +82,13 @@ impl Drop for Proxy {
     }
 }
 
-/// The `attempts` of each failed reconcile of TenantAccess `name` the operator logged, in order.
-fn failed_attempts(env: &Env, name: &str) -> Vec<u32> {
+/// The `attempts` of each failed reconcile of TenantAccess `name` the operator logged after the
+/// first `since` bytes of the log, in order.
+fn failed_attempts(env: &Env, name: &str, since: usize) -> Vec<u32> {
     let object = format!("namespace={} name={name} attempts=", env.name());
-    support::logs()
+    let logs = support::logs();
+    logs.get(since..)
+        .unwrap_or_default()
         .lines()
         .filter(|line| line.contains("reconcile failed"))
         .filter_map(|line| line.split_once(&object)?.1.split(' ').next()?.parse().ok())
@@ -125,10 +129,12 @@ async fn after_an_outage_the_operator_catches_up_within_seconds_and_backed_off_m
     // The outage: renewals fall due, and an endpoint breaks; neither can be written.
     proxy.cut();
     let cut_at = Instant::now();
+    let logged = support::logs().len();
     let revision = revision_of(&env.wait_access("renewing", is_ready()).await);
     env.tinybird.add_fault(Fault::status(503).for_pipe("top_pages")).unwrap();
     support::eventually("a renewal and a status write failing during the outage", || async {
-        !failed_attempts(&env, "renewing").is_empty() && !failed_attempts(&env, "probed").is_empty()
+        !failed_attempts(&env, "renewing", logged).is_empty()
+            && !failed_attempts(&env, "probed", logged).is_empty()
     })
     .await;
     tokio::time::sleep(OUTAGE.saturating_sub(cut_at.elapsed())).await;
@@ -138,9 +144,18 @@ async fn after_an_outage_the_operator_catches_up_within_seconds_and_backed_off_m
     // Backoff during the outage: every failure counts (1, 2, 3, ...: the delay grows), a
     // handful of attempts in all, not one every second or two.
     for name in ["renewing", "probed"] {
-        let attempts = failed_attempts(&env, name);
+        let attempts = failed_attempts(&env, name, logged);
         let counted: Vec<u32> = (1..).take(attempts.len()).collect();
-        assert_eq!(attempts, counted, "the failures of {name} during a {OUTAGE:?} outage");
+        let logs = support::logs();
+        let failures: Vec<&str> = logs
+            .filter(|line| line.contains("reconcile failed"))
+            .filter(|line| {
+                line.contains("reconcile failed")
+                    || line.contains("health changed")
+                    || line.contains("name=probed")
+            })
+            .collect();
+        assert_eq!(attempts, counted, "the failures of {name} during a {OUTAGE:?} outage: {failures:#?}");
         assert!(attempts.len() <= 7, "{} failed reconciles of {name} in a {OUTAGE:?} outage", attempts.len());
     }
 
