@@ -31,6 +31,48 @@ impl Backoff {
     }
 }
 
+/// Backoff of the watch streams after an error (the API server unreachable, a watch refused):
+/// short, so that the operator sees the cluster again within seconds of the API server's return.
+/// (Watches are retried by one stream each; an outage costs one request per stream per delay.)
+pub const WATCH: Backoff = Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(2) };
+
+/// The delays of a sequence of consecutive failures under a policy: the iterator a retry loop
+/// (or a watch stream) takes its next delay from. [`Retries::reset`] after a success.
+#[derive(Debug, Clone)]
+pub struct Retries {
+    policy: Backoff,
+    attempts: u32,
+}
+
+impl Retries {
+    /// No failure yet.
+    #[must_use]
+    pub const fn new(policy: Backoff) -> Self {
+        Self { policy, attempts: 0 }
+    }
+
+    /// A success: the next failure starts from the base delay again.
+    pub fn reset(&mut self) {
+        self.attempts = 0;
+    }
+
+    /// Consecutive failures so far.
+    #[must_use]
+    pub const fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+impl Iterator for Retries {
+    type Item = Duration;
+
+    /// Records one more failure: the delay before the next attempt. Never ends.
+    fn next(&mut self) -> Option<Duration> {
+        self.attempts = self.attempts.saturating_add(1);
+        Some(self.policy.delay(self.attempts, jitter("retries")))
+    }
+}
+
 /// A jitter value in `[0, 1)` from the system clock's sub-second noise and a key, cheap and good
 /// enough to spread retries (not for cryptography).
 #[must_use]
@@ -57,6 +99,50 @@ mod tests {
         assert_eq!(backoff.delay(3, 0.0), Duration::from_secs(2));
         assert_eq!(backoff.delay(100, 0.0), Duration::from_secs(30));
         assert!(backoff.delay(100, 0.999) < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn each_delay_lies_in_the_upper_half_of_its_doubling_step_up_to_the_cap() {
+        let backoff = Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(300) };
+        let steps = [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300];
+        for (attempts, step) in (1..).zip(steps) {
+            let step = Duration::from_secs(step);
+            for jitter in [0.0, 0.25, 0.5, 0.999] {
+                let delay = backoff.delay(attempts, jitter);
+                assert!(delay >= step / 2 && delay < step, "attempt {attempts}: {delay:?} for {step:?}");
+            }
+        }
+        // Out-of-range jitter is clamped, and huge attempt counts do not overflow.
+        assert_eq!(backoff.delay(1, -3.0), Duration::from_secs(1));
+        assert_eq!(backoff.delay(1, 7.0), Duration::from_secs(2));
+        assert!(backoff.delay(u32::MAX, 0.5) <= Duration::from_secs(300));
+    }
+
+    #[test]
+    fn retries_grow_with_each_failure_and_start_over_after_a_success() {
+        let mut retries = Retries::new(Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) });
+        let delays: Vec<Duration> = retries.by_ref().take(6).collect();
+        let steps = [1, 2, 4, 8, 8, 8].map(Duration::from_secs);
+        for (delay, step) in delays.iter().zip(steps) {
+            assert!(*delay >= step / 2 && *delay < step, "{delays:?}");
+        }
+        assert_eq!(retries.attempts(), 6);
+        retries.reset();
+        assert_eq!(retries.attempts(), 0);
+        let first = retries.next().unwrap_or_default();
+        assert!(first >= Duration::from_millis(500) && first < Duration::from_secs(1), "{first:?}");
+    }
+
+    #[test]
+    fn a_watch_retries_within_seconds_however_long_the_outage() {
+        let mut retries = Retries::new(WATCH);
+        // A long outage: hundreds of failed attempts in a row.
+        let delays: Vec<Duration> = retries.by_ref().take(500).collect();
+        assert!(delays.iter().all(|d| *d < WATCH.cap), "{:?}", delays.iter().max());
+        assert!(delays[0] < Duration::from_millis(250));
+        // Spread, not lockstep: the capped delays differ.
+        let capped: std::collections::BTreeSet<Duration> = delays[10..].iter().copied().collect();
+        assert!(capped.len() > 100, "only {} distinct delays", capped.len());
     }
 
     #[test]

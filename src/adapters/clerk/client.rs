@@ -36,6 +36,11 @@ pub struct ClerkClientOptions {
     pub request_timeout: Duration,
     /// Longest a call waits for the limiter (queue, window, `Retry-After` pause) before failing
     /// with [`ClerkError::RateLimited`]; a `Retry-After` beyond it fails at once.
+    ///
+    /// Zero: never wait (what a reconcile needs, so that a throttled Clerk holds no worker). A
+    /// call that cannot have a slot at once, or that Clerk answers 429, fails at once with
+    /// [`ClerkError::RateLimited`] whose `retry_after` is when to come back, spread at the
+    /// budget's pace among the callers refused (see [`RequestLimiter::try_acquire_now`]).
     pub max_wait: Duration,
     /// Attempts of an idempotent call (and of a create, see [`ClerkClient::create`]) on 5xx,
     /// timeouts and connection errors.
@@ -437,6 +442,21 @@ impl ClerkClient {
                 Err(failure) => failure,
             };
             match (&failure.error, failure.delivery) {
+                (ClerkError::RateLimited { retry_after, .. }, Delivery::Answered)
+                    if options.max_wait.is_zero() =>
+                {
+                    let comeback = self.inner.limiter.pause_and_comeback(*retry_after);
+                    tracing::info!(
+                        call = %call.call,
+                        retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                        comeback_ms = u64::try_from(comeback.as_millis()).unwrap_or(u64::MAX),
+                        "Clerk answered 429; pausing every request to this instance, this call comes back later"
+                    );
+                    return Err(Failure {
+                        error: ClerkError::RateLimited { call: call.call, retry_after: comeback },
+                        delivery: Delivery::Answered,
+                    });
+                }
                 (ClerkError::RateLimited { retry_after, .. }, Delivery::Answered) => {
                     self.inner.limiter.pause_for(*retry_after);
                     rate_limited_attempts += 1;
@@ -470,11 +490,15 @@ impl ClerkClient {
     async fn send_once(&self, call: &Call<'_>) -> Result<Vec<u8>, Failure> {
         let inner = &self.inner;
         let secrets = self.secrets(call.body_secret);
-        let permit =
-            inner.limiter.acquire_within(inner.options.max_wait).await.map_err(|retry_after| Failure {
-                error: ClerkError::RateLimited { call: call.call, retry_after },
-                delivery: Delivery::NotSent,
-            })?;
+        let slot = if inner.options.max_wait.is_zero() {
+            inner.limiter.try_acquire_now()
+        } else {
+            inner.limiter.acquire_within(inner.options.max_wait).await
+        };
+        let permit = slot.map_err(|retry_after| Failure {
+            error: ClerkError::RateLimited { call: call.call, retry_after },
+            delivery: Delivery::NotSent,
+        })?;
         let mut request = inner
             .http
             .request(call.method.clone(), call.url.clone())

@@ -12,6 +12,12 @@
 //! Waiting callers queue on a FIFO turnstile (tokio's mutex is fair), so nobody starves; the head
 //! of the queue sleeps until a slot frees. A 429 pauses the whole instance until its
 //! `Retry-After`.
+//!
+//! Callers that must not wait (reconciles: a reconcile worker waiting for Clerk is a token Secret
+//! not re-signed) take a slot with [`RequestLimiter::try_acquire_now`] or are told when to come
+//! back: the next free slot after those already promised to callers refused before, one per
+//! `window / requests` (the budget's pace). Callers refused together thus come back spread over
+//! the time the budget needs for all of them, in the order they were refused.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -63,12 +69,23 @@ pub(crate) struct WindowState {
     /// When recent requests finished, oldest first (at most `budget.requests`).
     finished: VecDeque<Instant>,
     paused_until: Option<Instant>,
+    /// When callers refused a slot were told to come back, in order (only those still ahead).
+    promised: VecDeque<Instant>,
 }
+
+/// Most comeback times remembered (a bound on memory, far above any real queue).
+const MAX_PROMISED: usize = 100_000;
 
 impl WindowState {
     pub(crate) fn new(budget: RequestBudget) -> Self {
         let budget = RequestBudget { requests: budget.requests.max(1), window: budget.window };
-        Self { budget, in_flight: 0, finished: VecDeque::new(), paused_until: None }
+        Self {
+            budget,
+            in_flight: 0,
+            finished: VecDeque::new(),
+            paused_until: None,
+            promised: VecDeque::new(),
+        }
     }
 
     fn forget_before(&mut self, now: Instant) {
@@ -99,6 +116,27 @@ impl WindowState {
             Some(&oldest) => Admission::WaitUntil(oldest + self.budget.window),
             None => Admission::WaitForCompletion,
         }
+    }
+
+    /// When a caller refused at `now` (`refusal`: what [`Self::try_acquire`] said) should come
+    /// back: the first free slot after the ones promised to callers refused before, at the
+    /// budget's pace. Recorded as promised.
+    pub(crate) fn comeback(&mut self, now: Instant, refusal: Admission) -> Instant {
+        while self.promised.front().is_some_and(|&at| at <= now) {
+            self.promised.pop_front();
+        }
+        let next_free = match refusal {
+            Admission::WaitUntil(until) => until,
+            // Every slot is in flight: one frees at an answer, at the latest a window from now.
+            Admission::Granted | Admission::WaitForCompletion => now + self.budget.window,
+        };
+        let pace = self.budget.window / self.budget.requests;
+        let at = self.promised.back().map_or(next_free, |&last| (last + pace).max(next_free));
+        if self.promised.len() >= MAX_PROMISED {
+            self.promised.pop_front();
+        }
+        self.promised.push_back(at);
+        at
     }
 
     /// A request granted earlier finished (answered, failed or was abandoned) at `now`.
@@ -186,6 +224,33 @@ impl RequestLimiter {
                 }
             }
         }
+    }
+
+    /// Takes a slot now, or tells how long until the caller should try again (see the module
+    /// documentation): never waits, and does not queue behind waiting callers.
+    ///
+    /// # Errors
+    /// How long to wait before trying again, when no slot is free now.
+    pub fn try_acquire_now(self: &Arc<Self>) -> Result<Permit, Duration> {
+        let now = Instant::now();
+        let mut state = self.state();
+        match state.try_acquire(now) {
+            Admission::Granted => Ok(Permit { limiter: Arc::clone(self) }),
+            refusal => Err(state.comeback(now, refusal) - now),
+        }
+    }
+
+    /// Pauses every caller of the instance for `delay` (Clerk's `Retry-After`) and tells the
+    /// caller that was refused when to come back (as [`Self::try_acquire_now`] would).
+    pub fn pause_and_comeback(&self, delay: Duration) -> Duration {
+        let now = Instant::now();
+        let until = now + delay;
+        let mut state = self.state();
+        state.pause_until(until);
+        let at = state.comeback(now, Admission::WaitUntil(until));
+        drop(state);
+        self.changed.notify_one();
+        at - now
     }
 
     /// Pauses every caller of the instance for `delay` (Clerk's `Retry-After`).
@@ -309,6 +374,57 @@ mod tests {
     }
 
     #[test]
+    fn refused_callers_come_back_at_the_budgets_pace_in_the_order_they_were_refused() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(10, 10));
+        for _ in 0..10 {
+            assert_eq!(window.try_acquire(t0), Admission::Granted);
+            window.finish(t0);
+        }
+        // Ten callers refused at once: the first when the window frees, then one per second
+        // (10 requests per 10 s), not all at the same instant.
+        let comebacks: Vec<Instant> = (0..10)
+            .map(|_| {
+                let refusal = window.try_acquire(t0);
+                window.comeback(t0, refusal)
+            })
+            .collect();
+        let expected: Vec<Instant> = (0..10).map(|i| t0 + secs(10 + i)).collect();
+        assert_eq!(comebacks, expected);
+        // A caller refused later queues behind them.
+        let later = t0 + secs(5);
+        let refusal = window.try_acquire(later);
+        assert_eq!(window.comeback(later, refusal), t0 + secs(20));
+        // Once the window is spent again after they came back, a refused caller is the first in
+        // line: the promises already past are forgotten.
+        let much_later = t0 + secs(25);
+        for _ in 0..10 {
+            assert_eq!(window.try_acquire(much_later), Admission::Granted);
+            window.finish(much_later);
+        }
+        let refusal = window.try_acquire(much_later);
+        assert_eq!(window.comeback(much_later, refusal), t0 + secs(35));
+        assert_eq!(window.promised.len(), 1);
+    }
+
+    #[test]
+    fn a_pause_sends_refused_callers_back_after_it_ends() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(100, 10));
+        window.pause_until(t0 + secs(30));
+        let refusal = window.try_acquire(t0);
+        assert_eq!(refusal, Admission::WaitUntil(t0 + secs(30)));
+        assert_eq!(window.comeback(t0, refusal), t0 + secs(30));
+        let refusal = window.try_acquire(t0);
+        assert_eq!(window.comeback(t0, refusal), t0 + secs(30) + Duration::from_millis(100));
+        // Every slot in flight: back within a window at the latest.
+        let mut busy = WindowState::new(budget(1, 10));
+        assert_eq!(busy.try_acquire(t0), Admission::Granted);
+        let refusal = busy.try_acquire(t0);
+        assert_eq!(busy.comeback(t0, refusal), t0 + secs(10));
+    }
+
+    #[test]
     fn idle_once_the_last_answer_left_the_window() {
         let t0 = Instant::now();
         let mut window = WindowState::new(budget(2, 10));
@@ -384,6 +500,55 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_caller_that_must_not_wait_gets_a_slot_now_or_a_time_to_come_back_and_never_waits() {
+        let limiter = Arc::new(RequestLimiter::new(budget(2, 10)));
+        let started = Instant::now();
+        let held = limiter.try_acquire_now().unwrap();
+        drop(limiter.try_acquire_now().unwrap());
+        // The budget is spent: refused at once, told to come back when a slot frees, the next
+        // caller a pace (5 s) later.
+        assert_eq!(limiter.try_acquire_now().unwrap_err(), secs(10));
+        assert_eq!(limiter.try_acquire_now().unwrap_err(), secs(15));
+        assert_eq!(Instant::now(), started, "no caller waited");
+        drop(held);
+        tokio::time::advance(secs(10)).await;
+        drop(limiter.try_acquire_now().unwrap());
+        drop(limiter.try_acquire_now().unwrap());
+        assert!(limiter.try_acquire_now().is_err());
+
+        // A 429 pauses the instance: refused until the pause ends, whatever the window says.
+        tokio::time::advance(secs(60)).await;
+        let comeback = limiter.pause_and_comeback(secs(30));
+        assert_eq!(comeback, secs(30));
+        assert_eq!(limiter.try_acquire_now().unwrap_err(), secs(35));
+        tokio::time::advance(secs(30)).await;
+        assert!(limiter.try_acquire_now().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_refused_together_all_get_a_slot_when_they_come_back() {
+        // 50 callers against 10 requests per 10 s: each comes back when it was told to, and
+        // every one of them is served, within the 50 s the budget needs for 50 requests.
+        let limiter = Arc::new(RequestLimiter::new(budget(10, 10)));
+        let started = Instant::now();
+        let mut due: Vec<(Instant, usize)> = (0..50).map(|caller| (started, caller)).collect();
+        let mut served = vec![None; 50];
+        while let Some(index) = (0..due.len()).min_by_key(|&i| due[i]) {
+            let (at, caller) = due.swap_remove(index);
+            tokio::time::advance(at.saturating_duration_since(Instant::now())).await;
+            match limiter.try_acquire_now() {
+                Ok(permit) => {
+                    drop(permit);
+                    served[caller] = Some(Instant::now() - started);
+                }
+                Err(comeback) => due.push((Instant::now() + comeback, caller)),
+            }
+        }
+        let served: Vec<Duration> = served.into_iter().map(Option::unwrap).collect();
+        assert!(served.iter().all(|&at| at <= secs(50)), "{served:?}");
+    }
+
+    #[tokio::test]
     async fn a_queue_that_does_not_move_in_time_gives_up() {
         let limiter =
             Arc::new(RequestLimiter::new(RequestBudget { requests: 1, window: Duration::from_secs(1) }));

@@ -51,6 +51,20 @@ impl EndpointHealth {
         self.resource == other.resource && self.healthy == other.healthy && self.reason == other.reason
     }
 
+    /// The health a `status.endpoints[]` entry reports (as written by this or an earlier run of
+    /// the operator); `None` for a reason this version does not know.
+    #[must_use]
+    pub fn from_status(status: &EndpointStatus) -> Option<Self> {
+        let reason = ProbeReason::ALL.into_iter().find(|reason| reason.as_str() == status.reason)?;
+        Some(Self {
+            resource: status.resource.clone(),
+            healthy: status.healthy,
+            reason,
+            status_code: status.status_code,
+            message: status.message.clone().unwrap_or_default(),
+        })
+    }
+
     /// The `status.endpoints[]` entry.
     #[must_use]
     pub fn to_status(&self) -> EndpointStatus {
@@ -131,6 +145,20 @@ mod tests {
         assert!(!summary.healthy);
         assert_eq!(summary.reason, "PipeNotFound");
         assert_eq!(summary.message, "1 of 2 endpoints healthy; b: PipeNotFound (m)");
+    }
+
+    #[test]
+    fn a_status_entry_reads_back_as_the_health_it_reports() {
+        for health in [
+            endpoint("top_pages", false, ProbeReason::ServerError),
+            endpoint("a", true, ProbeReason::Healthy),
+            EndpointHealth::skipped("c", "not probed"),
+        ] {
+            assert_eq!(EndpointHealth::from_status(&health.to_status()), Some(health));
+        }
+        let mut unknown = endpoint("a", true, ProbeReason::Healthy).to_status();
+        unknown.reason = "SomethingNewer".into();
+        assert_eq!(EndpointHealth::from_status(&unknown), None);
     }
 
     #[test]

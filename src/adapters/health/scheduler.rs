@@ -155,7 +155,9 @@ impl Shared {
 }
 
 enum Command {
-    Register(AccessKey, Box<ProbePlan>),
+    /// A plan, and the health last reported for it by an earlier run (see
+    /// [`HealthScheduler::resume`]).
+    Register(AccessKey, Box<ProbePlan>, Vec<EndpointHealth>),
     Unregister(AccessKey),
     Shutdown,
 }
@@ -191,7 +193,16 @@ impl HealthScheduler {
     /// seconds); a new interval re-spreads the probes.
     pub fn register(&self, key: AccessKey, plan: ProbePlan) {
         // Fails only after shutdown, when there is nothing left to schedule.
-        let _ = self.commands.send(Command::Register(key, Box::new(plan)));
+        let _ = self.commands.send(Command::Register(key, Box::new(plan), Vec::new()));
+    }
+
+    /// [`register`](Self::register), starting from `last_reported` when the TenantAccess is not
+    /// registered yet: the health its status reports, from an earlier run of the operator. Status
+    /// is the memory: after a restart an endpoint keeps its verdict (and `status.endpoints` its
+    /// entry) until a probe says otherwise, instead of going blank until the first probe. An
+    /// access already registered keeps its own (newer) verdicts.
+    pub fn resume(&self, key: AccessKey, plan: ProbePlan, last_reported: Vec<EndpointHealth>) {
+        let _ = self.commands.send(Command::Register(key, Box::new(plan), last_reported));
     }
 
     /// Stops probing a TenantAccess and forgets its health.
@@ -320,7 +331,7 @@ impl Worker {
             let wake = self.next_wake();
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Register(key, plan)) => self.register(key, *plan),
+                    Some(Command::Register(key, plan, seed)) => self.register(key, *plan, &seed),
                     Some(Command::Unregister(key)) => self.unregister(&key),
                     Some(Command::Shutdown) | None => break,
                 },
@@ -342,7 +353,7 @@ impl Worker {
         self.earliest_due = earliest_of(self.earliest_due, due);
     }
 
-    fn register(&mut self, key: AccessKey, plan: ProbePlan) {
+    fn register(&mut self, key: AccessKey, plan: ProbePlan, seed: &[EndpointHealth]) {
         if plan.interval.is_zero() || plan.endpoints.is_empty() {
             self.unregister(&key);
             return;
@@ -355,11 +366,14 @@ impl Worker {
             return;
         }
         let previous = accesses.remove(&key);
-        let registered = self.schedule(&key, plan, previous.as_ref());
+        // The health of an earlier run counts only for an access this run has not registered.
+        let seed = if previous.is_some() { &[] } else { seed };
+        let registered = self.schedule(&key, plan, previous.as_ref(), seed);
         for endpoint in registered.endpoints.iter().filter(|e| e.skipped.is_none() && !e.in_flight) {
             self.note_due(endpoint.due);
         }
-        let before = previous.map(|p| p.reported()).unwrap_or_default();
+        // A resumed access reports a change only where the plan differs from what was reported.
+        let before = previous.map_or_else(|| seed.to_vec(), |p| p.reported());
         let after = registered.reported();
         accesses.insert(key.clone(), registered);
         drop(accesses);
@@ -369,8 +383,14 @@ impl Worker {
     }
 
     /// The schedule of a new plan, keeping the previous one's timing and health where the
-    /// endpoints are the same.
-    fn schedule(&mut self, key: &AccessKey, plan: ProbePlan, previous: Option<&Registered>) -> Registered {
+    /// endpoints are the same; without a previous one, starting from the `seed` health.
+    fn schedule(
+        &mut self,
+        key: &AccessKey,
+        plan: ProbePlan,
+        previous: Option<&Registered>,
+        seed: &[EndpointHealth],
+    ) -> Registered {
         let now = Instant::now();
         let credential_changed = previous.is_some_and(|p| p.plan.credential != plan.credential);
         let interval_changed = previous.is_some_and(|p| p.plan.interval != plan.interval);
@@ -396,7 +416,12 @@ impl Worker {
                         }
                         (due, old.reported.clone())
                     }
-                    (None, None) => (fresh, None),
+                    (None, None) => {
+                        let seeded = seed.iter().find(|s| {
+                            s.resource == planned.resource && s.reason != ProbeReason::NoSampleParams
+                        });
+                        (fresh, seeded.cloned())
+                    }
                 };
                 EndpointState {
                     resource: planned.resource.clone(),

@@ -21,6 +21,9 @@ pub(super) enum SyncOutcome {
     Done { condition: DesiredCondition, status: Option<ClerkTemplateStatus> },
     /// Not in sync; retry after the delay.
     Failed { condition: DesiredCondition, retry_after: Duration },
+    /// Not in sync yet: Clerk's rate limit (or the operator's share of it) has no room now, and
+    /// the sync comes back after the delay. Not a failure: nothing is wrong with the template.
+    Waiting { condition: DesiredCondition, retry_after: Duration },
 }
 
 /// Clerk's error code for a template name already in use.
@@ -34,8 +37,44 @@ fn failed(reason: &'static str, message: String, retry_after: Duration) -> SyncO
 }
 
 fn from_error(error: &ClerkError, ctx: &Context, access: &TenantAccess) -> SyncOutcome {
+    if let ClerkError::RateLimited { retry_after, .. } = error {
+        // No countdown in the message: it would change the status at every pass.
+        let message = "waiting for Clerk's rate limit: the template is pushed as soon as the budget allows (the operator's requests to this Clerk instance are at their --clerk-request-budget, or Clerk answered 429); not a failure, and the token Secret is not held back";
+        return SyncOutcome::Waiting {
+            condition: DesiredCondition::fails(
+                condition::CLERK_TEMPLATE_SYNCED,
+                crate::adapters::clerk::reason::RATE_LIMITED,
+                message,
+            ),
+            retry_after: *retry_after,
+        };
+    }
     let retry_after = error.retry_after().unwrap_or_else(|| ctx.record_failure(access).1);
     failed(error.reason(), error.to_string(), retry_after)
+}
+
+/// The status of a template pushed to Clerk as `id` with this body and key.
+fn pushed_status(id: &str, template: &ClerkTemplate, signer: &SigningWorkspace) -> ClerkTemplateStatus {
+    ClerkTemplateStatus {
+        id: Some(id.to_owned()),
+        name: template.name.clone(),
+        claims_hash: template.hash(),
+        signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
+    }
+}
+
+/// Whether [`sync`] would call Clerk: the workspace has a usable Clerk connection and the
+/// template last pushed (`previous`) is not `template` signed with the signer's key.
+pub(super) fn needs_push(
+    template: &ClerkTemplate,
+    signer: &SigningWorkspace,
+    connection: Option<&Result<ClerkCredentials, WorkspaceProblem>>,
+    previous: Option<&ClerkTemplateStatus>,
+) -> bool {
+    let in_sync = previous.and_then(|previous| {
+        previous.id.as_deref().map(|id| *previous == pushed_status(id, template, signer))
+    });
+    matches!(connection, Some(Ok(_))) && in_sync != Some(true)
 }
 
 /// Brings the remote template in line with `template`.
@@ -69,12 +108,7 @@ pub(super) async fn sync(
         Ok(client) => client,
         Err(error) => return from_error(&error, ctx, access),
     };
-    let desired_status = |id: &str| ClerkTemplateStatus {
-        id: Some(id.to_owned()),
-        name: template.name.clone(),
-        claims_hash: template.hash(),
-        signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
-    };
+    let desired_status = |id: &str| pushed_status(id, template, signer);
     let synced = |status: ClerkTemplateStatus, how: &str| SyncOutcome::Done {
         condition: DesiredCondition::holds(
             condition::CLERK_TEMPLATE_SYNCED,

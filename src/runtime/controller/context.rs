@@ -75,6 +75,8 @@ pub struct Context {
     verifications: Arc<Mutex<HashMap<super::workspace_cache::WorkspaceKey, (String, Timestamp)>>>,
     /// Consecutive failures per object, for backoff.
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Objects whose reconcile failed for want of the API server, retried once it is back.
+    pub outage: super::api_recovery::OutageRetries,
     /// The wall clock.
     clock: Clock,
 }
@@ -143,6 +145,7 @@ impl Context {
                 .unwrap_or_default(),
             verifications: Arc::default(),
             failures: Arc::default(),
+            outage: super::api_recovery::OutageRetries::default(),
             clock,
         })
     }

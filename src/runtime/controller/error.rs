@@ -53,6 +53,28 @@ impl Error {
         }
     }
 
+    /// Whether the API server could not be reached, or answered that it cannot serve now (5xx,
+    /// 429): an outage, retried as soon as it answers again (see `api_recovery`).
+    #[must_use]
+    pub fn is_api_unavailable(&self) -> bool {
+        let source = match self {
+            Self::ReadAdminSecret(source)
+            | Self::ReadSecret(source)
+            | Self::WriteSecret(source)
+            | Self::ReadConfigMap(source)
+            | Self::WriteConfigMap(source)
+            | Self::WriteStatus(source)
+            | Self::WriteFinalizer(source)
+            | Self::RolloutRestart { source, .. } => source,
+            Self::Sign(_) | Self::Clerk(_) | Self::DecodeCache(_) => return false,
+        };
+        match source {
+            kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+            _ => false,
+        }
+    }
+
     /// The message, redacted.
     #[must_use]
     pub fn redacted(&self) -> String {

@@ -21,13 +21,14 @@ struct Names {
     present: HashSet<u64>,
     /// The list in progress (after a watch (re)start), swapped in when complete.
     relisting: Option<HashSet<u64>>,
-    synced: bool,
 }
 
 /// The names of the Secrets in the watched namespaces; cheap to clone.
 #[derive(Debug, Default, Clone)]
 pub struct KnownSecrets {
     names: Arc<Mutex<Names>>,
+    /// True once the watch has listed every Secret.
+    synced: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The 64-bit hash of `namespace/name` both Secret indexes key on.
@@ -55,7 +56,7 @@ impl KnownSecrets {
                     names.present = relisting;
                     names.present.shrink_to_fit();
                 }
-                names.synced = true;
+                self.synced.send_replace(true);
             }
             watcher::Event::Apply(secret) => {
                 names.present.insert(key(secret));
@@ -70,7 +71,15 @@ impl KnownSecrets {
     /// listed every Secret once.
     #[must_use]
     pub fn certainly_absent(&self, namespace: &str, name: &str) -> bool {
-        self.names.lock().is_ok_and(|names| names.synced && !names.present.contains(&hash(namespace, name)))
+        *self.synced.borrow()
+            && self.names.lock().is_ok_and(|names| !names.present.contains(&hash(namespace, name)))
+    }
+
+    /// Resolves once the watch has listed every Secret.
+    pub async fn wait_until_synced(&self) {
+        let mut synced = self.synced.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` holds it.
+        let _ = synced.wait_for(|synced| *synced).await;
     }
 
     /// Records that a Secret exists (seen by a write before the watch tells).

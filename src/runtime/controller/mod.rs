@@ -2,6 +2,7 @@
 //! watches and caches of `watches.rs`, and run until shutdown.
 
 pub mod admission;
+pub mod api_recovery;
 pub mod cached_access;
 pub mod clerk_sync;
 pub mod context;
@@ -96,6 +97,12 @@ pub async fn run_with_event_client(
         },
     );
     let cluster_wide = ns.is_none();
+    // Every cache a TenantAccess reconcile reads, synced: before that, a reconcile would decide
+    // from a partial view (a workspace or namespace not listed yet, a token Secret not digested)
+    // and flip a healthy TenantAccess, write, and warn, only to undo it a moment later.
+    let synced = caches_synced(caches.clone(), token_secrets.clone(), known_secrets.clone(), cluster_wide)
+        .boxed()
+        .shared();
 
     let settings = Settings {
         cluster_resource_namespace: config.cluster_resource_namespace.clone(),
@@ -105,9 +112,12 @@ pub async fn run_with_event_client(
         namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
     };
     let clock = crate::core::clock::Clock::system();
+    // Reconciles never wait for Clerk: a throttled call comes back later (a requeue), so that a
+    // reconcile worker is never held by Clerk while token Secrets wait to be re-signed.
     let clerk_options = crate::adapters::clerk::ClerkClientOptions {
         budget: config.clerk_budget,
         clock,
+        max_wait: Duration::ZERO,
         ..Default::default()
     };
     let prober = match crate::adapters::health::HttpProber::new() {
@@ -158,6 +168,7 @@ pub async fn run_with_event_client(
     let controller_config = kube::runtime::controller::Config::default().concurrency(config.concurrency);
     let workspaces = workspace_controller
         .with_config(controller_config.clone())
+        .trigger_backoff(watches::WatchBackoff::default())
         .watches_stream(
             admin_secrets,
             workspaces_for_secret(caches.workspaces.clone(), workspace_cache.clone()),
@@ -173,6 +184,7 @@ pub async fn run_with_event_client(
     let cluster_workspaces = if let Some(cluster_admin_secrets) = cluster_admin_secrets {
         cluster_workspace_controller
             .with_config(controller_config.clone())
+            .trigger_backoff(watches::WatchBackoff::default())
             .watches_stream(
                 cluster_admin_secrets,
                 workspaces_for_secret(caches.cluster_workspaces.clone(), workspace_cache),
@@ -190,18 +202,32 @@ pub async fn run_with_event_client(
         future::ready(()).boxed()
     };
 
+    let ready = synced.clone();
     let tenants = watches::with_dependencies(
         &client,
         ns,
         tenant_controller.with_config(controller_config),
         tenant_dependencies,
-    );
+    )
+    .trigger_backoff(watches::WatchBackoff::default());
     let health_triggers =
         health_events.map(|change| ObjectRef::new(&change.key.name).within(&change.key.namespace));
+    let (outage_retry, outage_retries) = tokio::sync::mpsc::unbounded_channel();
     let tenants = tenants
         .reconcile_on(health_triggers)
+        .reconcile_on(receiver_stream(outage_retries))
         .graceful_shutdown_on(shutdown.clone())
-        .run(tenants::reconcile, tenants::error_policy, ctx.clone())
+        .run(
+            move |access, ctx| {
+                let synced = synced.clone();
+                async move {
+                    synced.await;
+                    tenants::reconcile(access, ctx).await
+                }
+            },
+            tenants::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| future::ready(()));
 
     tracing::info!(namespace = ns.unwrap_or("<all>"), cluster_resource_namespace = %config.cluster_resource_namespace, "operator started");
@@ -211,32 +237,64 @@ pub async fn run_with_event_client(
         caches.cluster_workspaces.clone(),
         ctx.health.clone(),
     );
-    let synced = ready_when_synced(caches, ctx.token_secrets.clone(), cluster_wide, config.synced.clone());
+    let synced = ready_when_synced(ready, config.synced.clone());
     let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
+    let recovery =
+        api_recovery::run(client, ctx.outage.clone(), outage_retry, ctx.workspace_rechecks.clone());
+    let recovery = async {
+        tokio::select! {
+            () = recovery => {},
+            () = shutdown.clone() => {},
+        }
+    };
     let sweep = async move {
-        futures::join!(sweep, synced);
+        futures::join!(sweep, synced, recovery);
     };
     future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
     ctx.health.shutdown().await;
     tracing::info!("operator stopped");
 }
 
-/// Sets `flag` once every cache has synced (the cluster workspaces' only when `cluster_wide`).
-async fn ready_when_synced(
+/// Whether every cache the reconcilers read has its first list: the TenantAccesses, the
+/// workspaces (and, cluster-wide, the cluster workspaces and the namespaces), the managed
+/// ConfigMaps, the token-Secret digests and the names of the Secrets. Resolves `false` if a
+/// watch ended first (the operator is stopping).
+///
+/// The workspace reconcilers need no gate of their own: they read only their own cache (which
+/// kube's controller lists before it reconciles anything) and the admin-token Secrets, fresh
+/// from the API.
+async fn caches_synced(
     caches: context::Caches,
     token_secrets: token_secrets::TokenSecrets,
+    known_secrets: known_secrets::KnownSecrets,
     cluster_wide: bool,
-    flag: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let (a, b, c, ()) = futures::join!(
+) -> bool {
+    let (tenant_accesses, workspaces, configmaps, (), ()) = futures::join!(
         caches.tenant_accesses.wait_until_ready(),
         caches.workspaces.wait_until_ready(),
         caches.managed_configmaps.wait_until_ready(),
         token_secrets.wait_until_synced(),
+        known_secrets.wait_until_synced(),
     );
-    let cluster =
-        if cluster_wide { caches.cluster_workspaces.wait_until_ready().await.is_ok() } else { true };
-    if a.is_ok() && b.is_ok() && c.is_ok() && cluster {
+    let cluster = if cluster_wide {
+        let (workspaces, namespaces) = futures::join!(
+            caches.cluster_workspaces.wait_until_ready(),
+            caches.namespaces.wait_until_ready()
+        );
+        workspaces.is_ok() && namespaces.is_ok()
+    } else {
+        true
+    };
+    let synced = tenant_accesses.is_ok() && workspaces.is_ok() && configmaps.is_ok() && cluster;
+    if synced {
+        tracing::info!("caches synced: reconciling");
+    }
+    synced
+}
+
+/// Sets `flag` once every cache has synced (for `/readyz`).
+async fn ready_when_synced(synced: impl Future<Output = bool>, flag: Arc<std::sync::atomic::AtomicBool>) {
+    if synced.await {
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!("caches synced: ready");
     }

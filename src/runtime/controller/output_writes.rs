@@ -72,6 +72,11 @@ pub(super) async fn write_clerk(
             report.clerk_failed(validated, condition);
             Ok(Some(retry_after))
         }
+        // Waiting for Clerk's rate limit is not a failure: Ready is left as it was.
+        SyncOutcome::Waiting { condition, retry_after } => {
+            report.set(condition);
+            Ok(Some(retry_after))
+        }
     }
 }
 

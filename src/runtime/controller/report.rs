@@ -35,7 +35,10 @@ pub(super) async fn health_stage(
         stop_probes(ctx, report, &validated.namespace, &validated.name);
         return;
     };
-    ctx.health.register(key.clone(), plan);
+    // After a restart, the endpoints keep the verdicts the status holds until probed again.
+    let last_reported =
+        report.previous.endpoints.iter().filter_map(EndpointHealth::from_status).collect::<Vec<_>>();
+    ctx.health.resume(key.clone(), plan, last_reported);
     if let Ok(mut keys) = ctx.health_keys.lock() {
         keys.insert(key.clone());
     }

@@ -22,7 +22,7 @@ use crate::api::{TenantAccess, TenantAccessStatus};
 use crate::core::conditions::{DesiredCondition, find};
 use crate::core::reconcile::admit::Retry;
 use crate::core::reconcile::decide::ObservedToken;
-use crate::core::reconcile::plan::{self, Plan};
+use crate::core::reconcile::plan::{self, Plan, TokenPlan};
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::{ValidatedAccess, validate_tenant_access};
 use crate::core::well_known::condition;
@@ -77,13 +77,31 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     let Plan { token: token_plan, clerk: clerk_plan } =
         plan_writes(&access, &validated, &signer, &previous, observed.as_ref(), now)?;
 
+    // A token that replaces another (a rotation, a renewal) is written in a pass of its own when
+    // the Clerk template must be pushed too: the push comes in the next pass, requeued at once
+    // (behind the passes already due). After a rotation every token Secret is thus re-signed
+    // before any reconcile worker waits on Clerk, however slow Clerk is.
+    let replaces_token = matches!(token_plan, Some(TokenPlan::Issue(_))) && previous.token.is_some();
+    let clerk_next_pass = replaces_token
+        && clerk_plan.as_ref().is_some_and(|plan| {
+            clerk_sync::needs_push(
+                &plan.template,
+                &signer,
+                entry.clerk.as_ref(),
+                previous.clerk_template.as_ref(),
+            )
+        });
     let token =
         write_token(&access, &validated, &signer, &ctx, &mut report, (token_plan, observed.as_ref())).await?;
     let mut retry_after =
         matches!(token, TokenOutcome::Refused).then(|| ctx.record_failure(access.as_ref()).1);
-    let clerk = (clerk_plan, entry.as_ref(), &previous);
-    if let Some(retry) = write_clerk(&access, &validated, &signer, &ctx, &mut report, clerk).await? {
-        retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+    if clerk_next_pass {
+        retry_after = Some(Duration::ZERO);
+    } else {
+        let clerk = (clerk_plan, entry.as_ref(), &previous);
+        if let Some(retry) = write_clerk(&access, &validated, &signer, &ctx, &mut report, clerk).await? {
+            retry_after = Some(retry_after.map_or(retry, |r| r.min(retry)));
+        }
     }
 
     match &token {
@@ -95,9 +113,13 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     }
     if retry_after.is_none() {
         report.ready(&validated);
-        ctx.record_success(access.as_ref());
     }
     report.finish(&ctx, &access).await?;
+    // Only once the status is written: a status write that fails is a failure, and the backoff
+    // must keep growing across such failures.
+    if retry_after.is_none() {
+        ctx.record_success(access.as_ref());
+    }
     if let Some(delay) = retry_after {
         return Ok(Action::requeue(delay));
     }
@@ -252,6 +274,12 @@ async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error>
 #[allow(clippy::needless_pass_by_value)]
 pub fn error_policy(access: Arc<CachedTenantAccess>, error: &Error, ctx: Arc<Context>) -> Action {
     let (attempts, delay) = ctx.record_failure(access.as_ref());
+    if error.is_api_unavailable() {
+        ctx.outage.wait_for_api(super::api_recovery::Waiting::TenantAccess {
+            namespace: access.namespace_name().to_owned(),
+            name: access.object_name().to_owned(),
+        });
+    }
     tracing::warn!(namespace = %access.namespace_name(), name = %access.object_name(), attempts, category = error.category(), error = %error.redacted(), "reconcile failed");
     Action::requeue(delay)
 }

@@ -296,6 +296,38 @@ fn dependents(
         .collect()
 }
 
+/// The backoff of a controller's watch streams after an error: [`crate::core::backoff::WATCH`],
+/// at most a few seconds, with jitter, and from the start again after any event.
+///
+/// A controller merges its watch streams (its own, those it owns, those it watches) into one
+/// stream with one backoff, and polls none of them while it backs off. kube's default
+/// (0.8 s doubling to 30 s, plus up to as much again of jitter, reset only after an event) grows
+/// with every error of every stream: during an API server outage each of the several watches
+/// fails on every retry, so within a few retries the whole controller sleeps 30 to 60 s, and
+/// after the API server is back nothing (not even a new TenantAccess) is seen until that
+/// sleep ends.
+pub(super) struct WatchBackoff(crate::core::backoff::Retries);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self(crate::core::backoff::Retries::new(crate::core::backoff::WATCH))
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+}
+
 /// A stream of the values sent on an unbounded channel.
 pub(super) fn receiver_stream<T: Send + 'static>(
     receiver: tokio::sync::mpsc::UnboundedReceiver<T>,
@@ -303,4 +335,41 @@ pub(super) fn receiver_stream<T: Send + 'static>(
     futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt as _;
+    use kube::runtime::utils::{Backoff, StreamBackoff};
+    use tokio::time::Instant;
+
+    use super::WatchBackoff;
+
+    /// The longest pause between two items of a watch stream that fails `errors` times in a
+    /// row (each retry of an API server that is down) and then delivers an event, under
+    /// `backoff` (on tokio's paused clock).
+    async fn longest_pause(backoff: impl Backoff + 'static, errors: usize) -> Duration {
+        let items = (0..errors).map(|_| Err::<(), ()>(())).chain([Ok(())]);
+        let mut stream = std::pin::pin!(StreamBackoff::new(futures::stream::iter(items), backoff));
+        let mut last = Instant::now();
+        let mut longest = Duration::ZERO;
+        while stream.next().await.is_some() {
+            longest = longest.max(last.elapsed());
+            last = Instant::now();
+        }
+        longest
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_long_outage_the_watches_are_retried_within_seconds() {
+        // kube's default backoff grows with every error to 30 s plus up to as much jitter: after
+        // an outage the controller's watches (and so new objects) wait up to a minute.
+        let default = longest_pause(kube::runtime::watcher::DefaultBackoff::default(), 40).await;
+        assert!(default >= Duration::from_secs(30), "{default:?}");
+        // The operator's: a few seconds at most, however many errors came before.
+        let ours = longest_pause(WatchBackoff::default(), 40).await;
+        assert!(ours < Duration::from_secs(2), "{ours:?}");
+    }
 }

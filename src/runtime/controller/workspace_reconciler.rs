@@ -225,7 +225,21 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
         return Ok(Action::await_change());
     }
     let mut entry = refresh_entry(workspace.as_ref(), &ctx).await?;
-    let verification = verify_if_due(workspace.as_ref(), &mut entry, &ctx).await;
+    let previous_fingerprint =
+        workspace.workspace_status().and_then(|s| s.signing_key_fingerprint.as_deref());
+    let rotated_now = entry
+        .signer
+        .as_ref()
+        .is_ok_and(|signer| previous_fingerprint.is_some_and(|old| old != signer.signing_key_fingerprint));
+    // A new admin token: its status comes first (it makes every dependent re-sign), the check
+    // with Tinybird right after, in the next pass, so that a slow Tinybird never holds back the
+    // re-signing. A key Tinybird then refuses stops the signing as always (fail closed); the
+    // tokens signed with it meanwhile are worthless to anyone, as Tinybird refuses them too.
+    let verification = if rotated_now && workspace.workspace_spec().verify_interval.is_some() {
+        Ok(Some(Duration::ZERO))
+    } else {
+        verify_if_due(workspace.as_ref(), &mut entry, &ctx).await
+    };
     let next_verification = verification.as_ref().ok().copied().flatten();
     if let Err(problem) = verification
         && entry.signer.is_ok()
@@ -289,6 +303,8 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
             &problem.message,
         );
     }
+    // A pass that got this far succeeded: the next failure backs off from the start again.
+    ctx.record_success(workspace.as_ref());
     Ok(Action::requeue(next_verification.map_or(ctx.settings.resync, |next| next.min(ctx.settings.resync))))
 }
 
@@ -317,6 +333,16 @@ async fn patch_status<W: Workspace>(
 #[allow(clippy::needless_pass_by_value)]
 pub fn error_policy<W: Workspace>(workspace: Arc<W>, error: &Error, ctx: Arc<Context>) -> Action {
     let (attempts, delay) = ctx.record_failure(workspace.as_ref());
+    if error.is_api_unavailable() {
+        let name = workspace.name_any();
+        ctx.outage.wait_for_api(match W::KIND {
+            WorkspaceKind::Namespaced => super::api_recovery::Waiting::Workspace {
+                namespace: workspace.namespace().unwrap_or_default(),
+                name,
+            },
+            WorkspaceKind::Cluster => super::api_recovery::Waiting::ClusterWorkspace { name },
+        });
+    }
     tracing::warn!(kind = W::KIND.kind_name(), name = %workspace.name_any(), attempts, error = %error, "workspace reconcile failed");
     Action::requeue(delay)
 }

@@ -522,3 +522,54 @@ async fn a_replaced_plan_drops_its_queued_probes() {
     assert_eq!(old, PER_ACCESS_IN_FLIGHT, "probes sent with the replaced plan's token");
     scheduler.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_resumed_access_keeps_the_reported_health_until_a_probe_says_otherwise() {
+    let script = Script::with_hold(Duration::ZERO);
+    // Still unhealthy at the first probe after the restart, healthy from the second.
+    script.push("broken", [outcome(ProbeReason::ServerError)]);
+    let (scheduler, mut events) = start(&script, 8);
+    let key = AccessKey::new("tenants", "restarted");
+    let mut with_skip = plan(&["top_pages", "broken", "tenant_events"], Duration::from_millis(20), "t");
+    with_skip.endpoints[2].skipped = Some("not probed: no sample".into());
+    let failing = EndpointHealth::from_outcome("broken", &outcome(ProbeReason::ServerError), Some(false));
+    let last_reported = vec![
+        EndpointHealth::from_outcome("top_pages", &outcome(ProbeReason::Healthy), None),
+        failing.clone(),
+        EndpointHealth::skipped("tenant_events", "not probed: no sample"),
+    ];
+    scheduler.resume(key.clone(), with_skip, last_reported.clone());
+
+    // The status's verdicts, at once and without a change to report.
+    wait_until("the access registered", || scheduler.endpoints(&key).is_some()).await;
+    let reported = scheduler.endpoints(&key).unwrap_or_default();
+    assert!(same_health(&reported, &last_reported), "{reported:?}");
+    // The same verdicts from the first probes: still nothing to report.
+    wait_until("a first probe of each", || {
+        !script.calls_for("top_pages").is_empty() && !script.calls_for("broken").is_empty()
+    })
+    .await;
+    // Then `broken` recovers: that is news, with the kept verdict of `top_pages` beside it.
+    let change = next_change(&mut events).await;
+    assert_eq!(
+        verdicts(&change),
+        [
+            ("top_pages".into(), true, ProbeReason::Healthy),
+            ("broken".into(), true, ProbeReason::Healthy),
+            ("tenant_events".into(), true, ProbeReason::NoSampleParams)
+        ]
+    );
+
+    // An access already registered keeps its own verdicts over a stale status.
+    scheduler.resume(
+        key.clone(),
+        plan(&["top_pages", "broken"], Duration::from_millis(20), "t"),
+        vec![failing],
+    );
+    let change = next_change(&mut events).await;
+    assert_eq!(
+        verdicts(&change),
+        [("top_pages".into(), true, ProbeReason::Healthy), ("broken".into(), true, ProbeReason::Healthy)]
+    );
+    scheduler.shutdown().await;
+}
