@@ -280,8 +280,6 @@ async fn kube_apiserver_killed_and_restarted_while_renewals_fall_due() {
 /// A TenantAccess created just after the API server returns from an outage of [`OUTAGE`] is
 /// Ready within [`RECOVERY`]: the operator's watches resume at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the watch-recovery fix of issue 16 (point 3) lands: today the TenantAccess watch, \
-            answered 410 Gone after the restart, relists only ~55 s later"]
 async fn a_tenant_access_created_after_an_api_server_outage_is_ready_within_seconds() {
     let (env, _operator, watcher) = setup("fault-apiserver-new", 5, LONG_LIVED).await;
     env.cluster.stop_apiserver().await.unwrap();
@@ -334,7 +332,6 @@ async fn tinybird_server_errors_and_slow_answers() {
 /// token rotates: the token Secrets must be re-signed within seconds all the same; the Clerk
 /// templates follow once Clerk allows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the Clerk head-of-line fix of issue 16 lands"]
 async fn clerk_429_storm_during_an_admin_token_rotation() {
     let mut env = Env::new_private("fault-clerk").await;
     env.connect_clerk().await;
@@ -440,8 +437,6 @@ async fn snapshot(env: &Env) -> BTreeMap<String, String> {
 /// Five restarts with everything in place (SIGTERM and SIGKILL in turn): the new operator writes
 /// nothing, flips no condition, emits no event and keeps the endpoints' health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the start-up gating fix of issue 16 (point 1) lands: today a restarted operator \
-            patches statuses and emits events"]
 async fn operator_restarts_with_everything_in_place_change_nothing() {
     let count = 20;
     let env = Env::new_private("fault-restart").await;
