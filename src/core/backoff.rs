@@ -36,6 +36,11 @@ impl Backoff {
 /// (Watches are retried by one stream each; an outage costs one request per stream per delay.)
 pub const WATCH: Backoff = Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(2) };
 
+/// Backoff of a controller whose watch streams each have their own [`WATCH`] backoff: short and
+/// constant, so that the streams' delays are not added up.
+pub const WATCH_MERGED: Backoff =
+    Backoff { base: Duration::from_millis(100), cap: Duration::from_millis(100) };
+
 /// The delays of a sequence of consecutive failures under a policy: the iterator a retry loop
 /// (or a watch stream) takes its next delay from. [`Retries::reset`] after a success.
 #[derive(Debug, Clone)]

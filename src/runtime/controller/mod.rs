@@ -209,7 +209,7 @@ pub async fn run_with_event_client(
         tenant_controller.with_config(controller_config),
         tenant_dependencies,
     )
-    .trigger_backoff(watches::WatchBackoff::default());
+    .trigger_backoff(watches::WatchBackoff::merged());
     let health_triggers =
         health_events.map(|change| ObjectRef::new(&change.key.name).within(&change.key.namespace));
     let (outage_retry, outage_retries) = tokio::sync::mpsc::unbounded_channel();

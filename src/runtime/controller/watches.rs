@@ -64,7 +64,7 @@ impl Watches {
     ) -> Self {
         // Managed Secrets: not cached, only digested (see `token_secrets`); the watch still
         // triggers the owners.
-        let managed_secrets = watcher(api::<Secret>(client, ns), managed_selector())
+        let managed_secrets = paced(api::<Secret>(client, ns), managed_selector())
             .inspect_ok({
                 let token_secrets = sinks.token_secrets.clone();
                 move |event| token_secrets.observe(event)
@@ -82,7 +82,7 @@ impl Watches {
         let (managed_configmaps, configmap_writer) = reflector::store::<ConfigMap>();
         let managed_configmap_stream = reflector::reflector(
             configmap_writer,
-            watcher(api::<ConfigMap>(client, ns), managed_selector())
+            paced(api::<ConfigMap>(client, ns), managed_selector())
                 .modify(|c| c.managed_fields_mut().clear()),
         )
         .touched_objects()
@@ -96,7 +96,7 @@ impl Watches {
         let (tenant_store, tenant_writer) = reflector::store::<CachedTenantAccess>();
         let tenant_stream = reflector::reflector(
             tenant_writer,
-            watcher(api::<CachedTenantAccess>(client, ns), watcher::Config::default()),
+            paced(api::<CachedTenantAccess>(client, ns), watcher::Config::default()),
         )
         .applied_objects()
         // The echo of the operator's own status write needs no reconcile.
@@ -112,7 +112,7 @@ impl Watches {
         let namespace_stream = cluster_wide.then(|| {
             reflector::reflector(
                 namespace_writer,
-                watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+                paced(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
                     .modify(|n| n.managed_fields_mut().clear()),
             )
             .applied_objects()
@@ -123,7 +123,7 @@ impl Watches {
         // Secret changed" (its data, or its metadata such as the allowed-workspaces annotation),
         // mapped to the workspaces that reference it.
         // They also tell which Secrets exist (names only), so a first issuance needs no GET.
-        let admin_secrets = watcher(api::<PartialObjectMeta<Secret>>(client, ns), watcher::Config::default())
+        let admin_secrets = paced(api::<PartialObjectMeta<Secret>>(client, ns), watcher::Config::default())
             .inspect_ok({
                 let known_secrets = sinks.known_secrets.clone();
                 move |event| known_secrets.observe(event)
@@ -131,7 +131,7 @@ impl Watches {
             .touched_objects()
             .boxed();
         let cluster_admin_secrets = cluster_wide.then(|| {
-            watcher(
+            paced(
                 Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), cluster_resource_namespace),
                 watcher::Config::default(),
             )
@@ -162,6 +162,26 @@ impl Watches {
             cluster_admin_secrets,
         }
     }
+}
+
+/// A watch of `api` with its own [`WatchBackoff`]: a stream that fails (the API server gone, a
+/// watch answered 410 Gone after the API server restarted) waits on its own before it is
+/// retried, instead of making the whole controller wait. A controller merges its streams with
+/// one backoff, so several streams failing one after another would add up their delays: after
+/// an API server restart, five watches answered 410 kept a controller from relisting for about
+/// 6 s. With one backoff per stream the controller's own is a short constant
+/// ([`WatchBackoff::merged`]), and recovery takes the longest of the streams' delays, not their
+/// sum.
+pub(super) fn paced<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    use kube::runtime::WatchStreamExt as _;
+    watcher(api, config).backoff(WatchBackoff::default())
 }
 
 /// The API of `K` in namespace `namespace` (`None`: all namespaces).
@@ -239,20 +259,27 @@ pub(super) fn with_dependencies(
     let mut tenants = tenants
         .owns_stream(dependencies.managed_secrets)
         .owns_stream(dependencies.managed_configmaps)
-        .watches(api::<TinybirdWorkspace>(client, ns), watcher::Config::default(), {
-            let tenants = store.clone();
-            move |ws: TinybirdWorkspace| {
-                dependents(&tenants, WorkspaceKind::Namespaced, ws.namespace().as_deref(), &ws.name_any())
-            }
-        });
+        .watches_stream(
+            paced(api::<TinybirdWorkspace>(client, ns), watcher::Config::default()).touched_objects(),
+            {
+                let tenants = store.clone();
+                move |ws: TinybirdWorkspace| {
+                    dependents(&tenants, WorkspaceKind::Namespaced, ws.namespace().as_deref(), &ws.name_any())
+                }
+            },
+        );
     if let Some(namespace_stream) = dependencies.namespaces {
         tenants = tenants
-            .watches(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default(), {
-                let tenants = store.clone();
-                move |ws: ClusterTinybirdWorkspace| {
-                    dependents(&tenants, WorkspaceKind::Cluster, None, &ws.name_any())
-                }
-            })
+            .watches_stream(
+                paced(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default())
+                    .touched_objects(),
+                {
+                    let tenants = store.clone();
+                    move |ws: ClusterTinybirdWorkspace| {
+                        dependents(&tenants, WorkspaceKind::Cluster, None, &ws.name_any())
+                    }
+                },
+            )
             .watches_stream(namespace_stream, {
                 let tenants = store;
                 move |namespace: PartialObjectMeta<Namespace>| {
@@ -311,6 +338,14 @@ pub(super) struct WatchBackoff(crate::core::backoff::Retries);
 impl Default for WatchBackoff {
     fn default() -> Self {
         Self(crate::core::backoff::Retries::new(crate::core::backoff::WATCH))
+    }
+}
+
+impl WatchBackoff {
+    /// The backoff of a controller whose every stream is [`paced`]: a short constant pause, so
+    /// that the streams' own backoffs are not added up.
+    pub(super) fn merged() -> Self {
+        Self(crate::core::backoff::Retries::new(crate::core::backoff::WATCH_MERGED))
     }
 }
 
