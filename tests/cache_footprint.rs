@@ -112,6 +112,7 @@ impl EndpointProber for Healthy {
                 message: String::new(),
                 retry_after: None,
                 auth_rejection: None,
+                rate_limit: None,
             }
         })
     }
@@ -132,8 +133,11 @@ fn health_bytes_per_access(secret_json: &str) -> usize {
         for key in &keys {
             let plan = ProbePlan {
                 api_url: "http://127.0.0.1:37403".into(),
+                workspace_id: "ws".into(),
                 interval: Duration::from_secs(2),
                 timeout: Duration::from_secs(5),
+                token_interval: Duration::ZERO,
+                token_rps: None,
                 params: BTreeMap::new(),
                 endpoints: vec![PlannedEndpoint { resource: "top_pages".into(), skipped: None }],
                 credential: ProbeCredential::issued(&token),

@@ -20,6 +20,9 @@ use super::probe::ProbeRequest;
 /// Lifetime of an in-memory probe token: long enough for one probe, short enough to be useless
 /// if it ever leaked.
 pub const PROBE_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_mins(5);
+/// How often a token already verified is probed on its own again, by default: a day (each
+/// pipe is probed at the interval with one token for all; see the scheduler).
+pub const DEFAULT_TOKEN_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// How the probes of one TenantAccess authenticate. `Debug` never shows a token or key.
 #[derive(Clone)]
@@ -118,10 +121,17 @@ pub struct PlannedEndpoint {
 pub struct ProbePlan {
     /// Tinybird API base URL, without a trailing slash.
     pub api_url: String,
+    /// The workspace id: with `api_url`, what the TenantAccesses probing a pipe share.
+    pub workspace_id: String,
     /// Probe interval (never zero in a plan).
     pub interval: Duration,
     /// Timeout of one probe.
     pub timeout: Duration,
+    /// How often the token is verified on its own after its first verification (which follows
+    /// each new token); zero: only when it changes.
+    pub token_interval: Duration,
+    /// The token's own `limits.rps`: a 429 of that bucket is the token's, any other the plan's.
+    pub token_rps: Option<i64>,
     /// `healthCheck.params`, sent as query parameters.
     pub params: BTreeMap<String, String>,
     /// The `PIPES:READ` endpoints, in spec order.
@@ -169,8 +179,11 @@ impl ProbePlan {
         };
         Some(Self {
             api_url: workspace.api_url.trim_end_matches('/').to_owned(),
+            workspace_id: workspace.workspace_id.clone(),
             interval,
             timeout,
+            token_interval: DEFAULT_TOKEN_CHECK_INTERVAL,
+            token_rps: access.rps,
             params: access.health.params.clone(),
             endpoints,
             credential,
