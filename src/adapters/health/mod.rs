@@ -33,9 +33,7 @@ pub mod scheduler;
 
 pub use classify::{AuthRejection, ProbeOutcome, ProbeReason, TransportError, classify};
 pub use metrics::{HealthMetrics, LatencyHistogram};
-pub use plan::{
-    DEFAULT_TOKEN_CHECK_INTERVAL, PROBE_TOKEN_LIFETIME, PlannedEndpoint, ProbeCredential, ProbePlan,
-};
+pub use plan::{PROBE_TOKEN_LIFETIME, PlannedEndpoint, ProbeCredential, ProbePlan};
 pub use probe::{EndpointProber, HttpProber, ProbeRequest};
 pub use report::{EndpointHealth, HealthSummary, summarize};
-pub use scheduler::{AccessKey, HealthChange, HealthConfig, HealthEvents, HealthScheduler};
+pub use scheduler::{AccessKey, BudgetUse, HealthChange, HealthConfig, HealthEvents, HealthScheduler};

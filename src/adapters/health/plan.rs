@@ -12,7 +12,7 @@ use crate::core::admin_token::{AdminToken, fingerprint};
 use crate::core::desired::access_claims;
 use crate::core::jwt::{AccessClaims, ParsedToken, SignError, TinybirdClaims, sign};
 use crate::core::shortcode;
-use crate::core::signing_workspace::SigningWorkspace;
+use crate::core::signing_workspace::{HealthBudget, SigningWorkspace};
 use crate::core::validate::ValidatedAccess;
 
 use super::probe::ProbeRequest;
@@ -20,9 +20,6 @@ use super::probe::ProbeRequest;
 /// Lifetime of an in-memory probe token: long enough for one probe, short enough to be useless
 /// if it ever leaked.
 pub const PROBE_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_mins(5);
-/// How often a token already verified is probed on its own again, by default: a day (each
-/// pipe is probed at the interval with one token for all; see the scheduler).
-pub const DEFAULT_TOKEN_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// How the probes of one TenantAccess authenticate. `Debug` never shows a token or key.
 #[derive(Clone)]
@@ -127,9 +124,10 @@ pub struct ProbePlan {
     pub interval: Duration,
     /// Timeout of one probe.
     pub timeout: Duration,
-    /// How often the token is verified on its own after its first verification (which follows
-    /// each new token); zero: only when it changes.
-    pub token_interval: Duration,
+    /// The workspace's health-check budget (`spec.healthChecks`), its token-check interval
+    /// included: how often the token is verified on its own after its first verification
+    /// (which follows each new token).
+    pub budget: HealthBudget,
     /// The token's own `limits.rps`: a 429 of that bucket is the token's, any other the plan's.
     pub token_rps: Option<i64>,
     /// `healthCheck.params`, sent as query parameters.
@@ -182,7 +180,7 @@ impl ProbePlan {
             workspace_id: workspace.workspace_id.clone(),
             interval,
             timeout,
-            token_interval: DEFAULT_TOKEN_CHECK_INTERVAL,
+            budget: workspace.health,
             token_rps: access.rps,
             params: access.health.params.clone(),
             endpoints,

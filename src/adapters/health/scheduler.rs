@@ -24,6 +24,7 @@ use super::probe_timing::{first_probe_offset, next_due, rate_limited_delay, rech
 use super::report::EndpointHealth;
 use crate::core::backoff::jitter;
 use crate::core::clock::Clock;
+use crate::core::signing_workspace::HealthBudget;
 
 /// Default bound of probes in flight at once, over all TenantAccesses.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -126,6 +127,8 @@ pub struct HealthScheduler {
 struct Shared {
     accesses: Mutex<HashMap<AccessKey, Registered>>,
     key_checks: Mutex<HashSet<AccessKey>>,
+    /// What each workspace's probes want against its budget, by `api_url#workspace_id`.
+    budgets: Mutex<HashMap<Arc<str>, BudgetUse>>,
 }
 
 impl fmt::Debug for Shared {
@@ -140,9 +143,15 @@ impl Shared {
         self.accesses.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn forget(&self, key: &AccessKey) {
-        self.lock_accesses().remove(key);
+    fn lock_budgets(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, BudgetUse>> {
+        self.budgets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets an access; the pipes it was a member of, if it was registered.
+    fn forget(&self, key: &AccessKey) -> Option<Membership> {
+        let removed = self.lock_accesses().remove(key);
         self.take_key_check(key);
+        removed.as_ref().map(Membership::of)
     }
 
     /// Raises the key-check flag; whether it was newly raised.
@@ -159,7 +168,8 @@ enum Command {
     /// A plan, and the health last reported for it by an earlier run (see
     /// [`HealthScheduler::resume`]).
     Register(AccessKey, Box<ProbePlan>, Vec<EndpointHealth>),
-    Unregister(AccessKey),
+    /// An access, and the pipes it was a member of when the handle forgot it.
+    Unregister(AccessKey, Option<Membership>),
     Shutdown,
 }
 
@@ -177,8 +187,7 @@ impl HealthScheduler {
             probes: JoinSet::new(),
             in_flight: HashMap::new(),
             groups: HashMap::new(),
-            memberships: HashMap::new(),
-            paused: HashMap::new(),
+            workspaces: HashMap::new(),
             events,
             shared: Arc::clone(&shared),
             metrics: metrics.clone(),
@@ -211,8 +220,8 @@ impl HealthScheduler {
 
     /// Stops probing a TenantAccess and forgets its health.
     pub fn unregister(&self, key: &AccessKey) {
-        self.shared.forget(key);
-        let _ = self.commands.send(Command::Unregister(key.clone()));
+        let membership = self.shared.forget(key);
+        let _ = self.commands.send(Command::Unregister(key.clone(), membership));
     }
 
     /// The reported health of a TenantAccess's endpoints (changes only on flips): what
@@ -231,6 +240,22 @@ impl HealthScheduler {
                     visit(key, &endpoint.resource, reported.healthy);
                 }
             }
+        }
+    }
+
+    /// What the probes of the workspace at `api_url` with `workspace_id` want against its
+    /// budget (`None` before any of its TenantAccesses is registered): for its status.
+    #[must_use]
+    pub fn budget(&self, api_url: &str, workspace_id: &str) -> Option<BudgetUse> {
+        let name = format!("{}#{workspace_id}", api_url.trim_end_matches('/'));
+        self.shared.lock_budgets().get(name.as_str()).cloned()
+    }
+
+    /// Calls `visit(api_url#workspace_id, use)` for every workspace probed (for the budget
+    /// gauge at scrape time).
+    pub fn budgets(&self, mut visit: impl FnMut(&str, &BudgetUse)) {
+        for (name, budget_use) in self.shared.lock_budgets().iter() {
+            visit(name, budget_use);
         }
     }
 
@@ -296,19 +321,14 @@ fn own_rate_limit(plan: &ProbePlan, outcome: &ProbeOutcome) -> bool {
     })
 }
 
-/// Probes to a workspace held back after the plan's rate limit refused one (429s in a row).
-#[derive(Debug, Clone, Copy)]
-struct Pause {
-    until: Instant,
-    consecutive: u32,
-}
-
 /// One answer to a probe with an access's token, as it concerns that token.
 struct TokenAnswer<'a> {
     target: &'a InFlight,
     outcome: &'a ProbeOutcome,
     believed_valid: bool,
     now: Instant,
+    /// How much the workspace's intervals are stretched to fit its budget.
+    stretch: f64,
 }
 
 impl TokenAnswer<'_> {
@@ -320,7 +340,7 @@ impl TokenAnswer<'_> {
         plan: &ProbePlan,
         paused_until: Option<Instant>,
     ) -> (bool, bool, bool) {
-        let Self { target, outcome, believed_valid, now } = *self;
+        let Self { target, outcome, believed_valid, now, stretch } = *self;
         let rate_limited = outcome.reason == ProbeReason::RateLimited;
         // Any answer but a 429 verified the token (a pipe's probe with it, too).
         if let Some(until) = paused_until {
@@ -334,7 +354,8 @@ impl TokenAnswer<'_> {
         } else {
             endpoint.rate_limited = 0;
             endpoint.limited_until = None;
-            endpoint.verify_due = (!plan.token_interval.is_zero()).then(|| now + plan.token_interval);
+            let token_interval = plan.budget.token_check_interval.mul_f64(stretch);
+            endpoint.verify_due = (!token_interval.is_zero()).then(|| now + token_interval);
         }
         if rate_limited {
             if paused_until.is_some() {
@@ -362,7 +383,7 @@ impl TokenAnswer<'_> {
             endpoint.token_fault = outcome
                 .reason
                 .is_per_token()
-                .then(|| EndpointHealth::from_outcome(&target.resource, outcome, Some(false)));
+                .then(|| Box::new(EndpointHealth::from_outcome(&target.resource, outcome, Some(false))));
         }
         (held, key_check, false)
     }
@@ -420,7 +441,7 @@ struct EndpointState {
     reported: Option<EndpointHealth>,
     /// A fault of this token alone (its signature or scope refused): reported instead of the
     /// pipe's verdict until the token is replaced or accepted.
-    token_fault: Option<EndpointHealth>,
+    token_fault: Option<Box<EndpointHealth>>,
     /// 429s in a row of its own rate limit.
     rate_limited: u32,
     /// Its own rate limit holds probes with its token back until then.
@@ -434,7 +455,7 @@ struct EndpointState {
 impl EndpointState {
     /// Reports the token's fault, else the pipe's verdict; whether that flipped the health.
     fn update_reported(&mut self, pipe: Option<&EndpointHealth>, key: &AccessKey) -> bool {
-        let Some(health) = self.token_fault.as_ref().or(pipe) else { return false };
+        let Some(health) = self.token_fault.as_deref().or(pipe) else { return false };
         if self.reported.as_ref().is_some_and(|reported| reported.same_health(health)) {
             return false;
         }
@@ -472,6 +493,18 @@ impl Registered {
     }
 }
 
+/// The pipes an access is a member of: its workspace and plan.
+struct Membership {
+    workspace: Arc<str>,
+    plan: Arc<ProbePlan>,
+}
+
+impl Membership {
+    fn of(registered: &Registered) -> Self {
+        Self { workspace: Arc::clone(&registered.workspace), plan: Arc::clone(&registered.plan) }
+    }
+}
+
 /// What a probe in flight is for.
 struct InFlight {
     /// The access whose token it carries, and its plan generation.
@@ -495,10 +528,8 @@ struct Worker {
     in_flight: HashMap<Id, InFlight>,
     /// The shared probe of each pipe.
     groups: HashMap<PipeKey, PipeGroup>,
-    /// The pipes each registered access is a member of.
-    memberships: HashMap<AccessKey, Vec<PipeKey>>,
-    /// Workspaces whose plan rate limit refused a probe: nothing is sent to them before then.
-    paused: HashMap<Arc<str>, Pause>,
+    /// Each workspace probed: its budget, pacing and rate-limit pause.
+    workspaces: HashMap<Arc<str>, WorkspaceState>,
     events: mpsc::UnboundedSender<HealthChange>,
     shared: Arc<Shared>,
     metrics: HealthMetrics,
@@ -526,7 +557,7 @@ impl Worker {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Register(key, plan, seed)) => self.register(key, *plan, &seed),
-                    Some(Command::Unregister(key)) => self.unregister(&key),
+                    Some(Command::Unregister(key, membership)) => self.unregister(&key, membership),
                     Some(Command::Shutdown) | None => break,
                 },
                 Some(joined) = self.probes.join_next_with_id(), if !self.probes.is_empty() => {
@@ -549,7 +580,7 @@ impl Worker {
 
     fn register(&mut self, key: AccessKey, plan: ProbePlan, seed: &[EndpointHealth]) {
         if plan.interval.is_zero() || plan.endpoints.is_empty() {
-            self.unregister(&key);
+            self.unregister(&key, None);
             return;
         }
         // One lock over the whole swap: a reader (a reconcile taking the reported health) must
@@ -562,7 +593,7 @@ impl Worker {
         let previous = accesses.remove(&key);
         // The health of an earlier run counts only for an access this run has not registered.
         let seed = if previous.is_some() { &[] } else { seed };
-        self.leave_groups(&key);
+        self.leave_groups(&key, previous.as_ref().map(Membership::of));
         let mut registered = self.schedule(&key, plan, previous.as_ref(), seed);
         self.join_groups(&key, &mut registered);
         for due in registered.endpoints.iter().filter(|e| !e.in_flight).filter_map(|e| e.verify_due) {
@@ -583,7 +614,6 @@ impl Worker {
     fn join_groups(&mut self, key: &AccessKey, registered: &mut Registered) {
         let now = Instant::now();
         let interval = registered.plan.interval;
-        let mut pipes = Vec::new();
         for endpoint in registered.endpoints.iter_mut().filter(|e| e.skipped.is_none()) {
             let pipe = PipeKey::new(&registered.workspace, &endpoint.resource);
             let fresh = now + first_probe_offset(interval, jitter(&pipe.to_string()));
@@ -605,14 +635,15 @@ impl Worker {
                 endpoint.update_reported(group.health.as_ref(), key);
             }
             let due = group.due;
-            pipes.push(pipe);
             self.note_due(due);
         }
-        self.memberships.insert(key.clone(), pipes);
+        self.workspace_state(&registered.workspace).dirty = true;
     }
 
-    fn leave_groups(&mut self, key: &AccessKey) {
-        for pipe in self.memberships.remove(key).unwrap_or_default() {
+    fn leave_groups(&mut self, key: &AccessKey, membership: Option<Membership>) {
+        let Some(Membership { workspace, plan }) = membership else { return };
+        for resource in plan.probed_resources() {
+            let pipe = PipeKey::new(&workspace, resource);
             if let Some(group) = self.groups.get_mut(&pipe) {
                 group.members.remove(key);
                 if group.members.is_empty() && !group.in_flight {
@@ -620,6 +651,14 @@ impl Worker {
                 }
             }
         }
+        self.workspace_state(&workspace).dirty = true;
+    }
+
+    /// The state of a workspace (created on first use).
+    fn workspace_state(&mut self, workspace: &Arc<str>) -> &mut WorkspaceState {
+        self.workspaces
+            .entry(Arc::clone(workspace))
+            .or_insert_with(|| WorkspaceState::new(Arc::clone(workspace)))
     }
 
     /// The schedule of a new plan, keeping the previous one's health where the endpoints are
@@ -659,8 +698,10 @@ impl Worker {
                         // Verified by an earlier run: re-verified over the token interval, so
                         // that a restart is no burst.
                         let verify = match seeded {
-                            Some(_) if plan.token_interval.is_zero() => None,
-                            Some(_) => Some(now + first_probe_offset(plan.token_interval, spread)),
+                            Some(_) if plan.budget.token_check_interval.is_zero() => None,
+                            Some(_) => {
+                                Some(now + first_probe_offset(plan.budget.token_check_interval, spread))
+                            }
                             None => Some(soon),
                         };
                         (verify, seeded.cloned(), None)
@@ -682,120 +723,173 @@ impl Worker {
         let generation = self.next_generation;
         self.next_generation += 1;
         let places = Arc::new(Semaphore::new(PER_ACCESS_IN_FLIGHT));
-        Registered { workspace: workspace_of(&plan), plan: Arc::new(plan), generation, endpoints, places }
+        let workspace = self.intern_workspace(&plan);
+        Registered { workspace, plan: Arc::new(plan), generation, endpoints, places }
     }
 
-    fn unregister(&mut self, key: &AccessKey) {
-        self.shared.forget(key);
-        self.leave_groups(key);
+    fn unregister(&mut self, key: &AccessKey, membership: Option<Membership>) {
+        // Registered again after the handle forgot it (its command was queued first).
+        let registered = self.shared.forget(key);
+        self.leave_groups(key, membership);
+        self.leave_groups(key, registered);
+    }
+
+    /// The plan's workspace, one shared string per workspace; takes the plan's budget (the
+    /// workspace's spec, the same for all its plans).
+    fn intern_workspace(&mut self, plan: &ProbePlan) -> Arc<str> {
+        let name = workspace_of(plan);
+        let state = self.workspace_state(&name);
+        if state.budget != plan.budget {
+            state.budget = plan.budget;
+            state.dirty = true;
+            // Paced from now at the new rate.
+            state.next_slot = Instant::now() + plan.budget.spacing(DISPATCH_TICK);
+        }
+        Arc::clone(&state.name)
     }
 
     fn dispatch_due(&mut self) {
         let now = Instant::now();
         self.last_dispatch = now;
-        // Rebuilt by this scan (and by the pipes settled during it).
+        // Rebuilt by this scan.
         self.earliest_due = None;
         let mut earliest: Option<Instant> = None;
+        self.groups.retain(|_, group| group.in_flight || !group.members.is_empty());
+        self.refresh_budgets();
         let shared = Arc::clone(&self.shared);
         let mut accesses = shared.lock_accesses();
-        // The pipes' shared probes, each with its next member's token.
-        let mut pipe_probes = Vec::new();
-        for (pipe, group) in &mut self.groups {
+        // Every probe due now: the most overdue goes first, as the workspace's budget allows.
+        let mut due_now: Vec<(Instant, Due)> = Vec::new();
+        for (pipe, group) in &self.groups {
             if group.in_flight {
                 continue;
-            }
-            if let Some(pause) = self.paused.get(&pipe.workspace)
-                && pause.until > group.due
-            {
-                group.due = pause.until;
             }
             if group.due > now {
                 earliest = earliest_of(earliest, group.due);
                 continue;
             }
-            // The next member whose token can go now: not busy, not held back by its own
-            // rate limit.
-            let mut chosen = None;
-            let mut wait: Option<Instant> = None;
-            for _ in 0..group.members.len().min(MEMBER_TRIES) {
-                let Some(member) = group.next_member() else { break };
-                group.cursor = Some(member.clone());
-                // Unregistered a moment ago: the next member's turn.
-                let Some(access) = accesses.get_mut(&member) else { continue };
-                let parts = InFlightParts::of(access);
-                let Some(endpoint) = access.endpoints.iter_mut().find(|e| *e.resource == *pipe.resource)
-                else {
-                    continue;
-                };
-                if endpoint.in_flight {
-                    wait = earliest_of(wait, now + DISPATCH_TICK);
-                    continue;
-                }
-                if let Some(until) = endpoint.limited_until.filter(|until| *until > now) {
-                    wait = earliest_of(wait, until);
-                    continue;
-                }
-                endpoint.in_flight = true;
-                chosen = Some((member, parts));
-                break;
-            }
-            let Some((member, parts)) = chosen else {
-                group.due = wait.unwrap_or(now + DISPATCH_TICK);
-                earliest = earliest_of(earliest, group.due);
-                continue;
-            };
-            group.in_flight = true;
-            group.scheduled = group.due;
-            pipe_probes.push((member, parts, pipe.clone(), group.interval()));
+            due_now.push((group.due, Due::Pipe(pipe.clone())));
         }
-        for (member, parts, pipe, interval) in pipe_probes {
-            let resource = pipe.resource.to_string();
-            let workspace = Arc::clone(&pipe.workspace);
-            let target = InFlight {
-                key: member,
-                generation: parts.generation,
-                resource,
-                pipe: Some(pipe),
-                workspace,
-                interval,
-            };
-            self.spawn_probe(parts.plan, parts.places, target);
-        }
-        // Each new token's own verification.
-        let mut verifications = Vec::new();
-        for (key, access) in accesses.iter_mut() {
-            let parts = InFlightParts::of(access);
-            for endpoint in access.endpoints.iter_mut().filter(|e| e.skipped.is_none() && !e.in_flight) {
-                let Some(mut due) = endpoint.verify_due else { continue };
-                if let Some(pause) = self.paused.get(&access.workspace)
-                    && pause.until > due
-                {
-                    due = pause.until;
-                    endpoint.verify_due = Some(due);
+        for (key, access) in accesses.iter() {
+            for (index, endpoint) in access.endpoints.iter().enumerate() {
+                if endpoint.skipped.is_some() || endpoint.in_flight {
+                    continue;
                 }
+                let Some(due) = endpoint.verify_due else { continue };
                 if due > now {
                     earliest = earliest_of(earliest, due);
                     continue;
                 }
-                endpoint.in_flight = true;
-                verifications.push((
-                    parts.clone(),
-                    InFlight {
-                        key: key.clone(),
-                        generation: parts.generation,
-                        resource: endpoint.resource.clone(),
-                        pipe: None,
-                        workspace: Arc::clone(&access.workspace),
-                        interval: access.plan.interval,
-                    },
-                ));
+                due_now.push((due, Due::Token(key.clone(), index)));
+            }
+        }
+        // The pipes first (a pipe's probe speaks for every token of it), then the tokens' own
+        // checks, in the slots the pipes leave (see [`PLANNED_SHARE`]); each kind most overdue
+        // first.
+        due_now.sort_by_key(|(due, kind)| (matches!(kind, Due::Token(..)), *due));
+        let mut starts = Vec::new();
+        for (_, due) in due_now {
+            let workspace = match &due {
+                Due::Pipe(pipe) => Arc::clone(&pipe.workspace),
+                Due::Token(key, _) => match accesses.get(key) {
+                    Some(access) => Arc::clone(&access.workspace),
+                    None => continue,
+                },
+            };
+            let state = self.workspace_state(&workspace);
+            let allowed_at = state.allowed_at();
+            if allowed_at > now {
+                // Over budget (or held back by the plan's rate limit): it waits its turn.
+                earliest = earliest_of(earliest, allowed_at);
+                continue;
+            }
+            let start = match due {
+                Due::Pipe(pipe) => self.start_pipe_probe(&mut accesses, pipe, now, &mut earliest),
+                Due::Token(key, index) => start_verification(&mut accesses, key, index),
+            };
+            if let Some(start) = start {
+                self.workspace_state(&workspace).spend(now);
+                starts.push(start);
             }
         }
         drop(accesses);
-        for (parts, target) in verifications {
+        for (parts, target) in starts {
             self.spawn_probe(parts.plan, parts.places, target);
         }
         self.earliest_due = earliest_of_both(earliest, self.earliest_due);
+    }
+
+    /// The pipe's probe with the next member whose token can go now (not busy, not held back by
+    /// its own rate limit); `None` (and the pipe due again soon) when none can.
+    fn start_pipe_probe(
+        &mut self,
+        accesses: &mut HashMap<AccessKey, Registered>,
+        pipe: PipeKey,
+        now: Instant,
+        earliest: &mut Option<Instant>,
+    ) -> Option<(InFlightParts, InFlight)> {
+        let group = self.groups.get_mut(&pipe)?;
+        let mut wait: Option<Instant> = None;
+        for _ in 0..group.members.len().min(MEMBER_TRIES) {
+            let Some(member) = group.next_member() else { break };
+            group.cursor = Some(member.clone());
+            // Unregistered a moment ago: the next member's turn.
+            let Some(access) = accesses.get_mut(&member) else { continue };
+            let parts = InFlightParts::of(access);
+            let Some(endpoint) = access.endpoints.iter_mut().find(|e| *e.resource == *pipe.resource) else {
+                continue;
+            };
+            if endpoint.in_flight {
+                wait = earliest_of(wait, now + DISPATCH_TICK);
+                continue;
+            }
+            if let Some(until) = endpoint.limited_until.filter(|until| *until > now) {
+                wait = earliest_of(wait, until);
+                continue;
+            }
+            endpoint.in_flight = true;
+            group.in_flight = true;
+            group.scheduled = group.due;
+            let interval = group.interval();
+            let target = InFlight {
+                key: member,
+                generation: parts.generation,
+                resource: pipe.resource.to_string(),
+                workspace: Arc::clone(&pipe.workspace),
+                pipe: Some(pipe),
+                interval,
+            };
+            return Some((parts, target));
+        }
+        group.due = wait.unwrap_or(now + DISPATCH_TICK);
+        *earliest = earliest_of(*earliest, group.due);
+        None
+    }
+
+    /// Recomputes what each changed workspace's probes want a day, and how far their intervals
+    /// stretch to fit its budget.
+    fn refresh_budgets(&mut self) {
+        if !self.workspaces.values().any(|state| state.dirty) {
+            return;
+        }
+        let mut wanted: HashMap<Arc<str>, (u32, u64, f64)> = HashMap::new();
+        for (pipe, group) in &self.groups {
+            let (pipes, tokens, per_day) = wanted.entry(Arc::clone(&pipe.workspace)).or_default();
+            *pipes += 1;
+            *tokens += group.members.len() as u64;
+            *per_day += DAY.as_secs_f64() / group.interval().as_secs_f64().max(0.001);
+        }
+        let mut uses = Vec::new();
+        for (name, state) in self.workspaces.iter_mut().filter(|(_, state)| state.dirty) {
+            state.dirty = false;
+            let (pipes, tokens, pipe_queries) = wanted.get(name).copied().unwrap_or_default();
+            state.refresh(pipes, tokens, pipe_queries);
+            uses.push((Arc::clone(name), state.budget_use()));
+        }
+        let mut budgets = self.shared.lock_budgets();
+        for (name, budget_use) in uses {
+            budgets.insert(name, budget_use);
+        }
     }
 
     fn spawn_probe(&mut self, plan: Arc<ProbePlan>, places: Arc<Semaphore>, target: InFlight) {
@@ -855,6 +949,7 @@ impl Worker {
             rate_limited && !access.as_ref().is_some_and(|a| own_rate_limit(&a.plan, &outcome));
         let paused_until = self.note_plan_limit(&target, &outcome, plan_limited, now);
         let per_token = outcome.reason.is_per_token();
+        let stretch = self.workspaces.get(&target.workspace).map_or(1.0, |state| state.stretch);
 
         // The token's own part: its schedule, a suspected key rotation, a fault of its own.
         let mut held = false;
@@ -868,7 +963,7 @@ impl Worker {
             }
             let plan = Arc::clone(&access.plan);
             if let Some(endpoint) = access.endpoints.iter_mut().find(|e| e.resource == target.resource) {
-                let token = TokenAnswer { target: &target, outcome: &outcome, believed_valid, now };
+                let token = TokenAnswer { target: &target, outcome: &outcome, believed_valid, now, stretch };
                 (held, key_check, changed) = token.apply(endpoint, &plan, paused_until);
                 if per_token && !held {
                     let group_health =
@@ -892,7 +987,7 @@ impl Worker {
         if let Some(pipe) = pipe
             && let Some(group) = self.groups.get_mut(&pipe)
         {
-            let interval = group.interval();
+            let interval = group.interval().mul_f64(stretch);
             if target.pipe.is_some() {
                 group.in_flight = false;
                 if let Some(until) = paused_until {
@@ -957,28 +1052,24 @@ impl Worker {
         plan_limited: bool,
         now: Instant,
     ) -> Option<Instant> {
+        let state = self.workspace_state(&target.workspace);
         if !plan_limited {
-            if outcome.reason != ProbeReason::RateLimited
-                && let Some(pause) = self.paused.get_mut(&target.workspace)
-            {
-                pause.consecutive = 0;
-                if pause.until <= now {
-                    self.paused.remove(&target.workspace);
-                }
+            if outcome.reason != ProbeReason::RateLimited {
+                state.rate_limited = 0;
             }
             return None;
         }
-        let pause =
-            self.paused.entry(Arc::clone(&target.workspace)).or_insert(Pause { until: now, consecutive: 0 });
-        pause.consecutive = pause.consecutive.saturating_add(1);
-        let spread = jitter(&format!("{}/{}", target.workspace, pause.consecutive));
-        let until = now + rate_limited_delay(outcome.retry_after, pause.consecutive, target.interval, spread);
-        pause.until = pause.until.max(until);
+        state.rate_limited = state.rate_limited.saturating_add(1);
+        let spread = jitter(&format!("{}/{}", target.workspace, state.rate_limited));
+        let until =
+            now + rate_limited_delay(outcome.retry_after, state.rate_limited, target.interval, spread);
+        let until = state.paused_until.map_or(until, |paused| paused.max(until));
+        state.paused_until = Some(until);
         tracing::info!(
-            workspace = %target.workspace, retry_after = ?outcome.retry_after, until_secs = pause.until.duration_since(now).as_secs(),
+            workspace = %target.workspace, retry_after = ?outcome.retry_after, wait_secs = until.duration_since(now).as_secs(),
             "Tinybird's plan rate limit refused a health probe: every probe to this workspace waits"
         );
-        Some(pause.until)
+        Some(until)
     }
 
     /// A probe that brought no answer (its plan was replaced): the next one on schedule.
@@ -986,7 +1077,7 @@ impl Worker {
         let Some(pipe) = &target.pipe else { return };
         if let Some(group) = self.groups.get_mut(pipe) {
             group.in_flight = false;
-            group.due = next_due(group.scheduled, group.interval(), now).min(now + DISPATCH_TICK);
+            group.due = now + DISPATCH_TICK;
             if group.members.is_empty() {
                 self.groups.remove(pipe);
                 return;
@@ -999,6 +1090,165 @@ impl Worker {
     fn publish(&self, change: HealthChange) {
         // The receiver is gone only when the controller stopped listening.
         let _ = self.events.send(change);
+    }
+}
+
+/// A probe due now.
+enum Due {
+    /// A pipe's shared probe.
+    Pipe(PipeKey),
+    /// The verification of an access's token, for its endpoint at this index.
+    Token(AccessKey, usize),
+}
+
+/// The verification of `key`'s token for its endpoint at `index`.
+fn start_verification(
+    accesses: &mut HashMap<AccessKey, Registered>,
+    key: AccessKey,
+    index: usize,
+) -> Option<(InFlightParts, InFlight)> {
+    let access = accesses.get_mut(&key)?;
+    let parts = InFlightParts::of(access);
+    let workspace = Arc::clone(&access.workspace);
+    let interval = access.plan.interval;
+    let endpoint = access.endpoints.get_mut(index)?;
+    endpoint.in_flight = true;
+    let resource = endpoint.resource.clone();
+    let target = InFlight { key, generation: parts.generation, resource, pipe: None, workspace, interval };
+    Some((parts, target))
+}
+
+/// A day.
+const DAY: Duration = Duration::from_secs(86_400);
+/// The share of a workspace's budget the planned probes (pipes at their interval, tokens at the
+/// token-check interval) may use: the rest verifies the tokens written meanwhile.
+const PLANNED_SHARE: f64 = 0.8;
+
+/// What a workspace's health checks cost: its budget, its pacing, a plan-level rate limit.
+struct WorkspaceState {
+    /// The shared name (`api_url#workspace_id`).
+    name: Arc<str>,
+    budget: HealthBudget,
+    /// No probe to the workspace before this: one per [`HealthBudget::spacing`] at most, from
+    /// the start (so a restart is no burst).
+    next_slot: Instant,
+    /// The plan's rate limit refused a probe: nothing before this.
+    paused_until: Option<Instant>,
+    /// Plan-level 429s in a row.
+    rate_limited: u32,
+    /// Probes sent since the start.
+    spent: u64,
+    /// Distinct pipes, tokens, and the queries a day they want at their intervals.
+    pipes: u32,
+    tokens: u64,
+    planned_per_day: u64,
+    /// How much longer than asked the intervals are, to fit the budget (at least 1).
+    stretch: f64,
+    /// The pipes or tokens changed: recompute the plan.
+    dirty: bool,
+}
+
+impl WorkspaceState {
+    fn new(name: Arc<str>) -> Self {
+        let budget = HealthBudget::default();
+        Self {
+            name,
+            budget,
+            next_slot: Instant::now() + budget.spacing(DISPATCH_TICK),
+            paused_until: None,
+            rate_limited: 0,
+            spent: 0,
+            pipes: 0,
+            tokens: 0,
+            planned_per_day: 0,
+            stretch: 1.0,
+            dirty: true,
+        }
+    }
+
+    /// When the next probe may go.
+    fn allowed_at(&self) -> Instant {
+        self.paused_until.map_or(self.next_slot, |paused| paused.max(self.next_slot))
+    }
+
+    /// One probe sent at `now`.
+    /// (Its slot is at most one dispatch tick before `now`: see [`HealthBudget::spacing`].)
+    fn spend(&mut self, now: Instant) {
+        self.spent += 1;
+        let slot = self.next_slot.max(now.checked_sub(DISPATCH_TICK).unwrap_or(now));
+        self.next_slot = slot + self.budget.spacing(DISPATCH_TICK);
+    }
+
+    fn refresh(&mut self, pipes: u32, tokens: u64, pipe_queries: f64) {
+        let token_queries = if self.budget.token_check_interval.is_zero() {
+            0.0
+        } else {
+            tokens as f64 * DAY.as_secs_f64() / self.budget.token_check_interval.as_secs_f64()
+        };
+        let planned = pipe_queries + token_queries;
+        let per_day = f64::from(
+            self.budget.max_queries_per_day.min(self.budget.max_queries_per_second.saturating_mul(86_400)),
+        );
+        self.pipes = pipes;
+        self.tokens = tokens;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let planned_per_day = planned.ceil() as u64;
+        self.planned_per_day = planned_per_day;
+        let stretch = (planned / (per_day * PLANNED_SHARE)).max(1.0);
+        if (stretch - self.stretch).abs() > f64::EPSILON {
+            tracing::info!(
+                workspace = %self.name, planned_per_day, budget_per_day = self.budget.max_queries_per_day, stretch,
+                "health-check budget: probe intervals stretched to fit"
+            );
+        }
+        self.stretch = stretch;
+    }
+
+    fn budget_use(&self) -> BudgetUse {
+        BudgetUse {
+            max_queries_per_day: self.budget.max_queries_per_day,
+            planned_queries_per_day: self.planned_per_day,
+            pipes: self.pipes,
+            tokens: self.tokens,
+            stretch: self.stretch,
+        }
+    }
+}
+
+/// What the health checks of one workspace want against its budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetUse {
+    /// `spec.healthChecks.maxQueriesPerDay` in effect.
+    pub max_queries_per_day: u32,
+    /// Queries a day the probes want at their intervals (each pipe at the shortest interval of
+    /// the TenantAccesses granting it, each token at the token-check interval).
+    pub planned_queries_per_day: u64,
+    /// Distinct pipes probed.
+    pub pipes: u32,
+    /// Tokens (TenantAccess endpoints) sharing those pipes.
+    pub tokens: u64,
+    /// How much longer than asked every interval is, to fit the budget (1: not at all).
+    pub stretch: f64,
+}
+
+impl BudgetUse {
+    /// The share of the daily budget the probes use (at most 1: the budget is never exceeded).
+    #[must_use]
+    pub fn ratio(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let planned = self.planned_queries_per_day as f64;
+        (planned / f64::from(self.max_queries_per_day.max(1))).min(1.0)
+    }
+
+    /// What was cut to fit the budget, for `status.healthChecks.cut`; `None` when it fits.
+    #[must_use]
+    pub fn cut(&self) -> Option<String> {
+        (self.stretch > 1.0).then(|| {
+            format!(
+                "the probes want {} queries a day ({} pipes, {} tokens), over spec.healthChecks.maxQueriesPerDay {}: every probe interval is {:.1}x longer than asked; raise the budget or lengthen healthCheck.interval",
+                self.planned_queries_per_day, self.pipes, self.tokens, self.max_queries_per_day, self.stretch
+            )
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use crate::adapters::health::classify::AuthRejection;
 use crate::adapters::health::plan::{PlannedEndpoint, ProbeCredential};
 use crate::adapters::health::probe::ProbeRequest;
 use crate::adapters::health::probe_timing::RECHECK_SPREAD;
+use crate::core::signing_workspace::HealthBudget;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -104,7 +105,7 @@ fn plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
         workspace_id: token.to_owned(),
         interval,
         timeout: Duration::from_secs(1),
-        token_interval: Duration::ZERO,
+        budget: generous(),
         token_rps: None,
         params: BTreeMap::new(),
         endpoints: resources
@@ -580,6 +581,15 @@ async fn a_resumed_access_keeps_the_reported_health_until_a_probe_says_otherwise
     scheduler.shutdown().await;
 }
 
+/// A budget that holds nothing back (the budget's own tests set theirs).
+fn generous() -> HealthBudget {
+    HealthBudget {
+        max_queries_per_day: 100_000_000,
+        max_queries_per_second: 1000,
+        token_check_interval: Duration::ZERO,
+    }
+}
+
 /// A plan of the workspace `ws` that every access of these tests shares.
 fn shared_plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
     ProbePlan { workspace_id: "ws".into(), ..plan(resources, interval, token) }
@@ -712,7 +722,10 @@ async fn a_new_token_is_verified_once_and_then_only_at_the_token_interval() {
     // Two pipes shared with many others: the new token's turn in their probes is rare.
     let _others = register_many(&scheduler, 50, &["a"], interval);
     let key = AccessKey::new("tenants", "new");
-    let with_token = |token: &str| ProbePlan { token_interval, ..shared_plan(&["a"], interval, token) };
+    let with_token = |token: &str| ProbePlan {
+        budget: HealthBudget { token_check_interval: token_interval, ..generous() },
+        ..shared_plan(&["a"], interval, token)
+    };
     scheduler.register(key.clone(), with_token("first"));
     let by = |token: &'static str| {
         let script = Arc::clone(&script);
@@ -769,4 +782,97 @@ async fn a_plan_rate_limit_holds_every_probe_to_the_workspace_and_flips_nothing(
     assert!(keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy))));
     assert!(events.try_recv().is_none(), "a plan-level 429 is no health change");
     scheduler.shutdown().await;
+}
+
+/// A budget of `per_day` queries a day and one a second, tokens checked daily.
+fn small_budget(per_day: u32) -> HealthBudget {
+    HealthBudget {
+        max_queries_per_day: per_day,
+        max_queries_per_second: 1,
+        token_check_interval: Duration::from_secs(24 * 3600),
+    }
+}
+
+/// The most calls in any window of `width`.
+fn busiest(calls: &[Instant], width: Duration) -> usize {
+    let mut sorted = calls.to_vec();
+    sorted.sort();
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, start)| sorted[i..].iter().take_while(|t| **t < *start + width).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_budget_is_never_exceeded_and_says_what_was_cut() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(300);
+    // 300 accesses over 5 pipes at 5 minutes: 5 x 288 pipe probes + 300 token checks a day
+    // wanted, against 1,000 (a Free plan's whole day; the default is 200).
+    let keys: Vec<AccessKey> = (0..300)
+        .map(|i| {
+            let key = AccessKey::new("tenants", &format!("t{i}"));
+            let plan = ProbePlan {
+                budget: small_budget(1000),
+                ..shared_plan(&[["p0", "p1", "p2", "p3", "p4"][i % 5]], interval, &format!("token-{i}"))
+            };
+            scheduler.register(key.clone(), plan);
+            key
+        })
+        .collect();
+    tokio::time::sleep(DAY * 2).await;
+
+    let calls: Vec<Instant> = script.calls.lock().unwrap().iter().map(|(_, _, at)| *at).collect();
+    assert!(busiest(&calls, DAY) <= 1000, "{} probes in one day", busiest(&calls, DAY));
+    assert!(
+        busiest(&calls, Duration::from_secs(1)) <= 1,
+        "{} probes in one second",
+        busiest(&calls, Duration::from_secs(1))
+    );
+    // Most of it: the planned probes take their share, new tokens the rest.
+    assert!(calls.len() >= 1400, "the budget is used: {} probes in two days", calls.len());
+    // Every pipe is still probed, less often than asked.
+    for pipe in ["p0", "p1", "p2", "p3", "p4"] {
+        let probes = script.calls_for(pipe).len();
+        assert!(probes >= 200, "{pipe} probed {probes} times in two days");
+    }
+    assert!(keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy))));
+    let budget = scheduler.budget("http://tinybird.invalid", "ws").expect("the workspace's budget use");
+    assert_eq!((budget.max_queries_per_day, budget.pipes, budget.tokens), (1000, 5, 300));
+    assert_eq!(budget.planned_queries_per_day, 5 * 288 + 300);
+    assert!(budget.stretch > 2.0, "{budget:?}");
+    let cut = budget.cut().expect("what was cut");
+    assert!(cut.contains("1740 queries a day") && cut.contains("maxQueriesPerDay 1000"), "{cut}");
+    assert!((budget.ratio() - 1.0).abs() < f64::EPSILON);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_starts_paced_instead_of_bursting() {
+    let script = Script::with_hold(Duration::ZERO);
+    let budget = small_budget(200);
+    let register = |scheduler: &HealthScheduler| {
+        for i in 0..50 {
+            let plan =
+                ProbePlan { budget, ..shared_plan(&["p0"], Duration::from_secs(60), &format!("token-{i}")) };
+            scheduler.register(AccessKey::new("tenants", &format!("t{i}")), plan);
+        }
+    };
+    let (first, _events) = start(&script, 8);
+    register(&first);
+    simulate_until("a first probe", || script.total_calls() >= 1).await;
+    first.shutdown().await;
+    let restarted_at = Instant::now();
+    let (second, _events) = start(&script, 8);
+    register(&second);
+    simulate_until("a probe after the restart", || script.total_calls() >= 2).await;
+    let calls = script.calls.lock().unwrap().iter().map(|(_, _, at)| *at).collect::<Vec<_>>();
+    // One probe per 432 s (200 a day), restart or not.
+    assert!(calls[1].duration_since(restarted_at) >= budget.spacing(DISPATCH_TICK) - DISPATCH_TICK);
+    assert!(calls[1].duration_since(calls[0]) >= budget.spacing(DISPATCH_TICK) - DISPATCH_TICK);
+    second.shutdown().await;
 }
