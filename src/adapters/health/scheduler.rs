@@ -1,8 +1,15 @@
-//! The health scheduler: one tokio task owning every registered TenantAccess's probes. Probes
-//! are spread with jitter over each interval, run under a global concurrency bound (of which one
-//! TenantAccess holds at most [`PER_ACCESS_IN_FLIGHT`] places, so none can starve the others),
-//! back off on 429, and are reported only when an endpoint's health changes, so that status is
-//! written only on flips.
+//! The health scheduler: one tokio task owning every registered TenantAccess's probes.
+//!
+//! What a probe detects is mostly shared: each distinct (workspace, pipe) is probed once per
+//! interval (the shortest of the accesses granting it) with the token of one of them in turn,
+//! and its pipe-level verdict is what every access granting the pipe reports. What only a token
+//! can get wrong (its signature or scopes refused, its own `limits.rps`) is found by checking
+//! each token once soon after it is written, then every `tokenCheckInterval`; such a fault stays
+//! with its access. Every probe to a workspace is paced within its budget (`spec.healthChecks`,
+//! pipes first, intervals stretched to fit), a plan-level 429 holds back every probe to the
+//! workspace, and health is reported only when it flips, so status is written only on flips.
+//! Probes run under a global concurrency bound, of which one TenantAccess holds at most
+//! [`PER_ACCESS_IN_FLIGHT`] places.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -808,7 +815,13 @@ impl Worker {
                 Due::Token(key, index) => start_verification(&mut accesses, key, index),
             };
             if let Some(start) = start {
-                self.workspace_state(&workspace).spend(now);
+                let state = self.workspace_state(&workspace);
+                state.spend(now);
+                if state.rate_limited > 0 {
+                    // Refused by the plan's rate limit lately: this one probe's answer decides
+                    // whether the others may go.
+                    state.paused_until = Some(now + ANSWER_WAIT);
+                }
                 starts.push(start);
             }
         }
@@ -896,6 +909,7 @@ impl Worker {
         let prober = Arc::clone(&self.prober);
         let semaphore = Arc::clone(&self.semaphore);
         let resource = target.resource.clone();
+        let token_check = target.pipe.is_none();
         let clock = self.clock;
         let handle = self.probes.spawn(async move {
             // One of the access's places first, then the global bound (fair between
@@ -910,6 +924,7 @@ impl Worker {
             let believed_valid = plan.credential.believed_valid_at(wall_now);
             let started = Instant::now();
             let outcome = match plan.request_for(&resource, wall_now) {
+                Ok(request) if token_check => prober.probe(request.as_token_check()).await,
                 Ok(request) => prober.probe(request).await,
                 Err(error) => ProbeOutcome::not_sent(&format!("cannot sign the probe token: {error}")),
             };
@@ -1054,16 +1069,17 @@ impl Worker {
     ) -> Option<Instant> {
         let state = self.workspace_state(&target.workspace);
         if !plan_limited {
-            if outcome.reason != ProbeReason::RateLimited {
+            if outcome.reason != ProbeReason::RateLimited && state.rate_limited > 0 {
                 state.rate_limited = 0;
+                state.paused_until = None;
             }
             return None;
         }
         state.rate_limited = state.rate_limited.saturating_add(1);
         let spread = jitter(&format!("{}/{}", target.workspace, state.rate_limited));
-        let until =
-            now + rate_limited_delay(outcome.retry_after, state.rate_limited, target.interval, spread);
-        let until = state.paused_until.map_or(until, |paused| paused.max(until));
+        // Growing up to minutes (beyond the interval): the plan is saturated.
+        let cap = target.interval.max(PLAN_LIMIT_CAP);
+        let until = now + rate_limited_delay(outcome.retry_after, state.rate_limited, cap, spread);
         state.paused_until = Some(until);
         tracing::info!(
             workspace = %target.workspace, retry_after = ?outcome.retry_after, wait_secs = until.duration_since(now).as_secs(),
@@ -1120,6 +1136,11 @@ fn start_verification(
 
 /// A day.
 const DAY: Duration = Duration::from_secs(86_400);
+/// Longest wait for the answer of the one probe sent after a plan-level 429 (beyond any probe
+/// timeout).
+const ANSWER_WAIT: Duration = Duration::from_secs(90);
+/// Longest backoff after plan-level 429s in a row without `Retry-After`.
+const PLAN_LIMIT_CAP: Duration = Duration::from_secs(300);
 /// The share of a workspace's budget the planned probes (pipes at their interval, tokens at the
 /// token-check interval) may use: the rest verifies the tokens written meanwhile.
 const PLANNED_SHARE: f64 = 0.8;
