@@ -228,7 +228,8 @@ pub struct WorkspaceStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// What the health checks of this workspace's TenantAccesses want, against the budget.
+    /// Set while the health checks of this workspace's TenantAccesses want more than
+    /// `spec.healthChecks` allows: planned against the budget, and what was cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_checks: Option<HealthCheckBudgetStatus>,
 }
