@@ -12,7 +12,7 @@ use tenant_access::adapters::health::{
     AccessKey, AuthRejection, HealthChange, HealthConfig, HealthEvents, HealthScheduler, HttpProber,
     ProbeOutcome, ProbePlan, ProbeReason,
 };
-use tenant_access::api::{SecretKeySelector, TenantAccessSpec, WorkspaceSpec};
+use tenant_access::api::{SecretKeySelector, TenantAccessSpec, WorkspaceHealthChecks, WorkspaceSpec};
 use tenant_access::core::admin_token::AdminToken;
 use tenant_access::core::desired::issue_token;
 use tenant_access::core::signing_workspace::{SigningWorkspace, resolve};
@@ -45,6 +45,12 @@ fn workspace_at(tinybird: &TinybirdEmulator, api_url: &str) -> SigningWorkspace 
     let spec = WorkspaceSpec {
         admin_token_secret_ref: SecretKeySelector { name: "tinybird-admin".into(), key: None },
         api_url: Some(api_url.to_owned()),
+        // Unmetered: these probes are seconds apart.
+        health_checks: Some(WorkspaceHealthChecks {
+            max_queries_per_day: Some(100_000_000),
+            max_queries_per_second: Some(1000),
+            token_check_interval: None,
+        }),
         ..WorkspaceSpec::default()
     };
     resolve(&spec, AdminToken::new(&tinybird.admin_token())).unwrap()

@@ -85,6 +85,8 @@ async fn metrics_and_probes_describe_the_running_operator() {
         "tenant_access_reconcile_duration_seconds_count{kind=\"TenantAccess\"}".to_owned(),
         "tenant_access_tokens_signed_total{reason=\"Issued\"}".to_owned(),
         "tenant_access_probes_total{reason=\"Healthy\"}".to_owned(),
+        "tenant_access_health_budget_use_ratio{api_url=".to_owned(),
+        "tenant_access_health_planned_queries_per_day{api_url=".to_owned(),
     ];
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {

@@ -83,13 +83,16 @@ impl Fault {
     /// Checks the rule can be applied.
     ///
     /// # Errors
-    /// [`EmulatorError::InvalidFault`] for a status other than 408 or 5xx, or `times: 0`.
+    /// [`EmulatorError::InvalidFault`] for a status other than 408, 429 or 5xx, or `times: 0`.
+    /// A 429 stands for the plan's QPS ceiling (not a token's own `limits.rps`): it carries
+    /// `Retry-After: 1` and no `X-RateLimit-*` of a token's bucket.
     pub fn validate(&self) -> Result<(), EmulatorError> {
         if let Some(status) = self.status
             && status != 408
+            && status != 429
             && !(500..=599).contains(&status)
         {
-            return Err(EmulatorError::InvalidFault(format!("status {status} is not 408 or 5xx")));
+            return Err(EmulatorError::InvalidFault(format!("status {status} is not 408, 429 or 5xx")));
         }
         if self.times == Some(0) {
             return Err(EmulatorError::InvalidFault("times must be at least 1".into()));
@@ -183,6 +186,13 @@ pub(crate) async fn inject_faults(
         return (injector.error_response)(StatusCode::GATEWAY_TIMEOUT);
     }
     match fault.status.and_then(|code| StatusCode::from_u16(code).ok()) {
+        Some(status) if status == StatusCode::TOO_MANY_REQUESTS => {
+            let mut response = (injector.error_response)(status);
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            response
+        }
         Some(status) => (injector.error_response)(status),
         None => next.run(request).await,
     }
@@ -195,7 +205,7 @@ mod tests {
     #[test]
     fn refuses_non_server_statuses() {
         assert!(Fault::status(404).validate().is_err());
-        assert!(Fault::status(429).validate().is_err());
+        assert!(Fault::status(429).validate().is_ok());
         assert!(Fault::status(408).validate().is_ok());
         assert!(Fault::status(503).validate().is_ok());
         assert!(Fault::status(503).times(0).validate().is_err());

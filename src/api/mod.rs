@@ -17,8 +17,9 @@ pub use tenant_access::{
     SecretOutput, TenantAccess, TenantAccessSpec, TenantAccessStatus, TokenStatus, WorkspaceRef,
 };
 pub use workspace::{
-    ClerkConnection, ClusterTinybirdWorkspace, ClusterTinybirdWorkspaceSpec, RequiredParamSource,
-    TinybirdWorkspace, TinybirdWorkspaceSpec, WorkspacePolicy, WorkspaceSpec, WorkspaceStatus,
+    ClerkConnection, ClusterTinybirdWorkspace, ClusterTinybirdWorkspaceSpec, HealthCheckBudgetStatus,
+    RequiredParamSource, TinybirdWorkspace, TinybirdWorkspaceSpec, WorkspaceHealthChecks, WorkspacePolicy,
+    WorkspaceSpec, WorkspaceStatus,
 };
 
 /// Scope type granting read access to a pipe endpoint.

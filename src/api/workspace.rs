@@ -101,6 +101,35 @@ pub struct WorkspaceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "duration_schema")]
     pub verify_interval: Option<String>,
+
+    /// What the endpoint health checks of this workspace's TenantAccesses may cost: every
+    /// probe is a query Tinybird bills and counts against the plan. Defaults a Free plan
+    /// (1,000 queries a day) survives with most of it left to the tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_checks: Option<WorkspaceHealthChecks>,
+}
+
+/// The health-check budget of a workspace. Each pipe is probed once per interval for every
+/// TenantAccess granting it, each new token once soon after it is written, and each token again
+/// every `tokenCheckInterval`; when that wants more than the budget, the probes are spread
+/// (longer intervals) and `status.healthChecks` says so.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceHealthChecks {
+    /// Most health-check queries a day to this workspace (default 200). Never exceeded, a
+    /// restart included: probes are paced at one per `86400s / maxQueriesPerDay` at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_queries_per_day: Option<u32>,
+    /// Most health-check queries a second to this workspace (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_queries_per_second: Option<u32>,
+    /// How often a token already verified is probed on its own again, e.g. `24h` (the
+    /// default); `0`: only when it is written (issued, renewed, re-signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub token_check_interval: Option<String>,
 }
 
 /// A connection to a Clerk instance's Backend API.
@@ -199,4 +228,23 @@ pub struct WorkspaceStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Set while the health checks of this workspace's TenantAccesses want more than
+    /// `spec.healthChecks` allows: planned against the budget, and what was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_checks: Option<HealthCheckBudgetStatus>,
+}
+
+/// The health checks of a workspace: planned against the budget, and what was cut.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckBudgetStatus {
+    /// `spec.healthChecks.maxQueriesPerDay` in effect.
+    pub max_queries_per_day: u32,
+    /// Queries a day the probes want at their intervals (distinct pipes and token checks).
+    pub planned_queries_per_day: u64,
+    /// Distinct pipes probed.
+    pub pipes: u32,
+    /// When the planned queries do not fit: how the probes were spread to fit the budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<String>,
 }

@@ -1,5 +1,7 @@
 //! A workspace resolved for signing: its spec checked against its admin token.
 
+use std::time::Duration;
+
 use crate::api::WorkspaceSpec;
 use crate::core::admin_token::{AdminToken, MalformedAdminToken, UnknownRegion, api_url_for_region};
 use crate::core::well_known::reason;
@@ -17,6 +19,87 @@ pub struct SigningWorkspace {
     pub key: AdminToken,
     /// Its fingerprint.
     pub signing_key_fingerprint: String,
+    /// What its health checks may cost (`spec.healthChecks`).
+    pub health: HealthBudget,
+}
+
+/// Default `spec.healthChecks.maxQueriesPerDay`: a fifth of a Free plan's 1,000.
+pub const DEFAULT_MAX_QUERIES_PER_DAY: u32 = 200;
+/// Default `spec.healthChecks.maxQueriesPerSecond`.
+pub const DEFAULT_MAX_QUERIES_PER_SECOND: u32 = 1;
+/// Default `spec.healthChecks.tokenCheckInterval`: a day.
+pub const DEFAULT_TOKEN_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The health-check budget of a workspace, parsed from `spec.healthChecks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthBudget {
+    /// Most probes a day.
+    pub max_queries_per_day: u32,
+    /// Most probes a second.
+    pub max_queries_per_second: u32,
+    /// How often a verified token is probed on its own again (zero: only when written).
+    pub token_check_interval: Duration,
+}
+
+impl Default for HealthBudget {
+    fn default() -> Self {
+        Self {
+            max_queries_per_day: DEFAULT_MAX_QUERIES_PER_DAY,
+            max_queries_per_second: DEFAULT_MAX_QUERIES_PER_SECOND,
+            token_check_interval: DEFAULT_TOKEN_CHECK_INTERVAL,
+        }
+    }
+}
+
+impl HealthBudget {
+    /// The budget `spec.healthChecks` sets (defaults for what it leaves out).
+    ///
+    /// # Errors
+    /// When `tokenCheckInterval` is not a duration, or a rate is zero.
+    pub fn from_spec(spec: &WorkspaceSpec) -> Result<Self, WorkspaceError> {
+        let defaults = Self::default();
+        let Some(checks) = &spec.health_checks else { return Ok(defaults) };
+        let token_check_interval = match checks.token_check_interval.as_deref() {
+            None => defaults.token_check_interval,
+            Some(text) => crate::core::duration::parse(text)
+                .ok()
+                .and_then(|d| Duration::try_from(d).ok())
+                .ok_or_else(|| {
+                    WorkspaceError::HealthChecks(format!(
+                        "spec.healthChecks.tokenCheckInterval {text:?} is not a duration: use e.g. 24h, or 0 to verify tokens only when written"
+                    ))
+                })?,
+        };
+        let rate = |value: Option<u32>, default: u32, field: &str| match value {
+            Some(0) => Err(WorkspaceError::HealthChecks(format!(
+                "spec.healthChecks.{field} is 0: use 1 or more (disable probes with a TenantAccess's healthCheck.interval: 0)"
+            ))),
+            value => Ok(value.unwrap_or(default)),
+        };
+        Ok(Self {
+            max_queries_per_day: rate(
+                checks.max_queries_per_day,
+                defaults.max_queries_per_day,
+                "maxQueriesPerDay",
+            )?,
+            max_queries_per_second: rate(
+                checks.max_queries_per_second,
+                defaults.max_queries_per_second,
+                "maxQueriesPerSecond",
+            )?,
+            token_check_interval,
+        })
+    }
+
+    /// Time between two probe slots of the workspace, for a pacer that sends each probe at
+    /// most `slack` after its slot: then no window of a second (or a day) holds more probes
+    /// than the rate, across restarts too (a new process starts one spacing after its start).
+    #[must_use]
+    pub fn spacing(&self, slack: Duration) -> Duration {
+        let per_day = (Duration::from_secs(86_400) + slack) / self.max_queries_per_day.max(1);
+        let per_second = (Duration::from_secs(1) + slack) / self.max_queries_per_second.max(1);
+        per_day.max(per_second) + Duration::from_millis(1)
+    }
 }
 
 /// Why a workspace cannot sign. Messages never contain the token.
@@ -30,6 +113,8 @@ pub enum WorkspaceError {
     WorkspaceMismatch { expected: String, actual: String },
     #[error(transparent)]
     UnknownRegion(#[from] UnknownRegion),
+    #[error("{0}")]
+    HealthChecks(String),
 }
 
 impl WorkspaceError {
@@ -39,7 +124,7 @@ impl WorkspaceError {
         match self {
             Self::MalformedToken(_) => reason::MALFORMED_TOKEN,
             Self::WorkspaceMismatch { .. } => reason::WORKSPACE_MISMATCH,
-            Self::UnknownRegion(_) => reason::INVALID_SPEC,
+            Self::UnknownRegion(_) | Self::HealthChecks(_) => reason::INVALID_SPEC,
         }
     }
 }
@@ -49,6 +134,7 @@ impl WorkspaceError {
 /// # Errors
 /// Malformed token, workspace id mismatch, unknown region without `apiUrl`.
 pub fn resolve(spec: &WorkspaceSpec, key: AdminToken) -> Result<SigningWorkspace, WorkspaceError> {
+    let health = HealthBudget::from_spec(spec)?;
     let facts = key.decode()?;
     if let Some(expected) = spec.workspace_id.as_deref()
         && expected != facts.workspace_id
@@ -68,6 +154,7 @@ pub fn resolve(spec: &WorkspaceSpec, key: AdminToken) -> Result<SigningWorkspace
         region: facts.region,
         signing_key_fingerprint: key.fingerprint(),
         key,
+        health,
     })
 }
 

@@ -274,6 +274,29 @@ impl Collector for CacheCollector {
             &up,
         )?;
 
+        let mut budget_use = Vec::new();
+        let mut planned = Vec::new();
+        sources.health.budgets(|workspace, budget| {
+            let (api_url, workspace_id) = workspace.rsplit_once('#').unwrap_or((workspace, ""));
+            let labels: Labels =
+                vec![("api_url", api_url.to_owned()), ("workspace_id", workspace_id.to_owned())];
+            budget_use.push((labels.clone(), budget.ratio()));
+            #[allow(clippy::cast_precision_loss)]
+            planned.push((labels, budget.planned_queries_per_day as f64));
+        });
+        gauge_family(
+            &mut encoder,
+            "health_budget_use_ratio",
+            "Share of the workspace's spec.healthChecks.maxQueriesPerDay its health checks use (1: the budget is full and the probe intervals are stretched)",
+            &budget_use,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "health_planned_queries_per_day",
+            "Tinybird queries a day the workspace's health checks want at their intervals (pipes and token checks)",
+            &planned,
+        )?;
+
         let by_reason = sources.health.metrics().latency_by_reason();
         let mut latency = encoder.encode_descriptor(
             "probe_duration_seconds",

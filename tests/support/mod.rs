@@ -121,6 +121,10 @@ impl Drop for Operator {
 }
 
 /// A namespace with the CRDs, a Tinybird emulator, its admin token in a Secret, a
+/// The `analytics` workspace's health-check budget in tests: second-long intervals, no pacing
+/// (the budget's own tests set a small one).
+pub const UNMETERED: &str = "  healthChecks: {maxQueriesPerDay: 100000000, maxQueriesPerSecond: 1000}\n";
+
 /// TinybirdWorkspace `analytics` pointing at the emulator, and a namespaced operator.
 pub struct Env {
     pub cluster: TestCluster,
@@ -150,7 +154,7 @@ impl Env {
         let env = Self { cluster, ns, client, tinybird, clerk: None, operator: None };
         env.put_admin_token("tinybird-admin", &env.tinybird.admin_token()).await;
         env.apply_yaml(&format!(
-            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n",
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n{UNMETERED}",
             env.tinybird.base_url()
         ))
         .await;
@@ -168,7 +172,7 @@ impl Env {
         let clerk = tenant_access_emulators::ClerkEmulator::start(config).await.unwrap();
         self.put_secret_allowing("clerk-key", "secret-key", clerk.secret_key(), Some("analytics")).await;
         self.apply_yaml(&format!(
-            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n",
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n{UNMETERED}  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n",
             self.tinybird.base_url(),
             clerk.api_url()
         ))
@@ -351,7 +355,7 @@ impl ClusterWideEnv {
     /// by two spaces, each ending in a newline).
     pub fn shared_workspace_yaml(&self, policy: &str) -> String {
         format!(
-            "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: shared}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n{policy}",
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: shared}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n{UNMETERED}{policy}",
             self.tinybird.base_url()
         )
     }

@@ -206,7 +206,7 @@ impl ClerkEmulator {
     /// Adds a fault rule (use `path_prefix` to target a route).
     ///
     /// # Errors
-    /// [`EmulatorError::InvalidFault`] for a status other than 408 or 5xx.
+    /// [`EmulatorError::InvalidFault`] for a status other than 408, 429 or 5xx.
     pub fn add_fault(&self, fault: Fault) -> Result<(), EmulatorError> {
         self.state.faults.add(fault)
     }

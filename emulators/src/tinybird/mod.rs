@@ -287,7 +287,7 @@ impl TinybirdEmulator {
     /// Adds a fault rule.
     ///
     /// # Errors
-    /// [`EmulatorError::InvalidFault`] for a status other than 408 or 5xx.
+    /// [`EmulatorError::InvalidFault`] for a status other than 408, 429 (the plan's QPS ceiling, `Retry-After: 1`) or 5xx.
     pub fn add_fault(&self, fault: Fault) -> Result<(), EmulatorError> {
         self.state.faults.add(fault)
     }

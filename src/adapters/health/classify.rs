@@ -73,6 +73,13 @@ impl ProbeReason {
         }
     }
 
+    /// Whether this answer is about the token alone (its signature or its scopes), not about
+    /// the pipe every token of it shares.
+    #[must_use]
+    pub const fn is_per_token(self) -> bool {
+        matches!(self, Self::SignatureRejected | Self::ScopeRejected)
+    }
+
     /// The health verdict of this reason: `None` when it says nothing about health
     /// (`RateLimited`: keep the previous verdict).
     #[must_use]
@@ -159,11 +166,21 @@ pub struct ProbeOutcome {
     pub retry_after: Option<Duration>,
     /// What a `SignatureRejected` answer said.
     pub auth_rejection: Option<AuthRejection>,
+    /// `X-RateLimit-Limit` of a 429: the rate of the bucket that refused (the token's own
+    /// `limits.rps` when it is that one).
+    pub rate_limit: Option<u64>,
 }
 
 impl ProbeOutcome {
     fn new(reason: ProbeReason, status_code: Option<u16>, message: &str) -> Self {
-        Self { reason, status_code, message: one_line(message), retry_after: None, auth_rejection: None }
+        Self {
+            reason,
+            status_code,
+            message: one_line(message),
+            retry_after: None,
+            auth_rejection: None,
+            rate_limit: None,
+        }
     }
 
     /// An outcome for a probe that could not be sent (e.g. the probe token could not be signed).
@@ -258,7 +275,15 @@ pub fn classify(
         429 => {
             let retry_after = retry_after(headers);
             let what = retry_after.map_or(String::new(), |d| format!(" (retry after {}s)", d.as_secs()));
-            ProbeOutcome { retry_after, ..ProbeOutcome::new(R::RateLimited, status, &answered(&what)) }
+            let rate_limit = headers
+                .get("x-ratelimit-limit")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok());
+            ProbeOutcome {
+                retry_after,
+                rate_limit,
+                ..ProbeOutcome::new(R::RateLimited, status, &answered(&what))
+            }
         }
         500..=599 => ProbeOutcome::new(R::ServerError, status, &answered("")),
         _ => ProbeOutcome::new(R::BadResponse, status, &answered("")),

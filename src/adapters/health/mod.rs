@@ -5,7 +5,9 @@
 //! classified into a bounded [`ProbeReason`] ([`classify()`], pure). A [`ProbePlan`] says what to
 //! probe for one TenantAccess and with which token: the issued token of a Secret output, or a
 //! five-minute probe token signed in memory with `healthCheck.sampleParams` standing in for
-//! Clerk shortcodes. The [`HealthScheduler`] runs the plans in its own task.
+//! Clerk shortcodes. The [`HealthScheduler`] runs the plans in its own task: one probe per
+//! distinct (workspace, pipe) and interval for every access granting it, each token checked when
+//! it is written, all within the workspace's query budget.
 //!
 //! How the controller uses it (`runtime/controller/mod.rs` and `runtime/controller/tenants.rs`):
 //! - at start: `let (health, events) = HealthScheduler::start(HealthConfig { concurrency, clock },
@@ -36,4 +38,4 @@ pub use metrics::{HealthMetrics, LatencyHistogram};
 pub use plan::{PROBE_TOKEN_LIFETIME, PlannedEndpoint, ProbeCredential, ProbePlan};
 pub use probe::{EndpointProber, HttpProber, ProbeRequest};
 pub use report::{EndpointHealth, HealthSummary, summarize};
-pub use scheduler::{AccessKey, HealthChange, HealthConfig, HealthEvents, HealthScheduler};
+pub use scheduler::{AccessKey, BudgetUse, HealthChange, HealthConfig, HealthEvents, HealthScheduler};

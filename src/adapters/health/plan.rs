@@ -12,7 +12,7 @@ use crate::core::admin_token::{AdminToken, fingerprint};
 use crate::core::desired::access_claims;
 use crate::core::jwt::{AccessClaims, ParsedToken, SignError, TinybirdClaims, sign};
 use crate::core::shortcode;
-use crate::core::signing_workspace::SigningWorkspace;
+use crate::core::signing_workspace::{HealthBudget, SigningWorkspace};
 use crate::core::validate::ValidatedAccess;
 
 use super::probe::ProbeRequest;
@@ -118,10 +118,18 @@ pub struct PlannedEndpoint {
 pub struct ProbePlan {
     /// Tinybird API base URL, without a trailing slash.
     pub api_url: String,
+    /// The workspace id: with `api_url`, what the TenantAccesses probing a pipe share.
+    pub workspace_id: String,
     /// Probe interval (never zero in a plan).
     pub interval: Duration,
     /// Timeout of one probe.
     pub timeout: Duration,
+    /// The workspace's health-check budget (`spec.healthChecks`), its token-check interval
+    /// included: how often the token is verified on its own after its first verification
+    /// (which follows each new token).
+    pub budget: HealthBudget,
+    /// The token's own `limits.rps`: a 429 of that bucket is the token's, any other the plan's.
+    pub token_rps: Option<i64>,
     /// `healthCheck.params`, sent as query parameters.
     pub params: BTreeMap<String, String>,
     /// The `PIPES:READ` endpoints, in spec order.
@@ -169,8 +177,11 @@ impl ProbePlan {
         };
         Some(Self {
             api_url: workspace.api_url.trim_end_matches('/').to_owned(),
+            workspace_id: workspace.workspace_id.clone(),
             interval,
             timeout,
+            budget: workspace.health,
+            token_rps: access.rps,
             params: access.health.params.clone(),
             endpoints,
             credential,

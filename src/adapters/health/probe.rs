@@ -28,6 +28,8 @@ pub struct ProbeRequest {
     params: Vec<(String, String)>,
     token: String,
     timeout: Duration,
+    /// A token's own check (else a pipe's probe): the purpose label of the request count.
+    token_check: bool,
 }
 
 impl ProbeRequest {
@@ -51,7 +53,15 @@ impl ProbeRequest {
                 .collect(),
             token,
             timeout,
+            token_check: false,
         }
+    }
+
+    /// The same probe, counted as a token's own check rather than a pipe's probe.
+    #[must_use]
+    pub fn as_token_check(mut self) -> Self {
+        self.token_check = true;
+        self
     }
 
     /// `{api}/v0/pipes/{resource}.json`, without query string.
@@ -172,7 +182,7 @@ impl HttpProber {
                 }
             }
         };
-        crate::adapters::request_counts::probe(outcome.reason);
+        crate::adapters::request_counts::probe(outcome.reason, request.token_check);
         outcome.redacted_with(&[&request.token])
     }
 }

@@ -258,6 +258,17 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
             status.api_url = Some(signer.api_url.clone());
             status.region.clone_from(&signer.region);
             status.signing_key_fingerprint = Some(signer.signing_key_fingerprint.clone());
+            // When its TenantAccesses' health checks want more than the budget: how much, and
+            // what was cut (refreshed at each reconcile, at least every resync). Kept as it was
+            // while no probe is registered yet (just after a start), so a restart writes nothing.
+            if let Some(budget) = ctx.health.budget(&signer.api_url, &signer.workspace_id) {
+                status.health_checks = budget.cut().map(|cut| crate::api::HealthCheckBudgetStatus {
+                    max_queries_per_day: budget.max_queries_per_day,
+                    planned_queries_per_day: budget.planned_queries_per_day,
+                    pipes: budget.pipes,
+                    cut: Some(cut),
+                });
+            }
             DesiredCondition::holds(
                 condition::READY,
                 reason::READY,

@@ -1,7 +1,7 @@
 //! The scheduler against a scripted prober, with short real intervals. Assertions wait on
 //! conditions (events, call counts), never on a sleep.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,6 +12,8 @@ use super::*;
 use crate::adapters::health::classify::AuthRejection;
 use crate::adapters::health::plan::{PlannedEndpoint, ProbeCredential};
 use crate::adapters::health::probe::ProbeRequest;
+use crate::adapters::health::probe_timing::RECHECK_SPREAD;
+use crate::core::signing_workspace::HealthBudget;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -29,6 +31,7 @@ fn outcome(reason: ProbeReason) -> ProbeOutcome {
         message: format!("scripted {reason}"),
         retry_after: None,
         auth_rejection: None,
+        rate_limit: None,
     }
 }
 
@@ -99,8 +102,11 @@ fn start(script: &Arc<Script>, concurrency: usize) -> (HealthScheduler, HealthEv
 fn plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
     ProbePlan {
         api_url: "http://tinybird.invalid".into(),
+        workspace_id: token.to_owned(),
         interval,
         timeout: Duration::from_secs(1),
+        budget: generous(),
+        token_rps: None,
         params: BTreeMap::new(),
         endpoints: resources
             .iter()
@@ -214,8 +220,9 @@ async fn rate_limit_keeps_the_previous_health_and_waits_for_retry_after() {
         ],
     );
     let (scheduler, mut events) = start(&script, 8);
-    scheduler
-        .register(AccessKey::new("tenants", "acme"), plan(&["top_pages"], Duration::from_millis(20), "t"));
+    // The token has its own limits.rps: the 429 is its own.
+    let limited = ProbePlan { token_rps: Some(1), ..plan(&["top_pages"], Duration::from_millis(20), "t") };
+    scheduler.register(AccessKey::new("tenants", "acme"), limited);
 
     assert_eq!(
         verdicts(&next_change(&mut events).await)[0],
@@ -572,4 +579,300 @@ async fn a_resumed_access_keeps_the_reported_health_until_a_probe_says_otherwise
         [("top_pages".into(), true, ProbeReason::Healthy), ("broken".into(), true, ProbeReason::Healthy)]
     );
     scheduler.shutdown().await;
+}
+
+/// A budget that holds nothing back (the budget's own tests set theirs).
+fn generous() -> HealthBudget {
+    HealthBudget {
+        max_queries_per_day: 100_000_000,
+        max_queries_per_second: 1000,
+        token_check_interval: Duration::ZERO,
+    }
+}
+
+/// A plan of the workspace `ws` that every access of these tests shares.
+fn shared_plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
+    ProbePlan { workspace_id: "ws".into(), ..plan(resources, interval, token) }
+}
+
+/// Registers `count` accesses, each granting one of `pipes` (round robin) with its own token.
+fn register_many(
+    scheduler: &HealthScheduler,
+    count: usize,
+    pipes: &[&str],
+    interval: Duration,
+) -> Vec<AccessKey> {
+    (0..count)
+        .map(|i| {
+            let key = AccessKey::new("tenants", &format!("t{i}"));
+            scheduler.register(
+                key.clone(),
+                shared_plan(&[pipes[i % pipes.len()]], interval, &format!("token-{i}")),
+            );
+            key
+        })
+        .collect()
+}
+
+fn reported(scheduler: &HealthScheduler, key: &AccessKey) -> Option<(bool, ProbeReason)> {
+    scheduler.endpoints(key)?.first().map(|e| (e.healthy, e.reason))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pipe_shared_by_many_accesses_is_probed_once_per_interval() {
+    const PIPES: [&str; 5] = ["p0", "p1", "p2", "p3", "p4"];
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(60);
+    let keys = register_many(&scheduler, 300, &PIPES, interval);
+    // Each new token is verified once, soon after it is written.
+    simulate_until("every access reports", || keys.iter().all(|key| reported(&scheduler, key).is_some()))
+        .await;
+    simulate_until("every new token verified", || script.total_calls() >= 300).await;
+    tokio::time::sleep(interval).await;
+
+    let before = script.total_calls();
+    tokio::time::sleep(interval * 10).await;
+    let spent = script.total_calls() - before;
+    // One probe per pipe and interval (the window may hold an eleventh), not one per access.
+    assert!(spent <= PIPES.len() * 11, "{spent} probes in 10 intervals for 5 pipes");
+    assert!(spent >= PIPES.len() * 9, "{spent} probes in 10 intervals: the pipes are still probed");
+    // Every token takes its turn: the pipe's probes carry different tokens.
+    let calls = script.calls.lock().unwrap().split_off(before);
+    let tokens: HashSet<&str> =
+        calls.iter().filter(|(r, _, _)| r == "p0").map(|(_, t, _)| t.as_str()).collect();
+    assert!(tokens.len() >= 9, "p0 was probed with {} distinct tokens", tokens.len());
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pipe_level_failure_flips_every_access_granting_it_and_recovery_flips_them_back() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(60);
+    let keys = register_many(&scheduler, 40, &["gone", "kept"], interval);
+    simulate_until("every access healthy", || {
+        keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy)))
+    })
+    .await;
+    simulate_until("every new token verified", || script.total_calls() >= 40).await;
+
+    // The pipe is removed: its next probe, with any one token, flips all twenty.
+    let removed_at = Instant::now();
+    script.push("gone", [outcome(ProbeReason::PipeNotFound)]);
+    let granting: Vec<&AccessKey> = keys.iter().step_by(2).collect();
+    simulate_until("every access granting the pipe is unhealthy", || {
+        granting.iter().all(|key| reported(&scheduler, key) == Some((false, ProbeReason::PipeNotFound)))
+    })
+    .await;
+    assert!(Instant::now().duration_since(removed_at) <= interval + DISPATCH_TICK * 2, "within one interval");
+    assert_eq!(
+        script.calls_for("gone").iter().filter(|at| **at >= removed_at).count(),
+        1,
+        "one probe told them all"
+    );
+    assert!(
+        keys.iter()
+            .skip(1)
+            .step_by(2)
+            .all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy)))
+    );
+    // Back: the next probe flips them all back.
+    simulate_until("every access recovered", || {
+        granting.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy)))
+    })
+    .await;
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fault_of_one_token_stays_with_its_access() {
+    let script = Script::with_hold(Duration::ZERO);
+    script.by_token.lock().unwrap().insert("token-3".into(), outcome(ProbeReason::ScopeRejected));
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(60);
+    let keys = register_many(&scheduler, 10, &["shared"], interval);
+    simulate_until("the bad token reported", || {
+        reported(&scheduler, &keys[3]) == Some((false, ProbeReason::ScopeRejected))
+    })
+    .await;
+    // Many pipe probes later (with every token in turn), the fault is still its own.
+    tokio::time::sleep(interval * 20).await;
+    assert_eq!(reported(&scheduler, &keys[3]), Some((false, ProbeReason::ScopeRejected)));
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| *i != 3) {
+        assert_eq!(reported(&scheduler, key), Some((true, ProbeReason::Healthy)), "t{i}");
+    }
+    // A new token for it is verified within seconds, and clears the fault.
+    let written = Instant::now();
+    scheduler.register(keys[3].clone(), shared_plan(&["shared"], interval, "token-3-renewed"));
+    simulate_until("the new token reported healthy", || {
+        reported(&scheduler, &keys[3]) == Some((true, ProbeReason::Healthy))
+    })
+    .await;
+    assert!(Instant::now().duration_since(written) <= RECHECK_SPREAD + DISPATCH_TICK * 2);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_token_is_verified_once_and_then_only_at_the_token_interval() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(60);
+    let token_interval = Duration::from_secs(3600);
+    // Two pipes shared with many others: the new token's turn in their probes is rare.
+    let _others = register_many(&scheduler, 50, &["a"], interval);
+    let key = AccessKey::new("tenants", "new");
+    let with_token = |token: &str| ProbePlan {
+        budget: HealthBudget { token_check_interval: token_interval, ..generous() },
+        ..shared_plan(&["a"], interval, token)
+    };
+    scheduler.register(key.clone(), with_token("first"));
+    let by = |token: &'static str| {
+        let script = Arc::clone(&script);
+        move || script.calls.lock().unwrap().iter().filter(|(_, t, _)| t == token).count()
+    };
+    let first = by("first");
+    simulate_until("the new token verified", || first() >= 1).await;
+    let verified_at = Instant::now();
+    // Re-registering the same token verifies nothing again.
+    scheduler.register(key.clone(), with_token("first"));
+    tokio::time::sleep(interval * 5).await;
+    assert!(first() <= 2, "{} probes with the token in 5 intervals (one is its turn in the pipe's)", first());
+    // A renewal is verified within seconds.
+    scheduler.register(key.clone(), with_token("second"));
+    let second = by("second");
+    let renewed = Instant::now();
+    simulate_until("the renewed token verified", || second() >= 1).await;
+    assert!(Instant::now().duration_since(renewed) <= RECHECK_SPREAD + DISPATCH_TICK * 2);
+    let _ = verified_at;
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_rate_limit_holds_every_probe_to_the_workspace_and_flips_nothing() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let interval = Duration::from_secs(10);
+    let keys = register_many(&scheduler, 20, &["p0", "p1", "p2", "p3"], interval);
+    simulate_until("every access healthy", || {
+        keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy)))
+    })
+    .await;
+    simulate_until("every new token verified", || script.total_calls() >= 20).await;
+    while events.try_recv().is_some() {}
+
+    // The plan's ceiling (no token has limits.rps): the next probe is refused for 5 minutes.
+    let retry_after = Duration::from_secs(300);
+    let limited = ProbeOutcome {
+        retry_after: Some(retry_after),
+        rate_limit: Some(40),
+        ..outcome(ProbeReason::RateLimited)
+    };
+    for pipe in ["p0", "p1", "p2", "p3"] {
+        script.push(pipe, [limited.clone()]);
+    }
+    let before = script.total_calls();
+    simulate_until("a 429", || script.total_calls() > before).await;
+    let refused_at = Instant::now();
+    let after_429 = script.total_calls();
+    tokio::time::sleep(retry_after - Duration::from_secs(1)).await;
+    assert_eq!(script.total_calls(), after_429, "no probe to the workspace before Retry-After");
+    simulate_until("probes resume", || script.total_calls() > after_429).await;
+    assert!(Instant::now().duration_since(refused_at) >= retry_after);
+    assert!(keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy))));
+    assert!(events.try_recv().is_none(), "a plan-level 429 is no health change");
+    scheduler.shutdown().await;
+}
+
+/// A budget of `per_day` queries a day and one a second, tokens checked daily.
+fn small_budget(per_day: u32) -> HealthBudget {
+    HealthBudget {
+        max_queries_per_day: per_day,
+        max_queries_per_second: 1,
+        token_check_interval: Duration::from_secs(24 * 3600),
+    }
+}
+
+/// The most calls in any window of `width`.
+fn busiest(calls: &[Instant], width: Duration) -> usize {
+    let mut sorted = calls.to_vec();
+    sorted.sort();
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, start)| sorted[i..].iter().take_while(|t| **t < *start + width).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_budget_is_never_exceeded_and_says_what_was_cut() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(300);
+    // 300 accesses over 5 pipes at 5 minutes: 5 x 288 pipe probes + 300 token checks a day
+    // wanted, against 1,000 (a Free plan's whole day; the default is 200).
+    let keys: Vec<AccessKey> = (0..300)
+        .map(|i| {
+            let key = AccessKey::new("tenants", &format!("t{i}"));
+            let plan = ProbePlan {
+                budget: small_budget(1000),
+                ..shared_plan(&[["p0", "p1", "p2", "p3", "p4"][i % 5]], interval, &format!("token-{i}"))
+            };
+            scheduler.register(key.clone(), plan);
+            key
+        })
+        .collect();
+    tokio::time::sleep(DAY * 2).await;
+
+    let calls: Vec<Instant> = script.calls.lock().unwrap().iter().map(|(_, _, at)| *at).collect();
+    assert!(busiest(&calls, DAY) <= 1000, "{} probes in one day", busiest(&calls, DAY));
+    assert!(
+        busiest(&calls, Duration::from_secs(1)) <= 1,
+        "{} probes in one second",
+        busiest(&calls, Duration::from_secs(1))
+    );
+    // Most of it: the planned probes take their share, new tokens the rest.
+    assert!(calls.len() >= 1400, "the budget is used: {} probes in two days", calls.len());
+    // Every pipe is still probed, less often than asked.
+    for pipe in ["p0", "p1", "p2", "p3", "p4"] {
+        let probes = script.calls_for(pipe).len();
+        assert!(probes >= 200, "{pipe} probed {probes} times in two days");
+    }
+    assert!(keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy))));
+    let budget = scheduler.budget("http://tinybird.invalid", "ws").expect("the workspace's budget use");
+    assert_eq!((budget.max_queries_per_day, budget.pipes, budget.tokens), (1000, 5, 300));
+    assert_eq!(budget.planned_queries_per_day, 5 * 288 + 300);
+    assert!(budget.stretch > 2.0, "{budget:?}");
+    let cut = budget.cut().expect("what was cut");
+    assert!(cut.contains("1740 queries a day") && cut.contains("maxQueriesPerDay 1000"), "{cut}");
+    assert!((budget.ratio() - 1.0).abs() < f64::EPSILON);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_starts_paced_instead_of_bursting() {
+    let script = Script::with_hold(Duration::ZERO);
+    let budget = small_budget(200);
+    let register = |scheduler: &HealthScheduler| {
+        for i in 0..50 {
+            let plan =
+                ProbePlan { budget, ..shared_plan(&["p0"], Duration::from_secs(60), &format!("token-{i}")) };
+            scheduler.register(AccessKey::new("tenants", &format!("t{i}")), plan);
+        }
+    };
+    let (first, _events) = start(&script, 8);
+    register(&first);
+    simulate_until("a first probe", || script.total_calls() >= 1).await;
+    first.shutdown().await;
+    let restarted_at = Instant::now();
+    let (second, _events) = start(&script, 8);
+    register(&second);
+    simulate_until("a probe after the restart", || script.total_calls() >= 2).await;
+    let calls = script.calls.lock().unwrap().iter().map(|(_, _, at)| *at).collect::<Vec<_>>();
+    // One probe per 432 s (200 a day), restart or not.
+    assert!(calls[1].duration_since(restarted_at) >= budget.spacing(DISPATCH_TICK) - DISPATCH_TICK);
+    assert!(calls[1].duration_since(calls[0]) >= budget.spacing(DISPATCH_TICK) - DISPATCH_TICK);
+    second.shutdown().await;
 }

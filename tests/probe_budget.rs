@@ -1,0 +1,209 @@
+//! What health checks cost at Tinybird, counted by the emulator: a pipe shared by many
+//! TenantAccesses is probed once per interval for all of them, a workspace's probes stay within
+//! its budget, a new token is verified once, and a plan-level 429 holds probes back without
+//! flipping anything.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::{Env, has_condition};
+use tenant_access::api::TenantAccess;
+use tenant_access_emulators::Fault;
+
+const PIPES: [&str; 5] = ["pipe_a", "pipe_b", "pipe_c", "pipe_d", "pipe_e"];
+
+/// `count` TenantAccesses `t{i}`, each granting one of [`PIPES`] in turn, probed every
+/// `interval`.
+fn accesses(count: usize, interval: &str) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "---\napiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: t{i}}}\nspec:\n  workspaceRef: {{name: analytics}}\n  scopes: [{{resource: {}, fixedParams: {{org: acme}}}}]\n  secret: {{}}\n  healthCheck: {{interval: {interval}}}\n",
+                PIPES[i % PIPES.len()]
+            )
+        })
+        .collect()
+}
+
+/// The `analytics` workspace with `health_checks` as its budget.
+async fn set_budget(env: &Env, health_checks: &str) {
+    env.apply_yaml(&format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n  healthChecks: {health_checks}\n",
+        env.tinybird.base_url()
+    ))
+    .await;
+}
+
+/// Copies of the emulator's `top_pages` under the names of [`PIPES`].
+fn add_pipes(env: &Env) {
+    let top_pages = env.tinybird.pipes().into_iter().find(|p| p.name == "top_pages").unwrap();
+    for name in PIPES {
+        let mut pipe = top_pages.clone();
+        pipe.name = name.to_owned();
+        pipe.id = None;
+        env.tinybird.upsert_pipe(pipe).unwrap();
+    }
+}
+
+/// Whether TenantAccess `name`'s endpoint reports `reason`.
+fn endpoint_is(reason: &'static str, healthy: bool) -> impl kube::runtime::wait::Condition<TenantAccess> {
+    move |ta: Option<&TenantAccess>| {
+        ta.and_then(|t| t.status.as_ref())
+            .is_some_and(|s| s.endpoints.iter().any(|e| e.reason == reason && e.healthy == healthy))
+    }
+}
+
+/// Pipe probes the emulator answered, by arrival (ms).
+fn probe_times(env: &Env) -> Vec<u64> {
+    env.tinybird
+        .request_log()
+        .records()
+        .iter()
+        .filter(|r| r.path.starts_with("/v0/pipes/") && r.path.ends_with(".json"))
+        .map(|r| r.received_at_ms)
+        .collect()
+}
+
+/// Watches TenantAccess changes for `seconds` (the observation window); writes per name.
+async fn observe(env: &Env, seconds: u32) -> BTreeMap<String, usize> {
+    let list = env.tenant_accesses().list(&Default::default()).await.unwrap();
+    let from = list.metadata.resource_version.unwrap();
+    let mut stream = futures::StreamExt::boxed(
+        env.tenant_accesses()
+            .watch(&kube::api::WatchParams::default().timeout(seconds), &from)
+            .await
+            .unwrap(),
+    );
+    let mut writes = BTreeMap::<String, usize>::new();
+    while let Some(Ok(event)) = futures::StreamExt::next(&mut stream).await {
+        if let kube::api::WatchEvent::Modified(ta) = event {
+            *writes.entry(ta.metadata.name.unwrap()).or_default() += 1;
+        }
+    }
+    writes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_tenants_over_five_pipes_stay_within_a_small_budget_and_flip_together() {
+    const N: usize = 300;
+    let mut env = Env::new("probe-budget").await;
+    add_pipes(&env);
+    // 43,200 a day: one probe every 2 s at most. Five pipes at 5 s want 86,400 a day: stretched.
+    set_budget(&env, "{maxQueriesPerDay: 43200, maxQueriesPerSecond: 1, tokenCheckInterval: '0'}").await;
+    env.start_operator();
+    env.apply_yaml(&accesses(N, "5s")).await;
+    for i in 0..N {
+        env.wait_access(&format!("t{i}"), has_condition("EndpointsHealthy", "True", "Healthy")).await;
+    }
+
+    // A window of 30 s of steady probing: within the budget (one per 2 s), nothing written.
+    env.tinybird.request_log().clear();
+    let writes = observe(&env, 30).await;
+    let probes = probe_times(&env);
+    println!("probes in a 30 s window with {N} TenantAccesses over 5 pipes: {}", probes.len());
+    assert!(probes.len() <= 16, "{} probes in 30 s over a budget of one per 2 s", probes.len());
+    let closest = probes.windows(2).map(|pair| pair[1].saturating_sub(pair[0])).min().unwrap_or(u64::MAX);
+    assert!(closest >= 1900, "two probes {closest} ms apart");
+    assert!(writes.is_empty(), "health did not flip, yet status was written: {writes:?}");
+
+    // The workspace says what its health checks want against the budget, and what was cut
+    // (shown at its next reconcile: a spec change here).
+    set_budget(&env, "{maxQueriesPerDay: 43201, maxQueriesPerSecond: 1, tokenCheckInterval: '0'}").await;
+    let workspaces: kube::Api<tenant_access::api::TinybirdWorkspace> =
+        kube::Api::namespaced(env.client.clone(), env.ns.name());
+    let status = support::eventually_some("the workspace's health-check budget status", || async {
+        let workspace = workspaces.get("analytics").await.ok()?;
+        workspace.status?.health_checks
+    })
+    .await;
+    assert_eq!((status.pipes, status.planned_queries_per_day), (5, 5 * 17_280), "{status:?}");
+    let cut = status.cut.unwrap_or_default();
+    assert!(cut.contains("86400 queries a day") && cut.contains("longer than asked"), "{cut}");
+
+    // One pipe removed: every TenantAccess granting it flips, the others do not.
+    let removed = env.tinybird.pipes().into_iter().find(|p| p.name == "pipe_c").unwrap();
+    env.tinybird.remove_pipe("pipe_c");
+    for i in (2..N).step_by(PIPES.len()) {
+        env.wait_access(&format!("t{i}"), endpoint_is("PipeNotFound", false)).await;
+    }
+    let others = env.tenant_accesses().list(&Default::default()).await.unwrap();
+    let unhealthy: Vec<String> = others
+        .items
+        .iter()
+        .filter(|ta| ta.status.as_ref().is_some_and(|s| s.endpoints.iter().any(|e| !e.healthy)))
+        .map(|ta| ta.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(unhealthy.len(), N / PIPES.len(), "only the accesses granting pipe_c: {unhealthy:?}");
+    // Back: they all flip back.
+    env.tinybird.upsert_pipe(removed).unwrap();
+    for i in (2..N).step_by(PIPES.len()) {
+        env.wait_access(&format!("t{i}"), endpoint_is("Healthy", true)).await;
+    }
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_token_is_verified_once_soon_after_it_is_written() {
+    let mut env = Env::new("probe-verify").await;
+    env.start_operator();
+    // The pipe's own probes are an hour apart: only a token's verification comes within seconds.
+    env.apply_yaml(
+        &accesses(3, "1h")
+            .replace("pipe_a", "top_pages")
+            .replace("pipe_b", "top_pages")
+            .replace("pipe_c", "top_pages"),
+    )
+    .await;
+    for i in 0..3 {
+        env.wait_access(&format!("t{i}"), has_condition("EndpointsHealthy", "True", "Healthy")).await;
+    }
+    let by_token = |env: &Env| {
+        let mut names = BTreeMap::<String, usize>::new();
+        for record in env.tinybird.request_log().records() {
+            if let Some(name) = record.bearer_claims.as_ref().and_then(|c| c["name"].as_str()) {
+                *names.entry(name.to_owned()).or_default() += 1;
+            }
+        }
+        names
+    };
+    let probes = support::eventually_some("each token verified", || async {
+        let names = by_token(&env);
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+    assert!(probes.values().all(|count| *count == 1), "each new token verified once: {probes:?}");
+    // Nothing more within the hour (a window of 10 s).
+    let writes = observe(&env, 10).await;
+    assert_eq!(by_token(&env), probes, "no probe after the verifications");
+    assert!(writes.is_empty(), "{writes:?}");
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_level_429_holds_probes_back_and_flips_nothing() {
+    let mut env = Env::new("probe-429").await;
+    add_pipes(&env);
+    env.start_operator();
+    env.apply_yaml(&accesses(10, "5s")).await;
+    for i in 0..10 {
+        env.wait_access(&format!("t{i}"), has_condition("EndpointsHealthy", "True", "Healthy")).await;
+    }
+    // Tinybird refuses everything with 429 (no token here has limits.rps: the plan's ceiling).
+    env.tinybird.add_fault(Fault::status(429).for_path_prefix("/v0/pipes/")).unwrap();
+    support::eventually_some("a refused probe", || async {
+        env.tinybird.request_log().records().iter().any(|r| r.status == 429).then_some(())
+    })
+    .await;
+    env.tinybird.request_log().clear();
+    // 20 s: five pipes at 5 s would be 20 probes; held back (one at a time, growing backoff):
+    // a handful.
+    let writes = observe(&env, 20).await;
+    let refused = probe_times(&env).len();
+    println!("probes in 20 s while the plan's rate limit refuses: {refused}");
+    assert!(refused <= 8, "{refused} probes in 20 s while Tinybird answers 429");
+    assert!(writes.is_empty(), "a plan-level 429 flips nothing: {writes:?}");
+    env.tinybird.clear_faults();
+    env.stop_operator().await;
+}
