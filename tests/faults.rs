@@ -451,8 +451,9 @@ async fn operator_restarts_with_everything_in_place_change_nothing() {
     let admin = env.tinybird.admin_token();
     env.put_secret_allowing("shared-admin", "token", &admin, Some("ClusterTinybirdWorkspace/shared")).await;
     env.apply_yaml(&format!(
-        "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: shared}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n  policy:\n    allowedNamespaces: {{matchLabels: {{{TESTKIT_LABEL}: 'true'}}}}\n",
-        env.tinybird.base_url()
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: ClusterTinybirdWorkspace\nmetadata: {{name: shared}}\nspec:\n  adminTokenSecretRef: {{name: shared-admin}}\n  apiUrl: {}\n  policy:\n    allowedNamespaces: {{matchLabels: {{{TESTKIT_LABEL}: 'true'}}}}\n{}",
+        env.tinybird.base_url(),
+        support::UNMETERED
     ))
     .await;
     apply_tenants_of(&env, 0..count / 2, "{name: analytics}", PROBED).await;
@@ -474,13 +475,15 @@ async fn operator_restarts_with_everything_in_place_change_nothing() {
         let before = snapshot(&env).await;
         let mark = audit_mark(&env);
         operator = OperatorProcess::start_with(&env, run, true, &[]).await;
-        // Every TenantAccess reconciled and every endpoint probed by the new operator.
+        // Every TenantAccess reconciled and the endpoint probed by the new operator: every
+        // TenantAccess here grants the same pipe of the same Tinybird workspace, which is probed
+        // once for all of them.
         eventually("the new operator to reconcile and probe everything", || async {
             let reconciled = operator
                 .counter("tenant_access_reconciles_total{kind=\"TenantAccess\",outcome=\"success\"}")
                 .await;
             let probed = operator.counter("tenant_access_probes_total{reason=\"Healthy\"}").await;
-            reconciled >= count as u64 && probed >= count as u64
+            reconciled >= count as u64 && probed >= 1
         })
         .await;
         let writes = operator_writes_since(&env, mark);
