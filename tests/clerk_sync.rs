@@ -191,16 +191,7 @@ async fn two_hundred_templates_sync_without_a_429_and_a_429_storm_is_ridden_out(
     let new_admin = env.tinybird.refresh_admin_token();
     env.put_admin_token("tinybird-admin", &new_admin).await;
     let fingerprint = tenant_access::core::admin_token::AdminToken::new(&new_admin).fingerprint();
-    for i in 0..200 {
-        tenant_access_testkit::wait_for(
-            env.tenant_accesses(),
-            &format!("t{i}"),
-            clerk_fingerprint_is(fingerprint.clone()),
-            TIMEOUT * 3,
-        )
-        .await
-        .unwrap();
-    }
+    env.wait_clerk_keys(200, &fingerprint).await;
     assert!(env.clerk().request_log().count_status(429) > 0, "the storm happened");
     for template in env.clerk().templates() {
         assert_eq!(env.clerk().signing_key(&template.id).as_deref(), Some(new_admin.as_str()));

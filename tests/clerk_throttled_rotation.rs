@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use kube::api::ListParams;
-use support::{Env, TIMEOUT, clerk_fingerprint_is, eventually, is_ready};
+use support::{Env, TIMEOUT, eventually, is_ready};
 use tenant_access::core::admin_token::AdminToken;
 use tenant_access::core::jwt::ParsedToken;
 
@@ -89,16 +89,7 @@ async fn a_rotation_re_signs_every_secret_within_seconds_while_clerk_is_throttle
 
     // Nothing is lost: every template catches up with the new key once the budget allows.
     let fingerprint = new_key.fingerprint();
-    for i in 0..ACCESSES {
-        tenant_access_testkit::wait_for(
-            env.tenant_accesses(),
-            &format!("t{i}"),
-            clerk_fingerprint_is(fingerprint.clone()),
-            TIMEOUT * 3,
-        )
-        .await
-        .unwrap();
-    }
+    env.wait_clerk_keys(ACCESSES, &fingerprint).await;
     for template in env.clerk().templates() {
         assert_eq!(env.clerk().signing_key(&template.id).as_deref(), Some(new_admin.as_str()));
     }

@@ -58,6 +58,17 @@ fn operator_process_logging_to(
     command.spawn().unwrap()
 }
 
+/// TenantAccess `acme`, Ready, and `broken`, whose workspace does not exist.
+async fn acme_and_broken(env: &Env) {
+    env.tenant_access("acme", TENANT).await;
+    env.tenant_access(
+        "broken",
+        "  workspaceRef: {name: missing}\n  scopes: [{resource: top_pages}]\n  secret: {}\n",
+    )
+    .await;
+    env.wait_access("acme", is_ready()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_probes_describe_the_running_operator() {
     let env = Env::new("metrics").await;
@@ -67,13 +78,7 @@ async fn metrics_and_probes_describe_the_running_operator() {
         .await;
     eventually("/readyz", || async { http_get(port, "/readyz").await.is_some_and(|(code, _)| code == 200) })
         .await;
-    env.tenant_access("acme", TENANT).await;
-    env.tenant_access(
-        "broken",
-        "  workspaceRef: {name: missing}\n  scopes: [{resource: top_pages}]\n  secret: {}\n",
-    )
-    .await;
-    env.wait_access("acme", is_ready()).await;
+    acme_and_broken(&env).await;
     let ns = env.name().to_owned();
     let series = |name: &str| format!("{name}{{namespace=\"{ns}\",name=\"acme\"");
     let wanted = [
@@ -422,20 +427,9 @@ async fn json_logs_have_no_duplicate_keys_and_a_refusal_is_warned_once() {
     let env = Env::new("json-logs").await;
     let port = free_port();
     let log_path = std::env::temp_dir().join(format!("json-logs-{}.log", env.name()));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut command = run_command(env.cluster.admin_kubeconfig(), env.name(), port);
-    command
-        .args(["--cluster-resource-namespace", env.name(), "--log-format", "json"])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::from(log));
-    let mut operator = command.spawn().unwrap();
-    env.tenant_access("acme", TENANT).await;
-    env.tenant_access(
-        "broken",
-        "  workspaceRef: {name: missing}\n  scopes: [{resource: top_pages}]\n  secret: {}\n",
-    )
-    .await;
-    env.wait_access("acme", is_ready()).await;
+    let log = Stdio::from(std::fs::File::create(&log_path).unwrap());
+    let mut operator = operator_process_logging_to(&env, port, "json-logs", false, log);
+    acme_and_broken(&env).await;
     env.wait_access("broken", support::has_condition("Ready", "False", "WorkspaceNotFound")).await;
     // Reconciles of the refused TenantAccess that find nothing new to say.
     for round in 0..3 {

@@ -184,26 +184,24 @@ impl Fixture {
         Snapshot { accesses, versions, events: self.events().await }
     }
 
-    /// The pipes probed at the emulator since `since_ms`.
-    fn probed_pipes_since(&self, since_ms: u64) -> BTreeSet<String> {
+    /// The pipe probes the emulator received since `since_ms`.
+    fn probes_since(&self, since_ms: u64) -> impl Iterator<Item = tenant_access_emulators::RequestRecord> {
         self.env
             .tinybird
             .request_log()
             .records()
             .into_iter()
-            .filter(|r| r.path.starts_with("/v0/pipes/") && r.received_at_ms >= since_ms)
-            .map(|r| r.path)
-            .collect()
+            .filter(move |r| r.path.starts_with("/v0/pipes/") && r.received_at_ms >= since_ms)
+    }
+
+    /// The pipes probed at the emulator since `since_ms`.
+    fn probed_pipes_since(&self, since_ms: u64) -> BTreeSet<String> {
+        self.probes_since(since_ms).map(|r| r.path).collect()
     }
 
     /// The `name` claim of each token that probed a pipe at the emulator since `since_ms`.
     fn probing_tokens_since(&self, since_ms: u64) -> BTreeSet<String> {
-        self.env
-            .tinybird
-            .request_log()
-            .records()
-            .into_iter()
-            .filter(|r| r.path.starts_with("/v0/pipes/") && r.received_at_ms >= since_ms)
+        self.probes_since(since_ms)
             .filter_map(|r| r.bearer_claims?["name"].as_str().map(str::to_owned))
             .collect()
     }

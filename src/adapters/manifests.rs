@@ -132,17 +132,21 @@ fn unknown_field(
     }
 }
 
-/// The schema the API server checks `kind` of this group against.
-fn schema_of(kind: &str) -> Option<JSONSchemaProps> {
-    crate::api::crds()
-        .into_iter()
-        .find(|crd| crd.spec.names.kind == kind)?
-        .spec
-        .versions
-        .into_iter()
-        .find(|version| version.name == API_VERSION)?
-        .schema?
-        .open_api_v3_schema
+/// The schema the API server checks `kind` of this group against (the CRDs are generated once,
+/// not for every document read).
+fn schema_of(kind: &str) -> Option<&'static JSONSchemaProps> {
+    static SCHEMAS: std::sync::OnceLock<Vec<(String, JSONSchemaProps)>> = std::sync::OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        crate::api::crds()
+            .into_iter()
+            .filter_map(|crd| {
+                let kind = crd.spec.names.kind;
+                let version = crd.spec.versions.into_iter().find(|version| version.name == API_VERSION)?;
+                Some((kind, version.schema?.open_api_v3_schema?))
+            })
+            .collect()
+    });
+    schemas.iter().find(|(known, _)| known == kind).map(|(_, schema)| schema)
 }
 
 struct DocContext<'a> {
@@ -162,7 +166,7 @@ impl DocContext<'_> {
                 fields.remove(implicit);
             }
         }
-        if let Some((path, closest)) = schema_of(kind).and_then(|schema| unknown_field(&schema, &checked, ""))
+        if let Some((path, closest)) = schema_of(kind).and_then(|schema| unknown_field(schema, &checked, ""))
         {
             let hint = closest.map(|c| format!(" (did you mean {c:?}?)")).unwrap_or_default();
             return Err(ManifestError(format!(

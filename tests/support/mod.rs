@@ -267,6 +267,21 @@ impl Env {
         wait_for(self.tenant_accesses(), name, cond, TIMEOUT).await.unwrap().expect("TenantAccess exists")
     }
 
+    /// Waits until TenantAccesses `t0`..`t{count-1}` have pushed their Clerk templates with the
+    /// key of this fingerprint (generously: Clerk may be throttled).
+    pub async fn wait_clerk_keys(&self, count: usize, fingerprint: &str) {
+        for i in 0..count {
+            wait_for(
+                self.tenant_accesses(),
+                &format!("t{i}"),
+                clerk_fingerprint_is(fingerprint.to_owned()),
+                TIMEOUT * 3,
+            )
+            .await
+            .unwrap();
+        }
+    }
+
     /// Waits until a Secret satisfies `cond`.
     pub async fn wait_secret(&self, name: &str, cond: impl Condition<Secret>) -> Secret {
         wait_for(self.secrets(), name, cond, TIMEOUT).await.unwrap().expect("Secret exists")
