@@ -464,17 +464,13 @@ async fn restart<K>(
     (policy, token, now): (RestartPolicy, TokenIdentity<'_>, Timestamp),
 ) -> Result<Restart, kube::Error>
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Resource + PodTemplated + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let workload = api.get(name).await?;
     if !restart_opted_in(workload.meta().labels.as_ref()) {
         return Ok(Restart::NotOptedIn);
     }
-    let template_annotations = serde_json::to_value(&workload)
-        .ok()
-        .and_then(|w| w.pointer("/spec/template/metadata/annotations").cloned())
-        .and_then(|a| serde_json::from_value::<std::collections::BTreeMap<String, String>>(a).ok());
-    let restarted = RestartedFor::from_annotations(template_annotations.as_ref());
+    let restarted = RestartedFor::from_annotations(workload.template_annotations());
     match restarts::decide(policy, token, &restarted, now) {
         RestartDecision::UpToDate => Ok(Restart::UpToDate),
         RestartDecision::After(left) => Ok(Restart::HeldBack(left)),
@@ -487,6 +483,28 @@ where
         }
     }
 }
+
+/// A workload with a pod template (what a rollout restart annotates).
+trait PodTemplated {
+    /// The pod template's annotations.
+    fn template_annotations(&self) -> Option<&std::collections::BTreeMap<String, String>>;
+}
+
+macro_rules! pod_templated {
+    ($($kind:ty),*) => {$(
+        impl PodTemplated for $kind {
+            fn template_annotations(&self) -> Option<&std::collections::BTreeMap<String, String>> {
+                self.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()
+            }
+        }
+    )*};
+}
+
+pod_templated!(
+    k8s_openapi::api::apps::v1::Deployment,
+    k8s_openapi::api::apps::v1::StatefulSet,
+    k8s_openapi::api::apps::v1::DaemonSet
+);
 
 /// Whether a workload's labels opt it in to rollout restarts (exactly `"true"`).
 fn restart_opted_in(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
