@@ -638,24 +638,25 @@ async fn a_new_admin_token_is_checked_once_so_a_refused_key_never_reports_ready(
     let current = env.tinybird.refresh_admin_token();
     env.put_admin_token("stale-admin", &stale).await;
     let workspaces: Api<TinybirdWorkspace> = Api::namespaced(env.client.clone(), env.name());
-    // Every status the workspace ever shows, from before it exists.
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    // Every Ready status the workspace shows, from before it exists up to the first Ready=True.
     let recorder = tokio::spawn({
-        let seen = seen.clone();
         let stream =
             watcher(workspaces.clone(), watcher::Config::default().fields("metadata.name=unverified"))
                 .applied_objects();
         async move {
-            let _ = stream
-                .try_for_each(|ws: TinybirdWorkspace| {
-                    let ready =
-                        ws.status.iter().flat_map(|s| s.conditions.iter()).find(|c| c.type_ == "Ready");
-                    if let Some(c) = ready {
-                        seen.lock().unwrap().push((c.status.clone(), c.reason.clone()));
+            let mut stream = std::pin::pin!(stream);
+            let mut seen = Vec::<(String, String)>::new();
+            while let Some(ws) = stream.try_next().await.expect("the workspace watch") {
+                let ready: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> =
+                    ws.status.iter().flat_map(|s| s.conditions.iter()).find(|c| c.type_ == "Ready");
+                if let Some(c) = ready {
+                    seen.push((c.status.clone(), c.reason.clone()));
+                    if c.status == "True" {
+                        break;
                     }
-                    futures::future::ready(Ok(()))
-                })
-                .await;
+                }
+            }
+            seen
         }
     });
     // No verifyInterval: the key is still checked when it is loaded.
@@ -670,8 +671,8 @@ async fn a_new_admin_token_is_checked_once_so_a_refused_key_never_reports_ready(
     // The key Tinybird accepts: Ready, after one more check.
     env.put_admin_token("stale-admin", &current).await;
     tenant_access_testkit::wait_for(workspaces, "unverified", ready_reason("Ready"), TIMEOUT).await.unwrap();
-    recorder.abort();
-    let seen = seen.lock().unwrap().clone();
+    // The recorder's own watch may see Ready a moment after `wait_for` did: await its history.
+    let seen = tokio::time::timeout(TIMEOUT, recorder).await.expect("the recorder saw Ready=True").unwrap();
     let first_ready = seen.iter().position(|(status, _)| status == "True").unwrap();
     assert!(
         seen[..first_ready].iter().any(|(_, reason)| reason == "Unauthorized"),
