@@ -50,6 +50,7 @@ pub struct RequestLog {
 struct LogState {
     records: VecDeque<RequestRecord>,
     counts_by_status: BTreeMap<u16, u64>,
+    counts_by_route: BTreeMap<String, u64>,
 }
 
 impl RequestLog {
@@ -57,6 +58,7 @@ impl RequestLog {
     pub fn record(&self, record: RequestRecord) {
         let mut state = lock(&self.inner);
         *state.counts_by_status.entry(record.status).or_default() += 1;
+        *state.counts_by_route.entry(route_of(&record.method, &record.path)).or_default() += 1;
         if state.records.len() == MAX_RECORDS {
             state.records.pop_front();
         }
@@ -73,6 +75,21 @@ impl RequestLog {
     #[must_use]
     pub fn counts_by_status(&self) -> BTreeMap<u16, u64> {
         lock(&self.inner).counts_by_status.clone()
+    }
+
+    /// How many requests each route answered, however many there were (the records drop the
+    /// oldest): keyed by method and path shape, the third path segment (a name or id) replaced
+    /// by `*` and its format suffix kept, e.g. `GET /v0/pipes/*.json` (a billed pipe query),
+    /// `GET /v0/pipes/*` (a pipe description), `POST /v0/tokens/*/refresh`.
+    #[must_use]
+    pub fn counts_by_route(&self) -> BTreeMap<String, u64> {
+        lock(&self.inner).counts_by_route.clone()
+    }
+
+    /// How many requests `route` (as in [`Self::counts_by_route`]) answered.
+    #[must_use]
+    pub fn count_route(&self, route: &str) -> u64 {
+        lock(&self.inner).counts_by_route.get(route).copied().unwrap_or(0)
     }
 
     /// How many answers had `status`.
@@ -102,7 +119,33 @@ impl RequestLog {
         let mut state = lock(&self.inner);
         state.records.clear();
         state.counts_by_status.clear();
+        state.counts_by_route.clear();
     }
+}
+
+/// The route of a request, as [`RequestLog::counts_by_route`] counts it.
+#[must_use]
+pub fn route_of(method: &str, path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    let shape = segments
+        .iter()
+        .enumerate()
+        .map(|(index, segment)| {
+            let format = segment
+                .rsplit_once('.')
+                .map(|(_, suffix)| suffix)
+                .filter(|suffix| index == last && (1..=10).contains(&suffix.len()))
+                .filter(|suffix| suffix.bytes().all(|b| b.is_ascii_lowercase()));
+            match (index, format) {
+                (3, Some(format)) => format!("*.{format}"),
+                (3, None) => "*".to_owned(),
+                _ => (*segment).to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    format!("{method} {shape}")
 }
 
 /// Middleware recording every non-control request.
@@ -170,9 +213,20 @@ mod tests {
         assert_eq!(log.count_status(200), 2);
         assert_eq!(log.count_matching("GET", "/v1/jwt_templates"), 2);
         assert_eq!(log.total(), 3);
+        assert_eq!(log.count_route("GET /v1/jwt_templates/*"), 1);
+        assert_eq!(log.count_route("GET /v1/jwt_templates"), 1);
         log.clear();
         assert_eq!(log.total(), 0);
         assert!(log.records().is_empty());
+    }
+
+    #[test]
+    fn routes_tell_billed_pipe_queries_from_descriptions() {
+        assert_eq!(route_of("GET", "/v0/pipes/top_pages.json"), "GET /v0/pipes/*.json");
+        assert_eq!(route_of("GET", "/v0/pipes/top_pages"), "GET /v0/pipes/*");
+        assert_eq!(route_of("POST", "/v0/tokens/p.abc/refresh"), "POST /v0/tokens/*/refresh");
+        assert_eq!(route_of("GET", "/v0/pipes/t_0123.ABC"), "GET /v0/pipes/*");
+        assert_eq!(route_of("GET", "/v1/workspace"), "GET /v1/workspace");
     }
 
     #[test]
