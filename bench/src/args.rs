@@ -15,6 +15,10 @@ pub enum Scenario {
     Idle,
     /// RSS with many TenantAccess, then with many unrelated Secrets added.
     Memory,
+    /// What the health checks cost the Tinybird plan, per day, at defaults and before the
+    /// budget; how fast a removed pipe is detected (not in the default list: it measures
+    /// windows of several minutes).
+    ProbeCost,
 }
 
 /// Benchmarks tenant-access-operator (a separate release process) against a real API server and
@@ -57,6 +61,16 @@ pub struct Args {
     /// Quiet time before memory is sampled, seconds.
     #[arg(long, default_value_t = 30)]
     pub settle_seconds: u64,
+    /// Tenant counts of the probe-cost scenario (2 pipes each out of 10), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub probe_cost_tenants: Vec<usize>,
+    /// Length of each measured window of the probe-cost scenario, seconds (two at each count).
+    #[arg(long, default_value_t = 600)]
+    pub probe_cost_seconds: u64,
+    /// Bound of the probe-cost scenario's wait for a removed (and then restored) pipe to be
+    /// reported, seconds.
+    #[arg(long, default_value_t = 660)]
+    pub probe_cost_detection_bound_seconds: u64,
     /// Length of the token-core loop, seconds.
     #[arg(long, default_value_t = 5)]
     pub token_core_seconds: u64,

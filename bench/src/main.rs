@@ -14,6 +14,7 @@ mod idle;
 mod machine;
 mod memory;
 mod operator;
+mod probe_cost;
 mod progress;
 mod report;
 mod token_core;
@@ -78,6 +79,7 @@ async fn run(args: Args) -> Result<Report> {
         convergence: None,
         idle: None,
         memory: None,
+        probe_cost: None,
         errors: Vec::new(),
     };
 
@@ -93,7 +95,7 @@ async fn run(args: Args) -> Result<Report> {
         }
     }
 
-    let cluster_scenarios = [Scenario::Convergence, Scenario::Idle, Scenario::Memory];
+    let cluster_scenarios = [Scenario::Convergence, Scenario::Idle, Scenario::Memory, Scenario::ProbeCost];
     if cluster_scenarios.iter().any(|s| args.wants(*s)) {
         if !operator_binary.is_file() {
             return Err(BenchError::Fixture(format!(
@@ -136,6 +138,13 @@ async fn run_cluster_scenarios(bench: &mut Bench, report: &mut Report) {
         match memory::run(bench).await {
             Ok(result) => report.memory = Some(result),
             Err(error) => report.errors.push(format!("memory: {error}")),
+        }
+    }
+    if bench.args.wants(Scenario::ProbeCost) {
+        tracing::info!(tenants = ?bench.args.probe_cost_tenants, "probe cost");
+        match probe_cost::run(bench).await {
+            Ok(result) => report.probe_cost = Some(result),
+            Err(error) => report.errors.push(format!("probe cost: {error}")),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::idle::IdleResult;
 use crate::machine::Machine;
 use crate::memory::MemoryResult;
 use crate::operator::ReconcileCounters;
+use crate::probe_cost::{ProbeCostResult, TARGET_QUERIES_PER_DAY_AT_1000};
 use crate::token_core::TokenCoreResult;
 
 /// Convergence and rotation: at most this times the floor.
@@ -45,6 +46,8 @@ pub struct Report {
     pub idle: Option<IdleResult>,
     /// Scenario 4.
     pub memory: Option<MemoryResult>,
+    /// Probe cost.
+    pub probe_cost: Option<ProbeCostResult>,
     /// Scenarios that failed, with why (the others still ran).
     pub errors: Vec<String>,
 }
@@ -167,6 +170,9 @@ impl Report {
                 );
             }
         }
+        if let Some(p) = &self.probe_cost {
+            md.push_str(&probe_cost_rows(p));
+        }
         if let Some(t) = &self.token_core {
             let _ = writeln!(
                 md,
@@ -205,6 +211,55 @@ impl Report {
         }
         md
     }
+}
+
+fn probe_cost_rows(p: &ProbeCostResult) -> String {
+    let mut md = String::new();
+    for run in &p.runs {
+        let d = &run.defaults;
+        let target = if run.tenants == 1000 {
+            format!("< {} /day, detection ≤ 1 interval", thousands(TARGET_QUERIES_PER_DAY_AT_1000))
+        } else {
+            "(report)".to_owned()
+        };
+        let detected_in_interval = run
+            .removal_detected_seconds
+            .is_some_and(|s| s <= crate::probe_cost::DEFAULT_INTERVAL_SECONDS as f64 + 30.0);
+        let met = if run.tenants == 1000 {
+            verdict(d.requests_per_day < TARGET_QUERIES_PER_DAY_AT_1000 && detected_in_interval)
+        } else {
+            ""
+        };
+        let before = run.before.as_ref().map_or_else(
+            || "-".to_owned(),
+            |b| {
+                format!(
+                    "{} billed /day ({} in {:.0} s)",
+                    thousands(b.pipe_queries_per_day),
+                    b.pipe_queries,
+                    b.window_seconds
+                )
+            },
+        );
+        let seconds = |s: Option<f64>| {
+            s.map_or_else(|| format!("not within {} s", run.detection_bound_seconds), |s| format!("{s:.0} s"))
+        };
+        let _ = writeln!(
+            md,
+            "| Probe cost: {} tenants, 2 pipes each of 10, defaults | {} billed queries /day ({} in {:.0} s) + {} pipe descriptions /day + {} admin checks; all requests {} /day; a removed pipe reported by all {} granting it in {}, its return in {} | before: {before} | | {target} | {met} |",
+            run.tenants,
+            thousands(d.pipe_queries_per_day),
+            d.pipe_queries,
+            d.window_seconds,
+            thousands(d.pipe_descriptions_per_day),
+            d.admin_token_checks,
+            thousands(d.requests_per_day),
+            run.granting_removed_pipe,
+            seconds(run.removal_detected_seconds),
+            seconds(run.recovery_detected_seconds),
+        );
+    }
+    md
 }
 
 fn inline_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
