@@ -429,3 +429,19 @@ async fn a_retry_after_beyond_the_wait_limit_fails_fast_as_rate_limited() {
     assert_eq!(error.reason(), "RateLimited");
     assert_eq!(clerk.request_log().count_status(429), 1);
 }
+
+#[tokio::test]
+async fn a_call_the_operators_own_budget_holds_back_is_not_counted_as_a_request() {
+    use tenant_access::adapters::request_counts::{RequestLabels, clerk_family};
+    let clerk = emulator().await;
+    let budget = RequestBudget { requests: 1, window: Duration::from_secs(60) };
+    let client = client(&clerk, ClerkClientOptions { budget, max_wait: Duration::ZERO, ..fast_retries() });
+    client.list_templates().await.unwrap();
+    // The budget's one request is spent: the next call is refused before it is sent.
+    let error = client.list_templates().await.unwrap_err();
+    assert_eq!(error.reason(), "RateLimited");
+    let counted = |outcome| clerk_family().get_or_create(&RequestLabels { call: "list", outcome }).get();
+    // Each test runs in its own process (nextest), so the process-wide counter is this test's.
+    assert_eq!(clerk.request_log().total(), 1);
+    assert_eq!((counted("ok"), counted("RateLimited")), (1, 0), "the counter says what Clerk received");
+}

@@ -436,7 +436,14 @@ impl ClerkClient {
         let mut rate_limited_attempts = 0_u32;
         loop {
             let sent = self.send_once(call).await;
-            crate::adapters::request_counts::clerk(call.call, sent.as_ref().err().map(|f| &f.error));
+            // A call the instance's own budget holds back was never sent: not a request.
+            let held_back = matches!(
+                &sent,
+                Err(Failure { error: ClerkError::RateLimited { .. }, delivery: Delivery::NotSent })
+            );
+            if !held_back {
+                crate::adapters::request_counts::clerk(call.call, sent.as_ref().err().map(|f| &f.error));
+            }
             let failure = match sent {
                 Ok(bytes) => return Ok(bytes),
                 Err(failure) => failure,
