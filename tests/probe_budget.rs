@@ -108,19 +108,27 @@ async fn three_hundred_tenants_over_five_pipes_stay_within_a_small_budget_and_fl
     assert!(closest >= 1900, "two probes {closest} ms apart");
     assert!(writes.is_empty(), "health did not flip, yet status was written: {writes:?}");
 
-    // The workspace says what its health checks want against the budget, and what was cut
-    // (shown at its next reconcile: a spec change here).
-    set_budget(&env, "{maxQueriesPerDay: 43201, maxQueriesPerSecond: 1, tokenCheckInterval: '0'}").await;
+    // The workspace says what its health checks want against the budget, and what was cut, as
+    // soon as the TenantAccesses registered: nothing of the workspace changed meanwhile.
     let workspaces: kube::Api<tenant_access::api::TinybirdWorkspace> =
         kube::Api::namespaced(env.client.clone(), env.ns.name());
-    let status = support::eventually_some("the workspace's health-check budget status", || async {
-        let workspace = workspaces.get("analytics").await.ok()?;
-        workspace.status?.health_checks
-    })
-    .await;
+    let budget_status = |max: u32| {
+        let workspaces = workspaces.clone();
+        support::eventually_some("the workspace's health-check budget status", move || {
+            let workspaces = workspaces.clone();
+            async move {
+                let workspace = workspaces.get("analytics").await.ok()?;
+                workspace.status?.health_checks.filter(|checks| checks.max_queries_per_day == max)
+            }
+        })
+    };
+    let status = budget_status(43_200).await;
     assert_eq!((status.pipes, status.planned_queries_per_day), (5, 5 * 17_280), "{status:?}");
     let cut = status.cut.unwrap_or_default();
     assert!(cut.contains("86400 queries a day") && cut.contains("longer than asked"), "{cut}");
+    // And follows a change of the budget.
+    set_budget(&env, "{maxQueriesPerDay: 43201, maxQueriesPerSecond: 1, tokenCheckInterval: '0'}").await;
+    assert_eq!(budget_status(43_201).await.planned_queries_per_day, 5 * 17_280);
 
     // One pipe removed: every TenantAccess granting it flips, the others do not.
     let removed = env.tinybird.pipes().into_iter().find(|p| p.name == "pipe_c").unwrap();

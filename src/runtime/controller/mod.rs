@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod api_recovery;
+pub mod budget_status;
 pub mod cached_access;
 pub mod clerk_sync;
 pub mod context;
@@ -241,9 +242,11 @@ pub async fn run_with_event_client(
     let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
     let recovery =
         api_recovery::run(client, ctx.outage.clone(), outage_retry, ctx.workspace_rechecks.clone());
+    let budgets =
+        budget_status::run(ctx.clone(), caches.workspaces.clone(), caches.cluster_workspaces.clone());
     let recovery = async {
         tokio::select! {
-            () = recovery => {},
+            () = future::join(recovery, budgets).map(|_| ()) => {},
             () = shutdown.clone() => {},
         }
     };

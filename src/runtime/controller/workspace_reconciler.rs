@@ -259,15 +259,11 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
             status.region.clone_from(&signer.region);
             status.signing_key_fingerprint = Some(signer.signing_key_fingerprint.clone());
             // When its TenantAccesses' health checks want more than the budget: how much, and
-            // what was cut (refreshed at each reconcile, at least every resync). Kept as it was
-            // while no probe is registered yet (just after a start), so a restart writes nothing.
+            // what was cut (`budget_status` asks for this reconcile when it changes). Kept as it
+            // was while no probe is registered yet (just after a start), so a restart writes
+            // nothing.
             if let Some(budget) = ctx.health.budget(&signer.api_url, &signer.workspace_id) {
-                status.health_checks = budget.cut().map(|cut| crate::api::HealthCheckBudgetStatus {
-                    max_queries_per_day: budget.max_queries_per_day,
-                    planned_queries_per_day: budget.planned_queries_per_day,
-                    pipes: budget.pipes,
-                    cut: Some(cut),
-                });
+                status.health_checks = super::budget_status::budget_status(&budget);
             }
             DesiredCondition::holds(
                 condition::READY,

@@ -1,0 +1,141 @@
+//! Keeps each workspace's `status.healthChecks` current: the health scheduler's budget use
+//! changes as TenantAccesses register and leave, not when the workspace changes, so a watch
+//! on the workspace never sees it. Every [`PERIOD`] the budget each workspace's status shows
+//! is compared, in memory, with the scheduler's; a workspace whose status is out of date is
+//! reconciled (which writes it). No API request unless something changed, and at most one
+//! status write per workspace per period while TenantAccesses keep arriving.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::context::Context;
+use super::workspace_reconciler::Workspace;
+use crate::adapters::health::{BudgetUse, HealthScheduler};
+use crate::api::{ClusterTinybirdWorkspace, HealthCheckBudgetStatus, TinybirdWorkspace};
+
+/// How often the statuses are compared with the scheduler's budget use.
+pub const PERIOD: Duration = Duration::from_secs(10);
+
+/// What `status.healthChecks` says for this budget use: set only while probes were cut.
+#[must_use]
+pub fn budget_status(budget: &BudgetUse) -> Option<HealthCheckBudgetStatus> {
+    budget.cut().map(|cut| HealthCheckBudgetStatus {
+        max_queries_per_day: budget.max_queries_per_day,
+        planned_queries_per_day: budget.planned_queries_per_day,
+        pipes: budget.pipes,
+        cut: Some(cut),
+    })
+}
+
+/// What the workspace's `status.healthChecks` should say when it says something else; `None`
+/// when it is current, or while nothing of the workspace is probed (a start writes nothing).
+#[must_use]
+pub fn wanted<W: Workspace>(
+    workspace: &W,
+    health: &HealthScheduler,
+) -> Option<Option<HealthCheckBudgetStatus>> {
+    let status = workspace.workspace_status()?;
+    let (Some(api_url), Some(workspace_id)) = (&status.api_url, &status.workspace_id) else { return None };
+    let wanted = budget_status(&health.budget(api_url, workspace_id)?);
+    (wanted != status.health_checks).then_some(wanted)
+}
+
+/// Remembers what each out-of-date workspace should say, and answers whether it said the same
+/// one period earlier: only a budget use that held still for a period is written, so neither
+/// TenantAccesses arriving by the thousand nor a restart (re-registering them all) writes the
+/// numbers on their way.
+#[derive(Debug, Default)]
+struct Settled {
+    previous: HashMap<String, Option<HealthCheckBudgetStatus>>,
+    current: HashMap<String, Option<HealthCheckBudgetStatus>>,
+}
+
+impl Settled {
+    fn held_still(&mut self, key: String, wanted: Option<HealthCheckBudgetStatus>) -> bool {
+        let still = self.previous.get(&key) == Some(&wanted);
+        self.current.insert(key, wanted);
+        still
+    }
+
+    fn next_period(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+/// Compares every [`PERIOD`] and asks for the reconcile of each workspace out of date whose
+/// budget use held still for a period (a kind whose controller does not run, namespace-scoped,
+/// has no workspaces in its store).
+pub async fn run(
+    ctx: Arc<Context>,
+    workspaces: Store<TinybirdWorkspace>,
+    cluster_workspaces: Store<ClusterTinybirdWorkspace>,
+) {
+    let mut ticks = tokio::time::interval(PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut settled = Settled::default();
+    loop {
+        ticks.tick().await;
+        for workspace in workspaces.state() {
+            let object = ObjectRef::from_obj(workspace.as_ref());
+            if let Some(wanted) = wanted(workspace.as_ref(), &ctx.health)
+                && settled.held_still(format!("{object}"), wanted)
+            {
+                let _ = ctx.workspace_rechecks.namespaced.send(object);
+            }
+        }
+        for workspace in cluster_workspaces.state() {
+            let object = ObjectRef::from_obj(workspace.as_ref());
+            if let Some(wanted) = wanted(workspace.as_ref(), &ctx.health)
+                && settled.held_still(format!("cluster/{object}"), wanted)
+            {
+                let _ = ctx.workspace_rechecks.cluster.send(object);
+            }
+        }
+        settled.next_period();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(planned: u64) -> Option<HealthCheckBudgetStatus> {
+        Some(HealthCheckBudgetStatus {
+            max_queries_per_day: 200,
+            planned_queries_per_day: planned,
+            pipes: 1,
+            cut: None,
+        })
+    }
+
+    #[test]
+    fn only_a_budget_use_that_held_still_for_a_period_is_written() {
+        let mut settled = Settled::default();
+        // Arriving TenantAccesses: the planned figure moves every period.
+        for planned in [100, 200, 300] {
+            assert!(!settled.held_still("ws".into(), budget(planned)));
+            settled.next_period();
+        }
+        // It holds still: written once.
+        assert!(settled.held_still("ws".into(), budget(300)));
+        settled.next_period();
+        // Current again (not out of date: not asked about), then out of date anew.
+        settled.next_period();
+        assert!(!settled.held_still("ws".into(), budget(400)));
+        settled.next_period();
+        assert!(settled.held_still("ws".into(), budget(400)));
+    }
+
+    #[test]
+    fn workspaces_settle_apart() {
+        let mut settled = Settled::default();
+        assert!(!settled.held_still("a".into(), budget(1)));
+        assert!(!settled.held_still("b".into(), budget(1)));
+        settled.next_period();
+        assert!(settled.held_still("a".into(), budget(1)));
+        assert!(!settled.held_still("b".into(), budget(2)));
+    }
+}
