@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -136,6 +137,10 @@ pub struct ProbePlan {
     pub endpoints: Vec<PlannedEndpoint>,
     /// How probes authenticate.
     pub credential: ProbeCredential,
+    /// The workspace admin token, for the free existence checks of the plan's pipes (`GET
+    /// {api}/v0/pipes/{pipe}`). A shared handle: the scheduler keeps one copy per workspace for
+    /// all its plans; `Debug` shows only its fingerprint.
+    pub admin_token: Arc<AdminToken>,
 }
 
 impl ProbePlan {
@@ -185,7 +190,14 @@ impl ProbePlan {
             params: access.health.params.clone(),
             endpoints,
             credential,
+            admin_token: Arc::new(workspace.key.clone()),
         })
+    }
+
+    /// The existence check of `resource`, with the workspace admin token.
+    #[must_use]
+    pub fn existence_request(&self, resource: &str) -> ProbeRequest {
+        ProbeRequest::existence(&self.api_url, resource, &self.admin_token, self.timeout)
     }
 
     /// The request probing `resource` at `now` (signing a probe token if needed).

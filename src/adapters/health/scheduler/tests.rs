@@ -11,8 +11,9 @@ use jiff::Timestamp;
 use super::*;
 use crate::adapters::health::classify::AuthRejection;
 use crate::adapters::health::plan::{PlannedEndpoint, ProbeCredential};
-use crate::adapters::health::probe::ProbeRequest;
+use crate::adapters::health::probe::{ProbePurpose, ProbeRequest};
 use crate::adapters::health::probe_timing::RECHECK_SPREAD;
+use crate::core::admin_token::AdminToken;
 use crate::core::signing_workspace::HealthBudget;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -41,8 +42,14 @@ struct Script {
     outcomes: Mutex<HashMap<String, VecDeque<ProbeOutcome>>>,
     /// The outcome for every probe with this token (before the per-resource script).
     by_token: Mutex<HashMap<String, ProbeOutcome>>,
-    /// Every call: resource, token, when.
+    /// Every billed call (a pipe's probe or a token's check): resource, token, when.
     calls: Mutex<Vec<(String, String, Instant)>>,
+    /// Pipes removed: a billed probe and an existence check of them answer 404.
+    gone: Mutex<HashSet<String>>,
+    /// The answer of every existence check of a pipe (else 200, or 404 when it is gone).
+    exists_answers: Mutex<HashMap<String, ProbeOutcome>>,
+    /// Every existence check: resource, token, when.
+    exists_calls: Mutex<Vec<(String, String, Instant)>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     hold: Duration,
@@ -64,6 +71,43 @@ impl Script {
     fn total_calls(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
+
+    fn existence_checks_of(&self, resource: &str) -> Vec<Instant> {
+        self.exists_calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _, _)| r == resource)
+            .map(|(_, _, at)| *at)
+            .collect()
+    }
+
+    /// The pipe is removed (`true`) or restored (`false`).
+    fn set_gone(&self, resource: &str, gone: bool) {
+        let mut set = self.gone.lock().unwrap();
+        if gone {
+            set.insert(resource.to_owned());
+        } else {
+            set.remove(resource);
+        }
+    }
+
+    /// The answer of an existence check of `resource`: 404 when it is gone, else the scripted
+    /// one or 200.
+    fn existence_answer(&self, resource: &str) -> ProbeOutcome {
+        if self.gone.lock().unwrap().contains(resource) {
+            return not_found(resource);
+        }
+        self.exists_answers.lock().unwrap().get(resource).cloned().unwrap_or_else(ProbeOutcome::pipe_exists)
+    }
+}
+
+fn not_found(resource: &str) -> ProbeOutcome {
+    ProbeOutcome {
+        status_code: Some(404),
+        message: format!("answered 404: The pipe '{resource}' does not exist"),
+        ..outcome(ProbeReason::PipeNotFound)
+    }
 }
 
 struct ScriptedProber(Arc<Script>);
@@ -72,6 +116,14 @@ impl EndpointProber for ScriptedProber {
     fn probe(&self, request: ProbeRequest) -> BoxFuture<'static, ProbeOutcome> {
         let script = Arc::clone(&self.0);
         Box::pin(async move {
+            if request.purpose() == ProbePurpose::Existence {
+                script.exists_calls.lock().unwrap().push((
+                    request.resource().to_owned(),
+                    request.bearer_token().to_owned(),
+                    Instant::now(),
+                ));
+                return script.existence_answer(request.resource());
+            }
             let now_in_flight = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             script.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
             script.calls.lock().unwrap().push((
@@ -83,7 +135,13 @@ impl EndpointProber for ScriptedProber {
                 tokio::time::sleep(script.hold).await;
             }
             let by_token = script.by_token.lock().unwrap().get(request.bearer_token()).cloned();
-            let next = by_token.or_else(|| {
+            let gone = script
+                .gone
+                .lock()
+                .unwrap()
+                .contains(request.resource())
+                .then(|| not_found(request.resource()));
+            let next = by_token.or(gone).or_else(|| {
                 script.outcomes.lock().unwrap().get_mut(request.resource()).and_then(VecDeque::pop_front)
             });
             script.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -113,8 +171,12 @@ fn plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
             .map(|resource| PlannedEndpoint { resource: (*resource).to_owned(), skipped: None })
             .collect(),
         credential: ProbeCredential::issued(token),
+        admin_token: Arc::new(AdminToken::new(ADMIN_TOKEN)),
     }
 }
+
+/// The admin token of the test plans.
+const ADMIN_TOKEN: &str = "p.admin-token";
 
 async fn next_change(events: &mut HealthEvents) -> HealthChange {
     tokio::time::timeout(PATIENCE, events.recv())
