@@ -35,28 +35,54 @@ pub struct RequestRecord {
     pub bearer_claims: Option<serde_json::Value>,
     /// Answer status code.
     pub status: u16,
+    /// What the call was, for an emulator that tells (the Tinybird emulator: see
+    /// [`crate::tinybird::call_of`], e.g. a billed `pipe_query` or an unbilled `pipe_metadata`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<&'static str>,
     /// When the request arrived (wall clock, milliseconds since the Unix epoch), to measure how
     /// requests are spread over time.
     pub received_at_ms: u64,
 }
 
+/// What a request was, from its method and path (`None`: nothing to say).
+pub type CallOf = fn(&str, &str) -> Option<&'static str>;
+
 /// Log of the API requests an emulator answered (control requests excluded).
 #[derive(Debug, Default)]
 pub struct RequestLog {
     inner: Mutex<LogState>,
+    /// Names each request's call, when the emulator tells.
+    call_of: Option<CallOf>,
 }
 
 #[derive(Debug, Default)]
 struct LogState {
     records: VecDeque<RequestRecord>,
     counts_by_status: BTreeMap<u16, u64>,
+    counts_by_call: BTreeMap<&'static str, u64>,
 }
 
 impl RequestLog {
+    /// A log that names each request's call with `call_of` (and counts them by call, beyond the
+    /// records kept).
+    #[must_use]
+    pub fn naming_calls(call_of: CallOf) -> Self {
+        Self { inner: Mutex::default(), call_of: Some(call_of) }
+    }
+
+    /// What the request is, as this log names it.
+    #[must_use]
+    pub fn call_of(&self, method: &str, path: &str) -> Option<&'static str> {
+        self.call_of.and_then(|call_of| call_of(method, path))
+    }
+
     /// Appends one record.
     pub fn record(&self, record: RequestRecord) {
         let mut state = lock(&self.inner);
         *state.counts_by_status.entry(record.status).or_default() += 1;
+        if let Some(call) = record.call {
+            *state.counts_by_call.entry(call).or_default() += 1;
+        }
         if state.records.len() == MAX_RECORDS {
             state.records.pop_front();
         }
@@ -73,6 +99,18 @@ impl RequestLog {
     #[must_use]
     pub fn counts_by_status(&self) -> BTreeMap<u16, u64> {
         lock(&self.inner).counts_by_status.clone()
+    }
+
+    /// How many requests were each call (all of them, not only the records kept).
+    #[must_use]
+    pub fn counts_by_call(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.inner).counts_by_call.clone()
+    }
+
+    /// How many requests were `call` (all of them, not only the records kept).
+    #[must_use]
+    pub fn count_call(&self, call: &str) -> u64 {
+        lock(&self.inner).counts_by_call.get(call).copied().unwrap_or(0)
     }
 
     /// How many answers had `status`.
@@ -102,6 +140,7 @@ impl RequestLog {
         let mut state = lock(&self.inner);
         state.records.clear();
         state.counts_by_status.clear();
+        state.counts_by_call.clear();
     }
 }
 
@@ -129,7 +168,8 @@ pub(crate) async fn record_requests(
     if !path.starts_with(CONTROL_PREFIX) {
         let status = response.status().as_u16();
         tracing::debug!(%method, %path, status, "answered");
-        log.record(RequestRecord { method, path, query, bearer_claims, status, received_at_ms });
+        let call = log.call_of(&method, &path);
+        log.record(RequestRecord { method, path, query, bearer_claims, status, received_at_ms, call });
     }
     response
 }
@@ -158,6 +198,7 @@ mod tests {
             bearer_claims: None,
             status,
             received_at_ms: 0,
+            call: None,
         }
     }
 

@@ -847,6 +847,11 @@ impl Worker {
                     earliest = earliest_of(earliest, due);
                     continue;
                 }
+                // A token of a pipe known missing: its check could only say so too.
+                let pipe = PipeKey::new(&access.workspace, &endpoint.resource);
+                if self.groups.get(&pipe).is_some_and(|group| group.exists.missing) {
+                    continue;
+                }
                 due_now.push((due, Due::Token(key.clone(), index)));
             }
         }
@@ -981,8 +986,12 @@ impl Worker {
         group.exists.due = next_due(group.exists.scheduled, interval, now);
         let missing_before = group.exists.missing;
         group.exists.missing = outcome.reason == ProbeReason::PipeNotFound;
-        let due = group.exists.due;
+        let (due, missing) = (group.exists.due, group.exists.missing);
         self.note_due(due);
+        if missing_before && !missing {
+            // The probes and token checks it held back may go.
+            self.note_due(now);
+        }
         if outcome.reason != ProbeReason::RateLimited {
             let state = self.workspace_state(&pipe.workspace);
             state.lane_rate_limited = 0;
