@@ -130,7 +130,8 @@ pub struct ProbePlan {
     /// (which follows each new token).
     pub budget: HealthBudget,
     /// The token's own `limits.rps`: a 429 of that bucket is the token's, any other the plan's.
-    pub token_rps: Option<i64>,
+    /// (A `u32`, clamped: a plan stays small, and no rate is anywhere near it.)
+    pub token_rps: Option<u32>,
     /// `healthCheck.params`, sent as query parameters.
     pub params: BTreeMap<String, String>,
     /// The `PIPES:READ` endpoints, in spec order.
@@ -186,7 +187,7 @@ impl ProbePlan {
             interval,
             timeout,
             budget: workspace.health,
-            token_rps: access.rps,
+            token_rps: access.rps.map(|rps| u32::try_from(rps.max(0)).unwrap_or(u32::MAX)),
             params: access.health.params.clone(),
             endpoints,
             credential,

@@ -335,9 +335,8 @@ fn workspace_of(plan: &ProbePlan) -> Arc<str> {
 /// the token's rate) rather than the plan's QPS ceiling, which every probe to the workspace
 /// shares.
 fn own_rate_limit(plan: &ProbePlan, outcome: &ProbeOutcome) -> bool {
-    plan.token_rps.is_some_and(|rps| {
-        rps > 0 && outcome.rate_limit.is_none_or(|limit| u64::try_from(rps).is_ok_and(|rps| rps == limit))
-    })
+    plan.token_rps
+        .is_some_and(|rps| rps > 0 && outcome.rate_limit.is_none_or(|limit| u64::from(rps) == limit))
 }
 
 /// One answer to a probe with an access's token, as it concerns that token.
