@@ -937,12 +937,18 @@ impl Worker {
                 *earliest = earliest_of(*earliest, allowed_at);
                 continue;
             }
+            let key = state.admin_token.clone();
             let Some(group) = self.groups.get_mut(&pipe) else { continue };
             let Some(plan) = group.members.keys().find_map(|member| accesses.get(member)).map(|a| &a.plan)
             else {
                 continue;
             };
-            let request = plan.existence_request(&pipe.resource);
+            // The workspace's admin token as last registered (a plan registered before a key
+            // rotation may still carry the old one).
+            let request = match key {
+                Some(key) => ProbeRequest::existence(&plan.api_url, &pipe.resource, &key, plan.timeout),
+                None => plan.existence_request(&pipe.resource),
+            };
             group.exists.in_flight = true;
             group.exists.scheduled = group.exists.due;
             self.workspace_state(&pipe.workspace).spend_lane(now);
@@ -998,8 +1004,21 @@ impl Worker {
         }
         match outcome.reason {
             ProbeReason::Healthy => {
+                let shared = Arc::clone(&self.shared);
+                let accesses = shared.lock_accesses();
                 let Some(group) = self.groups.get_mut(pipe) else { return };
-                if group.reported_missing() || missing_before {
+                // Reported missing: by the pipe's last verdict, or by a member that still holds
+                // the verdict of an earlier run (its status, after a restart).
+                let reported_missing = group.reported_missing()
+                    || missing_before
+                    || group.members.keys().filter_map(|member| accesses.get(member)).any(|access| {
+                        access.endpoints.iter().any(|e| {
+                            *e.resource == *pipe.resource
+                                && e.reported.as_ref().is_some_and(|r| r.reason == ProbeReason::PipeNotFound)
+                        })
+                    });
+                drop(accesses);
+                if reported_missing {
                     tracing::info!(pipe = %pipe, "the pipe reported missing exists again: probing it now");
                     group.exists.confirm = true;
                     if !group.in_flight {

@@ -1100,3 +1100,31 @@ async fn an_existence_check_reports_nothing_but_a_missing_pipe() {
     assert!(keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy))));
     scheduler.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_a_pipe_reported_missing_that_exists_again_is_confirmed_within_one_interval() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(300);
+    // 100 pipes at 5 minutes against 2,000 billed queries a day: a round of their first billed
+    // probes takes over an hour.
+    let budget = small_budget(2000);
+    let pipes: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+    let mut keys = register_budgeted(&scheduler, 99, &pipes[..99], interval, budget);
+    // The access granting p99 was reported missing by the previous run; the pipe is back.
+    let key = AccessKey::new("tenants", "restarted");
+    let plan = ProbePlan { budget, ..shared_plan(&["p99"], interval, "token-restarted") };
+    let missing = EndpointHealth::from_outcome("p99", &not_found("p99"), Some(false));
+    scheduler.resume(key.clone(), plan, vec![missing]);
+    keys.push(key.clone());
+    let restarted_at = Instant::now();
+    simulate_until("the access reported healthy", || {
+        reported(&scheduler, &key) == Some((true, ProbeReason::Healthy))
+    })
+    .await;
+    let after = Instant::now().duration_since(restarted_at);
+    let slot = budget.spacing(DISPATCH_TICK);
+    assert!(after <= interval + slot + Duration::from_secs(10), "recovered {after:?} after the restart");
+    assert!(!script.existence_checks_of("p99").is_empty(), "found by its existence check");
+    scheduler.shutdown().await;
+}
