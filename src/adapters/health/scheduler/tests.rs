@@ -961,15 +961,18 @@ fn register_budgeted(
         .collect()
 }
 
+/// 100 pipes `p0`..`p99` at 5 minutes against 2,000 billed queries a day: they want 28,800 (plus
+/// the token checks), so each pipe's billed probe comes about every 1.5 hours, and a round of
+/// their first billed probes takes over an hour. The interval, budget and pipes.
+fn hundred_pipes_over_budget() -> (Duration, HealthBudget, Vec<String>) {
+    (Duration::from_secs(300), small_budget(2000), (0..100).map(|i| format!("p{i}")).collect())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_removed_pipe_flips_every_access_within_one_interval_while_billed_probes_are_hours_apart() {
     let script = Script::with_hold(Duration::ZERO);
     let (scheduler, _events) = start(&script, 8);
-    let interval = Duration::from_secs(300);
-    // 100 pipes at 5 minutes want 28,800 billed probes a day (and 300 token checks) against
-    // 2,000: each pipe's billed probe comes about every 1.5 hours.
-    let budget = small_budget(2000);
-    let pipes: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+    let (interval, budget, pipes) = hundred_pipes_over_budget();
     let keys = register_budgeted(&scheduler, 300, &pipes, interval, budget);
     let started = Instant::now();
     let granting: Vec<&AccessKey> = keys.iter().skip(7).step_by(100).collect();
@@ -1105,11 +1108,7 @@ async fn an_existence_check_reports_nothing_but_a_missing_pipe() {
 async fn after_a_restart_a_pipe_reported_missing_that_exists_again_is_confirmed_within_one_interval() {
     let script = Script::with_hold(Duration::ZERO);
     let (scheduler, _events) = start(&script, 8);
-    let interval = Duration::from_secs(300);
-    // 100 pipes at 5 minutes against 2,000 billed queries a day: a round of their first billed
-    // probes takes over an hour.
-    let budget = small_budget(2000);
-    let pipes: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+    let (interval, budget, pipes) = hundred_pipes_over_budget();
     let mut keys = register_budgeted(&scheduler, 99, &pipes[..99], interval, budget);
     // The access granting p99 was reported missing by the previous run; the pipe is back.
     let key = AccessKey::new("tenants", "restarted");
