@@ -254,7 +254,12 @@ async fn at_the_default_budget_a_removed_pipe_flips_every_access_granting_it_wit
     let checks = env.tinybird.pipe_metadata_calls();
     let elapsed = started.elapsed().as_secs();
     println!("in {elapsed} s at the default budget: {billed} billed queries, {checks} existence checks");
-    assert!(checks >= PIPES.len() as u64, "{checks} existence checks of {} pipes", PIPES.len());
+    let found_missing = env.tinybird.request_log().records().iter().any(|r| {
+        r.call == Some(tenant_access_emulators::tinybird::CALL_PIPE_METADATA)
+            && r.path == "/v0/pipes/pipe_c"
+            && r.status == 404
+    });
+    assert!(found_missing, "an existence check found pipe_c missing");
     assert!(billed <= 1 + elapsed / 432, "{billed} billed queries in {elapsed} s: more than one per 432 s");
     let counted = |outcome: &'static str| {
         tenant_access::adapters::request_counts::tinybird_family()
@@ -264,6 +269,8 @@ async fn at_the_default_budget_a_removed_pipe_flips_every_access_granting_it_wit
             })
             .get()
     };
-    assert!(counted("ok") >= 1 && counted("PipeNotFound") >= 1, "existence checks counted by outcome");
+    // (The operator counts an answer once it has it: the emulator may have answered one more.)
+    assert!(counted("PipeNotFound") >= 1, "the existence checks that found pipe_c missing are counted");
+    assert!(counted("ok") + counted("PipeNotFound") <= checks, "existence checks counted as such");
     env.stop_operator().await;
 }
