@@ -16,6 +16,7 @@ use tenant_access::adapters::health::{
     ProbePlan, ProbeReason, ProbeRequest,
 };
 use tenant_access::api::TenantAccess;
+use tenant_access::core::admin_token::AdminToken;
 use tenant_access::core::signing_workspace::HealthBudget;
 use tenant_access::runtime::controller::cached_access::CachedTenantAccess;
 use tenant_access::runtime::controller::token_secrets::TokenSecrets;
@@ -24,6 +25,8 @@ use tenant_access::runtime::controller::token_secrets::TokenSecrets;
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
 const COUNT: usize = 1000;
+/// An admin token of Tinybird's length (its signature segment is 43 characters).
+const ADMIN_TOKEN: &str = "p.eyJ1IjogIjNmNmMxYjFlLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMCIsICJpZCI6ICI5YzNlNGQ1Ni0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDAiLCAiaG9zdCI6ICJldV9zaGFyZWQifQ.wVYJ6m7eKFq0hOtqPqZ9pQyG4Z5i1cUu0a7LqK8sV2c";
 
 fn fixture(name: &str) -> serde_json::Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -148,6 +151,9 @@ fn health_bytes_per_access(secret_json: &str) -> usize {
                 params: BTreeMap::new(),
                 endpoints: vec![PlannedEndpoint { resource: "top_pages".into(), skipped: None }],
                 credential: ProbeCredential::issued(&token),
+                // A copy per plan, as `ProbePlan::for_access` makes it: the scheduler keeps one
+                // per workspace.
+                admin_token: Arc::new(AdminToken::new(ADMIN_TOKEN)),
             };
             health.register(key.clone(), plan);
         }

@@ -92,6 +92,7 @@ async fn metrics_and_probes_describe_the_running_operator() {
         "tenant_access_probes_total{reason=\"Healthy\"}".to_owned(),
         "tenant_access_health_budget_use_ratio{api_url=".to_owned(),
         "tenant_access_health_planned_queries_per_day{api_url=".to_owned(),
+        "tenant_access_health_existence_checks_per_day{api_url=".to_owned(),
     ];
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {

@@ -1,14 +1,15 @@
 //! What health checks cost at Tinybird, counted by the emulator: a pipe shared by many
 //! TenantAccesses is probed once per interval for all of them, a workspace's probes stay within
-//! its budget, a new token is verified once, and a plan-level 429 holds probes back without
-//! flipping anything.
+//! its budget, a new token is verified once, a plan-level 429 holds probes back without
+//! flipping anything, and at the default budget a removed pipe is still found within one
+//! interval by the free existence checks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
 use std::collections::BTreeMap;
 
-use support::{Env, has_condition};
+use support::{Env, has_condition, is_ready};
 use tenant_access::api::TenantAccess;
 use tenant_access_emulators::Fault;
 
@@ -213,5 +214,71 @@ async fn a_plan_level_429_holds_probes_back_and_flips_nothing() {
     assert!(refused <= 8, "{refused} probes in 20 s while Tinybird answers 429");
     assert!(writes.is_empty(), "a plan-level 429 flips nothing: {writes:?}");
     env.tinybird.clear_faults();
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_default_budget_a_removed_pipe_flips_every_access_granting_it_within_one_interval() {
+    const N: usize = 20;
+    let mut env = Env::new("probe-exists").await;
+    add_pipes(&env);
+    // The defaults: 200 billed queries a day (one per 432 s), one a second. The pipes' billed
+    // probes and the new tokens' checks wait for that pace; the existence checks do not.
+    set_budget(&env, "{}").await;
+    env.tinybird.request_log().clear();
+    let started = std::time::Instant::now();
+    env.start_operator();
+    env.apply_yaml(&accesses(N, "15s")).await;
+    for i in 0..N {
+        env.wait_access(&format!("t{i}"), is_ready()).await;
+    }
+
+    // Removed: every TenantAccess granting it reports it missing, as a billed probe's 404 would.
+    env.tinybird.remove_pipe("pipe_c");
+    for i in (2..N).step_by(PIPES.len()) {
+        let access = env.wait_access(&format!("t{i}"), endpoint_is("PipeNotFound", false)).await;
+        let status = access.status.unwrap();
+        let condition = status.conditions.iter().find(|c| c.type_ == "EndpointsHealthy").unwrap();
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "PipeNotFound"));
+        let endpoint = &status.endpoints[0];
+        assert_eq!((endpoint.resource.as_str(), endpoint.status_code), ("pipe_c", Some(404)));
+        assert!(endpoint.message.as_deref().unwrap_or_default().contains("does not exist"), "{endpoint:?}");
+    }
+    env.events_with(&["\"reason\":\"EndpointUnhealthy\""]).await;
+    let accesses = env.tenant_accesses().list(&Default::default()).await.unwrap();
+    let missing: Vec<String> = accesses
+        .items
+        .iter()
+        .filter(|ta| {
+            ta.status.as_ref().is_some_and(|s| s.endpoints.iter().any(|e| e.reason == "PipeNotFound"))
+        })
+        .map(|ta| ta.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(missing.len(), N / PIPES.len(), "only the accesses granting pipe_c: {missing:?}");
+
+    // The billed queries over the whole test kept the default budget's pace; the existence
+    // checks were counted apart, as the operator's own request count says too.
+    let billed = env.tinybird.billed_queries();
+    let checks = env.tinybird.pipe_metadata_calls();
+    let elapsed = started.elapsed().as_secs();
+    println!("in {elapsed} s at the default budget: {billed} billed queries, {checks} existence checks");
+    let found_missing = env.tinybird.request_log().records().iter().any(|r| {
+        r.call == Some(tenant_access_emulators::tinybird::CALL_PIPE_METADATA)
+            && r.path == "/v0/pipes/pipe_c"
+            && r.status == 404
+    });
+    assert!(found_missing, "an existence check found pipe_c missing");
+    assert!(billed <= 1 + elapsed / 432, "{billed} billed queries in {elapsed} s: more than one per 432 s");
+    let counted = |outcome: &'static str| {
+        tenant_access::adapters::request_counts::tinybird_family()
+            .get_or_create(&tenant_access::adapters::request_counts::RequestLabels {
+                call: "pipe_exists",
+                outcome,
+            })
+            .get()
+    };
+    // (The operator counts an answer once it has it: the emulator may have answered one more.)
+    assert!(counted("PipeNotFound") >= 1, "the existence checks that found pipe_c missing are counted");
+    assert!(counted("ok") + counted("PipeNotFound") <= checks, "existence checks counted as such");
     env.stop_operator().await;
 }

@@ -2,9 +2,10 @@
 //!
 //! For each tenant count, N TenantAccesses with 2 `PIPES:READ` scopes each out of 10 pipe names,
 //! default settings (health checks every 5 minutes, the workspace's default budget). Over a
-//! measured window the Tinybird emulator counts every request the operator sends, by route:
-//! billed pipe queries (`GET /v0/pipes/{pipe}.json`), pipe descriptions (`GET /v0/pipes/{pipe}`,
-//! not billed) and admin-token checks; the window's counts are extrapolated to a day. Then
+//! measured window the Tinybird emulator counts every request the operator sends, by call:
+//! billed queries (pipe endpoints `GET /v0/pipes/{pipe}.json`, the Query API), pipe
+//! descriptions (`GET /v0/pipes/{pipe}`: the existence checks, not billed) and admin-token
+//! checks; the window's counts are extrapolated to a day. Then
 //! "before": the same tenants with the design that preceded the budget (every token probed at
 //! every interval: `tokenCheckInterval` equal to the interval and no budget), in the same run.
 //! Last, pipe-level detection: one pipe is removed at the emulator and the time until every
@@ -18,7 +19,7 @@ use kube::api::{Patch, PatchParams};
 use serde::Serialize;
 use serde_json::json;
 use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess};
-use tenant_access_emulators::tinybird::{Column, PipeDefinition};
+use tenant_access_emulators::tinybird::{CALL_WORKSPACE, Column, PipeDefinition};
 
 use crate::bench::{Bench, group_selector};
 use crate::error::{BenchError, Result};
@@ -32,12 +33,6 @@ pub const DEFAULT_INTERVAL_SECONDS: u64 = 300;
 /// Target: Tinybird queries a day at defaults for 1,000 tenants.
 pub const TARGET_QUERIES_PER_DAY_AT_1000: f64 = 5_000.0;
 const DAY_SECONDS: f64 = 86_400.0;
-/// Billed queries: a pipe endpoint with a format suffix.
-const ROUTE_PIPE_QUERY: &str = "GET /v0/pipes/*.json";
-/// Not billed: a pipe's description (does it exist).
-const ROUTE_PIPE_DESCRIPTION: &str = "GET /v0/pipes/*";
-/// Not billed: the admin token's check.
-const ROUTE_WORKSPACE: &str = "GET /v1/workspace";
 
 /// One measured window.
 #[derive(Debug, Clone, Serialize)]
@@ -213,20 +208,25 @@ fn endpoint_state(access: &TenantAccess, pipe: &str) -> Option<bool> {
 
 /// Counts the emulator's requests by route over `window`.
 async fn measure(bench: &Bench, window: Duration) -> Result<CostWindow> {
-    let log = bench.env.tinybird.request_log();
-    let before = (
-        log.count_route(ROUTE_PIPE_QUERY),
-        log.count_route(ROUTE_PIPE_DESCRIPTION),
-        log.count_route(ROUTE_WORKSPACE),
-        log.total(),
-    );
+    let tinybird = &bench.env.tinybird;
+    let counts = || {
+        let log = tinybird.request_log();
+        (
+            tinybird.billed_queries(),
+            tinybird.pipe_metadata_calls(),
+            log.count_call(CALL_WORKSPACE),
+            log.total(),
+        )
+    };
+    let before = counts();
     let started = Instant::now();
     tokio::time::sleep(window).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let pipe_queries = log.count_route(ROUTE_PIPE_QUERY).saturating_sub(before.0);
-    let pipe_descriptions = log.count_route(ROUTE_PIPE_DESCRIPTION).saturating_sub(before.1);
-    let admin_token_checks = log.count_route(ROUTE_WORKSPACE).saturating_sub(before.2);
-    let total = log.total().saturating_sub(before.3);
+    let after = counts();
+    let pipe_queries = after.0.saturating_sub(before.0);
+    let pipe_descriptions = after.1.saturating_sub(before.1);
+    let admin_token_checks = after.2.saturating_sub(before.2);
+    let total = after.3.saturating_sub(before.3);
     let per_day = |count: u64| {
         #[allow(clippy::cast_precision_loss)]
         let count = count as f64;

@@ -57,6 +57,7 @@ async fn list_requests(State(controls): State<SharedControls>) -> Json<Value> {
     Json(json!({
         "total": log.total(),
         "counts_by_status": log.counts_by_status(),
+        "counts_by_call": log.counts_by_call(),
         "requests": log.records(),
     }))
 }

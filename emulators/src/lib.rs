@@ -27,7 +27,7 @@ pub use clerk::{ClerkConfig, ClerkEmulator, Identity, JwtTemplate, TestOrg, Test
 pub use clock::Clock;
 pub use error::EmulatorError;
 pub use faults::Fault;
-pub use request_log::{RequestLog, RequestRecord};
+pub use request_log::{CallOf, RequestLog, RequestRecord};
 pub use tinybird::{
     AdminTokenParts, Column, DataSourceDefinition, PipeDefinition, TinybirdConfig, TinybirdEmulator,
     chdb_python_from_env,

@@ -35,30 +35,54 @@ pub struct RequestRecord {
     pub bearer_claims: Option<serde_json::Value>,
     /// Answer status code.
     pub status: u16,
+    /// What the call was, for an emulator that tells (the Tinybird emulator: see
+    /// [`crate::tinybird::call_of`], e.g. a billed `pipe_query` or an unbilled `pipe_metadata`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<&'static str>,
     /// When the request arrived (wall clock, milliseconds since the Unix epoch), to measure how
     /// requests are spread over time.
     pub received_at_ms: u64,
 }
 
+/// What a request was, from its method and path (`None`: nothing to say).
+pub type CallOf = fn(&str, &str) -> Option<&'static str>;
+
 /// Log of the API requests an emulator answered (control requests excluded).
 #[derive(Debug, Default)]
 pub struct RequestLog {
     inner: Mutex<LogState>,
+    /// Names each request's call, when the emulator tells.
+    call_of: Option<CallOf>,
 }
 
 #[derive(Debug, Default)]
 struct LogState {
     records: VecDeque<RequestRecord>,
     counts_by_status: BTreeMap<u16, u64>,
-    counts_by_route: BTreeMap<String, u64>,
+    counts_by_call: BTreeMap<&'static str, u64>,
 }
 
 impl RequestLog {
+    /// A log that names each request's call with `call_of` (and counts them by call, beyond the
+    /// records kept).
+    #[must_use]
+    pub fn naming_calls(call_of: CallOf) -> Self {
+        Self { inner: Mutex::default(), call_of: Some(call_of) }
+    }
+
+    /// What the request is, as this log names it.
+    #[must_use]
+    pub fn call_of(&self, method: &str, path: &str) -> Option<&'static str> {
+        self.call_of.and_then(|call_of| call_of(method, path))
+    }
+
     /// Appends one record.
     pub fn record(&self, record: RequestRecord) {
         let mut state = lock(&self.inner);
         *state.counts_by_status.entry(record.status).or_default() += 1;
-        *state.counts_by_route.entry(route_of(&record.method, &record.path)).or_default() += 1;
+        if let Some(call) = record.call {
+            *state.counts_by_call.entry(call).or_default() += 1;
+        }
         if state.records.len() == MAX_RECORDS {
             state.records.pop_front();
         }
@@ -77,19 +101,16 @@ impl RequestLog {
         lock(&self.inner).counts_by_status.clone()
     }
 
-    /// How many requests each route answered, however many there were (the records drop the
-    /// oldest): keyed by method and path shape, the third path segment (a name or id) replaced
-    /// by `*` and its format suffix kept, e.g. `GET /v0/pipes/*.json` (a billed pipe query),
-    /// `GET /v0/pipes/*` (a pipe description), `POST /v0/tokens/*/refresh`.
+    /// How many requests were each call (all of them, not only the records kept).
     #[must_use]
-    pub fn counts_by_route(&self) -> BTreeMap<String, u64> {
-        lock(&self.inner).counts_by_route.clone()
+    pub fn counts_by_call(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.inner).counts_by_call.clone()
     }
 
-    /// How many requests `route` (as in [`Self::counts_by_route`]) answered.
+    /// How many requests were `call` (all of them, not only the records kept).
     #[must_use]
-    pub fn count_route(&self, route: &str) -> u64 {
-        lock(&self.inner).counts_by_route.get(route).copied().unwrap_or(0)
+    pub fn count_call(&self, call: &str) -> u64 {
+        lock(&self.inner).counts_by_call.get(call).copied().unwrap_or(0)
     }
 
     /// How many answers had `status`.
@@ -119,33 +140,8 @@ impl RequestLog {
         let mut state = lock(&self.inner);
         state.records.clear();
         state.counts_by_status.clear();
-        state.counts_by_route.clear();
+        state.counts_by_call.clear();
     }
-}
-
-/// The route of a request, as [`RequestLog::counts_by_route`] counts it.
-#[must_use]
-pub fn route_of(method: &str, path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').collect();
-    let last = segments.len().saturating_sub(1);
-    let shape = segments
-        .iter()
-        .enumerate()
-        .map(|(index, segment)| {
-            let format = segment
-                .rsplit_once('.')
-                .map(|(_, suffix)| suffix)
-                .filter(|suffix| index == last && (1..=10).contains(&suffix.len()))
-                .filter(|suffix| suffix.bytes().all(|b| b.is_ascii_lowercase()));
-            match (index, format) {
-                (3, Some(format)) => format!("*.{format}"),
-                (3, None) => "*".to_owned(),
-                _ => (*segment).to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/");
-    format!("{method} {shape}")
 }
 
 /// Middleware recording every non-control request.
@@ -172,7 +168,8 @@ pub(crate) async fn record_requests(
     if !path.starts_with(CONTROL_PREFIX) {
         let status = response.status().as_u16();
         tracing::debug!(%method, %path, status, "answered");
-        log.record(RequestRecord { method, path, query, bearer_claims, status, received_at_ms });
+        let call = log.call_of(&method, &path);
+        log.record(RequestRecord { method, path, query, bearer_claims, status, received_at_ms, call });
     }
     response
 }
@@ -201,6 +198,7 @@ mod tests {
             bearer_claims: None,
             status,
             received_at_ms: 0,
+            call: None,
         }
     }
 
@@ -213,20 +211,9 @@ mod tests {
         assert_eq!(log.count_status(200), 2);
         assert_eq!(log.count_matching("GET", "/v1/jwt_templates"), 2);
         assert_eq!(log.total(), 3);
-        assert_eq!(log.count_route("GET /v1/jwt_templates/*"), 1);
-        assert_eq!(log.count_route("GET /v1/jwt_templates"), 1);
         log.clear();
         assert_eq!(log.total(), 0);
         assert!(log.records().is_empty());
-    }
-
-    #[test]
-    fn routes_tell_billed_pipe_queries_from_descriptions() {
-        assert_eq!(route_of("GET", "/v0/pipes/top_pages.json"), "GET /v0/pipes/*.json");
-        assert_eq!(route_of("GET", "/v0/pipes/top_pages"), "GET /v0/pipes/*");
-        assert_eq!(route_of("POST", "/v0/tokens/p.abc/refresh"), "POST /v0/tokens/*/refresh");
-        assert_eq!(route_of("GET", "/v0/pipes/t_0123.ABC"), "GET /v0/pipes/*");
-        assert_eq!(route_of("GET", "/v1/workspace"), "GET /v1/workspace");
     }
 
     #[test]

@@ -291,6 +291,46 @@ async fn pipe_description_needs_the_admin_token() {
 }
 
 #[tokio::test]
+async fn a_removed_pipe_is_described_as_missing_and_descriptions_are_counted_apart_from_billed_queries() {
+    let (tinybird, now) = start().await;
+    let admin = tinybird.admin_token();
+    let description = format!("{}/v0/pipes/top_pages", tinybird.base_url());
+    assert_eq!(get_with_bearer(&description, &admin).await.status, 200);
+    assert_eq!(
+        get_with_bearer(&pipe_url(&tinybird, "top_pages"), &acme_token(&tinybird, now + 60)).await.status,
+        200
+    );
+    let removed =
+        client().delete(format!("{}/_emulator/pipes/top_pages", tinybird.base_url())).send().await.unwrap();
+    assert_eq!(removed.status().as_u16(), 204);
+    assert_error(&get_with_bearer(&description, &admin).await, 404, "The pipe 'top_pages' does not exist");
+    assert_eq!(get_with_bearer(&pipe_url(&tinybird, "top_pages"), &admin).await.status, 404);
+    get_with_bearer(&format!("{}/v1/workspace", tinybird.base_url()), &admin).await;
+
+    // Two descriptions (not billed), two pipe queries (billed, a 404 included), one workspace.
+    assert_eq!((tinybird.pipe_metadata_calls(), tinybird.billed_queries()), (2, 2));
+    let calls: Vec<Option<&str>> = tinybird.request_log().records().iter().map(|r| r.call).collect();
+    assert_eq!(
+        calls,
+        [
+            Some("pipe_metadata"),
+            Some("pipe_query"),
+            Some("pipe_metadata"),
+            Some("pipe_query"),
+            Some("workspace")
+        ]
+    );
+    let over_http = get(&format!("{}/_emulator/requests", tinybird.base_url())).await;
+    assert_eq!(
+        over_http.body["counts_by_call"],
+        json!({"pipe_metadata": 2, "pipe_query": 2, "workspace": 1})
+    );
+    assert_eq!(over_http.body["requests"][0]["call"], json!("pipe_metadata"));
+    tinybird.request_log().clear();
+    assert_eq!((tinybird.pipe_metadata_calls(), tinybird.billed_queries()), (0, 0));
+}
+
+#[tokio::test]
 async fn serves_csv_and_ndjson() {
     let (tinybird, now) = start().await;
     let token = acme_token(&tinybird, now + 60);

@@ -13,13 +13,15 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::adapters::clerk::{ClerkCall, ClerkError};
-use crate::adapters::health::ProbeReason;
+use crate::adapters::health::{ProbePurpose, ProbeReason};
 
 /// Labels of the external-request counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// What the request was for: `verify` (admin token), `probe` (a pipe's shared health
-    /// probe) or `token_check` (a TenantAccess token's own check) for Tinybird; `list`, `get`, `create`, `update` or `delete` (JWT templates) for Clerk.
+    /// probe), `token_check` (a TenantAccess token's own check) or `pipe_exists` (a pipe's
+    /// existence check with the admin token, not billed) for Tinybird; `list`, `get`, `create`,
+    /// `update` or `delete` (JWT templates) for Clerk.
     pub call: &'static str,
     /// `ok`, or the bounded reason it failed (a condition or probe reason).
     pub outcome: &'static str,
@@ -48,11 +50,11 @@ pub fn tinybird(call: &'static str, outcome: &'static str) {
     TINYBIRD.get_or_create(&RequestLabels { call, outcome }).inc();
 }
 
-/// Counts one pipe endpoint probe (a Tinybird request) by its reason (`Healthy` counts as `ok`):
-/// a pipe's probe, or a token's own check.
-pub fn probe(reason: ProbeReason, token_check: bool) {
-    let call = if token_check { "token_check" } else { "probe" };
-    tinybird(call, if reason == ProbeReason::Healthy { OK } else { reason.as_str() });
+/// Counts one health request to Tinybird by its purpose (a pipe's probe, a token's own check,
+/// a pipe's existence check) and reason (`Healthy`, for an existence check "the pipe exists",
+/// counts as `ok`).
+pub fn probe(reason: ProbeReason, purpose: ProbePurpose) {
+    tinybird(purpose.call_label(), if reason == ProbeReason::Healthy { OK } else { reason.as_str() });
 }
 
 /// Counts one Clerk request: `error` is `None` when Clerk answered with success.
@@ -78,7 +80,7 @@ mod tests {
         clerk(ClerkCall::Get, None);
         assert!(clerk_family().get_or_create(&RequestLabels { call: "get", outcome: OK }).get() > before);
         let before = tinybird_family().get_or_create(&RequestLabels { call: "probe", outcome: OK }).get();
-        probe(ProbeReason::Healthy, false);
+        probe(ProbeReason::Healthy, ProbePurpose::Pipe);
         assert!(
             tinybird_family().get_or_create(&RequestLabels { call: "probe", outcome: OK }).get() > before
         );

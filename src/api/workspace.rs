@@ -112,7 +112,10 @@ pub struct WorkspaceSpec {
 /// The health-check budget of a workspace. Each pipe is probed once per interval for every
 /// TenantAccess granting it, each new token once soon after it is written, and each token again
 /// every `tokenCheckInterval`; when that wants more than the budget, the probes are spread
-/// (longer intervals) and `status.healthChecks` says so.
+/// (longer intervals) and `status.healthChecks` says so. Apart from the budget, each pipe's
+/// existence is checked once per interval with the admin token (`GET /v0/pipes/{pipe}`, a
+/// metadata call Tinybird does not bill), never stretched: a removed pipe is reported within
+/// the interval whatever the budget.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceHealthChecks {
@@ -121,7 +124,8 @@ pub struct WorkspaceHealthChecks {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100_000_000))]
     pub max_queries_per_day: Option<u32>,
-    /// Most health-check queries a second to this workspace (default 1).
+    /// Most health-check queries a second to this workspace (default 1). The existence checks
+    /// are paced at this rate too, on a pacer of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_queries_per_second: Option<u32>,
@@ -240,7 +244,8 @@ pub struct WorkspaceStatus {
 pub struct HealthCheckBudgetStatus {
     /// `spec.healthChecks.maxQueriesPerDay` in effect.
     pub max_queries_per_day: u32,
-    /// Queries a day the probes want at their intervals (distinct pipes and token checks).
+    /// Billed queries a day the probes want at their intervals (distinct pipes and token
+    /// checks); the free existence checks are not in it.
     pub planned_queries_per_day: u64,
     /// Distinct pipes probed.
     pub pipes: u32,

@@ -276,13 +276,16 @@ impl Collector for CacheCollector {
 
         let mut budget_use = Vec::new();
         let mut planned = Vec::new();
+        let mut existence = Vec::new();
         sources.health.budgets(|workspace, budget| {
             let (api_url, workspace_id) = workspace.rsplit_once('#').unwrap_or((workspace, ""));
             let labels: Labels =
                 vec![("api_url", api_url.to_owned()), ("workspace_id", workspace_id.to_owned())];
             budget_use.push((labels.clone(), budget.ratio()));
             #[allow(clippy::cast_precision_loss)]
-            planned.push((labels, budget.planned_queries_per_day as f64));
+            planned.push((labels.clone(), budget.planned_queries_per_day as f64));
+            #[allow(clippy::cast_precision_loss)]
+            existence.push((labels, budget.existence_checks_per_day as f64));
         });
         gauge_family(
             &mut encoder,
@@ -295,6 +298,12 @@ impl Collector for CacheCollector {
             "health_planned_queries_per_day",
             "Tinybird queries a day the workspace's health checks want at their intervals (pipes and token checks)",
             &planned,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "health_existence_checks_per_day",
+            "Pipe existence checks a day the workspace's health checks make (one per pipe and interval, never stretched): metadata calls with the admin token, not billed and not in the budget",
+            &existence,
         )?;
 
         let by_reason = sources.health.metrics().latency_by_reason();

@@ -35,6 +35,46 @@ use crate::{Clock, EmulatorError, random};
 use ratelimit::RateLimiter;
 use state::{TinybirdState, Workspace};
 
+/// [`RequestRecord::call`](crate::RequestRecord::call) of a pipe endpoint query, `GET
+/// /v0/pipes/{pipe}.{json|ndjson|csv}`: billed by Tinybird, counted against the plan.
+pub const CALL_PIPE_QUERY: &str = "pipe_query";
+/// The call of a pipe's description, `GET /v0/pipes/{pipe}` (no format suffix; admin token): a
+/// metadata call Tinybird does not bill (what the operator's existence checks send).
+pub const CALL_PIPE_METADATA: &str = "pipe_metadata";
+/// The call of a Query API request, `GET /v0/sql`: billed.
+pub const CALL_QUERY_API: &str = "query_api";
+/// The call of `GET /v1/workspace` (the admin-token check): not billed.
+pub const CALL_WORKSPACE: &str = "workspace";
+/// The call of `POST /v0/tokens/{token}/refresh`: not billed.
+pub const CALL_TOKEN_REFRESH: &str = "token_refresh";
+
+/// What a request to the Tinybird API is, from its method and path: one of the `CALL_*`
+/// constants (`None` for a path the API does not serve).
+#[must_use]
+pub fn call_of(method: &str, path: &str) -> Option<&'static str> {
+    match (method, path) {
+        ("GET", "/v0/sql") => Some(CALL_QUERY_API),
+        ("GET", "/v1/workspace") => Some(CALL_WORKSPACE),
+        ("POST", path) if path.starts_with("/v0/tokens/") && path.ends_with("/refresh") => {
+            Some(CALL_TOKEN_REFRESH)
+        }
+        ("GET", path) => {
+            let segment = path.strip_prefix("/v0/pipes/").filter(|segment| !segment.contains('/'))?;
+            Some(match query::split_format(segment).1 {
+                Some(_) => CALL_PIPE_QUERY,
+                None => CALL_PIPE_METADATA,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether Tinybird bills a call of [`call_of`] (pipe endpoint queries and the Query API).
+#[must_use]
+pub fn is_billed(call: &str) -> bool {
+    call == CALL_PIPE_QUERY || call == CALL_QUERY_API
+}
+
 /// Default per-query ClickHouse timeout.
 pub const DEFAULT_CLICKHOUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -164,7 +204,7 @@ impl TinybirdEmulator {
             clickhouse,
             rate_limiter: RateLimiter::default(),
             faults: Arc::new(FaultSet::default()),
-            request_log: Arc::new(RequestLog::default()),
+            request_log: Arc::new(RequestLog::naming_calls(call_of)),
             clock,
         });
         let shutdown = ShutdownSignal::new();
@@ -308,6 +348,22 @@ impl TinybirdEmulator {
         &self.state.request_log
     }
 
+    /// Billed queries answered since the start (or the log's last clear): pipe endpoint queries
+    /// (`GET /v0/pipes/{pipe}.json`, ...) and Query API requests, every answer included. Counted
+    /// apart from the records kept, so a long window is counted whole.
+    #[must_use]
+    pub fn billed_queries(&self) -> u64 {
+        let log = &self.state.request_log;
+        log.count_call(CALL_PIPE_QUERY) + log.count_call(CALL_QUERY_API)
+    }
+
+    /// Pipe descriptions answered since the start (or the log's last clear): `GET
+    /// /v0/pipes/{pipe}` with the admin token, the existence checks Tinybird does not bill.
+    #[must_use]
+    pub fn pipe_metadata_calls(&self) -> u64 {
+        self.state.request_log.count_call(CALL_PIPE_METADATA)
+    }
+
     /// The emulator's clock (shared with the config's clock).
     #[must_use]
     pub fn clock(&self) -> &Clock {
@@ -317,5 +373,24 @@ impl TinybirdEmulator {
     /// Stops the server, letting in-flight requests finish (hung ones are released).
     pub async fn shutdown(self) {
         self.server.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_named_by_what_tinybird_bills() {
+        assert_eq!(call_of("GET", "/v0/pipes/top_pages.json"), Some(CALL_PIPE_QUERY));
+        assert_eq!(call_of("GET", "/v0/pipes/t_0123.csv"), Some(CALL_PIPE_QUERY));
+        assert_eq!(call_of("GET", "/v0/pipes/top_pages"), Some(CALL_PIPE_METADATA));
+        assert_eq!(call_of("GET", "/v0/sql"), Some(CALL_QUERY_API));
+        assert_eq!(call_of("GET", "/v1/workspace"), Some(CALL_WORKSPACE));
+        assert_eq!(call_of("POST", "/v0/tokens/abc/refresh"), Some(CALL_TOKEN_REFRESH));
+        assert_eq!(call_of("GET", "/v0/pipes/top_pages/nodes"), None);
+        assert_eq!(call_of("DELETE", "/v0/pipes/top_pages"), None);
+        assert!(is_billed(CALL_PIPE_QUERY) && is_billed(CALL_QUERY_API));
+        assert!(!is_billed(CALL_PIPE_METADATA) && !is_billed(CALL_WORKSPACE));
     }
 }

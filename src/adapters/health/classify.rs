@@ -183,6 +183,12 @@ impl ProbeOutcome {
         }
     }
 
+    /// A 200 to an existence check: the pipe exists (which says nothing about its health).
+    #[must_use]
+    pub fn pipe_exists() -> Self {
+        Self::new(ProbeReason::Healthy, Some(200), "the pipe exists")
+    }
+
     /// An outcome for a probe that could not be sent (e.g. the probe token could not be signed).
     #[must_use]
     pub fn not_sent(message: &str) -> Self {

@@ -36,6 +36,6 @@ pub mod scheduler;
 pub use classify::{AuthRejection, ProbeOutcome, ProbeReason, TransportError, classify};
 pub use metrics::{HealthMetrics, LatencyHistogram};
 pub use plan::{PROBE_TOKEN_LIFETIME, PlannedEndpoint, ProbeCredential, ProbePlan};
-pub use probe::{EndpointProber, HttpProber, ProbeRequest};
+pub use probe::{EndpointProber, HttpProber, ProbePurpose, ProbeRequest};
 pub use report::{EndpointHealth, HealthSummary, summarize};
 pub use scheduler::{AccessKey, BudgetUse, HealthChange, HealthConfig, HealthEvents, HealthScheduler};

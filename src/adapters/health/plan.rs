@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -129,13 +130,18 @@ pub struct ProbePlan {
     /// (which follows each new token).
     pub budget: HealthBudget,
     /// The token's own `limits.rps`: a 429 of that bucket is the token's, any other the plan's.
-    pub token_rps: Option<i64>,
+    /// (A `u32`, clamped: a plan stays small, and no rate is anywhere near it.)
+    pub token_rps: Option<u32>,
     /// `healthCheck.params`, sent as query parameters.
     pub params: BTreeMap<String, String>,
     /// The `PIPES:READ` endpoints, in spec order.
     pub endpoints: Vec<PlannedEndpoint>,
     /// How probes authenticate.
     pub credential: ProbeCredential,
+    /// The workspace admin token, for the free existence checks of the plan's pipes (`GET
+    /// {api}/v0/pipes/{pipe}`). A shared handle: the scheduler keeps one copy per workspace for
+    /// all its plans; `Debug` shows only its fingerprint.
+    pub admin_token: Arc<AdminToken>,
 }
 
 impl ProbePlan {
@@ -181,11 +187,18 @@ impl ProbePlan {
             interval,
             timeout,
             budget: workspace.health,
-            token_rps: access.rps,
+            token_rps: access.rps.map(|rps| u32::try_from(rps.max(0)).unwrap_or(u32::MAX)),
             params: access.health.params.clone(),
             endpoints,
             credential,
+            admin_token: Arc::new(workspace.key.clone()),
         })
+    }
+
+    /// The existence check of `resource`, with the workspace admin token.
+    #[must_use]
+    pub fn existence_request(&self, resource: &str) -> ProbeRequest {
+        ProbeRequest::existence(&self.api_url, resource, &self.admin_token, self.timeout)
     }
 
     /// The request probing `resource` at `now` (signing a probe token if needed).

@@ -1,5 +1,8 @@
 //! The probe itself: `GET {api}/v0/pipes/{pipe}.json` with the token in the `Authorization`
 //! header (never `?token=`, which ends up in access logs), through the one pooled HTTP client.
+//! And the free existence check of a pipe: `GET {api}/v0/pipes/{pipe}` (no format suffix) with
+//! the workspace admin token, a metadata call Tinybird does not bill (it bills pipe endpoint
+//! calls and the Query API).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +13,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap};
 
 use super::classify::{ProbeOutcome, TransportError, classify};
 use crate::adapters::http;
+use crate::core::admin_token::AdminToken;
 
 /// Upper bound of any probe timeout (the validated `healthCheck.timeout` is at most 1m); each
 /// request sets its own, shorter, timeout.
@@ -20,6 +24,36 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Tinybird's credential parameter: never sent as a query parameter.
 const TOKEN_PARAM: &str = "token";
 
+/// What a request to Tinybird is for: the `call` label of its count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbePurpose {
+    /// A pipe's shared probe: a billed query.
+    Pipe,
+    /// A token's own check: a billed query.
+    TokenCheck,
+    /// Whether the pipe exists (`GET /v0/pipes/{pipe}` with the admin token): a metadata call
+    /// Tinybird does not bill.
+    Existence,
+}
+
+impl ProbePurpose {
+    /// The `call` label of `tenant_access_tinybird_requests_total`.
+    #[must_use]
+    pub const fn call_label(self) -> &'static str {
+        match self {
+            Self::Pipe => "probe",
+            Self::TokenCheck => "token_check",
+            Self::Existence => "pipe_exists",
+        }
+    }
+
+    /// Whether Tinybird bills the request (and the workspace's budget counts it).
+    #[must_use]
+    pub const fn is_billed(self) -> bool {
+        !matches!(self, Self::Existence)
+    }
+}
+
 /// One probe, ready to send. `Debug` never shows the token.
 #[derive(Clone)]
 pub struct ProbeRequest {
@@ -28,8 +62,8 @@ pub struct ProbeRequest {
     params: Vec<(String, String)>,
     token: String,
     timeout: Duration,
-    /// A token's own check (else a pipe's probe): the purpose label of the request count.
-    token_check: bool,
+    /// What it is for: the purpose label of the request count, and how its answer reads.
+    purpose: ProbePurpose,
 }
 
 impl ProbeRequest {
@@ -53,18 +87,39 @@ impl ProbeRequest {
                 .collect(),
             token,
             timeout,
-            token_check: false,
+            purpose: ProbePurpose::Pipe,
+        }
+    }
+
+    /// The existence check of `resource` at `api_url`: `GET {api}/v0/pipes/{resource}` with the
+    /// admin token `key`, no parameters. A 200 says the pipe exists, a 404 that it does not.
+    #[must_use]
+    pub fn existence(api_url: &str, resource: &str, key: &AdminToken, timeout: Duration) -> Self {
+        Self {
+            url: format!("{}/v0/pipes/{resource}", api_url.trim_end_matches('/')),
+            resource: resource.to_owned(),
+            params: Vec::new(),
+            token: key.expose().to_owned(),
+            timeout,
+            purpose: ProbePurpose::Existence,
         }
     }
 
     /// The same probe, counted as a token's own check rather than a pipe's probe.
     #[must_use]
     pub fn as_token_check(mut self) -> Self {
-        self.token_check = true;
+        self.purpose = ProbePurpose::TokenCheck;
         self
     }
 
-    /// `{api}/v0/pipes/{resource}.json`, without query string.
+    /// What the request is for.
+    #[must_use]
+    pub fn purpose(&self) -> ProbePurpose {
+        self.purpose
+    }
+
+    /// `{api}/v0/pipes/{resource}.json` (`{api}/v0/pipes/{resource}` for an existence check),
+    /// without query string.
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
@@ -116,6 +171,7 @@ impl fmt::Debug for ProbeRequest {
             .field("params", &self.params)
             .field("token", &"<redacted>")
             .field("timeout", &self.timeout)
+            .field("purpose", &self.purpose)
             .finish()
     }
 }
@@ -128,7 +184,9 @@ pub fn endpoint_url(api_url: &str, resource: &str) -> String {
 
 /// Sends probes. The scheduler owns one; tests substitute a fake.
 pub trait EndpointProber: Send + Sync + 'static {
-    /// Probes once and classifies the answer (never fails: a failure is an outcome).
+    /// Probes once and classifies the answer (never fails: a failure is an outcome). For an
+    /// existence check ([`ProbeRequest::purpose`] is [`ProbePurpose::Existence`]), any 200 is
+    /// `Healthy` (the pipe exists) and the other answers are classified as a probe's.
     fn probe(&self, request: ProbeRequest) -> BoxFuture<'static, ProbeOutcome>;
 }
 
@@ -164,6 +222,12 @@ impl HttpProber {
                 let status = error.status().map(|s| s.as_u16());
                 classify(status, b"", &HeaderMap::new(), Some(&TransportError::from_reqwest(&error)))
             }
+            Ok(response)
+                if request.purpose == ProbePurpose::Existence && response.status().as_u16() == 200 =>
+            {
+                // The pipe's description: only its existence matters, the body is not read.
+                ProbeOutcome::pipe_exists()
+            }
             Ok(mut response) => {
                 let status = response.status().as_u16();
                 let headers = response.headers().clone();
@@ -182,7 +246,7 @@ impl HttpProber {
                 }
             }
         };
-        crate::adapters::request_counts::probe(outcome.reason, request.token_check);
+        crate::adapters::request_counts::probe(outcome.reason, request.purpose);
         outcome.redacted_with(&[&request.token])
     }
 }

@@ -8,6 +8,16 @@
 //! with its access. Every probe to a workspace is paced within its budget (`spec.healthChecks`,
 //! pipes first, intervals stretched to fit), a plan-level 429 holds back every probe to the
 //! workspace, and health is reported only when it flips, so status is written only on flips.
+//!
+//! Beside the billed probes runs a free lane: each pipe's existence is checked at its interval
+//! (never stretched) with the workspace admin token (`GET {api}/v0/pipes/{pipe}`, a metadata
+//! call Tinybird does not bill), paced at the workspace's `maxQueriesPerSecond` on a pacer of its
+//! own and outside its daily budget. A 404 is the pipe-level verdict `PipeNotFound` every member
+//! reports, as a billed probe's 404 would be (and the billed probes of the pipe wait while it is
+//! missing); a 200 for a pipe reported missing makes its billed probe due at once (first in line
+//! for the budget's next slot) to confirm the recovery; a 403 asks for the admin token's check;
+//! anything else (429, 5xx, no answer) is no verdict: the billed probes decide those. So a
+//! removed pipe is found within one interval whatever the budget stretches.
 //! Probes run under a global concurrency bound, of which one TenantAccess holds at most
 //! [`PER_ACCESS_IN_FLIGHT`] places.
 
@@ -26,9 +36,10 @@ use tokio::time::Instant;
 use super::classify::{AuthRejection, ProbeOutcome, ProbeReason};
 use super::metrics::HealthMetrics;
 use super::plan::ProbePlan;
-use super::probe::EndpointProber;
+use super::probe::{EndpointProber, ProbeRequest};
 use super::probe_timing::{first_probe_offset, next_due, rate_limited_delay, recheck_delay};
 use super::report::EndpointHealth;
+use crate::core::admin_token::AdminToken;
 use crate::core::backoff::jitter;
 use crate::core::clock::Clock;
 use crate::core::signing_workspace::HealthBudget;
@@ -193,6 +204,7 @@ impl HealthScheduler {
             semaphore: Arc::new(Semaphore::new(config.concurrency.max(1))),
             probes: JoinSet::new(),
             in_flight: HashMap::new(),
+            existence_in_flight: HashMap::new(),
             groups: HashMap::new(),
             workspaces: HashMap::new(),
             events,
@@ -323,9 +335,8 @@ fn workspace_of(plan: &ProbePlan) -> Arc<str> {
 /// the token's rate) rather than the plan's QPS ceiling, which every probe to the workspace
 /// shares.
 fn own_rate_limit(plan: &ProbePlan, outcome: &ProbeOutcome) -> bool {
-    plan.token_rps.is_some_and(|rps| {
-        rps > 0 && outcome.rate_limit.is_none_or(|limit| u64::try_from(rps).is_ok_and(|rps| rps == limit))
-    })
+    plan.token_rps
+        .is_some_and(|rps| rps > 0 && outcome.rate_limit.is_none_or(|limit| u64::from(rps) == limit))
 }
 
 /// One answer to a probe with an access's token, as it concerns that token.
@@ -420,11 +431,37 @@ struct PipeGroup {
     /// Per-token answers in a row (the pipe's verdict still unknown): the first is retried
     /// soon with the next member's token, later ones wait for the interval.
     token_answers: u32,
+    /// The free existence check of the pipe.
+    exists: ExistenceLane,
+}
+
+/// The existence check of a pipe (`GET {api}/v0/pipes/{pipe}` with the admin token): at the
+/// pipe's interval, never stretched by the budget, which it is not charged to.
+struct ExistenceLane {
+    due: Instant,
+    scheduled: Instant,
+    in_flight: bool,
+    /// Its last answer was a 404: the pipe's billed probes wait (they could only say the same)
+    /// until a check finds it again or brings no verdict.
+    missing: bool,
+    /// A check found the pipe reported missing: its billed probe is due at once, ahead of the
+    /// others, to confirm the recovery.
+    confirm: bool,
 }
 
 impl PipeGroup {
     fn interval(&self) -> Duration {
         self.members.values().min().copied().unwrap_or(Duration::from_secs(300))
+    }
+
+    /// A probe or existence check of it is in flight: its answer still needs the group.
+    fn busy(&self) -> bool {
+        self.in_flight || self.exists.in_flight
+    }
+
+    /// Whether the pipe's reported verdict is "it does not exist".
+    fn reported_missing(&self) -> bool {
+        self.health.as_ref().is_some_and(|health| health.reason == ProbeReason::PipeNotFound)
     }
 
     /// The member whose token probes next.
@@ -533,6 +570,8 @@ struct Worker {
     probes: JoinSet<Option<ProbeResult>>,
     /// What each probe task is for.
     in_flight: HashMap<Id, InFlight>,
+    /// The pipe each existence-check task is for.
+    existence_in_flight: HashMap<Id, PipeKey>,
     /// The shared probe of each pipe.
     groups: HashMap<PipeKey, PipeGroup>,
     /// Each workspace probed: its budget, pacing and rate-limit pause.
@@ -624,6 +663,7 @@ impl Worker {
         for endpoint in registered.endpoints.iter_mut().filter(|e| e.skipped.is_none()) {
             let pipe = PipeKey::new(&registered.workspace, &endpoint.resource);
             let fresh = now + first_probe_offset(interval, jitter(&pipe.to_string()));
+            let fresh_check = now + first_probe_offset(interval, jitter(&format!("{pipe}/exists")));
             let group = self.groups.entry(pipe.clone()).or_insert_with(|| PipeGroup {
                 members: BTreeMap::new(),
                 cursor: None,
@@ -633,15 +673,27 @@ impl Worker {
                 health: None,
                 rate_limited: 0,
                 token_answers: 0,
+                exists: ExistenceLane {
+                    due: fresh_check,
+                    scheduled: fresh_check,
+                    in_flight: false,
+                    missing: false,
+                    confirm: false,
+                },
             });
-            if interval < group.interval() && !group.in_flight {
-                group.due = group.due.min(fresh);
+            if interval < group.interval() {
+                if !group.in_flight {
+                    group.due = group.due.min(fresh);
+                }
+                if !group.exists.in_flight {
+                    group.exists.due = group.exists.due.min(fresh_check);
+                }
             }
             group.members.insert(key.clone(), interval);
             if endpoint.reported.is_none() {
                 endpoint.update_reported(group.health.as_ref(), key);
             }
-            let due = group.due;
+            let due = group.due.min(group.exists.due);
             self.note_due(due);
         }
         self.workspace_state(&registered.workspace).dirty = true;
@@ -653,7 +705,7 @@ impl Worker {
             let pipe = PipeKey::new(&workspace, resource);
             if let Some(group) = self.groups.get_mut(&pipe) {
                 group.members.remove(key);
-                if group.members.is_empty() && !group.in_flight {
+                if group.members.is_empty() && !group.busy() {
                     self.groups.remove(&pipe);
                 }
             }
@@ -674,7 +726,7 @@ impl Worker {
     fn schedule(
         &mut self,
         key: &AccessKey,
-        plan: ProbePlan,
+        mut plan: ProbePlan,
         previous: Option<&Registered>,
         seed: &[EndpointHealth],
     ) -> Registered {
@@ -730,7 +782,7 @@ impl Worker {
         let generation = self.next_generation;
         self.next_generation += 1;
         let places = Arc::new(Semaphore::new(PER_ACCESS_IN_FLIGHT));
-        let workspace = self.intern_workspace(&plan);
+        let workspace = self.intern_workspace(&mut plan);
         Registered { workspace, plan: Arc::new(plan), generation, endpoints, places }
     }
 
@@ -742,15 +794,21 @@ impl Worker {
     }
 
     /// The plan's workspace, one shared string per workspace; takes the plan's budget (the
-    /// workspace's spec, the same for all its plans).
-    fn intern_workspace(&mut self, plan: &ProbePlan) -> Arc<str> {
+    /// workspace's spec, the same for all its plans) and shares its admin token with the
+    /// workspace's other plans (one copy per workspace).
+    fn intern_workspace(&mut self, plan: &mut ProbePlan) -> Arc<str> {
         let name = workspace_of(plan);
         let state = self.workspace_state(&name);
+        match &state.admin_token {
+            Some(shared) if **shared == *plan.admin_token => plan.admin_token = Arc::clone(shared),
+            _ => state.admin_token = Some(Arc::clone(&plan.admin_token)),
+        }
         if state.budget != plan.budget {
             state.budget = plan.budget;
             state.dirty = true;
             // Paced from now at the new rate.
             state.next_slot = Instant::now() + plan.budget.spacing(DISPATCH_TICK);
+            state.lane_next_slot = Instant::now() + lane_spacing(&plan.budget);
         }
         Arc::clone(&state.name)
     }
@@ -761,14 +819,15 @@ impl Worker {
         // Rebuilt by this scan.
         self.earliest_due = None;
         let mut earliest: Option<Instant> = None;
-        self.groups.retain(|_, group| group.in_flight || !group.members.is_empty());
+        self.groups.retain(|_, group| group.busy() || !group.members.is_empty());
         self.refresh_budgets();
         let shared = Arc::clone(&self.shared);
         let mut accesses = shared.lock_accesses();
         // Every probe due now: the most overdue goes first, as the workspace's budget allows.
         let mut due_now: Vec<(Instant, Due)> = Vec::new();
         for (pipe, group) in &self.groups {
-            if group.in_flight {
+            // A pipe the existence check found missing: its billed probe could only say so too.
+            if group.in_flight || group.exists.missing {
                 continue;
             }
             if group.due > now {
@@ -787,13 +846,26 @@ impl Worker {
                     earliest = earliest_of(earliest, due);
                     continue;
                 }
+                // A token of a pipe known missing: its check could only say so too.
+                let pipe = PipeKey::new(&access.workspace, &endpoint.resource);
+                if self.groups.get(&pipe).is_some_and(|group| group.exists.missing) {
+                    continue;
+                }
                 due_now.push((due, Due::Token(key.clone(), index)));
             }
         }
-        // The pipes first (a pipe's probe speaks for every token of it), then the tokens' own
-        // checks, in the slots the pipes leave (see [`PLANNED_SHARE`]); each kind most overdue
-        // first.
-        due_now.sort_by_key(|(due, kind)| (matches!(kind, Due::Token(..)), *due));
+        // The pipes first (a pipe's probe speaks for every token of it; one confirming that a
+        // pipe found again is back before all), then the tokens' own checks, in the slots the
+        // pipes leave (see [`PLANNED_SHARE`]); each kind most overdue first.
+        let groups = &self.groups;
+        due_now.sort_by_key(|(due, kind)| {
+            let rank = match kind {
+                Due::Pipe(pipe) if groups.get(pipe).is_some_and(|g| g.exists.confirm) => 0,
+                Due::Pipe(_) => 1,
+                Due::Token(..) => 2,
+            };
+            (rank, *due)
+        });
         let mut starts = Vec::new();
         for (_, due) in due_now {
             let workspace = match &due {
@@ -825,11 +897,199 @@ impl Worker {
                 starts.push(start);
             }
         }
+        let checks = self.start_existence_checks(&accesses, now, &mut earliest);
         drop(accesses);
         for (parts, target) in starts {
             self.spawn_probe(parts.plan, parts.places, target);
         }
+        for (request, pipe) in checks {
+            self.spawn_existence_check(request, pipe);
+        }
         self.earliest_due = earliest_of_both(earliest, self.earliest_due);
+    }
+
+    /// The existence checks due now, most overdue first, as each workspace's pace allows (one
+    /// per `1 s / maxQueriesPerSecond`, on a pacer apart from the billed probes'); each with the
+    /// admin token of one member's plan.
+    fn start_existence_checks(
+        &mut self,
+        accesses: &HashMap<AccessKey, Registered>,
+        now: Instant,
+        earliest: &mut Option<Instant>,
+    ) -> Vec<(ProbeRequest, PipeKey)> {
+        let mut due_now: Vec<(Instant, PipeKey)> = Vec::new();
+        for (pipe, group) in &self.groups {
+            if group.exists.in_flight || group.members.is_empty() {
+                continue;
+            }
+            if group.exists.due > now {
+                *earliest = earliest_of(*earliest, group.exists.due);
+                continue;
+            }
+            due_now.push((group.exists.due, pipe.clone()));
+        }
+        due_now.sort_by_key(|(due, _)| *due);
+        let mut checks = Vec::new();
+        for (_, pipe) in due_now {
+            let state = self.workspace_state(&pipe.workspace);
+            let allowed_at = state.lane_allowed_at();
+            if allowed_at > now {
+                *earliest = earliest_of(*earliest, allowed_at);
+                continue;
+            }
+            let key = state.admin_token.clone();
+            let Some(group) = self.groups.get_mut(&pipe) else { continue };
+            let Some(plan) = group.members.keys().find_map(|member| accesses.get(member)).map(|a| &a.plan)
+            else {
+                continue;
+            };
+            // The workspace's admin token as last registered (a plan registered before a key
+            // rotation may still carry the old one).
+            let request = match key {
+                Some(key) => ProbeRequest::existence(&plan.api_url, &pipe.resource, &key, plan.timeout),
+                None => plan.existence_request(&pipe.resource),
+            };
+            group.exists.in_flight = true;
+            group.exists.scheduled = group.exists.due;
+            self.workspace_state(&pipe.workspace).spend_lane(now);
+            checks.push((request, pipe));
+        }
+        checks
+    }
+
+    fn spawn_existence_check(&mut self, request: ProbeRequest, pipe: PipeKey) {
+        let prober = Arc::clone(&self.prober);
+        let semaphore = Arc::clone(&self.semaphore);
+        let handle = self.probes.spawn(async move {
+            // Within the global bound, like every request to Tinybird.
+            let _permit = semaphore.acquire_owned().await.ok();
+            let started = Instant::now();
+            let outcome = prober.probe(request).await;
+            Some(ProbeResult { outcome, latency: started.elapsed(), believed_valid: true })
+        });
+        self.existence_in_flight.insert(handle.id(), pipe);
+    }
+
+    /// An existence check's answer: a 404 is the pipe's verdict for every member, a 200 for a
+    /// pipe reported missing calls its billed probe at once, a 403 asks for the admin token's
+    /// check; anything else is no verdict.
+    fn complete_existence_check(&mut self, pipe: &PipeKey, result: Option<ProbeResult>, now: Instant) {
+        let Some(group) = self.groups.get_mut(pipe) else { return };
+        group.exists.in_flight = false;
+        if group.members.is_empty() {
+            if !group.busy() {
+                self.groups.remove(pipe);
+            }
+            return;
+        }
+        let interval = group.interval();
+        let Some(ProbeResult { outcome, .. }) = result else {
+            group.exists.due = now + DISPATCH_TICK;
+            self.note_due(now + DISPATCH_TICK);
+            return;
+        };
+        group.exists.due = next_due(group.exists.scheduled, interval, now);
+        let missing_before = group.exists.missing;
+        group.exists.missing = outcome.reason == ProbeReason::PipeNotFound;
+        let (due, missing) = (group.exists.due, group.exists.missing);
+        self.note_due(due);
+        if missing_before && !missing {
+            // The probes and token checks it held back may go.
+            self.note_due(now);
+        }
+        if outcome.reason != ProbeReason::RateLimited {
+            let state = self.workspace_state(&pipe.workspace);
+            state.lane_rate_limited = 0;
+            state.lane_paused_until = None;
+        }
+        match outcome.reason {
+            ProbeReason::Healthy => {
+                let shared = Arc::clone(&self.shared);
+                let accesses = shared.lock_accesses();
+                let Some(group) = self.groups.get_mut(pipe) else { return };
+                // Reported missing: by the pipe's last verdict, or by a member that still holds
+                // the verdict of an earlier run (its status, after a restart).
+                let reported_missing = group.reported_missing()
+                    || missing_before
+                    || group.members.keys().filter_map(|member| accesses.get(member)).any(|access| {
+                        access.endpoints.iter().any(|e| {
+                            *e.resource == *pipe.resource
+                                && e.reported.as_ref().is_some_and(|r| r.reason == ProbeReason::PipeNotFound)
+                        })
+                    });
+                drop(accesses);
+                if reported_missing {
+                    tracing::info!(pipe = %pipe, "the pipe reported missing exists again: probing it now");
+                    group.exists.confirm = true;
+                    if !group.in_flight {
+                        group.due = group.due.min(now);
+                        self.note_due(now);
+                    }
+                }
+            }
+            ProbeReason::PipeNotFound => {
+                let shared = Arc::clone(&self.shared);
+                let mut accesses = shared.lock_accesses();
+                let mut changes = Vec::new();
+                if let Some(group) = self.groups.get_mut(pipe) {
+                    group.exists.confirm = false;
+                    spread_verdict(group, pipe, &outcome, &mut accesses, None, &mut changes);
+                }
+                drop(accesses);
+                for change in changes {
+                    self.publish(change);
+                }
+            }
+            ProbeReason::RateLimited => {
+                let state = self.workspace_state(&pipe.workspace);
+                state.lane_rate_limited = state.lane_rate_limited.saturating_add(1);
+                let spread = jitter(&format!("{}/exists/{}", pipe.workspace, state.lane_rate_limited));
+                let cap = interval.max(PLAN_LIMIT_CAP);
+                let until =
+                    now + rate_limited_delay(outcome.retry_after, state.lane_rate_limited, cap, spread);
+                state.lane_paused_until = Some(until);
+                tracing::debug!(
+                    pipe = %pipe, retry_after = ?outcome.retry_after, wait_secs = until.duration_since(now).as_secs(),
+                    "Tinybird rate-limited a pipe existence check: the existence checks of this workspace wait"
+                );
+            }
+            reason if reason.is_per_token() => self.admin_token_refused(pipe, &outcome, interval, now),
+            reason => tracing::debug!(
+                pipe = %pipe, %reason, status = outcome.status_code, message = %outcome.message,
+                "a pipe existence check brought no verdict: the billed probes decide"
+            ),
+        }
+    }
+
+    /// Tinybird refused the admin token of an existence check: one member asks for the admin
+    /// token's check (at most once per interval for the workspace), nothing is reported.
+    fn admin_token_refused(
+        &mut self,
+        pipe: &PipeKey,
+        outcome: &ProbeOutcome,
+        interval: Duration,
+        now: Instant,
+    ) {
+        tracing::debug!(
+            pipe = %pipe, reason = %outcome.reason, message = %outcome.message,
+            "Tinybird refused the admin token of a pipe existence check"
+        );
+        let state = self.workspace_state(&pipe.workspace);
+        if state.lane_key_check_after.is_some_and(|after| after > now) {
+            return;
+        }
+        state.lane_key_check_after = Some(now + interval);
+        let Some(member) = self.groups.get(pipe).and_then(|group| group.members.keys().next().cloned())
+        else {
+            return;
+        };
+        if !self.shared.flag_key_check(&member) {
+            return;
+        }
+        let endpoints = self.shared.lock_accesses().get(&member).map(Registered::reported);
+        if let Some(endpoints) = endpoints {
+            self.publish(HealthChange { key: member, endpoints, key_check: true });
+        }
     }
 
     /// The pipe's probe with the next member whose token can go now (not busy, not held back by
@@ -941,8 +1201,12 @@ impl Worker {
                 (error.id(), None)
             }
         };
-        let Some(target) = self.in_flight.remove(&id) else { return };
         let now = Instant::now();
+        if let Some(pipe) = self.existence_in_flight.remove(&id) {
+            self.complete_existence_check(&pipe, result, now);
+            return;
+        }
+        let Some(target) = self.in_flight.remove(&id) else { return };
         let shared = Arc::clone(&self.shared);
         let mut accesses = shared.lock_accesses();
         let mut access = accesses.get_mut(&target.key).filter(|a| a.generation == target.generation);
@@ -1025,30 +1289,12 @@ impl Worker {
                 self.earliest_due = earliest_of(self.earliest_due, group.due);
             }
             if !rate_limited && !per_token {
-                group.token_answers = 0;
-                let previous = group.health.as_ref().map(|h| h.healthy);
-                group.health = Some(EndpointHealth::from_outcome(&pipe.resource, &outcome, previous));
-                let health = group.health.as_ref();
-                for member in group.members.keys() {
-                    let Some(access) = accesses.get_mut(member) else { continue };
-                    let generation = access.generation;
-                    let Some(endpoint) = access.endpoints.iter_mut().find(|e| *e.resource == *pipe.resource)
-                    else {
-                        continue;
-                    };
-                    if *member == target.key && generation == target.generation {
-                        // Its own token was accepted: no fault of its own.
-                        endpoint.token_fault = None;
-                    }
-                    if endpoint.update_reported(health, member) {
-                        changes.retain(|change: &HealthChange| change.key != *member || change.key_check);
-                        changes.push(HealthChange {
-                            key: member.clone(),
-                            endpoints: access.reported(),
-                            key_check: false,
-                        });
-                    }
+                if target.pipe.is_some() {
+                    // The billed probe that was to confirm a recovery has answered.
+                    group.exists.confirm = false;
                 }
+                let accepted = (&target.key, target.generation);
+                spread_verdict(group, &pipe, &outcome, &mut accesses, Some(accepted), &mut changes);
             }
         }
         drop(accesses);
@@ -1094,7 +1340,7 @@ impl Worker {
         if let Some(group) = self.groups.get_mut(pipe) {
             group.in_flight = false;
             group.due = now + DISPATCH_TICK;
-            if group.members.is_empty() {
+            if group.members.is_empty() && !group.busy() {
                 self.groups.remove(pipe);
                 return;
             }
@@ -1106,6 +1352,45 @@ impl Worker {
     fn publish(&self, change: HealthChange) {
         // The receiver is gone only when the controller stopped listening.
         let _ = self.events.send(change);
+    }
+}
+
+/// Makes `outcome` (a pipe-level answer) the pipe's verdict and reports it for every member
+/// whose health it flips (a member with a fault of its own keeps reporting that). `accepted`:
+/// the access (and plan generation) whose token brought the answer, which has no fault of its
+/// own then; `None` for an existence check, made with the admin token.
+fn spread_verdict(
+    group: &mut PipeGroup,
+    pipe: &PipeKey,
+    outcome: &ProbeOutcome,
+    accesses: &mut HashMap<AccessKey, Registered>,
+    accepted: Option<(&AccessKey, u64)>,
+    changes: &mut Vec<HealthChange>,
+) {
+    group.token_answers = 0;
+    let previous = group.health.as_ref().map(|h| h.healthy);
+    group.health = Some(EndpointHealth::from_outcome(&pipe.resource, outcome, previous));
+    let health = group.health.as_ref();
+    for member in group.members.keys() {
+        let Some(access) = accesses.get_mut(member) else { continue };
+        let generation = access.generation;
+        let Some(endpoint) = access.endpoints.iter_mut().find(|e| *e.resource == *pipe.resource) else {
+            continue;
+        };
+        if accepted
+            .is_some_and(|(key, accepted_generation)| key == member && accepted_generation == generation)
+        {
+            // Its own token was accepted: no fault of its own.
+            endpoint.token_fault = None;
+        }
+        if endpoint.update_reported(health, member) {
+            changes.retain(|change: &HealthChange| change.key != *member || change.key_check);
+            changes.push(HealthChange {
+                key: member.clone(),
+                endpoints: access.reported(),
+                key_check: false,
+            });
+        }
     }
 }
 
@@ -1167,6 +1452,19 @@ struct WorkspaceState {
     stretch: f64,
     /// The pipes or tokens changed: recompute the plan.
     dirty: bool,
+    /// The admin token its plans carry, one copy for all of them (the last one registered).
+    admin_token: Option<Arc<AdminToken>>,
+    /// Existence checks a day at the pipes' intervals (not billed, not in the budget).
+    existence_per_day: u64,
+    /// No existence check before this: one per `1 s / maxQueriesPerSecond` at most, on a pacer
+    /// of their own (they are not billed, but they are requests to the customer's Tinybird).
+    lane_next_slot: Instant,
+    /// Tinybird rate-limited an existence check: none before this.
+    lane_paused_until: Option<Instant>,
+    /// Existence checks rate-limited in a row.
+    lane_rate_limited: u32,
+    /// An existence check's refused admin token asked for the key check: no other before this.
+    lane_key_check_after: Option<Instant>,
 }
 
 impl WorkspaceState {
@@ -1184,7 +1482,24 @@ impl WorkspaceState {
             planned_per_day: 0,
             stretch: 1.0,
             dirty: true,
+            admin_token: None,
+            existence_per_day: 0,
+            lane_next_slot: Instant::now() + lane_spacing(&budget),
+            lane_paused_until: None,
+            lane_rate_limited: 0,
+            lane_key_check_after: None,
         }
+    }
+
+    /// When the next existence check may go.
+    fn lane_allowed_at(&self) -> Instant {
+        self.lane_paused_until.map_or(self.lane_next_slot, |paused| paused.max(self.lane_next_slot))
+    }
+
+    /// One existence check sent at `now`.
+    fn spend_lane(&mut self, now: Instant) {
+        let slot = self.lane_next_slot.max(now.checked_sub(DISPATCH_TICK).unwrap_or(now));
+        self.lane_next_slot = slot + lane_spacing(&self.budget);
     }
 
     /// When the next probe may go.
@@ -1201,6 +1516,10 @@ impl WorkspaceState {
     }
 
     fn refresh(&mut self, pipes: u32, tokens: u64, pipe_queries: f64) {
+        // One existence check per pipe and interval, as the billed probes would be unstretched.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let existence_per_day = pipe_queries.ceil() as u64;
+        self.existence_per_day = existence_per_day;
         let token_queries = if self.budget.token_check_interval.is_zero() {
             0.0
         } else {
@@ -1232,8 +1551,15 @@ impl WorkspaceState {
             pipes: self.pipes,
             tokens: self.tokens,
             stretch: self.stretch,
+            existence_checks_per_day: self.existence_per_day,
         }
     }
+}
+
+/// Time between two existence checks of a workspace: `maxQueriesPerSecond`, for a pacer that
+/// sends each at most one dispatch tick after its slot (see [`HealthBudget::spacing`]).
+fn lane_spacing(budget: &HealthBudget) -> Duration {
+    (Duration::from_secs(1) + DISPATCH_TICK) / budget.max_queries_per_second.max(1) + Duration::from_millis(1)
 }
 
 /// What the health checks of one workspace want against its budget.
@@ -1250,6 +1576,9 @@ pub struct BudgetUse {
     pub tokens: u64,
     /// How much longer than asked every interval is, to fit the budget (1: not at all).
     pub stretch: f64,
+    /// Existence checks a day (one per pipe and interval, never stretched): free metadata calls
+    /// with the admin token, not billed and not counted in the budget.
+    pub existence_checks_per_day: u64,
 }
 
 impl BudgetUse {
@@ -1266,8 +1595,8 @@ impl BudgetUse {
     pub fn cut(&self) -> Option<String> {
         (self.stretch > 1.0).then(|| {
             format!(
-                "the probes want {} queries a day ({} pipes, {} tokens), over spec.healthChecks.maxQueriesPerDay {}: every probe interval is {:.1}x longer than asked; raise the budget or lengthen healthCheck.interval",
-                self.planned_queries_per_day, self.pipes, self.tokens, self.max_queries_per_day, self.stretch
+                "the probes want {} queries a day ({} pipes, {} tokens), over spec.healthChecks.maxQueriesPerDay {}: every probe interval is {:.1}x longer than asked (a removed pipe is still found within its interval by {} free existence checks a day); raise the budget or lengthen healthCheck.interval",
+                self.planned_queries_per_day, self.pipes, self.tokens, self.max_queries_per_day, self.stretch, self.existence_checks_per_day
             )
         })
     }

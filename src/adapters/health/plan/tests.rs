@@ -72,6 +72,21 @@ fn a_secret_access_is_probed_with_its_issued_token_on_each_pipe_scope() {
 }
 
 #[test]
+fn a_pipe_existence_is_checked_with_the_admin_token_on_the_unbilled_metadata_call() {
+    let ws = workspace();
+    let plan = ProbePlan::for_access(&access(SECRET_ACCESS), &ws, Some("eyJ.issued.token"))
+        .unwrap_or_else(|| panic!("a plan"));
+    let request = plan.existence_request("top_pages");
+    // No format suffix: the pipe's description, not a (billed) query of its endpoint.
+    assert_eq!(request.url(), "http://tinybird.local:7181/v0/pipes/top_pages");
+    assert!(request.params().is_empty(), "healthCheck.params are for the endpoint, not its description");
+    assert_eq!(request.bearer_token(), ws.key.expose());
+    assert_eq!(request.timeout(), Duration::from_secs(3));
+    assert!(!request.purpose().is_billed());
+    assert!(!format!("{request:?}{plan:?}").contains(ws.key.expose()), "Debug shows no admin token");
+}
+
+#[test]
 fn disabled_health_checks_have_no_plan() {
     let yaml = SECRET_ACCESS.replace("interval: 2m", "interval: '0'").replace("timeout: 3s", "");
     assert_eq!(ProbePlan::for_access(&access(&yaml), &workspace(), Some("t")), None);

@@ -11,8 +11,9 @@ use jiff::Timestamp;
 use super::*;
 use crate::adapters::health::classify::AuthRejection;
 use crate::adapters::health::plan::{PlannedEndpoint, ProbeCredential};
-use crate::adapters::health::probe::ProbeRequest;
+use crate::adapters::health::probe::{ProbePurpose, ProbeRequest};
 use crate::adapters::health::probe_timing::RECHECK_SPREAD;
+use crate::core::admin_token::AdminToken;
 use crate::core::signing_workspace::HealthBudget;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -41,8 +42,14 @@ struct Script {
     outcomes: Mutex<HashMap<String, VecDeque<ProbeOutcome>>>,
     /// The outcome for every probe with this token (before the per-resource script).
     by_token: Mutex<HashMap<String, ProbeOutcome>>,
-    /// Every call: resource, token, when.
+    /// Every billed call (a pipe's probe or a token's check): resource, token, when.
     calls: Mutex<Vec<(String, String, Instant)>>,
+    /// Pipes removed: a billed probe and an existence check of them answer 404.
+    gone: Mutex<HashSet<String>>,
+    /// The answer of every existence check of a pipe (else 200, or 404 when it is gone).
+    exists_answers: Mutex<HashMap<String, ProbeOutcome>>,
+    /// Every existence check: resource, token, when.
+    exists_calls: Mutex<Vec<(String, String, Instant)>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     hold: Duration,
@@ -64,6 +71,43 @@ impl Script {
     fn total_calls(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
+
+    fn existence_checks_of(&self, resource: &str) -> Vec<Instant> {
+        self.exists_calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _, _)| r == resource)
+            .map(|(_, _, at)| *at)
+            .collect()
+    }
+
+    /// The pipe is removed (`true`) or restored (`false`).
+    fn set_gone(&self, resource: &str, gone: bool) {
+        let mut set = self.gone.lock().unwrap();
+        if gone {
+            set.insert(resource.to_owned());
+        } else {
+            set.remove(resource);
+        }
+    }
+
+    /// The answer of an existence check of `resource`: 404 when it is gone, else the scripted
+    /// one or 200.
+    fn existence_answer(&self, resource: &str) -> ProbeOutcome {
+        if self.gone.lock().unwrap().contains(resource) {
+            return not_found(resource);
+        }
+        self.exists_answers.lock().unwrap().get(resource).cloned().unwrap_or_else(ProbeOutcome::pipe_exists)
+    }
+}
+
+fn not_found(resource: &str) -> ProbeOutcome {
+    ProbeOutcome {
+        status_code: Some(404),
+        message: format!("answered 404: The pipe '{resource}' does not exist"),
+        ..outcome(ProbeReason::PipeNotFound)
+    }
 }
 
 struct ScriptedProber(Arc<Script>);
@@ -72,6 +116,14 @@ impl EndpointProber for ScriptedProber {
     fn probe(&self, request: ProbeRequest) -> BoxFuture<'static, ProbeOutcome> {
         let script = Arc::clone(&self.0);
         Box::pin(async move {
+            if request.purpose() == ProbePurpose::Existence {
+                script.exists_calls.lock().unwrap().push((
+                    request.resource().to_owned(),
+                    request.bearer_token().to_owned(),
+                    Instant::now(),
+                ));
+                return script.existence_answer(request.resource());
+            }
             let now_in_flight = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             script.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
             script.calls.lock().unwrap().push((
@@ -83,7 +135,13 @@ impl EndpointProber for ScriptedProber {
                 tokio::time::sleep(script.hold).await;
             }
             let by_token = script.by_token.lock().unwrap().get(request.bearer_token()).cloned();
-            let next = by_token.or_else(|| {
+            let gone = script
+                .gone
+                .lock()
+                .unwrap()
+                .contains(request.resource())
+                .then(|| not_found(request.resource()));
+            let next = by_token.or(gone).or_else(|| {
                 script.outcomes.lock().unwrap().get_mut(request.resource()).and_then(VecDeque::pop_front)
             });
             script.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -113,8 +171,12 @@ fn plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
             .map(|resource| PlannedEndpoint { resource: (*resource).to_owned(), skipped: None })
             .collect(),
         credential: ProbeCredential::issued(token),
+        admin_token: Arc::new(AdminToken::new(ADMIN_TOKEN)),
     }
 }
+
+/// The admin token of the test plans.
+const ADMIN_TOKEN: &str = "p.admin-token";
 
 async fn next_change(events: &mut HealthEvents) -> HealthChange {
     tokio::time::timeout(PATIENCE, events.recv())
@@ -875,4 +937,193 @@ async fn a_restart_starts_paced_instead_of_bursting() {
     assert!(calls[1].duration_since(restarted_at) >= budget.spacing(DISPATCH_TICK) - DISPATCH_TICK);
     assert!(calls[1].duration_since(calls[0]) >= budget.spacing(DISPATCH_TICK) - DISPATCH_TICK);
     second.shutdown().await;
+}
+
+/// `count` accesses of the workspace `ws` with `budget`, each granting one of `pipes` (round
+/// robin) with its own token, at `interval`.
+fn register_budgeted(
+    scheduler: &HealthScheduler,
+    count: usize,
+    pipes: &[String],
+    interval: Duration,
+    budget: HealthBudget,
+) -> Vec<AccessKey> {
+    (0..count)
+        .map(|i| {
+            let key = AccessKey::new("tenants", &format!("t{i}"));
+            let plan = ProbePlan {
+                budget,
+                ..shared_plan(&[&pipes[i % pipes.len()]], interval, &format!("token-{i}"))
+            };
+            scheduler.register(key.clone(), plan);
+            key
+        })
+        .collect()
+}
+
+/// 100 pipes `p0`..`p99` at 5 minutes against 2,000 billed queries a day: they want 28,800 (plus
+/// the token checks), so each pipe's billed probe comes about every 1.5 hours, and a round of
+/// their first billed probes takes over an hour. The interval, budget and pipes.
+fn hundred_pipes_over_budget() -> (Duration, HealthBudget, Vec<String>) {
+    (Duration::from_secs(300), small_budget(2000), (0..100).map(|i| format!("p{i}")).collect())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_pipe_flips_every_access_within_one_interval_while_billed_probes_are_hours_apart() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let (interval, budget, pipes) = hundred_pipes_over_budget();
+    let keys = register_budgeted(&scheduler, 300, &pipes, interval, budget);
+    let started = Instant::now();
+    let granting: Vec<&AccessKey> = keys.iter().skip(7).step_by(100).collect();
+    assert_eq!(granting.len(), 3);
+    tokio::time::sleep(interval).await;
+    let budget_use = scheduler.budget("http://tinybird.invalid", "ws").expect("the workspace's budget use");
+    assert!(budget_use.stretch > 15.0, "billed probes hours apart: {budget_use:?}");
+    assert_eq!(budget_use.existence_checks_per_day, 100 * 288, "one existence check per pipe and interval");
+
+    // Removed: its next existence check (no billed probe) flips the three accesses granting it.
+    script.set_gone("p7", true);
+    let removed_at = Instant::now();
+    let billed_before = script.calls_for("p7").len();
+    simulate_until("every access granting the removed pipe is unhealthy", || {
+        granting.iter().all(|key| reported(&scheduler, key) == Some((false, ProbeReason::PipeNotFound)))
+    })
+    .await;
+    let flipped_after = Instant::now().duration_since(removed_at);
+    assert!(
+        flipped_after <= interval + Duration::from_secs(10),
+        "flipped {flipped_after:?} after the removal"
+    );
+    // Found by the existence check: a billed probe of the pipe (1 of 100, hours apart) may
+    // have fallen into the window by chance, but no more than one.
+    assert!(script.calls_for("p7").len() <= billed_before + 1, "found by the existence check");
+    let message = scheduler.endpoints(granting[0]).unwrap_or_default()[0].message.clone();
+    assert!(message.contains("does not exist"), "{message}");
+    // Every other access is untouched.
+    for key in keys.iter().filter(|key| !granting.contains(key)) {
+        assert_ne!(
+            reported(&scheduler, key).map(|(_, reason)| reason),
+            Some(ProbeReason::PipeNotFound),
+            "{key}"
+        );
+    }
+    // While it is missing, no billed probe is spent on it (nor on its tokens' checks).
+    let billed_while_missing = script.calls_for("p7").len();
+    tokio::time::sleep(interval * 3).await;
+    assert_eq!(script.calls_for("p7").len(), billed_while_missing, "billed probes of a pipe known missing");
+
+    // Restored: the next existence check finds it, and its billed probe, first in line for the
+    // budget's next slot, flips them back.
+    script.set_gone("p7", false);
+    let restored_at = Instant::now();
+    simulate_until("every access granting the restored pipe is healthy", || {
+        granting.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy)))
+    })
+    .await;
+    let recovered_after = Instant::now().duration_since(restored_at);
+    let slot = budget.spacing(DISPATCH_TICK);
+    assert!(
+        recovered_after <= interval + slot + Duration::from_secs(10),
+        "recovered {recovered_after:?} after the restore (interval {interval:?}, a budget slot {slot:?})"
+    );
+
+    // The billed probes stayed within the budget's pace all along.
+    let billed: Vec<Instant> = script.calls.lock().unwrap().iter().map(|(_, _, at)| *at).collect();
+    let elapsed = Instant::now().duration_since(started);
+    let allowed = (elapsed.as_secs_f64() / slot.as_secs_f64()).ceil() as usize + 1;
+    assert!(billed.len() <= allowed, "{} billed probes in {elapsed:?}: at most {allowed}", billed.len());
+    assert!(busiest(&billed, slot - DISPATCH_TICK * 2) <= 1, "two billed probes within one budget slot");
+    // The existence checks: about one per pipe and interval, at most one a second.
+    let checks: Vec<Instant> = script.exists_calls.lock().unwrap().iter().map(|(_, _, at)| *at).collect();
+    assert!(
+        busiest(&checks, Duration::from_secs(1)) <= 1,
+        "existence checks faster than maxQueriesPerSecond"
+    );
+    let rounds = elapsed.as_secs_f64() / interval.as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let per_round = checks.len() as f64 / rounds;
+    assert!(
+        (80.0..=110.0).contains(&per_round),
+        "{per_round:.0} existence checks per interval for 100 pipes"
+    );
+    let tokens: HashSet<String> =
+        script.exists_calls.lock().unwrap().iter().map(|(_, t, _)| t.clone()).collect();
+    assert_eq!(tokens, HashSet::from([ADMIN_TOKEN.to_owned()]), "existence checks use the admin token only");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_existence_check_reports_nothing_but_a_missing_pipe() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, mut events) = start(&script, 8);
+    let interval = Duration::from_secs(10);
+    let keys = register_many(&scheduler, 3, &["p0"], interval);
+    simulate_until("every access healthy", || {
+        keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy)))
+    })
+    .await;
+    while events.try_recv().is_some() {}
+    let checks = || script.existence_checks_of("p0").len();
+
+    // Tinybird fails the existence checks (5xx, no answer): no verdict, the billed probes decide.
+    for reason in [ProbeReason::ServerError, ProbeReason::Unreachable, ProbeReason::QueryTimeout] {
+        script.exists_answers.lock().unwrap().insert("p0".into(), outcome(reason));
+        let before = checks();
+        simulate_until("two more existence checks", || checks() >= before + 2).await;
+        assert!(events.try_recv().is_none(), "{reason} of an existence check is no health change");
+    }
+
+    // Rate-limited: no verdict, and no existence check of the workspace before Retry-After.
+    let retry_after = Duration::from_secs(120);
+    let limited = ProbeOutcome { retry_after: Some(retry_after), ..outcome(ProbeReason::RateLimited) };
+    script.exists_answers.lock().unwrap().insert("p0".into(), limited);
+    let before = checks();
+    simulate_until("a rate-limited existence check", || checks() > before).await;
+    let limited_at = Instant::now();
+    let after_429 = checks();
+    script.exists_answers.lock().unwrap().remove("p0");
+    tokio::time::sleep(retry_after - Duration::from_secs(1)).await;
+    assert_eq!(checks(), after_429, "an existence check before Retry-After");
+    simulate_until("existence checks resume", || checks() > after_429).await;
+    assert!(Instant::now().duration_since(limited_at) >= retry_after);
+    assert!(events.try_recv().is_none(), "a 429 of an existence check is no health change");
+
+    // The admin token refused: the key check is asked for, once, and nothing flips.
+    let refused = ProbeOutcome {
+        auth_rejection: Some(AuthRejection::SignatureFailed),
+        ..outcome(ProbeReason::SignatureRejected)
+    };
+    script.exists_answers.lock().unwrap().insert("p0".into(), refused);
+    let change = next_change(&mut events).await;
+    assert!(change.key_check);
+    assert!(keys.contains(&change.key));
+    assert!(change.endpoints.iter().all(|e| e.healthy && e.reason == ProbeReason::Healthy), "{change:?}");
+    assert!(scheduler.take_key_check(&change.key));
+    assert!(keys.iter().all(|key| reported(&scheduler, key) == Some((true, ProbeReason::Healthy))));
+    scheduler.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_a_pipe_reported_missing_that_exists_again_is_confirmed_within_one_interval() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let (interval, budget, pipes) = hundred_pipes_over_budget();
+    let mut keys = register_budgeted(&scheduler, 99, &pipes[..99], interval, budget);
+    // The access granting p99 was reported missing by the previous run; the pipe is back.
+    let key = AccessKey::new("tenants", "restarted");
+    let plan = ProbePlan { budget, ..shared_plan(&["p99"], interval, "token-restarted") };
+    let missing = EndpointHealth::from_outcome("p99", &not_found("p99"), Some(false));
+    scheduler.resume(key.clone(), plan, vec![missing]);
+    keys.push(key.clone());
+    let restarted_at = Instant::now();
+    simulate_until("the access reported healthy", || {
+        reported(&scheduler, &key) == Some((true, ProbeReason::Healthy))
+    })
+    .await;
+    let after = Instant::now().duration_since(restarted_at);
+    let slot = budget.spacing(DISPATCH_TICK);
+    assert!(after <= interval + slot + Duration::from_secs(10), "recovered {after:?} after the restart");
+    assert!(!script.existence_checks_of("p99").is_empty(), "found by its existence check");
+    scheduler.shutdown().await;
 }
