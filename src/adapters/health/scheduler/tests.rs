@@ -376,7 +376,10 @@ async fn a_signature_rejection_during_a_re_sign_never_flips_the_endpoint() {
     assert!(events.try_recv().is_none(), "no flip was reported");
     assert_eq!(scheduler.endpoints(&key).unwrap()[0].reason, ProbeReason::Healthy);
     let tokens: Vec<String> = script.calls.lock().unwrap().iter().map(|(_, t, _)| t.clone()).collect();
-    assert_eq!(tokens, ["old-token", "old-token", "new-token"]);
+    // The pipe's probe and the new token's own check may both be due at once: one or two probes
+    // with the new token, never the old one again.
+    assert_eq!(tokens[..2], ["old-token", "old-token"], "{tokens:?}");
+    assert!(!tokens[2..].is_empty() && tokens[2..].iter().all(|t| t == "new-token"), "{tokens:?}");
     scheduler.shutdown().await;
 }
 
