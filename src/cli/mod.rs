@@ -7,6 +7,7 @@ mod inspect;
 mod render;
 mod run;
 mod status;
+mod webhook;
 
 use std::process::ExitCode;
 
