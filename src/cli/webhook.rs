@@ -12,32 +12,32 @@ pub(super) struct WebhookArgs {
     /// Address of the validating admission webhook (HTTPS), e.g. 0.0.0.0:9443; empty: no webhook.
     /// Every replica serves it, leader or not.
     #[arg(long = "webhook-address", env = "TENANT_ACCESS_WEBHOOK_ADDRESS", default_value = "")]
-    address: String,
+    webhook_address: String,
     /// Directory holding tls.crt and tls.key (e.g. a cert-manager certificate mounted), served
     /// and read again when they change; without it the operator makes and rotates its own.
     #[arg(long = "webhook-cert-dir", env = "TENANT_ACCESS_WEBHOOK_CERT_DIR")]
-    cert_dir: Option<PathBuf>,
+    webhook_cert_dir: Option<PathBuf>,
     /// Secret holding the operator's own webhook CA and certificate.
     #[arg(
         long = "webhook-secret-name",
         env = "TENANT_ACCESS_WEBHOOK_SECRET_NAME",
         default_value = "tenant-access-operator-webhook-tls"
     )]
-    secret_name: String,
+    webhook_secret_name: String,
     /// Namespace of that Secret, the operator's own (default: the cluster-resource namespace).
     #[arg(long = "webhook-namespace", env = "TENANT_ACCESS_WEBHOOK_NAMESPACE")]
-    namespace: Option<String>,
+    webhook_namespace: Option<String>,
     /// ValidatingWebhookConfiguration whose caBundle the operator keeps current (empty: none).
     #[arg(
         long = "webhook-configuration-name",
         env = "TENANT_ACCESS_WEBHOOK_CONFIGURATION_NAME",
         default_value = ""
     )]
-    configuration_name: String,
+    webhook_configuration_name: String,
     /// Names the serving certificate is valid for, comma-separated: the webhook Service's DNS
     /// names (`<service>.<namespace>.svc`), or IP addresses.
     #[arg(long = "webhook-hosts", env = "TENANT_ACCESS_WEBHOOK_HOSTS", value_delimiter = ',')]
-    hosts: Vec<String>,
+    webhook_hosts: Vec<String>,
 }
 
 impl WebhookArgs {
@@ -47,20 +47,24 @@ impl WebhookArgs {
         cluster_resource_namespace: &str,
         namespaces: &[String],
     ) -> Result<Option<WebhookConfig>, CliError> {
-        if self.address.is_empty() {
+        if self.webhook_address.is_empty() {
             return Ok(None);
         }
-        let address = self.address.parse().map_err(|e| {
+        let address = self.webhook_address.parse().map_err(|e| {
             CliError::Input(format!(
                 "--webhook-address {:?} is not an address such as 0.0.0.0:9443: {e}",
-                self.address
+                self.webhook_address
             ))
         })?;
-        let certificate = match &self.cert_dir {
+        let certificate = match &self.webhook_cert_dir {
             Some(dir) => CertificateSource::Files(dir.clone()),
             None => {
-                let hosts: Vec<String> =
-                    self.hosts.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
+                let hosts: Vec<String> = self
+                    .webhook_hosts
+                    .iter()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .collect();
                 if hosts.is_empty() {
                     return Err(CliError::Input(
                         "--webhook-hosts is empty: name the webhook Service (<service>.<namespace>.svc), or give --webhook-cert-dir".into(),
@@ -68,11 +72,12 @@ impl WebhookArgs {
                 }
                 CertificateSource::Managed(Managed {
                     namespace: self
-                        .namespace
+                        .webhook_namespace
                         .clone()
                         .unwrap_or_else(|| cluster_resource_namespace.to_owned()),
-                    secret_name: self.secret_name.clone(),
-                    configuration_name: Some(self.configuration_name.clone()).filter(|n| !n.is_empty()),
+                    secret_name: self.webhook_secret_name.clone(),
+                    configuration_name: Some(self.webhook_configuration_name.clone())
+                        .filter(|n| !n.is_empty()),
                     hosts,
                     validity: crate::runtime::webhook::certs::Validity::default(),
                 })

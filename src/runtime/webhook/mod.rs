@@ -217,10 +217,25 @@ pub async fn serve_on(
             tokio::spawn(keeper.run(stopped()));
         }
     }
-    let listener = tls::TlsListener::new(listener, tls::server_config(serving)?);
     tracing::info!(%address, "admission webhook listening ({PATH})");
     let facts: Arc<dyn AdmissionFacts> = Arc::new(ApiFacts::new(client, &config));
-    let served = axum::serve(listener, router(facts)).with_graceful_shutdown(shutdown).await;
+    let served = serve_reviews(listener, serving, facts, shutdown).await;
     let _ = stop_tx.send(true);
     served.map_err(|source| WebhookError::Bind { address, source })
+}
+
+/// Answers reviews over TLS on `listener` with the certificate `serving` holds (swapped while
+/// serving) and `facts`, until `shutdown`.
+///
+/// # Errors
+/// When serving fails (the listener breaks), or rustls refuses the configuration.
+pub async fn serve_reviews(
+    listener: tokio::net::TcpListener,
+    serving: Arc<tls::ServingCert>,
+    facts: Arc<dyn AdmissionFacts>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = tls::server_config(serving).map_err(std::io::Error::other)?;
+    let listener = tls::TlsListener::new(listener, config);
+    axum::serve(listener, router(facts)).with_graceful_shutdown(shutdown).await
 }
