@@ -92,3 +92,61 @@ impl WebhookArgs {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        webhook: WebhookArgs,
+    }
+
+    fn config(flags: &[&str], namespaces: &[&str]) -> Result<Option<WebhookConfig>, CliError> {
+        let flags = Flags::try_parse_from(std::iter::once("run").chain(flags.iter().copied()))
+            .map_err(|e| CliError::Input(e.to_string()))?;
+        let namespaces: Vec<String> = namespaces.iter().map(|n| (*n).to_owned()).collect();
+        flags.webhook.config("tenant-access-system", &namespaces)
+    }
+
+    #[test]
+    fn without_an_address_there_is_no_webhook() {
+        assert!(matches!(config(&[], &[]), Ok(None)));
+    }
+
+    #[test]
+    fn its_own_certificate_needs_the_names_it_is_for() {
+        let error = config(&["--webhook-address", "0.0.0.0:9443"], &[]).map(|_| ()).unwrap_err();
+        assert!(error.to_string().contains("--webhook-hosts"), "{error}");
+        let Ok(Some(webhook)) =
+            config(&["--webhook-address", "0.0.0.0:9443", "--webhook-hosts", "w.ops.svc, 10.0.0.1"], &[])
+        else {
+            panic!("no webhook");
+        };
+        let CertificateSource::Managed(managed) = webhook.certificate else { panic!("not managed") };
+        assert_eq!(managed.hosts, ["w.ops.svc", "10.0.0.1"]);
+        assert_eq!(managed.namespace, "tenant-access-system");
+        assert_eq!(managed.configuration_name, None);
+        assert!(webhook.cluster_wide && webhook.namespaces.is_none());
+    }
+
+    #[test]
+    fn a_one_namespace_install_reads_no_namespace_labels() {
+        let flags = ["--webhook-address", "0.0.0.0:9443", "--webhook-cert-dir", "/tls"];
+        let Ok(Some(webhook)) = config(&flags, &["acme"]) else { panic!("no webhook") };
+        assert!(!webhook.cluster_wide);
+        assert!(matches!(webhook.certificate, CertificateSource::Files(_)));
+        let Ok(Some(webhook)) = config(&flags, &["acme", "globex"]) else { panic!("no webhook") };
+        assert!(webhook.cluster_wide);
+        assert_eq!(webhook.namespaces.map(|n| n.len()), Some(2));
+    }
+
+    #[test]
+    fn a_bad_address_is_refused_naming_the_flag() {
+        let error = config(&["--webhook-address", "everywhere"], &[]).map(|_| ()).unwrap_err();
+        assert!(error.to_string().contains("--webhook-address \"everywhere\""), "{error}");
+    }
+}

@@ -186,11 +186,11 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// Reads `tls.crt` and `tls.key` of `dir` into `serving`, waiting (bounded per attempt) until
-/// they are there: cert-manager may not have issued the certificate yet.
+/// Reads `tls.crt` and `tls.key` of `dir` into `serving` (a mounted Secret: the kubelet starts
+/// the pod only once cert-manager has written it); returns whether the certificate changed.
 ///
 /// # Errors
-/// When the files are there but unusable.
+/// When the files cannot be read or are unusable.
 pub async fn load_files(serving: &ServingCert, dir: &Path) -> Result<bool, TlsError> {
     let read = |name: &str| {
         let path = dir.join(name);
@@ -218,7 +218,7 @@ pub async fn reload_files(
                 Ok(true) => tracing::info!(dir = %dir.display(), "webhook certificate reloaded"),
                 Ok(false) => {}
                 Err(error) => {
-                    tracing::warn!(%error, "webhook certificate not reloaded; serving the previous one")
+                    tracing::warn!(%error, "webhook certificate not reloaded; serving the previous one");
                 }
             }
         }

@@ -1,4 +1,5 @@
-#![allow(clippy::unwrap_used, clippy::panic)]
+// Fixtures are built as JSON values and handed over whole.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::needless_pass_by_value)]
 
 use std::collections::BTreeMap;
 
