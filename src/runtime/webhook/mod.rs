@@ -239,3 +239,6 @@ pub async fn serve_reviews(
     let listener = tls::TlsListener::new(listener, config);
     axum::serve(listener, router(facts)).with_graceful_shutdown(shutdown).await
 }
+
+#[cfg(test)]
+mod tests;
