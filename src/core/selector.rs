@@ -38,7 +38,7 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> R
 /// Checks that every expression of a selector can be evaluated, whatever the labels.
 ///
 /// # Errors
-/// The first expression [`matches`] would refuse.
+/// The first expression [`matches()`] would refuse.
 pub fn validate(selector: &LabelSelector) -> Result<(), InvalidSelector> {
     selector.match_expressions.iter().flatten().try_for_each(|expression| operator(expression).map(|_| ()))
 }
