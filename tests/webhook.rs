@@ -3,8 +3,8 @@
 //! warnings are shown by kubectl, an unavailable webhook under `failurePolicy: Ignore` blocks
 //! nothing, and certificate rotation keeps admission working.
 //!
-//! Each test runs its own API server: a ValidatingWebhookConfiguration is cluster-wide and
-//! must not judge other tests' objects. The API server reaches the in-process webhook at
+//! Each test with a ValidatingWebhookConfiguration runs its own API server: a configuration is
+//! cluster-wide and must not judge other tests' objects. The API server reaches the in-process webhook at
 //! `https://127.0.0.1:PORT/validate`, trusting the CA the operator publishes in `caBundle`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -313,4 +313,88 @@ async fn certificate_rotation_keeps_admission_working() {
     .await;
     assert!(setup.until_refused(&invalid).await.contains(&expected));
     webhook.stop().await;
+}
+
+/// `tenant-access run` as a separate process, one replica of two under leader election, with
+/// the webhook on `webhook_port` and its admin server on `admin_port`.
+fn replica(
+    cluster: &TestCluster,
+    tenant: &str,
+    system: &str,
+    identity: &str,
+    ports: (u16, u16),
+) -> tokio::process::Child {
+    let (webhook_port, admin_port) = ports;
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))
+        .args(["run", "--kubeconfig"])
+        .arg(cluster.admin_kubeconfig())
+        .args(["--namespaces", tenant, "--cluster-resource-namespace", system])
+        .args(["--admin-address", &format!("127.0.0.1:{admin_port}")])
+        .args(["--leader-election", "--leader-election-lease-duration-seconds", "6"])
+        .args(["--webhook-address", &format!("127.0.0.1:{webhook_port}"), "--webhook-hosts", "127.0.0.1"])
+        .env("POD_NAME", identity)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_replica_serves_the_webhook_the_standby_too_with_one_certificate() {
+    // No configuration: the reviews are sent here directly, so the shared API server will do.
+    let cluster = TestCluster::shared().await.unwrap();
+    cluster.apply_crds().await.unwrap();
+    let tenant = cluster.namespace("replicas").await.unwrap();
+    let system = cluster.namespace("replicas-system").await.unwrap();
+    let ports = [(support::free_port(), support::free_port()), (support::free_port(), support::free_port())];
+    // Both start at once: both may try to create the certificate Secret; one wins, both serve it.
+    let _a = replica(&cluster, tenant.name(), system.name(), "replica-a", ports[0]);
+    let _b = replica(&cluster, tenant.name(), system.name(), "replica-b", ports[1]);
+
+    let secrets: Api<Secret> = Api::namespaced(cluster.client().await.unwrap(), system.name());
+    let ca = eventually_some("the webhook certificate Secret", || async {
+        let secret = secrets.get_opt("tenant-access-operator-webhook-tls").await.ok()??;
+        let ca = secret.data?.get("ca.crt")?.0.clone();
+        Some(reqwest::Certificate::from_pem(&ca).unwrap())
+    })
+    .await;
+    let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let object: serde_json::Value = serde_json::from_str(&tenant_access("invalid", &invalid_spec())).unwrap();
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u1", "kind": {"group": "tenantaccess.dev", "version": "v1alpha1", "kind": "TenantAccess"},
+                    "operation": "CREATE", "namespace": tenant.name(), "name": "invalid", "object": object},
+    });
+    let expected = reconciler_refusal(tenant.name(), "invalid", &invalid_spec());
+    for (webhook_port, admin_port) in ports {
+        let answer = eventually_some("each replica to answer", || async {
+            let response = client
+                .post(format!("https://127.0.0.1:{webhook_port}{PATH}"))
+                .json(&review)
+                .send()
+                .await
+                .ok()?;
+            response.json::<serde_json::Value>().await.ok()
+        })
+        .await;
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
+        assert_eq!(answer["response"]["status"]["message"], expected);
+        assert!(support::http_get(admin_port, "/readyz").await.is_some());
+    }
+    // One of them leads; the other, a standby, answered all the same.
+    let standby = eventually_some("a standby", || async {
+        for (index, (_, admin_port)) in ports.iter().enumerate() {
+            if support::http_get(*admin_port, "/readyz")
+                .await
+                .is_some_and(|(_, body)| body.contains("standby"))
+            {
+                return Some(index);
+            }
+        }
+        None
+    })
+    .await;
+    assert!(standby < 2);
 }
