@@ -142,6 +142,23 @@ async fn install_upgrade_and_uninstall(version: Helm) {
         .await
         .unwrap();
 
+    // The webhook's configuration, its caBundle as the operator writes it.
+    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
+    let configuration = format!("{FULLNAME}-{ns}");
+    let bundle = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
+    let written = cluster
+        .kubectl([
+            "patch",
+            "validatingwebhookconfiguration",
+            &configuration,
+            "--type=json",
+            "-p",
+            &json!([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]).to_string(),
+        ])
+        .await
+        .unwrap();
+    assert!(written.success(), "{}", written.stderr);
+
     // An upgrade to two replicas turns leader election on and adds its Role.
     let out = helm_with(
         version,
@@ -150,6 +167,13 @@ async fn install_upgrade_and_uninstall(version: Helm) {
     )
     .await;
     assert!(out.success, "helm upgrade:\n{}", out.stderr);
+    // The upgrade keeps the caBundle (an empty one would leave the webhook untrusted until the
+    // operator writes it again).
+    let kept = configurations.get(&configuration).await.unwrap().webhooks.unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone();
+    assert_eq!(kept.map(|b| b.0), Some(b"-----BEGIN CERTIFICATE-----\n".to_vec()));
     let deployment = deployments.get(FULLNAME).await.unwrap();
     let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
     assert!(args.contains(&"--leader-election".to_owned()), "{args:?}");
@@ -159,6 +183,10 @@ async fn install_upgrade_and_uninstall(version: Helm) {
     let out = helm_with(version, &["uninstall", RELEASE, "--namespace", ns], Some(&kubeconfig)).await;
     assert!(out.success, "helm uninstall:\n{}", out.stderr);
     assert!(roles.get_opt(FULLNAME).await.unwrap().is_none());
+    assert!(
+        configurations.get_opt(&configuration).await.unwrap().is_none(),
+        "the webhook stays after uninstall"
+    );
     assert!(deployments.get_opt(FULLNAME).await.unwrap().is_none());
     assert!(accounts.get_opt(FULLNAME).await.unwrap().is_none());
     for name in CRD_NAMES {
