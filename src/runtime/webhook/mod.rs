@@ -113,6 +113,10 @@ impl AdmissionFacts for ApiFacts {
         self.namespaces.as_ref().is_none_or(|set| set.contains(namespace))
     }
 
+    fn uses_cluster_workspaces(&self) -> bool {
+        self.cluster_wide
+    }
+
     fn workspace<'a>(
         &'a self,
         kind: WorkspaceKind,

@@ -39,6 +39,12 @@ pub trait AdmissionFacts: Send + Sync {
     /// Whether this operator serves the namespace (others are not its to judge).
     fn serves(&self, namespace: &str) -> bool;
 
+    /// Whether this operator uses ClusterTinybirdWorkspaces (a one-namespace install does not,
+    /// and so does not judge them).
+    fn uses_cluster_workspaces(&self) -> bool {
+        true
+    }
+
     /// The spec of a workspace: `Ok(None)` when it does not exist; `Err(why)` when it cannot be
     /// read (or this install cannot use the kind).
     fn workspace<'a>(
@@ -186,7 +192,12 @@ async fn decide(request: &Request, facts: &dyn AdmissionFacts) -> Verdict {
                 .unwrap_or_default();
             tenant_access(object, namespace, name, facts).await
         }
-        KIND_WORKSPACE | KIND_CLUSTER_WORKSPACE => workspace(object, &request.kind.kind, name),
+        KIND_WORKSPACE if facts.serves(request.namespace.as_deref().unwrap_or_default()) => {
+            workspace(object, KIND_WORKSPACE, name)
+        }
+        KIND_CLUSTER_WORKSPACE if facts.uses_cluster_workspaces() => {
+            workspace(object, KIND_CLUSTER_WORKSPACE, name)
+        }
         _ => Verdict::allow(Vec::new()),
     }
 }

@@ -232,6 +232,45 @@ async fn namespaces_the_operator_does_not_serve_are_not_judged() {
 }
 
 #[tokio::test]
+async fn workspaces_the_operator_does_not_use_are_not_judged() {
+    /// A one-namespace install, for namespace acme.
+    struct OneNamespace;
+    impl AdmissionFacts for OneNamespace {
+        fn serves(&self, namespace: &str) -> bool {
+            namespace == "acme"
+        }
+        fn uses_cluster_workspaces(&self) -> bool {
+            false
+        }
+        fn workspace<'a>(
+            &'a self,
+            _kind: WorkspaceKind,
+            _namespace: &'a str,
+            _name: &'a str,
+        ) -> BoxFuture<'a, Result<Option<WorkspaceSpec>, String>> {
+            async { Ok(None) }.boxed()
+        }
+        fn namespace_labels<'a>(
+            &'a self,
+            _namespace: &'a str,
+        ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
+            async { Ok(None) }.boxed()
+        }
+    }
+    let broken = json!({"adminTokenSecretRef": {"name": "tb"}, "verifyInterval": "often"});
+    let object = |kind: &str| json!({"apiVersion": "tenantaccess.dev/v1alpha1", "kind": kind, "metadata": {"name": "w"}, "spec": broken});
+    let cluster = review("ClusterTinybirdWorkspace", "CREATE", object("ClusterTinybirdWorkspace"), None);
+    assert_eq!(answer(&cluster, &OneNamespace).await.unwrap()["response"]["allowed"], true);
+    // A TinybirdWorkspace of its namespace is judged; of another, not.
+    let served = review("TinybirdWorkspace", "CREATE", object("TinybirdWorkspace"), None);
+    assert_eq!(answer(&served, &OneNamespace).await.unwrap()["response"]["allowed"], false);
+    let mut elsewhere: serde_json::Value = serde_json::from_slice(&served).unwrap();
+    elsewhere["request"]["namespace"] = json!("globex");
+    let elsewhere = serde_json::to_vec(&elsewhere).unwrap();
+    assert_eq!(answer(&elsewhere, &OneNamespace).await.unwrap()["response"]["allowed"], true);
+}
+
+#[tokio::test]
 async fn a_workspace_with_a_policy_no_tenant_access_can_meet_is_refused() {
     let object = json!({
         "apiVersion": "tenantaccess.dev/v1alpha1", "kind": "ClusterTinybirdWorkspace", "metadata": {"name": "shared"},
