@@ -10,6 +10,7 @@ mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,8 +24,8 @@ use kube::runtime::wait::Condition;
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 use support::{
-    Operator, TIMEOUT, capture_logs, clerk_fingerprint_is, clerk_synced, eventually, is_ready, logs,
-    query_pipe, revision_at_least, token_of,
+    Operator, TIMEOUT, capture_logs, clerk_fingerprint_is, clerk_synced, eventually, eventually_some,
+    is_ready, logs, query_pipe, revision_at_least, token_of,
 };
 use tenant_access::api::TenantAccess;
 use tenant_access::core::admin_token::AdminToken;
@@ -141,6 +142,23 @@ async fn install_upgrade_and_uninstall(version: Helm) {
         .await
         .unwrap();
 
+    // The webhook's configuration, its caBundle as the operator writes it.
+    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
+    let configuration = format!("{FULLNAME}-{ns}");
+    let bundle = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
+    let written = cluster
+        .kubectl([
+            "patch",
+            "validatingwebhookconfiguration",
+            &configuration,
+            "--type=json",
+            "-p",
+            &json!([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]).to_string(),
+        ])
+        .await
+        .unwrap();
+    assert!(written.success(), "{}", written.stderr);
+
     // An upgrade to two replicas turns leader election on and adds its Role.
     let out = helm_with(
         version,
@@ -149,6 +167,13 @@ async fn install_upgrade_and_uninstall(version: Helm) {
     )
     .await;
     assert!(out.success, "helm upgrade:\n{}", out.stderr);
+    // The upgrade keeps the caBundle (an empty one would leave the webhook untrusted until the
+    // operator writes it again).
+    let kept = configurations.get(&configuration).await.unwrap().webhooks.unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone();
+    assert_eq!(kept.map(|b| b.0), Some(b"-----BEGIN CERTIFICATE-----\n".to_vec()));
     let deployment = deployments.get(FULLNAME).await.unwrap();
     let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
     assert!(args.contains(&"--leader-election".to_owned()), "{args:?}");
@@ -158,6 +183,10 @@ async fn install_upgrade_and_uninstall(version: Helm) {
     let out = helm_with(version, &["uninstall", RELEASE, "--namespace", ns], Some(&kubeconfig)).await;
     assert!(out.success, "helm uninstall:\n{}", out.stderr);
     assert!(roles.get_opt(FULLNAME).await.unwrap().is_none());
+    assert!(
+        configurations.get_opt(&configuration).await.unwrap().is_none(),
+        "the webhook stays after uninstall"
+    );
     assert!(deployments.get_opt(FULLNAME).await.unwrap().is_none());
     assert!(accounts.get_opt(FULLNAME).await.unwrap().is_none());
     for name in CRD_NAMES {
@@ -472,6 +501,81 @@ async fn operator_under_the_charts_service_account_issues_rotates_and_syncs_cler
     let user = format!("system:serviceaccount:{}:tao-ns-tenant-access-operator", system.name());
     let refused = refusals_since(&cluster, &user, audit);
     assert!(refused.is_empty(), "the chart's namespaced Role refused the operator: {refused:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4b. the admission webhook under the chart's ServiceAccount and RBAC
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_runs_under_the_charts_service_account_and_configuration() {
+    use tenant_access::runtime::webhook::{CertificateSource, WebhookConfig, rotation::Managed, serve_on};
+    capture_logs();
+    let cluster = TestCluster::start_local().await.unwrap();
+    let admin = cluster.client().await.unwrap();
+    let system = cluster.namespace("tenant-access-system").await.unwrap();
+    let tenant = cluster.namespace("tenant").await.unwrap();
+    helm_install(Helm::V4, &cluster, RELEASE, system.name(), &[]).await;
+    crds_established(&admin).await;
+    // The chart's configuration, pointed at this process instead of the Service (no pod runs here).
+    let configuration = format!("{FULLNAME}-{}", system.name());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/validate", listener.local_addr().unwrap().port());
+    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
+    let to_here = json!([{"op": "replace", "path": "/webhooks/0/clientConfig", "value": {"url": url}},
+                         {"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Fail"}]);
+    let patched = cluster
+        .kubectl([
+            "patch",
+            "validatingwebhookconfiguration",
+            &configuration,
+            "--type=json",
+            "-p",
+            &to_here.to_string(),
+        ])
+        .await
+        .unwrap();
+    assert!(patched.success(), "{}", patched.stderr);
+
+    // The webhook as the Deployment runs it, as the chart's ServiceAccount.
+    let client = service_account_client(&cluster, system.name(), FULLNAME).await;
+    let audit = audit_mark(&cluster);
+    let config = WebhookConfig {
+        address: "127.0.0.1:0".parse().unwrap(),
+        certificate: CertificateSource::Managed(Managed {
+            namespace: system.name().to_owned(),
+            secret_name: format!("{FULLNAME}-webhook-tls"),
+            configuration_name: Some(configuration.clone()),
+            hosts: vec!["127.0.0.1".to_owned()],
+            validity: Default::default(),
+        }),
+        namespaces: None,
+        cluster_wide: true,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let webhook = tokio::spawn(serve_on(listener, client, config, async {
+        let _ = stopped.await;
+    }));
+
+    // It reads the workspace and the namespace, and refuses what the workspace policy forbids.
+    apply(&cluster, Some(tenant.name()), "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {name: analytics}\nspec:\n  adminTokenSecretRef: {name: tinybird-admin}\n").await;
+    let forbidden = "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {name: forbidden}\nspec:\n  workspaceRef: {name: analytics}\n  scopes: [{type: DATASOURCES:READ, resource: events}]\n  secret: {}\n";
+    let refused = eventually_some("the chart's webhook to refuse", || async {
+        let out = cluster
+            .kubectl_with_stdin(["apply", "--dry-run=server", "-n", tenant.name(), "-f", "-"], forbidden)
+            .await
+            .unwrap();
+        (!out.success() && out.stderr.contains("denied the request")).then_some(out.stderr)
+    })
+    .await;
+    assert!(refused.contains("refused by the workspace policy: spec.scopes[0].type"), "{refused}");
+    let _ = stop.send(());
+    webhook.await.unwrap().unwrap();
+    // The operator wrote its CA into the configuration, and the chart's RBAC refused nothing.
+    let written = configurations.get(&configuration).await.unwrap();
+    assert!(written.webhooks.unwrap()[0].client_config.ca_bundle.is_some());
+    let user = format!("system:serviceaccount:{}:{FULLNAME}", system.name());
+    let refused = refusals_since(&cluster, &user, audit);
+    assert!(refused.is_empty(), "the chart's RBAC refused the webhook: {refused:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,13 +35,19 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
         kinds(&docs),
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "Deployment",
+            "Role",
+            "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "Service",
+            "ServiceAccount",
+            "ValidatingWebhookConfiguration"
         ]
     );
     let args = container_args(&docs);
@@ -67,12 +73,12 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
     let deployment = the(&docs, "Deployment");
     assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], FULLNAME);
     assert_eq!(the(&docs, "ServiceAccount")["metadata"]["name"], FULLNAME);
-    let binding = the(&docs, "ClusterRoleBinding");
+    let binding = named(&docs, "ClusterRoleBinding", FULLNAME);
     assert_eq!(
         binding["subjects"][0],
         json!({"kind": "ServiceAccount", "name": FULLNAME, "namespace": "tenant-access-system"})
     );
-    let service = the(&docs, "Service");
+    let service = named(&docs, "Service", FULLNAME);
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
     assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
     // Server-side apply creates token Secrets: a PATCH that needs "create" as well.
@@ -139,7 +145,10 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
         ]
     );
     let monitor = the(&docs, "ServiceMonitor");
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], the(&docs, "Service")["spec"]["ports"][0]["name"]);
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        named(&docs, "Service", FULLNAME)["spec"]["ports"][0]["name"]
+    );
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     assert_eq!(
         monitor["spec"]["selector"]["matchLabels"],
@@ -214,8 +223,17 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
 
     // Optional parts off.
     let docs = documents(
-        &render("ops", &["crds.install=false", "service.enabled=false", "rbac.rolloutRestarts=false"], &[])
-            .await,
+        &render(
+            "ops",
+            &[
+                "crds.install=false",
+                "service.enabled=false",
+                "rbac.rolloutRestarts=false",
+                "webhook.enabled=false",
+            ],
+            &[],
+        )
+        .await,
     );
     assert!(!kinds(&docs).iter().any(|k| k == "CustomResourceDefinition" || k == "Service"));
     assert!(rules(&docs, "ClusterRole", FULLNAME).iter().all(|(g, _, _)| g != "apps"));
@@ -246,8 +264,170 @@ async fn chart_lints_and_renders_with_defaults_and_with_every_option() {
 }
 
 /// The value sets lint, render and compare tests go through.
-const OPTION_SETS: [&[&str]; 4] =
-    [&[], EVERY_OPTION, &["watchNamespace=acme"], &["servedNamespaces={acme,globex}"]];
+const OPTION_SETS: [&[&str]; 6] = [
+    &[],
+    EVERY_OPTION,
+    &["watchNamespace=acme"],
+    &["servedNamespaces={acme,globex}"],
+    &["webhook.certManager.enabled=true", "webhook.failurePolicy=Fail"],
+    &["watchNamespace=acme", "webhook.certManager.enabled=true"],
+];
+
+/// The one object of `kind` named `name`.
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. the admission webhook
+
+const WEBHOOK: &str = "tao-tenant-access-operator-webhook";
+
+#[tokio::test]
+async fn the_webhook_is_installed_with_its_own_certificate_by_default() {
+    let rendered = render("ops", &[], &[]).await;
+    let docs = documents(&rendered);
+    let configuration = the(&docs, "ValidatingWebhookConfiguration");
+    assert_eq!(configuration["metadata"]["name"], format!("{FULLNAME}-ops"));
+    let webhook = &configuration["webhooks"][0];
+    assert_eq!(webhook["failurePolicy"], "Ignore");
+    assert_eq!(webhook["sideEffects"], "None");
+    assert_eq!(webhook["timeoutSeconds"], 5);
+    assert_eq!(webhook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(
+        webhook["clientConfig"]["service"],
+        json!({"name": WEBHOOK, "namespace": "ops", "path": "/validate", "port": 443})
+    );
+    assert_eq!(
+        webhook["rules"][0]["resources"],
+        json!(["tenantaccesses", "tinybirdworkspaces", "clustertinybirdworkspaces"])
+    );
+    assert_eq!(webhook["rules"][0]["operations"], json!(["CREATE", "UPDATE"]));
+    // The operator's own namespace is never judged.
+    assert_eq!(
+        webhook["namespaceSelector"]["matchExpressions"],
+        json!([{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["ops"]}])
+    );
+    let service = named(&docs, "Service", WEBHOOK);
+    assert_eq!(
+        service["spec"]["ports"][0],
+        json!({"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"})
+    );
+    let ports = container(&docs)["ports"].as_array().unwrap();
+    assert!(ports.iter().any(|p| p["name"] == "webhook" && p["containerPort"] == 9443));
+    let args = container_args(&docs);
+    for expected in [
+        "--webhook-address=0.0.0.0:9443".to_owned(),
+        "--webhook-namespace=ops".to_owned(),
+        format!("--webhook-secret-name={WEBHOOK}-tls"),
+        format!("--webhook-configuration-name={FULLNAME}-ops"),
+        format!("--webhook-hosts={WEBHOOK}.ops.svc,{WEBHOOK}.ops.svc.cluster.local"),
+    ] {
+        assert!(args.contains(&expected), "{expected} not in {args:?}");
+    }
+    // Its certificate Secret in the release namespace, its configuration's caBundle, and what
+    // admission reads.
+    let secret_rules = rules(&docs, "Role", WEBHOOK);
+    assert_eq!(named(&docs, "Role", WEBHOOK)["metadata"]["namespace"], "ops");
+    assert_eq!(
+        secret_rules,
+        [(
+            String::new(),
+            "secrets".to_owned(),
+            ["get", "list", "watch", "create", "update"].map(String::from).to_vec()
+        )]
+    );
+    let read_rules = rules(&docs, "ClusterRole", WEBHOOK);
+    for (group, resource) in [
+        ("tenantaccess.dev", "tinybirdworkspaces"),
+        ("tenantaccess.dev", "clustertinybirdworkspaces"),
+        ("", "namespaces"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ] {
+        assert!(
+            read_rules.iter().any(|(g, r, _)| g == group && r == resource),
+            "{resource} missing: {read_rules:?}"
+        );
+    }
+    let update = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == WEBHOOK)
+        .unwrap()["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "update"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        update["resourceNames"],
+        json!([format!("{FULLNAME}-ops")]),
+        "update only its own configuration"
+    );
+    assert_every_rule_is_explained(&rendered);
+
+    // The network policy lets the API server in.
+    let docs = documents(&render("ops", &["networkPolicy.enabled=true"], &[]).await);
+    let ingress = &the(&docs, "NetworkPolicy")["spec"]["ingress"];
+    assert_eq!(ingress[1]["ports"][0]["port"], "webhook");
+}
+
+#[tokio::test]
+async fn webhook_enabled_false_turns_it_off() {
+    let docs = documents(&render("ops", &["webhook.enabled=false"], &[]).await);
+    assert!(!kinds(&docs).iter().any(|k| k == "ValidatingWebhookConfiguration"));
+    assert!(!docs.iter().any(|d| d["metadata"]["name"] == WEBHOOK));
+    assert!(!container_args(&docs).iter().any(|a| a.starts_with("--webhook")));
+    assert!(!container(&docs)["ports"].as_array().unwrap().iter().any(|p| p["name"] == "webhook"));
+    let docs = documents(&render("ops", &["webhook.enabled=false", "networkPolicy.enabled=true"], &[]).await);
+    assert_eq!(the(&docs, "NetworkPolicy")["spec"]["ingress"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn with_cert_manager_the_operator_serves_the_mounted_certificate() {
+    let docs = documents(
+        &render("ops", &["webhook.certManager.enabled=true", "webhook.failurePolicy=Fail"], &[]).await,
+    );
+    let configuration = the(&docs, "ValidatingWebhookConfiguration");
+    assert_eq!(
+        configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("ops/{WEBHOOK}")
+    );
+    assert_eq!(configuration["webhooks"][0]["failurePolicy"], "Fail");
+    let certificate = the(&docs, "Certificate");
+    assert_eq!(certificate["spec"]["secretName"], format!("{WEBHOOK}-tls"));
+    assert_eq!(certificate["spec"]["dnsNames"][0], format!("{WEBHOOK}.ops.svc"));
+    assert_eq!(the(&docs, "Issuer")["spec"], json!({"selfSigned": {}}));
+    let args = container_args(&docs);
+    assert!(args.iter().any(|a| a == "--webhook-cert-dir=/etc/tenant-access/webhook-tls"));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--webhook-configuration-name") || a.starts_with("--webhook-secret-name"))
+    );
+    let pod = &the(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], format!("{WEBHOOK}-tls"));
+    assert_eq!(container(&docs)["volumeMounts"][0]["mountPath"], "/etc/tenant-access/webhook-tls");
+    // No Secret or configuration rights: cert-manager writes both.
+    assert!(!docs.iter().any(|d| d["kind"] == "Role" && d["metadata"]["name"] == WEBHOOK));
+    assert!(rules(&docs, "ClusterRole", WEBHOOK).iter().all(|(g, _, _)| g != "admissionregistration.k8s.io"));
+
+    // A namespace-scoped install gets the webhook only with cert-manager, and then still no
+    // cluster-scoped permission; it judges its namespace only.
+    let docs = documents(&render("ops", &["watchNamespace=acme"], &[]).await);
+    assert!(!kinds(&docs).iter().any(|k| k == "ValidatingWebhookConfiguration"));
+    let docs =
+        documents(&render("ops", &["watchNamespace=acme", "webhook.certManager.enabled=true"], &[]).await);
+    assert!(!kinds(&docs).iter().any(|k| k == "ClusterRole" || k == "ClusterRoleBinding"));
+    assert_eq!(named(&docs, "Role", WEBHOOK)["metadata"]["namespace"], "acme");
+    let selector = &the(&docs, "ValidatingWebhookConfiguration")["webhooks"][0]["namespaceSelector"];
+    assert_eq!(
+        selector["matchExpressions"][0],
+        json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["acme"]})
+    );
+}
 
 #[tokio::test]
 async fn helm3_renders_the_chart_exactly_as_helm4_does() {
@@ -261,8 +441,16 @@ async fn helm3_renders_the_chart_exactly_as_helm4_does() {
         );
     }
     for set in OPTION_SETS {
-        let helm4 = documents(&render_with(Helm::V4, "tenant-access-system", set, &[]).await);
-        let helm3 = documents(&render_with(Helm::V3, "tenant-access-system", set, &[]).await);
+        // The same objects; the order may differ (Helm 4 installs a ValidatingWebhookConfiguration
+        // before the kinds it does not know, Helm 3 after them).
+        let by_kind_and_name = |mut docs: Vec<Value>| {
+            docs.sort_by_key(|d| (d["kind"].to_string(), d["metadata"]["name"].to_string()));
+            docs
+        };
+        let helm4 =
+            by_kind_and_name(documents(&render_with(Helm::V4, "tenant-access-system", set, &[]).await));
+        let helm3 =
+            by_kind_and_name(documents(&render_with(Helm::V3, "tenant-access-system", set, &[]).await));
         assert_eq!(kinds(&helm3), kinds(&helm4), "{set:?}");
         assert_eq!(helm3, helm4, "helm 3 and helm 4 render {set:?} differently");
     }
@@ -515,7 +703,8 @@ fn argocd_health_check_passes_its_fixtures() {
 #[tokio::test]
 async fn deployment_args_are_accepted_by_the_binary() {
     let single: &[&str] = &["watchNamespace=acme"];
-    for set in [&[][..], EVERY_OPTION, single] {
+    let cert_manager: &[&str] = &["webhook.certManager.enabled=true"];
+    for set in [&[][..], EVERY_OPTION, single, cert_manager] {
         let args = container_args(&documents(&render("ops", set, &[]).await));
         // clap parses (and checks) every argument before it acts on the trailing --help.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))

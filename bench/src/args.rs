@@ -19,6 +19,8 @@ pub enum Scenario {
     /// budget; how fast a removed pipe is detected (not in the default list: it measures
     /// windows of several minutes).
     ProbeCost,
+    /// Latency of sequential AdmissionReviews to the webhook, over HTTPS (no cluster needed).
+    Admission,
 }
 
 /// Benchmarks tenant-access-operator (a separate release process) against a real API server and
@@ -27,7 +29,12 @@ pub enum Scenario {
 #[command(name = "tenant-access-bench", version)]
 pub struct Args {
     /// Scenarios to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "token-core,convergence,idle,memory")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "token-core,convergence,idle,memory,admission"
+    )]
     pub scenarios: Vec<Scenario>,
     /// TenantAccess resources in the convergence, rotation and idle scenarios.
     #[arg(long, default_value_t = 1000)]
@@ -99,6 +106,9 @@ pub struct Args {
     /// `--operator-env MALLOC_ARENA_MAX=2`).
     #[arg(long = "operator-env", value_parser = parse_key_value)]
     pub operator_env: Vec<(String, String)>,
+    /// AdmissionReviews sent one after another in the admission scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub admission_reviews: usize,
     /// Where results.json, results.md and the operator logs go.
     #[arg(long, default_value = "target/bench")]
     pub output_dir: PathBuf,

@@ -3,6 +3,7 @@
 //! as a separate release process, and reports convergence and rotation against a floor client,
 //! idle cost, memory at scale and the token core's speed, as Markdown and JSON.
 
+mod admission;
 mod apiserver;
 mod args;
 mod bench;
@@ -80,6 +81,7 @@ async fn run(args: Args) -> Result<Report> {
         idle: None,
         memory: None,
         probe_cost: None,
+        admission: None,
         errors: Vec::new(),
     };
 
@@ -92,6 +94,14 @@ async fn run(args: Args) -> Result<Report> {
         match result {
             Ok(result) => report.token_core = Some(result),
             Err(error) => report.errors.push(format!("token core: {error}")),
+        }
+    }
+
+    if args.wants(Scenario::Admission) {
+        tracing::info!(reviews = args.admission_reviews, "admission: sequential reviews over HTTPS");
+        match admission::run(args.admission_reviews).await {
+            Ok(result) => report.admission = Some(result),
+            Err(error) => report.errors.push(format!("admission: {error}")),
         }
     }
 

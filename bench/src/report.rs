@@ -20,6 +20,8 @@ pub const TARGET_RATIO: f64 = 1.5;
 pub const TARGET_RSS_MIB: f64 = 64.0;
 /// Unrelated Secrets: at most this much more RSS, percent.
 pub const TARGET_UNRELATED_PERCENT: f64 = 10.0;
+/// Admission: p99 of one review, milliseconds (the webhook adds it to every apply).
+pub const TARGET_ADMISSION_P99_MS: f64 = 50.0;
 /// Token core: signatures per second on one core.
 pub const TARGET_SIGNATURES: f64 = 100_000.0;
 
@@ -48,6 +50,8 @@ pub struct Report {
     pub memory: Option<MemoryResult>,
     /// Probe cost.
     pub probe_cost: Option<ProbeCostResult>,
+    /// The admission webhook's latency.
+    pub admission: Option<crate::admission::AdmissionResult>,
     /// Scenarios that failed, with why (the others still ran).
     pub errors: Vec<String>,
 }
@@ -180,6 +184,18 @@ impl Report {
                 thousands(t.per_second),
                 thousands(TARGET_SIGNATURES),
                 verdict(t.per_second > TARGET_SIGNATURES)
+            );
+        }
+        if let Some(a) = &self.admission {
+            let _ = writeln!(
+                md,
+                "| Admission: {} sequential AdmissionReviews over HTTPS ({} refused), p50 / p99 / max | {:.2} / {:.2} / {:.2} ms | | | p99 < {TARGET_ADMISSION_P99_MS} ms | {} |",
+                a.reviews,
+                a.refused,
+                a.p50_ms,
+                a.p99_ms,
+                a.max_ms,
+                verdict(a.p99_ms < TARGET_ADMISSION_P99_MS)
             );
         }
         if let Some(c) = &self.convergence {

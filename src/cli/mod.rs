@@ -7,6 +7,7 @@ mod inspect;
 mod render;
 mod run;
 mod status;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -57,7 +58,7 @@ enum Command {
     /// Decode and explain a Tinybird JWT; verify it with --admin-token-file.
     Inspect(inspect::InspectArgs),
     /// Run the operator (the controllers) against the cluster.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Force a re-sign of a TenantAccess's token now.
     Renew(status::RenewArgs),
     /// Show a TenantAccess's state: conditions, token schedule, Clerk template, endpoints.
@@ -86,7 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd(args) => crd::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Inspect(args) => inspect::run(&args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Renew(args) => status::renew(&args),
         Command::Status(args) => status::status(&args),
     };

@@ -61,6 +61,8 @@ pub(super) struct RunArgs {
     kubeconfig: Option<String>,
     #[command(flatten)]
     leadership: Leadership,
+    #[command(flatten)]
+    webhook: super::webhook::WebhookArgs,
     /// Name of this replica, for events (the pod name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
@@ -90,13 +92,11 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         };
         let events_client = super::limited_client(kube_config.clone(), events_limit, bounds.clone())?;
         let client = super::limited_client(kube_config, limit, bounds)?;
+        let namespaces: Vec<String> =
+            args.namespaces.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+        let webhook = args.webhook.config(&args.cluster_resource_namespace, &namespaces)?;
         let config = RunConfig {
-            namespaces: args
-                .namespaces
-                .into_iter()
-                .map(|n| n.trim().to_owned())
-                .filter(|n| !n.is_empty())
-                .collect(),
+            namespaces,
             cluster_resource_namespace: args.cluster_resource_namespace,
             concurrency: args.concurrency,
             resync: Duration::from_secs(args.resync_seconds.max(10)),
@@ -109,7 +109,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             metrics,
             synced: Arc::default(),
         };
-        supervise(client, events_client, config, &args.leadership).await
+        supervise(client, events_client, config, &args.leadership, webhook).await
     });
     // What is left (event sending, probes, a DNS lookup on a blocking thread) must not hold the
     // exit, least of all after a lost lease.
@@ -123,6 +123,7 @@ async fn supervise(
     events_client: kube::Client,
     config: RunConfig,
     leadership: &Leadership,
+    webhook: Option<crate::runtime::webhook::WebhookConfig>,
 ) -> Result<ExitCode, CliError> {
     // One shutdown signal for everything on SIGTERM/Ctrl-C (a lost lease stops at once instead).
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -148,6 +149,16 @@ async fn supervise(
         tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "the admin server stopped");
+            }
+        });
+    }
+
+    // Every replica serves the webhook, leader or not.
+    if let Some(webhook) = webhook {
+        let server = crate::runtime::webhook::serve(client.clone(), webhook, on_stop());
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the admission webhook stopped");
             }
         });
     }

@@ -77,26 +77,25 @@ pub fn apply(
         }
     }
 
-    if let Some(max) = policy.max_lifetime.as_deref() {
-        match duration::parse(max) {
-            Err(e) => problems.push(format!("workspace {workspace} spec.policy.maxLifetime: {e}")),
-            Ok(max) => {
-                if access.lifetime > max {
-                    problems.push(format!(
-                        "spec.lifetime: {} exceeds the workspace maximum {}",
-                        duration::format(access.lifetime),
-                        duration::format(max)
-                    ));
-                }
-                if let Some(clerk) = &access.clerk_template
-                    && SignedDuration::from_secs(clerk.lifetime_seconds) > max
-                {
-                    problems.push(format!(
-                        "spec.clerkTemplate.lifetime: {}s exceeds the workspace maximum {}",
-                        clerk.lifetime_seconds,
-                        duration::format(max)
-                    ));
-                }
+    match max_lifetime(policy, workspace) {
+        Err(problem) => problems.push(problem),
+        Ok(None) => {}
+        Ok(Some(max)) => {
+            if access.lifetime > max {
+                problems.push(format!(
+                    "spec.lifetime: {} exceeds the workspace maximum {}",
+                    duration::format(access.lifetime),
+                    duration::format(max)
+                ));
+            }
+            if let Some(clerk) = &access.clerk_template
+                && SignedDuration::from_secs(clerk.lifetime_seconds) > max
+            {
+                problems.push(format!(
+                    "spec.clerkTemplate.lifetime: {}s exceeds the workspace maximum {}",
+                    clerk.lifetime_seconds,
+                    duration::format(max)
+                ));
             }
         }
     }
@@ -148,6 +147,56 @@ pub fn apply(
     if problems.is_empty() { Ok(access) } else { Err(PolicyViolation(problems)) }
 }
 
+/// Checks what of a policy the workspace itself gets wrong, whatever the TenantAccess: a
+/// `maxLifetime` that is not a duration, a required param without exactly one source. (A
+/// TenantAccess on such a workspace is refused with the same messages.)
+///
+/// # Errors
+/// [`PolicyViolation`] listing every problem.
+pub fn check(policy: &WorkspacePolicy, workspace: &str) -> Result<(), PolicyViolation> {
+    let mut problems: Vec<String> = max_lifetime(policy, workspace).err().into_iter().collect();
+    problems.extend(
+        policy
+            .required_params
+            .iter()
+            .filter_map(|(param, source)| param_source(param, source, workspace).err()),
+    );
+    if problems.is_empty() { Ok(()) } else { Err(PolicyViolation(problems)) }
+}
+
+/// `spec.policy.maxLifetime`, parsed.
+fn max_lifetime(policy: &WorkspacePolicy, workspace: &str) -> Result<Option<SignedDuration>, String> {
+    policy
+        .max_lifetime
+        .as_deref()
+        .map(duration::parse)
+        .transpose()
+        .map_err(|e| format!("workspace {workspace} spec.policy.maxLifetime: {e}"))
+}
+
+/// Where a required param's value comes from.
+enum ParamSource<'a> {
+    /// A label of the namespace.
+    Label(&'a str),
+    /// The namespace's name.
+    Name,
+}
+
+/// A required param's source, when the policy sets exactly one.
+fn param_source<'a>(
+    param: &str,
+    source: &'a crate::api::RequiredParamSource,
+    workspace: &str,
+) -> Result<ParamSource<'a>, String> {
+    match (source.namespace_label.as_deref(), source.namespace_name) {
+        (Some(label), None | Some(false)) => Ok(ParamSource::Label(label)),
+        (None, Some(true)) => Ok(ParamSource::Name),
+        _ => Err(format!(
+            "workspace {workspace} spec.policy.requiredParams.{param}: set exactly one of namespaceLabel and namespaceName: true"
+        )),
+    }
+}
+
 /// The value a required param must have in this namespace.
 fn required_value(
     param: &str,
@@ -155,8 +204,8 @@ fn required_value(
     namespace: NamespaceFacts<'_>,
     workspace: &str,
 ) -> Result<String, String> {
-    match (source.namespace_label.as_deref(), source.namespace_name) {
-        (Some(label), None | Some(false)) => {
+    match param_source(param, source, workspace)? {
+        ParamSource::Label(label) => {
             let Some(labels) = namespace.labels else {
                 return Err(format!(
                     "param {param:?} must come from namespace label {label:?}, which this operator cannot read (single-namespace install): refused"
@@ -170,10 +219,7 @@ fn required_value(
                 )),
             }
         }
-        (None, Some(true)) => Ok(namespace.name.to_owned()),
-        _ => Err(format!(
-            "workspace {workspace} spec.policy.requiredParams.{param}: set exactly one of namespaceLabel and namespaceName: true"
-        )),
+        ParamSource::Name => Ok(namespace.name.to_owned()),
     }
 }
 

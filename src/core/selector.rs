@@ -22,26 +22,50 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> R
     for expression in selector.match_expressions.iter().flatten() {
         let values = expression.values.as_deref().unwrap_or_default();
         let actual = labels.get(&expression.key);
-        let ok = match expression.operator.as_str() {
-            "In" | "NotIn" if values.is_empty() => {
-                return Err(InvalidSelector(format!(
-                    "{} {} needs at least one value",
-                    expression.key, expression.operator
-                )));
-            }
-            "In" => actual.is_some_and(|v| values.contains(v)),
-            "NotIn" => actual.is_none_or(|v| !values.contains(v)),
-            "Exists" => actual.is_some(),
-            "DoesNotExist" => actual.is_none(),
-            other => {
-                return Err(InvalidSelector(format!("unknown operator {other:?} for {}", expression.key)));
-            }
+        let ok = match operator(expression)? {
+            Operator::In => actual.is_some_and(|v| values.contains(v)),
+            Operator::NotIn => actual.is_none_or(|v| !values.contains(v)),
+            Operator::Exists => actual.is_some(),
+            Operator::DoesNotExist => actual.is_none(),
         };
         if !ok {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// Checks that every expression of a selector can be evaluated, whatever the labels.
+///
+/// # Errors
+/// The first expression [`matches()`] would refuse.
+pub fn validate(selector: &LabelSelector) -> Result<(), InvalidSelector> {
+    selector.match_expressions.iter().flatten().try_for_each(|expression| operator(expression).map(|_| ()))
+}
+
+/// The operators of `matchExpressions`.
+enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+fn operator(
+    expression: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement,
+) -> Result<Operator, InvalidSelector> {
+    let no_values = expression.values.as_deref().unwrap_or_default().is_empty();
+    match expression.operator.as_str() {
+        "In" | "NotIn" if no_values => Err(InvalidSelector(format!(
+            "{} {} needs at least one value",
+            expression.key, expression.operator
+        ))),
+        "In" => Ok(Operator::In),
+        "NotIn" => Ok(Operator::NotIn),
+        "Exists" => Ok(Operator::Exists),
+        "DoesNotExist" => Ok(Operator::DoesNotExist),
+        other => Err(InvalidSelector(format!("unknown operator {other:?} for {}", expression.key))),
+    }
 }
 
 #[cfg(test)]

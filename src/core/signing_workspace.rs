@@ -102,6 +102,43 @@ impl HealthBudget {
     }
 }
 
+/// `spec.verifyInterval`: how often the admin token is checked with Tinybird (zero: only when
+/// it is loaded or changes).
+///
+/// # Errors
+/// The message naming the field, when it is not a duration.
+pub fn verify_interval(spec: &WorkspaceSpec) -> Result<Duration, String> {
+    match spec.verify_interval.as_deref() {
+        None => Ok(Duration::ZERO),
+        Some(text) => crate::core::duration::parse(text)
+            .map(|d| Duration::try_from(d).unwrap_or_default())
+            .map_err(|e| format!("spec.verifyInterval: {e}")),
+    }
+}
+
+/// What is wrong with a workspace spec whatever its admin token: what the workspace reconciler
+/// reports as `InvalidSpec` (`healthChecks`, `verifyInterval`) and what every TenantAccess
+/// using the workspace would be refused for (its policy). Empty when nothing is.
+#[must_use]
+pub fn spec_problems(spec: &WorkspaceSpec, workspace: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(error) = HealthBudget::from_spec(spec) {
+        problems.push(error.to_string());
+    }
+    if let Err(problem) = verify_interval(spec) {
+        problems.push(problem);
+    }
+    if let Some(policy) = &spec.policy {
+        if let Err(violation) = crate::core::policy::check(policy, workspace) {
+            problems.extend(violation.0);
+        }
+        if let Some(Err(error)) = policy.allowed_namespaces.as_ref().map(crate::core::selector::validate) {
+            problems.push(format!("spec.policy.allowedNamespaces: {error}"));
+        }
+    }
+    problems
+}
+
 /// Why a workspace cannot sign. Messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkspaceError {

@@ -7,3 +7,4 @@ pub mod exposition;
 pub mod leader;
 pub mod metrics;
 pub mod process_metrics;
+pub mod webhook;

@@ -108,19 +108,7 @@ pub fn admit<'a>(
 ) -> Result<Admitted<'a>, Refusal> {
     admit_namespace(&validated, facts)?;
     let signer = signer?;
-    let policy = facts.workspace.and_then(|w| w.policy.as_ref());
-    let workspace_name = validated.workspace_name.clone();
-    let access = crate::core::policy::apply(validated, policy, &workspace_name, facts.namespace).map_err(
-        |violation| {
-            Refusal {
-                reason: reason::POLICY_VIOLATION,
-                message: format!("refused by the workspace policy: {violation}"),
-                revoke: facts.labels_are_facts.then_some(revoke_why::POLICY),
-                // Decided on a namespace not yet seen: decide again once it is.
-                retry: if facts.labels_are_facts { Retry::OnChange } else { Retry::Backoff },
-            }
-        },
-    )?;
+    let access = apply_policy(validated, facts)?;
     // A token no HTTP server takes: refused like an invalid spec (retrying cannot help).
     crate::core::desired::check_token_size(&access, signer, now).map_err(|too_large| {
         Refusal::new(
@@ -130,6 +118,35 @@ pub fn admit<'a>(
         )
     })?;
     Ok(Admitted { access, signer })
+}
+
+/// Steps 2 and 4 without a signer: admits the namespace and applies the workspace's policy.
+/// What the admission webhook checks at apply time (it never reads an admin token); the
+/// controller runs the same two steps inside [`admit`].
+///
+/// # Errors
+/// A `NamespaceNotAllowed` or `PolicyViolation` refusal.
+pub fn admit_without_signer(
+    validated: ValidatedAccess,
+    facts: Facts<'_>,
+) -> Result<ValidatedAccess, Refusal> {
+    admit_namespace(&validated, facts)?;
+    apply_policy(validated, facts)
+}
+
+/// Step 4: the workspace's policy, required params injected and limits applied.
+fn apply_policy(validated: ValidatedAccess, facts: Facts<'_>) -> Result<ValidatedAccess, Refusal> {
+    let policy = facts.workspace.and_then(|w| w.policy.as_ref());
+    let workspace_name = validated.workspace_name.clone();
+    crate::core::policy::apply(validated, policy, &workspace_name, facts.namespace).map_err(|violation| {
+        Refusal {
+            reason: reason::POLICY_VIOLATION,
+            message: format!("refused by the workspace policy: {violation}"),
+            revoke: facts.labels_are_facts.then_some(revoke_why::POLICY),
+            // Decided on a namespace not yet seen: decide again once it is.
+            retry: if facts.labels_are_facts { Retry::OnChange } else { Retry::Backoff },
+        }
+    })
 }
 
 /// Whether the workspace admits the TenantAccess's namespace: a ClusterTinybirdWorkspace's

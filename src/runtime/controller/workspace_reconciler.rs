@@ -132,15 +132,8 @@ async fn verify_if_due<W: Workspace>(
     let key = workspace_key(workspace);
     let pending = ctx.workspace_cache.pending_refusal(&key);
     let forced = ctx.take_forced_verification(&key) || pending.is_some();
-    let interval = match workspace.workspace_spec().verify_interval.as_deref() {
-        None => Duration::ZERO,
-        Some(text) => crate::core::duration::parse(text)
-            .map_err(|e| WorkspaceProblem {
-                reason: reason::INVALID_SPEC,
-                message: format!("spec.verifyInterval: {e}"),
-            })
-            .map(|d| Duration::try_from(d).unwrap_or_default())?,
-    };
+    let interval = crate::core::signing_workspace::verify_interval(workspace.workspace_spec())
+        .map_err(|message| WorkspaceProblem { reason: reason::INVALID_SPEC, message })?;
     let Ok(signer) = &entry.signer else { return Ok(None) };
     let fingerprint = &signer.signing_key_fingerprint;
     let now = ctx.now();

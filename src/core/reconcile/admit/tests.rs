@@ -147,3 +147,21 @@ fn a_token_too_large_to_send_is_refused_until_the_spec_changes() {
         (reason::TOKEN_TOO_LARGE, Retry::OnChange, None)
     );
 }
+
+#[test]
+fn without_a_signer_the_namespace_and_the_policy_refuse_exactly_as_with_one() {
+    let ws = workspace("k1");
+    let (other, team) = (labels(&[("tenant", "globex")]), labels(&[("tenant", "acme")]));
+    let selecting = spec("policy: {allowedNamespaces: {matchLabels: {tenant: acme}}, maxRps: 5}");
+    let greedy = access(&CLUSTER_SPEC.replace("lifetime: 1h", "lifetime: 1h\nlimits: {rps: 50}"));
+    for (labels, access) in [(&other, access(CLUSTER_SPEC)), (&team, greedy)] {
+        let facts = facts(Some(labels), true, Some(&selecting));
+        let with_signer = refusal(admit(access.clone(), facts, Ok(&ws), now()));
+        let without = admit_without_signer(access, facts).map(|a| a.name).unwrap_err();
+        assert_eq!(without, with_signer);
+    }
+    // Admitted: the policy applied, as admit applies it.
+    let admitted =
+        admit_without_signer(access(CLUSTER_SPEC), facts(Some(&team), true, Some(&selecting))).unwrap();
+    assert_eq!(admitted.rps, Some(5));
+}
