@@ -1,10 +1,13 @@
-//! The observe step: what a reconcile knows of the objects it writes, read from the caches when
-//! they can tell and from the API server when they cannot.
+//! The observe step: what a reconcile knows of the objects it writes (the token Secret, the
+//! Clerk template ConfigMap), read from the caches when they can tell and from the API server
+//! when they cannot.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::context::Context;
@@ -64,6 +67,26 @@ impl ObservedSecret {
             Self::Digest { digest, .. } => digest.lacks(desired),
         }
     }
+}
+
+/// How long a reconcile waits for the first list of managed ConfigMaps before reading one.
+pub const CONFIGMAP_LIST_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The Clerk template ConfigMap `namespace/name` as it is: from the cache of managed
+/// (labelled) ConfigMaps once it has its first list (bounded wait), else read, since an
+/// unlabelled ConfigMap of that name (someone else's, or this one with its label removed) may
+/// exist. `None`: there is none.
+///
+/// # Errors
+/// The read failed.
+pub async fn configmap(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Arc<ConfigMap>>, Error> {
+    let managed = &ctx.caches.managed_configmaps;
+    let _ = tokio::time::timeout(CONFIGMAP_LIST_PATIENCE, managed.wait_until_ready()).await;
+    if let Some(cached) = managed.get(&ObjectRef::new(name).within(namespace)) {
+        return Ok(Some(cached));
+    }
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(api.get_opt(name).await.map_err(Error::ReadConfigMap)?.map(Arc::new))
 }
 
 /// What is known of a TenantAccess's token Secret (`None`: the spec asks for none).

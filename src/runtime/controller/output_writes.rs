@@ -2,7 +2,6 @@
 //! cluster (the token Secret, the Clerk template ConfigMap, the finalizer, rollout restarts) and
 //! to Clerk, each write reported in the status being built.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::events::EventType;
@@ -325,14 +324,8 @@ async fn reconcile_configmap(
     let namespace = configmap.metadata.namespace.clone().unwrap_or_default();
     let name = configmap.metadata.name.clone().unwrap_or_default();
     let owner_uid = access.uid().unwrap_or_default();
+    let observed = super::observe::configmap(ctx, &namespace, &name).await?;
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    // The cache holds only labelled ConfigMaps: a name it lacks is read, since an unlabelled
-    // ConfigMap of that name (someone else's, or this one with its label removed) may exist.
-    let cached = managed_configmap(ctx, &namespace, &name).await;
-    let observed = match cached {
-        Some(cached) => Some(cached),
-        None => api.get_opt(&name).await.map_err(Error::ReadConfigMap)?.map(Arc::new),
-    };
     match decide_configmap(configmap, observed.as_deref(), &owner_uid) {
         ConfigMapDecision::Keep => Ok(Ok(())),
         ConfigMapDecision::Conflict => Ok(Err(format!(
@@ -353,16 +346,6 @@ async fn reconcile_configmap(
             Ok(Ok(()))
         }
     }
-}
-
-/// How long a reconcile waits for the first list of managed ConfigMaps before reading one.
-const CONFIGMAP_LIST_PATIENCE: Duration = Duration::from_secs(10);
-
-/// The cached managed ConfigMap of that name, once the cache has its first list (bounded wait).
-async fn managed_configmap(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
-    let _ =
-        tokio::time::timeout(CONFIGMAP_LIST_PATIENCE, ctx.caches.managed_configmaps.wait_until_ready()).await;
-    ctx.caches.managed_configmaps.get(&ObjectRef::new(name).within(namespace))
 }
 
 /// Brings each listed workload to the token as the restart policy asks
