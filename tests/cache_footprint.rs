@@ -12,14 +12,14 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::{reflector, watcher};
 use tenant_access::adapters::health::{
-    AccessKey, EndpointProber, HealthConfig, HealthScheduler, PlannedEndpoint, ProbeCredential, ProbeOutcome,
-    ProbePlan, ProbeReason, ProbeRequest,
+    EndpointProber, PlannedEndpoint, ProbeCredential, ProbeOutcome, ProbePlan, ProbeReason, ProbeRequest,
 };
 use tenant_access::api::TenantAccess;
 use tenant_access::core::admin_token::AdminToken;
 use tenant_access::core::signing_workspace::HealthBudget;
 use tenant_access::runtime::controller::cached_access::CachedTenantAccess;
 use tenant_access::runtime::controller::token_secrets::TokenSecrets;
+use tenant_access::runtime::health::{AccessKey, HealthConfig, HealthScheduler};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;

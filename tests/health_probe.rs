@@ -8,15 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tenant_access::adapters::health::{
-    AccessKey, AuthRejection, HealthChange, HealthConfig, HealthEvents, HealthScheduler, HttpProber,
-    ProbeOutcome, ProbePlan, ProbeReason,
-};
+use tenant_access::adapters::health::{AuthRejection, HttpProber, ProbeOutcome, ProbePlan, ProbeReason};
 use tenant_access::api::{SecretKeySelector, TenantAccessSpec, WorkspaceHealthChecks, WorkspaceSpec};
 use tenant_access::core::admin_token::AdminToken;
 use tenant_access::core::desired::issue_token;
 use tenant_access::core::signing_workspace::{SigningWorkspace, resolve};
 use tenant_access::core::validate::{ValidatedAccess, validate_tenant_access};
+use tenant_access::runtime::health::{AccessKey, HealthChange, HealthConfig, HealthEvents, HealthScheduler};
 use tenant_access_emulators::{Clock, Fault, TinybirdConfig, TinybirdEmulator};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};

@@ -16,11 +16,11 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::adapters::health::HealthScheduler;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::core::conditions::is_true;
 use crate::core::well_known::condition;
 use crate::runtime::exposition::Format;
+use crate::runtime::health::HealthScheduler;
 
 /// Labels of reconcile counters: kind and a bounded outcome or category.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -315,10 +315,10 @@ impl Collector for CacheCollector {
         )?;
         for (reason, histogram) in &by_reason {
             let label_set: Vec<(&'static str, &'static str)> = vec![("reason", reason.as_str())];
-            let mut buckets = Vec::with_capacity(crate::adapters::health::metrics::LATENCY_BUCKETS.len() + 1);
+            let mut buckets = Vec::with_capacity(crate::runtime::health::metrics::LATENCY_BUCKETS.len() + 1);
             let mut previous = 0;
             for (bound, cumulative) in
-                crate::adapters::health::metrics::LATENCY_BUCKETS.iter().zip(histogram.buckets)
+                crate::runtime::health::metrics::LATENCY_BUCKETS.iter().zip(histogram.buckets)
             {
                 buckets.push((*bound, cumulative.saturating_sub(previous)));
                 previous = cumulative;

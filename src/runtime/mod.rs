@@ -4,6 +4,7 @@
 pub mod admin_server;
 pub mod controller;
 pub mod exposition;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod process_metrics;

@@ -13,8 +13,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::context::Context;
 use super::workspace_reconciler::Workspace;
-use crate::adapters::health::{BudgetUse, HealthScheduler};
 use crate::api::{ClusterTinybirdWorkspace, HealthCheckBudgetStatus, TinybirdWorkspace};
+use crate::runtime::health::{BudgetUse, HealthScheduler};
 
 /// How often the statuses are compared with the scheduler's budget use.
 pub const PERIOD: Duration = Duration::from_secs(10);

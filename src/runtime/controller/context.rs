@@ -58,9 +58,9 @@ pub struct Context {
     /// Digests of the managed token Secrets (instead of a cache of them).
     pub token_secrets: super::token_secrets::TokenSecrets,
     /// The endpoint health checks.
-    pub health: crate::adapters::health::HealthScheduler,
+    pub health: crate::runtime::health::HealthScheduler,
     /// TenantAccess resources registered with the health scheduler (swept when deleted).
-    pub health_keys: Arc<Mutex<std::collections::HashSet<crate::adapters::health::AccessKey>>>,
+    pub health_keys: Arc<Mutex<std::collections::HashSet<crate::runtime::health::AccessKey>>>,
     /// Workspaces whose admin token must be checked with Tinybird at their next reconcile.
     forced_verifications: Arc<Mutex<std::collections::HashSet<super::workspace_cache::WorkspaceKey>>>,
     /// Asks the workspace controllers to reconcile a workspace now.
@@ -258,7 +258,7 @@ pub struct Services {
     /// Clerk client settings (budget, timeouts).
     pub clerk_options: crate::adapters::clerk::ClerkClientOptions,
     /// The health-check scheduler.
-    pub health: crate::adapters::health::HealthScheduler,
+    pub health: crate::runtime::health::HealthScheduler,
     /// Channels to the workspace controllers.
     pub workspace_rechecks: WorkspaceRechecks,
     /// Metrics.

@@ -128,8 +128,8 @@ pub async fn run_with_event_client(
             return;
         }
     };
-    let (health, health_events) = crate::adapters::health::HealthScheduler::start(
-        crate::adapters::health::HealthConfig { concurrency: config.probe_concurrency.max(1), clock },
+    let (health, health_events) = crate::runtime::health::HealthScheduler::start(
+        crate::runtime::health::HealthConfig { concurrency: config.probe_concurrency.max(1), clock },
         Arc::new(prober),
     );
     let (namespaced_recheck, namespaced_rechecks) = tokio::sync::mpsc::unbounded_channel();
@@ -310,7 +310,7 @@ async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         loop {
             ticker.tick().await;
-            let registered: Vec<crate::adapters::health::AccessKey> =
+            let registered: Vec<crate::runtime::health::AccessKey> =
                 ctx.health_keys.lock().map(|keys| keys.iter().cloned().collect()).unwrap_or_default();
             for key in registered {
                 if ctx.caches.tenant_accesses.get(&ObjectRef::new(&key.name).within(&key.namespace)).is_none()

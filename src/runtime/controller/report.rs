@@ -9,7 +9,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::context::Context;
 use super::error::Error;
 use super::workspace_cache::WorkspaceKey;
-use crate::adapters::health::{AccessKey, EndpointHealth, ProbePlan, summarize};
+use crate::adapters::health::{EndpointHealth, ProbePlan, summarize};
 use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
 use crate::core::conditions::{
     DesiredCondition, OutputState, find, ready_condition, remove_condition, set_condition,
@@ -18,6 +18,7 @@ use crate::core::desired::clerk_configmap_name;
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::{ValidatedAccess, WorkspaceKind};
 use crate::core::well_known::{condition, reason};
+use crate::runtime::health::AccessKey;
 
 /// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
 /// the operator believes valid (quietly: see [`crate::core::key_refusal`]), and reports health

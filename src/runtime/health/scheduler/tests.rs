@@ -12,9 +12,9 @@ use super::*;
 use crate::adapters::health::classify::AuthRejection;
 use crate::adapters::health::plan::{PlannedEndpoint, ProbeCredential};
 use crate::adapters::health::probe::{ProbePurpose, ProbeRequest};
-use crate::adapters::health::probe_timing::RECHECK_SPREAD;
 use crate::core::admin_token::AdminToken;
 use crate::core::signing_workspace::HealthBudget;
+use crate::runtime::health::probe_timing::RECHECK_SPREAD;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 

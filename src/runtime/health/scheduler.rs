@@ -33,12 +33,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{Id, JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::classify::{AuthRejection, ProbeOutcome, ProbeReason};
 use super::metrics::HealthMetrics;
-use super::plan::ProbePlan;
-use super::probe::{EndpointProber, ProbeRequest};
 use super::probe_timing::{first_probe_offset, next_due, rate_limited_delay, recheck_delay};
-use super::report::EndpointHealth;
+use crate::adapters::health::{
+    AuthRejection, EndpointHealth, EndpointProber, ProbeOutcome, ProbePlan, ProbeReason, ProbeRequest,
+};
 use crate::core::admin_token::AdminToken;
 use crate::core::backoff::jitter;
 use crate::core::clock::Clock;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::classify::ProbeReason;
+use crate::adapters::health::ProbeReason;
 
 /// Upper bounds (seconds) of the probe latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
