@@ -1,4 +1,5 @@
-//! Scenario 3: N tenants with health checks on, nothing changing. Every write the operator makes
+//! Scenario 3: N tenants with health checks on (every token probed at every interval, the
+//! workspace's budget lifted: the most probing load), nothing changing. Every write the operator makes
 //! is counted (watches on the TenantAccess resources and their Secrets, and the API server's
 //! request counters, events included), with its CPU seconds per minute and RSS.
 
@@ -59,6 +60,12 @@ pub async fn run(bench: &mut Bench) -> Result<IdleResult> {
     let group = "idle".to_owned();
     let namespaces = bench.env.tenant_namespaces(&group, bench.args.tenant_namespaces).await?;
     let tenants = BenchEnv::tenants(&namespaces, n);
+    // Every token probed at every interval and no budget stretching them (the design before
+    // the budget): the most probing load, one probe per tenant and interval.
+    let unmetered = serde_json::json!({
+        "maxQueriesPerDay": 100_000_000, "maxQueriesPerSecond": 1000, "tokenCheckInterval": format!("{interval}s"),
+    });
+    crate::probe_cost::set_budget(bench, Some(unmetered)).await?;
     let mut operator = bench.start_operator("idle").await?;
 
     let health = format!("{interval}s");
@@ -118,6 +125,7 @@ pub async fn run(bench: &mut Bench) -> Result<IdleResult> {
 
     bench.save_operator_metrics(&operator, "idle").await;
     operator.stop().await?;
+    crate::probe_cost::set_budget(bench, None).await?;
     bench.env.delete_group(&namespaces, &group).await?;
     bench.delete_canary("idle").await?;
     let minutes = elapsed / 60.0;

@@ -253,7 +253,7 @@ async fn measure(bench: &Bench, window: Duration) -> Result<CostWindow> {
 }
 
 /// Sets (or, with `None`, removes: the defaults) the workspace's `spec.healthChecks`.
-async fn set_budget(bench: &Bench, budget: Option<serde_json::Value>) -> Result<()> {
+pub async fn set_budget(bench: &Bench, budget: Option<serde_json::Value>) -> Result<()> {
     let api: Api<ClusterTinybirdWorkspace> = Api::all(bench.env.client.clone());
     let patch = json!({"spec": {"healthChecks": budget}});
     api.patch(&bench.env.workspace, &PatchParams::default(), &Patch::Merge(&patch))
