@@ -286,3 +286,96 @@ async fn a_scheduled_rotation_happens_at_the_next_rotation_time() {
     assert!(next.next_rotation_time.unwrap().0 > due.0, "the schedule did not move on");
     env.stop_operator().await;
 }
+
+/// Runs `tenant-access revoke` with `args` as the user of `kubeconfig`.
+async fn revoke(args: &[&str], kubeconfig: &std::path::Path) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(CLI)
+        .arg("revoke")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("TENANT_ACCESS_KUBECONFIG")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_cluster_workspace_names_it_alone_and_writes_its_secret_in_the_operators_namespace() {
+    let env = support::ClusterWideEnv::new().await;
+    let team = env.cluster.namespace("team").await.unwrap();
+    env.apply(&env.shared_workspace_yaml("  policy: {allowedNamespaces: {}}\n"), None).await;
+    env.apply(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {name: reader}\nspec:\n  workspaceRef: {kind: ClusterTinybirdWorkspace, name: shared}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n  healthCheck: {interval: '0'}\n",
+        Some(team.name()),
+    )
+    .await;
+    let operator = env.start_operator();
+    let accesses: Api<tenant_access::api::TenantAccess> = Api::namespaced(env.client.clone(), team.name());
+    wait_for(accesses.clone(), "reader", is_ready(), TIMEOUT).await.unwrap();
+    let clusters: Api<tenant_access::api::ClusterTinybirdWorkspace> = Api::all(env.client.clone());
+    wait_for(
+        clusters.clone(),
+        "shared",
+        |ws: Option<&tenant_access::api::ClusterTinybirdWorkspace>| {
+            ws.and_then(|w| w.status.as_ref()?.rotation.as_ref()).is_some()
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let old_admin = env.tinybird.admin_token();
+
+    let (code, stdout, stderr) =
+        revoke(&["--workspace", "shared", "--wait", "120"], env.cluster.admin_kubeconfig()).await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("ClusterTinybirdWorkspace shared: rotation requested"), "{stdout}");
+    assert!(stdout.contains("done (Complete)") && stdout.contains("(1/1)"), "{stdout}");
+    let new_admin = env.tinybird.admin_token();
+    assert_ne!(new_admin, old_admin);
+    let system_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), env.system.name());
+    let secret = system_secrets.get("shared-admin").await.unwrap();
+    assert_eq!(support::token_of(&secret).as_deref(), Some(new_admin.as_str()));
+    let team_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), team.name());
+    let token = support::token_of(&team_secrets.get("reader").await.unwrap()).unwrap();
+    assert_eq!(support::query_pipe(&env.tinybird.base_url(), "top_pages", &token, "").await.0, 200);
+    operator.stop().await;
+}
+
+/// Secrets first: while Clerk is throttled, a revoke puts every token Secret on the new key
+/// (the record says when) while Clerk templates still carry the old one, and the templates
+/// catch up afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_puts_every_secret_on_the_new_key_before_the_clerk_templates() {
+    let mut env = Env::new("revoke-secrets-first").await;
+    env.connect_clerk().await;
+    env.start_operator();
+    const N: usize = 8;
+    tenants(&env, N, true).await;
+    wait_baseline(&env).await;
+    env.clerk().set_request_budget(1, std::time::Duration::from_secs(1));
+
+    annotate(&env, "secrets-first").await;
+    let workspace = wait_for(
+        workspaces(&env),
+        "analytics",
+        |ws: Option<&TinybirdWorkspace>| {
+            record_of(ws, "secrets-first").is_some_and(|r| {
+                r.secrets_on_new_key_after.is_some() && r.templates.is_some_and(|t| t.on_new_key < t.total)
+            })
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let record = record_of(workspace.as_ref(), "secrets-first").unwrap();
+    assert_eq!(record.tokens.map(|p| (p.on_new_key, p.total)), Some((8, 8)));
+    assert_eq!(record.templates_on_new_key_after, None);
+    let record = wait_rotation(&env, "secrets-first", "Complete").await;
+    assert_eq!(record.templates.map(|p| (p.on_new_key, p.total)), Some((8, 8)));
+    env.stop_operator().await;
+}
