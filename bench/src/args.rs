@@ -15,6 +15,9 @@ pub enum Scenario {
     Idle,
     /// RSS with many TenantAccess, then with many unrelated Secrets added.
     Memory,
+    /// N tenants with a Secret and a Clerk template; the admin token revoked by annotation:
+    /// refresh -> every Secret, every template on the new key, against the floor.
+    Revoke,
 }
 
 /// Benchmarks tenant-access-operator (a separate release process) against a real API server and
@@ -23,7 +26,12 @@ pub enum Scenario {
 #[command(name = "tenant-access-bench", version)]
 pub struct Args {
     /// Scenarios to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "token-core,convergence,idle,memory")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "token-core,convergence,idle,memory,revoke"
+    )]
     pub scenarios: Vec<Scenario>,
     /// TenantAccess resources in the convergence, rotation and idle scenarios.
     #[arg(long, default_value_t = 1000)]

@@ -298,7 +298,7 @@ impl BenchEnv {
 
 /// Server-side applies `(namespace, name, object)` triples, `concurrency` at a time, from an
 /// unthrottled client; retries 429, 409, 5xx and transport errors.
-async fn apply_many<K>(
+pub(crate) async fn apply_many<K>(
     client: &Client,
     objects: Vec<(String, String, serde_json::Value)>,
     concurrency: usize,

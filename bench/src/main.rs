@@ -16,6 +16,7 @@ mod memory;
 mod operator;
 mod progress;
 mod report;
+mod revoke;
 mod token_core;
 
 use std::path::PathBuf;
@@ -78,6 +79,7 @@ async fn run(args: Args) -> Result<Report> {
         convergence: None,
         idle: None,
         memory: None,
+        revoke: None,
         errors: Vec::new(),
     };
 
@@ -93,7 +95,7 @@ async fn run(args: Args) -> Result<Report> {
         }
     }
 
-    let cluster_scenarios = [Scenario::Convergence, Scenario::Idle, Scenario::Memory];
+    let cluster_scenarios = [Scenario::Convergence, Scenario::Idle, Scenario::Memory, Scenario::Revoke];
     if cluster_scenarios.iter().any(|s| args.wants(*s)) {
         if !operator_binary.is_file() {
             return Err(BenchError::Fixture(format!(
@@ -136,6 +138,13 @@ async fn run_cluster_scenarios(bench: &mut Bench, report: &mut Report) {
         match memory::run(bench).await {
             Ok(result) => report.memory = Some(result),
             Err(error) => report.errors.push(format!("memory: {error}")),
+        }
+    }
+    if bench.args.wants(Scenario::Revoke) {
+        tracing::info!(tenants = bench.args.tenants, runs = bench.args.runs, "revoke");
+        match revoke::run(bench).await {
+            Ok(result) => report.revoke = Some(result),
+            Err(error) => report.errors.push(format!("revoke: {error}")),
         }
     }
 }
