@@ -148,17 +148,9 @@ async fn the_revoke_command_rotates_and_reports_progress_and_the_result() {
     wait_baseline(&env).await;
     let old_admin = env.tinybird.admin_token();
     let workspace = format!("{}/analytics", env.name());
-    let output = tokio::process::Command::new(CLI)
-        .args(["revoke", "--workspace", &workspace, "--wait", "120"])
-        .env("KUBECONFIG", env.cluster.admin_kubeconfig())
-        .env_remove("TENANT_ACCESS_KUBECONFIG")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let (code, stdout, stderr) =
+        revoke(&["--workspace", &workspace, "--wait", "120"], env.cluster.admin_kubeconfig()).await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("rotation requested (tenantaccess.dev/rotate=cli-"), "{stdout}");
     assert!(stdout.contains("done (Complete)") && stdout.contains("(3/3)"), "{stdout}");
     let new_admin = env.tinybird.admin_token();
@@ -179,16 +171,9 @@ async fn a_tenant_only_user_cannot_revoke() {
     wait_baseline(&env).await;
     let old_admin = env.tinybird.admin_token();
     let workspace = format!("{}/analytics", env.name());
-    let output = tokio::process::Command::new(CLI)
-        .args(["revoke", "--workspace", &workspace, "--wait", "30"])
-        .env("KUBECONFIG", env.cluster.tenant_kubeconfig().await.unwrap())
-        .env_remove("TENANT_ACCESS_KUBECONFIG")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let tenant = env.cluster.tenant_kubeconfig().await.unwrap();
+    let (code, _, stderr) = revoke(&["--workspace", &workspace, "--wait", "30"], &tenant).await;
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("TinybirdWorkspace"), "{stderr}");
     // Nor with kubectl: RBAC is the gate, whatever the client.
     let annotate = env

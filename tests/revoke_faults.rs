@@ -85,11 +85,6 @@ fn record(workspace: Option<&TinybirdWorkspace>, request: &str) -> Option<Rotati
     workspace?.status.as_ref()?.rotation.as_ref()?.history.iter().find(|r| r.request == request).cloned()
 }
 
-/// Refresh requests that reached Tinybird's handler (a hung one never does).
-fn refreshes_done(env: &Env, before: &str) -> bool {
-    env.tinybird.admin_token() != before
-}
-
 /// The admin-token Secret made immutable: every write of the new token is refused until the
 /// test deletes it.
 async fn freeze_admin_secret(env: &Env) {
@@ -99,7 +94,28 @@ async fn freeze_admin_secret(env: &Env) {
 
 /// Waits until Tinybird has refreshed the admin token (away from `before`).
 async fn wait_refreshed(env: &Env, before: &str) {
-    eventually("Tinybird refreshed the admin token", || async { refreshes_done(env, before) }).await;
+    eventually("Tinybird refreshed the admin token", || async { env.tinybird.admin_token() != before }).await;
+}
+
+/// With the admin-token Secret frozen, asks for rotation `r1` and waits until Tinybird has
+/// refreshed: the new token is then held by the operator and refused by the Secret. Returns it.
+async fn refresh_held_back(env: &Env) -> String {
+    let old_admin = env.tinybird.admin_token();
+    freeze_admin_secret(env).await;
+    annotate(env, "r1").await;
+    wait_refreshed(env, &old_admin).await;
+    env.tinybird.admin_token()
+}
+
+/// Lets the held token in (the frozen Secret deleted: the operator creates it anew) and waits
+/// until the Secret holds `token`.
+async fn let_the_secret_write_land(env: &Env, token: &str) {
+    env.secrets().delete("tinybird-admin", &DeleteParams::default()).await.unwrap();
+    let token = token.to_owned();
+    env.wait_secret("tinybird-admin", move |s: Option<&k8s_openapi::api::core::v1::Secret>| {
+        s.and_then(support::token_of).is_some_and(|t| t == token)
+    })
+    .await;
 }
 
 /// Every tenant's token in its Secret works at Tinybird (signed with the current admin token).
@@ -177,12 +193,8 @@ async fn api_server_down_before_the_refresh_nothing_is_sent_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_the_refresh_and_the_secret_write_the_loss_is_said_with_the_runbook() {
     let (env, operator) = setup("rf-kill-between", &[]).await;
-    let old_admin = env.tinybird.admin_token();
-    freeze_admin_secret(&env).await;
-    annotate(&env, "r1").await;
-    wait_refreshed(&env, &old_admin).await;
+    let lost_admin = refresh_held_back(&env).await;
     operator.kill().await;
-    let lost_admin = env.tinybird.admin_token();
 
     let operator = OperatorProcess::start(&env, 2).await;
     let record = wait_phase(&env, "r1", "KeyLost").await;
@@ -212,20 +224,11 @@ async fn api_server_down_between_the_refresh_and_the_secret_write_the_held_token
 {
     let leading = [("TENANT_ACCESS_LEADER_ELECTION", "true")];
     let (env, operator) = setup("rf-api-between", &leading).await;
-    let old_admin = env.tinybird.admin_token();
-    freeze_admin_secret(&env).await;
-    annotate(&env, "r1").await;
-    wait_refreshed(&env, &old_admin).await;
-    let new_admin = env.tinybird.admin_token();
+    let new_admin = refresh_held_back(&env).await;
     env.cluster.stop_apiserver().await.unwrap();
     tokio::time::sleep(LEASE_LOST_OUTAGE).await;
     env.cluster.start_apiserver().await.unwrap();
-    // The Secret can take the new token again (the operator creates it anew).
-    env.secrets().delete("tinybird-admin", &DeleteParams::default()).await.unwrap();
-    env.wait_secret("tinybird-admin", move |s: Option<&k8s_openapi::api::core::v1::Secret>| {
-        s.and_then(support::token_of).is_some_and(|t| t == new_admin)
-    })
-    .await;
+    let_the_secret_write_land(&env, &new_admin).await;
     let status = operator.exited().await;
     assert!(!status.success(), "the lease was lost: the process exits with an error ({status})");
 
@@ -242,17 +245,8 @@ async fn api_server_down_between_the_refresh_and_the_secret_write_the_held_token
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_the_secret_write_the_rotation_completes_without_another_refresh() {
     let (env, operator) = setup("rf-kill-after", &[]).await;
-    let old_admin = env.tinybird.admin_token();
-    freeze_admin_secret(&env).await;
-    annotate(&env, "r1").await;
-    wait_refreshed(&env, &old_admin).await;
-    let new_admin = env.tinybird.admin_token();
-    env.secrets().delete("tinybird-admin", &DeleteParams::default()).await.unwrap();
-    let landed = new_admin.clone();
-    env.wait_secret("tinybird-admin", move |s: Option<&k8s_openapi::api::core::v1::Secret>| {
-        s.and_then(support::token_of).is_some_and(|t| t == landed)
-    })
-    .await;
+    let new_admin = refresh_held_back(&env).await;
+    let_the_secret_write_land(&env, &new_admin).await;
     operator.kill().await;
 
     let operator = OperatorProcess::start(&env, 2).await;
@@ -267,17 +261,8 @@ async fn killed_after_the_secret_write_the_rotation_completes_without_another_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_down_after_the_secret_write_the_rotation_completes_without_another_refresh() {
     let (env, operator) = setup("rf-api-after", &[]).await;
-    let old_admin = env.tinybird.admin_token();
-    freeze_admin_secret(&env).await;
-    annotate(&env, "r1").await;
-    wait_refreshed(&env, &old_admin).await;
-    let new_admin = env.tinybird.admin_token();
-    env.secrets().delete("tinybird-admin", &DeleteParams::default()).await.unwrap();
-    let landed = new_admin.clone();
-    env.wait_secret("tinybird-admin", move |s: Option<&k8s_openapi::api::core::v1::Secret>| {
-        s.and_then(support::token_of).is_some_and(|t| t == landed)
-    })
-    .await;
+    let new_admin = refresh_held_back(&env).await;
+    let_the_secret_write_land(&env, &new_admin).await;
     env.cluster.stop_apiserver().await.unwrap();
     tokio::time::sleep(OUTAGE).await;
     env.cluster.start_apiserver().await.unwrap();
