@@ -71,6 +71,28 @@ async fn wait_baseline(env: &Env) {
     .unwrap();
 }
 
+/// Waits until the workspace's `KeyRotation` condition has `status` and `reason` (it is written
+/// just after the rotation record).
+async fn wait_key_rotation_condition(
+    env: &Env,
+    status: &'static str,
+    reason: &'static str,
+) -> TinybirdWorkspace {
+    wait_for(
+        workspaces(env),
+        "analytics",
+        move |ws: Option<&TinybirdWorkspace>| {
+            ws.and_then(|w| w.status.as_ref())
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "KeyRotation"))
+                .is_some_and(|c| c.status == status && c.reason == reason)
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
 async fn annotate(env: &Env, value: &str) {
     let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_ROTATE: value}}});
     workspaces(env).patch("analytics", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
@@ -122,10 +144,7 @@ async fn annotating_the_workspace_rotates_the_admin_token_and_every_dependent_fo
     let minted = env.mint_clerk_token("tpl-t0").await;
     assert_eq!(env.query("top_pages", &minted, "").await.0, 200, "a Clerk-minted token is refused");
 
-    let workspace = workspaces(&env).get("analytics").await.unwrap();
-    let condition =
-        workspace.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "KeyRotation").cloned();
-    assert_eq!(condition.map(|c| (c.status, c.reason)), Some(("True".into(), "RotationComplete".into())));
+    let workspace = wait_key_rotation_condition(&env, "True", "RotationComplete").await;
     let events = env
         .events_with(&[
             "\"reason\":\"RotationStarted\"",
@@ -215,10 +234,7 @@ async fn a_refresh_tinybird_fails_is_never_sent_again_and_nothing_changes() {
     assert_eq!(env.tinybird.admin_token(), old_admin);
     assert_eq!(admin_token_in_secret(&env).await, old_admin);
     assert_eq!(env.query("top_pages", &old_token, "").await.0, 200);
-    let workspace = workspaces(&env).get("analytics").await.unwrap();
-    let condition =
-        workspace.status.unwrap().conditions.into_iter().find(|c| c.type_ == "KeyRotation").unwrap();
-    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "NotRefreshed"));
+    wait_key_rotation_condition(&env, "False", "NotRefreshed").await;
 
     // A new value tries again.
     annotate(&env, "attempt-2").await;

@@ -201,10 +201,21 @@ async fn killed_between_the_refresh_and_the_secret_write_the_loss_is_said_with_t
     assert_eq!(env.tinybird.admin_token(), lost_admin, "refreshed a second time");
     let message = record.message.unwrap();
     assert!(message.contains("tb token refresh") && message.contains("tinybird-admin"), "{message}");
-    let workspace = workspaces(&env).get("analytics").await.unwrap();
-    let condition =
-        workspace.status.unwrap().conditions.into_iter().find(|c| c.type_ == "KeyRotation").unwrap();
-    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "KeyLost"));
+    // The condition says so too (written just after the record).
+    wait_for(
+        workspaces(&env),
+        "analytics",
+        |ws: Option<&TinybirdWorkspace>| {
+            ws.and_then(|w| w.status.as_ref())
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "KeyRotation"))
+                .is_some_and(|c| {
+                    c.status == "False" && c.reason == "KeyLost" && c.message.contains("tb token refresh")
+                })
+        },
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
 
     // The runbook: refresh by hand, put the token into the Secret.
     let recovered_admin = env.tinybird.refresh_admin_token();

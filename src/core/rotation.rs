@@ -339,6 +339,32 @@ pub fn recovered(record: &RotationRecord, secret_fingerprint: &str, accepted: bo
     }
 }
 
+/// Longest a rotation holds Clerk template pushes back for its token Secrets (a dependent that
+/// never reaches the new key must not keep every template on the dead one).
+pub const CLERK_HOLD_LIMIT: Duration = Duration::from_secs(60);
+
+/// Secrets first: whether a Clerk push of the key `fingerprint` waits, because the rotation to
+/// that key is still re-signing token Secrets (every Secret first, then every template; the
+/// tracker marks the moment with `secretsOnNewKeyAfter`, which the dependents follow).
+#[must_use]
+pub fn holds_clerk(status: &RotationStatus, fingerprint: &str, now: Timestamp) -> bool {
+    status.history.first().is_some_and(|record| {
+        record.phase == phase::RESIGNING
+            && record.new_key_fingerprint.as_deref() == Some(fingerprint)
+            && record.secrets_on_new_key_after.is_none()
+            && record.refreshed_at.as_ref().is_none_or(|at| {
+                now.duration_since(at.0) < SignedDuration::try_from(CLERK_HOLD_LIMIT).unwrap_or_default()
+            })
+    })
+}
+
+/// Whether a workspace's status tells its dependents that the rotation's token Secrets are
+/// done (their held Clerk pushes may go).
+#[must_use]
+pub fn secrets_done(status: &RotationStatus) -> bool {
+    status.history.first().is_some_and(|r| r.secrets_on_new_key_after.is_some())
+}
+
 /// Whether a `KeyLost` record is over: the Secret holds another token than the lost rotation's
 /// old one, and Tinybird accepts it.
 #[must_use]

@@ -165,3 +165,17 @@ fn a_restart_never_refreshes_again_it_judges_the_secrets_token() {
     assert!(condition.message.contains("tb token refresh"), "{}", condition.message);
     assert!(condition.message.contains("ns/admin"));
 }
+
+#[test]
+fn clerk_pushes_of_the_new_key_wait_until_every_secret_is_on_it_for_a_minute_at_most() {
+    let refreshed = at("2026-01-01T00:00:00Z");
+    let status = started(&baseline(None, None, refreshed), ("1", trigger::CLI), Some("a"), None, refreshed);
+    assert!(!holds_clerk(&status, "b", refreshed), "nothing to hold before the key is in the Secret");
+    let status = landed(&status, "b", refreshed);
+    assert!(holds_clerk(&status, "b", at("2026-01-01T00:00:05Z")));
+    assert!(!holds_clerk(&status, "c", at("2026-01-01T00:00:05Z")), "another key is not this rotation's");
+    assert!(!holds_clerk(&status, "b", at("2026-01-01T00:01:00Z")), "held a minute at most");
+    let done = progressed(&status, progress(3, 3), progress(0, 3), at("2026-01-01T00:00:06Z"));
+    assert!(secrets_done(&done));
+    assert!(!holds_clerk(&done, "b", at("2026-01-01T00:00:06Z")));
+}

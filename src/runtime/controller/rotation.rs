@@ -34,6 +34,9 @@ const TRACK_EVERY: Duration = Duration::from_secs(1);
 const TRACK_PATIENCE: Duration = Duration::from_secs(600);
 /// How soon a `Refreshing` record is looked at again while its outcome is unknown.
 const RECHECK: Duration = Duration::from_secs(2);
+/// How soon a Clerk push held back by a rotation is looked at again, should the workspace's
+/// status not lift the hold first.
+pub(super) const CLERK_HOLD_RECHECK: Duration = Duration::from_secs(10);
 /// The admin token's name, usable in the refresh URL when the token carries no id.
 const ADMIN_TOKEN_NAME: &str = "admin token";
 
@@ -432,4 +435,22 @@ fn finished<W: Workspace>(workspace: &W, ctx: &Context, status: &RotationStatus)
         let _ = write!(note, ", every Clerk template {after} after");
     }
     ctx.events.publish(workspace, event_type, event_reason, "RotateAdminToken", &note);
+}
+
+/// Whether a Clerk push of the key `fingerprint` for `access` waits for the token Secrets of a
+/// rotation of its workspace ([`rotation::holds_clerk`]), as the workspace cache shows it.
+pub(super) fn holds_clerk_push(ctx: &Context, access: &crate::api::TenantAccess, fingerprint: &str) -> bool {
+    use kube::runtime::reflector::ObjectRef;
+    let reference = &access.spec.workspace_ref;
+    let now = ctx.now();
+    let holds = |status: Option<&crate::api::WorkspaceStatus>| {
+        status.and_then(|s| s.rotation.as_ref()).is_some_and(|r| rotation::holds_clerk(r, fingerprint, now))
+    };
+    if reference.kind.as_deref() == Some(crate::api::KIND_CLUSTER_WORKSPACE) {
+        let key = ObjectRef::new(&reference.name);
+        ctx.caches.cluster_workspaces.get(&key).is_some_and(|w| holds(w.status.as_ref()))
+    } else {
+        let key = ObjectRef::new(&reference.name).within(&access.namespace().unwrap_or_default());
+        ctx.caches.workspaces.get(&key).is_some_and(|w| holds(w.status.as_ref()))
+    }
 }

@@ -311,7 +311,8 @@ pub(super) struct TenantDependencies {
 }
 
 /// The workspace changes its TenantAccesses depend on: a workspace that is new, deleted, or whose
-/// generation or status (other than `status.rotation`) changed. A rotation writes its progress to
+/// generation or status (other than `status.rotation`, but for the moment a rotation's token
+/// Secrets are all on the new key) changed. A rotation writes its progress to
 /// `status.rotation` every second while the dependents are re-signed: were each write to re-run
 /// every dependent, a thousand tenants would make a thousand no-op reconciles a second, competing
 /// with the re-signing itself. (Metadata, the rotate annotation included, matters to no
@@ -344,8 +345,15 @@ fn dependents_view<W: Workspace>(workspace: &W) -> u64 {
     let status = workspace
         .workspace_status()
         .map(|status| crate::api::WorkspaceStatus { rotation: None, ..status.clone() });
+    let secrets_done = workspace
+        .workspace_status()
+        .and_then(|s| s.rotation.as_ref())
+        .is_some_and(crate::core::rotation::secrets_done);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     workspace.meta().generation.hash(&mut hasher);
+    // The one rotation fact dependents follow: every token Secret is on the new key, so the
+    // Clerk pushes held back until then may go.
+    secrets_done.hash(&mut hasher);
     serde_json::to_string(&status).unwrap_or_default().hash(&mut hasher);
     hasher.finish()
 }
