@@ -228,13 +228,7 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<RevokeRun> {
     );
     let seconds = |done: Instant| done.saturating_duration_since(refreshed).as_secs_f64();
     let (secrets, statuses, templates) = (seconds(secrets?), seconds(statuses?), seconds(templates?));
-    let record = workspaces(&bench.env)
-        .get(&bench.env.workspace)
-        .await
-        .map_err(BenchError::kube("reading the workspace"))?
-        .status
-        .and_then(|s| s.rotation)
-        .and_then(|r| r.history.into_iter().find(|r| r.request == request));
+    let record = completed_record(bench, &request).await?;
     bench.save_operator_metrics(&operator, &tag).await;
     operator.stop().await?;
     bench.env.delete_group(&namespaces, &group).await?;
@@ -247,6 +241,26 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<RevokeRun> {
         recorded_secrets_after: record.as_ref().and_then(|r| r.secrets_on_new_key_after.clone()),
         recorded_templates_after: record.and_then(|r| r.templates_on_new_key_after),
     })
+}
+
+/// The workspace's record of `request` once it is complete (the operator counts its dependents
+/// every second).
+async fn completed_record(bench: &Bench, request: &str) -> Result<Option<tenant_access::api::RotationRecord>> {
+    let deadline = Instant::now() + bench.timeout;
+    loop {
+        let record = workspaces(&bench.env)
+            .get(&bench.env.workspace)
+            .await
+            .map_err(BenchError::kube("reading the workspace"))?
+            .status
+            .and_then(|s| s.rotation)
+            .and_then(|r| r.history.into_iter().find(|r| r.request == request));
+        let complete = record.as_ref().is_some_and(|r| r.phase == "Complete");
+        if complete || Instant::now() >= deadline {
+            return Ok(record);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Waits until `expected` TenantAccess of `group` have pushed their Clerk template with the key
