@@ -245,7 +245,10 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<RevokeRun> {
 
 /// The workspace's record of `request` once it is complete (the operator counts its dependents
 /// every second).
-async fn completed_record(bench: &Bench, request: &str) -> Result<Option<tenant_access::api::RotationRecord>> {
+async fn completed_record(
+    bench: &Bench,
+    request: &str,
+) -> Result<Option<tenant_access::api::RotationRecord>> {
     let deadline = Instant::now() + bench.timeout;
     loop {
         let record = workspaces(&bench.env)
