@@ -21,6 +21,9 @@ pub enum Scenario {
     ProbeCost,
     /// Latency of sequential AdmissionReviews to the webhook, over HTTPS (no cluster needed).
     Admission,
+    /// N tenants with a Secret and a Clerk template; the admin token revoked by annotation:
+    /// refresh -> every Secret, every template on the new key, against the floor.
+    Revoke,
 }
 
 /// Benchmarks tenant-access-operator (a separate release process) against a real API server and
@@ -33,7 +36,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "token-core,convergence,idle,memory,admission"
+        default_value = "token-core,convergence,idle,memory,admission,revoke"
     )]
     pub scenarios: Vec<Scenario>,
     /// TenantAccess resources in the convergence, rotation and idle scenarios.

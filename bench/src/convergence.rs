@@ -183,7 +183,7 @@ async fn list_group(bench: &Bench, group: &str) -> Result<Vec<TenantAccess>> {
     Ok(list.items)
 }
 
-async fn floor_run(bench: &mut Bench, run: usize) -> Result<FloorRun> {
+pub(crate) async fn floor_run(bench: &mut Bench, run: usize) -> Result<FloorRun> {
     let group = format!("floor-{run}");
     let namespaces = bench.env.tenant_namespaces(&group, bench.args.tenant_namespaces).await?;
     let tenants = BenchEnv::tenants(&namespaces, bench.args.tenants);

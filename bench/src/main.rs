@@ -18,6 +18,7 @@ mod operator;
 mod probe_cost;
 mod progress;
 mod report;
+mod revoke;
 mod token_core;
 
 use std::path::PathBuf;
@@ -82,6 +83,7 @@ async fn run(args: Args) -> Result<Report> {
         memory: None,
         probe_cost: None,
         admission: None,
+        revoke: None,
         errors: Vec::new(),
     };
 
@@ -105,7 +107,8 @@ async fn run(args: Args) -> Result<Report> {
         }
     }
 
-    let cluster_scenarios = [Scenario::Convergence, Scenario::Idle, Scenario::Memory, Scenario::ProbeCost];
+    let cluster_scenarios =
+        [Scenario::Convergence, Scenario::Idle, Scenario::Memory, Scenario::ProbeCost, Scenario::Revoke];
     if cluster_scenarios.iter().any(|s| args.wants(*s)) {
         if !operator_binary.is_file() {
             return Err(BenchError::Fixture(format!(
@@ -155,6 +158,13 @@ async fn run_cluster_scenarios(bench: &mut Bench, report: &mut Report) {
         match probe_cost::run(bench).await {
             Ok(result) => report.probe_cost = Some(result),
             Err(error) => report.errors.push(format!("probe cost: {error}")),
+        }
+    }
+    if bench.args.wants(Scenario::Revoke) {
+        tracing::info!(tenants = bench.args.tenants, runs = bench.args.runs, "revoke");
+        match revoke::run(bench).await {
+            Ok(result) => report.revoke = Some(result),
+            Err(error) => report.errors.push(format!("revoke: {error}")),
         }
     }
 }

@@ -16,6 +16,8 @@ use crate::token_core::TokenCoreResult;
 
 /// Convergence and rotation: at most this times the floor.
 pub const TARGET_RATIO: f64 = 1.5;
+/// Revoke: every token Secret on the new key within this times the floor.
+pub const TARGET_REVOKE_RATIO: f64 = 1.2;
 /// RSS at 10,000 TenantAccess, MiB.
 pub const TARGET_RSS_MIB: f64 = 64.0;
 /// Unrelated Secrets: at most this much more RSS, percent.
@@ -52,6 +54,8 @@ pub struct Report {
     pub probe_cost: Option<ProbeCostResult>,
     /// The admission webhook's latency.
     pub admission: Option<crate::admission::AdmissionResult>,
+    /// Scenario "revoke".
+    pub revoke: Option<crate::revoke::RevokeResult>,
     /// Scenarios that failed, with why (the others still ran).
     pub errors: Vec<String>,
 }
@@ -118,6 +122,25 @@ impl Report {
                 c.floor_rotation_median_seconds,
                 c.rotation_ratio,
                 verdict(c.rotation_ratio <= TARGET_RATIO)
+            );
+        }
+        if let Some(r) = &self.revoke {
+            let _ = writeln!(
+                md,
+                "| Revoke: refresh at Tinybird → all {} token Secrets on the new key (median of {}) | {:.2} s | {:.2} s | {:.2}x | ≤ {TARGET_REVOKE_RATIO}x | {} |",
+                r.tenants,
+                r.runs.len(),
+                r.secrets_median_seconds,
+                r.floor_median_seconds,
+                r.secrets_ratio,
+                verdict(r.secrets_ratio <= TARGET_REVOKE_RATIO)
+            );
+            let _ = writeln!(
+                md,
+                "| Revoke: refresh at Tinybird → all {} Clerk templates on the new key (median of {}) | {:.2} s | | | (context) | |",
+                r.tenants,
+                r.runs.len(),
+                r.templates_median_seconds
             );
         }
         if let Some(i) = &self.idle {

@@ -71,3 +71,85 @@ async fn ask_workspace(
 
 /// Default timeout of admin-token checks.
 pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a refresh of the admin token did not give a new one. Messages never carry a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// Tinybird answered and did not refresh (an error status): nothing changed.
+    #[error("Tinybird answered {status} to the refresh of the admin token: it was not refreshed")]
+    Refused { status: u16 },
+    /// The request never reached Tinybird (no connection, unusable URL): nothing changed.
+    #[error("the refresh of the admin token was not sent: {0}")]
+    NotSent(String),
+    /// No usable answer: the request may or may not have refreshed the token at Tinybird.
+    #[error("the refresh of the admin token got no usable answer (it may have been refreshed): {0}")]
+    Unanswered(String),
+}
+
+#[derive(Deserialize)]
+struct RefreshAnswer {
+    token: String,
+}
+
+/// Refreshes the admin token with `POST {api_url}/v0/tokens/{token_ref}/refresh` (counted in
+/// `tenant_access_tinybird_requests_total{call="refresh"}`), `token_ref` being the token's id
+/// or name. From Tinybird's answer on, `key` and every JWT signed with it are refused: the
+/// returned token is the only copy of the workspace's admin token.
+///
+/// # Errors
+/// [`RefreshError::Refused`] when Tinybird answered with an error (nothing changed),
+/// [`RefreshError::Unanswered`] when it may have refreshed without the answer arriving.
+pub async fn refresh_admin_token(
+    http: &reqwest::Client,
+    api_url: &str,
+    key: &AdminToken,
+    token_ref: &str,
+) -> Result<AdminToken, RefreshError> {
+    let result = ask_refresh(http, api_url, key, token_ref).await;
+    let outcome = match &result {
+        Ok(_) => request_counts::OK,
+        Err(RefreshError::Refused { .. }) => "Refused",
+        Err(RefreshError::NotSent(_)) => "NotSent",
+        Err(RefreshError::Unanswered(_)) => "Unanswered",
+    };
+    request_counts::tinybird("refresh", outcome);
+    result
+}
+
+async fn ask_refresh(
+    http: &reqwest::Client,
+    api_url: &str,
+    key: &AdminToken,
+    token_ref: &str,
+) -> Result<AdminToken, RefreshError> {
+    let not_sent = |e: &dyn std::fmt::Display| RefreshError::NotSent(redact(&e.to_string(), &[key.expose()]));
+    let mut url = reqwest::Url::parse(api_url.trim_end_matches('/')).map_err(|e| not_sent(&e))?;
+    url.path_segments_mut()
+        .map_err(|()| not_sent(&"the API URL cannot have a path"))?
+        .pop_if_empty()
+        .extend(["v0", "tokens", token_ref, "refresh"]);
+    let response = match http.post(url).bearer_auth(key.expose()).send().await {
+        Ok(response) => response,
+        Err(error) if error.is_connect() => return Err(not_sent(&error)),
+        Err(error) => return Err(RefreshError::Unanswered(redact(&error.to_string(), &[key.expose()]))),
+    };
+    let status = response.status().as_u16();
+    // A 4xx refused the request; a 5xx may have come after the refresh was done.
+    if (400..500).contains(&status) {
+        return Err(RefreshError::Refused { status });
+    }
+    if status != 200 {
+        return Err(RefreshError::Unanswered(format!("Tinybird answered {status}")));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| RefreshError::Unanswered(redact(&e.to_string(), &[key.expose()])))?;
+    let answer: RefreshAnswer = serde_json::from_slice(&body)
+        .map_err(|_| RefreshError::Unanswered("the answer carries no \"token\"".to_owned()))?;
+    let token = AdminToken::new(&answer.token);
+    if token.expose().is_empty() {
+        return Err(RefreshError::Unanswered("the answer's \"token\" is empty".to_owned()));
+    }
+    Ok(token)
+}

@@ -18,8 +18,8 @@ pub use tenant_access::{
 };
 pub use workspace::{
     ClerkConnection, ClusterTinybirdWorkspace, ClusterTinybirdWorkspaceSpec, HealthCheckBudgetStatus,
-    RequiredParamSource, TinybirdWorkspace, TinybirdWorkspaceSpec, WorkspaceHealthChecks, WorkspacePolicy,
-    WorkspaceSpec, WorkspaceStatus,
+    RequiredParamSource, RotationProgress, RotationRecord, RotationSpec, RotationStatus, TinybirdWorkspace,
+    TinybirdWorkspaceSpec, WorkspaceHealthChecks, WorkspacePolicy, WorkspaceSpec, WorkspaceStatus,
 };
 
 /// Scope type granting read access to a pipe endpoint.

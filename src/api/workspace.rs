@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -107,6 +107,25 @@ pub struct WorkspaceSpec {
     /// (1,000 queries a day) survives with most of it left to the tenants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_checks: Option<WorkspaceHealthChecks>,
+
+    /// Scheduled rotation of the admin token: the operator refreshes it at Tinybird, writes the
+    /// new one into the admin-token Secret and re-signs every dependent token and Clerk
+    /// template. Off by default. An emergency rotation (a revoke) is asked for with the
+    /// annotation `tenantaccess.dev/rotate: <any new value>` or `tenant-access revoke`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSpec>,
+}
+
+/// When the admin token is rotated on a schedule.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSpec {
+    /// How long an admin token is kept before it is refreshed, e.g. `720h` (30 days); at
+    /// least `1m`. Every refresh invalidates every token of the workspace until it is re-signed
+    /// (seconds): choose a quiet time by when the schedule started. Unset or `0`: no schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_schema")]
+    pub interval: Option<String>,
 }
 
 /// The health-check budget of a workspace. Each pipe is probed once per interval for every
@@ -236,6 +255,96 @@ pub struct WorkspaceStatus {
     /// `spec.healthChecks` allows: planned against the budget, and what was cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_checks: Option<HealthCheckBudgetStatus>,
+    /// Rotations of the admin token (scheduled, or asked for by annotation or `tenant-access
+    /// revoke`): the request last acted upon, the next scheduled one, and the last few.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+}
+
+/// The rotations of a workspace's admin token. Written by the operator (a merge patch of its
+/// own, conditional on the object's resourceVersion, so that one request is acted upon once).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// The `tenantaccess.dev/rotate` annotation value last acted upon (values longer than 63
+    /// characters are kept as a hash). A different value asks for a new rotation. Set to the
+    /// annotation's value when the operator first sees the workspace, so that a manifest
+    /// carrying the annotation does not refresh the token when it is applied again elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub handled_request: Option<String>,
+    /// `spec.rotation.interval` the next rotation time was computed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub interval: Option<String>,
+    /// When the next scheduled rotation is due (absent without `spec.rotation.interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// The last rotations, newest first (at most 5). The first may be in progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub history: Vec<RotationRecord>,
+}
+
+/// One rotation of the admin token.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationRecord {
+    /// What asked for it: the annotation value (`cli-...` when `tenant-access revoke` set it),
+    /// or `schedule-<time>` for a scheduled rotation.
+    #[schemars(length(max = 80))]
+    pub request: String,
+    /// Why: `Annotation`, `CLI` or `Schedule`.
+    #[schemars(extend("enum" = ["Annotation", "CLI", "Schedule"]))]
+    pub trigger: String,
+    /// `Refreshing` (recorded before the refresh is sent: a refresh is never sent twice for one
+    /// request), `Resigning` (the new token is in the Secret; dependents are being re-signed),
+    /// `Complete`, `Superseded` (a newer rotation began before every dependent was re-signed),
+    /// `NotRefreshed` (Tinybird did not refresh: nothing changed), `KeyLost` (Tinybird
+    /// refreshed and the new token never reached the Secret: see the `KeyRotation` condition
+    /// for the recovery).
+    #[schemars(extend("enum" = ["Refreshing", "Resigning", "Complete", "Superseded", "NotRefreshed", "KeyLost"]))]
+    pub phase: String,
+    /// What happened, for people (never a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    /// When the operator took up the request.
+    pub requested_at: Time,
+    /// When Tinybird answered the refresh (the moment every old token died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<Time>,
+    /// Fingerprint of the admin token before (never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_key_fingerprint: Option<String>,
+    /// Fingerprint of the admin token after (never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_key_fingerprint: Option<String>,
+    /// Token Secrets of dependent TenantAccesses on the new key, of those holding a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<RotationProgress>,
+    /// Clerk templates of dependent TenantAccesses carrying the new key, of those pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<RotationProgress>,
+    /// From the refresh until every token Secret was on the new key (the tenants' outage),
+    /// e.g. `4.2s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub secrets_on_new_key_after: Option<String>,
+    /// From the refresh until every Clerk template carried the new key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub templates_on_new_key_after: Option<String>,
+}
+
+/// How many of a rotation's dependents are on the new key.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationProgress {
+    /// On the new key.
+    pub on_new_key: u32,
+    /// In all.
+    pub total: u32,
 }
 
 /// The health checks of a workspace: planned against the budget, and what was cut.

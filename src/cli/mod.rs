@@ -5,6 +5,7 @@ mod cluster;
 mod crd;
 mod inspect;
 mod render;
+mod revoke;
 mod run;
 mod status;
 mod webhook;
@@ -25,6 +26,10 @@ pub mod exit {
     pub const NOT_YET_VALID: u8 = 5;
     /// `status`: the TenantAccess is not Ready; `renew --wait`: no new token in time.
     pub const NOT_READY: u8 = 6;
+    /// `revoke`: Tinybird did not refresh the admin token (nothing changed).
+    pub const NOT_REFRESHED: u8 = 7;
+    /// `revoke`: the refreshed admin token was lost (the runbook is printed).
+    pub const KEY_LOST: u8 = 8;
 }
 
 /// Exit codes, as `--help` lists them.
@@ -36,7 +41,9 @@ const EXIT_CODES: &str = "Exit codes:
   4  inspect: the signature does not verify with the admin token
   5  inspect: the token is not valid yet (nbf in the future)
   6  status: a TenantAccess is not Ready; renew: a TenantAccess got no new token (refused, no
-     spec.secret, or not within --wait)";
+     spec.secret, or not within --wait); revoke: the rotation did not finish within --wait
+  7  revoke: Tinybird did not refresh the admin token (nothing changed)
+  8  revoke: the refreshed admin token was lost (the runbook is printed)";
 
 /// The name of the executable when kubectl runs it as a plugin (`kubectl tenant-access ...`).
 pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-tenant_access";
@@ -63,6 +70,10 @@ enum Command {
     Renew(status::RenewArgs),
     /// Show a TenantAccess's state: conditions, token schedule, Clerk template, endpoints.
     Status(status::StatusArgs),
+    /// Emergency revoke: rotate a workspace's admin token now (every token of the workspace dies
+    /// at once) and wait until every dependent token and Clerk template is on the new one.
+    #[command(after_long_help = revoke::EXIT_CODES)]
+    Revoke(revoke::RevokeArgs),
 }
 
 /// Parses the process's arguments. Run as `kubectl-tenant_access` (kubectl's plugin name for
@@ -90,6 +101,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::Renew(args) => status::renew(&args),
         Command::Status(args) => status::status(&args),
+        Command::Revoke(args) => revoke::revoke(&args),
     };
     match result {
         Ok(code) => code,

@@ -163,8 +163,12 @@ async fn supervise(
         });
     }
 
+    // A refreshed admin token held in memory (key_custody) outlives the controllers, a lost
+    // lease included: the process exits only once it is in its Secret.
+    let custody = crate::runtime::controller::key_custody::KeyCustody::process();
     if !leadership.enabled {
         bounded_shutdown(run_with_event_client(client, events_client, config, on_stop()), on_stop()).await;
+        custody.drained().await;
         return Ok(ExitCode::SUCCESS);
     }
     let namespace = leadership.namespace.clone().unwrap_or_else(|| config.cluster_resource_namespace.clone());
@@ -183,7 +187,9 @@ async fn supervise(
     standby.store(false, Ordering::SeqCst);
     let controllers =
         bounded_shutdown(run_with_event_client(client.clone(), events_client, config, on_stop()), on_stop());
-    if let Some(lost) = run_while_leading(controllers, election.keep(renewed_at)).await {
+    let lead = run_while_leading(controllers, election.keep(renewed_at)).await;
+    custody.drained().await;
+    if let Some(lost) = lead {
         let why = match lost {
             LeadLost::TakenOver => "another replica took it over",
             LeadLost::NotRenewed => "it could not be renewed in time",

@@ -13,7 +13,7 @@ use crate::core::conditions::find;
 use crate::core::well_known::{ANNOTATION_RENEW, condition};
 
 /// Field manager of changes made by the CLI (a user's action, not the operator's).
-const CLI_FIELD_MANAGER: &str = "tenant-access-cli";
+pub(super) const CLI_FIELD_MANAGER: &str = "tenant-access-cli";
 
 #[derive(Debug, clap::Args)]
 pub(super) struct StatusArgs {

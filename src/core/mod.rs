@@ -16,6 +16,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod redact;
 pub mod restarts;
+pub mod rotation;
 pub mod selector;
 pub mod shortcode;
 pub mod signing_workspace;

@@ -117,7 +117,8 @@ pub fn verify_interval(spec: &WorkspaceSpec) -> Result<Duration, String> {
 }
 
 /// What is wrong with a workspace spec whatever its admin token: what the workspace reconciler
-/// reports as `InvalidSpec` (`healthChecks`, `verifyInterval`) and what every TenantAccess
+/// reports as `InvalidSpec` (`healthChecks`, `verifyInterval`), a `rotation.interval` its
+/// rotation would refuse, and what every TenantAccess
 /// using the workspace would be refused for (its policy). Empty when nothing is.
 #[must_use]
 pub fn spec_problems(spec: &WorkspaceSpec, workspace: &str) -> Vec<String> {
@@ -126,6 +127,9 @@ pub fn spec_problems(spec: &WorkspaceSpec, workspace: &str) -> Vec<String> {
         problems.push(error.to_string());
     }
     if let Err(problem) = verify_interval(spec) {
+        problems.push(problem);
+    }
+    if let Err(problem) = crate::core::rotation::interval(spec.rotation.as_ref()) {
         problems.push(problem);
     }
     if let Some(policy) = &spec.policy {

@@ -18,6 +18,9 @@ pub const LABEL_TENANT_ACCESS: &str = "tenantaccess.dev/tenant-access";
 
 /// Annotation a user changes (to any new value) to force a re-sign now.
 pub const ANNOTATION_RENEW: &str = "tenantaccess.dev/renew";
+/// Annotation a user changes (to any new value) on a TinybirdWorkspace or
+/// ClusterTinybirdWorkspace to rotate its admin token now (an emergency revoke).
+pub const ANNOTATION_ROTATE: &str = "tenantaccess.dev/rotate";
 /// Annotation on an issued Secret and on restarted pod templates: the token revision.
 pub const ANNOTATION_REVISION: &str = "tenantaccess.dev/revision";
 /// Label a Deployment, StatefulSet or DaemonSet must carry (value `"true"`) before the operator
@@ -58,6 +61,8 @@ pub mod condition {
     pub const CLERK_TEMPLATE_SYNCED: &str = "ClerkTemplateSynced";
     /// Every probed pipe endpoint answered as expected.
     pub const ENDPOINTS_HEALTHY: &str = "EndpointsHealthy";
+    /// A workspace's last admin-token rotation: done, in progress, or what went wrong.
+    pub const KEY_ROTATION: &str = "KeyRotation";
 }
 
 /// Condition reasons (CamelCase, bounded: also used as metric and event labels).

@@ -85,7 +85,16 @@ pub struct Metrics {
     pub events_failed: Counter,
     /// Kubernetes requests cut by the request timeout, by verb.
     pub kube_request_timeouts: Family<crate::adapters::kube_client::VerbLabels, Counter>,
+    /// Admin-token rotations that ended, by outcome (the record's phase).
+    pub rotations: Family<OutcomeLabels, Counter>,
     sources: Arc<OnceLock<Sources>>,
+}
+
+/// Labels of the rotation counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `Complete`, `NotRefreshed` or `KeyLost`.
+    pub outcome: String,
 }
 
 impl std::fmt::Debug for Sources {
@@ -107,6 +116,7 @@ impl Default for Metrics {
             events_dropped: Counter::default(),
             events_failed: Counter::default(),
             kube_request_timeouts: Family::default(),
+            rotations: Family::default(),
             sources: Arc::default(),
         }
     }
@@ -159,6 +169,11 @@ impl Metrics {
             "Clerk JWT template requests by call (list, get, create, update, delete) and outcome (ok or why it failed)",
             self.clerk_requests.clone(),
         );
+        registry.register(
+            "rotations",
+            "Admin-token rotations that ended, by outcome (Complete, NotRefreshed, KeyLost)",
+            self.rotations.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector { sources: self.sources.clone() }));
         root
     }
@@ -177,6 +192,11 @@ impl Metrics {
     }
 
     /// Records a finished reconcile.
+    /// Counts a rotation that ended with `outcome` (a phase of bounded values).
+    pub fn rotated(&self, outcome: &str) {
+        self.rotations.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
+    }
+
     pub fn reconciled(&self, kind: &'static str, outcome: &'static str, took: Duration) {
         self.reconciles.get_or_create(&ReconcileLabels { kind, outcome }).inc();
         self.reconcile_duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
@@ -210,6 +230,7 @@ impl Collector for CacheCollector {
         let mut expiry = Vec::new();
         let mut renewal = Vec::new();
         let mut ready = Vec::new();
+        let mut next_rotation = Vec::new();
         for access in sources.tenant_accesses.state() {
             let labels = vec![
                 ("namespace", access.namespace_name().to_owned()),
@@ -233,6 +254,7 @@ impl Collector for CacheCollector {
                 ("name", workspace.metadata.name.clone().unwrap_or_default()),
                 ("kind", "TinybirdWorkspace".to_owned()),
             ];
+            push_next_rotation(&mut next_rotation, &labels, workspace.status.as_ref());
             ready.push((labels, if is_true(&conditions, condition::READY) { 1.0 } else { 0.0 }));
         }
         for workspace in sources.cluster_workspaces.state() {
@@ -242,6 +264,7 @@ impl Collector for CacheCollector {
                 ("name", workspace.metadata.name.clone().unwrap_or_default()),
                 ("kind", "ClusterTinybirdWorkspace".to_owned()),
             ];
+            push_next_rotation(&mut next_rotation, &labels, workspace.status.as_ref());
             ready.push((labels, if is_true(&conditions, condition::READY) { 1.0 } else { 0.0 }));
         }
         gauge_family(
@@ -257,6 +280,12 @@ impl Collector for CacheCollector {
             &renewal,
         )?;
         gauge_family(&mut encoder, "ready", "1 when the resource's Ready condition is True", &ready)?;
+        gauge_family(
+            &mut encoder,
+            "rotation_next_timestamp_seconds",
+            "When each workspace's next scheduled admin-token rotation is due (spec.rotation.interval)",
+            &next_rotation,
+        )?;
 
         let mut up = Vec::new();
         sources.health.endpoint_up(|key, resource, healthy| {
@@ -344,6 +373,18 @@ impl Collector for CacheCollector {
                 .encode(outcomes.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+/// Adds a workspace's next scheduled rotation, if it has one.
+fn push_next_rotation(
+    series: &mut Vec<(Labels, f64)>,
+    labels: &Labels,
+    status: Option<&crate::api::WorkspaceStatus>,
+) {
+    if let Some(due) = status.and_then(|s| s.rotation.as_ref()).and_then(|r| r.next_rotation_time.as_ref()) {
+        #[allow(clippy::cast_precision_loss)]
+        series.push((labels.clone(), due.0.as_second() as f64));
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::support::{Env, eventually, free_port, http_get};
+// Not every test binary that includes this module watches the Secrets.
+#[allow(unused_imports)]
 pub use watcher::Watcher;
 
 /// `tenant-access run` as a separate process serving the test namespace of a private cluster
@@ -62,6 +64,11 @@ impl OperatorProcess {
     /// SIGKILL: no graceful anything.
     pub async fn kill(mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// Waits for the process to exit on its own (e.g. after losing its leader lease).
+    pub async fn exited(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(crate::support::TIMEOUT, self.child.wait()).await.unwrap().unwrap()
     }
 
     /// SIGTERM, and waits for a clean exit.

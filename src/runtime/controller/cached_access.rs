@@ -9,6 +9,7 @@
 //! fails if they grow back. Decoding happens once per reconcile.
 
 use std::borrow::Cow;
+use std::num::NonZeroU64;
 
 use kube::Resource;
 use kube::api::ObjectMeta;
@@ -35,6 +36,16 @@ pub struct CachedTenantAccess {
     /// `status.token` `(expiresAt, renewalTime)`, Unix seconds.
     token_times: Option<(i64, i64)>,
     ready: bool,
+    /// [`key_tag`]s of the keys that signed `status.token` and `status.clerkTemplate` (pushed
+    /// ones only), for counting the dependents on a new key during a rotation.
+    key_tags: (Option<NonZeroU64>, Option<NonZeroU64>),
+}
+
+/// A signing-key fingerprint (`sha256:<16 hex>`) as a number, cheap to keep per TenantAccess.
+#[must_use]
+pub fn key_tag(fingerprint: &str) -> Option<NonZeroU64> {
+    let hex = fingerprint.strip_prefix("sha256:")?;
+    u64::from_str_radix(hex, 16).ok().and_then(NonZeroU64::new)
 }
 
 /// A cached object that does not decode (only if the operator's own encoding is broken).
@@ -77,6 +88,13 @@ impl CachedTenantAccess {
             .and_then(|s| s.token.as_ref())
             .map(|t| (t.expires_at.0.as_second(), t.renewal_time.0.as_second()));
         let ready = status.is_some_and(|s| is_true(&s.conditions, condition::READY));
+        let key_tags = (
+            status.and_then(|s| s.token.as_ref()).and_then(|t| key_tag(&t.signing_key_fingerprint)),
+            status
+                .and_then(|s| s.clerk_template.as_ref())
+                .filter(|t| t.id.is_some())
+                .and_then(|t| key_tag(&t.signing_key_fingerprint)),
+        );
         let metadata = ObjectMeta {
             name: access.metadata.name.take(),
             namespace: access.metadata.namespace.take(),
@@ -86,7 +104,7 @@ impl CachedTenantAccess {
         let json = serde_json::to_vec(&access)?;
         let compressed =
             lz4_flex::block::compress_prepend_size_with_dict(&json, dictionary()).into_boxed_slice();
-        Ok(Self { metadata, compressed, workspace_kind, workspace_name, token_times, ready })
+        Ok(Self { metadata, compressed, workspace_kind, workspace_name, token_times, ready, key_tags })
     }
 
     /// The whole TenantAccess.
@@ -114,6 +132,12 @@ impl CachedTenantAccess {
     #[must_use]
     pub fn token_times(&self) -> Option<(i64, i64)> {
         self.token_times
+    }
+
+    /// The [`key_tag`]s of the keys its token and its pushed Clerk template were signed with.
+    #[must_use]
+    pub fn key_tags(&self) -> (Option<NonZeroU64>, Option<NonZeroU64>) {
+        self.key_tags
     }
 
     /// Whether its Ready condition is True.

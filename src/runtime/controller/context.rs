@@ -77,6 +77,8 @@ pub struct Context {
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Objects whose reconcile failed for want of the API server, retried once it is back.
     pub outage: super::api_recovery::OutageRetries,
+    /// Refreshed admin tokens on their way to their Secrets (the process's one custody).
+    pub custody: super::key_custody::KeyCustody,
     /// The wall clock.
     clock: Clock,
 }
@@ -146,6 +148,7 @@ impl Context {
             verifications: Arc::default(),
             failures: Arc::default(),
             outage: super::api_recovery::OutageRetries::default(),
+            custody: super::key_custody::KeyCustody::process(),
             clock,
         })
     }
@@ -154,6 +157,12 @@ impl Context {
     #[must_use]
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The context's clock.
+    #[must_use]
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// Asks for a Tinybird check of this workspace's admin token at its next reconcile.

@@ -95,7 +95,17 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         write_token(&access, &validated, &signer, &ctx, &mut report, (token_plan, observed.as_ref())).await?;
     let mut retry_after =
         matches!(token, TokenOutcome::Refused).then(|| ctx.record_failure(access.as_ref()).1);
-    if clerk_next_pass {
+    // Secrets first during a rotation: a push of the new key waits until every token Secret of
+    // the workspace is on it. The workspace's status says when, and triggers this pass again.
+    let clerk_held = clerk_plan.is_some()
+        && previous
+            .clerk_template
+            .as_ref()
+            .is_some_and(|pushed| pushed.signing_key_fingerprint != signer.signing_key_fingerprint)
+        && super::rotation::holds_clerk_push(&ctx, &access, &signer.signing_key_fingerprint);
+    if clerk_held {
+        retry_after = Some(super::rotation::CLERK_HOLD_RECHECK);
+    } else if clerk_next_pass {
         retry_after = Some(Duration::ZERO);
     } else {
         let clerk = (clerk_plan, entry.as_ref(), &previous);

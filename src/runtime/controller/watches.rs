@@ -260,7 +260,7 @@ pub(super) fn with_dependencies(
         .owns_stream(dependencies.managed_secrets)
         .owns_stream(dependencies.managed_configmaps)
         .watches_stream(
-            paced(api::<TinybirdWorkspace>(client, ns), watcher::Config::default()).touched_objects(),
+            changes_for_dependents(paced(api::<TinybirdWorkspace>(client, ns), watcher::Config::default())),
             {
                 let tenants = store.clone();
                 move |ws: TinybirdWorkspace| {
@@ -271,8 +271,10 @@ pub(super) fn with_dependencies(
     if let Some(namespace_stream) = dependencies.namespaces {
         tenants = tenants
             .watches_stream(
-                paced(Api::<ClusterTinybirdWorkspace>::all(client.clone()), watcher::Config::default())
-                    .touched_objects(),
+                changes_for_dependents(paced(
+                    Api::<ClusterTinybirdWorkspace>::all(client.clone()),
+                    watcher::Config::default(),
+                )),
                 {
                     let tenants = store.clone();
                     move |ws: ClusterTinybirdWorkspace| {
@@ -306,6 +308,57 @@ pub(super) struct TenantDependencies {
     pub managed_configmaps: Objects<ConfigMap>,
     /// Namespaces (cluster-wide installs only): a label change re-evaluates their TenantAccess.
     pub namespaces: Option<Objects<PartialObjectMeta<Namespace>>>,
+}
+
+/// The workspace changes its TenantAccesses depend on: a workspace that is new, deleted, or whose
+/// generation or status (other than `status.healthChecks`, which only reports the health
+/// scheduler's budget use, and `status.rotation`, but for the moment a rotation's token Secrets
+/// are all on the new key) changed. A rotation writes its progress to
+/// `status.rotation` every second while the dependents are re-signed: were each write to re-run
+/// every dependent, a thousand tenants would make a thousand no-op reconciles a second, competing
+/// with the re-signing itself. (Metadata, the rotate annotation included, matters to no
+/// dependent either.)
+fn changes_for_dependents<W: Workspace>(
+    events: impl futures::Stream<Item = Result<watcher::Event<W>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<W, watcher::Error>> + Send + 'static {
+    let mut seen: std::collections::HashMap<(Option<String>, String), u64> = std::collections::HashMap::new();
+    events.filter_map(move |event| {
+        let change = match event {
+            Err(error) => Some(Err(error)),
+            Ok(watcher::Event::Apply(workspace) | watcher::Event::InitApply(workspace)) => {
+                let view = dependents_view(&workspace);
+                let changed = seen.insert((workspace.namespace(), workspace.name_any()), view) != Some(view);
+                changed.then_some(Ok(workspace))
+            }
+            Ok(watcher::Event::Delete(workspace)) => {
+                seen.remove(&(workspace.namespace(), workspace.name_any()));
+                Some(Ok(workspace))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+        };
+        future::ready(change)
+    })
+}
+
+/// A hash of what a workspace's dependents read of it.
+fn dependents_view<W: Workspace>(workspace: &W) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let status = workspace.workspace_status().map(|status| crate::api::WorkspaceStatus {
+        rotation: None,
+        health_checks: None,
+        ..status.clone()
+    });
+    let secrets_done = workspace
+        .workspace_status()
+        .and_then(|s| s.rotation.as_ref())
+        .is_some_and(crate::core::rotation::secrets_done);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    workspace.meta().generation.hash(&mut hasher);
+    // The one rotation fact dependents follow: every token Secret is on the new key, so the
+    // Clerk pushes held back until then may go.
+    secrets_done.hash(&mut hasher);
+    serde_json::to_string(&status).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The TenantAccess resources that use a workspace.
@@ -375,6 +428,67 @@ pub(super) fn receiver_stream<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use crate::api::{RotationStatus, TinybirdWorkspace, WorkspaceStatus};
+
+    fn workspace(fingerprint: &str, rotation: Option<&str>) -> TinybirdWorkspace {
+        let mut workspace: TinybirdWorkspace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantaccess.dev/v1alpha1", "kind": "TinybirdWorkspace",
+            "metadata": {"name": "analytics", "namespace": "team-a", "generation": 1},
+            "spec": {"adminTokenSecretRef": {"name": "admin"}},
+        }))
+        .unwrap();
+        workspace.status = Some(WorkspaceStatus {
+            signing_key_fingerprint: Some(fingerprint.into()),
+            rotation: rotation
+                .map(|r| RotationStatus { handled_request: Some(r.into()), ..RotationStatus::default() }),
+            ..WorkspaceStatus::default()
+        });
+        workspace
+    }
+
+    #[tokio::test]
+    async fn dependents_follow_a_new_key_and_a_deletion_but_not_a_rotation_progress_write() {
+        use kube::runtime::watcher::Event;
+        let events = vec![
+            Ok(Event::InitApply(workspace("sha256:a", None))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(workspace("sha256:a", Some("1")))),
+            Ok(Event::Apply(workspace("sha256:a", Some("2")))),
+            Ok(Event::Apply(workspace("sha256:b", Some("2")))),
+            Ok(Event::Delete(workspace("sha256:b", Some("2")))),
+        ];
+        let passed: Vec<Option<String>> = super::changes_for_dependents(futures::stream::iter(events))
+            .map(|w| w.unwrap().status.unwrap().signing_key_fingerprint)
+            .collect()
+            .await;
+        assert_eq!(passed, [Some("sha256:a".into()), Some("sha256:b".into()), Some("sha256:b".into())]);
+    }
+
+    #[tokio::test]
+    async fn dependents_do_not_follow_the_budget_use_the_workspace_reports() {
+        use kube::runtime::watcher::Event;
+        let with_budget = |planned: u64| {
+            let mut ws = workspace("sha256:a", None);
+            if let Some(status) = ws.status.as_mut() {
+                status.health_checks = Some(crate::api::HealthCheckBudgetStatus {
+                    max_queries_per_day: 200,
+                    planned_queries_per_day: planned,
+                    pipes: 1,
+                    cut: Some("stretched".into()),
+                });
+            }
+            ws
+        };
+        let events = vec![
+            Ok(Event::InitApply(workspace("sha256:a", None))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(with_budget(300))),
+            Ok(Event::Apply(with_budget(400))),
+        ];
+        let passed = super::changes_for_dependents(futures::stream::iter(events)).count().await;
+        assert_eq!(passed, 1, "only the first sight of the workspace re-runs its dependents");
+    }
 
     use futures::StreamExt as _;
     use kube::runtime::utils::{Backoff, StreamBackoff};

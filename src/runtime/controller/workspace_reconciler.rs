@@ -218,6 +218,11 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
         return Ok(Action::await_change());
     }
     let mut entry = refresh_entry(workspace.as_ref(), &ctx).await?;
+    let rotation = super::rotation::drive(workspace.as_ref(), &entry, &ctx).await?;
+    if rotation.landed {
+        // A refreshed token is in the Secret: sign with it from now on.
+        entry = refresh_entry(workspace.as_ref(), &ctx).await?;
+    }
     let previous_fingerprint =
         workspace.workspace_status().and_then(|s| s.signing_key_fingerprint.as_deref());
     let rotated_now = entry
@@ -278,6 +283,12 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
             .is_none_or(|c| c.status != "False" || c.reason != ready.reason);
     let rotated = matches!((&previous.signing_key_fingerprint, &status.signing_key_fingerprint), (Some(old), Some(new)) if old != new);
     set_condition(&mut status.conditions, ready, workspace.meta().generation, now);
+    let rotation_status = rotation.status.clone().unwrap_or_default();
+    if let Some(desired) =
+        crate::core::rotation::condition(&rotation_status, rotation.schedule_problem.as_deref())
+    {
+        set_condition(&mut status.conditions, desired, workspace.meta().generation, now);
+    }
     if status != previous {
         patch_status(workspace.as_ref(), &ctx, &status).await?;
     }
@@ -305,7 +316,8 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
     }
     // A pass that got this far succeeded: the next failure backs off from the start again.
     ctx.record_success(workspace.as_ref());
-    Ok(Action::requeue(next_verification.map_or(ctx.settings.resync, |next| next.min(ctx.settings.resync))))
+    let next = [next_verification, rotation.requeue].into_iter().flatten().min();
+    Ok(Action::requeue(next.map_or(ctx.settings.resync, |next| next.min(ctx.settings.resync))))
 }
 
 async fn patch_status<W: Workspace>(
@@ -314,6 +326,8 @@ async fn patch_status<W: Workspace>(
     status: &WorkspaceStatus,
 ) -> Result<(), Error> {
     let api = workspace.own_api(ctx.client.clone());
+    // `status.rotation` is written apart, conditionally (`rotation.rs`): never applied here.
+    let status = WorkspaceStatus { rotation: None, ..status.clone() };
     let patch = serde_json::json!({
         "apiVersion": W::api_version(&()),
         "kind": W::kind(&()),

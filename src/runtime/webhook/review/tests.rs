@@ -274,14 +274,19 @@ async fn workspaces_the_operator_does_not_use_are_not_judged() {
 async fn a_workspace_with_a_policy_no_tenant_access_can_meet_is_refused() {
     let object = json!({
         "apiVersion": "tenantaccess.dev/v1alpha1", "kind": "ClusterTinybirdWorkspace", "metadata": {"name": "shared"},
-        "spec": {"adminTokenSecretRef": {"name": "tb"}, "verifyInterval": "often",
+        "spec": {"adminTokenSecretRef": {"name": "tb"}, "verifyInterval": "often", "rotation": {"interval": "30s"},
                  "policy": {"requiredParams": {"org": {}}, "allowedNamespaces": {"matchExpressions": [{"key": "tier", "operator": "Near"}]}}},
     });
     let response =
         verdict(&review("ClusterTinybirdWorkspace", "CREATE", object, None), &Known::default()).await;
     assert_eq!(response["allowed"], false);
     let message = message(&response);
-    for field in ["spec.verifyInterval", "spec.policy.requiredParams.org", "spec.policy.allowedNamespaces"] {
+    for field in [
+        "spec.verifyInterval",
+        "spec.rotation.interval",
+        "spec.policy.requiredParams.org",
+        "spec.policy.allowedNamespaces",
+    ] {
         assert!(message.contains(field), "{field} missing from {message}");
     }
     let fine = json!({"apiVersion": "tenantaccess.dev/v1alpha1", "kind": "TinybirdWorkspace", "metadata": {"name": "analytics"}, "spec": {"adminTokenSecretRef": {"name": "tb"}}});
