@@ -773,6 +773,7 @@ async fn notes_are_self_contained_and_nothing_a_user_applies_carries_an_admin_to
         assert_eq!((parsed.workspaces.len(), parsed.tenant_accesses.len()), (1, 1), "{notes}");
         assert!(notes.contains("--from-literal=token=\"$TB_ADMIN_TOKEN\""), "{notes}");
         assert!(notes.contains("Uninstalling"), "NOTES say where the uninstall order is:\n{notes}");
+        assert!(notes.contains("tenantaccess.dev/rotate="), "NOTES say how to revoke:\n{notes}");
     }
     // No example manifest is a Secret: applying examples/ after creating the real admin-token
     // Secret cannot replace it.
