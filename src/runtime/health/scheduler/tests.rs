@@ -565,9 +565,10 @@ async fn one_access_with_hundreds_of_slow_failing_endpoints_does_not_delay_anoth
     assert!(lone.len() >= 50, "the lone endpoint was probed {} times during 300 noisy probes", lone.len());
     let most_between = lone.windows(2).map(|pair| pair[1] - pair[0] - 1).max().unwrap_or(usize::MAX);
     assert!(most_between <= 10, "up to {most_between} noisy probes between two probes of the lone endpoint");
-    // The noisy access never held more than its places.
+    // Neither access ever held more than its places (the lone one may have its pipe's probe
+    // and its token's check in flight at once); without the bound the noisy one takes all 8.
     let max = script.max_in_flight.load(Ordering::SeqCst);
-    assert!(max <= 1 + PER_ACCESS_IN_FLIGHT, "{max} probes in flight with one lone endpoint");
+    assert!(max <= 2 * PER_ACCESS_IN_FLIGHT, "{max} probes in flight with one lone endpoint");
     scheduler.shutdown().await;
 }
 
