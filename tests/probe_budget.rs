@@ -183,9 +183,13 @@ async fn a_new_token_is_verified_once_soon_after_it_is_written() {
     })
     .await;
     assert!(probes.values().all(|count| *count == 1), "each new token verified once: {probes:?}");
-    // Nothing more within the hour (a window of 10 s).
+    // No token checked again within the hour (a window of 10 s). The pipe's own first probe
+    // (one, with one member's token) falls anywhere in its first hour: it may be in the window.
     let writes = observe(&env, 10).await;
-    assert_eq!(by_token(&env), probes, "no probe after the verifications");
+    let after = by_token(&env);
+    let more: usize = after.iter().map(|(name, count)| count - probes.get(name).copied().unwrap_or(0)).sum();
+    assert!(more <= 1, "no probe after the verifications but the pipe's own: {probes:?} then {after:?}");
+    assert_eq!(after.len(), 3, "{after:?}");
     assert!(writes.is_empty(), "{writes:?}");
     env.stop_operator().await;
 }
