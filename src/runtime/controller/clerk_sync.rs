@@ -49,7 +49,7 @@ fn from_error(error: &ClerkError, ctx: &Context, access: &TenantAccess) -> SyncO
             retry_after: *retry_after,
         };
     }
-    let retry_after = error.retry_after().unwrap_or_else(|| ctx.record_failure(access).1);
+    let retry_after = error.retry_after().unwrap_or_else(|| ctx.retries.failed(access).1);
     failed(error.reason(), error.to_string(), retry_after)
 }
 
@@ -99,12 +99,12 @@ pub(super) async fn sync(
             };
         }
         Some(Err(problem)) => {
-            let retry = ctx.record_failure(access).1;
+            let retry = ctx.retries.failed(access).1;
             return failed(problem.reason, format!("Clerk connection: {}", problem.message), retry);
         }
         Some(Ok(credentials)) => credentials,
     };
-    let client = match ctx.clerk.get_or_create(&credentials.api_url, credentials.secret_key()) {
+    let client = match ctx.apis.clerk.get_or_create(&credentials.api_url, credentials.secret_key()) {
         Ok(client) => client,
         Err(error) => return from_error(&error, ctx, access),
     };
@@ -158,7 +158,7 @@ pub(super) async fn sync(
                     "Clerk template {id} cannot be renamed from {:?} to {:?}: another Clerk template has that name; it was left alone: delete or rename it in Clerk, or choose another spec.clerkTemplate.name",
                     previous.name, template.name
                 );
-                let retry = ctx.record_failure(access).1.max(Duration::from_secs(60));
+                let retry = ctx.retries.failed(access).1.max(Duration::from_secs(60));
                 return failed(clerk_reason::CONFLICT, message, retry);
             }
             Err(error) => return from_error(&error, ctx, access),
@@ -191,7 +191,7 @@ async fn create_or_adopt(
                 "a Clerk template named {:?} ({}) already exists and is not managed by this TenantAccess (its claims lack {CLERK_OWNER_CLAIM}: {:?}); it was left alone: delete or rename it in Clerk, or choose another spec.clerkTemplate.name",
                 remote.name, remote.id, template.claims.owner
             );
-            let retry = ctx.record_failure(access).1.max(Duration::from_secs(60));
+            let retry = ctx.retries.failed(access).1.max(Duration::from_secs(60));
             return Err(failed(clerk_reason::CONFLICT, message, retry));
         }
         None => {
@@ -245,7 +245,7 @@ pub(super) async fn delete_remote(
     ctx: &Context,
     why: &str,
 ) -> Result<(), ClerkError> {
-    let client = ctx.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?;
+    let client = ctx.apis.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?;
     client.delete(id).await?;
     ctx.events.publish(
         access,

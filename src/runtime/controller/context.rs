@@ -1,6 +1,6 @@
 //! What every reconcile shares: the client, the caches, the event publisher, the settings.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, core::PartialObjectMeta};
 
-use super::workspace_cache::WorkspaceCache;
+use super::workspace_cache::{WorkspaceCache, WorkspaceKey};
 use crate::adapters::events::EventPublisher;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::core::backoff::{Backoff, jitter};
@@ -49,34 +49,22 @@ pub struct Context {
     pub workspace_cache: WorkspaceCache,
     /// The watch caches.
     pub caches: Caches,
+    /// The operator's own writes and the Secrets that exist, fed by the watches.
+    pub ledger: Ledger,
+    /// Tinybird and Clerk clients.
+    pub apis: Apis,
     /// Events, sent off the reconcile path.
     pub events: EventPublisher,
-    /// The objects last written, preferred over older cached copies.
-    pub last_writes: super::writes::LastWrites,
-    /// Which Secrets exist (names only), to create a token Secret without a GET first.
-    pub known_secrets: super::known_secrets::KnownSecrets,
-    /// Digests of the managed token Secrets (instead of a cache of them).
-    pub token_secrets: super::token_secrets::TokenSecrets,
-    /// The endpoint health checks.
-    pub health: crate::runtime::health::HealthScheduler,
-    /// TenantAccess resources registered with the health scheduler (swept when deleted).
-    pub health_keys: Arc<Mutex<std::collections::HashSet<crate::runtime::health::AccessKey>>>,
-    /// Workspaces whose admin token must be checked with Tinybird at their next reconcile.
-    forced_verifications: Arc<Mutex<std::collections::HashSet<super::workspace_cache::WorkspaceKey>>>,
-    /// Asks the workspace controllers to reconcile a workspace now.
-    pub workspace_rechecks: WorkspaceRechecks,
     /// Metrics.
     pub metrics: crate::runtime::metrics::Metrics,
-    /// Clerk clients, one rate limiter per Clerk instance.
-    pub clerk: crate::adapters::clerk::ClerkClients,
-    /// The HTTP client for Tinybird calls.
-    pub http: reqwest::Client,
-    /// Last admin-token check per workspace: (key fingerprint, when).
-    verifications: Arc<Mutex<HashMap<super::workspace_cache::WorkspaceKey, (String, Timestamp)>>>,
-    /// Consecutive failures per object, for backoff.
-    failures: Arc<Mutex<HashMap<String, u32>>>,
-    /// Objects whose reconcile failed for want of the API server, retried once it is back.
-    pub outage: super::api_recovery::OutageRetries,
+    /// The endpoint health checks.
+    pub health: crate::runtime::health::HealthScheduler,
+    /// When each workspace's admin token was last checked with Tinybird, and which are due.
+    pub admin_checks: AdminTokenChecks,
+    /// Failures per object (backoff) and reconciles waiting for the API server.
+    pub retries: Retries,
+    /// Asks the workspace controllers to reconcile a workspace now.
+    pub workspace_rechecks: WorkspaceRechecks,
     /// Refreshed admin tokens on their way to their Secrets (the process's one custody).
     pub custody: super::key_custody::KeyCustody,
     /// The wall clock.
@@ -86,6 +74,131 @@ pub struct Context {
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// What the operator knows of its own writes and of the Secrets that exist, fed by the watches.
+#[derive(Clone, Default)]
+#[allow(missing_debug_implementations)]
+pub struct Ledger {
+    /// The objects last written, preferred over older cached copies; their echoes trigger nothing.
+    pub last_writes: super::writes::LastWrites,
+    /// Digests of the managed token Secrets (instead of a cache of them).
+    pub token_secrets: super::token_secrets::TokenSecrets,
+    /// Which Secrets exist (names only), to create a token Secret without a GET first.
+    pub known_secrets: super::known_secrets::KnownSecrets,
+}
+
+impl Ledger {
+    /// Records a token Secret the operator wrote (the API server's answer): its digest, and its
+    /// resourceVersion to recognise the watch event it causes.
+    pub fn wrote_secret(&self, secret: &Secret) {
+        self.token_secrets.wrote(secret);
+        self.last_writes.wrote_secret(secret);
+    }
+}
+
+/// The clients of the services outside the cluster.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Apis {
+    /// The HTTP client of Tinybird calls (admin-token checks and refreshes).
+    pub tinybird: reqwest::Client,
+    /// Clerk clients, one rate limiter per Clerk instance.
+    pub clerk: crate::adapters::clerk::ClerkClients,
+}
+
+/// The admin-token checks with Tinybird: when each workspace's key was last answered, and which
+/// workspaces must be checked at their next reconcile.
+#[derive(Clone, Default, Debug)]
+pub struct AdminTokenChecks {
+    /// Workspaces whose admin token must be checked at their next reconcile.
+    forced: Arc<Mutex<HashSet<WorkspaceKey>>>,
+    /// Last check per workspace: (key fingerprint, when).
+    answered: Arc<Mutex<HashMap<WorkspaceKey, (String, Timestamp)>>>,
+}
+
+impl AdminTokenChecks {
+    /// Asks for a Tinybird check of this workspace's admin token at its next reconcile.
+    pub fn force(&self, workspace: WorkspaceKey) {
+        if let Ok(mut forced) = self.forced.lock() {
+            forced.insert(workspace);
+        }
+    }
+
+    /// Whether a check was asked for (and forgets the request).
+    #[must_use]
+    pub fn take_forced(&self, workspace: &WorkspaceKey) -> bool {
+        self.forced.lock().is_ok_and(|mut forced| forced.remove(workspace))
+    }
+
+    /// Whether Tinybird answered a check of this key (its fingerprint) of this workspace.
+    #[must_use]
+    pub fn answered(&self, workspace: &WorkspaceKey, fingerprint: &str) -> bool {
+        self.answered
+            .lock()
+            .is_ok_and(|checks| checks.get(workspace).is_some_and(|(checked, _)| checked == fingerprint))
+    }
+
+    /// None when a check of this key is due now; else the time until it is.
+    #[must_use]
+    pub fn due_in(
+        &self,
+        workspace: &WorkspaceKey,
+        fingerprint: &str,
+        interval: Duration,
+        now: Timestamp,
+    ) -> Option<Duration> {
+        let answered = self.answered.lock().ok()?;
+        let (checked_fingerprint, at) = answered.get(workspace)?;
+        if checked_fingerprint != fingerprint {
+            return None;
+        }
+        let elapsed = Duration::try_from(now.duration_since(*at)).unwrap_or_default();
+        interval.checked_sub(elapsed).filter(|left| !left.is_zero())
+    }
+
+    /// Records that a key was answered now.
+    pub fn record(&self, workspace: WorkspaceKey, fingerprint: &str, now: Timestamp) {
+        if let Ok(mut answered) = self.answered.lock() {
+            answered.insert(workspace, (fingerprint.to_owned(), now));
+        }
+    }
+}
+
+/// When failing objects are tried again: the backoff of each, and the reconciles that wait for
+/// the API server.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Retries {
+    /// The backoff of failing objects.
+    backoff: Backoff,
+    /// Consecutive failures per object.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Objects whose reconcile failed for want of the API server, retried once it is back.
+    pub outage: super::api_recovery::OutageRetries,
+}
+
+impl Retries {
+    /// Records a failure of `object` and returns the attempts so far and the backoff delay before
+    /// the next.
+    #[must_use]
+    pub fn failed<K: Resource<DynamicType = ()>>(&self, object: &K) -> (u32, Duration) {
+        let key = ObjectRef::from_obj(object).to_string();
+        let attempts = self.failures.lock().map_or(1, |mut failures| {
+            let count = failures.entry(key.clone()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        });
+        (attempts, self.backoff.delay(attempts, jitter(&key)))
+    }
+
+    /// Forgets the failures of `object` after a success.
+    pub fn succeeded<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        let key = ObjectRef::from_obj(object).to_string();
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&key);
+        }
     }
 }
 
@@ -117,37 +230,28 @@ impl Context {
         workspace_cache: WorkspaceCache,
         services: Services,
     ) -> Result<Self, crate::adapters::clerk::ClerkError> {
-        let Services {
-            events,
-            last_writes,
-            known_secrets,
-            token_secrets,
-            clerk_options,
-            health,
-            workspace_rechecks,
-            metrics,
-            clock,
-        } = services;
+        let Services { events, ledger, clerk_options, health, workspace_rechecks, metrics, clock } = services;
         Ok(Self {
-            clerk: crate::adapters::clerk::ClerkClients::new(clerk_options)?,
+            apis: Apis {
+                tinybird: crate::adapters::http::client(crate::adapters::tinybird::VERIFY_TIMEOUT)
+                    .unwrap_or_default(),
+                clerk: crate::adapters::clerk::ClerkClients::new(clerk_options)?,
+            },
+            retries: Retries {
+                backoff: settings.backoff,
+                failures: Arc::default(),
+                outage: super::api_recovery::OutageRetries::default(),
+            },
             events,
-            last_writes,
-            known_secrets,
-            token_secrets,
+            ledger,
             health,
-            health_keys: Arc::default(),
-            forced_verifications: Arc::default(),
+            admin_checks: AdminTokenChecks::default(),
             workspace_rechecks,
             metrics,
             client,
             settings,
             workspace_cache,
             caches,
-            http: crate::adapters::http::client(crate::adapters::tinybird::VERIFY_TIMEOUT)
-                .unwrap_or_default(),
-            verifications: Arc::default(),
-            failures: Arc::default(),
-            outage: super::api_recovery::OutageRetries::default(),
             custody: super::key_custody::KeyCustody::process(),
             clock,
         })
@@ -163,84 +267,6 @@ impl Context {
     #[must_use]
     pub fn clock(&self) -> Clock {
         self.clock
-    }
-
-    /// Asks for a Tinybird check of this workspace's admin token at its next reconcile.
-    pub fn force_verification(&self, workspace: super::workspace_cache::WorkspaceKey) {
-        if let Ok(mut forced) = self.forced_verifications.lock() {
-            forced.insert(workspace);
-        }
-    }
-
-    /// Whether a check was asked for (and forgets the request).
-    #[must_use]
-    pub fn take_forced_verification(&self, workspace: &super::workspace_cache::WorkspaceKey) -> bool {
-        self.forced_verifications.lock().is_ok_and(|mut forced| forced.remove(workspace))
-    }
-
-    /// Whether Tinybird answered a check of this key (its fingerprint) of this workspace.
-    #[must_use]
-    pub fn verified(&self, workspace: &super::workspace_cache::WorkspaceKey, fingerprint: &str) -> bool {
-        self.verifications
-            .lock()
-            .is_ok_and(|checks| checks.get(workspace).is_some_and(|(checked, _)| checked == fingerprint))
-    }
-
-    /// None when a check of this key is due now; else the time until it is.
-    #[must_use]
-    pub fn verification_due(
-        &self,
-        workspace: &super::workspace_cache::WorkspaceKey,
-        fingerprint: &str,
-        interval: Duration,
-        now: Timestamp,
-    ) -> Option<Duration> {
-        let verifications = self.verifications.lock().ok()?;
-        let (checked_fingerprint, at) = verifications.get(workspace)?;
-        if checked_fingerprint != fingerprint {
-            return None;
-        }
-        let elapsed = Duration::try_from(now.duration_since(*at)).unwrap_or_default();
-        interval.checked_sub(elapsed).filter(|left| !left.is_zero())
-    }
-
-    /// Records that a key was checked now.
-    pub fn record_verification(
-        &self,
-        workspace: super::workspace_cache::WorkspaceKey,
-        fingerprint: &str,
-        now: Timestamp,
-    ) {
-        if let Ok(mut verifications) = self.verifications.lock() {
-            verifications.insert(workspace, (fingerprint.to_owned(), now));
-        }
-    }
-
-    /// Records a failure of `object` and returns the backoff delay before the next attempt.
-    #[must_use]
-    pub fn record_failure<K: Resource<DynamicType = ()>>(&self, object: &K) -> (u32, Duration) {
-        let key = ObjectRef::from_obj(object).to_string();
-        let attempts = self.failures.lock().map_or(1, |mut failures| {
-            let count = failures.entry(key.clone()).or_insert(0);
-            *count = count.saturating_add(1);
-            *count
-        });
-        (attempts, self.settings.backoff.delay(attempts, jitter(&key)))
-    }
-
-    /// Records a token Secret the operator wrote (the API server's answer): its digest, and its
-    /// resourceVersion to recognise the watch event it causes.
-    pub fn wrote_secret(&self, secret: &Secret) {
-        self.token_secrets.wrote(secret);
-        self.last_writes.wrote_secret(secret);
-    }
-
-    /// Forgets the failures of `object` after a success.
-    pub fn record_success<K: Resource<DynamicType = ()>>(&self, object: &K) {
-        let key = ObjectRef::from_obj(object).to_string();
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(&key);
-        }
     }
 }
 
@@ -258,12 +284,8 @@ pub struct WorkspaceRechecks {
 pub struct Services {
     /// The event publisher.
     pub events: EventPublisher,
-    /// The read-your-writes cache (shared with the watch filters).
-    pub last_writes: super::writes::LastWrites,
-    /// Which Secrets exist, fed by the Secret metadata watch.
-    pub known_secrets: super::known_secrets::KnownSecrets,
-    /// Digests of the managed token Secrets (instead of a cache of them).
-    pub token_secrets: super::token_secrets::TokenSecrets,
+    /// The ledger the watches feed.
+    pub ledger: Ledger,
     /// Clerk client settings (budget, timeouts).
     pub clerk_options: crate::adapters::clerk::ClerkClientOptions,
     /// The health-check scheduler.

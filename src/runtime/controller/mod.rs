@@ -29,7 +29,7 @@ use kube::Client;
 use kube::runtime::reflector::ObjectRef;
 
 use self::context::{Context, Settings};
-use self::watches::{WatchSinks, Watches, receiver_stream, workspaces_for_secret};
+use self::watches::{Watches, receiver_stream, workspaces_for_secret};
 use self::workspace_cache::WorkspaceCache;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 
@@ -78,9 +78,7 @@ pub async fn run_with_event_client(
         _ => None,
     };
     let workspace_cache = WorkspaceCache::default();
-    let last_writes = writes::LastWrites::default();
-    let known_secrets = known_secrets::KnownSecrets::default();
-    let token_secrets = token_secrets::TokenSecrets::default();
+    let ledger = context::Ledger::default();
     let Watches {
         caches,
         workspaces: workspace_controller,
@@ -89,23 +87,12 @@ pub async fn run_with_event_client(
         tenant_dependencies,
         admin_secrets,
         cluster_admin_secrets,
-    } = Watches::new(
-        &client,
-        ns,
-        &config.cluster_resource_namespace,
-        &WatchSinks {
-            last_writes: &last_writes,
-            token_secrets: &token_secrets,
-            known_secrets: &known_secrets,
-        },
-    );
+    } = Watches::new(&client, ns, &config.cluster_resource_namespace, &ledger);
     let cluster_wide = ns.is_none();
     // Every cache a TenantAccess reconcile reads, synced: before that, a reconcile would decide
     // from a partial view (a workspace or namespace not listed yet, a token Secret not digested)
     // and flip a healthy TenantAccess, write, and warn, only to undo it a moment later.
-    let synced = caches_synced(caches.clone(), token_secrets.clone(), known_secrets.clone(), cluster_wide)
-        .boxed()
-        .shared();
+    let synced = caches_synced(caches.clone(), ledger.clone(), cluster_wide).boxed().shared();
 
     let settings = Settings {
         cluster_resource_namespace: config.cluster_resource_namespace.clone(),
@@ -151,9 +138,7 @@ pub async fn run_with_event_client(
                 config.metrics.events_failed.clone(),
                 clock,
             ),
-            last_writes,
-            known_secrets,
-            token_secrets,
+            ledger,
             clerk_options,
             health: health.clone(),
             workspace_rechecks: rechecks,
@@ -243,7 +228,7 @@ pub async fn run_with_event_client(
     let synced = ready_when_synced(ready, config.synced.clone());
     let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
     let recovery =
-        api_recovery::run(client, ctx.outage.clone(), outage_retry, ctx.workspace_rechecks.clone());
+        api_recovery::run(client, ctx.retries.outage.clone(), outage_retry, ctx.workspace_rechecks.clone());
     let budgets =
         budget_status::run(ctx.clone(), caches.workspaces.clone(), caches.cluster_workspaces.clone());
     let recovery = async {
@@ -268,18 +253,13 @@ pub async fn run_with_event_client(
 /// The workspace reconcilers need no gate of their own: they read only their own cache (which
 /// kube's controller lists before it reconciles anything) and the admin-token Secrets, fresh
 /// from the API.
-async fn caches_synced(
-    caches: context::Caches,
-    token_secrets: token_secrets::TokenSecrets,
-    known_secrets: known_secrets::KnownSecrets,
-    cluster_wide: bool,
-) -> bool {
+async fn caches_synced(caches: context::Caches, ledger: context::Ledger, cluster_wide: bool) -> bool {
     let (tenant_accesses, workspaces, configmaps, (), ()) = futures::join!(
         caches.tenant_accesses.wait_until_ready(),
         caches.workspaces.wait_until_ready(),
         caches.managed_configmaps.wait_until_ready(),
-        token_secrets.wait_until_synced(),
-        known_secrets.wait_until_synced(),
+        ledger.token_secrets.wait_until_synced(),
+        ledger.known_secrets.wait_until_synced(),
     );
     let cluster = if cluster_wide {
         let (workspaces, namespaces) = futures::join!(
@@ -312,16 +292,11 @@ async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         loop {
             ticker.tick().await;
-            let registered: Vec<crate::runtime::health::AccessKey> =
-                ctx.health_keys.lock().map(|keys| keys.iter().cloned().collect()).unwrap_or_default();
-            for key in registered {
+            for key in ctx.health.registered() {
                 if ctx.caches.tenant_accesses.get(&ObjectRef::new(&key.name).within(&key.namespace)).is_none()
                 {
                     ctx.health.unregister(&key);
-                    ctx.last_writes.forget_access(&key.namespace, &key.name);
-                    if let Ok(mut keys) = ctx.health_keys.lock() {
-                        keys.remove(&key);
-                    }
+                    ctx.ledger.last_writes.forget_access(&key.namespace, &key.name);
                 }
             }
         }

@@ -122,8 +122,8 @@ async fn token_secret(
     let namespace = &validated.namespace;
     // At a (re)start, the list of managed Secrets is on its way: wait for it rather than read
     // each Secret (bounded, should that watch be failing).
-    ctx.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
-    match ctx.token_secrets.get(namespace, secret_name) {
+    ctx.ledger.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
+    match ctx.ledger.token_secrets.get(namespace, secret_name) {
         Some(digest) => {
             if let Some(status) = status_token
                 && let Some((secret, token)) = rebuild(&digest, validated, signer, owner_uid, status, owner)?
@@ -134,7 +134,7 @@ async fn token_secret(
         // Not a managed Secret: either absent (then the Secret watch has never seen the name,
         // and a first issuance needs no GET) or someone else's (read it, to refuse with
         // SecretConflict).
-        None if ctx.known_secrets.certainly_absent(namespace, secret_name) => {
+        None if ctx.ledger.known_secrets.certainly_absent(namespace, secret_name) => {
             return Ok(ObservedSecret::Absent { known: true });
         }
         None => {}

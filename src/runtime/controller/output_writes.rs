@@ -53,7 +53,7 @@ pub(super) async fn write_clerk(
         let failed =
             DesiredCondition::fails(condition::CLERK_TEMPLATE_SYNCED, reason::CONFIGMAP_CONFLICT, conflict);
         report.clerk_failed(validated, failed);
-        return Ok(Some(ctx.record_failure(access).1));
+        return Ok(Some(ctx.retries.failed(access).1));
     }
     let wants_finalizer =
         output.deletion_policy == DeletionPolicy::Delete && matches!(entry.clerk, Some(Ok(_)));
@@ -117,8 +117,8 @@ pub(super) async fn revoke_token(
     let secret_name =
         access.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| access.name_any());
     let owner_uid = access.uid().unwrap_or_default();
-    ctx.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
-    let has_token = match ctx.token_secrets.get(&namespace, &secret_name) {
+    ctx.ledger.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
+    let has_token = match ctx.ledger.token_secrets.get(&namespace, &secret_name) {
         Some(digest) => digest.controlled_by(&owner_uid) && digest.has_token(),
         None => false,
     };
@@ -130,7 +130,7 @@ pub(super) async fn revoke_token(
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     let written =
         api.patch(&secret_name, &params, &Patch::Merge(&patch)).await.map_err(Error::WriteSecret)?;
-    ctx.wrote_secret(&written);
+    ctx.ledger.wrote_secret(&written);
     report.status.token = None;
     ctx.events.publish(
         access,
@@ -304,12 +304,14 @@ async fn apply_secret(
         Err(error) => {
             if matches!(&error, kube::Error::Api(status) if status.code == 409) {
                 let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
-                ctx.known_secrets.exists(namespace, secret.metadata.name.as_deref().unwrap_or_default());
+                ctx.ledger
+                    .known_secrets
+                    .exists(namespace, secret.metadata.name.as_deref().unwrap_or_default());
             }
             return Err(Error::WriteSecret(error));
         }
     };
-    ctx.wrote_secret(&written);
+    ctx.ledger.wrote_secret(&written);
     Ok(())
 }
 

@@ -40,9 +40,6 @@ pub(super) async fn health_stage(
     let last_reported =
         report.previous.endpoints.iter().filter_map(EndpointHealth::from_status).collect::<Vec<_>>();
     ctx.health.resume(key.clone(), plan, last_reported);
-    if let Ok(mut keys) = ctx.health_keys.lock() {
-        keys.insert(key.clone());
-    }
     if ctx.health.take_key_check(&key) {
         let workspace = WorkspaceKey {
             kind: validated.workspace_kind,
@@ -53,7 +50,7 @@ pub(super) async fn health_stage(
             },
             name: validated.workspace_name.clone(),
         };
-        ctx.force_verification(workspace);
+        ctx.admin_checks.force(workspace);
         let _ = match validated.workspace_kind {
             WorkspaceKind::Namespaced => ctx
                 .workspace_rechecks
@@ -106,9 +103,6 @@ pub(super) async fn health_stage(
 pub(super) fn stop_probes(ctx: &Context, report: &mut Report, namespace: &str, name: &str) {
     let key = AccessKey::new(namespace, name);
     ctx.health.unregister(&key);
-    if let Ok(mut keys) = ctx.health_keys.lock() {
-        keys.remove(&key);
-    }
     remove_condition(&mut report.status.conditions, condition::ENDPOINTS_HEALTHY);
     report.status.endpoints.clear();
 }
@@ -208,7 +202,7 @@ impl Report {
         let written = crate::adapters::apply::apply_status(&api, &access.name_any(), &self.status)
             .await
             .map_err(Error::WriteStatus)?;
-        ctx.last_writes.wrote_status(
+        ctx.ledger.last_writes.wrote_status(
             &access.namespace().unwrap_or_default(),
             &access.name_any(),
             written.metadata.resource_version,

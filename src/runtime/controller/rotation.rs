@@ -190,7 +190,7 @@ async fn start<W: Workspace>(
         .ok()
         .and_then(|facts| facts.token_id)
         .unwrap_or_else(|| ADMIN_TOKEN_NAME.to_owned());
-    match refresh_admin_token(&ctx.http, &signer.api_url, &signer.key, &token_ref).await {
+    match refresh_admin_token(&ctx.apis.tinybird, &signer.api_url, &signer.key, &token_ref).await {
         Ok(token) => {
             let target = secret_target(workspace, ctx);
             let key = workspace_key(workspace);
@@ -302,7 +302,7 @@ async fn refreshing<W: Workspace>(
 /// told now (Tinybird unavailable, the Secret unreadable or missing).
 async fn judge_secret(entry: &WorkspaceEntry, ctx: &Context) -> Option<(bool, String)> {
     match &entry.signer {
-        Ok(signer) => match verify_admin_token(&ctx.http, &signer.api_url, &signer.key).await {
+        Ok(signer) => match verify_admin_token(&ctx.apis.tinybird, &signer.api_url, &signer.key).await {
             Ok(_) => Some((true, signer.signing_key_fingerprint.clone())),
             Err(VerifyError::Unauthorized { .. }) => Some((false, signer.signing_key_fingerprint.clone())),
             Err(VerifyError::Unavailable(_)) => None,
@@ -351,7 +351,7 @@ async fn take_landed<W: Workspace>(
         return Ok((status, false));
     };
     // The new token came from Tinybird itself: no need to check it before signing with it.
-    ctx.record_verification(key.clone(), &fingerprint, refreshed_at);
+    ctx.admin_checks.record(key.clone(), &fingerprint, refreshed_at);
     let landed = rotation::landed(&status, &fingerprint, refreshed_at);
     writer.write(&landed).await?;
     ctx.custody.release(&key);

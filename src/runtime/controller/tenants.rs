@@ -62,6 +62,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     }
     let now = ctx.now();
     let previous = ctx
+        .ledger
         .last_writes
         .fresher_status(&namespace, &name, access.metadata.resource_version.as_deref(), access.status.clone())
         .unwrap_or_default();
@@ -94,7 +95,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     let token =
         write_token(&access, &validated, &signer, &ctx, &mut report, (token_plan, observed.as_ref())).await?;
     let mut retry_after =
-        matches!(token, TokenOutcome::Refused).then(|| ctx.record_failure(access.as_ref()).1);
+        matches!(token, TokenOutcome::Refused).then(|| ctx.retries.failed(access.as_ref()).1);
     // Secrets first during a rotation: a push of the new key waits until every token Secret of
     // the workspace is on it. The workspace's status says when, and triggers this pass again.
     let clerk_held = clerk_plan.is_some()
@@ -128,7 +129,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     // Only once the status is written: a status write that fails is a failure, and the backoff
     // must keep growing across such failures.
     if retry_after.is_none() {
-        ctx.record_success(access.as_ref());
+        ctx.retries.succeeded(access.as_ref());
     }
     if let Some(delay) = retry_after {
         return Ok(Action::requeue(delay));
@@ -184,7 +185,7 @@ async fn refuse(
         None => None,
     };
     report.finish(ctx, access).await?;
-    let backoff = (refusal.retry == Retry::Backoff).then(|| ctx.record_failure(access).1);
+    let backoff = (refusal.retry == Retry::Backoff).then(|| ctx.retries.failed(access).1);
     Ok(match (backoff, clerk_retry) {
         (Some(delay), Some(retry)) => Action::requeue(retry.min(delay)),
         (Some(delay), None) | (None, Some(delay)) => Action::requeue(delay),
@@ -218,7 +219,7 @@ async fn revoke(
                     ))
                 }
                 Err(error) => {
-                    retry = Some(error.retry_after().unwrap_or_else(|| ctx.record_failure(access).1));
+                    retry = Some(error.retry_after().unwrap_or_else(|| ctx.retries.failed(access).1));
                     Some(format!(
                         "the Clerk template {} must be deleted from Clerk ({why}) and could not be yet: {error}; retrying",
                         pushed.name
@@ -276,16 +277,16 @@ async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error>
         }
     }
     set_finalizer(access, ctx, false).await?;
-    ctx.last_writes.forget_access(&access.namespace().unwrap_or_default(), &access.name_any());
+    ctx.ledger.last_writes.forget_access(&access.namespace().unwrap_or_default(), &access.name_any());
     Ok(Action::await_change())
 }
 
 /// Backoff on transient errors. (The signature is the one `Controller::run` expects.)
 #[allow(clippy::needless_pass_by_value)]
 pub fn error_policy(access: Arc<CachedTenantAccess>, error: &Error, ctx: Arc<Context>) -> Action {
-    let (attempts, delay) = ctx.record_failure(access.as_ref());
+    let (attempts, delay) = ctx.retries.failed(access.as_ref());
     if error.is_api_unavailable() {
-        ctx.outage.wait_for_api(super::api_recovery::Waiting::TenantAccess {
+        ctx.retries.outage.wait_for_api(super::api_recovery::Waiting::TenantAccess {
             namespace: access.namespace_name().to_owned(),
             name: access.object_name().to_owned(),
         });

@@ -12,11 +12,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::cached_access::CachedTenantAccess;
 use super::context::Caches;
-use super::known_secrets::KnownSecrets;
-use super::token_secrets::TokenSecrets;
 use super::workspace_cache::{SecretRef, WorkspaceCache};
 use super::workspace_reconciler::Workspace;
-use super::writes::LastWrites;
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 use crate::core::validate::WorkspaceKind;
 use crate::core::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME};
@@ -42,16 +39,6 @@ pub(super) struct Watches {
     pub cluster_admin_secrets: Option<Objects<PartialObjectMeta<Secret>>>,
 }
 
-/// What the watches feed besides the caches.
-pub(super) struct WatchSinks<'a> {
-    /// Told of the operator's own writes, so that their echoes trigger nothing.
-    pub last_writes: &'a LastWrites,
-    /// Fed the managed Secrets' digests.
-    pub token_secrets: &'a TokenSecrets,
-    /// Fed the names of the Secrets that exist.
-    pub known_secrets: &'a KnownSecrets,
-}
-
 impl Watches {
     /// The watches of the namespace `ns` (`None`: all namespaces). A single-namespace install has
     /// no cluster-wide rights: it serves TinybirdWorkspaces only, and reads neither namespaces
@@ -60,13 +47,13 @@ impl Watches {
         client: &Client,
         ns: Option<&str>,
         cluster_resource_namespace: &str,
-        sinks: &WatchSinks<'_>,
+        ledger: &super::context::Ledger,
     ) -> Self {
         // Managed Secrets: not cached, only digested (see `token_secrets`); the watch still
         // triggers the owners.
         let managed_secrets = paced(api::<Secret>(client, ns), managed_selector())
             .inspect_ok({
-                let token_secrets = sinks.token_secrets.clone();
+                let token_secrets = ledger.token_secrets.clone();
                 move |event| token_secrets.observe(event)
             })
             // Deletions too: a deleted Secret (or one whose managed-by label was removed, which
@@ -74,7 +61,7 @@ impl Watches {
             .touched_objects()
             // The echo of the operator's own write needs no reconcile.
             .try_filter(not_own({
-                let last_writes = sinks.last_writes.clone();
+                let last_writes = ledger.last_writes.clone();
                 move |namespace, name, rv| last_writes.own_secret_event(namespace, name, rv)
             }))
             .boxed();
@@ -101,7 +88,7 @@ impl Watches {
         .applied_objects()
         // The echo of the operator's own status write needs no reconcile.
         .try_filter(not_own({
-            let last_writes = sinks.last_writes.clone();
+            let last_writes = ledger.last_writes.clone();
             move |namespace, name, rv| last_writes.own_status_event(namespace, name, rv)
         }));
         let tenants = Controller::for_stream(tenant_stream, tenant_store);
@@ -125,7 +112,7 @@ impl Watches {
         // They also tell which Secrets exist (names only), so a first issuance needs no GET.
         let admin_secrets = paced(api::<PartialObjectMeta<Secret>>(client, ns), watcher::Config::default())
             .inspect_ok({
-                let known_secrets = sinks.known_secrets.clone();
+                let known_secrets = ledger.known_secrets.clone();
                 move |event| known_secrets.observe(event)
             })
             .touched_objects()

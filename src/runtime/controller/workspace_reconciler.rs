@@ -131,22 +131,23 @@ async fn verify_if_due<W: Workspace>(
 ) -> Result<Option<Duration>, WorkspaceProblem> {
     let key = workspace_key(workspace);
     let pending = ctx.workspace_cache.pending_refusal(&key);
-    let forced = ctx.take_forced_verification(&key) || pending.is_some();
+    let forced = ctx.admin_checks.take_forced(&key) || pending.is_some();
     let interval = crate::core::signing_workspace::verify_interval(workspace.workspace_spec())
         .map_err(|message| WorkspaceProblem { reason: reason::INVALID_SPEC, message })?;
     let Ok(signer) = &entry.signer else { return Ok(None) };
     let fingerprint = &signer.signing_key_fingerprint;
     let now = ctx.now();
-    let accepted_before = ctx.verified(&key, fingerprint);
+    let accepted_before = ctx.admin_checks.answered(&key, fingerprint);
     if !forced && accepted_before {
         if interval.is_zero() {
             return Ok(None);
         }
-        if let Some(next) = ctx.verification_due(&key, fingerprint, interval, now) {
+        if let Some(next) = ctx.admin_checks.due_in(&key, fingerprint, interval, now) {
             return Ok(Some(next));
         }
     }
-    let result = crate::adapters::tinybird::verify_admin_token(&ctx.http, &signer.api_url, &signer.key).await;
+    let result =
+        crate::adapters::tinybird::verify_admin_token(&ctx.apis.tinybird, &signer.api_url, &signer.key).await;
     match result {
         Ok(info) if info.id != signer.workspace_id => {
             let problem = WorkspaceProblem {
@@ -159,7 +160,7 @@ async fn verify_if_due<W: Workspace>(
             Err(problem)
         }
         Ok(_) => {
-            ctx.record_verification(key.clone(), fingerprint, now);
+            ctx.admin_checks.record(key.clone(), fingerprint, now);
             ctx.workspace_cache.set_pending_refusal(&key, None);
             ctx.workspace_cache.set_refused(fingerprint, false);
             Ok((!interval.is_zero()).then_some(interval))
@@ -315,7 +316,7 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
         );
     }
     // A pass that got this far succeeded: the next failure backs off from the start again.
-    ctx.record_success(workspace.as_ref());
+    ctx.retries.succeeded(workspace.as_ref());
     let next = [next_verification, rotation.requeue].into_iter().flatten().min();
     Ok(Action::requeue(next.map_or(ctx.settings.resync, |next| next.min(ctx.settings.resync))))
 }
@@ -346,10 +347,10 @@ async fn patch_status<W: Workspace>(
 /// Backoff on transient errors. (The signature is the one `Controller::run` expects.)
 #[allow(clippy::needless_pass_by_value)]
 pub fn error_policy<W: Workspace>(workspace: Arc<W>, error: &Error, ctx: Arc<Context>) -> Action {
-    let (attempts, delay) = ctx.record_failure(workspace.as_ref());
+    let (attempts, delay) = ctx.retries.failed(workspace.as_ref());
     if error.is_api_unavailable() {
         let name = workspace.name_any();
-        ctx.outage.wait_for_api(match W::KIND {
+        ctx.retries.outage.wait_for_api(match W::KIND {
             WorkspaceKind::Namespaced => super::api_recovery::Waiting::Workspace {
                 namespace: workspace.namespace().unwrap_or_default(),
                 name,

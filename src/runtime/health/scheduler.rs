@@ -243,6 +243,12 @@ impl HealthScheduler {
         let _ = self.commands.send(Command::Unregister(key.clone(), membership));
     }
 
+    /// The TenantAccess resources registered (a registration still on its way may be missing).
+    #[must_use]
+    pub fn registered(&self) -> Vec<AccessKey> {
+        self.shared.lock_accesses().keys().cloned().collect()
+    }
+
     /// The reported health of a TenantAccess's endpoints (changes only on flips): what
     /// `status.endpoints` should hold. `None` when it is not registered.
     #[must_use]
