@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::answers::spread_verdict;
 use super::budget::PLAN_LIMIT_CAP;
 use super::{
     AccessKey, DISPATCH_TICK, HealthChange, PipeKey, ProbeOutcome, ProbeReason, ProbeRequest, ProbeResult,
-    Registered, Worker, earliest_of, spread_verdict,
+    Registered, Worker, earliest_of,
 };
 use crate::core::backoff::jitter;
 use crate::runtime::health::probe_timing::{next_due, rate_limited_delay};
