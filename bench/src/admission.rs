@@ -4,18 +4,15 @@
 //! namespace's labels) are handed in, so that what is measured is the webhook, not the API
 //! server it would read them from.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt as _;
-use futures::future::BoxFuture;
 use serde::Serialize;
 use tenant_access::api::WorkspaceSpec;
 use tenant_access::core::validate::WorkspaceKind;
 use tenant_access::runtime::webhook::certs::{Renewal, Validity, renew};
 use tenant_access::runtime::webhook::tls::ServingCert;
-use tenant_access::runtime::webhook::{AdmissionFacts, PATH, serve_reviews};
+use tenant_access::runtime::webhook::{PATH, StaticFacts, serve_reviews};
 
 use crate::error::{BenchError, Result};
 
@@ -32,34 +29,6 @@ pub struct AdmissionResult {
     pub max_ms: f64,
     /// Of them refused (every other review is a policy violation).
     pub refused: usize,
-}
-
-/// The workspace and namespace every review is judged against.
-struct Fixed {
-    workspace: WorkspaceSpec,
-    labels: BTreeMap<String, String>,
-}
-
-impl AdmissionFacts for Fixed {
-    fn serves(&self, _namespace: &str) -> bool {
-        true
-    }
-    fn workspace<'a>(
-        &'a self,
-        _kind: WorkspaceKind,
-        _namespace: &'a str,
-        _name: &'a str,
-    ) -> BoxFuture<'a, std::result::Result<Option<WorkspaceSpec>, String>> {
-        let workspace = self.workspace.clone();
-        async move { Ok(Some(workspace)) }.boxed()
-    }
-    fn namespace_labels<'a>(
-        &'a self,
-        _namespace: &'a str,
-    ) -> BoxFuture<'a, std::result::Result<Option<BTreeMap<String, String>>, String>> {
-        let labels = self.labels.clone();
-        async move { Ok(Some(labels)) }.boxed()
-    }
 }
 
 /// One review of a typical TenantAccess (two pipes), allowed or (`forbidden`) asking for a
@@ -106,7 +75,11 @@ pub async fn run(reviews: usize) -> Result<AdmissionResult> {
                    "allowedResources": ["top_*", "tenant_*"], "maxRps": 50,
                    "requiredParams": {"org": {"namespaceName": true}}},
     }))?;
-    let facts = Arc::new(Fixed { workspace, labels: [("tenants".to_owned(), "enabled".to_owned())].into() });
+    let facts = Arc::new(
+        StaticFacts::cluster_wide()
+            .with_workspace(WorkspaceKind::Cluster, "", "shared", workspace)
+            .with_labels("acme", [("tenants".to_owned(), "enabled".to_owned())].into()),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| fixture(&e))?;
     let address = listener.local_addr().map_err(|e| fixture(&e))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -42,13 +42,36 @@ pub async fn verify_admin_token(
     api_url: &str,
     key: &AdminToken,
 ) -> Result<WorkspaceInfo, VerifyError> {
-    let result = ask_workspace(http, api_url, key).await;
-    let outcome = match &result {
-        Ok(_) => request_counts::OK,
-        Err(VerifyError::Unauthorized { .. }) => "Unauthorized",
-        Err(VerifyError::Unavailable(_)) => "Unavailable",
-    };
-    request_counts::tinybird("verify", outcome);
+    counted("verify", ask_workspace(http, api_url, key).await)
+}
+
+/// An error's outcome label in `tenant_access_tinybird_requests_total`.
+trait Outcome {
+    fn outcome(&self) -> &'static str;
+}
+
+impl Outcome for VerifyError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } => "Unauthorized",
+            Self::Unavailable(_) => "Unavailable",
+        }
+    }
+}
+
+impl Outcome for RefreshError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "Refused",
+            Self::NotSent(_) => "NotSent",
+            Self::Unanswered(_) => "Unanswered",
+        }
+    }
+}
+
+/// Counts one call of `call` by its result, and hands the result on.
+fn counted<T, E: Outcome>(call: &'static str, result: Result<T, E>) -> Result<T, E> {
+    request_counts::tinybird(call, result.as_ref().map_or_else(Outcome::outcome, |_| request_counts::OK));
     result
 }
 
@@ -105,15 +128,7 @@ pub async fn refresh_admin_token(
     key: &AdminToken,
     token_ref: &str,
 ) -> Result<AdminToken, RefreshError> {
-    let result = ask_refresh(http, api_url, key, token_ref).await;
-    let outcome = match &result {
-        Ok(_) => request_counts::OK,
-        Err(RefreshError::Refused { .. }) => "Refused",
-        Err(RefreshError::NotSent(_)) => "NotSent",
-        Err(RefreshError::Unanswered(_)) => "Unanswered",
-    };
-    request_counts::tinybird("refresh", outcome);
-    result
+    counted("refresh", ask_refresh(http, api_url, key, token_ref).await)
 }
 
 async fn ask_refresh(

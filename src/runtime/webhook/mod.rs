@@ -28,7 +28,7 @@ use kube::Api;
 
 use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace, WorkspaceSpec};
 use crate::core::validate::WorkspaceKind;
-pub use review::{AdmissionFacts, MAX_REVIEW_BYTES};
+pub use review::{AdmissionFacts, MAX_REVIEW_BYTES, StaticFacts};
 
 /// The path the API server posts reviews to.
 pub const PATH: &str = "/validate";

@@ -8,8 +8,9 @@
 //! workspace that does not exist yet: GitOps applies in any order; facts that cannot be read):
 //! those are allowed with a warning, and the reconciler reports them on the object.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -60,6 +61,90 @@ pub trait AdmissionFacts: Send + Sync {
         &'a self,
         namespace: &'a str,
     ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>>;
+}
+
+/// Admission facts given up front instead of read from the cluster: what the webhook's tests and
+/// the admission benchmark judge reviews against.
+#[derive(Debug, Clone, Default)]
+pub struct StaticFacts {
+    /// The namespaces served (`None`: every namespace).
+    pub served: Option<BTreeSet<String>>,
+    /// Whether ClusterTinybirdWorkspaces are used (not by a one-namespace install).
+    pub cluster_workspaces: bool,
+    /// Workspaces by kind, namespace (empty for cluster workspaces) and name.
+    pub workspaces: BTreeMap<(WorkspaceKind, String, String), WorkspaceSpec>,
+    /// Namespace labels (a namespace not listed has none); `None`: namespaces are not read, as
+    /// in a one-namespace install.
+    pub labels: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    /// When set, every workspace read fails with this (the API server not answering).
+    pub unreadable: Option<String>,
+}
+
+impl StaticFacts {
+    /// A cluster-wide install that knows no workspace yet and reads namespace labels.
+    #[must_use]
+    pub fn cluster_wide() -> Self {
+        Self { cluster_workspaces: true, labels: Some(BTreeMap::new()), ..Self::default() }
+    }
+
+    /// A one-namespace install serving `namespace`: no cluster workspaces, no namespace reads.
+    #[must_use]
+    pub fn one_namespace(namespace: &str) -> Self {
+        Self { served: Some(BTreeSet::from([namespace.to_owned()])), ..Self::default() }
+    }
+
+    /// With a workspace (`namespace` is ignored for a cluster workspace).
+    #[must_use]
+    pub fn with_workspace(
+        mut self,
+        kind: WorkspaceKind,
+        namespace: &str,
+        name: &str,
+        spec: WorkspaceSpec,
+    ) -> Self {
+        let namespace = if kind == WorkspaceKind::Cluster { "" } else { namespace };
+        self.workspaces.insert((kind, namespace.to_owned(), name.to_owned()), spec);
+        self
+    }
+
+    /// With the labels of a namespace.
+    #[must_use]
+    pub fn with_labels(mut self, namespace: &str, labels: BTreeMap<String, String>) -> Self {
+        self.labels.get_or_insert_with(BTreeMap::new).insert(namespace.to_owned(), labels);
+        self
+    }
+}
+
+impl AdmissionFacts for StaticFacts {
+    fn serves(&self, namespace: &str) -> bool {
+        self.served.as_ref().is_none_or(|served| served.contains(namespace))
+    }
+
+    fn uses_cluster_workspaces(&self) -> bool {
+        self.cluster_workspaces
+    }
+
+    fn workspace<'a>(
+        &'a self,
+        kind: WorkspaceKind,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<WorkspaceSpec>, String>> {
+        let namespace = if kind == WorkspaceKind::Cluster { "" } else { namespace };
+        let found = match &self.unreadable {
+            Some(why) => Err(why.clone()),
+            None => Ok(self.workspaces.get(&(kind, namespace.to_owned(), name.to_owned())).cloned()),
+        };
+        async move { found }.boxed()
+    }
+
+    fn namespace_labels<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
+        let labels = self.labels.as_ref().map(|labels| labels.get(namespace).cloned().unwrap_or_default());
+        async move { Ok(labels) }.boxed()
+    }
 }
 
 /// A request that is not an AdmissionReview this webhook can answer (HTTP 400).

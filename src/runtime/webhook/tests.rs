@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use futures::FutureExt as _;
 use jiff::Timestamp;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -13,29 +12,6 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use super::certs::{Material, Renewal, Validity, renew};
 use super::tls::ServingCert;
 use super::*;
-
-/// Knows no workspace: every TenantAccess is judged on its spec alone.
-struct NoFacts;
-
-impl AdmissionFacts for NoFacts {
-    fn serves(&self, _namespace: &str) -> bool {
-        true
-    }
-    fn workspace<'a>(
-        &'a self,
-        _kind: WorkspaceKind,
-        _namespace: &'a str,
-        _name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<WorkspaceSpec>, String>> {
-        async { Ok(None) }.boxed()
-    }
-    fn namespace_labels<'a>(
-        &'a self,
-        _namespace: &'a str,
-    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
-        async { Ok(None) }.boxed()
-    }
-}
 
 fn material() -> Material {
     renew(None, Renewal::All, &["127.0.0.1".to_owned()], Timestamp::now(), Validity::default()).unwrap()
@@ -46,7 +22,7 @@ async fn serve(serving: Arc<ServingCert>) -> (SocketAddr, tokio::sync::oneshot::
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve_reviews(listener, serving, Arc::new(NoFacts), async {
+    tokio::spawn(serve_reviews(listener, serving, Arc::new(StaticFacts::cluster_wide()), async {
         let _ = stopped.await;
     }));
     (address, stop)

@@ -1,56 +1,21 @@
 // Fixtures are built as JSON values and handed over whole.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::needless_pass_by_value)]
 
-use std::collections::BTreeMap;
-
-use futures::FutureExt as _;
 use serde_json::json;
 
 use super::*;
-
-/// Facts handed in: workspaces by (kind, namespace, name), namespace labels.
-#[derive(Default)]
-struct Known {
-    workspaces: BTreeMap<(WorkspaceKind, String, String), WorkspaceSpec>,
-    labels: BTreeMap<String, BTreeMap<String, String>>,
-    unreadable: bool,
-}
-
-impl AdmissionFacts for Known {
-    fn serves(&self, namespace: &str) -> bool {
-        namespace != "elsewhere"
-    }
-    fn workspace<'a>(
-        &'a self,
-        kind: WorkspaceKind,
-        namespace: &'a str,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<WorkspaceSpec>, String>> {
-        let namespace = if kind == WorkspaceKind::Cluster { "" } else { namespace };
-        let found = self.workspaces.get(&(kind, namespace.to_owned(), name.to_owned())).cloned();
-        let unreadable = self.unreadable;
-        async move { if unreadable { Err("the API server did not answer".to_owned()) } else { Ok(found) } }
-            .boxed()
-    }
-    fn namespace_labels<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
-        let labels = self.labels.get(namespace).cloned().unwrap_or_default();
-        async move { Ok(Some(labels)) }.boxed()
-    }
-}
 
 fn workspace_spec(policy: serde_json::Value) -> WorkspaceSpec {
     serde_json::from_value(json!({"adminTokenSecretRef": {"name": "tb"}, "policy": policy})).unwrap()
 }
 
-fn with_analytics(policy: serde_json::Value) -> Known {
-    let mut known = Known::default();
-    known
-        .workspaces
-        .insert((WorkspaceKind::Namespaced, "acme".into(), "analytics".into()), workspace_spec(policy));
-    known
+fn with_analytics(policy: serde_json::Value) -> StaticFacts {
+    StaticFacts::cluster_wide().with_workspace(
+        WorkspaceKind::Namespaced,
+        "acme",
+        "analytics",
+        workspace_spec(policy),
+    )
 }
 
 fn access(spec: serde_json::Value) -> serde_json::Value {
@@ -79,7 +44,7 @@ fn review(kind: &str, operation: &str, object: serde_json::Value, old: Option<se
         .unwrap()
 }
 
-async fn verdict(body: &[u8], facts: &Known) -> serde_json::Value {
+async fn verdict(body: &[u8], facts: &StaticFacts) -> serde_json::Value {
     let answer = answer(body, facts).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(answer["apiVersion"], API_VERSION);
     assert_eq!(answer["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
@@ -106,7 +71,8 @@ async fn an_invalid_spec_is_refused_with_the_reconcilers_message() {
     spec["lifetime"] = json!("1h");
     spec["renewBefore"] = json!("2h");
     let response =
-        verdict(&review("TenantAccess", "CREATE", access(spec.clone()), None), &Known::default()).await;
+        verdict(&review("TenantAccess", "CREATE", access(spec.clone()), None), &StaticFacts::cluster_wide())
+            .await;
     assert_eq!(response["allowed"], false);
     let expected =
         admit::validate("acme", "dash", &serde_json::from_value(spec).unwrap()).unwrap_err().message;
@@ -133,9 +99,10 @@ async fn a_scope_the_policy_forbids_is_refused() {
 
 #[tokio::test]
 async fn a_namespace_the_cluster_workspace_does_not_admit_is_refused() {
-    let mut known = Known::default();
-    known.workspaces.insert(
-        (WorkspaceKind::Cluster, String::new(), "shared".into()),
+    let known = StaticFacts::cluster_wide().with_workspace(
+        WorkspaceKind::Cluster,
+        "",
+        "shared",
         workspace_spec(json!({"allowedNamespaces": {"matchLabels": {"tenants": "enabled"}}})),
     );
     let mut spec = good_spec();
@@ -145,14 +112,15 @@ async fn a_namespace_the_cluster_workspace_does_not_admit_is_refused() {
     assert_eq!(refused["allowed"], false);
     assert!(message(&refused).contains("does not admit namespace acme"), "{refused}");
 
-    known.labels.insert("acme".into(), [("tenants".to_owned(), "enabled".to_owned())].into());
+    let known = known.with_labels("acme", [("tenants".to_owned(), "enabled".to_owned())].into());
     assert_eq!(verdict(&body, &known).await["allowed"], true);
 }
 
 #[tokio::test]
 async fn a_workspace_that_does_not_exist_yet_is_no_reason_to_refuse() {
     let response =
-        verdict(&review("TenantAccess", "CREATE", access(good_spec()), None), &Known::default()).await;
+        verdict(&review("TenantAccess", "CREATE", access(good_spec()), None), &StaticFacts::cluster_wide())
+            .await;
     assert_eq!(response["allowed"], true);
     assert!(
         response["warnings"][0]
@@ -164,7 +132,10 @@ async fn a_workspace_that_does_not_exist_yet_is_no_reason_to_refuse() {
 
 #[tokio::test]
 async fn facts_that_cannot_be_read_allow_with_a_warning() {
-    let known = Known { unreadable: true, ..Known::default() };
+    let known = StaticFacts {
+        unreadable: Some("the API server did not answer".to_owned()),
+        ..StaticFacts::cluster_wide()
+    };
     let response = verdict(&review("TenantAccess", "CREATE", access(good_spec()), None), &known).await;
     assert_eq!(response["allowed"], true);
     assert!(
@@ -195,7 +166,7 @@ async fn the_reconcilers_warnings_become_admission_warnings() {
 async fn deletes_status_updates_deleting_objects_and_unchanged_specs_are_never_refused() {
     let mut bad = good_spec();
     bad["scopes"][0]["fixedParams"]["org"] = json!("");
-    let known = Known::default();
+    let known = StaticFacts::cluster_wide();
     assert_eq!(
         verdict(&review("TenantAccess", "DELETE", access(bad.clone()), None), &known).await["allowed"],
         true
@@ -228,46 +199,24 @@ async fn namespaces_the_operator_does_not_serve_are_not_judged() {
     let mut body: serde_json::Value =
         serde_json::from_slice(&review("TenantAccess", "CREATE", bad, None)).unwrap();
     body["request"]["namespace"] = json!("elsewhere");
-    assert_eq!(verdict(&serde_json::to_vec(&body).unwrap(), &Known::default()).await["allowed"], true);
+    let acme_only = StaticFacts { served: Some(["acme".to_owned()].into()), ..StaticFacts::cluster_wide() };
+    assert_eq!(verdict(&serde_json::to_vec(&body).unwrap(), &acme_only).await["allowed"], true);
 }
 
 #[tokio::test]
 async fn workspaces_the_operator_does_not_use_are_not_judged() {
-    /// A one-namespace install, for namespace acme.
-    struct OneNamespace;
-    impl AdmissionFacts for OneNamespace {
-        fn serves(&self, namespace: &str) -> bool {
-            namespace == "acme"
-        }
-        fn uses_cluster_workspaces(&self) -> bool {
-            false
-        }
-        fn workspace<'a>(
-            &'a self,
-            _kind: WorkspaceKind,
-            _namespace: &'a str,
-            _name: &'a str,
-        ) -> BoxFuture<'a, Result<Option<WorkspaceSpec>, String>> {
-            async { Ok(None) }.boxed()
-        }
-        fn namespace_labels<'a>(
-            &'a self,
-            _namespace: &'a str,
-        ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
-            async { Ok(None) }.boxed()
-        }
-    }
+    let one_namespace = StaticFacts::one_namespace("acme");
     let broken = json!({"adminTokenSecretRef": {"name": "tb"}, "verifyInterval": "often"});
     let object = |kind: &str| json!({"apiVersion": "tenantaccess.dev/v1alpha1", "kind": kind, "metadata": {"name": "w"}, "spec": broken});
     let cluster = review("ClusterTinybirdWorkspace", "CREATE", object("ClusterTinybirdWorkspace"), None);
-    assert_eq!(answer(&cluster, &OneNamespace).await.unwrap()["response"]["allowed"], true);
+    assert_eq!(answer(&cluster, &one_namespace).await.unwrap()["response"]["allowed"], true);
     // A TinybirdWorkspace of its namespace is judged; of another, not.
     let served = review("TinybirdWorkspace", "CREATE", object("TinybirdWorkspace"), None);
-    assert_eq!(answer(&served, &OneNamespace).await.unwrap()["response"]["allowed"], false);
+    assert_eq!(answer(&served, &one_namespace).await.unwrap()["response"]["allowed"], false);
     let mut elsewhere: serde_json::Value = serde_json::from_slice(&served).unwrap();
     elsewhere["request"]["namespace"] = json!("globex");
     let elsewhere = serde_json::to_vec(&elsewhere).unwrap();
-    assert_eq!(answer(&elsewhere, &OneNamespace).await.unwrap()["response"]["allowed"], true);
+    assert_eq!(answer(&elsewhere, &one_namespace).await.unwrap()["response"]["allowed"], true);
 }
 
 #[tokio::test]
@@ -278,7 +227,8 @@ async fn a_workspace_with_a_policy_no_tenant_access_can_meet_is_refused() {
                  "policy": {"requiredParams": {"org": {}}, "allowedNamespaces": {"matchExpressions": [{"key": "tier", "operator": "Near"}]}}},
     });
     let response =
-        verdict(&review("ClusterTinybirdWorkspace", "CREATE", object, None), &Known::default()).await;
+        verdict(&review("ClusterTinybirdWorkspace", "CREATE", object, None), &StaticFacts::cluster_wide())
+            .await;
     assert_eq!(response["allowed"], false);
     let message = message(&response);
     for field in [
@@ -291,14 +241,14 @@ async fn a_workspace_with_a_policy_no_tenant_access_can_meet_is_refused() {
     }
     let fine = json!({"apiVersion": "tenantaccess.dev/v1alpha1", "kind": "TinybirdWorkspace", "metadata": {"name": "analytics"}, "spec": {"adminTokenSecretRef": {"name": "tb"}}});
     assert_eq!(
-        verdict(&review("TinybirdWorkspace", "CREATE", fine, None), &Known::default()).await["allowed"],
+        verdict(&review("TinybirdWorkspace", "CREATE", fine, None), &StaticFacts::cluster_wide()).await["allowed"],
         true
     );
 }
 
 #[tokio::test]
 async fn malformed_reviews_get_a_clear_error() {
-    let known = Known::default();
+    let known = StaticFacts::cluster_wide();
     let cases: [(&[u8], &str); 4] = [
         (b"not json", "not an AdmissionReview"),
         (
@@ -317,7 +267,8 @@ async fn malformed_reviews_get_a_clear_error() {
 #[tokio::test]
 async fn an_object_that_is_not_a_tenant_access_is_refused_naming_the_field() {
     let object = access(json!({"workspaceRef": {"name": "analytics"}, "scopes": "all"}));
-    let response = verdict(&review("TenantAccess", "CREATE", object, None), &Known::default()).await;
+    let response =
+        verdict(&review("TenantAccess", "CREATE", object, None), &StaticFacts::cluster_wide()).await;
     assert_eq!(response["allowed"], false);
     assert!(message(&response).starts_with("spec.scopes"), "{response}");
 }
