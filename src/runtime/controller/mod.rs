@@ -24,14 +24,17 @@ pub mod writes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{FutureExt as _, StreamExt as _, future};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::runtime::reflector::ObjectRef;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
 
 use self::context::{Context, Settings};
 use self::watches::{Watches, receiver_stream, workspaces_for_secret};
 use self::workspace_cache::WorkspaceCache;
-use crate::api::{ClusterTinybirdWorkspace, TinybirdWorkspace};
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -101,93 +104,44 @@ pub async fn run_with_event_client(
         cluster_wide,
         namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
     };
-    let clock = crate::core::clock::Clock::system();
-    // Reconciles never wait for Clerk: a throttled call comes back later (a requeue), so that a
-    // reconcile worker is never held by Clerk while token Secrets wait to be re-signed.
-    let clerk_options = crate::adapters::clerk::ClerkClientOptions {
-        budget: config.clerk_budget,
-        clock,
-        max_wait: Duration::ZERO,
-        ..Default::default()
-    };
-    let prober = match crate::adapters::health::HttpProber::new() {
-        Ok(prober) => prober,
-        Err(error) => {
-            tracing::error!(%error, "cannot start: the HTTP client could not be built");
-            return;
-        }
-    };
-    let (health, health_events) = crate::runtime::health::HealthScheduler::start(
-        crate::runtime::health::HealthConfig { concurrency: config.probe_concurrency.max(1), clock },
-        Arc::new(prober),
-    );
-    let (namespaced_recheck, namespaced_rechecks) = tokio::sync::mpsc::unbounded_channel();
-    let (cluster_recheck, cluster_rechecks) = tokio::sync::mpsc::unbounded_channel();
-    let rechecks = context::WorkspaceRechecks { namespaced: namespaced_recheck, cluster: cluster_recheck };
-    let ctx = match Context::new(
-        client.clone(),
-        settings,
-        caches.clone(),
-        workspace_cache.clone(),
-        context::Services {
-            events: crate::adapters::events::EventPublisher::start(
-                events_client,
-                crate::core::well_known::REPORTING_CONTROLLER,
-                config.instance.clone(),
-                config.metrics.events_dropped.clone(),
-                config.metrics.events_failed.clone(),
-                clock,
-            ),
-            ledger,
-            clerk_options,
-            health: health.clone(),
-            workspace_rechecks: rechecks,
-            metrics: config.metrics.clone(),
-            clock,
-        },
-    ) {
+    let Started { services, health_events, namespaced_rechecks, cluster_rechecks } =
+        match start_services(&config, events_client, ledger) {
+            Ok(started) => started,
+            Err(error) => {
+                tracing::error!(%error, "cannot start: the HTTP clients could not be built");
+                return;
+            }
+        };
+    let ctx = match Context::new(client.clone(), settings, caches.clone(), workspace_cache.clone(), services)
+    {
         Ok(ctx) => Arc::new(ctx),
         Err(error) => {
-            tracing::error!(%error, "cannot start: HTTP clients could not be built");
+            tracing::error!(%error, "cannot start: the HTTP clients could not be built");
             return;
         }
     };
 
     let controller_config = kube::runtime::controller::Config::default().concurrency(config.concurrency);
-    let workspaces = workspace_controller
-        .with_config(controller_config.clone())
-        .trigger_backoff(watches::WatchBackoff::default())
-        .watches_stream(
-            admin_secrets,
-            workspaces_for_secret(caches.workspaces.clone(), workspace_cache.clone()),
+    let workspaces = run_workspaces(
+        workspace_controller,
+        admin_secrets,
+        (caches.workspaces.clone(), workspace_cache.clone()),
+        namespaced_rechecks,
+        (controller_config.clone(), shutdown.clone()),
+        &ctx,
+    )
+    .boxed();
+    let cluster_workspaces = match cluster_admin_secrets {
+        Some(secrets) => run_workspaces(
+            cluster_workspace_controller,
+            secrets,
+            (caches.cluster_workspaces.clone(), workspace_cache),
+            cluster_rechecks,
+            (controller_config.clone(), shutdown.clone()),
+            &ctx,
         )
-        .reconcile_on(receiver_stream(namespaced_rechecks))
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            workspace_reconciler::reconcile::<TinybirdWorkspace>,
-            workspace_reconciler::error_policy::<TinybirdWorkspace>,
-            ctx.clone(),
-        )
-        .for_each(|_| future::ready(()));
-    let cluster_workspaces = if let Some(cluster_admin_secrets) = cluster_admin_secrets {
-        cluster_workspace_controller
-            .with_config(controller_config.clone())
-            .trigger_backoff(watches::WatchBackoff::default())
-            .watches_stream(
-                cluster_admin_secrets,
-                workspaces_for_secret(caches.cluster_workspaces.clone(), workspace_cache),
-            )
-            .reconcile_on(receiver_stream(cluster_rechecks))
-            .graceful_shutdown_on(shutdown.clone())
-            .run(
-                workspace_reconciler::reconcile::<ClusterTinybirdWorkspace>,
-                workspace_reconciler::error_policy::<ClusterTinybirdWorkspace>,
-                ctx.clone(),
-            )
-            .for_each(|_| future::ready(()))
-            .boxed()
-    } else {
-        future::ready(()).boxed()
+        .boxed(),
+        None => future::ready(()).boxed(),
     };
 
     let ready = synced.clone();
@@ -243,6 +197,77 @@ pub async fn run_with_event_client(
     future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
     ctx.health.shutdown().await;
     tracing::info!("operator stopped");
+}
+
+/// The services of the reconcilers, and the streams of what they ask to reconcile.
+struct Started {
+    services: context::Services,
+    health_events: crate::runtime::health::HealthEvents,
+    namespaced_rechecks: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<crate::api::TinybirdWorkspace>>,
+    cluster_rechecks: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<crate::api::ClusterTinybirdWorkspace>>,
+}
+
+/// Starts the services the reconcilers share: the event publisher, the health scheduler and
+/// the Clerk settings, on one clock.
+fn start_services(
+    config: &RunConfig,
+    events_client: Client,
+    ledger: context::Ledger,
+) -> Result<Started, String> {
+    let clock = crate::core::clock::Clock::system();
+    // Reconciles never wait for Clerk: a throttled call comes back later (a requeue), so that a
+    // reconcile worker is never held by Clerk while token Secrets wait to be re-signed.
+    let clerk_options = crate::adapters::clerk::ClerkClientOptions {
+        budget: config.clerk_budget,
+        clock,
+        max_wait: Duration::ZERO,
+        ..Default::default()
+    };
+    let prober = crate::adapters::health::HttpProber::new().map_err(|error| error.to_string())?;
+    let (health, health_events) = crate::runtime::health::HealthScheduler::start(
+        crate::runtime::health::HealthConfig { concurrency: config.probe_concurrency.max(1), clock },
+        Arc::new(prober),
+    );
+    let (namespaced, namespaced_rechecks) = tokio::sync::mpsc::unbounded_channel();
+    let (cluster, cluster_rechecks) = tokio::sync::mpsc::unbounded_channel();
+    let events = crate::adapters::events::EventPublisher::start(
+        events_client,
+        crate::core::well_known::REPORTING_CONTROLLER,
+        config.instance.clone(),
+        config.metrics.events_dropped.clone(),
+        config.metrics.events_failed.clone(),
+        clock,
+    );
+    let services = context::Services {
+        events,
+        ledger,
+        clerk_options,
+        health,
+        workspace_rechecks: context::WorkspaceRechecks { namespaced, cluster },
+        metrics: config.metrics.clone(),
+        clock,
+    };
+    Ok(Started { services, health_events, namespaced_rechecks, cluster_rechecks })
+}
+
+/// Runs the controller of one workspace kind: its objects, the admin-token Secrets they
+/// reference, and the rechecks other reconcilers ask for.
+fn run_workspaces<W: workspace_reconciler::Workspace>(
+    controller: Controller<W>,
+    secrets: BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>>,
+    (store, workspace_cache): (Store<W>, WorkspaceCache),
+    rechecks: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<W>>,
+    (config, shutdown): (kube::runtime::controller::Config, impl Future<Output = ()> + Send + Sync + 'static),
+    ctx: &Arc<Context>,
+) -> impl Future<Output = ()> + Send {
+    controller
+        .with_config(config)
+        .trigger_backoff(watches::WatchBackoff::default())
+        .watches_stream(secrets, workspaces_for_secret(store, workspace_cache))
+        .reconcile_on(receiver_stream(rechecks))
+        .graceful_shutdown_on(shutdown)
+        .run(workspace_reconciler::reconcile::<W>, workspace_reconciler::error_policy::<W>, Arc::clone(ctx))
+        .for_each(|_| future::ready(()))
 }
 
 /// Whether every cache the reconcilers read has its first list: the TenantAccesses, the
