@@ -18,8 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 const OUTAGE: Duration = Duration::from_secs(40);
-/// How soon after the API server's return the operator must have caught up.
-const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+/// How soon after the API server's return the operator must have caught up: the bound the README
+/// states for every outage (measured 0.6-3 s).
+const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 
 /// Probed every five seconds: its endpoint breaks during the outage, a status-only change.
 const PROBED: &str = "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: acme}}]\n  secret: {}\n  healthCheck: {interval: 5s, timeout: 1s}\n";
