@@ -358,7 +358,8 @@ pub struct HealthCheckBudgetStatus {
     pub planned_queries_per_day: u64,
     /// Distinct pipes probed.
     pub pipes: u32,
-    /// When the planned queries do not fit: how the probes were spread to fit the budget.
+    /// When the probes do not fit: how they were spread, the billed probes to fit
+    /// `maxQueriesPerDay`, the free existence checks to fit `maxQueriesPerSecond`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut: Option<String>,
 }

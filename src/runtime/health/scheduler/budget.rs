@@ -143,8 +143,17 @@ impl WorkspaceState {
             tokens: self.tokens,
             stretch: self.stretch,
             existence_checks_per_day: self.existence_per_day,
+            existence_capacity_per_day: lane_capacity_per_day(&self.budget),
+            max_queries_per_second: self.budget.max_queries_per_second,
         }
     }
+}
+
+/// Existence checks a day the lane's pacing allows (one per [`lane_spacing`]).
+fn lane_capacity_per_day(budget: &HealthBudget) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let capacity = (DAY.as_secs_f64() / lane_spacing(budget).as_secs_f64()).floor() as u64;
+    capacity
 }
 
 /// Time between two existence checks of a workspace: `maxQueriesPerSecond`, for a pacer that
@@ -170,6 +179,11 @@ pub struct BudgetUse {
     /// Existence checks a day (one per pipe and interval, never stretched): free metadata calls
     /// with the admin token, not billed and not counted in the budget.
     pub existence_checks_per_day: u64,
+    /// Existence checks a day that `maxQueriesPerSecond` allows: beyond it, each pipe's check
+    /// comes later than its interval.
+    pub existence_capacity_per_day: u64,
+    /// `spec.healthChecks.maxQueriesPerSecond` in effect.
+    pub max_queries_per_second: u32,
 }
 
 impl BudgetUse {
@@ -181,14 +195,42 @@ impl BudgetUse {
         (planned / f64::from(self.max_queries_per_day.max(1))).min(1.0)
     }
 
-    /// What was cut to fit the budget, for `status.healthChecks.cut`; `None` when it fits.
+    /// How much later than their interval the existence checks come, because the pipes want
+    /// more of them than `maxQueriesPerSecond` allows (1: on time).
+    #[must_use]
+    pub fn existence_lag(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let lag = self.existence_checks_per_day as f64 / self.existence_capacity_per_day.max(1) as f64;
+        lag.max(1.0)
+    }
+
+    /// What was cut to fit the budget, for `status.healthChecks.cut`; `None` when it fits: the
+    /// billed probes stretched to fit `maxQueriesPerDay`, the free existence checks later than
+    /// their interval to fit `maxQueriesPerSecond`, or both.
     #[must_use]
     pub fn cut(&self) -> Option<String> {
-        (self.stretch > 1.0).then(|| {
+        let billed = (self.stretch > 1.0).then(|| {
             format!(
-                "the probes want {} queries a day ({} pipes, {} tokens), over spec.healthChecks.maxQueriesPerDay {}: every probe interval is {:.1}x longer than asked (a removed pipe is still found within its interval by {} free existence checks a day); raise the budget or lengthen healthCheck.interval",
-                self.planned_queries_per_day, self.pipes, self.tokens, self.max_queries_per_day, self.stretch, self.existence_checks_per_day
+                "the probes want {} queries a day ({} pipes, {} tokens), over spec.healthChecks.maxQueriesPerDay {}: every probe interval is {:.1}x longer than asked",
+                self.planned_queries_per_day, self.pipes, self.tokens, self.max_queries_per_day, self.stretch
             )
-        })
+        });
+        let lag = self.existence_lag();
+        let existence = (lag > 1.0).then(|| {
+            format!(
+                "the existence checks of {} pipes want {} requests a day, more than spec.healthChecks.maxQueriesPerSecond {} allows ({} a day): each pipe's removal is found {lag:.1}x later than its interval; raise maxQueriesPerSecond",
+                self.pipes, self.existence_checks_per_day, self.max_queries_per_second, self.existence_capacity_per_day
+            )
+        });
+        match (billed, existence) {
+            (Some(billed), None) => Some(format!(
+                "{billed} (a removed pipe is still found within its interval by {} free existence checks a day); raise the budget or lengthen healthCheck.interval",
+                self.existence_checks_per_day
+            )),
+            (Some(billed), Some(existence)) => {
+                Some(format!("{billed}; raise the budget or lengthen healthCheck.interval. And {existence}"))
+            }
+            (None, existence) => existence,
+        }
     }
 }

@@ -1135,3 +1135,38 @@ async fn after_a_restart_a_pipe_reported_missing_that_exists_again_is_confirmed_
     assert!(!script.existence_checks_of("p99").is_empty(), "found by its existence check");
     scheduler.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn existence_checks_beyond_the_pace_allowed_are_said_in_what_was_cut() {
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(300);
+    // A budget the billed probes fit: only the existence lane can fall behind.
+    let budget = small_budget(10_000_000);
+    let pipes: Vec<String> = (0..400).map(|i| format!("p{i}")).collect();
+
+    // 200 pipes at 5 minutes: 57,600 checks a day, within one a second.
+    register_budgeted(&scheduler, 200, &pipes[..200], interval, budget);
+    tokio::time::sleep(interval).await;
+    let within = scheduler.budget("http://tinybird.invalid", "ws").expect("the workspace's budget use");
+    assert!((within.existence_lag() - 1.0).abs() < f64::EPSILON, "{within:?}");
+    assert_eq!(within.cut(), None, "nothing was cut: {within:?}");
+
+    // 400 pipes: 115,200 checks a day against about 82,000 that one a second allows.
+    let keys = register_budgeted(&scheduler, 400, &pipes, interval, budget);
+    let counted_from = script.exists_calls.lock().unwrap().len();
+    tokio::time::sleep(interval * 2).await;
+    let behind = scheduler.budget("http://tinybird.invalid", "ws").expect("the workspace's budget use");
+    assert_eq!(behind.existence_checks_per_day, 400 * 288);
+    assert!(behind.existence_lag() > 1.3, "{behind:?}");
+    let cut = behind.cut().expect("the existence checks are behind");
+    assert!(cut.contains("existence checks of 400 pipes") && cut.contains("maxQueriesPerSecond 1"), "{cut}");
+    // What the status says is what the lane does: no more checks than the pace allows.
+    let checks = script.exists_calls.lock().unwrap().len() - counted_from;
+    #[allow(clippy::cast_precision_loss)]
+    let allowed = (behind.existence_capacity_per_day as f64 * 600.0 / 86_400.0).ceil() as usize + 1;
+    assert!(checks <= allowed, "{checks} existence checks in 10 minutes, {allowed} allowed");
+    assert!(checks + 10 >= allowed, "the lane keeps its pace: {checks} of {allowed}");
+    assert_eq!(keys.len(), 400);
+    scheduler.shutdown().await;
+}
