@@ -87,6 +87,8 @@ pub struct Metrics {
     pub kube_request_timeouts: Family<crate::adapters::kube_client::VerbLabels, Counter>,
     /// Admin-token rotations that ended, by outcome (the record's phase).
     pub rotations: Family<OutcomeLabels, Counter>,
+    /// Admission reviews the webhook answered, by kind and verdict; shared by the whole process.
+    pub webhook_reviews: Family<crate::runtime::webhook::review::ReviewLabels, Counter>,
     sources: Arc<OnceLock<Sources>>,
 }
 
@@ -117,6 +119,7 @@ impl Default for Metrics {
             events_failed: Counter::default(),
             kube_request_timeouts: Family::default(),
             rotations: Family::default(),
+            webhook_reviews: crate::runtime::webhook::review::reviews_family(),
             sources: Arc::default(),
         }
     }
@@ -174,6 +177,11 @@ impl Metrics {
             "Admin-token rotations that ended, by outcome (Complete, NotRefreshed, KeyLost)",
             self.rotations.clone(),
         );
+        registry.register(
+            "webhook_reviews",
+            "Admission reviews the validating webhook answered, by kind and verdict (allowed, warned, refused)",
+            self.webhook_reviews.clone(),
+        );
         registry.register_collector(Box::new(CacheCollector { sources: self.sources.clone() }));
         root
     }
@@ -191,12 +199,12 @@ impl Metrics {
         let _ = self.sources.set(Sources { tenant_accesses, workspaces, cluster_workspaces, health });
     }
 
-    /// Records a finished reconcile.
     /// Counts a rotation that ended with `outcome` (a phase of bounded values).
     pub fn rotated(&self, outcome: &str) {
         self.rotations.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
     }
 
+    /// Records a finished reconcile.
     pub fn reconciled(&self, kind: &'static str, outcome: &'static str, took: Duration) {
         self.reconciles.get_or_create(&ReconcileLabels { kind, outcome }).inc();
         self.reconcile_duration.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());

@@ -9,9 +9,13 @@
 //! those are allowed with a warning, and the reconciler reports them on the object.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -236,7 +240,43 @@ pub async fn answer(body: &[u8], facts: &dyn AdmissionFacts) -> Result<Value, Ma
         return Err(MalformedReview::Uid);
     }
     let verdict = decide(&request, facts).await;
+    count(&request.kind.kind, &verdict);
     Ok(response(&request.uid, &verdict))
+}
+
+/// Labels of `tenant_access_webhook_reviews_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    /// `TenantAccess`, `TinybirdWorkspace`, `ClusterTinybirdWorkspace`, or `other` (a kind the
+    /// webhook is not registered for: never refused).
+    pub kind: &'static str,
+    /// `allowed`, `warned` (allowed with warnings) or `refused`.
+    pub verdict: &'static str,
+}
+
+static REVIEWS: LazyLock<Family<ReviewLabels, Counter>> = LazyLock::new(Family::default);
+
+/// The counter of answered reviews (shared by every registry of the process; malformed
+/// requests, answered 400, are not reviews and are not in it).
+#[must_use]
+pub fn reviews_family() -> Family<ReviewLabels, Counter> {
+    REVIEWS.clone()
+}
+
+/// Counts one answered review, under a kind label of bounded values.
+fn count(kind: &str, verdict: &Verdict) {
+    let kind = match kind {
+        "TenantAccess" => "TenantAccess",
+        KIND_WORKSPACE => KIND_WORKSPACE,
+        KIND_CLUSTER_WORKSPACE => KIND_CLUSTER_WORKSPACE,
+        _ => "other",
+    };
+    let verdict = match (verdict.allowed, verdict.warnings.is_empty()) {
+        (false, _) => "refused",
+        (true, false) => "warned",
+        (true, true) => "allowed",
+    };
+    REVIEWS.get_or_create(&ReviewLabels { kind, verdict }).inc();
 }
 
 /// The AdmissionReview carrying a verdict.

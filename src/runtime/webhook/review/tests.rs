@@ -272,3 +272,43 @@ async fn an_object_that_is_not_a_tenant_access_is_refused_naming_the_field() {
     assert_eq!(response["allowed"], false);
     assert!(message(&response).starts_with("spec.scopes"), "{response}");
 }
+
+#[tokio::test]
+async fn every_answered_review_is_counted_by_kind_and_verdict() {
+    let counted = |kind: &'static str, verdict: &'static str| {
+        reviews_family().get_or_create(&ReviewLabels { kind, verdict }).get()
+    };
+    let before = [
+        counted("TenantAccess", "allowed"),
+        counted("TenantAccess", "warned"),
+        counted("TenantAccess", "refused"),
+        counted("other", "allowed"),
+    ];
+    let facts = with_analytics(json!({}));
+    let allowed = verdict(&review("TenantAccess", "CREATE", access(good_spec()), None), &facts).await;
+    assert_eq!(allowed["allowed"], true);
+    let mut bad = good_spec();
+    bad["scopes"][0]["fixedParams"]["org"] = json!("");
+    let refused = verdict(&review("TenantAccess", "CREATE", access(bad), None), &facts).await;
+    assert_eq!(refused["allowed"], false);
+    let shortcode = json!({
+        "workspaceRef": {"name": "analytics"},
+        "scopes": [{"resource": "top_pages", "fixedParams": {"org": "{{org.id}}"}}],
+        "clerkTemplate": {},
+    });
+    let warned = verdict(&review("TenantAccess", "CREATE", access(shortcode), None), &facts).await;
+    assert!(warned["warnings"].is_array(), "{warned}");
+    // A kind the webhook is not registered for gets a label of its own, not its name.
+    let foreign =
+        verdict(&review("Deployment", "CREATE", json!({"metadata": {"name": "x"}}), None), &facts).await;
+    assert_eq!(foreign["allowed"], true);
+    // A malformed request is no review.
+    assert!(answer(b"{}", &facts).await.is_err());
+    let after = [
+        counted("TenantAccess", "allowed"),
+        counted("TenantAccess", "warned"),
+        counted("TenantAccess", "refused"),
+        counted("other", "allowed"),
+    ];
+    assert_eq!(after, before.map(|count| count + 1));
+}
