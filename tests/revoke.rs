@@ -183,6 +183,36 @@ async fn the_revoke_command_rotates_and_reports_progress_and_the_result() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_of_an_admin_secret_another_tool_manages_says_to_update_its_source() {
+    let mut env = Env::new("revoke-managed").await;
+    // As External Secrets or Helm would mark it: that tool writes its own value back later.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), env.name());
+    let label =
+        serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "external-secrets"}}});
+    secrets.patch("tinybird-admin", &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    env.start_operator();
+    tenants(&env, 1, false).await;
+    wait_baseline(&env).await;
+    let old_admin = env.tinybird.admin_token();
+    let workspace = format!("{}/analytics", env.name());
+    let (code, stdout, stderr) =
+        revoke(&["--workspace", &workspace, "--wait", "120"], env.cluster.admin_kubeconfig()).await;
+    // The rotation itself is done; the warning says what is left to a person.
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("done (Complete)"), "{stdout}");
+    let said = "the admin-token Secret is managed by external-secrets (label app.kubernetes.io/managed-by)";
+    assert!(stderr.starts_with("warning: ") && stderr.contains(said), "{stderr}");
+    assert!(stderr.contains("Copy the new token from this Secret into that source"), "{stderr}");
+    let record =
+        workspaces(&env).get("analytics").await.unwrap().status.unwrap().rotation.unwrap().history[0].clone();
+    assert!(record.message.as_deref().is_some_and(|m| m.contains(said)), "{record:?}");
+    env.events_with(&["AdminTokenSecretManagedElsewhere", "tinybird-admin", said]).await;
+    let new_admin = env.tinybird.admin_token();
+    assert_no_secrets("revoke's output", &format!("{stdout}{stderr}"), &[old_admin, new_admin]);
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_only_user_cannot_revoke() {
     let mut env = Env::new("revoke-rbac").await;
     support::grant_tenant_team(&env.cluster, env.name()).await;

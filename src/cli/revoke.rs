@@ -193,10 +193,12 @@ async fn follow(
             said = line;
         }
         if let Some(code) = ended {
-            if let Some(record) =
-                record.filter(|r| r.phase != phase::COMPLETE && r.phase != phase::SUPERSEDED)
-            {
-                eprintln!("error: {}", record.message.unwrap_or_default());
+            let message = record.as_ref().and_then(|r| r.message.clone()).unwrap_or_default();
+            if record.as_ref().is_some_and(|r| r.phase != phase::COMPLETE && r.phase != phase::SUPERSEDED) {
+                eprintln!("error: {message}");
+            } else if message.contains(crate::core::secret_writers::MANAGED_ELSEWHERE) {
+                // Done, but another tool will write the old token back over the new one.
+                eprintln!("warning: {message}");
             }
             return Ok(ExitCode::from(code));
         }

@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod redact;
 pub mod restarts;
 pub mod rotation;
+pub mod secret_writers;
 pub mod selector;
 pub mod shortcode;
 pub mod signing_workspace;

@@ -128,7 +128,7 @@ pub(super) async fn drive<W: Workspace>(
             (status, requeue, false)
         }
         Step::Track => {
-            let (status, requeue) = track(&mut writer, status).await?;
+            let (status, requeue) = track(&mut writer, status, entry.admin_secret_manager.as_deref()).await?;
             (status, Some(requeue), false)
         }
     };
@@ -195,6 +195,15 @@ async fn start<W: Workspace>(
             let target = secret_target(workspace, ctx);
             let key = workspace_key(workspace);
             tracing::info!(request, old = %signer.signing_key_fingerprint, new = %token.fingerprint(), "Tinybird refreshed the admin token: writing it into its Secret");
+            if let Some(manager) = &entry.admin_secret_manager {
+                ctx.events.publish(
+                    workspace,
+                    EventType::Warning,
+                    "AdminTokenSecretManagedElsewhere",
+                    "RotateAdminToken",
+                    &format!("Secret {target}: {}", managed_elsewhere_note(manager)),
+                );
+            }
             ctx.custody.hold(
                 ctx.client.clone(),
                 (key.clone(), request.to_owned()),
@@ -366,10 +375,20 @@ async fn take_landed<W: Workspace>(
     Ok((landed, true))
 }
 
-/// Counts the dependents on the new key; the record follows (and completes).
+/// What a rotation means for an admin-token Secret that `manager` manages too.
+fn managed_elsewhere_note(manager: &str) -> String {
+    format!(
+        "{} {manager}, which writes its own source's value back at its next sync: the old admin token, which Tinybird refuses since the refresh. Copy the new token from this Secret into that source now",
+        crate::core::secret_writers::MANAGED_ELSEWHERE
+    )
+}
+
+/// Counts the dependents on the new key; the record follows (and completes, saying so when
+/// another tool manages the admin-token Secret).
 async fn track<W: Workspace>(
     writer: &mut Writer<'_, W>,
     status: RotationStatus,
+    admin_secret_manager: Option<&str>,
 ) -> Result<(RotationStatus, Duration), Error> {
     let ctx = writer.ctx;
     let workspace = writer.workspace;
@@ -387,7 +406,14 @@ async fn track<W: Workspace>(
         count(&mut templates, template, new_key);
     }
     let now = ctx.now();
-    let next = rotation::progressed(&status, tokens, templates, now);
+    let mut next = rotation::progressed(&status, tokens, templates, now);
+    if let (Some(manager), Some(record)) = (admin_secret_manager, next.history.first_mut())
+        && record.phase == phase::COMPLETE
+        && status.history.first().is_none_or(|before| before.phase != phase::COMPLETE)
+    {
+        let done = record.message.take().unwrap_or_default();
+        record.message = Some(format!("{done}. But {}", managed_elsewhere_note(manager)));
+    }
     if next != status {
         writer.write(&next).await?;
         finished(workspace, ctx, &next);

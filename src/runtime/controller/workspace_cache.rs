@@ -82,6 +82,9 @@ pub struct WorkspaceEntry {
     pub signer: Result<SigningWorkspace, WorkspaceProblem>,
     /// The Clerk connection when the workspace has one, or why it is unusable.
     pub clerk: Option<Result<ClerkCredentials, WorkspaceProblem>>,
+    /// Who else manages the admin-token Secret ([`crate::core::secret_writers`]): a rotation's
+    /// new token is written back over by it.
+    pub admin_secret_manager: Option<String>,
 }
 
 /// The cache shared by the workspace and TenantAccess reconcilers.
@@ -190,10 +193,15 @@ pub async fn load(
     let clerk_ref = spec.clerk.as_ref().map(|connection| &connection.secret_key_secret_ref);
     let mut read = Vec::with_capacity(2);
     let mut refusal = None;
+    let mut admin_secret_manager = None;
     for reference in std::iter::once(admin_ref).chain(clerk_ref) {
         let metadata = secrets.get_metadata_opt(&reference.name).await?;
         let key = SecretRef { namespace: secret_namespace.to_owned(), name: reference.name.clone() };
         read.push((key, metadata.as_ref().and_then(|m| m.metadata.resource_version.clone())));
+        if read.len() == 1 {
+            admin_secret_manager =
+                metadata.as_ref().and_then(|m| crate::core::secret_writers::managed_elsewhere(&m.metadata));
+        }
         if refusal.is_none()
             && let Some(metadata) = metadata
         {
@@ -209,6 +217,7 @@ pub async fn load(
             spec: spec.clone(),
             signer: Err(problem.clone()),
             clerk: spec.clerk.as_ref().map(|_| Err(problem)),
+            admin_secret_manager,
         });
     }
     let key_name = admin_ref.key_or_default();
@@ -253,7 +262,7 @@ pub async fn load(
             )
         }
     };
-    Ok(WorkspaceEntry { generation, secrets: read, spec: spec.clone(), signer, clerk })
+    Ok(WorkspaceEntry { generation, secrets: read, spec: spec.clone(), signer, clerk, admin_secret_manager })
 }
 
 /// Whether a Secret's metadata lets the workspace use it, as a workspace problem when not.
