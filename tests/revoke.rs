@@ -159,6 +159,13 @@ async fn annotating_the_workspace_rotates_the_admin_token_and_every_dependent_fo
     env.stop_operator().await;
 }
 
+/// `tenant-access revoke` of the test's workspace `analytics` as the cluster admin, waiting for
+/// the result.
+async fn revoke_analytics(env: &Env) -> (Option<i32>, String, String) {
+    let workspace = format!("{}/analytics", env.name());
+    revoke(&["--workspace", &workspace, "--wait", "120"], env.cluster.admin_kubeconfig()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_revoke_command_rotates_and_reports_progress_and_the_result() {
     let mut env = Env::new("revoke-cli").await;
@@ -166,9 +173,7 @@ async fn the_revoke_command_rotates_and_reports_progress_and_the_result() {
     tenants(&env, 3, false).await;
     wait_baseline(&env).await;
     let old_admin = env.tinybird.admin_token();
-    let workspace = format!("{}/analytics", env.name());
-    let (code, stdout, stderr) =
-        revoke(&["--workspace", &workspace, "--wait", "120"], env.cluster.admin_kubeconfig()).await;
+    let (code, stdout, stderr) = revoke_analytics(&env).await;
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("rotation requested (tenantaccess.dev/rotate=cli-"), "{stdout}");
     assert!(stdout.contains("done (Complete)") && stdout.contains("(3/3)"), "{stdout}");
@@ -194,9 +199,7 @@ async fn a_revoke_of_an_admin_secret_another_tool_manages_says_to_update_its_sou
     tenants(&env, 1, false).await;
     wait_baseline(&env).await;
     let old_admin = env.tinybird.admin_token();
-    let workspace = format!("{}/analytics", env.name());
-    let (code, stdout, stderr) =
-        revoke(&["--workspace", &workspace, "--wait", "120"], env.cluster.admin_kubeconfig()).await;
+    let (code, stdout, stderr) = revoke_analytics(&env).await;
     // The rotation itself is done; the warning says what is left to a person.
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("done (Complete)"), "{stdout}");

@@ -280,8 +280,8 @@ pub fn ended(status: &RotationStatus, phase: &'static str, message: String) -> R
 #[must_use]
 pub fn progressed(
     status: &RotationStatus,
-    tokens: RotationProgress,
-    templates: RotationProgress,
+    (tokens, templates): (RotationProgress, RotationProgress),
+    admin_secret_manager: Option<&str>,
     now: Timestamp,
 ) -> RotationStatus {
     with_newest(status, |record| {
@@ -300,10 +300,16 @@ pub fn progressed(
         }
         if record.secrets_on_new_key_after.is_some() && record.templates_on_new_key_after.is_some() {
             record.phase = phase::COMPLETE.to_owned();
-            record.message = Some(format!(
+            let done = format!(
                 "every token Secret ({}) and Clerk template ({}) is on the new key",
                 tokens.total, templates.total
-            ));
+            );
+            record.message = Some(match admin_secret_manager {
+                None => done,
+                Some(manager) => {
+                    format!("{done}. But {}", crate::core::secret_writers::rotation_note(manager))
+                }
+            });
         }
     })
 }

@@ -10,14 +10,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub const MANAGED_ELSEWHERE: &str = "the admin-token Secret is managed by";
 
 /// Labels and annotations by which GitOps and packaging tools mark what they manage, with the
-/// tool's name.
-const MARKS: [(&str, &str); 5] = [
-    ("argocd.argoproj.io/tracking-id", "Argo CD"),
-    ("argocd.argoproj.io/instance", "Argo CD"),
-    ("kustomize.toolkit.fluxcd.io/name", "Flux"),
-    ("helm.toolkit.fluxcd.io/name", "Flux"),
-    ("app.kubernetes.io/managed-by", ""),
+/// tool's name (`None`: the value names the tool).
+const MARKS: [(&str, Option<&str>); 5] = [
+    ("argocd.argoproj.io/tracking-id", Some("Argo CD")),
+    ("argocd.argoproj.io/instance", Some("Argo CD")),
+    ("kustomize.toolkit.fluxcd.io/name", Some("Flux")),
+    ("helm.toolkit.fluxcd.io/name", Some("Flux")),
+    ("app.kubernetes.io/managed-by", None),
 ];
+
+/// What a rotation means for an admin-token Secret that `manager` manages too (the event at the
+/// refresh and the completed record say it).
+#[must_use]
+pub fn rotation_note(manager: &str) -> String {
+    format!(
+        "{MANAGED_ELSEWHERE} {manager}, which writes its own source's value back at its next sync: the old admin token, which Tinybird refuses since the refresh. Copy the new token from this Secret into that source now"
+    )
+}
 
 /// Who else manages a Secret, said for people (`ExternalSecret tinybird-admin (its owner)`,
 /// `Argo CD (annotation argocd.argoproj.io/tracking-id)`); `None` when nothing says so.
@@ -34,9 +43,7 @@ pub fn managed_elsewhere(meta: &ObjectMeta) -> Option<String> {
             (None, Some(value)) => ("annotation", value),
             (None, None) => return None,
         };
-        // `app.kubernetes.io/managed-by` names the tool itself.
-        let tool = if tool.is_empty() { value.as_str() } else { tool };
-        Some(format!("{tool} ({place} {key})"))
+        Some(format!("{} ({place} {key})", tool.unwrap_or(value)))
     })
 }
 

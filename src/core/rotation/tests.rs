@@ -32,7 +32,7 @@ fn a_new_annotation_value_starts_a_rotation_once() {
     assert_eq!(next_step(Some("2"), &started, now), Step::Refreshing);
     let landed = landed(&started, "sha256:new", now);
     assert_eq!(next_step(Some("2"), &landed, now), Step::Track);
-    let done = progressed(&landed, progress(3, 3), progress(0, 0), now);
+    let done = progressed(&landed, (progress(3, 3), progress(0, 0)), None, now);
     assert_eq!(done.history[0].phase, phase::COMPLETE);
     assert_eq!(next_step(Some("2"), &done, now), Step::Idle);
 }
@@ -134,13 +134,13 @@ fn progress_records_when_secrets_then_templates_were_all_on_the_new_key() {
     let refreshed = at("2026-01-01T00:00:00Z");
     let status = started(&baseline(None, None, refreshed), ("1", trigger::CLI), Some("a"), None, refreshed);
     let status = landed(&status, "b", refreshed);
-    let status = progressed(&status, progress(5, 10), progress(0, 4), at("2026-01-01T00:00:01Z"));
+    let status = progressed(&status, (progress(5, 10), progress(0, 4)), None, at("2026-01-01T00:00:01Z"));
     assert_eq!(status.history[0].phase, phase::RESIGNING);
     assert_eq!(status.history[0].secrets_on_new_key_after, None);
-    let status = progressed(&status, progress(10, 10), progress(1, 4), at("2026-01-01T00:00:02.5Z"));
+    let status = progressed(&status, (progress(10, 10), progress(1, 4)), None, at("2026-01-01T00:00:02.5Z"));
     assert_eq!(status.history[0].secrets_on_new_key_after.as_deref(), Some("2.5s"));
     assert_eq!(status.history[0].phase, phase::RESIGNING);
-    let status = progressed(&status, progress(10, 10), progress(4, 4), at("2026-01-01T00:00:09Z"));
+    let status = progressed(&status, (progress(10, 10), progress(4, 4)), None, at("2026-01-01T00:00:09Z"));
     assert_eq!(status.history[0].secrets_on_new_key_after.as_deref(), Some("2.5s"));
     assert_eq!(status.history[0].templates_on_new_key_after.as_deref(), Some("9.0s"));
     assert_eq!(status.history[0].phase, phase::COMPLETE);
@@ -175,7 +175,24 @@ fn clerk_pushes_of_the_new_key_wait_until_every_secret_is_on_it_for_a_minute_at_
     assert!(holds_clerk(&status, "b", at("2026-01-01T00:00:05Z")));
     assert!(!holds_clerk(&status, "c", at("2026-01-01T00:00:05Z")), "another key is not this rotation's");
     assert!(!holds_clerk(&status, "b", at("2026-01-01T00:01:00Z")), "held a minute at most");
-    let done = progressed(&status, progress(3, 3), progress(0, 3), at("2026-01-01T00:00:06Z"));
+    let done = progressed(&status, (progress(3, 3), progress(0, 3)), None, at("2026-01-01T00:00:06Z"));
     assert!(secrets_done(&done));
     assert!(!holds_clerk(&done, "b", at("2026-01-01T00:00:06Z")));
+}
+
+#[test]
+fn a_completed_rotation_of_a_secret_another_tool_manages_says_to_update_its_source() {
+    let now = at("2026-01-01T00:00:00Z");
+    let started =
+        started(&baseline(None, None, now), ("2", trigger::ANNOTATION), Some("sha256:old"), None, now);
+    let landed = landed(&started, "sha256:new", now);
+    let tracking = progressed(&landed, (progress(1, 3), progress(0, 0)), Some("Argo CD (label x)"), now);
+    assert_eq!(tracking.history[0].message, landed.history[0].message, "said once it is done");
+    let done = progressed(&landed, (progress(3, 3), progress(0, 0)), Some("Argo CD (label x)"), now);
+    let message = done.history[0].message.as_deref().unwrap();
+    assert!(
+        message.starts_with("every token Secret (3) and Clerk template (0) is on the new key. But "),
+        "{message}"
+    );
+    assert!(message.contains(&crate::core::secret_writers::rotation_note("Argo CD (label x)")), "{message}");
 }

@@ -125,9 +125,10 @@ pub async fn run_with_event_client(
     let workspaces = run_workspaces(
         workspace_controller,
         admin_secrets,
-        (caches.workspaces.clone(), workspace_cache.clone()),
+        caches.workspaces.clone(),
         namespaced_rechecks,
-        (controller_config.clone(), shutdown.clone()),
+        controller_config.clone(),
+        shutdown.clone(),
         &ctx,
     )
     .boxed();
@@ -135,9 +136,10 @@ pub async fn run_with_event_client(
         Some(secrets) => run_workspaces(
             cluster_workspace_controller,
             secrets,
-            (caches.cluster_workspaces.clone(), workspace_cache),
+            caches.cluster_workspaces.clone(),
             cluster_rechecks,
-            (controller_config.clone(), shutdown.clone()),
+            controller_config.clone(),
+            shutdown.clone(),
             &ctx,
         )
         .boxed(),
@@ -255,15 +257,16 @@ fn start_services(
 fn run_workspaces<W: workspace_reconciler::Workspace>(
     controller: Controller<W>,
     secrets: BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>>,
-    (store, workspace_cache): (Store<W>, WorkspaceCache),
+    store: Store<W>,
     rechecks: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<W>>,
-    (config, shutdown): (kube::runtime::controller::Config, impl Future<Output = ()> + Send + Sync + 'static),
+    config: kube::runtime::controller::Config,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ctx: &Arc<Context>,
 ) -> impl Future<Output = ()> + Send {
     controller
         .with_config(config)
         .trigger_backoff(watches::WatchBackoff::default())
-        .watches_stream(secrets, workspaces_for_secret(store, workspace_cache))
+        .watches_stream(secrets, workspaces_for_secret(store, ctx.workspace_cache.clone()))
         .reconcile_on(receiver_stream(rechecks))
         .graceful_shutdown_on(shutdown)
         .run(workspace_reconciler::reconcile::<W>, workspace_reconciler::error_policy::<W>, Arc::clone(ctx))

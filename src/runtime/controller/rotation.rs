@@ -201,7 +201,7 @@ async fn start<W: Workspace>(
                     EventType::Warning,
                     "AdminTokenSecretManagedElsewhere",
                     "RotateAdminToken",
-                    &format!("Secret {target}: {}", managed_elsewhere_note(manager)),
+                    &format!("Secret {target}: {}", crate::core::secret_writers::rotation_note(manager)),
                 );
             }
             ctx.custody.hold(
@@ -375,14 +375,6 @@ async fn take_landed<W: Workspace>(
     Ok((landed, true))
 }
 
-/// What a rotation means for an admin-token Secret that `manager` manages too.
-fn managed_elsewhere_note(manager: &str) -> String {
-    format!(
-        "{} {manager}, which writes its own source's value back at its next sync: the old admin token, which Tinybird refuses since the refresh. Copy the new token from this Secret into that source now",
-        crate::core::secret_writers::MANAGED_ELSEWHERE
-    )
-}
-
 /// Counts the dependents on the new key; the record follows (and completes, saying so when
 /// another tool manages the admin-token Secret).
 async fn track<W: Workspace>(
@@ -406,14 +398,7 @@ async fn track<W: Workspace>(
         count(&mut templates, template, new_key);
     }
     let now = ctx.now();
-    let mut next = rotation::progressed(&status, tokens, templates, now);
-    if let (Some(manager), Some(record)) = (admin_secret_manager, next.history.first_mut())
-        && record.phase == phase::COMPLETE
-        && status.history.first().is_none_or(|before| before.phase != phase::COMPLETE)
-    {
-        let done = record.message.take().unwrap_or_default();
-        record.message = Some(format!("{done}. But {}", managed_elsewhere_note(manager)));
-    }
+    let next = rotation::progressed(&status, (tokens, templates), admin_secret_manager, now);
     if next != status {
         writer.write(&next).await?;
         finished(workspace, ctx, &next);

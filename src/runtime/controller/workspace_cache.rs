@@ -194,11 +194,11 @@ pub async fn load(
     let mut read = Vec::with_capacity(2);
     let mut refusal = None;
     let mut admin_secret_manager = None;
-    for reference in std::iter::once(admin_ref).chain(clerk_ref) {
+    for (index, reference) in std::iter::once(admin_ref).chain(clerk_ref).enumerate() {
         let metadata = secrets.get_metadata_opt(&reference.name).await?;
         let key = SecretRef { namespace: secret_namespace.to_owned(), name: reference.name.clone() };
         read.push((key, metadata.as_ref().and_then(|m| m.metadata.resource_version.clone())));
-        if read.len() == 1 {
+        if index == 0 {
             admin_secret_manager =
                 metadata.as_ref().and_then(|m| crate::core::secret_writers::managed_elsewhere(&m.metadata));
         }
