@@ -215,6 +215,14 @@ pub struct ClerkTemplateOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = ["Delete", "Retain"]))]
     pub deletion_policy: Option<String>,
+    /// Whose requests share one Tinybird rate limit (`limits.rps` is counted per JWT `name`):
+    /// `User` (default) appends `_{{user.id}}` to the token name, so every signed-in user has a
+    /// bucket of their own; `Organization` appends `_{{org.id}}` (one bucket per organization);
+    /// `Shared` keeps one name, and one bucket, for every user of the template. Not allowed with
+    /// a `tokenName` that holds shortcodes itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["User", "Organization", "Shared"]))]
+    pub rate_limit_key: Option<String>,
 }
 
 /// Health checks of the granted pipe endpoints.
@@ -309,6 +317,10 @@ pub struct ClerkTemplateStatus {
     pub claims_hash: String,
     /// Fingerprint of the signing key pushed.
     pub signing_key_fingerprint: String,
+    /// The JWT `name` claim of the pushed template, shortcodes as Clerk fills them (e.g.
+    /// `acme_dash_{{user.id || '_none_'}}`): the rate-limit bucket of its tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_name: Option<String>,
 }
 
 /// Health of one probed endpoint.

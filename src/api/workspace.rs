@@ -207,6 +207,15 @@ pub struct WorkspacePolicy {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = limits::MAX_POLICY_ENTRIES))]
     pub required_params: BTreeMap<String, RequiredParamSource>,
+    /// What a Clerk template's shortcode renders for a user who lacks the identity it names
+    /// (no active organization, no such metadata): the operator adds it as the fallback of every
+    /// shortcode in fixed params and token names that has none, so a missing identity matches no
+    /// tenant instead of becoming `null` (which `{% if defined(org) %}` pipes read as "every
+    /// organization"). Letters, digits, `_`, `-`, `.`, starting or ending with `_`, `-` or `.`
+    /// so that no namespace name or label value can equal it. Default `_none_`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 63), pattern(r"^([_.-][A-Za-z0-9_.-]*|[A-Za-z0-9_.-]*[_.-])$"))]
+    pub clerk_missing_identity_value: Option<String>,
 }
 
 /// Where the value of a required fixed param comes from. Exactly one of `namespaceLabel` and
@@ -220,8 +229,12 @@ pub struct RequiredParamSource {
     /// The value is the TenantAccess's namespace name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_name: Option<bool>,
-    /// For Clerk templates: the only shortcode allowed for this param (e.g. `{{org.slug}}`).
-    /// Without it a Clerk template may not use a shortcode for this param.
+    /// For Clerk templates: the shortcode every Clerk template of this workspace carries for
+    /// this param (e.g. `{{org.id}}` or `{{org.slug}}`), never the namespace's literal value (any
+    /// signed-in user may mint any template by name). Without it this workspace refuses Clerk
+    /// outputs. A fallback in it must not be a possible tenant value (it must start or end with
+    /// `_`, `-` or `.`); without one the workspace's `clerkMissingIdentityValue` is added.
+    /// Shortcodes the end user writes (`user.unsafe_metadata.*`, names) are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clerk_shortcode: Option<String>,
 }

@@ -13,6 +13,7 @@ use crate::core::admin_token::{AdminToken, fingerprint};
 use crate::core::filter::Filter;
 use crate::core::jwt::{self, AccessClaims, ClaimLimits, ClaimScope, SignError, TinybirdClaims};
 pub use crate::core::reconcile::decide::renewal_time;
+use crate::core::shortcode::{self, Segment, Template};
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::{ValidClerkOutput, ValidatedAccess};
 use crate::core::well_known::{
@@ -274,6 +275,35 @@ impl ClerkTemplate {
     }
 }
 
+/// The claims of a Clerk template: the access claims with the token name of the rate-limit key,
+/// each param the workspace pins as the policy's shortcode, and a fallback (the workspace's
+/// missing-identity value) on every shortcode that has none. Each value holding shortcodes is
+/// parsed and written back in the operator's own form.
+#[must_use]
+pub fn clerk_access_claims(
+    access: &ValidatedAccess,
+    output: &ValidClerkOutput,
+    workspace_id: &str,
+) -> AccessClaims {
+    let fallback = output.missing_identity_value.as_str();
+    let mut claims = access_claims(access, workspace_id);
+    claims.name = output.token_name.render(fallback);
+    for fixed_params in claims.scopes.iter_mut().filter_map(|scope| scope.fixed_params.as_mut()) {
+        for (param, value) in fixed_params.iter_mut() {
+            if let Some(code) = output.pinned.get(param) {
+                *value =
+                    serde_json::Value::String(Template(vec![Segment::Code(code.clone())]).render(fallback));
+            } else if let serde_json::Value::String(text) = value
+                && shortcode::contains_shortcode(text)
+            {
+                // Validated; a value that would not parse is replaced, never passed through.
+                *text = Template::parse(text).map_or_else(|_| fallback.to_owned(), |t| t.render(fallback));
+            }
+        }
+    }
+    claims
+}
+
 /// The Clerk template a TenantAccess asks for.
 #[must_use]
 pub fn clerk_template(
@@ -284,7 +314,7 @@ pub fn clerk_template(
     ClerkTemplate {
         name: output.name.clone(),
         claims: ClerkClaims {
-            access: access_claims(access, workspace_id),
+            access: clerk_access_claims(access, output, workspace_id),
             owner: format!("{}/{}", access.namespace, access.name),
         },
         lifetime: output.lifetime_seconds,

@@ -15,8 +15,9 @@ use jiff::SignedDuration;
 use crate::api::{SCOPE_PIPES_READ, WorkspacePolicy};
 use crate::core::duration;
 use crate::core::filter::Filter;
-use crate::core::shortcode;
-use crate::core::validate::ValidatedAccess;
+use crate::core::k8s_name_rules::is_label_value;
+use crate::core::shortcode::{self, Shortcode};
+use crate::core::validate::{DEFAULT_MISSING_IDENTITY_VALUE, ValidatedAccess};
 
 /// Why a TenantAccess is refused by its workspace's policy: one line naming what and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,21 +131,76 @@ pub fn apply(
         }
     }
 
+    match missing_identity_value(policy, workspace) {
+        Ok(value) => {
+            if let Some(clerk) = &mut access.clerk_template {
+                clerk.missing_identity_value = value.to_owned();
+            }
+        }
+        Err(problem) => problems.push(problem),
+    }
+
     for (param, source) in &policy.required_params {
         match required_value(param, source, namespace, workspace) {
             Err(problem) => problems.push(problem),
-            Ok(value) => force_param(
-                &mut access,
-                param,
-                &value,
-                source.clerk_shortcode.as_deref(),
-                workspace,
-                &mut problems,
-            ),
+            Ok(value) => force_param(&mut access, param, &value, source, workspace, &mut problems),
         }
+    }
+    if access.clerk_template.is_some() && access.rps.is_none() {
+        access.warnings.push(
+            "spec.clerkTemplate: no limits.rps, so every signed-in user may query the granted pipes without limit (and run up the Tinybird bill): set limits.rps (per user with the default rateLimitKey: User)".to_owned(),
+        );
     }
 
     if problems.is_empty() { Ok(access) } else { Err(PolicyViolation(problems)) }
+}
+
+/// `spec.policy.clerkMissingIdentityValue`, or the default, when no tenant value can equal it.
+fn missing_identity_value<'a>(policy: &'a WorkspacePolicy, workspace: &str) -> Result<&'a str, String> {
+    let Some(value) = policy.clerk_missing_identity_value.as_deref() else {
+        return Ok(DEFAULT_MISSING_IDENTITY_VALUE);
+    };
+    let usable = (2..=63).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !could_be_a_tenant_value(value);
+    if usable {
+        Ok(value)
+    } else {
+        Err(format!(
+            "workspace {workspace} spec.policy.clerkMissingIdentityValue: {:?} must be 2 to 63 letters, digits, '_', '-' or '.', starting or ending with '_', '-' or '.' (so no namespace name or label value can equal it), e.g. {DEFAULT_MISSING_IDENTITY_VALUE:?}",
+            crate::core::redact::prefix(value, 80)
+        ))
+    }
+}
+
+/// Whether a value could be a tenant's pinned value: a namespace name or a namespace label value
+/// (the two sources of required params), now or once some namespace is labelled so.
+fn could_be_a_tenant_value(value: &str) -> bool {
+    !value.is_empty() && is_label_value(value)
+}
+
+/// A required param's `clerkShortcode`, when it is one shortcode that neither the end user
+/// writes nor falls back to a possible tenant value.
+fn pinned_shortcode(
+    param: &str,
+    source: &crate::api::RequiredParamSource,
+    workspace: &str,
+) -> Result<Option<Shortcode>, String> {
+    let Some(text) = source.clerk_shortcode.as_deref() else { return Ok(None) };
+    let at = format!("workspace {workspace} spec.policy.requiredParams.{param}.clerkShortcode");
+    let code = shortcode::parse_single(text).map_err(|error| format!("{at}: {error}"))?;
+    if code.is_user_writable() {
+        return Err(format!(
+            "{at}: {{{{{}}}}} is written by the signed-in user, who would choose their tenant: use {{{{org.id}}}}, {{{{org.slug}}}} or backend-written public_metadata",
+            code.path
+        ));
+    }
+    if let Some(fallback) = code.fallback.as_deref().filter(|f| could_be_a_tenant_value(f)) {
+        return Err(format!(
+            "{at}: the fallback {fallback:?} could be a tenant's {param} (a namespace name or label value): users without the identity would read that tenant's rows; drop the fallback (the operator adds clerkMissingIdentityValue)"
+        ));
+    }
+    Ok(Some(code))
 }
 
 /// Checks what of a policy the workspace itself gets wrong, whatever the TenantAccess: a
@@ -155,12 +211,11 @@ pub fn apply(
 /// [`PolicyViolation`] listing every problem.
 pub fn check(policy: &WorkspacePolicy, workspace: &str) -> Result<(), PolicyViolation> {
     let mut problems: Vec<String> = max_lifetime(policy, workspace).err().into_iter().collect();
-    problems.extend(
-        policy
-            .required_params
-            .iter()
-            .filter_map(|(param, source)| param_source(param, source, workspace).err()),
-    );
+    problems.extend(missing_identity_value(policy, workspace).err());
+    for (param, source) in &policy.required_params {
+        problems.extend(param_source(param, source, workspace).err());
+        problems.extend(pinned_shortcode(param, source, workspace).err());
+    }
     if problems.is_empty() { Ok(()) } else { Err(PolicyViolation(problems)) }
 }
 
@@ -223,12 +278,16 @@ fn required_value(
     }
 }
 
-/// Forces `param = value` into every scope, or records why the TenantAccess contradicts it.
+/// Forces `param = value` into every scope, or records why the TenantAccess contradicts it. A
+/// Clerk template gets the policy's shortcode for the param instead (set in
+/// [`crate::core::validate::ValidClerkOutput::pinned`]): any signed-in user of the Clerk
+/// instance may mint any template by name, so a template holding this namespace's value would
+/// read its rows for everyone.
 fn force_param(
     access: &mut ValidatedAccess,
     param: &str,
     value: &str,
-    clerk_shortcode: Option<&str>,
+    source: &crate::api::RequiredParamSource,
     workspace: &str,
     problems: &mut Vec<String>,
 ) {
@@ -247,6 +306,11 @@ fn force_param(
             "spec.healthCheck.params.{param}: workspace {workspace} pins {param} in this namespace, so probes never send it: remove it"
         ));
     }
+    let clerk_code = if access.clerk_template.is_some() {
+        pin_clerk_template(access, param, source, workspace, problems)
+    } else {
+        None
+    };
     let tenant_condition = match Filter::equals(param, value) {
         Ok(condition) => Some(condition),
         Err(error) => {
@@ -258,38 +322,105 @@ fn force_param(
             None
         }
     };
+    let literal = serde_json::Value::String(value.to_owned());
     for (i, scope) in access.scopes.iter_mut().enumerate() {
-        if scope.scope_type == SCOPE_PIPES_READ {
-            match scope.fixed_params.get(param) {
-                None => {
-                    scope.fixed_params.insert(param.to_owned(), serde_json::Value::String(value.to_owned()));
-                }
-                Some(existing) => {
-                    let text = match existing {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    if shortcode::contains_shortcode(&text) {
-                        if clerk_shortcode.map(str::trim) != Some(text.trim()) {
-                            problems.push(format!(
-                                "spec.scopes[{i}].fixedParams.{param}: {text:?} is not the shortcode workspace {workspace} maps to {param} ({}); the template could read other tenants' rows",
-                                clerk_shortcode.map_or_else(|| "none: use the value or omit it".to_owned(), |s| format!("{s:?}"))
-                            ));
-                        }
-                    } else if text != value {
-                        problems.push(format!(
-                            "spec.scopes[{i}].fixedParams.{param}: {text:?} is not allowed: workspace {workspace} pins {param} to {value:?} in this namespace (omit it to have it set)"
-                        ));
-                    }
-                }
+        if scope.scope_type != SCOPE_PIPES_READ {
+            if let Some(condition) = &tenant_condition {
+                // ANDed to the parsed tree: no text of the tenant's can reach around it.
+                scope.filter = Some(match scope.filter.take() {
+                    None => condition.clone(),
+                    Some(filter) => filter.and(condition.clone()),
+                });
             }
-        } else if let Some(condition) = &tenant_condition {
-            // ANDed to the parsed tree: no text of the tenant's can reach around it.
-            scope.filter = Some(match scope.filter.take() {
-                None => condition.clone(),
-                Some(filter) => filter.and(condition.clone()),
-            });
+            continue;
         }
+        let field = format!("spec.scopes[{i}].fixedParams.{param}");
+        let Some(existing) = scope.fixed_params.get(param) else {
+            scope.fixed_params.insert(param.to_owned(), literal.clone());
+            continue;
+        };
+        let text = match existing {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if shortcode::contains_shortcode(&text) {
+            // Validation let it through only without a Secret output: a Clerk-only access.
+            if let Some(problem) = foreign_shortcode(&text, clerk_code.as_ref(), param, workspace) {
+                problems.push(format!("{field}: {problem}"));
+            }
+            // Probe tokens sign the pinned value; the template gets the policy's shortcode.
+            scope.fixed_params.insert(param.to_owned(), literal.clone());
+        } else if clerk_code.is_some() {
+            problems.push(format!(
+                "{field}: {text:?} is not allowed in a Clerk template: any signed-in user may mint it by name, so workspace {workspace} has its templates carry {}; omit fixedParams.{param} (the Secret's token gets {value:?}, the template the shortcode)",
+                source.clerk_shortcode.as_deref().unwrap_or_default().trim()
+            ));
+        } else if text != value {
+            problems.push(format!(
+                "{field}: {text:?} is not allowed: workspace {workspace} pins {param} to {value:?} in this namespace (omit it to have it set)"
+            ));
+        }
+    }
+}
+
+/// Checks a Clerk output against a pinned param and records the shortcode its template carries.
+fn pin_clerk_template(
+    access: &mut ValidatedAccess,
+    param: &str,
+    source: &crate::api::RequiredParamSource,
+    workspace: &str,
+    problems: &mut Vec<String>,
+) -> Option<Shortcode> {
+    if access.scopes.iter().any(|scope| scope.scope_type != SCOPE_PIPES_READ) {
+        problems.push(format!(
+            "spec.clerkTemplate: workspace {workspace} pins {param}, and a DATASOURCES:READ filter cannot hold a Clerk shortcode (Clerk inserts values unescaped), so the template would give every user this namespace's rows: grant PIPES:READ scopes in a Clerk template (a DATASOURCES:READ scope may stay in a Secret-only TenantAccess)"
+        ));
+    }
+    match pinned_shortcode(param, source, workspace) {
+        Ok(Some(code)) => {
+            if let Some(clerk) = &mut access.clerk_template {
+                clerk.pinned.insert(param.to_owned(), code.clone());
+            }
+            Some(code)
+        }
+        Ok(None) => {
+            problems.push(format!(
+                "spec.clerkTemplate: workspace {workspace} pins {param} but maps no Clerk shortcode to it, so a Clerk template could only carry this namespace's value, which any signed-in user could mint: remove spec.clerkTemplate (keep spec.secret), or ask the platform team to set spec.policy.requiredParams.{param}.clerkShortcode"
+            ));
+            None
+        }
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    }
+}
+
+/// Why a shortcode written for a pinned param is refused: another shortcode than the policy's,
+/// or a fallback that could be a tenant's value.
+fn foreign_shortcode(
+    text: &str,
+    policy_code: Option<&Shortcode>,
+    param: &str,
+    workspace: &str,
+) -> Option<String> {
+    let Some(policy_code) = policy_code else {
+        // The Clerk output itself is refused (no shortcode mapped): said once, there.
+        return None;
+    };
+    let expected = format!("{{{{{}}}}}", policy_code.path);
+    match shortcode::parse_single(text) {
+        Ok(code) if code.path == policy_code.path => {
+            code.fallback.filter(|fallback| could_be_a_tenant_value(fallback)).map(|fallback| {
+                format!(
+                    "the fallback {fallback:?} could be a tenant's {param} (a namespace name or label value): users without the identity would read that tenant's rows; write {expected} or omit the param (the operator adds a fallback that matches no tenant)"
+                )
+            })
+        }
+        _ => Some(format!(
+            "{:?} is not the shortcode workspace {workspace} maps to {param}: write {expected} or omit the param",
+            crate::core::redact::prefix(text, 80)
+        )),
     }
 }
 

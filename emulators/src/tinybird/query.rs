@@ -47,7 +47,10 @@ pub(crate) fn pipe_in_path(path: &str) -> Option<String> {
 }
 
 /// Query parameters overridden by the scope's `fixed_params`. A null fixed param removes the
-/// parameter altogether: the pipe then behaves as if it was never given (the fail-open case).
+/// parameter altogether: the pipe then behaves as if it was never given, so `{% if defined(org) %}`
+/// drops its filter (the fail-open case). Source: the project's external-apis.md, "Fail-open
+/// pitfall" (from Tinybird's template docs: a missing or null param is not `defined`), which is
+/// also why a Clerk shortcode rendering `null` for a user without an organization leaks.
 pub(crate) fn effective_params(
     query: &[(String, String)],
     fixed_params: Option<&Map<String, Value>>,

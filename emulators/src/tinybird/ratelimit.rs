@@ -1,5 +1,7 @@
-//! Per-token-name rate limits: one bucket per (pipe as written in the URL, JWT `name`), holding
-//! `limits.rps` requests per one-second window.
+//! Per-token-name rate limits: one bucket per (workspace, pipe as written in the URL, JWT
+//! `name`), holding `limits.rps` requests per one-second window. Tinybird's "Rate limits for
+//! JWTs" docs: the limit applies per token name, so two tokens with one `name` share a bucket
+//! (which is why a Clerk template's name must carry the user to give each user a limit).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -38,8 +40,11 @@ impl RateDecision {
 
 #[derive(Debug, Default)]
 pub(crate) struct RateLimiter {
-    windows: Mutex<HashMap<(String, String), Window>>,
+    windows: Mutex<HashMap<BucketKey, Window>>,
 }
+
+/// Workspace id, pipe as written in the URL, JWT `name`.
+type BucketKey = (String, String, String);
 
 #[derive(Clone, Copy, Debug)]
 struct Window {
@@ -48,11 +53,19 @@ struct Window {
 }
 
 impl RateLimiter {
-    /// Counts a request of token `name` on `pipe` at `now_ms` against `limit` per second.
-    pub(crate) fn check(&self, pipe: &str, name: &str, limit: u32, now_ms: i64) -> RateDecision {
+    /// Counts a request of token `name` of `workspace` on `pipe` at `now_ms` against `limit`
+    /// per second.
+    pub(crate) fn check(
+        &self,
+        workspace: &str,
+        pipe: &str,
+        name: &str,
+        limit: u32,
+        now_ms: i64,
+    ) -> RateDecision {
         let mut windows = lock(&self.windows);
         let window = windows
-            .entry((pipe.to_owned(), name.to_owned()))
+            .entry((workspace.to_owned(), pipe.to_owned(), name.to_owned()))
             .or_insert(Window { started_ms: now_ms, count: 0 });
         if now_ms >= window.started_ms + WINDOW_MS || now_ms < window.started_ms {
             *window = Window { started_ms: now_ms, count: 0 };
@@ -83,23 +96,23 @@ mod tests {
     #[test]
     fn refuses_after_the_limit_within_one_window() {
         let limiter = RateLimiter::default();
-        let first = limiter.check("top_pages", "tenant_a", 2, 10_000);
+        let first = limiter.check("ws", "top_pages", "tenant_a", 2, 10_000);
         assert!(first.allowed);
         assert_eq!(first.remaining, 1);
-        assert!(limiter.check("top_pages", "tenant_a", 2, 10_100).allowed);
-        let refused = limiter.check("top_pages", "tenant_a", 2, 10_200);
+        assert!(limiter.check("ws", "top_pages", "tenant_a", 2, 10_100).allowed);
+        let refused = limiter.check("ws", "top_pages", "tenant_a", 2, 10_200);
         assert!(!refused.allowed);
         assert_eq!(refused.remaining, 0);
         assert_eq!(refused.reset_secs, 1);
-        assert!(limiter.check("top_pages", "tenant_a", 2, 11_000).allowed);
+        assert!(limiter.check("ws", "top_pages", "tenant_a", 2, 11_000).allowed);
     }
 
     #[test]
     fn buckets_are_per_pipe_and_name() {
         let limiter = RateLimiter::default();
-        assert!(limiter.check("top_pages", "a", 1, 0).allowed);
-        assert!(!limiter.check("top_pages", "a", 1, 0).allowed);
-        assert!(limiter.check("top_pages", "b", 1, 0).allowed);
-        assert!(limiter.check("tenant_events", "a", 1, 0).allowed);
+        assert!(limiter.check("ws", "top_pages", "a", 1, 0).allowed);
+        assert!(!limiter.check("ws", "top_pages", "a", 1, 0).allowed);
+        assert!(limiter.check("ws", "top_pages", "b", 1, 0).allowed);
+        assert!(limiter.check("ws", "tenant_events", "a", 1, 0).allowed);
     }
 }

@@ -111,7 +111,13 @@ impl TinybirdState {
         let Some(limit) = claims.rps_limit() else {
             return Ok(Vec::new());
         };
-        let decision = self.rate_limiter.check(resource, &claims.name, limit, self.clock.now_millis());
+        let decision = self.rate_limiter.check(
+            &self.workspace.id,
+            resource,
+            &claims.name,
+            limit,
+            self.clock.now_millis(),
+        );
         if decision.allowed {
             Ok(decision.headers())
         } else {

@@ -92,9 +92,9 @@ fn secret_carries_token_url_workspace_expiry_labels_and_owner() {
 }
 
 #[test]
-fn clerk_template_keeps_shortcodes_and_never_the_key() {
+fn clerk_template_keeps_shortcodes_with_a_fallback_for_a_missing_identity_and_never_the_key() {
     let access = access(
-        "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}', user: '{{user.id}}'}}]\nclerkTemplate: {name: tinybird}\n",
+        "workspaceRef: {name: a}\nscopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}', user: \"{{ user.id||'_none_' }}\"}}]\nclerkTemplate: {name: tinybird}\n",
     );
     let template = clerk_template(&access, access.clerk_template.as_ref().unwrap(), WORKSPACE_ID);
     let json = serde_json::to_value(&template).unwrap();
@@ -102,9 +102,9 @@ fn clerk_template_keeps_shortcodes_and_never_the_key() {
         json,
         serde_json::json!({
             "name": "tinybird",
-            "claims": {"workspace_id": WORKSPACE_ID, "name": "acme_acme-reader",
+            "claims": {"workspace_id": WORKSPACE_ID, "name": "acme_acme-reader_{{user.id || '_none_'}}",
                 "scopes": [{"type": "PIPES:READ", "resource": "top_pages",
-                    "fixed_params": {"org": "{{org.slug}}", "user": "{{user.id}}"}}],
+                    "fixed_params": {"org": "{{org.slug || '_none_'}}", "user": "{{user.id || '_none_'}}"}}],
                 "tenant_access": "acme/acme-reader"},
             "lifetime": 60, "allowed_clock_skew": 5,
             "custom_signing_key": true, "signing_algorithm": "HS256",

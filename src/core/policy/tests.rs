@@ -64,6 +64,97 @@ fn allows_only_the_mapped_clerk_shortcode() {
     assert!(check("workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: '{{org.slug}}'}}]\nclerkTemplate: {}\n", ORG_FROM_LABEL).is_ok());
     let error = check("workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: '{{user.id}}'}}]\nclerkTemplate: {}\n", ORG_FROM_LABEL).unwrap_err();
     assert!(error.to_string().contains("is not the shortcode"), "{error}");
+    assert!(error.to_string().contains("write {{org.slug}} or omit the param"), "{error}");
+}
+
+#[test]
+fn a_clerk_template_on_a_pinned_workspace_gets_the_policys_shortcode_never_the_namespaces_value() {
+    // Omitted: the Secret's token gets the namespace's value, the template the shortcode.
+    let both = "workspaceRef: {name: s}\nscopes: [{resource: top_pages}]\nsecret: {}\nclerkTemplate: {}\nlimits: {rps: 5}\n";
+    let checked = check(both, ORG_FROM_LABEL).unwrap();
+    assert_eq!(checked.scopes[0].fixed_params["org"], "acme");
+    let clerk = checked.clerk_template.as_ref().unwrap();
+    assert_eq!(clerk.pinned["org"].path, "org.slug");
+    let claims = crate::core::desired::clerk_access_claims(&checked, clerk, "ws");
+    assert_eq!(claims.scopes[0].fixed_params.as_ref().unwrap()["org"], "{{org.slug || '_none_'}}");
+
+    // Written as the namespace's literal value: refused, advising what is accepted.
+    let literal = "workspaceRef: {name: s}\nscopes: [{resource: top_pages, fixedParams: {org: acme}}]\nsecret: {}\nclerkTemplate: {}\n";
+    let error = check(literal, ORG_FROM_LABEL).unwrap_err().to_string();
+    assert!(error.contains("\"acme\" is not allowed in a Clerk template"), "{error}");
+    assert!(error.contains("omit fixedParams.org"), "{error}");
+    // The same literal without a Clerk output is the Secret's own value: fine.
+    assert!(check(&literal.replace("clerkTemplate: {}\n", ""), ORG_FROM_LABEL).is_ok());
+}
+
+#[test]
+fn a_pinned_workspace_without_a_shortcode_for_the_param_refuses_clerk_outputs() {
+    let no_shortcode = "requiredParams: {org: {namespaceLabel: tenant}}";
+    let error = check("workspaceRef: {name: s}\nscopes: [{resource: p}]\nclerkTemplate: {}\n", no_shortcode)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("maps no Clerk shortcode"), "{error}");
+    assert!(error.contains("remove spec.clerkTemplate"), "{error}");
+    assert!(check("workspaceRef: {name: s}\nscopes: [{resource: p}]\nsecret: {}\n", no_shortcode).is_ok());
+}
+
+#[test]
+fn refuses_datasource_scopes_in_a_clerk_template_on_a_pinned_workspace() {
+    let spec = "workspaceRef: {name: s}\nscopes: [{type: 'DATASOURCES:READ', resource: events, filter: 'n > 1'}]\nclerkTemplate: {}\n";
+    let policy = format!("{ORG_FROM_LABEL}\nallowedScopeTypes: ['PIPES:READ', 'DATASOURCES:READ']");
+    let error = check(spec, &policy).unwrap_err().to_string();
+    assert!(error.contains("a DATASOURCES:READ filter cannot hold a Clerk shortcode"), "{error}");
+    assert!(check(&spec.replace("clerkTemplate", "secret"), &policy).is_ok());
+}
+
+#[test]
+fn refuses_a_fallback_that_could_be_another_tenants_value() {
+    let with_fallback = |fallback: &str| {
+        format!(
+            "workspaceRef: {{name: s}}\nscopes: [{{resource: p, fixedParams: {{org: \"{{{{org.slug || '{fallback}'}}}}\"}}}}]\nclerkTemplate: {{}}\n"
+        )
+    };
+    let error = check(&with_fallback("globex"), ORG_FROM_LABEL).unwrap_err().to_string();
+    assert!(error.contains("the fallback \"globex\" could be a tenant's org"), "{error}");
+    assert!(check(&with_fallback("_nobody_"), ORG_FROM_LABEL).is_ok());
+
+    let policy_fallback =
+        "requiredParams: {org: {namespaceLabel: tenant, clerkShortcode: \"{{org.slug || 'public'}}\"}}";
+    let problems = super::check(&policy(policy_fallback), "shared").unwrap_err().to_string();
+    assert!(problems.contains("the fallback \"public\" could be a tenant's org"), "{problems}");
+}
+
+#[test]
+fn the_workspace_checks_its_clerk_shortcodes_and_missing_identity_value() {
+    let unsafe_code =
+        "requiredParams: {org: {namespaceLabel: tenant, clerkShortcode: '{{user.unsafe_metadata.org}}'}}";
+    let problems = super::check(&policy(unsafe_code), "shared").unwrap_err().to_string();
+    assert!(problems.contains("written by the signed-in user"), "{problems}");
+    let tenant_like = super::check(&policy("clerkMissingIdentityValue: nobody"), "shared").unwrap_err();
+    assert!(
+        tenant_like.to_string().contains("so no namespace name or label value can equal it"),
+        "{tenant_like}"
+    );
+    assert!(super::check(&policy("clerkMissingIdentityValue: '-nobody-'"), "shared").is_ok());
+
+    let checked = check(
+        "workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {user: '{{user.id}}'}}]\nclerkTemplate: {}\n",
+        "clerkMissingIdentityValue: '-nobody-'",
+    )
+    .unwrap();
+    let clerk = checked.clerk_template.as_ref().unwrap();
+    let claims = crate::core::desired::clerk_access_claims(&checked, clerk, "ws");
+    assert_eq!(claims.scopes[0].fixed_params.as_ref().unwrap()["user"], "{{user.id || '-nobody-'}}");
+    assert_eq!(claims.name, "acme_reader_{{user.id || '-nobody-'}}");
+}
+
+#[test]
+fn a_clerk_template_without_a_rate_limit_is_warned_about() {
+    let spec = "workspaceRef: {name: s}\nscopes: [{resource: p}]\nclerkTemplate: {}\n";
+    let warned = check(spec, "maxScopes: 3").unwrap();
+    assert!(warned.warnings.iter().any(|w| w.contains("no limits.rps")), "{:?}", warned.warnings);
+    let limited = check(spec, "maxRps: 5").unwrap();
+    assert!(limited.warnings.is_empty(), "{:?}", limited.warnings);
 }
 
 fn datasource_spec(filter: &str) -> String {

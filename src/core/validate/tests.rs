@@ -119,17 +119,108 @@ fn refuses_a_clerk_shortcode_in_a_secret_output() {
 }
 
 #[test]
-fn accepts_shortcodes_in_a_clerk_only_access_and_warns_about_org_without_fallback() {
+fn accepts_shortcodes_in_a_clerk_only_access() {
     let access = validate(
         "workspaceRef: {name: a}\nscopes: [{resource: p, fixedParams: {org: '{{org.slug}}', user: '{{user.id}}'}}]\nclerkTemplate: {}\n",
     )
     .unwrap();
     assert!(access.has_shortcodes);
-    assert_eq!(access.warnings.len(), 1, "{:?}", access.warnings);
+    // A shortcode without a fallback is no risk any more: the operator adds one.
+    assert!(access.warnings.is_empty(), "{:?}", access.warnings);
     let clerk = access.clerk_template.unwrap();
     assert_eq!(clerk.name, "acme_acme-reader");
     assert_eq!((clerk.lifetime_seconds, clerk.allowed_clock_skew_seconds), (60, 5));
     assert_eq!(clerk.deletion_policy, DeletionPolicy::Delete);
+}
+
+fn clerk_token_name(yaml: &str) -> String {
+    let clerk = validate(yaml).unwrap().clerk_template.unwrap();
+    clerk.token_name.render(&clerk.missing_identity_value)
+}
+
+#[test]
+fn a_clerk_template_gives_each_user_a_rate_limit_bucket_by_default() {
+    let base = "workspaceRef: {name: a}\nscopes: [{resource: p}]\nlimits: {rps: 5}\n";
+    assert_eq!(
+        clerk_token_name(&format!("{base}clerkTemplate: {{}}\n")),
+        "acme_acme-reader_{{user.id || '_none_'}}"
+    );
+    assert_eq!(
+        clerk_token_name(&format!("{base}clerkTemplate: {{rateLimitKey: Organization}}\n")),
+        "acme_acme-reader_{{org.id || '_none_'}}"
+    );
+    assert_eq!(
+        clerk_token_name(&format!("{base}clerkTemplate: {{rateLimitKey: Shared}}\n")),
+        "acme_acme-reader"
+    );
+    assert_eq!(
+        clerk_token_name(&format!("{base}tokenName: frontend_jwt\nclerkTemplate: {{}}\n")),
+        "frontend_jwt_{{user.id || '_none_'}}"
+    );
+    // The Secret's token keeps its one name: it is one token.
+    let both = validate(&format!("{base}secret: {{}}\nclerkTemplate: {{}}\n")).unwrap();
+    assert_eq!(both.token_name, "acme_acme-reader");
+}
+
+#[test]
+fn a_token_name_may_hold_shortcodes_in_a_clerk_only_access() {
+    let yaml = "workspaceRef: {name: a}\ntokenName: 'acme_{{org.id}}_{{user.id}}'\nscopes: [{resource: p}]\nclerkTemplate: {}\n";
+    assert_eq!(clerk_token_name(yaml), "acme_{{org.id || '_none_'}}_{{user.id || '_none_'}}");
+    // Probe tokens, signed in memory, carry the name with the shortcodes filled.
+    assert_eq!(validate(yaml).unwrap().token_name, "acme__none___none_");
+
+    let (field, problem) = only_problem(
+        "workspaceRef: {name: a}\ntokenName: 'acme_{{user.id}}'\nscopes: [{resource: p}]\nsecret: {}\n",
+    );
+    assert_eq!(field, "spec.tokenName");
+    assert!(problem.contains("a Secret token needs a literal name"), "{problem}");
+
+    let (field, problem) = only_problem(
+        "workspaceRef: {name: a}\ntokenName: 'acme_{{user.id}}'\nscopes: [{resource: p}]\nclerkTemplate: {rateLimitKey: Shared}\n",
+    );
+    assert_eq!(field, "spec.clerkTemplate.rateLimitKey");
+    assert!(problem.contains("remove rateLimitKey or the shortcodes"), "{problem}");
+
+    let (field, problem) = only_problem(&format!(
+        "workspaceRef: {{name: a}}\ntokenName: '{}_{{{{user.id}}}}'\nscopes: [{{resource: p}}]\nclerkTemplate: {{}}\n",
+        "n".repeat(200)
+    ));
+    assert_eq!(field, "spec.tokenName");
+    assert!(problem.contains("may render 265 bytes"), "{problem}");
+
+    let (_, problem) = only_problem(
+        "workspaceRef: {name: a}\ntokenName: 'a b{{user.id}}'\nscopes: [{resource: p}]\nclerkTemplate: {}\n",
+    );
+    assert!(problem.contains("outside its shortcodes"), "{problem}");
+}
+
+#[test]
+fn refuses_shortcodes_the_end_user_writes() {
+    let (field, problem) = only_problem(
+        "workspaceRef: {name: a}\nscopes: [{resource: p, fixedParams: {org: '{{user.unsafe_metadata.org}}'}}]\nclerkTemplate: {}\n",
+    );
+    assert_eq!(field, "spec.scopes[0].fixedParams.org");
+    assert!(problem.contains("written by the signed-in user"), "{problem}");
+    assert!(problem.contains("public_metadata"), "{problem}");
+
+    let (field, problem) = only_problem(
+        "workspaceRef: {name: a}\ntokenName: 'acme_{{user.unsafe_metadata.bucket}}'\nscopes: [{resource: p}]\nclerkTemplate: {}\n",
+    );
+    assert_eq!(field, "spec.tokenName");
+    assert!(problem.contains("written by the signed-in user"), "{problem}");
+
+    assert!(validate(
+        "workspaceRef: {name: a}\nscopes: [{resource: p, fixedParams: {org: '{{user.public_metadata.org}}'}}]\nclerkTemplate: {}\n"
+    )
+    .is_ok());
+}
+
+#[test]
+fn refuses_an_unknown_rate_limit_key() {
+    let (field, _) = only_problem(
+        "workspaceRef: {name: a}\nscopes: [{resource: p}]\nclerkTemplate: {rateLimitKey: Session}\n",
+    );
+    assert_eq!(field, "spec.clerkTemplate.rateLimitKey");
 }
 
 #[test]

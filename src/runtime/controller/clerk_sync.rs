@@ -60,6 +60,23 @@ fn pushed_status(id: &str, template: &ClerkTemplate, signer: &SigningWorkspace) 
         name: template.name.clone(),
         claims_hash: template.hash(),
         signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
+        token_name: Some(template.claims.access.name.clone()),
+    }
+}
+
+/// Tells the team, at each push, that the template's tokens have no rate limit.
+fn warn_if_unlimited(access: &TenantAccess, template: &ClerkTemplate, ctx: &Context) {
+    if template.claims.access.limits.is_none() {
+        ctx.events.publish(
+            access,
+            EventType::Warning,
+            "ClerkTemplateUnlimited",
+            "SyncClerkTemplate",
+            &format!(
+                "Clerk template {} has no limits.rps: every signed-in user may query its pipes without limit; set spec.limits.rps",
+                template.name
+            ),
+        );
     }
 }
 
@@ -134,8 +151,19 @@ pub(super) async fn sync(
         }
         match client.update(id, template, &signer.key).await {
             Ok(remote) => {
+                let token_name = &template.claims.access.name;
                 let why = if previous.name != template.name {
                     format!("it was renamed from {:?}", previous.name)
+                } else if previous.token_name.as_ref() != Some(token_name) {
+                    // Templates pushed before rate-limit keys existed carry no token name in
+                    // status: their tokens shared one name, and one rate limit.
+                    format!(
+                        "its token name (the Tinybird rate-limit bucket) is now {token_name:?}, was {}",
+                        previous.token_name.as_deref().map_or_else(
+                            || "one name shared by every user (templates of earlier releases)".to_owned(),
+                            |old| format!("{old:?}")
+                        )
+                    )
                 } else if previous.signing_key_fingerprint == signer.signing_key_fingerprint {
                     "the template changed".to_owned()
                 } else {
@@ -148,6 +176,7 @@ pub(super) async fn sync(
                     "SyncClerkTemplate",
                     &format!("updated Clerk template {} ({}) because {why}", remote.name, remote.id),
                 );
+                warn_if_unlimited(access, template, ctx);
                 return synced(desired_status(&remote.id), "updated");
             }
             Err(error) if error.reason() == crate::adapters::clerk::reason::NOT_FOUND => {
@@ -210,6 +239,7 @@ async fn create_or_adopt(
             remote.name, remote.id, signer.signing_key_fingerprint
         ),
     );
+    warn_if_unlimited(access, template, ctx);
     let status = desired_status(&remote.id);
     Ok(SyncOutcome::Done {
         condition: DesiredCondition::holds(
