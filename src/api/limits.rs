@@ -10,6 +10,15 @@
 pub const MAX_SCOPES: usize = 64;
 /// Bytes of a scope's `resource` (a pipe or data-source name).
 pub const MAX_RESOURCE_BYTES: usize = 128;
+/// Whether `name` is a resource name as Tinybird allows them: ASCII letters, digits and `_`,
+/// non-empty. Nothing else may reach a Tinybird URL: a `.` would turn the free existence check
+/// (`GET /v0/pipes/{name}` with the admin token) into a billed pipe query (`top_pages.json`) run
+/// with admin rights, and a `/` would leave the pipe's path.
+#[must_use]
+pub fn is_tinybird_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Fixed params per scope.
 pub const MAX_FIXED_PARAMS: usize = 32;
 /// Bytes of a param name (fixed params, health-check params).
@@ -34,3 +43,18 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Entries of a workspace policy's lists and maps (`allowedResources`, `allowedScopeTypes`,
 /// `requiredParams`).
 pub const MAX_POLICY_ENTRIES: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::is_tinybird_name;
+
+    #[test]
+    fn a_tinybird_name_is_letters_digits_and_underscores_only() {
+        for name in ["top_pages", "t_0123abcd", "Events2", "_x"] {
+            assert!(is_tinybird_name(name), "{name:?}");
+        }
+        for name in ["", "top_pages.json", "top-pages", "a/b", "a b", "a?q=1", "pipé", "a%2E"] {
+            assert!(!is_tinybird_name(name), "{name:?}");
+        }
+    }
+}

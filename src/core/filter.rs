@@ -23,7 +23,9 @@
 //! literal   := string | number | TRUE | FALSE
 //! string    := '...' as ClickHouse lexes it: '' is a quote; escapes \\ \' \" \` \n \t \r \0 \b
 //!              \f \a \v \e \xHH (up to \x7F: a non-ASCII character is written as itself)
-//! number    := -?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?, no leading zeros, at most 40 bytes
+//! number    := -?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?, no leading zeros, at most 40 bytes;
+//!              an integer within 64 bits, any other number within Float64's normal range
+//!              (what ClickHouse parses as written: `1e309` and `1e-400` are refused)
 //! ```
 //!
 //! Keywords are case-insensitive, columns case-sensitive. Whitespace is ASCII space, tab, CR

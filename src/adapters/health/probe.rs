@@ -13,6 +13,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap};
 
 use super::classify::{ProbeOutcome, TransportError, classify};
 use crate::adapters::http;
+use crate::api::limits::is_tinybird_name;
 use crate::core::admin_token::AdminToken;
 
 /// Upper bound of any probe timeout (the validated `healthCheck.timeout` is at most 1m); each
@@ -96,7 +97,7 @@ impl ProbeRequest {
     #[must_use]
     pub fn existence(api_url: &str, resource: &str, key: &AdminToken, timeout: Duration) -> Self {
         Self {
-            url: format!("{}/v0/pipes/{resource}", api_url.trim_end_matches('/')),
+            url: pipe_url(api_url, resource, ""),
             resource: resource.to_owned(),
             params: Vec::new(),
             token: key.expose().to_owned(),
@@ -179,7 +180,27 @@ impl fmt::Debug for ProbeRequest {
 /// `{api}/v0/pipes/{resource}.json`.
 #[must_use]
 pub fn endpoint_url(api_url: &str, resource: &str) -> String {
-    format!("{}/v0/pipes/{resource}.json", api_url.trim_end_matches('/'))
+    pipe_url(api_url, resource, ".json")
+}
+
+/// `{api}/v0/pipes/{resource}{suffix}`, with every byte of `resource` outside Tinybird's name
+/// alphabet percent-encoded (`.` and `-` included), so a resource can neither add a format suffix
+/// (`top_pages.json` would make the admin-token existence check a billed query with admin
+/// rights) nor leave the pipe's path. [`HttpProber`] sends nothing for such a resource anyway:
+/// a server may decode `%2E` back into `.`.
+fn pipe_url(api_url: &str, resource: &str, suffix: &str) -> String {
+    use std::fmt::Write as _;
+    let mut url = format!("{}/v0/pipes/", api_url.trim_end_matches('/'));
+    for byte in resource.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'_' {
+            url.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(url, "%{byte:02X}");
+        }
+    }
+    url.push_str(suffix);
+    url
 }
 
 /// Sends probes. The scheduler owns one; tests substitute a fake.
@@ -211,8 +232,15 @@ impl HttpProber {
         Self { client }
     }
 
-    /// Sends one probe and classifies the answer. The message never contains the token.
+    /// Sends one probe and classifies the answer. The message never contains the token. A
+    /// request for a resource that is not a Tinybird name is never sent (see [`pipe_url`]).
     pub async fn probe_once(&self, request: &ProbeRequest) -> ProbeOutcome {
+        if !is_tinybird_name(&request.resource) {
+            return ProbeOutcome::not_sent(&format!(
+                "{:?} is not a Tinybird resource name (letters, digits, '_'): not sent",
+                request.resource
+            ));
+        }
         let sent = match request.to_http(&self.client) {
             Ok(http) => self.client.execute(http).await,
             Err(error) => Err(error),

@@ -252,7 +252,39 @@ fn number(text: &str, start: usize) -> Result<usize, FilterError> {
             format!("numbers have at most {MAX_NUMBER_BYTES} bytes"),
         ));
     }
+    check_round_trip(&text[start..end], start)?;
     Ok(end - start)
+}
+
+/// Refuses a well-formed number that ClickHouse would not read as written. ClickHouse reads a
+/// number with `strtod` and refuses the literal when it overflows or underflows (`ERANGE`):
+/// `1e309` or `1e-400` would make a filter, and so a token, that every query fails with (a dead
+/// token reporting Ready). An integer beyond 64 bits would be read as an inexact Float64.
+fn check_round_trip(number: &str, at: usize) -> Result<(), FilterError> {
+    let refuse =
+        |reason: &str| Err(FilterError::new(format!("number {:?}", super::truncated(number)), at, reason));
+    let is_integer = !number.contains(['.', 'e', 'E']);
+    if is_integer {
+        let fits = number.parse::<i64>().is_ok() || number.parse::<u64>().is_ok();
+        return if fits {
+            Ok(())
+        } else {
+            refuse(
+                "an integer has at most 64 bits (from -9223372036854775808 to 18446744073709551615): ClickHouse would read it as an inexact Float64",
+            )
+        };
+    }
+    let Ok(value) = number.parse::<f64>() else {
+        return refuse("not a number ClickHouse reads");
+    };
+    let mantissa = number.split(['e', 'E']).next().unwrap_or(number);
+    let is_zero = mantissa.bytes().all(|b| matches!(b, b'0' | b'.' | b'-'));
+    if !value.is_finite() || (!is_zero && value.abs() < f64::MIN_POSITIVE) {
+        return refuse(
+            "out of Float64's range (about 2.2e-308 to 1.8e308): ClickHouse refuses it, so every query with the token would fail",
+        );
+    }
+    Ok(())
 }
 
 /// The reason a word is never allowed anywhere in a filter, when it has one.

@@ -168,6 +168,26 @@ fn refuses_malformed_numbers() {
 }
 
 #[test]
+fn refuses_numbers_clickhouse_would_not_read_as_written() {
+    assert_refused("n = 1e309", "number \"1e309\"", 4);
+    assert_refused("n > -1e309", "number \"-1e309\"", 4);
+    assert_refused("n < 1e-400", "number \"1e-400\"", 4);
+    assert_refused("n IN (1, 2.5e-320)", "number \"2.5e-320\"", 9);
+    assert_refused("n = 18446744073709551616", "number \"18446744073709551616\"", 4);
+    assert_refused("n = -9223372036854775809", "number \"-9223372036854775809\"", 4);
+    for kept in [
+        "n = 18446744073709551615",
+        "n = -9223372036854775808",
+        "n = 1.7976931348623157e308",
+        "n = 2.2250738585072014e-308",
+        "n = 0e-400",
+        "n = 0.0",
+    ] {
+        assert_eq!(canonical(kept), kept);
+    }
+}
+
+#[test]
 fn refuses_what_is_not_a_condition() {
     assert_refused("1 = 1", "\"1\"", 0);
     assert_refused("org", "the end of the filter", 3);

@@ -148,10 +148,12 @@ pub fn is_owned_by<K: Resource>(object: &K, owner_uid: &str) -> bool {
     object.meta().owner_references.iter().flatten().any(|o| o.uid == owner_uid && o.controller == Some(true))
 }
 
-/// The renew annotation's value, if set.
+/// The renew annotation's value, if set, in the form status keeps it
+/// (`status.token.renewRequest`): as written when short and printable, else a short hash
+/// ([`crate::core::rotation::request_id`]), so an annotation's size never reaches status.
 #[must_use]
-pub fn renew_request(annotations: Option<&BTreeMap<String, String>>) -> Option<&str> {
-    annotations.and_then(|a| a.get(ANNOTATION_RENEW)).map(String::as_str)
+pub fn renew_request(annotations: Option<&BTreeMap<String, String>>) -> Option<String> {
+    annotations.and_then(|a| a.get(ANNOTATION_RENEW)).map(String::as_str).map(crate::core::rotation::request_id)
 }
 
 /// Why a token whose signature does not verify with the workspace key is re-signed: the key
@@ -215,7 +217,7 @@ pub fn decide_token(
         return TokenDecision::Issue(IssueReason::LifetimeChanged);
     }
     if let Some(requested) = renew_request(observed.annotations)
-        && observed.status_token.and_then(|t| t.renew_request.as_deref()) != Some(requested)
+        && observed.status_token.and_then(|t| t.renew_request.as_deref()) != Some(requested.as_str())
     {
         return TokenDecision::Issue(IssueReason::RenewRequested);
     }

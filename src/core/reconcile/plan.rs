@@ -197,7 +197,7 @@ fn plan_token(inputs: &Inputs<'_>) -> Result<Option<TokenPlan>, SignError> {
             Box::new(Issued {
                 reason: issue_reason,
                 event_reason,
-                status: token.status(access, signer, revision, renew_request(inputs.annotations)),
+                status: token.status(access, signer, revision, renew_request(inputs.annotations).as_deref()),
                 condition: token_condition(event_reason, revision, &token),
                 token,
                 revision,

@@ -227,6 +227,27 @@ fn resigns_once_per_new_renew_annotation_value() {
 }
 
 #[test]
+fn keeps_a_long_renew_annotation_in_status_as_a_short_hash_and_honours_it_once() {
+    let access = access(SPEC);
+    let ws = workspace("k1");
+    let (secret, mut status, _) = issued(&access, &ws);
+    let long = "x".repeat(256 * 1024);
+    let annotations = BTreeMap::from([(ANNOTATION_RENEW.to_owned(), long.clone())]);
+    let kept = renew_request(Some(&annotations)).unwrap_or_default();
+    assert!(kept.len() <= 64, "status keeps {} bytes of the annotation", kept.len());
+    assert_ne!(kept, long);
+    assert_eq!(
+        decide(&access, &ws, Some(&secret), Some(&status), Some(&annotations), t0()),
+        TokenDecision::Issue(IssueReason::RenewRequested)
+    );
+    status.renew_request = Some(kept);
+    assert!(matches!(
+        decide(&access, &ws, Some(&secret), Some(&status), Some(&annotations), t0()),
+        TokenDecision::Keep(_)
+    ));
+}
+
+#[test]
 fn leaves_a_foreign_secret_alone() {
     let access = access(SPEC);
     let ws = workspace("k1");
