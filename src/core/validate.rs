@@ -135,6 +135,35 @@ pub enum DeletionPolicy {
     Retain,
 }
 
+/// Whose requests share one Tinybird rate limit in a Clerk template (`limits.rps` is counted
+/// per JWT `name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitKey {
+    /// One bucket per signed-in user: the name ends in `_{{user.id}}`.
+    User,
+    /// One bucket per organization: the name ends in `_{{org.id}}`.
+    Organization,
+    /// One bucket for every user of the template.
+    Shared,
+}
+
+impl RateLimitKey {
+    /// The shortcode appended to the token name, if any.
+    #[must_use]
+    pub fn shortcode_path(self) -> Option<&'static str> {
+        match self {
+            Self::User => Some("user.id"),
+            Self::Organization => Some("org.id"),
+            Self::Shared => None,
+        }
+    }
+}
+
+/// What a Clerk shortcode renders for a user who lacks the identity it names, unless the
+/// workspace's policy sets `clerkMissingIdentityValue`: no namespace name or label value can
+/// equal it (those begin and end with a letter or digit).
+pub const DEFAULT_MISSING_IDENTITY_VALUE: &str = "_none_";
+
 /// The Clerk template output after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidClerkOutput {
@@ -146,6 +175,17 @@ pub struct ValidClerkOutput {
     pub allowed_clock_skew_seconds: i64,
     /// Deletion policy.
     pub deletion_policy: DeletionPolicy,
+    /// Whose requests share a rate limit.
+    pub rate_limit_key: RateLimitKey,
+    /// The JWT `name` of the template's tokens, parsed (shortcodes without the fallbacks the
+    /// build stage adds).
+    pub token_name: shortcode::Template,
+    /// What a shortcode renders for a missing identity (the workspace's, set by
+    /// [`crate::core::policy::apply`]; the default before).
+    pub missing_identity_value: String,
+    /// The shortcode the workspace policy maps to each param it pins (set by
+    /// [`crate::core::policy::apply`]): the template carries it, never the namespace's value.
+    pub pinned: BTreeMap<String, shortcode::Shortcode>,
 }
 
 /// Health-check settings after validation.
@@ -236,7 +276,11 @@ pub fn validate_tenant_access(
         );
     }
 
+    let has_secret_output = spec.secret.is_some();
     let token_name = match &spec.token_name {
+        Some(token_name) if shortcode::contains_shortcode(token_name) => {
+            v.templated_token_name(token_name, has_secret_output)
+        }
         Some(token_name) => {
             if !is_token_name(token_name) {
                 v.error(
@@ -249,7 +293,6 @@ pub fn validate_tenant_access(
         None => default_token_name(namespace, name),
     };
 
-    let has_secret_output = spec.secret.is_some();
     if spec.scopes.is_empty() {
         v.error(
             "spec.scopes",
@@ -333,14 +376,12 @@ pub fn validate_tenant_access(
     }
 
     let secret = spec.secret.as_ref().map(|output| v.secret_output(name, output));
-    let clerk_template = spec.clerk_template.as_ref().map(|output| v.clerk_output(namespace, name, output));
+    let clerk_template =
+        spec.clerk_template.as_ref().map(|output| v.clerk_output(namespace, name, output, spec, &token_name));
     if secret.is_none() && clerk_template.is_none() {
         v.error("spec", "no output: set spec.secret (a signed token in a Secret), spec.clerkTemplate (a Clerk JWT template), or both");
     }
     let health = v.health(spec);
-    if has_shortcodes {
-        v.warn_on_fallback_free_org_shortcodes(&scopes);
-    }
 
     let Validator { errors, warnings, .. } = v;
     if !errors.is_empty() {
@@ -365,9 +406,23 @@ pub fn validate_tenant_access(
     })
 }
 
+/// Longest JWT `name` the operator signs or templates (rendered, for a Clerk template).
+pub const MAX_TOKEN_NAME_BYTES: usize = 256;
+
 fn is_token_name(name: &str) -> bool {
-    (1..=256).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    (1..=MAX_TOKEN_NAME_BYTES).contains(&name.len()) && name.bytes().all(is_token_name_byte)
+}
+
+fn is_token_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Why a shortcode the end user writes cannot name a tenant or a rate-limit bucket.
+fn user_writable_problem(code: &shortcode::Shortcode) -> String {
+    format!(
+        "{{{{{}}}}} is written by the signed-in user (Clerk lets users edit unsafe_metadata from the browser, and their own names): each user would choose this value; use {{{{user.public_metadata...}}}} or {{{{org.public_metadata...}}}}, which only your backend writes, or an id ({{{{user.id}}}}, {{{{org.id}}}})",
+        code.path
+    )
 }
 
 fn is_reserved_probe_param(name: &str) -> bool {
@@ -540,8 +595,15 @@ impl Validator {
                 None
             }
             Value::String(text) if shortcode::contains_shortcode(text) => {
-                if let Err(error) = shortcode::parse_all(text) {
-                    self.error(field, error.to_string());
+                let codes = match shortcode::parse_all(text) {
+                    Ok(codes) => codes,
+                    Err(error) => {
+                        self.error(field, error.to_string());
+                        return None;
+                    }
+                };
+                if let Some(code) = codes.iter().find(|code| code.is_user_writable()) {
+                    self.error(field, user_writable_problem(code));
                     return None;
                 }
                 self.shortcodes_seen = true;
@@ -676,11 +738,52 @@ impl Validator {
         }
     }
 
+    /// A `tokenName` with shortcodes: allowed for a Clerk template only. Returns the name probe
+    /// tokens carry (each shortcode filled with the missing-identity value).
+    fn templated_token_name(&mut self, token_name: &str, has_secret_output: bool) -> String {
+        let Some(template) = self.clerk_token_name(token_name) else {
+            return token_name.to_owned();
+        };
+        if has_secret_output {
+            self.error(
+                "spec.tokenName",
+                "holds a Clerk shortcode, which only Clerk can fill per session: a Secret token needs a literal name (keep the shortcode in a Clerk-only TenantAccess, or set spec.clerkTemplate.rateLimitKey: User to give each user a bucket)",
+            );
+        }
+        template.fill(DEFAULT_MISSING_IDENTITY_VALUE)
+    }
+
+    /// Parses a token name holding shortcodes and checks its parts.
+    fn clerk_token_name(&mut self, text: &str) -> Option<shortcode::Template> {
+        let field = "spec.tokenName";
+        let template = match shortcode::Template::parse(text) {
+            Ok(template) => template,
+            Err(error) => {
+                self.error(field, error.to_string());
+                return None;
+            }
+        };
+        if !template.literals().all(|literal| literal.bytes().all(is_token_name_byte)) {
+            self.error(
+                field,
+                "outside its shortcodes a token name may use only letters, digits, '_', '-' and '.'",
+            );
+        }
+        for code in template.shortcodes() {
+            if code.is_user_writable() {
+                self.error(field, user_writable_problem(code));
+            }
+        }
+        Some(template)
+    }
+
     fn clerk_output(
         &mut self,
         namespace: &str,
         name: &str,
         output: &crate::api::ClerkTemplateOutput,
+        spec: &TenantAccessSpec,
+        token_name: &str,
     ) -> ValidClerkOutput {
         // The default joins namespace and name with `_`, which neither can contain (a namespace
         // is a DNS label, a name a DNS subdomain): two TenantAccesses never get the same default
@@ -716,12 +819,73 @@ impl Validator {
                 DeletionPolicy::Delete
             }
         };
+        let rate_limit_key = match output.rate_limit_key.as_deref() {
+            None | Some("User") => RateLimitKey::User,
+            Some("Organization") => RateLimitKey::Organization,
+            Some("Shared") => RateLimitKey::Shared,
+            Some(other) => {
+                self.error(
+                    "spec.clerkTemplate.rateLimitKey",
+                    format!(
+                        "{:?} is not a rate-limit key: use User, Organization or Shared",
+                        crate::core::redact::prefix(other, 40)
+                    ),
+                );
+                RateLimitKey::User
+            }
+        };
+        let token_name = self.clerk_template_token_name(spec, token_name, output, rate_limit_key);
         ValidClerkOutput {
             name: template_name,
             lifetime_seconds: lifetime,
             allowed_clock_skew_seconds: allowed_clock_skew,
             deletion_policy,
+            rate_limit_key,
+            token_name,
+            missing_identity_value: DEFAULT_MISSING_IDENTITY_VALUE.to_owned(),
+            pinned: BTreeMap::new(),
         }
+    }
+
+    /// The JWT `name` of a Clerk template's tokens: `tokenName` as written when it holds
+    /// shortcodes, else `tokenName` with the rate-limit key's shortcode appended.
+    fn clerk_template_token_name(
+        &mut self,
+        spec: &TenantAccessSpec,
+        token_name: &str,
+        output: &crate::api::ClerkTemplateOutput,
+        rate_limit_key: RateLimitKey,
+    ) -> shortcode::Template {
+        use shortcode::{Segment, Shortcode, Template};
+        let template = match spec.token_name.as_deref().map(Template::parse) {
+            Some(Ok(template)) if template.has_shortcodes() => {
+                if output.rate_limit_key.is_some() {
+                    self.error(
+                        "spec.clerkTemplate.rateLimitKey",
+                        "spec.tokenName holds shortcodes, which decide whose requests share a rate limit: remove rateLimitKey or the shortcodes",
+                    );
+                }
+                template
+            }
+            _ => match rate_limit_key.shortcode_path() {
+                Some(path) => Template(vec![
+                    Segment::Literal(format!("{token_name}_")),
+                    Segment::Code(Shortcode { path: path.to_owned(), fallback: None }),
+                ]),
+                None => Template(vec![Segment::Literal(token_name.to_owned())]),
+            },
+        };
+        let longest = template.max_rendered_len(DEFAULT_MISSING_IDENTITY_VALUE);
+        if longest > MAX_TOKEN_NAME_BYTES {
+            self.error(
+                "spec.tokenName",
+                format!(
+                    "the Clerk template's token name may render {longest} bytes (each shortcode counted at {} bytes), over Tinybird's {MAX_TOKEN_NAME_BYTES}: shorten it",
+                    shortcode::MAX_RENDERED_SHORTCODE_BYTES
+                ),
+            );
+        }
+        template
     }
 
     fn whole_seconds(
@@ -797,22 +961,6 @@ impl Validator {
             }
         }
         HealthSettings { interval, timeout, params: health.params, sample_params: health.sample_params }
-    }
-
-    fn warn_on_fallback_free_org_shortcodes(&mut self, scopes: &[ValidScope]) {
-        for scope in scopes {
-            for (param, value) in &scope.fixed_params {
-                let Some(text) = value.as_str() else { continue };
-                for code in shortcode::parse_all(text).unwrap_or_default() {
-                    if code.fallback.is_none() && code.path.starts_with("org.") {
-                        self.warnings.push(format!(
-                            "fixedParams.{param} of {}: {{{{{}}}}} is null for a user with no active organization; make the pipe require {param} or add a fallback ({{{{{} || 'none'}}}})",
-                            scope.resource, code.path, code.path
-                        ));
-                    }
-                }
-            }
-        }
     }
 }
 
