@@ -91,10 +91,18 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             timeouts: metrics.kube_request_timeouts.clone(),
         };
         let events_client = super::limited_client(kube_config.clone(), events_limit, bounds.clone())?;
-        let client = super::limited_client(kube_config, limit, bounds)?;
         let namespaces: Vec<String> =
             args.namespaces.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
-        let webhook = args.webhook.config(&args.cluster_resource_namespace, &namespaces)?;
+        // The webhook reads with a client and budget of its own: a flood of reviews (any pod
+        // can send them) must not spend the controllers' budget.
+        let webhook = match args.webhook.config(&args.cluster_resource_namespace, &namespaces)? {
+            Some(webhook) => {
+                let limit = args.webhook.api_rate_limit();
+                Some((webhook, super::limited_client(kube_config.clone(), limit, bounds.clone())?))
+            }
+            None => None,
+        };
+        let client = super::limited_client(kube_config, limit, bounds)?;
         let config = RunConfig {
             namespaces,
             cluster_resource_namespace: args.cluster_resource_namespace,
@@ -123,7 +131,7 @@ async fn supervise(
     events_client: kube::Client,
     config: RunConfig,
     leadership: &Leadership,
-    webhook: Option<crate::runtime::webhook::WebhookConfig>,
+    webhook: Option<(crate::runtime::webhook::WebhookConfig, kube::Client)>,
 ) -> Result<ExitCode, CliError> {
     // One shutdown signal for everything on SIGTERM/Ctrl-C (a lost lease stops at once instead).
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -154,8 +162,8 @@ async fn supervise(
     }
 
     // Every replica serves the webhook, leader or not.
-    if let Some(webhook) = webhook {
-        let server = crate::runtime::webhook::serve(client.clone(), webhook, on_stop());
+    if let Some((webhook, webhook_client)) = webhook {
+        let server = crate::runtime::webhook::serve(webhook_client, webhook, on_stop());
         tokio::spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!(%error, "the admission webhook stopped");

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::CliError;
+use crate::adapters::kube_client::RateLimit;
 use crate::runtime::webhook::rotation::Managed;
 use crate::runtime::webhook::{CertificateSource, WebhookConfig};
 
@@ -38,9 +39,27 @@ pub(super) struct WebhookArgs {
     /// names (`<service>.<namespace>.svc`), or IP addresses.
     #[arg(long = "webhook-hosts", env = "TENANT_ACCESS_WEBHOOK_HOSTS", value_delimiter = ',')]
     webhook_hosts: Vec<String>,
+    /// The webhook's own Kubernetes API budget (requests per second), apart from the
+    /// controllers' (--kube-qps): a flood of reviews cannot slow issuance or renewal. Past it,
+    /// reviews wait up to 3 s per read and are then admitted with a warning.
+    #[arg(long = "webhook-kube-qps", env = "TENANT_ACCESS_WEBHOOK_KUBE_QPS", default_value_t = WEBHOOK_KUBE_QPS)]
+    webhook_kube_qps: f64,
+    /// Requests of the webhook's budget allowed at once before --webhook-kube-qps applies.
+    #[arg(long = "webhook-kube-burst", env = "TENANT_ACCESS_WEBHOOK_KUBE_BURST", default_value_t = WEBHOOK_KUBE_BURST)]
+    webhook_kube_burst: u32,
 }
 
+/// Default of --webhook-kube-qps: reviews come at human (or CI) pace.
+const WEBHOOK_KUBE_QPS: f64 = 5.0;
+/// Default of --webhook-kube-burst.
+const WEBHOOK_KUBE_BURST: u32 = 10;
+
 impl WebhookArgs {
+    /// The webhook's own client-side rate limit (its client is not the controllers').
+    pub(super) fn api_rate_limit(&self) -> RateLimit {
+        RateLimit { qps: self.webhook_kube_qps, burst: self.webhook_kube_burst.max(1) }
+    }
+
     /// The webhook's configuration, `None` when it is off.
     pub(super) fn config(
         &self,

@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod review;
 pub mod rotation;
+pub mod server;
 pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,12 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
@@ -159,21 +154,6 @@ impl AdmissionFacts for ApiFacts {
     }
 }
 
-/// The webhook's routes: `POST /validate`, bodies bounded by [`MAX_REVIEW_BYTES`].
-pub fn router(facts: Arc<dyn AdmissionFacts>) -> Router {
-    Router::new().route(PATH, post(validate)).layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES)).with_state(facts)
-}
-
-async fn validate(State(facts): State<Arc<dyn AdmissionFacts>>, body: Bytes) -> Response {
-    match review::answer(&body, facts.as_ref()).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(malformed) => {
-            tracing::debug!(error = %malformed, "malformed admission review");
-            (StatusCode::BAD_REQUEST, malformed.to_string()).into_response()
-        }
-    }
-}
-
 /// Serves the webhook until `shutdown` resolves: loads (or makes) the certificate, keeps it
 /// current, and answers reviews on `config.address`.
 ///
@@ -229,19 +209,17 @@ pub async fn serve_on(
 }
 
 /// Answers reviews over TLS on `listener` with the certificate `serving` holds (swapped while
-/// serving) and `facts`, until `shutdown`.
+/// serving) and `facts`, until `shutdown`, within the default [`server::Bounds`].
 ///
 /// # Errors
-/// When serving fails (the listener breaks), or rustls refuses the configuration.
+/// When rustls refuses the configuration.
 pub async fn serve_reviews(
     listener: tokio::net::TcpListener,
     serving: Arc<tls::ServingCert>,
     facts: Arc<dyn AdmissionFacts>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let config = tls::server_config(serving).map_err(std::io::Error::other)?;
-    let listener = tls::TlsListener::new(listener, config);
-    axum::serve(listener, router(facts)).with_graceful_shutdown(shutdown).await
+    server::serve(listener, serving, facts, server::Bounds::default(), shutdown).await
 }
 
 #[cfg(test)]

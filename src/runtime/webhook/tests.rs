@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
@@ -92,4 +93,159 @@ async fn bodies_are_bounded_and_malformed_reviews_get_a_clear_error() {
     let answer: serde_json::Value =
         client.post(&url).json(&review).send().await.unwrap().json().await.unwrap();
     assert_eq!(answer["response"], serde_json::json!({"uid": "u1", "allowed": true}));
+}
+
+/// Serves reviews within `bounds` on a free port until the returned sender is dropped.
+async fn serve_within(
+    serving: Arc<ServingCert>,
+    bounds: server::Bounds,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let facts = Arc::new(StaticFacts::cluster_wide());
+    tokio::spawn(server::serve(listener, serving, facts, bounds, async {
+        let _ = stopped.await;
+    }));
+    (address, stop)
+}
+
+/// A TLS connection to the webhook, verified against `ca`.
+async fn connect(address: SocketAddr, ca: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
+}
+
+/// Reads until the server closes the connection; what it sent.
+async fn read_to_close(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut answer = Vec::new();
+    // A reset counts as closed too.
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Bounds short enough for a unit test.
+fn short_bounds() -> server::Bounds {
+    server::Bounds {
+        max_connections: 4,
+        max_concurrent_reviews: 2,
+        handshake_timeout: Duration::from_millis(500),
+        header_read_timeout: Duration::from_millis(500),
+        body_read_timeout: Duration::from_millis(500),
+    }
+}
+
+/// Generous: the bound itself plus scheduling slack on a loaded machine.
+const SLACK: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn a_connection_with_unfinished_headers_is_closed_within_the_header_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let material = material();
+    let serving = Arc::new(ServingCert::default());
+    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let bounds = short_bounds();
+    let (address, _stop) = serve_within(serving, bounds).await;
+    let mut stream = connect(address, &material.ca_cert).await;
+    stream.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    stream.flush().await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(bounds.header_read_timeout + SLACK, read_to_close(&mut stream)).await;
+    assert!(closed.is_ok(), "still open after {:?}", started.elapsed());
+
+    // An idle connection (no request at all) is closed in the same time.
+    let mut idle = connect(address, &material.ca_cert).await;
+    assert!(tokio::time::timeout(bounds.header_read_timeout + SLACK, read_to_close(&mut idle)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    use tokio::io::AsyncWriteExt as _;
+    let material = material();
+    let serving = Arc::new(ServingCert::default());
+    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let bounds = short_bounds();
+    let (address, _stop) = serve_within(serving, bounds).await;
+    let mut stream = connect(address, &material.ca_cert).await;
+    stream
+        .write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let answer =
+        tokio::time::timeout(bounds.body_read_timeout + SLACK, read_to_close(&mut stream)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test]
+async fn reviews_beyond_the_bound_get_503_before_their_body_is_read() {
+    use tokio::io::AsyncWriteExt as _;
+    let material = material();
+    let serving = Arc::new(ServingCert::default());
+    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let bounds = server::Bounds { body_read_timeout: Duration::from_secs(30), ..short_bounds() };
+    let (address, _stop) = serve_within(serving, bounds).await;
+    // As many reviews as the bound allows, each holding its place with a body never finished.
+    let mut holding = Vec::new();
+    for _ in 0..bounds.max_concurrent_reviews {
+        let mut stream = connect(address, &material.ca_cert).await;
+        stream
+            .write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
+            .await
+            .unwrap();
+        stream.flush().await.unwrap();
+        holding.push(stream);
+    }
+    let client = client(&material.ca_cert);
+    let url = format!("https://{address}{PATH}");
+    // The holders' headers reach the server in their own time: wait for the bound to be full.
+    let busy = tokio::time::timeout(SLACK, async {
+        loop {
+            let answer = client.post(&url).body("{}").send().await.unwrap();
+            if answer.status() == 503 {
+                break answer;
+            }
+        }
+    })
+    .await
+    .expect("no 503 while every place is held");
+    assert!(busy.text().await.unwrap().contains("retry"));
+    drop(holding);
+    // The places free up with the connections.
+    let freed = tokio::time::timeout(SLACK, async {
+        loop {
+            if client.post(&url).body("{}").send().await.unwrap().status() == 400 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(freed.is_ok(), "the places were not freed");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_bound_are_closed_at_once() {
+    let material = material();
+    let serving = Arc::new(ServingCert::default());
+    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let bounds = server::Bounds { header_read_timeout: Duration::from_secs(30), ..short_bounds() };
+    let (address, _stop) = serve_within(serving, bounds).await;
+    let mut open = Vec::new();
+    for _ in 0..bounds.max_connections {
+        open.push(connect(address, &material.ca_cert).await);
+    }
+    let mut one_more = tokio::net::TcpStream::connect(address).await.unwrap();
+    let closed = tokio::time::timeout(SLACK, read_to_close(&mut one_more)).await;
+    assert_eq!(closed.as_deref(), Ok(""), "the connection beyond the bound was served");
+    drop(open);
 }

@@ -1,26 +1,17 @@
 //! TLS of the webhook: a serving certificate that can be swapped while serving (rotation
-//! without a restart), a listener that completes handshakes off the accept loop, and the
-//! reload of a certificate mounted from files.
+//! without a restart), and the reload of a certificate mounted from files.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::server::TlsStream;
 
-/// Longest time a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshaken connections waiting for the server.
-const ACCEPT_QUEUE: usize = 64;
 /// How often a certificate mounted from files is read again.
 pub const FILE_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -115,75 +106,6 @@ pub fn server_config(serving: Arc<ServingCert>) -> Result<Arc<ServerConfig>, Tls
         .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// A TLS listener for `axum::serve`: handshakes run in their own tasks (bounded in time), so
-/// a slow client never holds the others up.
-#[derive(Debug)]
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: std::io::Result<SocketAddr>,
-    accepting: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    /// Accepts on `listener` with `config`.
-    #[must_use]
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> Self {
-        let local = listener.local_addr();
-        let (tx, ready) = mpsc::channel(ACCEPT_QUEUE);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let accepting = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of descriptors and the like: pause rather than spin.
-                        tracing::warn!(%error, "webhook accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "webhook TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Self { ready, local, accepting }
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(accepted) => accepted,
-            // The accept loop never ends while the listener lives.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        match &self.local {
-            Ok(address) => Ok(*address),
-            Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
-        }
-    }
 }
 
 /// Reads `tls.crt` and `tls.key` of `dir` into `serving` (a mounted Secret: the kubelet starts
