@@ -48,9 +48,10 @@ async fn the_clerk_example_creates_the_guides_template_and_its_tokens_read_only_
         template.claims,
         serde_json::json!({
             "workspace_id": env.tinybird.workspace_id(),
-            "name": "frontend_jwt",
+            "name": "frontend_jwt_{{user.id || '_none_'}}",
             "scopes": [{"type": "PIPES:READ", "resource": "top_pages",
-                        "fixed_params": {"org": "{{org.slug}}", "user": "{{user.id}}"}}],
+                        "fixed_params": {"org": "{{org.slug || '_none_'}}", "user": "{{user.id || '_none_'}}"}}],
+            "limits": {"rps": 10},
             "tenant_access": format!("{}/tinybird-clerk", env.name()),
         })
     );

@@ -112,6 +112,46 @@ fn cases() -> Vec<(&'static str, String, Option<&'static str>)> {
             Some("is not the shortcode"),
         ),
         (
+            "clerk-omitted-org",
+            format!("{ws}  scopes: [{{resource: top_pages}}]\n  clerkTemplate: {{}}\n"),
+            None,
+        ),
+        (
+            "clerk-literal-org",
+            format!(
+                "{ws}  scopes: [{{resource: top_pages, fixedParams: {{org: acme}}}}]\n  clerkTemplate: {{}}\n"
+            ),
+            Some("is not allowed in a Clerk template"),
+        ),
+        (
+            "clerk-foreign-fallback",
+            format!(
+                "{ws}  scopes: [{{resource: top_pages, fixedParams: {{org: \"{{{{org.slug || 'globex'}}}}\"}}}}]\n  clerkTemplate: {{}}\n"
+            ),
+            Some("could be a tenant's org"),
+        ),
+        (
+            "clerk-unsafe-metadata",
+            format!(
+                "{ws}  scopes: [{{resource: top_pages, fixedParams: {{user: '{{{{user.unsafe_metadata.id}}}}'}}}}]\n  clerkTemplate: {{}}\n"
+            ),
+            Some("written by the signed-in user"),
+        ),
+        (
+            "clerk-unsafe-token-name",
+            format!(
+                "{ws}  tokenName: 'acme_{{{{user.unsafe_metadata.bucket}}}}'\n  scopes: [{{resource: top_pages}}]\n  clerkTemplate: {{}}\n"
+            ),
+            Some("written by the signed-in user"),
+        ),
+        (
+            "clerk-datasource",
+            format!(
+                "{ws}  scopes: [{{type: 'DATASOURCES:READ', resource: tenant_events, filter: 'hits > 1'}}]\n  clerkTemplate: {{}}\n"
+            ),
+            Some("a DATASOURCES:READ filter cannot hold a Clerk shortcode"),
+        ),
+        (
             "clerk-mapped-shortcode",
             format!(
                 "{ws}  scopes: [{{resource: top_pages, fixedParams: {{org: '{{{{org.slug}}}}'}}}}]\n  clerkTemplate: {{}}\n"
@@ -252,7 +292,11 @@ async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
                 assert_eq!(ready.status, "True", "{name}: {}", ready.message);
                 assert_eq!(code, 0, "{name}: render must accept too: {stderr}");
                 if spec.contains("clerkTemplate") {
-                    assert!(stdout.contains("{{org.slug}}"));
+                    assert!(stdout.contains("{{org.slug || '_none_'}}"), "{name}: {stdout}");
+                    assert!(
+                        !stdout.contains("\"org\": \"acme\""),
+                        "{name}: the template never carries the value: {stdout}"
+                    );
                     continue;
                 }
                 let token = token_of(&secrets.get(name).await.unwrap()).unwrap();

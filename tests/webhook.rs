@@ -235,12 +235,33 @@ async fn each_refusal_class_is_refused_at_apply_and_at_dry_run_with_the_reconcil
     let warned = setup.apply(&tenant_access("shortcode", &shortcode), false).await;
     assert!(warned.success(), "{}", warned.stderr);
     assert!(
-        warned.stderr.contains(
-            "Warning: fixedParams.org of top_pages: {{org.id}} is null for a user with no active organization"
-        ),
+        warned
+            .stderr
+            .contains("Warning: spec.clerkTemplate: no limits.rps, so every signed-in user may query"),
         "{}",
         warned.stderr
     );
+
+    // On a workspace that pins org, a Clerk fallback that another tenant's org could equal, and
+    // a shortcode the end user writes, are refused at apply time.
+    let pinned = json!({"apiVersion": "tenantaccess.dev/v1alpha1", "kind": "TinybirdWorkspace", "metadata": {"name": "pinned"},
+        "spec": {"adminTokenSecretRef": {"name": "tinybird-admin"}, "policy": {"maxRps": 10, "requiredParams":
+            {"org": {"namespaceName": true, "clerkShortcode": "{{org.slug}}"}}}}});
+    let applied = setup.apply(&pinned.to_string(), false).await;
+    assert!(applied.success(), "{}", applied.stderr);
+    let fallback = json!({"workspaceRef": {"name": "pinned"}, "tokenName": format!("{tenant}_fallback"),
+        "scopes": [{"resource": "top_pages", "fixedParams": {"org": "{{org.slug || 'globex'}}"}}], "clerkTemplate": {}});
+    let out = setup.apply(&tenant_access("fallback", &fallback), false).await;
+    assert!(
+        !out.success() && out.stderr.contains("the fallback \"globex\" could be a tenant's org"),
+        "{}",
+        out.stderr
+    );
+    let unsafe_code = json!({"workspaceRef": {"name": "pinned"}, "tokenName": format!("{tenant}_unsafe"),
+        "scopes": [{"resource": "top_pages", "fixedParams": {"user": "{{user.unsafe_metadata.id}}"}}], "clerkTemplate": {}});
+    let out = setup.apply(&tenant_access("unsafe", &unsafe_code), false).await;
+    assert!(!out.success() && out.stderr.contains("written by the signed-in user"), "{}", out.stderr);
+    assert!(absent(&setup, "fallback").await && absent(&setup, "unsafe").await);
 
     // A workspace whose policy no TenantAccess can meet is refused too.
     let broken = json!({"apiVersion": "tenantaccess.dev/v1alpha1", "kind": "TinybirdWorkspace", "metadata": {"name": "broken"},

@@ -1,0 +1,233 @@
+//! The tokens Clerk mints from the templates the operator manages, through the demo's path: a
+//! TenantAccess on the real API server, its template pushed to the Clerk emulator, a session
+//! token minted there for a signed-in user and sent to the Tinybird emulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::{ClusterWideEnv, Env, clerk_synced, query_pipe};
+use tenant_access::api::TenantAccess;
+use tenant_access::core::well_known::ANNOTATION_ALLOWED_WORKSPACES;
+use tenant_access_emulators::{ClerkConfig, ClerkEmulator, Identity, TestOrg, TestUser};
+
+/// Mints a session token from template `name` for whoever the emulator has signed in.
+async fn mint(clerk: &ClerkEmulator, name: &str) -> String {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/sessions/sess_test/tokens/{name}", clerk.api_url()))
+        .bearer_auth(clerk.secret_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["jwt"].as_str().unwrap_or_else(|| panic!("no jwt in {answer}")).to_owned()
+}
+
+fn orgs(body: &Value) -> Vec<String> {
+    body["data"].as_array().unwrap().iter().map(|row| row["org"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn clerk_env(prefix: &str) -> Env {
+    let mut env = Env::new(prefix).await;
+    env.connect_clerk().await;
+    env.start_operator();
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_of_a_template_has_a_rate_limit_of_their_own() {
+    let mut env = clerk_env("clerk-rps").await;
+    env.tenant_access(
+        "dash",
+        "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\n  limits: {rps: 1}\n  clerkTemplate: {name: dash}\n  healthCheck: {interval: '0'}\n",
+    )
+    .await;
+    let access = env.wait_access("dash", clerk_synced()).await;
+    let pushed = env.clerk().template_by_name("dash").unwrap();
+    let name = format!("{}_dash_{{{{user.id || '_none_'}}}}", env.name());
+    assert_eq!(pushed.claims["name"], json!(name));
+    assert_eq!(access.status.unwrap().clerk_template.unwrap().token_name.as_deref(), Some(name.as_str()));
+
+    env.clerk().set_identity(Identity { user: TestUser::alice(), org: Some(TestOrg::acme()) });
+    let alice = mint(env.clerk(), "dash").await;
+    env.clerk().set_identity(Identity { user: TestUser::new("user_bob"), org: Some(TestOrg::acme()) });
+    let bob = mint(env.clerk(), "dash").await;
+
+    // One rate-limit window for all the requests below: Tinybird's clock stands still.
+    let clock = env.tinybird.clock().clone();
+    clock.set_millis(clock.now_millis());
+    env.tinybird.reset_rate_limits();
+    assert_eq!(env.query("top_pages", &alice, "").await.0, 200);
+    let (status, _) = env.query("top_pages", &alice, "").await;
+    assert_eq!(status, 429, "alice is at her limit of 1 request per second");
+    let (status, body) = env.query("top_pages", &bob, "").await;
+    assert_eq!(status, 200, "bob has a bucket of his own: {body}");
+    assert_eq!(orgs(&body), ["acme"; 3]);
+    clock.resume_system();
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_no_active_organization_reads_no_rows_from_a_pipe_that_guards_with_defined() {
+    let mut env = clerk_env("clerk-noorg").await;
+    env.tenant_access(
+        "dash",
+        "  workspaceRef: {name: analytics}\n  scopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\n  limits: {rps: 100}\n  clerkTemplate: {name: dash}\n  healthCheck: {interval: '0'}\n",
+    )
+    .await;
+    env.wait_access("dash", clerk_synced()).await;
+    env.clerk().set_org(None);
+    let jwt = mint(env.clerk(), "dash").await;
+    let (status, body) = env.query("top_pages", &jwt, "org=globex").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(orgs(&body), Vec::<String>::new(), "the missing identity matches no tenant: {body}");
+
+    // The guide's form, a bare {{org.slug}} (what the operator pushed before): Clerk renders
+    // null, and the pipe's `defined(org)` guard drops its filter: every organization's rows.
+    let guide = json!({"name": "bare", "claims": {"workspace_id": env.tinybird.workspace_id(), "name": "bare",
+        "scopes": [{"type": "PIPES:READ", "resource": "top_pages", "fixed_params": {"org": "{{org.slug}}"}}]},
+        "custom_signing_key": true, "signing_algorithm": "HS256", "signing_key": env.tinybird.admin_token()});
+    let created = reqwest::Client::new()
+        .post(format!("{}/jwt_templates", env.clerk().api_url()))
+        .bearer_auth(env.clerk().secret_key())
+        .json(&guide)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let leaky = mint(env.clerk(), "bare").await;
+    let (_, body) = env.query("top_pages", &leaky, "").await;
+    assert!(orgs(&body).len() > 3, "the emulator fails open on null as Tinybird does: {body}");
+    env.stop_operator().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_pushed_before_rate_limit_keys_is_updated_in_place_once_and_an_event_says_why() {
+    let mut env = Env::new("clerk-upgrade").await;
+    env.connect_clerk().await;
+    // What an earlier release pushed and recorded: one shared name, shortcodes without fallbacks.
+    let old_claims = json!({"workspace_id": env.tinybird.workspace_id(), "name": "frontend_jwt",
+        "scopes": [{"type": "PIPES:READ", "resource": "top_pages", "fixed_params": {"org": "{{org.slug}}"}}],
+        "tenant_access": format!("{}/dash", env.name())});
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/jwt_templates", env.clerk().api_url()))
+        .bearer_auth(env.clerk().secret_key())
+        .json(&json!({"name": "dash", "claims": old_claims, "custom_signing_key": true,
+            "signing_algorithm": "HS256", "signing_key": env.tinybird.admin_token()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    env.tenant_access(
+        "dash",
+        "  workspaceRef: {name: analytics}\n  tokenName: frontend_jwt\n  scopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\n  limits: {rps: 10}\n  clerkTemplate: {name: dash}\n  healthCheck: {interval: '0'}\n",
+    )
+    .await;
+    let fingerprint =
+        tenant_access::core::admin_token::AdminToken::new(&env.tinybird.admin_token()).fingerprint();
+    let old_status = json!({"status": {"clerkTemplate": {"id": id, "name": "dash",
+        "claimsHash": "from-an-earlier-release", "signingKeyFingerprint": fingerprint}}});
+    env.tenant_accesses()
+        .patch_status("dash", &PatchParams::default(), &Patch::Merge(&old_status))
+        .await
+        .unwrap();
+    env.clerk().request_log().clear();
+
+    env.start_operator();
+    let access = env.wait_access("dash", clerk_synced()).await;
+    let status = access.status.unwrap().clerk_template.unwrap();
+    assert_eq!(status.id.as_deref(), Some(id.as_str()), "the same template, updated in place");
+    let templates = env.clerk().templates();
+    assert_eq!(templates.len(), 1, "no second template");
+    assert_eq!(templates[0].claims["name"], "frontend_jwt_{{user.id || '_none_'}}");
+    env.events_with(&["token name (the Tinybird rate-limit bucket) is now", "templates of earlier releases"])
+        .await;
+    let patches = env.clerk().request_log().count_matching("PATCH", &format!("/v1/jwt_templates/{id}"));
+    assert_eq!(patches, 1, "{:?}", env.clerk().request_log().records());
+    env.stop_operator().await;
+}
+
+/// A ClusterTinybirdWorkspace `shared` that pins `org` to namespace label `tenant` (Clerk
+/// templates: `{{org.slug}}`), connected to a Clerk emulator, and a namespace per tenant.
+struct PinnedClerk {
+    env: ClusterWideEnv,
+    clerk: ClerkEmulator,
+}
+
+impl PinnedClerk {
+    async fn new() -> Self {
+        let env = ClusterWideEnv::new().await;
+        let clerk = ClerkEmulator::start(ClerkConfig::default()).await.unwrap();
+        let key = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-clerk, annotations: {{{ANNOTATION_ALLOWED_WORKSPACES}: ClusterTinybirdWorkspace/shared}}}}\nstringData: {{key: '{}'}}\n",
+            clerk.secret_key()
+        );
+        env.apply(&key, Some(env.system.name())).await;
+        let policy = format!(
+            "  clerk:\n    secretKeySecretRef: {{name: shared-clerk, key: key}}\n    apiUrl: {}\n  policy:\n    allowedNamespaces: {{matchExpressions: [{{key: tenant, operator: Exists}}]}}\n    maxRps: 20\n    requiredParams:\n      org: {{namespaceLabel: tenant, clerkShortcode: '{{{{org.slug}}}}'}}\n",
+            clerk.api_url()
+        );
+        env.apply(&env.shared_workspace_yaml(&policy), None).await;
+        Self { env, clerk }
+    }
+
+    async fn tenant_namespace(&self, name: &str, tenant: &str) {
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": {"tenant": tenant}}}))
+                .unwrap();
+        Api::<Namespace>::all(self.env.client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_of_another_organization_minting_a_pinned_workspaces_template_reads_only_their_own_rows() {
+    let pinned = PinnedClerk::new().await;
+    pinned.tenant_namespace("acme", "acme").await;
+    let operator = pinned.env.start_operator();
+    // The org param omitted (as the PolicyViolation message advises), and written as the
+    // policy's shortcode: both templates carry the shortcode, never "acme".
+    let specs = [
+        ("omitted", "  scopes: [{resource: top_pages}]\n"),
+        ("written", "  scopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\n"),
+    ];
+    let accesses: Api<TenantAccess> = Api::namespaced(pinned.env.client.clone(), "acme");
+    for (name, scopes) in specs {
+        let yaml = format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n  workspaceRef: {{kind: ClusterTinybirdWorkspace, name: shared}}\n{scopes}  clerkTemplate: {{name: {name}}}\n  healthCheck: {{interval: '0'}}\n"
+        );
+        pinned.env.apply(&yaml, Some("acme")).await;
+        tenant_access_testkit::wait_for(accesses.clone(), name, clerk_synced(), support::TIMEOUT)
+            .await
+            .unwrap();
+        let template = pinned.clerk.template_by_name(name).unwrap();
+        assert_eq!(template.claims["scopes"][0]["fixed_params"]["org"], "{{org.slug || '_none_'}}", "{name}");
+        assert!(!template.claims.to_string().contains("\"acme\""), "{name}: {}", template.claims);
+
+        for (org, expected) in [(TestOrg::globex(), "globex"), (TestOrg::acme(), "acme")] {
+            pinned.clerk.set_identity(Identity { user: TestUser::alice(), org: Some(org) });
+            let jwt = mint(&pinned.clerk, name).await;
+            let (status, body) =
+                query_pipe(&pinned.env.tinybird.base_url(), "top_pages", &jwt, "org=acme").await;
+            assert_eq!(status, 200, "{body}");
+            let seen = orgs(&body);
+            assert!(!seen.is_empty() && seen.iter().all(|o| o == expected), "{name}, {expected}: {body}");
+        }
+    }
+    // The shortcode has a fallback no tenant can have: nothing for a user without an org.
+    pinned.clerk.set_org(None);
+    let jwt = mint(&pinned.clerk, "omitted").await;
+    let (_, body) = query_pipe(&pinned.env.tinybird.base_url(), "top_pages", &jwt, "").await;
+    assert!(orgs(&body).is_empty(), "{body}");
+    operator.stop().await;
+}
