@@ -49,10 +49,11 @@ pub(super) struct WebhookArgs {
     webhook_kube_burst: u32,
 }
 
-/// Default of --webhook-kube-qps: reviews come at human (or CI) pace.
-const WEBHOOK_KUBE_QPS: f64 = 5.0;
+/// Default of --webhook-kube-qps: two reads per review, reviews at the pace of people and
+/// GitOps syncs; a tenth of the controllers' default.
+const WEBHOOK_KUBE_QPS: f64 = 20.0;
 /// Default of --webhook-kube-burst.
-const WEBHOOK_KUBE_BURST: u32 = 10;
+const WEBHOOK_KUBE_BURST: u32 = 40;
 
 impl WebhookArgs {
     /// The webhook's own client-side rate limit (its client is not the controllers').

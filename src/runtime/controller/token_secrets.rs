@@ -23,6 +23,10 @@ use kube::runtime::watcher;
 pub use crate::core::reconcile::decide::TokenMatch;
 use crate::core::well_known::secret_keys;
 
+/// Most fields a digest keeps: more than a token Secret ever has (its labels and annotations,
+/// at most 32 each of the spec's plus the operator's own, four data keys, an owner).
+const MAX_DIGEST_FIELDS: usize = 96;
+
 fn hash_one(value: impl Hash) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
 }
@@ -77,18 +81,29 @@ impl SecretDigest {
             .flatten()
             .find(|o| o.controller == Some(true))
             .map(|o| hash_one(&o.uid));
+        // Anyone may label a Secret as managed: the digest of one that no TenantAccess controls
+        // keeps nothing else (a reconcile reads such a Secret, as without a digest), and one with
+        // more fields than the operator ever writes keeps no fields (read too: its revision
+        // annotation is not known), so each costs a constant.
+        if controller.is_none() {
+            return Self {
+                resource_version: parse_rv(secret),
+                controller,
+                token: None,
+                fields: Box::new([]),
+            };
+        }
+        let mut fields = field_hashes(secret);
+        if fields.len() > MAX_DIGEST_FIELDS {
+            fields = Vec::new();
+        }
         let token = secret
             .data
             .as_ref()
             .and_then(|d| d.get(secret_keys::TOKEN))
             .and_then(|t| std::str::from_utf8(&t.0).ok())
             .map(|jwt| (hash_one(jwt), hash_one(signing_input(jwt))));
-        Self {
-            resource_version: parse_rv(secret),
-            controller,
-            token,
-            fields: field_hashes(secret).into_boxed_slice(),
-        }
+        Self { resource_version: parse_rv(secret), controller, token, fields: fields.into_boxed_slice() }
     }
 
     /// Whether its controller is the TenantAccess with this uid.
@@ -303,6 +318,29 @@ mod tests {
             assert!(SecretDigest::of(&observed).lacks(&desired));
             assert!(crate::core::reconcile::decide::secret_needs_repair(&desired, &observed));
         }
+    }
+
+    #[test]
+    fn keeps_a_constant_of_a_labelled_secret_no_tenant_access_controls_or_of_an_oversized_one() {
+        let mut foreign = secret("1", "a.b.c");
+        foreign.metadata.owner_references = None;
+        for i in 0..1000 {
+            foreign.data.as_mut().unwrap().insert(format!("k{i}"), ByteString(vec![b'x'; 1024]));
+        }
+        let digest = SecretDigest::of(&foreign);
+        assert!(digest.fields.is_empty() && digest.token.is_none(), "{digest:?}");
+        assert!(!digest.controlled_by("owner"));
+
+        // Controlled, but with more fields than the operator writes: no fields, so it is read;
+        // its token is still known (a revocation must see it).
+        let mut padded = secret("1", "a.b.c");
+        for i in 0..1000 {
+            padded.metadata.labels.as_mut().unwrap().insert(format!("l{i}"), "x".into());
+        }
+        let digest = SecretDigest::of(&padded);
+        assert!(digest.fields.is_empty());
+        assert!(digest.has_token() && digest.controlled_by("owner"));
+        assert!(!digest.has_annotation("rev", "1"), "its revision is not known: it is read");
     }
 
     #[test]

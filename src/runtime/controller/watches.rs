@@ -21,6 +21,15 @@ use crate::core::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME};
 /// A watch stream of objects, as the controllers consume it.
 type Objects<K> = BoxStream<'static, Result<K, watcher::Error>>;
 
+/// Objects per page when listing what a tenant team can write with data: Secrets and ConfigMaps
+/// (at most 1 MiB each: anyone may set the managed-by label) and TenantAccesses (at most what
+/// etcd stores, 1.5 MiB). A page is read whole before it is parsed, so a page of 500 (kube's
+/// default) of 1 MiB objects would take 500 MiB at a restart; 16 bound a page to 24 MiB.
+pub const DATA_LIST_PAGE_SIZE: u32 = 16;
+/// Objects per page when listing metadata only (a few KiB each, at most 256 KiB of
+/// annotations): 64 bound a page to 16 MiB.
+pub const METADATA_LIST_PAGE_SIZE: u32 = 64;
+
 /// The watches of one operator, built and not yet polled.
 pub(super) struct Watches {
     /// The caches the reconcilers read.
@@ -69,8 +78,7 @@ impl Watches {
         let (managed_configmaps, configmap_writer) = reflector::store::<ConfigMap>();
         let managed_configmap_stream = reflector::reflector(
             configmap_writer,
-            paced(api::<ConfigMap>(client, ns), managed_selector())
-                .modify(|c| c.managed_fields_mut().clear()),
+            paced(api::<ConfigMap>(client, ns), managed_selector()).modify(keep_only_what_is_owned),
         )
         .touched_objects()
         .boxed();
@@ -83,7 +91,10 @@ impl Watches {
         let (tenant_store, tenant_writer) = reflector::store::<CachedTenantAccess>();
         let tenant_stream = reflector::reflector(
             tenant_writer,
-            paced(api::<CachedTenantAccess>(client, ns), watcher::Config::default()),
+            paced(
+                api::<CachedTenantAccess>(client, ns),
+                watcher::Config::default().page_size(DATA_LIST_PAGE_SIZE),
+            ),
         )
         .applied_objects()
         // The echo of the operator's own status write needs no reconcile.
@@ -110,7 +121,7 @@ impl Watches {
         // Secret changed" (its data, or its metadata such as the allowed-workspaces annotation),
         // mapped to the workspaces that reference it.
         // They also tell which Secrets exist (names only), so a first issuance needs no GET.
-        let admin_secrets = paced(api::<PartialObjectMeta<Secret>>(client, ns), watcher::Config::default())
+        let admin_secrets = paced(api::<PartialObjectMeta<Secret>>(client, ns), metadata_pages())
             .inspect_ok({
                 let known_secrets = ledger.known_secrets.clone();
                 move |event| known_secrets.observe(event)
@@ -120,7 +131,7 @@ impl Watches {
         let cluster_admin_secrets = cluster_wide.then(|| {
             paced(
                 Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), cluster_resource_namespace),
-                watcher::Config::default(),
+                metadata_pages(),
             )
             .touched_objects()
             .boxed()
@@ -182,8 +193,47 @@ where
     }
 }
 
+/// The managed-by label selects the operator's Secrets and ConfigMaps, and whatever else
+/// anyone labels so: listed in small pages (see [`DATA_LIST_PAGE_SIZE`]).
 fn managed_selector() -> watcher::Config {
-    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
+    watcher::Config::default()
+        .labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
+        .page_size(DATA_LIST_PAGE_SIZE)
+}
+
+/// Metadata-only lists in pages of [`METADATA_LIST_PAGE_SIZE`].
+fn metadata_pages() -> watcher::Config {
+    watcher::Config::default().page_size(METADATA_LIST_PAGE_SIZE)
+}
+
+/// What the ConfigMap cache keeps of a labelled ConfigMap. In full (less managedFields) only the
+/// Clerk template ConfigMap of a TenantAccess: controlled by a TenantAccess and named after it
+/// (`<name>-clerk-template`), so at most one per TenantAccess. Of any other (the label is no
+/// proof: anyone may set it) only what a reconcile needs to refuse to touch it: its name,
+/// namespace, uid, resourceVersion and controller reference. So the cache holds at most one
+/// ConfigMap's data per TenantAccess, whatever a team labels.
+pub(super) fn keep_only_what_is_owned(configmap: &mut ConfigMap) {
+    configmap.managed_fields_mut().clear();
+    let name = configmap.metadata.name.as_deref().unwrap_or_default();
+    let controller =
+        configmap.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+    let template_of_its_owner = controller.is_some_and(|owner| {
+        owner.kind == crate::api::TenantAccess::kind(&())
+            && owner.api_version == crate::api::TenantAccess::api_version(&())
+            && name.strip_suffix(crate::core::well_known::CLERK_TEMPLATE_CONFIGMAP_SUFFIX)
+                == Some(owner.name.as_str())
+    });
+    if template_of_its_owner {
+        return;
+    }
+    let controller = controller.cloned();
+    let meta = &mut configmap.metadata;
+    meta.owner_references = controller.map(|c| vec![c]);
+    meta.labels = None;
+    meta.annotations = None;
+    meta.finalizers = None;
+    configmap.data = None;
+    configmap.binary_data = None;
 }
 
 /// A watch-stream filter keeping the objects that are not the echo of the operator's own write,
@@ -333,6 +383,7 @@ fn dependents_view<W: Workspace>(workspace: &W) -> u64 {
     let status = workspace.workspace_status().map(|status| crate::api::WorkspaceStatus {
         rotation: None,
         health_checks: None,
+        clerk_templates: None,
         ..status.clone()
     });
     let secrets_done = workspace
@@ -507,5 +558,51 @@ mod tests {
         // The operator's: a few seconds at most, however many errors came before.
         let ours = longest_pause(WatchBackoff::default(), 40).await;
         assert!(ours < Duration::from_secs(2), "{ours:?}");
+    }
+
+    #[test]
+    fn the_configmap_cache_keeps_data_only_of_a_tenant_access_clerk_template() {
+        use std::collections::BTreeMap;
+
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+        use super::keep_only_what_is_owned;
+
+        let configmap = |name: &str, owner: Option<&str>| {
+            let mut configmap = ConfigMap::default();
+            configmap.metadata.name = Some(name.into());
+            configmap.metadata.namespace = Some("team".into());
+            configmap.metadata.labels =
+                Some(BTreeMap::from([("app.kubernetes.io/managed-by".into(), "x".into())]));
+            configmap.metadata.annotations = Some(BTreeMap::from([("big".into(), "a".repeat(200_000))]));
+            configmap.metadata.owner_references = owner.map(|owner| {
+                vec![OwnerReference {
+                    api_version: "tenantaccess.dev/v1alpha1".into(),
+                    kind: "TenantAccess".into(),
+                    name: owner.into(),
+                    uid: "u".into(),
+                    controller: Some(true),
+                    ..OwnerReference::default()
+                }]
+            });
+            configmap.data = Some(BTreeMap::from([("k".into(), "v".repeat(1 << 20))]));
+            configmap
+        };
+        let mut template = configmap("dash-clerk-template", Some("dash"));
+        keep_only_what_is_owned(&mut template);
+        assert!(template.data.is_some() && template.metadata.labels.is_some(), "the template is kept whole");
+
+        for (name, owner) in
+            [("ballast", None), ("ballast-clerk-template", Some("dash")), ("dash", Some("dash"))]
+        {
+            let mut labelled = configmap(name, owner);
+            keep_only_what_is_owned(&mut labelled);
+            assert_eq!(labelled.data, None, "{name}");
+            assert_eq!(labelled.metadata.annotations, None, "{name}");
+            assert_eq!(labelled.metadata.labels, None, "{name}");
+            assert_eq!(labelled.metadata.owner_references.map(|o| o.len()), owner.map(|_| 1), "{name}");
+            assert_eq!(labelled.metadata.name.as_deref(), Some(name));
+        }
     }
 }
