@@ -37,6 +37,8 @@ fn template(name: &str) -> ClerkTemplate {
                 limits: None,
             },
             owner: format!("test/{name}"),
+            workspace: "TinybirdWorkspace/acme/analytics".into(),
+            retain: false,
         },
         lifetime: 60,
         allowed_clock_skew: 5,

@@ -53,6 +53,7 @@ async fn the_clerk_example_creates_the_guides_template_and_its_tokens_read_only_
                         "fixed_params": {"org": "{{org.slug || '_none_'}}", "user": "{{user.id || '_none_'}}"}}],
             "limits": {"rps": 10},
             "tenant_access": format!("{}/tinybird-clerk", env.name()),
+            "tenant_access_workspace": format!("TinybirdWorkspace/{}/analytics", env.name()),
         })
     );
     assert_eq!((template.lifetime, template.allowed_clock_skew), (60, 5));

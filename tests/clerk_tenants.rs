@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{ClusterWideEnv, Env, clerk_synced, query_pipe};
+use std::collections::BTreeSet;
+
+use support::{ClusterWideEnv, Env, clerk_synced, eventually, query_pipe};
 use tenant_access::api::TenantAccess;
 use tenant_access::core::well_known::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, Identity, TestOrg, TestUser};
@@ -229,5 +231,72 @@ async fn a_user_of_another_organization_minting_a_pinned_workspaces_template_rea
     let jwt = mint(&pinned.clerk, "omitted").await;
     let (_, body) = query_pipe(&pinned.env.tinybird.base_url(), "top_pages", &jwt, "").await;
     assert!(orgs(&body).is_empty(), "{body}");
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_template_is_removed_and_a_retained_one_when_its_namespace_is_withdrawn() {
+    let pinned = PinnedClerk::new().await;
+    pinned.tenant_namespace("acme", "acme").await;
+    let operator = pinned.env.start_operator();
+    let accesses: Api<TenantAccess> = Api::namespaced(pinned.env.client.clone(), "acme");
+    for (name, policy) in [("kept", "Retain"), ("orphan", "Delete"), ("live", "Delete")] {
+        let yaml = format!(
+            "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n  workspaceRef: {{kind: ClusterTinybirdWorkspace, name: shared}}\n  scopes: [{{resource: top_pages}}]\n  clerkTemplate: {{name: {name}, deletionPolicy: {policy}}}\n  healthCheck: {{interval: '0'}}\n"
+        );
+        pinned.env.apply(&yaml, Some("acme")).await;
+        tenant_access_testkit::wait_for(accesses.clone(), name, clerk_synced(), support::TIMEOUT)
+            .await
+            .unwrap();
+    }
+    // `kept` is deleted by its team and stays in Clerk (Retain).
+    accesses.delete("kept", &Default::default()).await.unwrap();
+    tenant_access_testkit::wait_for(
+        accesses.clone(),
+        "kept",
+        |a: Option<&TenantAccess>| a.is_none(),
+        support::TIMEOUT,
+    )
+    .await
+    .unwrap();
+    // `orphan` disappears while the operator cannot finish (it is stopped, and its finalizer
+    // removed by hand): its template is left behind with deletionPolicy Delete.
+    operator.stop().await;
+    let unfinalized = json!({"metadata": {"finalizers": null}});
+    accesses.patch("orphan", &PatchParams::default(), &Patch::Merge(&unfinalized)).await.unwrap();
+    accesses.delete("orphan", &Default::default()).await.unwrap();
+    assert!(
+        pinned.clerk.template_by_name("orphan").is_some() && pinned.clerk.template_by_name("kept").is_some()
+    );
+
+    let operator = pinned.env.start_operator();
+    eventually("the orphaned template to be removed", || async {
+        pinned.clerk.template_by_name("orphan").is_none()
+    })
+    .await;
+    assert!(
+        pinned.clerk.template_by_name("kept").is_some(),
+        "a retained template stays while its namespace is admitted"
+    );
+    assert!(pinned.clerk.template_by_name("live").is_some());
+
+    // The platform withdraws the namespace: every template of it goes, retained or not.
+    pinned.env.label_namespace("acme", json!({"tenant": null})).await;
+    eventually("the retained template to be removed at the withdrawal", || async {
+        pinned.clerk.template_by_name("kept").is_none() && pinned.clerk.template_by_name("live").is_none()
+    })
+    .await;
+    let workspaces: Api<tenant_access::api::ClusterTinybirdWorkspace> = Api::all(pinned.env.client.clone());
+    let removed = support::eventually_some("the removals in the workspace's status", || async {
+        let status = workspaces.get("shared").await.unwrap().status?.clerk_templates?;
+        let accesses: BTreeSet<String> = status.removed.iter().map(|r| r.tenant_access.clone()).collect();
+        accesses
+            .is_superset(&BTreeSet::from(["acme/kept".to_owned(), "acme/orphan".to_owned()]))
+            .then_some(status.removed)
+    })
+    .await;
+    let reason = |access: &str| removed.iter().find(|r| r.tenant_access == access).map(|r| r.reason.clone());
+    assert_eq!(reason("acme/orphan").as_deref(), Some("TenantAccessDeleted"));
+    assert_eq!(reason("acme/kept").as_deref(), Some("NamespaceWithdrawn"));
     operator.stop().await;
 }

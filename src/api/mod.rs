@@ -17,9 +17,10 @@ pub use tenant_access::{
     SecretOutput, TenantAccess, TenantAccessSpec, TenantAccessStatus, TokenStatus, WorkspaceRef,
 };
 pub use workspace::{
-    ClerkConnection, ClusterTinybirdWorkspace, ClusterTinybirdWorkspaceSpec, HealthCheckBudgetStatus,
-    RequiredParamSource, RotationProgress, RotationRecord, RotationSpec, RotationStatus, TinybirdWorkspace,
-    TinybirdWorkspaceSpec, WorkspaceHealthChecks, WorkspacePolicy, WorkspaceSpec, WorkspaceStatus,
+    ClerkConnection, ClerkTemplatesStatus, ClusterTinybirdWorkspace, ClusterTinybirdWorkspaceSpec,
+    HealthCheckBudgetStatus, RemovedClerkTemplate, RequiredParamSource, RotationProgress, RotationRecord,
+    RotationSpec, RotationStatus, TinybirdWorkspace, TinybirdWorkspaceSpec, WorkspaceHealthChecks,
+    WorkspacePolicy, WorkspaceSpec, WorkspaceStatus,
 };
 
 /// Scope type granting read access to a pipe endpoint.

@@ -272,6 +272,41 @@ pub struct WorkspaceStatus {
     /// revoke`): the request last acted upon, the next scheduled one, and the last few.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
+    /// Clerk templates this workspace removed from its Clerk instance because they outlived
+    /// their right: their namespace is no longer admitted, or their TenantAccess is gone and
+    /// they were not retained. Written (a merge patch of its own) only when one is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk_templates: Option<ClerkTemplatesStatus>,
+}
+
+/// What the workspace removed from its Clerk instance.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClerkTemplatesStatus {
+    /// The last removals, newest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub removed: Vec<RemovedClerkTemplate>,
+}
+
+/// One Clerk template removed by its workspace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemovedClerkTemplate {
+    /// Template name.
+    #[schemars(length(max = 256))]
+    pub name: String,
+    /// Clerk's template id.
+    #[schemars(length(max = 128))]
+    pub id: String,
+    /// The TenantAccess it was pushed for, `<namespace>/<name>`.
+    #[schemars(length(max = 320))]
+    pub tenant_access: String,
+    /// `NamespaceWithdrawn` or `TenantAccessDeleted`.
+    #[schemars(extend("enum" = ["NamespaceWithdrawn", "TenantAccessDeleted"]))]
+    pub reason: String,
+    /// When it was removed.
+    pub removed_at: Time,
 }
 
 /// The rotations of a workspace's admin token. Written by the operator (a merge patch of its

@@ -222,7 +222,16 @@ pub fn desired_secret(
 /// this claim with the same value; Tinybird ignores the claim.
 pub const CLERK_OWNER_CLAIM: &str = "tenant_access";
 
-/// The claims of a Clerk template: the access claims plus the ownership marker.
+/// Claim naming the workspace resource whose Clerk connection pushed a template
+/// (`ClusterTinybirdWorkspace/<name>` or `TinybirdWorkspace/<namespace>/<name>`): the workspace
+/// that may remove it once it outlives its right (Tinybird ignores the claim).
+pub const CLERK_WORKSPACE_CLAIM: &str = "tenant_access_workspace";
+
+/// Claim (`true`) on a template whose TenantAccess keeps it in Clerk after its own deletion
+/// (`deletionPolicy: Retain`); absent otherwise.
+pub const CLERK_RETAIN_CLAIM: &str = "tenant_access_retain";
+
+/// The claims of a Clerk template: the access claims plus the operator's markers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClerkClaims {
     /// `workspace_id`, `name`, `scopes`, `limits` (shortcodes kept).
@@ -231,6 +240,27 @@ pub struct ClerkClaims {
     /// The ownership marker, `<namespace>/<name>` (serialized as `tenant_access`).
     #[serde(rename = "tenant_access")]
     pub owner: String,
+    /// The pushing workspace ([`CLERK_WORKSPACE_CLAIM`]).
+    #[serde(rename = "tenant_access_workspace")]
+    pub workspace: String,
+    /// [`CLERK_RETAIN_CLAIM`].
+    #[serde(rename = "tenant_access_retain", skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
+}
+
+/// The value of [`CLERK_WORKSPACE_CLAIM`] for a workspace resource.
+#[must_use]
+pub fn clerk_workspace_marker(
+    kind: crate::core::validate::WorkspaceKind,
+    namespace: &str,
+    name: &str,
+) -> String {
+    match kind {
+        crate::core::validate::WorkspaceKind::Cluster => format!("{}/{name}", kind.kind_name()),
+        crate::core::validate::WorkspaceKind::Namespaced => {
+            format!("{}/{namespace}/{name}", kind.kind_name())
+        }
+    }
 }
 
 /// A Clerk JWT template, without its signing key.
@@ -316,6 +346,12 @@ pub fn clerk_template(
         claims: ClerkClaims {
             access: clerk_access_claims(access, output, workspace_id),
             owner: format!("{}/{}", access.namespace, access.name),
+            workspace: clerk_workspace_marker(
+                access.workspace_kind,
+                &access.namespace,
+                &access.workspace_name,
+            ),
+            retain: output.deletion_policy == crate::core::validate::DeletionPolicy::Retain,
         },
         lifetime: output.lifetime_seconds,
         allowed_clock_skew: output.allowed_clock_skew_seconds,

@@ -21,5 +21,6 @@ pub mod secret_writers;
 pub mod selector;
 pub mod shortcode;
 pub mod signing_workspace;
+pub mod template_sweep;
 pub mod validate;
 pub mod well_known;

@@ -130,6 +130,8 @@ mod tests {
             name: "acme-reader".into(),
             claims: crate::core::desired::ClerkClaims {
                 owner: "acme/acme-reader".into(),
+                workspace: "TinybirdWorkspace/acme/analytics".into(),
+                retain: false,
                 access: AccessClaims {
                     workspace_id: "ws-1".into(),
                     name: "acme-reader".into(),

@@ -105,7 +105,7 @@ fn clerk_template_keeps_shortcodes_with_a_fallback_for_a_missing_identity_and_ne
             "claims": {"workspace_id": WORKSPACE_ID, "name": "acme_acme-reader_{{user.id || '_none_'}}",
                 "scopes": [{"type": "PIPES:READ", "resource": "top_pages",
                     "fixed_params": {"org": "{{org.slug || '_none_'}}", "user": "{{user.id || '_none_'}}"}}],
-                "tenant_access": "acme/acme-reader"},
+                "tenant_access": "acme/acme-reader", "tenant_access_workspace": "TinybirdWorkspace/acme/a"},
             "lifetime": 60, "allowed_clock_skew": 5,
             "custom_signing_key": true, "signing_algorithm": "HS256",
         })

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod api_recovery;
 pub mod budget_status;
 pub mod cached_access;
+pub mod clerk_sweep;
 pub mod clerk_sync;
 pub mod context;
 pub mod error;
@@ -183,6 +184,7 @@ pub async fn run_with_event_client(
     );
     let synced = ready_when_synced(ready, config.synced.clone());
     let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
+    let templates = clerk_sweep::run(ctx.clone(), config.synced.clone(), shutdown.clone());
     let recovery =
         api_recovery::run(client, ctx.retries.outage.clone(), outage_retry, ctx.workspace_rechecks.clone());
     let budgets =
@@ -194,7 +196,7 @@ pub async fn run_with_event_client(
         }
     };
     let sweep = async move {
-        futures::join!(sweep, synced, recovery);
+        futures::join!(sweep, templates, synced, recovery);
     };
     future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
     ctx.health.shutdown().await;

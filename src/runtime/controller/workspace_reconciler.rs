@@ -328,7 +328,8 @@ async fn patch_status<W: Workspace>(
 ) -> Result<(), Error> {
     let api = workspace.own_api(ctx.client.clone());
     // `status.rotation` is written apart, conditionally (`rotation.rs`): never applied here.
-    let status = WorkspaceStatus { rotation: None, ..status.clone() };
+    // `status.clerkTemplates` too (`clerk_sweep.rs`).
+    let status = WorkspaceStatus { rotation: None, clerk_templates: None, ..status.clone() };
     let patch = serde_json::json!({
         "apiVersion": W::api_version(&()),
         "kind": W::kind(&()),
