@@ -10,6 +10,9 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use support::{ClusterWideEnv, Env, clerk_synced, eventually, query_pipe};
 use tenant_access::api::TenantAccess;
@@ -167,7 +170,13 @@ struct PinnedClerk {
 impl PinnedClerk {
     async fn new() -> Self {
         let env = ClusterWideEnv::new().await;
-        let clerk = ClerkEmulator::start(ClerkConfig::default()).await.unwrap();
+        // Clerk's own budget is not what these tests exercise: the operator's is.
+        let config = ClerkConfig {
+            request_budget: 10_000,
+            budget_window: Duration::from_secs(1),
+            ..ClerkConfig::default()
+        };
+        let clerk = ClerkEmulator::start(config).await.unwrap();
         let key = format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: shared-clerk, annotations: {{{ANNOTATION_ALLOWED_WORKSPACES}: ClusterTinybirdWorkspace/shared}}}}\nstringData: {{key: '{}'}}\n",
             clerk.secret_key()
@@ -298,5 +307,98 @@ async fn an_orphaned_template_is_removed_and_a_retained_one_when_its_namespace_i
     let reason = |access: &str| removed.iter().find(|r| r.tenant_access == access).map(|r| r.reason.clone());
     assert_eq!(reason("acme/orphan").as_deref(), Some("TenantAccessDeleted"));
     assert_eq!(reason("acme/kept").as_deref(), Some("NamespaceWithdrawn"));
+    operator.stop().await;
+}
+
+/// Applies a TenantAccess of the pinned workspace whose Clerk template is `name` with `lifetime`.
+async fn apply_template_access(pinned: &PinnedClerk, namespace: &str, name: &str, lifetime: u32) {
+    let yaml = format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TenantAccess\nmetadata: {{name: {name}}}\nspec:\n  workspaceRef: {{kind: ClusterTinybirdWorkspace, name: shared}}\n  scopes: [{{resource: top_pages}}]\n  clerkTemplate: {{name: {namespace}-{name}, lifetime: {lifetime}s}}\n  healthCheck: {{interval: '0'}}\n"
+    );
+    pinned.env.apply(&yaml, Some(namespace)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_rewriting_its_templates_in_a_loop_holds_back_another_namespaces_new_template_by_one_window_at_most()
+ {
+    // The operator's Clerk budget: 10 requests a second (routine requests 9, one in reserve).
+    const BUDGET: u32 = 10;
+    let pinned = PinnedClerk::new().await;
+    pinned.tenant_namespace("looping", "looping").await;
+    pinned.tenant_namespace("fresh", "fresh").await;
+    let budget =
+        tenant_access::adapters::clerk::RequestBudget { requests: BUDGET, window: Duration::from_secs(1) };
+    let operator = support::Operator::start_with_clerk_budget(
+        pinned.env.client.clone(),
+        None,
+        pinned.env.system.name(),
+        budget,
+    );
+    let looping: Api<TenantAccess> = Api::namespaced(pinned.env.client.clone(), "looping");
+    let names: Vec<String> = (0..24).map(|i| format!("t{i}")).collect();
+    for name in &names {
+        apply_template_access(&pinned, "looping", name, 60).await;
+    }
+    for name in &names {
+        tenant_access_testkit::wait_for(looping.clone(), name, clerk_synced(), support::TIMEOUT)
+            .await
+            .unwrap();
+    }
+
+    // The looping team rewrites every template, again and again, far faster than the budget.
+    let stop = Arc::new(AtomicBool::new(false));
+    let rewriter = tokio::spawn({
+        let (looping, names, stop) = (looping.clone(), names.clone(), stop.clone());
+        async move {
+            let (mut round, mut rewrites) = (0_u32, 0_usize);
+            while !stop.load(Ordering::SeqCst) {
+                round += 1;
+                for name in &names {
+                    let patch =
+                        json!({"spec": {"clerkTemplate": {"lifetime": format!("{}s", 60 + round % 2)}}});
+                    if looping.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+                        rewrites += 1;
+                    }
+                }
+            }
+            rewrites
+        }
+    });
+    let log = pinned.clerk.request_log();
+    let patches = |records: &[tenant_access_emulators::RequestRecord]| {
+        records.iter().filter(|r| r.method == "PATCH").count()
+    };
+    let before = patches(&log.records());
+    eventually("the loop to fill the budget", || async {
+        patches(&log.records()) >= before + 3 * BUDGET as usize
+    })
+    .await;
+
+    let start = log.records().len();
+    apply_template_access(&pinned, "fresh", "first", 60).await;
+    let fresh: Api<TenantAccess> = Api::namespaced(pinned.env.client.clone(), "fresh");
+    tenant_access_testkit::wait_for(fresh, "first", clerk_synced(), support::TIMEOUT).await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let rewrites = rewriter.await.unwrap();
+    // A TenantAccess's pending pushes are one: each push carries its latest spec.
+    let pushed = patches(&log.records()) - before;
+    println!("{rewrites} rewrites of the loop's templates, {pushed} pushed");
+    assert!(pushed < rewrites, "{pushed} pushes for {rewrites} rewrites");
+
+    // From the new namespace's first request (its list) to its template's creation, the loop
+    // got at most one window of the routine budget: the slots that freed were the newcomer's
+    // as soon as it asked, the loop being over its share.
+    let records = log.records()[start..].to_vec();
+    let first_list =
+        records.iter().position(|r| r.method == "GET" && r.path.ends_with("/jwt_templates")).unwrap();
+    let created =
+        records.iter().position(|r| r.method == "POST" && r.path.ends_with("/jwt_templates")).unwrap();
+    let loop_requests = patches(&records[first_list..created]);
+    println!("loop requests while the new namespace waited: {loop_requests}");
+    assert!(
+        loop_requests <= (BUDGET - BUDGET / 10) as usize,
+        "{loop_requests} of the loop's requests went first"
+    );
+    assert!(pinned.clerk.template_by_name("fresh-first").is_some());
     operator.stop().await;
 }

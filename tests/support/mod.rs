@@ -73,6 +73,16 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator for one namespace (or cluster-wide with `None`).
     pub fn start(client: Client, namespace: Option<&str>, cluster_resource_namespace: &str) -> Self {
+        Self::start_with_clerk_budget(client, namespace, cluster_resource_namespace, clerk_budget())
+    }
+
+    /// [`Operator::start`] with its own Clerk request budget.
+    pub fn start_with_clerk_budget(
+        client: Client,
+        namespace: Option<&str>,
+        cluster_resource_namespace: &str,
+        clerk_budget: tenant_access::adapters::clerk::RequestBudget,
+    ) -> Self {
         let (tx, rx) = oneshot::channel::<()>();
         let metrics = tenant_access::runtime::metrics::Metrics::default();
         let config = RunConfig {
@@ -81,7 +91,7 @@ impl Operator {
             concurrency: 8,
             resync: Duration::from_secs(600),
             instance: Some("test".into()),
-            clerk_budget: clerk_budget(),
+            clerk_budget,
             probe_concurrency: 8,
             metrics: metrics.clone(),
             synced: Arc::default(),

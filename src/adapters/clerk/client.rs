@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::{ClerkCall, ClerkError, clean_message, error_from_answer};
-use super::limiter::{RequestBudget, RequestLimiter};
+use super::limiter::{RequestBudget, RequestLimiter, Requester};
 use super::template::{ClerkTemplateBody, DeleteOutcome, RemoteTemplate, TemplatePage};
 use crate::core::admin_token::{AdminToken, fingerprint};
 use crate::core::backoff::{Backoff, jitter};
@@ -79,6 +79,8 @@ impl Default for ClerkClientOptions {
 #[derive(Clone)]
 pub struct ClerkClient {
     inner: Arc<ClientInner>,
+    /// Whose share of the instance's budget the calls count against.
+    requester: Requester,
 }
 
 struct ClientInner {
@@ -196,7 +198,15 @@ impl ClerkClient {
                 limiter,
                 options,
             }),
+            requester: Requester::default(),
         })
+    }
+
+    /// The same client, its calls counted against `requester`'s fair share of the instance's
+    /// budget (see [`RequestLimiter`]).
+    #[must_use]
+    pub fn on_behalf_of(&self, requester: Requester) -> Self {
+        Self { inner: Arc::clone(&self.inner), requester }
     }
 
     /// The API base URL as used (trailing slashes of the path removed).
@@ -498,7 +508,7 @@ impl ClerkClient {
         let inner = &self.inner;
         let secrets = self.secrets(call.body_secret);
         let slot = if inner.options.max_wait.is_zero() {
-            inner.limiter.try_acquire_now()
+            inner.limiter.try_acquire_now_for(&self.requester)
         } else {
             inner.limiter.acquire_within(inner.options.max_wait).await
         };

@@ -18,8 +18,17 @@
 //! back: the next free slot after those already promised to callers refused before, one per
 //! `window / requests` (the budget's pace). Callers refused together thus come back spread over
 //! the time the budget needs for all of them, in the order they were refused.
+//!
+//! **Fair shares.** A request may name its tenant (the TenantAccess's namespace) and be urgent
+//! (a rotation's new key, a withdrawal's deletion): see [`Requester`]. While more than one tenant
+//! is active in the window (a request in flight, answered, or refused within it), a routine
+//! request of a tenant that already holds its share (`(requests - reserve) / active tenants`) is
+//! refused and comes back when its own oldest slot leaves the window, so a tenant rewriting its
+//! templates in a loop never delays another tenant's first request by more than one window.
+//! Routine requests leave a tenth of the budget (the reserve) to urgent ones, which also skip
+//! the queue of comeback times. Alone, a tenant may use the whole routine budget.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -58,6 +67,34 @@ pub(crate) enum Admission {
     WaitUntil(Instant),
     /// Every slot is held by a request in flight: wait for one to finish.
     WaitForCompletion,
+    /// The requester's tenant holds its fair share: back when its own oldest slot leaves the
+    /// window (`None`: when one of its requests in flight finishes).
+    OverShare(Option<Instant>),
+}
+
+/// Who a request is for, and whether it goes ahead of routine ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requester {
+    /// The tenant whose fair share the request counts against (a namespace); `None`: the
+    /// operator's own (shares nothing, reserves nothing).
+    pub tenant: Option<Arc<str>>,
+    /// A rotation's or a withdrawal's request: may use the reserve, skips the comeback queue,
+    /// and is never held to a share.
+    pub urgent: bool,
+}
+
+impl Requester {
+    /// A routine request of `tenant`.
+    #[must_use]
+    pub fn routine(tenant: &str) -> Self {
+        Self { tenant: Some(Arc::from(tenant)), urgent: false }
+    }
+
+    /// An urgent request of `tenant`.
+    #[must_use]
+    pub fn urgent(tenant: &str) -> Self {
+        Self { tenant: Some(Arc::from(tenant)), urgent: true }
+    }
 }
 
 /// The pure arithmetic of the limiter: slots in flight, answer times within the last window and
@@ -66,12 +103,21 @@ pub(crate) enum Admission {
 pub(crate) struct WindowState {
     budget: RequestBudget,
     in_flight: u32,
-    /// When recent requests finished, oldest first (at most `budget.requests`).
-    finished: VecDeque<Instant>,
+    /// When recent requests finished, oldest first (at most `budget.requests`), and for whom.
+    finished: VecDeque<(Instant, Option<Arc<str>>)>,
+    /// Requests in flight per tenant.
+    in_flight_by: HashMap<Arc<str>, u32>,
+    /// Tenants refused a slot, and when (active for a window after).
+    refused: HashMap<Arc<str>, Instant>,
     paused_until: Option<Instant>,
     /// When callers refused a slot were told to come back, in order (only those still ahead).
     promised: VecDeque<Instant>,
+    /// The same per tenant: a tenant's backlog paces its own comebacks, never another's.
+    promised_by: HashMap<Arc<str>, VecDeque<Instant>>,
 }
+
+/// Most tenants remembered as refused (a bound on memory; the oldest are forgotten first).
+const MAX_REFUSED_TENANTS: usize = 10_000;
 
 /// Most comeback times remembered (a bound on memory, far above any real queue).
 const MAX_PROMISED: usize = 100_000;
@@ -83,23 +129,33 @@ impl WindowState {
             budget,
             in_flight: 0,
             finished: VecDeque::new(),
+            in_flight_by: HashMap::new(),
+            refused: HashMap::new(),
             paused_until: None,
             promised: VecDeque::new(),
+            promised_by: HashMap::new(),
         }
     }
 
     fn forget_before(&mut self, now: Instant) {
-        while let Some(&oldest) = self.finished.front() {
-            if oldest + self.budget.window <= now {
+        while let Some((oldest, _)) = self.finished.front() {
+            if *oldest + self.budget.window <= now {
                 self.finished.pop_front();
             } else {
                 break;
             }
         }
+        let window = self.budget.window;
+        self.refused.retain(|_, at| *at + window > now);
     }
 
-    /// Takes a slot if one is free at `now`.
+    /// Takes a slot if one is free at `now` (a routine request of no tenant).
     pub(crate) fn try_acquire(&mut self, now: Instant) -> Admission {
+        self.try_acquire_for(now, &Requester::default())
+    }
+
+    /// Takes a slot for `requester` if one is free at `now` and its tenant is within its share.
+    pub(crate) fn try_acquire_for(&mut self, now: Instant, requester: &Requester) -> Admission {
         if let Some(until) = self.paused_until {
             if now < until {
                 return Admission::WaitUntil(until);
@@ -108,14 +164,67 @@ impl WindowState {
         }
         self.forget_before(now);
         let used = self.in_flight.saturating_add(u32::try_from(self.finished.len()).unwrap_or(u32::MAX));
-        if used < self.budget.requests {
-            self.in_flight += 1;
-            return Admission::Granted;
+        let limit = match (&requester.tenant, requester.urgent) {
+            (Some(_), false) => self.budget.requests - self.reserve(),
+            _ => self.budget.requests,
+        };
+        if used >= limit {
+            if let Some(tenant) = &requester.tenant {
+                self.note_refused(tenant, now);
+            }
+            return match self.finished.front() {
+                Some((oldest, _)) => Admission::WaitUntil(*oldest + self.budget.window),
+                None => Admission::WaitForCompletion,
+            };
         }
-        match self.finished.front() {
-            Some(&oldest) => Admission::WaitUntil(oldest + self.budget.window),
-            None => Admission::WaitForCompletion,
+        if let (Some(tenant), false) = (&requester.tenant, requester.urgent) {
+            let active = self.active_tenants(tenant);
+            let share = (limit / u32::try_from(active).unwrap_or(u32::MAX).max(1)).max(1);
+            if active > 1 && self.used_by(tenant) >= share {
+                self.note_refused(tenant, now);
+                // Back when its own oldest slot leaves the window (or one of its requests ends).
+                let own_oldest = self.finished.iter().find(|(_, t)| t.as_ref() == Some(tenant));
+                return Admission::OverShare(own_oldest.map(|(oldest, _)| *oldest + self.budget.window));
+            }
         }
+        self.in_flight += 1;
+        if let Some(tenant) = &requester.tenant {
+            *self.in_flight_by.entry(Arc::clone(tenant)).or_default() += 1;
+            self.refused.remove(tenant);
+        }
+        Admission::Granted
+    }
+
+    /// The part of the budget routine requests of tenants leave to urgent ones: a tenth.
+    fn reserve(&self) -> u32 {
+        self.budget.requests / 10
+    }
+
+    /// Slots `tenant` holds: in flight, or answered within the window.
+    fn used_by(&self, tenant: &Arc<str>) -> u32 {
+        let finished = self.finished.iter().filter(|(_, t)| t.as_ref() == Some(tenant)).count();
+        self.in_flight_by
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(u32::try_from(finished).unwrap_or(u32::MAX))
+    }
+
+    /// Tenants active in the window (holding a slot, or refused within it), `tenant` included.
+    fn active_tenants(&self, tenant: &Arc<str>) -> usize {
+        let mut active: std::collections::HashSet<&Arc<str>> =
+            self.finished.iter().filter_map(|(_, t)| t.as_ref()).collect();
+        active.extend(self.in_flight_by.keys());
+        active.extend(self.refused.keys());
+        active.insert(tenant);
+        active.len()
+    }
+
+    fn note_refused(&mut self, tenant: &Arc<str>, now: Instant) {
+        if self.refused.len() >= MAX_REFUSED_TENANTS && !self.refused.contains_key(tenant) {
+            return;
+        }
+        self.refused.insert(Arc::clone(tenant), now);
     }
 
     /// When a caller refused at `now` (`refusal`: what [`Self::try_acquire`] said) should come
@@ -125,11 +234,11 @@ impl WindowState {
         while self.promised.front().is_some_and(|&at| at <= now) {
             self.promised.pop_front();
         }
-        let next_free = match refusal {
-            Admission::WaitUntil(until) => until,
-            // Every slot is in flight: one frees at an answer, at the latest a window from now.
-            Admission::Granted | Admission::WaitForCompletion => now + self.budget.window,
-        };
+        let next_free = self.next_free(now, refusal);
+        if matches!(refusal, Admission::OverShare(_)) {
+            // The tenant's own turn: not a place in the queue of the others.
+            return next_free;
+        }
         let pace = self.budget.window / self.budget.requests;
         let at = self.promised.back().map_or(next_free, |&last| (last + pace).max(next_free));
         if self.promised.len() >= MAX_PROMISED {
@@ -139,16 +248,65 @@ impl WindowState {
         at
     }
 
+    /// When a routine caller of `tenant` refused at `now` should come back: after the comebacks
+    /// promised to its own tenant, at the pace of its share. Another tenant's backlog never
+    /// delays it.
+    pub(crate) fn comeback_for(&mut self, now: Instant, refusal: Admission, tenant: &Arc<str>) -> Instant {
+        let next_free = self.next_free(now, refusal);
+        let share = (self.budget.requests - self.reserve())
+            / u32::try_from(self.active_tenants(tenant)).unwrap_or(u32::MAX).max(1);
+        let pace = self.budget.window / share.max(1);
+        let total: usize = self.promised_by.values().map(VecDeque::len).sum();
+        if total >= MAX_PROMISED
+            || (self.promised_by.len() >= MAX_REFUSED_TENANTS && !self.promised_by.contains_key(tenant))
+        {
+            return next_free;
+        }
+        let queue = self.promised_by.entry(Arc::clone(tenant)).or_default();
+        while queue.front().is_some_and(|&at| at <= now) {
+            queue.pop_front();
+        }
+        let at = queue.back().map_or(next_free, |&last| (last + pace).max(next_free));
+        queue.push_back(at);
+        self.promised_by.retain(|_, queue| !queue.is_empty());
+        at
+    }
+
+    /// When a slot frees for a caller refused at `now` with `refusal` (nothing promised).
+    pub(crate) fn next_free(&self, now: Instant, refusal: Admission) -> Instant {
+        match refusal {
+            Admission::WaitUntil(until) | Admission::OverShare(Some(until)) => until,
+            // Every slot is in flight: one frees at an answer, at the latest a window from now.
+            Admission::Granted | Admission::WaitForCompletion | Admission::OverShare(None) => {
+                now + self.budget.window
+            }
+        }
+    }
+
     /// A request granted earlier finished (answered, failed or was abandoned) at `now`.
+    #[cfg(test)]
     pub(crate) fn finish(&mut self, now: Instant) {
+        self.finish_for(now, None);
+    }
+
+    /// A request of `tenant` granted earlier finished at `now`.
+    pub(crate) fn finish_for(&mut self, now: Instant, tenant: Option<&Arc<str>>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(tenant) = tenant
+            && let Some(count) = self.in_flight_by.get_mut(tenant)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.in_flight_by.remove(tenant);
+            }
+        }
         self.forget_before(now);
         // Completion times arrive in order (taken under the lock); keep the list bounded anyway.
         if self.finished.len() >= usize::try_from(self.budget.requests).unwrap_or(usize::MAX) {
             self.finished.pop_front();
         }
-        let at = self.finished.back().map_or(now, |&last| last.max(now));
-        self.finished.push_back(at);
+        let at = self.finished.back().map_or(now, |(last, _)| (*last).max(now));
+        self.finished.push_back((at, tenant.cloned()));
     }
 
     /// Stops every grant until `until` (a later pause wins over an earlier one).
@@ -208,15 +366,17 @@ impl RequestLimiter {
             let now = Instant::now();
             let admission = self.state().try_acquire(now);
             match admission {
-                Admission::Granted => return Ok(Permit { limiter: Arc::clone(self) }),
-                Admission::WaitUntil(until) if until > deadline => return Err(until - now),
-                Admission::WaitUntil(until) => {
+                Admission::Granted => return Ok(Permit { limiter: Arc::clone(self), tenant: None }),
+                Admission::WaitUntil(until) | Admission::OverShare(Some(until)) if until > deadline => {
+                    return Err(until - now);
+                }
+                Admission::WaitUntil(until) | Admission::OverShare(Some(until)) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(until) => {}
                         () = changed => {}
                     }
                 }
-                Admission::WaitForCompletion => {
+                Admission::WaitForCompletion | Admission::OverShare(None) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(deadline) => return Err(window),
                         () = changed => {}
@@ -232,11 +392,24 @@ impl RequestLimiter {
     /// # Errors
     /// How long to wait before trying again, when no slot is free now.
     pub fn try_acquire_now(self: &Arc<Self>) -> Result<Permit, Duration> {
+        self.try_acquire_now_for(&Requester::default())
+    }
+
+    /// [`Self::try_acquire_now`] for `requester`: within its tenant's fair share; an urgent
+    /// request comes back at the next free slot, ahead of the routine ones refused before.
+    ///
+    /// # Errors
+    /// How long to wait before trying again, when no slot is free now.
+    pub fn try_acquire_now_for(self: &Arc<Self>, requester: &Requester) -> Result<Permit, Duration> {
         let now = Instant::now();
         let mut state = self.state();
-        match state.try_acquire(now) {
-            Admission::Granted => Ok(Permit { limiter: Arc::clone(self) }),
-            refusal => Err(state.comeback(now, refusal) - now),
+        match state.try_acquire_for(now, requester) {
+            Admission::Granted => Ok(Permit { limiter: Arc::clone(self), tenant: requester.tenant.clone() }),
+            refusal if requester.urgent => Err(state.next_free(now, refusal).saturating_duration_since(now)),
+            refusal => match &requester.tenant {
+                Some(tenant) => Err(state.comeback_for(now, refusal, tenant).saturating_duration_since(now)),
+                None => Err(state.comeback(now, refusal) - now),
+            },
         }
     }
 
@@ -269,11 +442,12 @@ impl RequestLimiter {
 #[derive(Debug)]
 pub struct Permit {
     limiter: Arc<RequestLimiter>,
+    tenant: Option<Arc<str>>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.state().finish(Instant::now());
+        self.limiter.state().finish_for(Instant::now(), self.tenant.as_ref());
         self.limiter.changed.notify_one();
     }
 }
@@ -283,6 +457,110 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(30);
+
+    /// Takes `count` slots for `who` at `at`, each answered at once.
+    fn take(window: &mut WindowState, who: &Requester, at: Instant, count: u32) {
+        for _ in 0..count {
+            assert_eq!(window.try_acquire_for(at, who), Admission::Granted);
+            window.finish_for(at, who.tenant.as_ref());
+        }
+    }
+
+    #[test]
+    fn a_tenant_alone_uses_the_routine_budget_and_leaves_the_reserve() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(10, 10));
+        let acme = Requester::routine("acme");
+        take(&mut window, &acme, t0, 9);
+        assert_eq!(window.try_acquire_for(t0, &acme), Admission::WaitUntil(t0 + secs(10)));
+        // The tenth slot is the reserve: a rotation's push still gets it.
+        assert_eq!(window.try_acquire_for(t0, &Requester::urgent("acme")), Admission::Granted);
+        assert_eq!(
+            window.try_acquire_for(t0, &Requester::urgent("globex")),
+            Admission::WaitUntil(t0 + secs(10))
+        );
+    }
+
+    #[test]
+    fn a_tenant_in_a_loop_leaves_the_next_free_slot_to_another_tenant() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(10, 10));
+        let (looping, other) = (Requester::routine("looping"), Requester::routine("other"));
+        // The loop fills the routine budget, one answer a second.
+        for i in 0..9 {
+            take(&mut window, &looping, t0 + secs(i), 1);
+        }
+        assert!(matches!(window.try_acquire_for(t0 + secs(9), &other), Admission::WaitUntil(_)));
+        // When the loop's oldest slot frees, the loop is over its share (4 of 9, two tenants
+        // active), the other tenant is not: the slot is the other tenant's.
+        let freed = t0 + secs(10);
+        assert_eq!(window.try_acquire_for(freed, &looping), Admission::OverShare(Some(t0 + secs(11))));
+        assert_eq!(window.try_acquire_for(freed, &other), Admission::Granted);
+        // And so on while both ask: the loop gets back below its share only as its slots age.
+        window.finish_for(freed, other.tenant.as_ref());
+        assert!(matches!(window.try_acquire_for(t0 + secs(11), &looping), Admission::OverShare(_)));
+        assert_eq!(window.try_acquire_for(t0 + secs(11), &other), Admission::Granted);
+    }
+
+    #[test]
+    fn shares_follow_the_tenants_active_in_the_window() {
+        let t0 = Instant::now();
+        let mut window = WindowState::new(budget(30, 10));
+        let tenants: Vec<Requester> = ["a", "b", "c"].into_iter().map(Requester::routine).collect();
+        // Each of three tenants asks in turn until refused: 27 routine slots, 9 each.
+        let mut granted = [0; 3];
+        for _ in 0..40 {
+            for (i, tenant) in tenants.iter().enumerate() {
+                if window.try_acquire_for(t0, tenant) == Admission::Granted {
+                    window.finish_for(t0, tenant.tenant.as_ref());
+                    granted[i] += 1;
+                }
+            }
+        }
+        assert_eq!(granted, [9, 9, 9]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenants_backlog_of_comebacks_never_delays_another_tenant() {
+        let limiter = Arc::new(RequestLimiter::new(budget(10, 10)));
+        let looping = Requester::routine("looping");
+        for _ in 0..9 {
+            drop(limiter.try_acquire_now_for(&looping).unwrap());
+            tokio::time::advance(secs(1)).await;
+        }
+        // A hundred refusals of the loop: its comebacks stretch far ahead, paced at its share.
+        let backlog: Vec<Duration> =
+            (0..100).map(|_| limiter.try_acquire_now_for(&looping).unwrap_err()).collect();
+        assert!(backlog[99] > secs(60), "{:?}", backlog[99]);
+        // A newcomer is told the next free slot, and gets it: the loop is over its share then.
+        let newcomer = Requester::routine("newcomer");
+        let comeback = limiter.try_acquire_now_for(&newcomer).unwrap_err();
+        assert_eq!(comeback, secs(1), "when the loop's oldest slot leaves the window");
+        tokio::time::advance(comeback).await;
+        assert!(limiter.try_acquire_now_for(&looping).is_err());
+        assert!(limiter.try_acquire_now_for(&newcomer).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_request_comes_back_ahead_of_the_routine_ones_refused_before() {
+        let limiter = Arc::new(RequestLimiter::new(budget(10, 10)));
+        let acme = Requester::routine("acme");
+        for _ in 0..9 {
+            drop(limiter.try_acquire_now_for(&acme).unwrap());
+        }
+        // Routine callers refused now come back one per second (the pace) from 10 s on.
+        let routine: Vec<Duration> =
+            (0..5).map(|_| limiter.try_acquire_now_for(&acme).unwrap_err()).collect();
+        assert_eq!(routine[0], secs(10));
+        assert!(routine.windows(2).all(|pair| pair[1] > pair[0]), "paced: {routine:?}");
+        let _reserve = limiter.try_acquire_now_for(&Requester::urgent("acme")).unwrap();
+        // The budget is full; an urgent caller is told the next free slot, not a place behind
+        // the routine callers of its namespace.
+        let urgent = limiter.try_acquire_now_for(&Requester::urgent("acme")).unwrap_err();
+        assert_eq!(urgent, secs(10));
+        let routine_after = limiter.try_acquire_now_for(&acme).unwrap_err();
+        assert!(routine_after > routine[4], "{routine_after:?}");
+    }
 
     fn budget(requests: u32, window_secs: u64) -> RequestBudget {
         RequestBudget { requests, window: Duration::from_secs(window_secs) }

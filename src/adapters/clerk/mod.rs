@@ -18,7 +18,7 @@ mod template;
 
 pub use client::{ClerkClient, ClerkClientOptions, DEFAULT_API_URL, DEFAULT_API_VERSION};
 pub use error::{ClerkCall, ClerkError, MAX_RETRY_AFTER, parse_retry_after, reason};
-pub use limiter::{Permit, RequestBudget, RequestLimiter};
+pub use limiter::{Permit, RequestBudget, RequestLimiter, Requester};
 pub use registry::ClerkClients;
 pub use template::{ClerkTemplateBody, DeleteOutcome, RemoteTemplate};
 

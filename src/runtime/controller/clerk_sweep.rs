@@ -141,7 +141,9 @@ async fn sweep_workspace<W: Workspace>(
             kept.push(template);
             continue;
         };
-        match client.delete(&template.id).await {
+        // A withdrawal's deletion goes ahead of routine pushes.
+        let urgent = client.on_behalf_of(crate::adapters::clerk::Requester::urgent(&template.namespace));
+        match urgent.delete(&template.id).await {
             Ok(_) => removed.push((template, removal)),
             Err(error) => {
                 tracing::info!(template = %template.name, %error, "removing a Clerk template failed; tried again at the next tick");

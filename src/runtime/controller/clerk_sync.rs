@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use kube::ResourceExt as _;
+
 use crate::adapters::events::EventType;
 
 use super::context::Context;
 use super::workspace_cache::{ClerkCredentials, WorkspaceProblem};
-use crate::adapters::clerk::{ClerkClient, ClerkError, RemoteTemplate};
+use crate::adapters::clerk::{ClerkClient, ClerkError, RemoteTemplate, Requester};
 use crate::api::{ClerkTemplateStatus, TenantAccess};
 use crate::core::conditions::DesiredCondition;
 use crate::core::desired::{CLERK_OWNER_CLAIM, ClerkTemplate};
@@ -80,6 +82,18 @@ fn warn_if_unlimited(access: &TenantAccess, template: &ClerkTemplate, ctx: &Cont
     }
 }
 
+/// Whose share of the Clerk budget a push counts against: its namespace's, and urgent when it
+/// carries a rotated signing key (every token the template mints fails until it lands).
+fn requester(
+    access: &TenantAccess,
+    previous: Option<&ClerkTemplateStatus>,
+    signer: &SigningWorkspace,
+) -> Requester {
+    let namespace = access.namespace().unwrap_or_default();
+    let rotated = previous.is_some_and(|p| p.signing_key_fingerprint != signer.signing_key_fingerprint);
+    if rotated { Requester::urgent(&namespace) } else { Requester::routine(&namespace) }
+}
+
 /// Whether [`sync`] would call Clerk: the workspace has a usable Clerk connection and the
 /// template last pushed (`previous`) is not `template` signed with the signer's key.
 pub(super) fn needs_push(
@@ -122,7 +136,7 @@ pub(super) async fn sync(
         Some(Ok(credentials)) => credentials,
     };
     let client = match ctx.apis.clerk.get_or_create(&credentials.api_url, credentials.secret_key()) {
-        Ok(client) => client,
+        Ok(client) => client.on_behalf_of(requester(access, previous, signer)),
         Err(error) => return from_error(&error, ctx, access),
     };
     let desired_status = |id: &str| pushed_status(id, template, signer);
@@ -264,7 +278,8 @@ pub(super) fn has_finalizer(access: &TenantAccess) -> bool {
     access.metadata.finalizers.iter().flatten().any(|f| f == crate::core::well_known::FINALIZER)
 }
 
-/// Deletes the remote template (404 is success); `why` ends the event's message.
+/// Deletes the remote template (404 is success); `why` ends the event's message. `urgent`: a
+/// withdrawal's deletion, ahead of routine pushes.
 ///
 /// # Errors
 /// Clerk failures other than "not found" (the deletion is retried).
@@ -273,9 +288,12 @@ pub(super) async fn delete_remote(
     credentials: &ClerkCredentials,
     id: &str,
     ctx: &Context,
-    why: &str,
+    (why, urgent): (&str, bool),
 ) -> Result<(), ClerkError> {
-    let client = ctx.apis.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?;
+    let namespace = access.namespace().unwrap_or_default();
+    let requester = if urgent { Requester::urgent(&namespace) } else { Requester::routine(&namespace) };
+    let client =
+        ctx.apis.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?.on_behalf_of(requester);
     client.delete(id).await?;
     ctx.events.publish(
         access,
