@@ -142,6 +142,14 @@ fn explain(token: &ParsedToken, now: Timestamp) -> String {
     let text = |name: &str| payload.get(name).and_then(|v| v.as_str()).unwrap_or("<missing>").to_owned();
     let _ = writeln!(out, "Workspace:  {}", text("workspace_id"));
     let _ = writeln!(out, "Name:       {} (rate-limit bucket)", text("name"));
+    if let Some(owner) = payload.get(crate::core::desired::CLERK_OWNER_CLAIM).and_then(|v| v.as_str()) {
+        // A session token Clerk minted from a template the operator manages.
+        let user = payload.get("sub").and_then(|v| v.as_str()).unwrap_or("<no sub>");
+        let _ = writeln!(
+            out,
+            "Minted by:  Clerk, from the template of TenantAccess {owner}, for {user} (the name carries the user or organization when the template's rateLimitKey does)"
+        );
+    }
     let _ = writeln!(out, "Issued:     {}", describe_time(token.issued_at(), now));
     let _ = writeln!(out, "Expires:    {}", describe_time(token.expires_at(), now));
     if let Some(nbf) = token.not_before() {
@@ -157,6 +165,11 @@ fn explain(token: &ParsedToken, now: Timestamp) -> String {
                 if let Some(params) = scope.get("fixed_params").and_then(|v| v.as_object()) {
                     let rendered: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     let _ = write!(out, "  fixed_params: {}", rendered.join(", "));
+                    if params.values().any(|v| v.is_null() || v.as_str().is_some_and(str::is_empty)) {
+                        out.push_str(
+                            "  (a null or empty param: a pipe guarding with defined() drops its filter)",
+                        );
+                    }
                 }
                 if let Some(filter) = scope.get("filter").and_then(|v| v.as_str()) {
                     let _ = write!(out, "  filter: {filter}");
@@ -179,4 +192,31 @@ fn describe_time(time: Option<Timestamp>, now: Timestamp) -> String {
     let seconds = time.as_second() - now.as_second();
     let relative = crate::core::duration::format(jiff::SignedDuration::from_secs(seconds.abs()));
     if seconds >= 0 { format!("{time} (in {relative})") } else { format!("{time} ({relative} ago)") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explains_a_token_clerk_minted_from_a_managed_template() {
+        let key = AdminToken::new("p.test-key");
+        let minted = serde_json::json!({"workspace_id": "ws", "name": "acme_dash_user_alice", "sub": "user_alice",
+            "exp": 1_767_225_660, "iat": 1_767_225_600, "tenant_access": "acme/dash",
+            "scopes": [{"type": "PIPES:READ", "resource": "top_pages", "fixed_params": {"org": "_none_"}}]});
+        let token = ParsedToken::parse(&crate::core::jwt::sign_value(&minted, &key).unwrap()).unwrap();
+        let text = explain(&token, Timestamp::from_second(1_767_225_600).unwrap());
+        assert!(
+            text.contains("Minted by:  Clerk, from the template of TenantAccess acme/dash, for user_alice"),
+            "{text}"
+        );
+        assert!(!text.contains("defined()"), "{text}");
+
+        let leaky = serde_json::json!({"workspace_id": "ws", "name": "n", "exp": 1,
+            "scopes": [{"type": "PIPES:READ", "resource": "top_pages", "fixed_params": {"org": null}}]});
+        let token = ParsedToken::parse(&crate::core::jwt::sign_value(&leaky, &key).unwrap()).unwrap();
+        let text = explain(&token, Timestamp::from_second(0).unwrap());
+        assert!(text.contains("a null or empty param"), "{text}");
+        assert!(!text.contains("Minted by"), "{text}");
+    }
 }
