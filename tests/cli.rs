@@ -201,6 +201,33 @@ fn rendered_clerk_template_never_contains_the_admin_token() {
     assert_eq!(template["custom_signing_key"], true);
     assert!(template.get("signing_key").is_none());
     assert!(!out.stderr.contains("warning:"), "the example sets limits.rps: {}", out.stderr);
+
+    // Without limits.rps every signed-in user may query without limit: render says so.
+    let unlimited = std::fs::read_to_string(repo("examples/clerk-template.yaml")).unwrap().replace(
+        "  limits:\n    rps: 10                  # per user: each user's tokens carry a name of their own\n",
+        "",
+    );
+    assert!(!unlimited.contains("limits:"), "{unlimited}");
+    let out = tenant_access(
+        &[
+            "render",
+            "-f",
+            &repo("examples/workspace.yaml"),
+            "-f",
+            "-",
+            "--admin-token-file",
+            key_file.path(),
+            "-n",
+            "acme",
+        ],
+        Some(&unlimited),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: TenantAccess acme/tinybird-clerk: spec.clerkTemplate: no limits.rps"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

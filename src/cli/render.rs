@@ -59,9 +59,6 @@ pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
         }
         let refused = |refusal: Refusal| CliError::Input(format!("{label}: {}", refusal.message));
         let validated = admit::validate(&namespace, &name, &access.spec).map_err(refused)?;
-        for warning in &validated.warnings {
-            eprintln!("warning: {label}: {warning}");
-        }
         let workspace_spec = find_workspace(&manifests, &validated, args)?;
         let labels = namespace_labels(&args.namespace_labels)?;
         // The workspace as the controller resolves it; without the workspace in the input,
@@ -76,6 +73,10 @@ pub(super) fn run(args: &RenderArgs) -> Result<ExitCode, CliError> {
         let admitted =
             admit::admit(validated, facts, signer.as_ref().map_err(Clone::clone), now).map_err(refused)?;
         let (validated, workspace) = (admitted.access, admitted.signer);
+        // The spec's warnings and the policy's (a Clerk template without a rate limit).
+        for warning in &validated.warnings {
+            eprintln!("warning: {label}: {warning}");
+        }
         // Nothing observed: the plan of a first issuance, numbered --revision.
         let owner_uid = access.metadata.uid.clone().unwrap_or_default();
         let planned = plan::plan(&plan::Inputs {
