@@ -109,9 +109,9 @@ impl Removal {
 pub fn judge(template: &PushedTemplate, facts: SweepFacts) -> Option<Removal> {
     match facts.namespace_admitted {
         Some(false) => Some(Removal::Withdrawn),
-        None => None,
         Some(true) if !facts.access_exists && !template.retained => Some(Removal::Orphaned),
-        Some(true) => None,
+        // Admitted and live (or retained), or admission unknown: never on a doubt.
+        Some(true) | None => None,
     }
 }
 
