@@ -37,7 +37,7 @@ pub struct Shortcode {
 }
 
 impl Shortcode {
-    /// Whether the end user writes this shortcode's value (see [`USER_WRITABLE`]).
+    /// Whether the end user writes this shortcode's value (`user.unsafe_metadata`, their names).
     #[must_use]
     pub fn is_user_writable(&self) -> bool {
         USER_WRITABLE
