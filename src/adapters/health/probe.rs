@@ -233,7 +233,8 @@ impl HttpProber {
     }
 
     /// Sends one probe and classifies the answer. The message never contains the token. A
-    /// request for a resource that is not a Tinybird name is never sent (see [`pipe_url`]).
+    /// request for a resource that is not a Tinybird name is never sent (a server may decode a
+    /// percent-encoded `.` back into a format suffix).
     pub async fn probe_once(&self, request: &ProbeRequest) -> ProbeOutcome {
         if !is_tinybird_name(&request.resource) {
             return ProbeOutcome::not_sent(&format!(
