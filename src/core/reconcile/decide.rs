@@ -153,7 +153,10 @@ pub fn is_owned_by<K: Resource>(object: &K, owner_uid: &str) -> bool {
 /// ([`crate::core::rotation::request_id`]), so an annotation's size never reaches status.
 #[must_use]
 pub fn renew_request(annotations: Option<&BTreeMap<String, String>>) -> Option<String> {
-    annotations.and_then(|a| a.get(ANNOTATION_RENEW)).map(String::as_str).map(crate::core::rotation::request_id)
+    annotations
+        .and_then(|a| a.get(ANNOTATION_RENEW))
+        .map(String::as_str)
+        .map(crate::core::rotation::request_id)
 }
 
 /// Why a token whose signature does not verify with the workspace key is re-signed: the key
