@@ -298,7 +298,8 @@ pub struct TokenStatus {
     pub signing_key_fingerprint: String,
     /// Name of the Secret holding the token.
     pub secret_name: String,
-    /// The value of the `tenantaccess.dev/renew` annotation last honoured.
+    /// The value of the `tenantaccess.dev/renew` annotation last honoured: as written when at
+    /// most 63 printable characters, else a short hash of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_request: Option<String>,
 }
