@@ -550,6 +550,7 @@ async fn the_webhook_runs_under_the_charts_service_account_and_configuration() {
         }),
         namespaces: None,
         cluster_wide: true,
+        client_ca: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let webhook = tokio::spawn(serve_on(listener, client, config, async {

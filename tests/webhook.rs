@@ -83,6 +83,7 @@ impl Setup {
             }),
             namespaces: None,
             cluster_wide: true,
+            client_ca: None,
         }
     }
 

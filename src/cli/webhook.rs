@@ -39,6 +39,11 @@ pub(super) struct WebhookArgs {
     /// names (`<service>.<namespace>.svc`), or IP addresses.
     #[arg(long = "webhook-hosts", env = "TENANT_ACCESS_WEBHOOK_HOSTS", value_delimiter = ',')]
     webhook_hosts: Vec<String>,
+    /// A PEM file of the CAs that sign the client certificate the API server presents to this
+    /// webhook (its admission configuration, `--admission-control-config-file`); when set, only
+    /// such a client is served. Without it, anyone who reaches the port can send reviews.
+    #[arg(long = "webhook-client-ca-file", env = "TENANT_ACCESS_WEBHOOK_CLIENT_CA_FILE")]
+    webhook_client_ca_file: Option<PathBuf>,
     /// The webhook's own Kubernetes API budget (requests per second), apart from the
     /// controllers' (--kube-qps): a flood of reviews cannot slow issuance or renewal. Past it,
     /// reviews wait up to 3 s per read and are then admitted with a warning.
@@ -109,6 +114,7 @@ impl WebhookArgs {
             certificate,
             cluster_wide: served.len() != 1,
             namespaces: (!served.is_empty()).then_some(served),
+            client_ca: self.webhook_client_ca_file.clone(),
         }))
     }
 }

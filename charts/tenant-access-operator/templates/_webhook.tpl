@@ -26,4 +26,7 @@
 - --webhook-configuration-name={{ include "tenant-access-operator.webhookConfigurationName" . }}
 - --webhook-hosts={{ $name }}.{{ .Release.Namespace }}.svc,{{ $name }}.{{ .Release.Namespace }}.svc.cluster.local
 {{- end }}
+{{- if .Values.webhook.clientCA.configMapName }}
+- --webhook-client-ca-file=/etc/tenant-access/webhook-client-ca/{{ .Values.webhook.clientCA.key }}
+{{- end }}
 {{- end }}

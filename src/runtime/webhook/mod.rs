@@ -54,6 +54,9 @@ pub struct WebhookConfig {
     /// Whether the operator serves every namespace (reads namespace labels, may use
     /// ClusterTinybirdWorkspaces); false for a one-namespace install.
     pub cluster_wide: bool,
+    /// A PEM file of the CAs that sign the API server's webhook client certificate: when set,
+    /// only a client presenting such a certificate is served (nothing else can send a review).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why the webhook cannot run.
@@ -201,9 +204,18 @@ pub async fn serve_on(
             tokio::spawn(keeper.run(stopped()));
         }
     }
-    tracing::info!(%address, "admission webhook listening ({PATH})");
+    let clients = match &config.client_ca {
+        None => None,
+        Some(path) => {
+            let pem = tokio::fs::read(path)
+                .await
+                .map_err(|source| tls::TlsError::Read { path: path.display().to_string(), source })?;
+            Some(tls::client_roots(&pem)?)
+        }
+    };
+    tracing::info!(%address, client_certificates = clients.is_some(), "admission webhook listening ({PATH})");
     let facts: Arc<dyn AdmissionFacts> = Arc::new(ApiFacts::new(client, &config));
-    let served = serve_reviews(listener, serving, facts, shutdown).await;
+    let served = server::serve(listener, serving, facts, server::Bounds::default(), clients, shutdown).await;
     let _ = stop_tx.send(true);
     served.map_err(|source| WebhookError::Bind { address, source })
 }
@@ -219,7 +231,7 @@ pub async fn serve_reviews(
     facts: Arc<dyn AdmissionFacts>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, serving, facts, server::Bounds::default(), shutdown).await
+    server::serve(listener, serving, facts, server::Bounds::default(), None, shutdown).await
 }
 
 #[cfg(test)]

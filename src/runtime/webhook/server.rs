@@ -30,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::rustls::RootCertStore;
 
 use super::review::{self, AdmissionFacts, MAX_REVIEW_BYTES};
 use super::{PATH, tls};
@@ -166,7 +167,8 @@ async fn read_body(body: Body) -> Result<Bytes, BodyError> {
 
 /// Answers reviews over TLS on `listener` within `bounds`, with the certificate `serving`
 /// holds (swapped while serving) and `facts`, until `shutdown` (then waits a few seconds for
-/// the reviews in flight).
+/// the reviews in flight). With `clients`, only a client whose certificate one of them signed is
+/// served (the TLS handshake fails for any other).
 ///
 /// # Errors
 /// When rustls refuses the configuration.
@@ -175,10 +177,11 @@ pub async fn serve(
     serving: Arc<tls::ServingCert>,
     facts: Arc<dyn AdmissionFacts>,
     bounds: Bounds,
+    clients: Option<Arc<RootCertStore>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(tls::server_config(serving).map_err(std::io::Error::other)?);
+    let config = tls::server_config(serving, clients).map_err(std::io::Error::other)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let app = router(facts, bounds);
     let connections = Arc::new(Semaphore::new(bounds.max_connections.max(1)));
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -104,7 +104,7 @@ async fn serve_within(
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let facts = Arc::new(StaticFacts::cluster_wide());
-    tokio::spawn(server::serve(listener, serving, facts, bounds, async {
+    tokio::spawn(server::serve(listener, serving, facts, bounds, None, async {
         let _ = stopped.await;
     }));
     (address, stop)
@@ -248,4 +248,81 @@ async fn connections_beyond_the_bound_are_closed_at_once() {
     let closed = tokio::time::timeout(SLACK, read_to_close(&mut one_more)).await;
     assert_eq!(closed.as_deref(), Ok(""), "the connection beyond the bound was served");
     drop(open);
+}
+
+/// A CA and a client certificate it signed (as an API server's admission configuration would
+/// give the API server): (CA PEM, client certificate DER, client key DER).
+fn client_identity()
+-> (String, CertificateDer<'static>, tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["kube-apiserver".to_owned()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+        .unwrap();
+    (ca_cert.pem(), cert.der().clone(), key)
+}
+
+/// Sends a malformed review over a new connection, with the client certificate `identity` when
+/// given: the status line of the answer, if any came.
+async fn status_line(
+    address: SocketAddr,
+    ca: &str,
+    identity: Option<(CertificateDer<'static>, tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>)>,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
+    let request =
+        format!("POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+    tls.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.ok()?;
+    String::from_utf8_lossy(&answer).lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn with_client_cas_only_a_client_with_a_certificate_they_signed_is_served() {
+    let material = material();
+    let serving = Arc::new(ServingCert::default());
+    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let (client_ca, cert, key) = client_identity();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let clients = Some(tls::client_roots(client_ca.as_bytes()).unwrap());
+    let facts = Arc::new(StaticFacts::cluster_wide());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::serve(listener, serving, facts, server::Bounds::default(), clients, async {
+        let _ = stopped.await;
+    }));
+
+    let served = status_line(address, &material.ca_cert, Some((cert, key))).await;
+    assert_eq!(served.as_deref(), Some("HTTP/1.1 400 Bad Request"));
+    // A pod without that certificate gets no answer at all.
+    assert_eq!(status_line(address, &material.ca_cert, None).await, None);
+    let (_, other_cert, other_key) = client_identity();
+    assert_eq!(status_line(address, &material.ca_cert, Some((other_cert, other_key))).await, None);
+}
+
+#[test]
+fn a_client_ca_file_without_a_certificate_is_refused() {
+    assert!(tls::client_roots(b"not a certificate").is_err());
 }

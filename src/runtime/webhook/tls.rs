@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 
 /// How often a certificate mounted from files is read again.
 pub const FILE_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
@@ -95,17 +95,47 @@ fn provider() -> CryptoProvider {
 }
 
 /// The server configuration: aws-lc-rs, safe default versions, HTTP/1.1, certificate from
-/// `serving`.
+/// `serving`; with `clients`, only a client presenting a certificate that one of them signed
+/// (the API server's, when the cluster's admission configuration gives it one) gets past the
+/// handshake.
 ///
 /// # Errors
-/// When rustls refuses the protocol versions (it does not).
-pub fn server_config(serving: Arc<ServingCert>) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(serving);
+/// When rustls refuses the protocol versions (it does not), or the client CAs.
+pub fn server_config(
+    serving: Arc<ServingCert>,
+    clients: Option<Arc<RootCertStore>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(provider());
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| TlsError::Pem { what: "client CA", problem: e.to_string() })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(serving);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The CAs whose client certificates the webhook accepts, from a PEM bundle.
+///
+/// # Errors
+/// When the PEM holds no certificate, or one rustls cannot use.
+pub fn client_roots(pem: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
+    let problem = |problem: String| TlsError::Pem { what: "client CA", problem };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.map_err(|e| problem(e.to_string()))?).map_err(|e| problem(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(problem("no certificate in it".into()));
+    }
+    Ok(Arc::new(roots))
 }
 
 /// Reads `tls.crt` and `tls.key` of `dir` into `serving` (a mounted Secret: the kubelet starts
