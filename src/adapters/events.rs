@@ -69,9 +69,17 @@ pub struct PendingEvent {
 }
 
 /// Queues events for the background sender; cheap to clone.
+/// What the publisher's queue carries: events, and requests to be told once every event queued
+/// before them was sent.
+#[derive(Debug)]
+enum Queued {
+    Event(Box<PendingEvent>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 #[derive(Debug, Clone)]
 pub struct EventPublisher {
-    sender: mpsc::Sender<PendingEvent>,
+    sender: mpsc::Sender<Queued>,
     dropped: Counter,
 }
 
@@ -121,9 +129,25 @@ impl EventPublisher {
             note,
         };
         // Closed only after shutdown, when events no longer matter.
-        if let Err(mpsc::error::TrySendError::Full(event)) = self.sender.try_send(event) {
+        if let Err(mpsc::error::TrySendError::Full(Queued::Event(event))) =
+            self.sender.try_send(Queued::Event(Box::new(event)))
+        {
             self.dropped.inc();
             tracing::debug!(reason = %event.reason, "event queue full: event dropped");
+        }
+    }
+
+    /// Waits (at most `within`) until every event queued before the call was sent or given up:
+    /// a graceful shutdown publishes what it decided before it exits.
+    pub async fn flush(&self, within: std::time::Duration) {
+        let (done, sent) = tokio::sync::oneshot::channel();
+        let flushed = async {
+            if self.sender.send(Queued::Flush(done)).await.is_ok() {
+                let _ = sent.await;
+            }
+        };
+        if tokio::time::timeout(within, flushed).await.is_err() {
+            tracing::info!("events still queued at shutdown were not all sent");
         }
     }
 }
@@ -173,8 +197,15 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(mut self, mut receiver: mpsc::Receiver<PendingEvent>) {
-        while let Some(event) = receiver.recv().await {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Queued>) {
+        while let Some(queued) = receiver.recv().await {
+            let event = match queued {
+                Queued::Event(event) => event,
+                Queued::Flush(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            };
             if let Err(error) = self.send(&event, self.clock.now()).await {
                 self.failed.inc();
                 tracing::warn!(reason = %event.reason, error = %redact(&error.to_string(), &[]), "could not publish event");
@@ -306,7 +337,31 @@ mod tests {
             publisher.publish(&secret, EventType::Warning, "R", "A", "token eyJhbGciOiJIUzI1NiJ9.e30.sig");
         }
         assert_eq!(publisher.dropped.get(), 3);
-        let first = receiver.recv().await.unwrap();
+        let Some(Queued::Event(first)) = receiver.recv().await else { panic!("an event first") };
         assert!(!first.note.contains("eyJhbGciOiJIUzI1NiJ9.e30.sig"), "notes are redacted: {}", first.note);
+    }
+
+    #[tokio::test]
+    async fn flush_returns_once_every_event_queued_before_it_was_handled() {
+        let (sender, mut receiver) = mpsc::channel(8);
+        let publisher = EventPublisher { sender, dropped: Counter::default() };
+        let mut secret = k8s_openapi::api::core::v1::Secret::default();
+        secret.metadata.name = Some("s".into());
+        publisher.publish(&secret, EventType::Normal, "R", "A", "first");
+        let handled = tokio::spawn(async move {
+            let mut events = 0;
+            while let Some(queued) = receiver.recv().await {
+                match queued {
+                    Queued::Event(_) => events += 1,
+                    Queued::Flush(done) => {
+                        let _ = done.send(());
+                        return events;
+                    }
+                }
+            }
+            events
+        });
+        publisher.flush(std::time::Duration::from_secs(30)).await;
+        assert_eq!(handled.await.unwrap(), 1, "the event queued before the flush was handled first");
     }
 }

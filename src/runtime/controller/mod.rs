@@ -200,6 +200,8 @@ pub async fn run_with_event_client(
     };
     future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
     ctx.health.shutdown().await;
+    // What was decided is told: the events still queued are sent before the process exits.
+    ctx.events.flush(Duration::from_secs(10)).await;
     tracing::info!("operator stopped");
 }
 

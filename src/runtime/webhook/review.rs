@@ -373,7 +373,9 @@ async fn tenant_access(object: &Value, namespace: &str, name: &str, facts: &dyn 
         workspace: Some(&spec),
     };
     match admit::admit_without_signer(validated, facts) {
-        Ok(_) => Verdict::allow(warnings),
+        // The admitted access carries the spec's warnings and the policy's (a Clerk template
+        // without a rate limit once the policy's maxRps is known).
+        Ok(admitted) => Verdict::allow(admitted.warnings),
         Err(refusal) => Verdict::deny(refusal.message, warnings),
     }
 }
