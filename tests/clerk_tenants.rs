@@ -14,24 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::{ClusterWideEnv, Env, clerk_synced, eventually, query_pipe};
+use support::{ClusterWideEnv, Env, clerk_synced, eventually, mint_clerk_token, query_pipe};
 use tenant_access::api::TenantAccess;
 use tenant_access::core::well_known::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, Identity, TestOrg, TestUser};
-
-/// Mints a session token from template `name` for whoever the emulator has signed in.
-async fn mint(clerk: &ClerkEmulator, name: &str) -> String {
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/sessions/sess_test/tokens/{name}", clerk.api_url()))
-        .bearer_auth(clerk.secret_key())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["jwt"].as_str().unwrap_or_else(|| panic!("no jwt in {answer}")).to_owned()
-}
 
 fn orgs(body: &Value) -> Vec<String> {
     body["data"].as_array().unwrap().iter().map(|row| row["org"].as_str().unwrap().to_owned()).collect()
@@ -59,9 +45,9 @@ async fn each_user_of_a_template_has_a_rate_limit_of_their_own() {
     assert_eq!(access.status.unwrap().clerk_template.unwrap().token_name.as_deref(), Some(name.as_str()));
 
     env.clerk().set_identity(Identity { user: TestUser::alice(), org: Some(TestOrg::acme()) });
-    let alice = mint(env.clerk(), "dash").await;
+    let alice = mint_clerk_token(env.clerk(), "dash").await;
     env.clerk().set_identity(Identity { user: TestUser::new("user_bob"), org: Some(TestOrg::acme()) });
-    let bob = mint(env.clerk(), "dash").await;
+    let bob = mint_clerk_token(env.clerk(), "dash").await;
 
     // One rate-limit window for all the requests below: Tinybird's clock stands still.
     let clock = env.tinybird.clock().clone();
@@ -87,7 +73,7 @@ async fn a_user_with_no_active_organization_reads_no_rows_from_a_pipe_that_guard
     .await;
     env.wait_access("dash", clerk_synced()).await;
     env.clerk().set_org(None);
-    let jwt = mint(env.clerk(), "dash").await;
+    let jwt = mint_clerk_token(env.clerk(), "dash").await;
     let (status, body) = env.query("top_pages", &jwt, "org=globex").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(orgs(&body), Vec::<String>::new(), "the missing identity matches no tenant: {body}");
@@ -105,7 +91,7 @@ async fn a_user_with_no_active_organization_reads_no_rows_from_a_pipe_that_guard
         .await
         .unwrap();
     assert_eq!(created.status(), 200);
-    let leaky = mint(env.clerk(), "bare").await;
+    let leaky = mint_clerk_token(env.clerk(), "bare").await;
     let (_, body) = env.query("top_pages", &leaky, "").await;
     assert!(orgs(&body).len() > 3, "the emulator fails open on null as Tinybird does: {body}");
     env.stop_operator().await;
@@ -227,7 +213,7 @@ async fn a_user_of_another_organization_minting_a_pinned_workspaces_template_rea
 
         for (org, expected) in [(TestOrg::globex(), "globex"), (TestOrg::acme(), "acme")] {
             pinned.clerk.set_identity(Identity { user: TestUser::alice(), org: Some(org) });
-            let jwt = mint(&pinned.clerk, name).await;
+            let jwt = mint_clerk_token(&pinned.clerk, name).await;
             let (status, body) =
                 query_pipe(&pinned.env.tinybird.base_url(), "top_pages", &jwt, "org=acme").await;
             assert_eq!(status, 200, "{body}");
@@ -237,7 +223,7 @@ async fn a_user_of_another_organization_minting_a_pinned_workspaces_template_rea
     }
     // The shortcode has a fallback no tenant can have: nothing for a user without an org.
     pinned.clerk.set_org(None);
-    let jwt = mint(&pinned.clerk, "omitted").await;
+    let jwt = mint_clerk_token(&pinned.clerk, "omitted").await;
     let (_, body) = query_pipe(&pinned.env.tinybird.base_url(), "top_pages", &jwt, "").await;
     assert!(orgs(&body).is_empty(), "{body}");
     operator.stop().await;

@@ -197,17 +197,7 @@ impl Env {
 
     /// Mints a session token from a Clerk template, as a frontend would.
     pub async fn mint_clerk_token(&self, template: &str) -> String {
-        let clerk = self.clerk();
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/sessions/sess_test/tokens/{template}", clerk.api_url()))
-            .bearer_auth(clerk.secret_key())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["jwt"].as_str().unwrap_or_else(|| panic!("no jwt in {answer}")).to_owned()
+        mint_clerk_token(self.clerk(), template).await
     }
 
     /// Starts a namespaced operator.
@@ -575,4 +565,19 @@ pub async fn query_datasource(base_url: &str, datasource: &str, token: &str) -> 
         reqwest::Client::new().get(format!("{base_url}/v0/sql")).query(&[("q", q)]).bearer_auth(token);
     let response = request.send().await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap_or_default())
+}
+
+/// Mints a session token from template `template` of a Clerk emulator for whoever it has signed
+/// in, as a frontend would.
+pub async fn mint_clerk_token(clerk: &tenant_access_emulators::ClerkEmulator, template: &str) -> String {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/sessions/sess_test/tokens/{template}", clerk.api_url()))
+        .bearer_auth(clerk.secret_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["jwt"].as_str().unwrap_or_else(|| panic!("no jwt in {answer}")).to_owned()
 }
