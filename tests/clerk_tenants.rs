@@ -371,9 +371,11 @@ async fn a_namespace_rewriting_its_templates_in_a_loop_holds_back_another_namesp
     println!("{rewrites} rewrites of the loop's templates, {pushed} pushed");
     assert!(pushed < rewrites, "{pushed} pushes for {rewrites} rewrites");
 
-    // From the new namespace's first request (its list) to its template's creation, the loop
-    // got at most one window of the routine budget: the slots that freed were the newcomer's
-    // as soon as it asked, the loop being over its share.
+    // From the new namespace's first request (its list) to its template's creation, the slots
+    // that freed were the newcomer's as soon as it asked, the loop being over its share: the
+    // loop got at most its share of the windows the newcomer's reconciles span, bounded here by
+    // two windows of the routine budget (a loaded machine may need a second pass of list and
+    // create). Measured: 0. Without fair shares: 130.
     let records = log.records()[start..].to_vec();
     let first_list =
         records.iter().position(|r| r.method == "GET" && r.path.ends_with("/jwt_templates")).unwrap();
@@ -382,7 +384,7 @@ async fn a_namespace_rewriting_its_templates_in_a_loop_holds_back_another_namesp
     let loop_requests = patches(&records[first_list..created]);
     println!("loop requests while the new namespace waited: {loop_requests}");
     assert!(
-        loop_requests <= (BUDGET - BUDGET / 10) as usize,
+        loop_requests <= 2 * (BUDGET - BUDGET / 10) as usize,
         "{loop_requests} of the loop's requests went first"
     );
     assert!(pinned.clerk.template_by_name("fresh-first").is_some());
