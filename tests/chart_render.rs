@@ -320,6 +320,9 @@ async fn the_webhook_is_installed_with_its_own_certificate_by_default() {
     let args = container_args(&docs);
     for expected in [
         "--webhook-address=0.0.0.0:9443".to_owned(),
+        // Its reads on a budget of its own, never the controllers'.
+        "--webhook-kube-qps=20".to_owned(),
+        "--webhook-kube-burst=40".to_owned(),
         "--webhook-namespace=ops".to_owned(),
         format!("--webhook-secret-name={WEBHOOK}-tls"),
         format!("--webhook-configuration-name={FULLNAME}-ops"),

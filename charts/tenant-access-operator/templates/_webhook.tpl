@@ -18,6 +18,8 @@
 {{- define "tenant-access-operator.webhookArgs" -}}
 {{- $name := include "tenant-access-operator.webhookName" . }}
 - --webhook-address=0.0.0.0:{{ .Values.webhook.port }}
+- --webhook-kube-qps={{ .Values.webhook.kubeQps }}
+- --webhook-kube-burst={{ .Values.webhook.kubeBurst }}
 {{- if .Values.webhook.certManager.enabled }}
 - --webhook-cert-dir=/etc/tenant-access/webhook-tls
 {{- else }}
