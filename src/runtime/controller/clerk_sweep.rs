@@ -129,6 +129,11 @@ async fn sweep_workspace<W: Workspace>(
     let mut removed = Vec::new();
     let mut kept = Vec::new();
     for template in std::mem::take(&mut inventory.templates) {
+        // A namespace this operator does not serve has TenantAccesses it cannot see: never judged.
+        if !ctx.settings.serves(&template.namespace) {
+            kept.push(template);
+            continue;
+        }
         let facts = SweepFacts {
             namespace_admitted: admitted.verdict(&template.namespace),
             access_exists: ctx
