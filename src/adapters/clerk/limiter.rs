@@ -67,9 +67,6 @@ pub(crate) enum Admission {
     WaitUntil(Instant),
     /// Every slot is held by a request in flight: wait for one to finish.
     WaitForCompletion,
-    /// The requester's tenant holds its fair share: back when its own oldest slot leaves the
-    /// window (`None`: when one of its requests in flight finishes).
-    OverShare(Option<Instant>),
 }
 
 /// Who a request is for, and whether it goes ahead of routine ones.
@@ -177,15 +174,16 @@ impl WindowState {
                 None => Admission::WaitForCompletion,
             };
         }
-        if let (Some(tenant), false) = (&requester.tenant, requester.urgent) {
-            let active = self.active_tenants(tenant);
-            let share = (limit / u32::try_from(active).unwrap_or(u32::MAX).max(1)).max(1);
-            if active > 1 && self.used_by(tenant) >= share {
-                self.note_refused(tenant, now);
-                // Back when its own oldest slot leaves the window (or one of its requests ends).
-                let own_oldest = self.finished.iter().find(|(_, t)| t.as_ref() == Some(tenant));
-                return Admission::OverShare(own_oldest.map(|(oldest, _)| *oldest + self.budget.window));
-            }
+        if let (Some(tenant), false) = (&requester.tenant, requester.urgent)
+            && self.active_tenants(tenant) > 1
+            && self.used_by(tenant) >= self.share(tenant)
+        {
+            self.note_refused(tenant, now);
+            // Back when its own oldest slot leaves the window (or one of its requests ends).
+            let own_oldest = self.finished.iter().find(|(_, t)| t.as_ref() == Some(tenant));
+            return own_oldest.map_or(Admission::WaitForCompletion, |(oldest, _)| {
+                Admission::WaitUntil(*oldest + self.budget.window)
+            });
         }
         self.in_flight += 1;
         if let Some(tenant) = &requester.tenant {
@@ -198,6 +196,12 @@ impl WindowState {
     /// The part of the budget routine requests of tenants leave to urgent ones: a tenth.
     fn reserve(&self) -> u32 {
         self.budget.requests / 10
+    }
+
+    /// A tenant's fair share of the routine budget among the tenants active in the window.
+    fn share(&self, tenant: &Arc<str>) -> u32 {
+        let active = u32::try_from(self.active_tenants(tenant)).unwrap_or(u32::MAX).max(1);
+        ((self.budget.requests - self.reserve()) / active).max(1)
     }
 
     /// Slots `tenant` holds: in flight, or answered within the window.
@@ -235,10 +239,6 @@ impl WindowState {
             self.promised.pop_front();
         }
         let next_free = self.next_free(now, refusal);
-        if matches!(refusal, Admission::OverShare(_)) {
-            // The tenant's own turn: not a place in the queue of the others.
-            return next_free;
-        }
         let pace = self.budget.window / self.budget.requests;
         let at = self.promised.back().map_or(next_free, |&last| (last + pace).max(next_free));
         if self.promised.len() >= MAX_PROMISED {
@@ -253,14 +253,20 @@ impl WindowState {
     /// delays it.
     pub(crate) fn comeback_for(&mut self, now: Instant, refusal: Admission, tenant: &Arc<str>) -> Instant {
         let next_free = self.next_free(now, refusal);
-        let share = (self.budget.requests - self.reserve())
-            / u32::try_from(self.active_tenants(tenant)).unwrap_or(u32::MAX).max(1);
-        let pace = self.budget.window / share.max(1);
-        let total: usize = self.promised_by.values().map(VecDeque::len).sum();
-        if total >= MAX_PROMISED
-            || (self.promised_by.len() >= MAX_REFUSED_TENANTS && !self.promised_by.contains_key(tenant))
-        {
-            return next_free;
+        let pace = self.budget.window / self.share(tenant);
+        let full = |promised: &HashMap<Arc<str>, VecDeque<Instant>>| {
+            promised.values().map(VecDeque::len).sum::<usize>() >= MAX_PROMISED
+                || (promised.len() >= MAX_REFUSED_TENANTS && !promised.contains_key(tenant))
+        };
+        if full(&self.promised_by) {
+            // Forget the comebacks already past, and the tenants left with none.
+            self.promised_by.retain(|_, queue| {
+                queue.retain(|&at| at > now);
+                !queue.is_empty()
+            });
+            if full(&self.promised_by) {
+                return next_free;
+            }
         }
         let queue = self.promised_by.entry(Arc::clone(tenant)).or_default();
         while queue.front().is_some_and(|&at| at <= now) {
@@ -268,18 +274,15 @@ impl WindowState {
         }
         let at = queue.back().map_or(next_free, |&last| (last + pace).max(next_free));
         queue.push_back(at);
-        self.promised_by.retain(|_, queue| !queue.is_empty());
         at
     }
 
     /// When a slot frees for a caller refused at `now` with `refusal` (nothing promised).
     pub(crate) fn next_free(&self, now: Instant, refusal: Admission) -> Instant {
         match refusal {
-            Admission::WaitUntil(until) | Admission::OverShare(Some(until)) => until,
+            Admission::WaitUntil(until) => until,
             // Every slot is in flight: one frees at an answer, at the latest a window from now.
-            Admission::Granted | Admission::WaitForCompletion | Admission::OverShare(None) => {
-                now + self.budget.window
-            }
+            Admission::Granted | Admission::WaitForCompletion => now + self.budget.window,
         }
     }
 
@@ -367,16 +370,14 @@ impl RequestLimiter {
             let admission = self.state().try_acquire(now);
             match admission {
                 Admission::Granted => return Ok(Permit { limiter: Arc::clone(self), tenant: None }),
-                Admission::WaitUntil(until) | Admission::OverShare(Some(until)) if until > deadline => {
-                    return Err(until - now);
-                }
-                Admission::WaitUntil(until) | Admission::OverShare(Some(until)) => {
+                Admission::WaitUntil(until) if until > deadline => return Err(until - now),
+                Admission::WaitUntil(until) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(until) => {}
                         () = changed => {}
                     }
                 }
-                Admission::WaitForCompletion | Admission::OverShare(None) => {
+                Admission::WaitForCompletion => {
                     tokio::select! {
                         () = tokio::time::sleep_until(deadline) => return Err(window),
                         () = changed => {}
@@ -494,11 +495,12 @@ mod tests {
         // When the loop's oldest slot frees, the loop is over its share (4 of 9, two tenants
         // active), the other tenant is not: the slot is the other tenant's.
         let freed = t0 + secs(10);
-        assert_eq!(window.try_acquire_for(freed, &looping), Admission::OverShare(Some(t0 + secs(11))));
+        // Over its share: back when its own oldest slot (answered at 1 s) leaves the window.
+        assert_eq!(window.try_acquire_for(freed, &looping), Admission::WaitUntil(t0 + secs(11)));
         assert_eq!(window.try_acquire_for(freed, &other), Admission::Granted);
         // And so on while both ask: the loop gets back below its share only as its slots age.
         window.finish_for(freed, other.tenant.as_ref());
-        assert!(matches!(window.try_acquire_for(t0 + secs(11), &looping), Admission::OverShare(_)));
+        assert_eq!(window.try_acquire_for(t0 + secs(11), &looping), Admission::WaitUntil(t0 + secs(12)));
         assert_eq!(window.try_acquire_for(t0 + secs(11), &other), Admission::Granted);
     }
 
