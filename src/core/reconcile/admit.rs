@@ -171,16 +171,15 @@ pub fn admit_namespace(validated: &ValidatedAccess, facts: Facts<'_>) -> Result<
             retry: Retry::Backoff,
         })
     };
-    let Some(selector) = workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref()) else {
+    if workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref()).is_none() {
         return refuse(
             format!(
                 "ClusterTinybirdWorkspace {name} admits no namespace: its spec.policy.allowedNamespaces is not set"
             ),
             true,
         );
-    };
-    let none = BTreeMap::new();
-    match selector::matches(selector, facts.namespace.labels.unwrap_or(&none)) {
+    }
+    match cluster_workspace_admits(workspace, facts.namespace.labels) {
         Ok(true) => Ok(()),
         Ok(false) => refuse(
             format!(
@@ -192,6 +191,22 @@ pub fn admit_namespace(validated: &ValidatedAccess, facts: Facts<'_>) -> Result<
             refuse(format!("ClusterTinybirdWorkspace {name}: spec.policy.allowedNamespaces: {error}"), false)
         }
     }
+}
+
+/// Whether a ClusterTinybirdWorkspace admits a namespace with these labels (`None`: unknown,
+/// taken as none): its `spec.policy.allowedNamespaces`, and no namespace without one (fail
+/// closed).
+///
+/// # Errors
+/// A selector that cannot be evaluated.
+pub fn cluster_workspace_admits(
+    workspace: &WorkspaceSpec,
+    labels: Option<&BTreeMap<String, String>>,
+) -> Result<bool, selector::InvalidSelector> {
+    let Some(selector) = workspace.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref()) else {
+        return Ok(false);
+    };
+    selector::matches(selector, labels.unwrap_or(&BTreeMap::new()))
 }
 
 /// A workspace that exists but cannot sign (`problem_reason`: its own condition reason), as seen

@@ -6,7 +6,7 @@
 //! are deleted from Clerk, with an event on the workspace and a line in its
 //! `status.clerkTemplates`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use super::workspace_reconciler::{Workspace, workspace_key};
 use crate::adapters::events::EventType;
 use crate::api::{ClerkTemplatesStatus, RemovedClerkTemplate};
 use crate::core::desired::clerk_workspace_marker;
+use crate::core::reconcile::admit::cluster_workspace_admits;
 use crate::core::template_sweep::{PushedTemplate, Removal, SweepFacts, judge, pushed_by};
 use crate::core::validate::WorkspaceKind;
 use crate::core::well_known::FIELD_MANAGER;
@@ -147,8 +148,8 @@ async fn sweep_workspace<W: Workspace>(
             continue;
         };
         // A withdrawal's deletion goes ahead of routine pushes.
-        let urgent = client.on_behalf_of(crate::adapters::clerk::Requester::urgent(&template.namespace));
-        match urgent.delete(&template.id).await {
+        let remover = client.on_behalf_of(crate::adapters::clerk::Requester::urgent(&template.namespace));
+        match remover.delete(&template.id).await {
             Ok(_) => removed.push((template, removal)),
             Err(error) => {
                 tracing::info!(template = %template.name, %error, "removing a Clerk template failed; tried again at the next tick");
@@ -199,14 +200,9 @@ fn admitted_namespaces(
         };
     }
     let mut admitted = Admitted { known: BTreeSet::new(), unknown: BTreeSet::new(), own: None };
-    // Without allowedNamespaces a cluster workspace admits no namespace (fail closed).
-    let Some(selector) = spec.policy.as_ref().and_then(|p| p.allowed_namespaces.as_ref()) else {
-        return admitted;
-    };
-    let none = BTreeMap::new();
     for namespace in ctx.caches.namespaces.state() {
         let name = namespace.name_any();
-        match crate::core::selector::matches(selector, namespace.metadata.labels.as_ref().unwrap_or(&none)) {
+        match cluster_workspace_admits(spec, namespace.metadata.labels.as_ref()) {
             Ok(true) => {
                 admitted.known.insert(name);
             }
