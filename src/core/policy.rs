@@ -161,7 +161,8 @@ fn missing_identity_value<'a>(policy: &'a WorkspacePolicy, workspace: &str) -> R
         return Ok(DEFAULT_MISSING_IDENTITY_VALUE);
     };
     let usable = (2..=63).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        // It lands in token names too: their alphabet.
+        && value.bytes().all(crate::core::validate::is_token_name_byte)
         && !could_be_a_tenant_value(value);
     if usable {
         Ok(value)
@@ -177,6 +178,14 @@ fn missing_identity_value<'a>(policy: &'a WorkspacePolicy, workspace: &str) -> R
 /// (the two sources of required params), now or once some namespace is labelled so.
 fn could_be_a_tenant_value(value: &str) -> bool {
     !value.is_empty() && is_label_value(value)
+}
+
+/// Why a shortcode's own fallback is refused for pinned param `param`, if it is.
+fn tenant_like_fallback(code: &Shortcode, param: &str) -> Option<String> {
+    let fallback = code.fallback.as_deref().filter(|f| could_be_a_tenant_value(f))?;
+    Some(format!(
+        "the fallback {fallback:?} could be a tenant's {param} (a namespace name or label value): users without the identity would read that tenant's rows"
+    ))
 }
 
 /// A required param's `clerkShortcode`, when it is one shortcode that neither the end user
@@ -195,9 +204,9 @@ fn pinned_shortcode(
             code.path
         ));
     }
-    if let Some(fallback) = code.fallback.as_deref().filter(|f| could_be_a_tenant_value(f)) {
+    if let Some(problem) = tenant_like_fallback(&code, param) {
         return Err(format!(
-            "{at}: the fallback {fallback:?} could be a tenant's {param} (a namespace name or label value): users without the identity would read that tenant's rows; drop the fallback (the operator adds clerkMissingIdentityValue)"
+            "{at}: {problem}; drop the fallback (the operator adds clerkMissingIdentityValue)"
         ));
     }
     Ok(Some(code))
@@ -410,13 +419,9 @@ fn foreign_shortcode(
     };
     let expected = format!("{{{{{}}}}}", policy_code.path);
     match shortcode::parse_single(text) {
-        Ok(code) if code.path == policy_code.path => {
-            code.fallback.filter(|fallback| could_be_a_tenant_value(fallback)).map(|fallback| {
-                format!(
-                    "the fallback {fallback:?} could be a tenant's {param} (a namespace name or label value): users without the identity would read that tenant's rows; write {expected} or omit the param (the operator adds a fallback that matches no tenant)"
-                )
-            })
-        }
+        Ok(code) if code.path == policy_code.path => tenant_like_fallback(&code, param).map(|problem| {
+            format!("{problem}; write {expected} or omit the param (the operator adds a fallback that matches no tenant)")
+        }),
         _ => Some(format!(
             "{:?} is not the shortcode workspace {workspace} maps to {param}: write {expected} or omit the param",
             crate::core::redact::prefix(text, 80)

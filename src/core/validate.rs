@@ -413,7 +413,8 @@ fn is_token_name(name: &str) -> bool {
     (1..=MAX_TOKEN_NAME_BYTES).contains(&name.len()) && name.bytes().all(is_token_name_byte)
 }
 
-fn is_token_name_byte(b: u8) -> bool {
+/// The alphabet of token names (and of what may be rendered into one).
+pub(crate) fn is_token_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
