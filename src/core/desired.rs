@@ -13,7 +13,7 @@ use crate::core::admin_token::{AdminToken, fingerprint};
 use crate::core::filter::Filter;
 use crate::core::jwt::{self, AccessClaims, ClaimLimits, ClaimScope, SignError, TinybirdClaims};
 pub use crate::core::reconcile::decide::renewal_time;
-use crate::core::shortcode::{self, Segment, Template};
+use crate::core::shortcode::{self, Template};
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::{ValidClerkOutput, ValidatedAccess};
 use crate::core::well_known::{
@@ -321,8 +321,7 @@ pub fn clerk_access_claims(
     for fixed_params in claims.scopes.iter_mut().filter_map(|scope| scope.fixed_params.as_mut()) {
         for (param, value) in fixed_params.iter_mut() {
             if let Some(code) = output.pinned.get(param) {
-                *value =
-                    serde_json::Value::String(Template(vec![Segment::Code(code.clone())]).render(fallback));
+                *value = serde_json::Value::String(code.render(fallback));
             } else if let serde_json::Value::String(text) = value
                 && shortcode::contains_shortcode(text)
             {

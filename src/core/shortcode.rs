@@ -46,7 +46,8 @@ impl Shortcode {
     }
 
     /// `{{path || 'fallback'}}`, with `default_fallback` when the shortcode has none.
-    fn render(&self, default_fallback: &str) -> String {
+    #[must_use]
+    pub fn render(&self, default_fallback: &str) -> String {
         let fallback = self.fallback.as_deref().unwrap_or(default_fallback);
         format!("{{{{{} || '{fallback}'}}}}", self.path)
     }
