@@ -5,9 +5,8 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +17,22 @@ use support::{ClusterWideEnv, Env, clerk_synced, eventually, mint_clerk_token, q
 use tenant_access::api::TenantAccess;
 use tenant_access::core::well_known::ANNOTATION_ALLOWED_WORKSPACES;
 use tenant_access_emulators::{ClerkConfig, ClerkEmulator, Identity, TestOrg, TestUser};
+
+/// Creates template `name` with `claims` in the Env's Clerk, signed with its admin token, as a
+/// person (or an earlier release) would; its id.
+async fn create_template_by_hand(env: &Env, name: &str, claims: Value) -> String {
+    let answer = reqwest::Client::new()
+        .post(format!("{}/jwt_templates", env.clerk().api_url()))
+        .bearer_auth(env.clerk().secret_key())
+        .json(&json!({"name": name, "claims": claims, "custom_signing_key": true,
+            "signing_algorithm": "HS256", "signing_key": env.tinybird.admin_token()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let created: Value = answer.json().await.unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
 
 fn orgs(body: &Value) -> Vec<String> {
     body["data"].as_array().unwrap().iter().map(|row| row["org"].as_str().unwrap().to_owned()).collect()
@@ -80,17 +95,9 @@ async fn a_user_with_no_active_organization_reads_no_rows_from_a_pipe_that_guard
 
     // The guide's form, a bare {{org.slug}} (what the operator pushed before): Clerk renders
     // null, and the pipe's `defined(org)` guard drops its filter: every organization's rows.
-    let guide = json!({"name": "bare", "claims": {"workspace_id": env.tinybird.workspace_id(), "name": "bare",
-        "scopes": [{"type": "PIPES:READ", "resource": "top_pages", "fixed_params": {"org": "{{org.slug}}"}}]},
-        "custom_signing_key": true, "signing_algorithm": "HS256", "signing_key": env.tinybird.admin_token()});
-    let created = reqwest::Client::new()
-        .post(format!("{}/jwt_templates", env.clerk().api_url()))
-        .bearer_auth(env.clerk().secret_key())
-        .json(&guide)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200);
+    let bare = json!({"workspace_id": env.tinybird.workspace_id(), "name": "bare",
+        "scopes": [{"type": "PIPES:READ", "resource": "top_pages", "fixed_params": {"org": "{{org.slug}}"}}]});
+    create_template_by_hand(&env, "bare", bare).await;
     let leaky = mint_clerk_token(env.clerk(), "bare").await;
     let (_, body) = env.query("top_pages", &leaky, "").await;
     assert!(orgs(&body).len() > 3, "the emulator fails open on null as Tinybird does: {body}");
@@ -105,18 +112,7 @@ async fn a_template_pushed_before_rate_limit_keys_is_updated_in_place_once_and_a
     let old_claims = json!({"workspace_id": env.tinybird.workspace_id(), "name": "frontend_jwt",
         "scopes": [{"type": "PIPES:READ", "resource": "top_pages", "fixed_params": {"org": "{{org.slug}}"}}],
         "tenant_access": format!("{}/dash", env.name())});
-    let created: Value = reqwest::Client::new()
-        .post(format!("{}/jwt_templates", env.clerk().api_url()))
-        .bearer_auth(env.clerk().secret_key())
-        .json(&json!({"name": "dash", "claims": old_claims, "custom_signing_key": true,
-            "signing_algorithm": "HS256", "signing_key": env.tinybird.admin_token()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = create_template_by_hand(&env, "dash", old_claims).await;
     env.tenant_access(
         "dash",
         "  workspaceRef: {name: analytics}\n  tokenName: frontend_jwt\n  scopes: [{resource: top_pages, fixedParams: {org: '{{org.slug}}'}}]\n  limits: {rps: 10}\n  clerkTemplate: {name: dash}\n  healthCheck: {interval: '0'}\n",
@@ -175,22 +171,12 @@ impl PinnedClerk {
         env.apply(&env.shared_workspace_yaml(&policy), None).await;
         Self { env, clerk }
     }
-
-    async fn tenant_namespace(&self, name: &str, tenant: &str) {
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name, "labels": {"tenant": tenant}}}))
-                .unwrap();
-        Api::<Namespace>::all(self.env.client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_of_another_organization_minting_a_pinned_workspaces_template_reads_only_their_own_rows() {
     let pinned = PinnedClerk::new().await;
-    pinned.tenant_namespace("acme", "acme").await;
+    pinned.env.tenant_namespace("acme", json!({"tenant": "acme"})).await;
     let operator = pinned.env.start_operator();
     // The org param omitted (as the PolicyViolation message advises), and written as the
     // policy's shortcode: both templates carry the shortcode, never "acme".
@@ -232,7 +218,7 @@ async fn a_user_of_another_organization_minting_a_pinned_workspaces_template_rea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphaned_template_is_removed_and_a_retained_one_when_its_namespace_is_withdrawn() {
     let pinned = PinnedClerk::new().await;
-    pinned.tenant_namespace("acme", "acme").await;
+    pinned.env.tenant_namespace("acme", json!({"tenant": "acme"})).await;
     let operator = pinned.env.start_operator();
     let accesses: Api<TenantAccess> = Api::namespaced(pinned.env.client.clone(), "acme");
     for (name, policy) in [("kept", "Retain"), ("orphan", "Delete"), ("live", "Delete")] {
@@ -310,8 +296,8 @@ async fn a_namespace_rewriting_its_templates_in_a_loop_holds_back_another_namesp
     // The operator's Clerk budget: 10 requests a second (routine requests 9, one in reserve).
     const BUDGET: u32 = 10;
     let pinned = PinnedClerk::new().await;
-    pinned.tenant_namespace("looping", "looping").await;
-    pinned.tenant_namespace("fresh", "fresh").await;
+    pinned.env.tenant_namespace("looping", json!({"tenant": "looping"})).await;
+    pinned.env.tenant_namespace("fresh", json!({"tenant": "fresh"})).await;
     let budget =
         tenant_access::adapters::clerk::RequestBudget { requests: BUDGET, window: Duration::from_secs(1) };
     let operator = support::Operator::start_with_clerk_budget(
