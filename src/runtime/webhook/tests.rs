@@ -18,6 +18,13 @@ fn material() -> Material {
     renew(None, Renewal::All, &["127.0.0.1".to_owned()], Timestamp::now(), Validity::default()).unwrap()
 }
 
+/// A serving certificate loaded with `material`'s.
+fn serving_cert(material: &Material) -> Arc<ServingCert> {
+    let serving = Arc::new(ServingCert::default());
+    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    serving
+}
+
 /// Serves reviews on a free port until the returned sender is dropped.
 async fn serve(serving: Arc<ServingCert>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -72,8 +79,7 @@ async fn a_renewed_certificate_is_served_from_the_next_handshake_without_a_resta
 #[tokio::test]
 async fn bodies_are_bounded_and_malformed_reviews_get_a_clear_error() {
     let material = material();
-    let serving = Arc::new(ServingCert::default());
-    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let serving = serving_cert(&material);
     let (address, _stop) = serve(serving).await;
     let url = format!("https://{address}{PATH}");
     let client = client(&material.ca_cert);
@@ -152,8 +158,7 @@ const SLACK: Duration = Duration::from_secs(5);
 async fn a_connection_with_unfinished_headers_is_closed_within_the_header_timeout() {
     use tokio::io::AsyncWriteExt as _;
     let material = material();
-    let serving = Arc::new(ServingCert::default());
-    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let serving = serving_cert(&material);
     let bounds = short_bounds();
     let (address, _stop) = serve_within(serving, bounds).await;
     let mut stream = connect(address, &material.ca_cert).await;
@@ -172,8 +177,7 @@ async fn a_connection_with_unfinished_headers_is_closed_within_the_header_timeou
 async fn a_body_that_does_not_arrive_in_time_gets_408() {
     use tokio::io::AsyncWriteExt as _;
     let material = material();
-    let serving = Arc::new(ServingCert::default());
-    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let serving = serving_cert(&material);
     let bounds = short_bounds();
     let (address, _stop) = serve_within(serving, bounds).await;
     let mut stream = connect(address, &material.ca_cert).await;
@@ -191,8 +195,7 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
 async fn reviews_beyond_the_bound_get_503_before_their_body_is_read() {
     use tokio::io::AsyncWriteExt as _;
     let material = material();
-    let serving = Arc::new(ServingCert::default());
-    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let serving = serving_cert(&material);
     let bounds = server::Bounds { body_read_timeout: Duration::from_secs(30), ..short_bounds() };
     let (address, _stop) = serve_within(serving, bounds).await;
     // As many reviews as the bound allows, each holding its place with a body never finished.
@@ -236,8 +239,7 @@ async fn reviews_beyond_the_bound_get_503_before_their_body_is_read() {
 #[tokio::test]
 async fn connections_beyond_the_bound_are_closed_at_once() {
     let material = material();
-    let serving = Arc::new(ServingCert::default());
-    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let serving = serving_cert(&material);
     let bounds = server::Bounds { header_read_timeout: Duration::from_secs(30), ..short_bounds() };
     let (address, _stop) = serve_within(serving, bounds).await;
     let mut open = Vec::new();
@@ -302,8 +304,7 @@ async fn status_line(
 #[tokio::test]
 async fn with_client_cas_only_a_client_with_a_certificate_they_signed_is_served() {
     let material = material();
-    let serving = Arc::new(ServingCert::default());
-    serving.load(material.cert.as_bytes(), material.key.as_bytes()).unwrap();
+    let serving = serving_cert(&material);
     let (client_ca, cert, key) = client_identity();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
