@@ -220,8 +220,7 @@ pub(super) fn keep_only_what_is_owned(configmap: &mut ConfigMap) {
     let template_of_its_owner = controller.is_some_and(|owner| {
         owner.kind == crate::api::TenantAccess::kind(&())
             && owner.api_version == crate::api::TenantAccess::api_version(&())
-            && name.strip_suffix(crate::core::well_known::CLERK_TEMPLATE_CONFIGMAP_SUFFIX)
-                == Some(owner.name.as_str())
+            && crate::core::desired::clerk_configmap_name(&owner.name) == name
     });
     if template_of_its_owner {
         return;
