@@ -277,7 +277,8 @@ pub fn validate_tenant_access(
     }
 
     let has_secret_output = spec.secret.is_some();
-    let token_name = match &spec.token_name {
+    // A name holding shortcodes (Clerk-only) is parsed once: its template is the Clerk output's.
+    let (token_name, templated_name) = match &spec.token_name {
         Some(token_name) if shortcode::contains_shortcode(token_name) => {
             v.templated_token_name(token_name, has_secret_output)
         }
@@ -288,9 +289,9 @@ pub fn validate_tenant_access(
                     format!("{token_name:?} may use only letters, digits, '_', '-' and '.' (1 to 256 characters); or omit it for the default {:?}", default_token_name(namespace, name)),
                 );
             }
-            token_name.clone()
+            (token_name.clone(), None)
         }
-        None => default_token_name(namespace, name),
+        None => (default_token_name(namespace, name), None),
     };
 
     if spec.scopes.is_empty() {
@@ -376,8 +377,10 @@ pub fn validate_tenant_access(
     }
 
     let secret = spec.secret.as_ref().map(|output| v.secret_output(name, output));
-    let clerk_template =
-        spec.clerk_template.as_ref().map(|output| v.clerk_output(namespace, name, output, spec, &token_name));
+    let clerk_template = spec
+        .clerk_template
+        .as_ref()
+        .map(|output| v.clerk_output(namespace, name, output, &token_name, templated_name.as_ref()));
     if secret.is_none() && clerk_template.is_none() {
         v.error("spec", "no output: set spec.secret (a signed token in a Secret), spec.clerkTemplate (a Clerk JWT template), or both");
     }
@@ -740,10 +743,15 @@ impl Validator {
     }
 
     /// A `tokenName` with shortcodes: allowed for a Clerk template only. Returns the name probe
-    /// tokens carry (each shortcode filled with the missing-identity value).
-    fn templated_token_name(&mut self, token_name: &str, has_secret_output: bool) -> String {
+    /// tokens carry (each shortcode filled with the missing-identity value) and the parsed name
+    /// (`None` when it does not parse: refused).
+    fn templated_token_name(
+        &mut self,
+        token_name: &str,
+        has_secret_output: bool,
+    ) -> (String, Option<shortcode::Template>) {
         let Some(template) = self.clerk_token_name(token_name) else {
-            return token_name.to_owned();
+            return (token_name.to_owned(), None);
         };
         if has_secret_output {
             self.error(
@@ -751,7 +759,7 @@ impl Validator {
                 "holds a Clerk shortcode, which only Clerk can fill per session: a Secret token needs a literal name (keep the shortcode in a Clerk-only TenantAccess, or set spec.clerkTemplate.rateLimitKey: User to give each user a bucket)",
             );
         }
-        template.fill(DEFAULT_MISSING_IDENTITY_VALUE)
+        (template.fill(DEFAULT_MISSING_IDENTITY_VALUE), Some(template))
     }
 
     /// Parses a token name holding shortcodes and checks its parts.
@@ -783,8 +791,8 @@ impl Validator {
         namespace: &str,
         name: &str,
         output: &crate::api::ClerkTemplateOutput,
-        spec: &TenantAccessSpec,
         token_name: &str,
+        templated_name: Option<&shortcode::Template>,
     ) -> ValidClerkOutput {
         // The default joins namespace and name with `_`, which neither can contain (a namespace
         // is a DNS label, a name a DNS subdomain): two TenantAccesses never get the same default
@@ -835,7 +843,7 @@ impl Validator {
                 RateLimitKey::User
             }
         };
-        let token_name = self.clerk_template_token_name(spec, token_name, output, rate_limit_key);
+        let token_name = self.clerk_template_token_name(token_name, templated_name, output, rate_limit_key);
         ValidClerkOutput {
             name: template_name,
             lifetime_seconds: lifetime,
@@ -852,23 +860,23 @@ impl Validator {
     /// shortcodes, else `tokenName` with the rate-limit key's shortcode appended.
     fn clerk_template_token_name(
         &mut self,
-        spec: &TenantAccessSpec,
         token_name: &str,
+        templated_name: Option<&shortcode::Template>,
         output: &crate::api::ClerkTemplateOutput,
         rate_limit_key: RateLimitKey,
     ) -> shortcode::Template {
         use shortcode::{Segment, Shortcode, Template};
-        let template = match spec.token_name.as_deref().map(Template::parse) {
-            Some(Ok(template)) if template.has_shortcodes() => {
+        let template = match templated_name {
+            Some(template) => {
                 if output.rate_limit_key.is_some() {
                     self.error(
                         "spec.clerkTemplate.rateLimitKey",
                         "spec.tokenName holds shortcodes, which decide whose requests share a rate limit: remove rateLimitKey or the shortcodes",
                     );
                 }
-                template
+                template.clone()
             }
-            _ => match rate_limit_key.shortcode_path() {
+            None => match rate_limit_key.shortcode_path() {
                 Some(path) => Template(vec![
                     Segment::Literal(format!("{token_name}_")),
                     Segment::Code(Shortcode { path: path.to_owned(), fallback: None }),
