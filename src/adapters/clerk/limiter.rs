@@ -81,16 +81,22 @@ pub struct Requester {
 }
 
 impl Requester {
+    /// A request of `tenant`, urgent or routine.
+    #[must_use]
+    pub fn new(tenant: &str, urgent: bool) -> Self {
+        Self { tenant: Some(Arc::from(tenant)), urgent }
+    }
+
     /// A routine request of `tenant`.
     #[must_use]
     pub fn routine(tenant: &str) -> Self {
-        Self { tenant: Some(Arc::from(tenant)), urgent: false }
+        Self::new(tenant, false)
     }
 
     /// An urgent request of `tenant`.
     #[must_use]
     pub fn urgent(tenant: &str) -> Self {
-        Self { tenant: Some(Arc::from(tenant)), urgent: true }
+        Self::new(tenant, true)
     }
 }
 

@@ -89,9 +89,8 @@ fn requester(
     previous: Option<&ClerkTemplateStatus>,
     signer: &SigningWorkspace,
 ) -> Requester {
-    let namespace = access.namespace().unwrap_or_default();
     let rotated = previous.is_some_and(|p| p.signing_key_fingerprint != signer.signing_key_fingerprint);
-    if rotated { Requester::urgent(&namespace) } else { Requester::routine(&namespace) }
+    Requester::new(&access.namespace().unwrap_or_default(), rotated)
 }
 
 /// Whether [`sync`] would call Clerk: the workspace has a usable Clerk connection and the
@@ -288,10 +287,10 @@ pub(super) async fn delete_remote(
     credentials: &ClerkCredentials,
     id: &str,
     ctx: &Context,
-    (why, urgent): (&str, bool),
+    why: &str,
+    urgent: bool,
 ) -> Result<(), ClerkError> {
-    let namespace = access.namespace().unwrap_or_default();
-    let requester = if urgent { Requester::urgent(&namespace) } else { Requester::routine(&namespace) };
+    let requester = Requester::new(&access.namespace().unwrap_or_default(), urgent);
     let client =
         ctx.apis.clerk.get_or_create(&credentials.api_url, credentials.secret_key())?.on_behalf_of(requester);
     client.delete(id).await?;

@@ -94,7 +94,7 @@ async fn remove_clerk_output(
             && let (Some(id), Some(Ok(credentials))) = (pushed.id.as_deref(), entry.clerk.as_ref())
         {
             let why = "spec.clerkTemplate removed, deletionPolicy: Delete";
-            clerk_sync::delete_remote(access, credentials, id, ctx, (why, false)).await?;
+            clerk_sync::delete_remote(access, credentials, id, ctx, why, false).await?;
         }
         report.status.clerk_template = None;
     }

@@ -210,7 +210,7 @@ async fn revoke(
     let pushed = report.status.clerk_template.clone();
     let message = match (pushed.as_ref().and_then(|p| p.id.as_deref().map(|id| (p, id))), clerk) {
         (Some((pushed, id)), Some(credentials)) => {
-            match clerk_sync::delete_remote(access, credentials, id, ctx, (why, true)).await {
+            match clerk_sync::delete_remote(access, credentials, id, ctx, why, true).await {
                 Ok(()) => {
                     report.status.clerk_template = None;
                     Some(format!(
@@ -263,7 +263,7 @@ async fn finalize(access: &TenantAccess, ctx: &Context) -> Result<Action, Error>
         };
         match credentials {
             Some(credentials) => {
-                clerk_sync::delete_remote(access, &credentials, &id, ctx, ("deletionPolicy: Delete", false))
+                clerk_sync::delete_remote(access, &credentials, &id, ctx, "deletionPolicy: Delete", false)
                     .await?;
             }
             None => {
