@@ -138,6 +138,14 @@ fn cases() -> Vec<(&'static str, String, Option<&'static str>)> {
             Some("written by the signed-in user"),
         ),
         (
+            // Shortcodes in the token name reach the operator (the schema lets them through).
+            "clerk-templated-token-name",
+            format!(
+                "{ws}  tokenName: 'acme_{{{{org.id}}}}'\n  scopes: [{{resource: top_pages}}]\n  clerkTemplate: {{}}\n"
+            ),
+            None,
+        ),
+        (
             "clerk-unsafe-token-name",
             format!(
                 "{ws}  tokenName: 'acme_{{{{user.unsafe_metadata.bucket}}}}'\n  scopes: [{{resource: top_pages}}]\n  clerkTemplate: {{}}\n"
@@ -293,6 +301,9 @@ async fn a_tenant_team_cannot_obtain_a_token_for_another_tenants_rows() {
                 assert_eq!(code, 0, "{name}: render must accept too: {stderr}");
                 if spec.contains("clerkTemplate") {
                     assert!(stdout.contains("{{org.slug || '_none_'}}"), "{name}: {stdout}");
+                    if spec.contains("tokenName: 'acme_{{org.id}}'") {
+                        assert!(stdout.contains("acme_{{org.id || '_none_'}}"), "{name}: {stdout}");
+                    }
                     assert!(
                         !stdout.contains("\"org\": \"acme\""),
                         "{name}: the template never carries the value: {stdout}"

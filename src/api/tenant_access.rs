@@ -37,9 +37,10 @@ pub struct TenantAccessSpec {
 
     /// The JWT `name` claim: Tinybird's rate-limit bucket and the name in `pipe_stats_rt`.
     /// Letters, digits, `_`, `-` and `.`. Default `<namespace>_<name>`, so two tenants never share
-    /// a bucket by accident.
+    /// a bucket by accident. A Clerk-only TenantAccess may put Clerk shortcodes in it
+    /// (`acme_{{org.id}}`), which each session's token fills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9_.-]+$"))]
+    #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9_.{}|' -]+$"))]
     pub token_name: Option<String>,
 
     /// What the token grants. At least one scope, at most 64.
