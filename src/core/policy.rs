@@ -146,10 +146,30 @@ pub fn apply(
             Ok(value) => force_param(&mut access, param, &value, source, workspace, &mut problems),
         }
     }
-    if access.clerk_template.is_some() && access.rps.is_none() {
-        access.warnings.push(
-            "spec.clerkTemplate: no limits.rps, so every signed-in user may query the granted pipes without limit (and run up the Tinybird bill): set limits.rps (per user with the default rateLimitKey: User)".to_owned(),
-        );
+    if let Some(clerk) = &access.clerk_template {
+        if access.rps.is_none() {
+            access.warnings.push(
+                "spec.clerkTemplate: no limits.rps, so every signed-in user may query the granted pipes without limit (and run up the Tinybird bill): set limits.rps (per user with the default rateLimitKey: User)".to_owned(),
+            );
+        }
+        // Not pinned by the workspace: the team's choice, but any signed-in user of the Clerk
+        // instance may mint the template by name and get that value.
+        let literals: Vec<String> = access
+            .scopes
+            .iter()
+            .flat_map(|scope| scope.fixed_params.iter())
+            .filter(|(param, value)| {
+                !clerk.pinned.contains_key(*param)
+                    && value.as_str().is_none_or(|t| !shortcode::contains_shortcode(t))
+            })
+            .map(|(param, _)| param.clone())
+            .collect();
+        if !literals.is_empty() {
+            access.warnings.push(format!(
+                "spec.clerkTemplate: fixedParams {} are fixed values in the template, the same for every signed-in user of the Clerk instance (any of them may ask for the template by name): use a shortcode such as {{{{org.id}}}} for a tenant's value, or a workspace policy that pins it",
+                literals.join(", ")
+            ));
+        }
     }
 
     if problems.is_empty() { Ok(access) } else { Err(PolicyViolation(problems)) }

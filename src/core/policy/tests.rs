@@ -149,6 +149,19 @@ fn the_workspace_checks_its_clerk_shortcodes_and_missing_identity_value() {
 }
 
 #[test]
+fn a_fixed_value_in_a_clerk_template_is_warned_about_unless_the_workspace_pins_it() {
+    let spec = "workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: acme, user: '{{user.id}}'}}]\nlimits: {rps: 5}\nclerkTemplate: {}\n";
+    let warned = check(spec, "maxScopes: 3").unwrap();
+    assert!(
+        warned.warnings.iter().any(|w| w.contains("fixedParams org are fixed values in the template")),
+        "{:?}",
+        warned.warnings
+    );
+    let pinned = check(&spec.replace("org: acme, ", ""), ORG_FROM_LABEL).unwrap();
+    assert!(pinned.warnings.is_empty(), "{:?}", pinned.warnings);
+}
+
+#[test]
 fn a_clerk_template_without_a_rate_limit_is_warned_about() {
     let spec = "workspaceRef: {name: s}\nscopes: [{resource: p}]\nclerkTemplate: {}\n";
     let warned = check(spec, "maxScopes: 3").unwrap();
