@@ -3,7 +3,8 @@
 The emulator spawns `python -u -c <this file>` and writes one request per line on stdin:
     {"query": "<SQL>"}
 and reads one answer per line on stdout:
-    {"ok": true, "meta": [{"name", "type"}], "rows": [{...}], "statistics": {...}}
+    {"ok": true, "meta": [{"name", "type"}], "rows": [{...}], "statistics": {...},
+     "rows_before_limit_at_least": N (when ClickHouse gives it)}
     {"ok": false, "error": "<ClickHouse's message>"}
 The first line it writes, before any request, says whether chdb could be loaded.
 Queries that return nothing (CREATE, INSERT, DROP) answer {"ok": true, "meta": [], "rows": []}.
@@ -49,13 +50,14 @@ for line in sys.stdin:
             answer({"ok": True, "meta": [], "rows": []})
             continue
         parsed = json.loads(text)
-        answer(
-            {
-                "ok": True,
-                "meta": parsed.get("meta", []),
-                "rows": parsed.get("data", []),
-                "statistics": parsed.get("statistics", {}),
-            }
-        )
+        message = {
+            "ok": True,
+            "meta": parsed.get("meta", []),
+            "rows": parsed.get("data", []),
+            "statistics": parsed.get("statistics", {}),
+        }
+        if "rows_before_limit_at_least" in parsed:
+            message["rows_before_limit_at_least"] = parsed["rows_before_limit_at_least"]
+        answer(message)
     except Exception as error:  # noqa: BLE001 - every failure is the answer to this request
         answer({"ok": False, "error": str(error)})

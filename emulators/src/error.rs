@@ -24,9 +24,21 @@ pub enum EmulatorError {
         /// The workspace id read from the admin token.
         in_token: String,
     },
-    /// A pipe definition is unusable (empty name, dots in the name...).
+    /// A pipe definition is unusable (empty name, dots in the name, a node's template that does
+    /// not parse...).
     #[error("invalid pipe definition: {0}")]
     InvalidPipe(String),
+    /// No pipe has this name (or id).
+    #[error("no pipe {0}")]
+    UnknownPipe(String),
+    /// The pipe has no node of this name.
+    #[error("pipe {pipe} has no node {node}")]
+    UnknownNode {
+        /// The pipe.
+        pipe: String,
+        /// The node asked for.
+        node: String,
+    },
     /// A data source definition is unusable (bad name, column or type).
     #[error("invalid data source definition: {0}")]
     InvalidDataSource(String),

@@ -29,6 +29,6 @@ pub use error::EmulatorError;
 pub use faults::Fault;
 pub use request_log::{CallOf, RequestLog, RequestRecord};
 pub use tinybird::{
-    AdminTokenParts, Column, DataSourceDefinition, PipeDefinition, TinybirdConfig, TinybirdEmulator,
-    chdb_python_from_env,
+    AdminTokenParts, Column, DataSourceDefinition, PipeDefinition, PipeNode, TinybirdConfig,
+    TinybirdEmulator, chdb_python_from_env,
 };

@@ -44,6 +44,7 @@ pub(crate) struct QueryRows {
     pub(crate) meta: Vec<Value>,
     pub(crate) rows: Vec<Value>,
     pub(crate) statistics: Value,
+    pub(crate) rows_before_limit_at_least: Option<Value>,
 }
 
 /// Why a query gave no rows.
@@ -72,6 +73,8 @@ struct Answer {
     rows: Vec<Value>,
     #[serde(default)]
     statistics: Value,
+    #[serde(default)]
+    rows_before_limit_at_least: Option<Value>,
 }
 
 struct Worker {
@@ -227,7 +230,12 @@ impl Worker {
         self.stdin.flush().await.map_err(broken)?;
         let answer = self.read_answer().await?;
         Ok(if answer.ok {
-            Ok(QueryRows { meta: answer.meta, rows: answer.rows, statistics: answer.statistics })
+            Ok(QueryRows {
+                meta: answer.meta,
+                rows: answer.rows,
+                statistics: answer.statistics,
+                rows_before_limit_at_least: answer.rows_before_limit_at_least,
+            })
         } else {
             Err(QueryError::ClickHouse(answer.error.unwrap_or_default()))
         })

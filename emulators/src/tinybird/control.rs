@@ -1,5 +1,5 @@
-//! Tinybird-only control endpoints: the admin token (tests and demo only), pipes, data sources,
-//! rate limits.
+//! Tinybird-only control endpoints: the admin token (tests and demo only), pipes (and editing a
+//! node's SQL), data sources, rate limits, the billed and free call counters.
 
 use std::sync::Arc;
 
@@ -7,19 +7,24 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use serde_json::{Value, json};
+
+use serde::Deserialize;
 
 use super::datasources::DataSourceDefinition;
 use super::pipes::PipeDefinition;
 use super::state::{ADMIN_TOKEN_NAME, TinybirdState};
+use crate::EmulatorError;
 use crate::control::control_error;
 
 pub(crate) fn router(state: Arc<TinybirdState>) -> Router {
     Router::new()
         .route("/_emulator/admin-token", get(read_admin_token))
         .route("/_emulator/pipes", get(list_pipes).put(upsert_pipe))
-        .route("/_emulator/pipes/{name}", delete(remove_pipe))
+        .route("/_emulator/pipes/{name}", get(read_pipe).delete(remove_pipe))
+        .route("/_emulator/pipes/{name}/nodes/{node}", put(edit_node))
+        .route("/_emulator/counters", get(read_counters))
         .route("/_emulator/datasources", get(list_datasources).put(upsert_datasource))
         .route("/_emulator/datasources/{name}", delete(remove_datasource))
         .route("/_emulator/rate-limits", delete(clear_rate_limits))
@@ -44,6 +49,42 @@ async fn upsert_pipe(State(state): State<Arc<TinybirdState>>, Json(pipe): Json<P
         Ok(pipe) => Json(pipe).into_response(),
         Err(error) => control_error(StatusCode::BAD_REQUEST, error.to_string()),
     }
+}
+
+async fn read_pipe(State(state): State<Arc<TinybirdState>>, Path(name): Path<String>) -> Response {
+    match state.find_pipe(&name) {
+        Some(pipe) => Json(pipe).into_response(),
+        None => control_error(StatusCode::NOT_FOUND, format!("no pipe {name}")),
+    }
+}
+
+/// `PUT /_emulator/pipes/{pipe}/nodes/{node}` body: the node's new SQL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeEdit {
+    sql: String,
+}
+
+async fn edit_node(
+    State(state): State<Arc<TinybirdState>>,
+    Path((pipe, node)): Path<(String, String)>,
+    Json(edit): Json<NodeEdit>,
+) -> Response {
+    match state.set_node_sql(&pipe, &node, edit.sql) {
+        Ok(pipe) => Json(pipe).into_response(),
+        Err(error @ (EmulatorError::UnknownPipe(_) | EmulatorError::UnknownNode { .. })) => {
+            control_error(StatusCode::NOT_FOUND, error.to_string())
+        }
+        Err(error) => control_error(StatusCode::BAD_REQUEST, error.to_string()),
+    }
+}
+
+/// Billed queries and free pipe descriptions answered since the start (or the log's last clear).
+async fn read_counters(State(state): State<Arc<TinybirdState>>) -> Json<Value> {
+    Json(json!({
+        "billed_queries": state.billed_queries(),
+        "pipe_metadata_calls": state.pipe_metadata_calls(),
+    }))
 }
 
 async fn remove_pipe(State(state): State<Arc<TinybirdState>>, Path(name): Path<String>) -> Response {

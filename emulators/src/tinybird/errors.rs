@@ -97,6 +97,13 @@ impl TinybirdError {
         Self::new(status, message, API_DOCS)
     }
 
+    /// A template that could not be rendered: 400 (or the code given to `error()`) with
+    /// Tinybird's message.
+    pub(crate) fn from_template(error: super::template::TemplateError) -> Self {
+        let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+        Self::new(status, error.message, super::template::TEMPLATE_DOCS)
+    }
+
     pub(crate) fn with_headers(mut self, headers: Vec<(HeaderName, String)>) -> Self {
         self.headers.extend(headers);
         self

@@ -1,19 +1,28 @@
 //! The Tinybird emulator: one workspace, its admin token, pipe endpoints verifying JWTs exactly as
 //! Tinybird does, per-name rate limits, admin token refresh and fault injection, and data sources
 //! held by real ClickHouse (chdb) read through the Query API with `DATASOURCES:READ` filters.
+//!
+//! Pipes are real: a pipe defined by nodes is SQL in Tinybird's template language, rendered with
+//! the request's parameters (a JWT's `fixed_params` winning) and run by ClickHouse, and
+//! `GET /v0/pipes/{pipe}` describes it as Tinybird's Pipe API does. Pipes defined by fixed rows
+//! (no ClickHouse needed) remain, described as the template their filtering amounts to.
 
 mod admin_token;
 mod auth;
 mod clickhouse;
 mod control;
 mod datasources;
+mod describe;
 mod errors;
+mod nodes;
 mod pipes;
 mod query;
 mod ratelimit;
 mod routes;
 mod sql;
+mod sql_scan;
 mod state;
+mod template;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -26,6 +35,7 @@ use tokio::sync::watch;
 pub use admin_token::AdminTokenParts;
 pub use clickhouse::{CHDB_PYTHON_ENV, chdb_python_from_env};
 pub use datasources::{DataSourceDefinition, default_datasources};
+pub use nodes::PipeNode;
 pub use pipes::{Column, PipeDefinition, default_pipes};
 
 use crate::faults::{Fault, FaultInjector, FaultSet, inject_faults};
@@ -295,6 +305,29 @@ impl TinybirdEmulator {
         self.state.remove_pipe(name)
     }
 
+    /// Replaces the SQL of a node of a pipe defined by nodes (`pipe` by name or id), as a pipe
+    /// author editing it at Tinybird: the next query runs it and the next description shows it.
+    /// Returns the edited pipe.
+    ///
+    /// # Errors
+    /// [`EmulatorError::UnknownPipe`], [`EmulatorError::UnknownNode`], or
+    /// [`EmulatorError::InvalidPipe`] for a template that does not parse or a pipe defined by rows.
+    pub fn set_node_sql(
+        &self,
+        pipe: &str,
+        node: &str,
+        sql: impl Into<String>,
+    ) -> Result<PipeDefinition, EmulatorError> {
+        self.state.set_node_sql(pipe, node, sql.into())
+    }
+
+    /// What `GET /v0/pipes/{pipe}` answers (Tinybird's Pipe API description), without a request
+    /// (so without counting a metadata call); `None` for no such pipe.
+    #[must_use]
+    pub fn describe_pipe(&self, pipe: &str) -> Option<serde_json::Value> {
+        self.state.find_pipe(pipe).map(|pipe| describe::describe(&pipe))
+    }
+
     /// The served pipes.
     #[must_use]
     pub fn pipes(&self) -> Vec<PipeDefinition> {
@@ -353,15 +386,14 @@ impl TinybirdEmulator {
     /// apart from the records kept, so a long window is counted whole.
     #[must_use]
     pub fn billed_queries(&self) -> u64 {
-        let log = &self.state.request_log;
-        log.count_call(CALL_PIPE_QUERY) + log.count_call(CALL_QUERY_API)
+        self.state.billed_queries()
     }
 
     /// Pipe descriptions answered since the start (or the log's last clear): `GET
     /// /v0/pipes/{pipe}` with the admin token, the existence checks Tinybird does not bill.
     #[must_use]
     pub fn pipe_metadata_calls(&self) -> u64 {
-        self.state.request_log.count_call(CALL_PIPE_METADATA)
+        self.state.pipe_metadata_calls()
     }
 
     /// The emulator's clock (shared with the config's clock).

@@ -1,5 +1,5 @@
-//! Running a pipe endpoint: parameters (with `fixed_params` winning), row filtering and the
-//! `.json` / `.ndjson` / `.csv` answer shapes.
+//! Running a pipe endpoint: parameters (with `fixed_params` winning), the rows of a pipe
+//! defined by rows, and the `.json` / `.ndjson` / `.csv` answer shapes.
 
 use std::collections::BTreeMap;
 
@@ -8,11 +8,17 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::clickhouse::QueryRows;
 use super::errors::TinybirdError;
 use super::pipes::PipeDefinition;
+use super::{describe, template};
 
 /// Query-string parameters that are not pipe parameters.
 const RESERVED_PARAMS: [&str; 2] = ["token", "q"];
+/// Most query-string parameters a pipe query may carry.
+const MAX_PARAMS: usize = 128;
+/// Longest query-string parameter (name and value).
+const MAX_PARAM_BYTES: usize = 16 * 1024;
 
 /// Output formats of a pipe endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +60,13 @@ pub(crate) fn pipe_in_path(path: &str) -> Option<String> {
 pub(crate) fn effective_params(
     query: &[(String, String)],
     fixed_params: Option<&Map<String, Value>>,
-) -> BTreeMap<String, Value> {
+) -> Result<BTreeMap<String, Value>, TinybirdError> {
+    let too_long = query.iter().find(|(name, value)| name.len() + value.len() > MAX_PARAM_BYTES);
+    if query.len() > MAX_PARAMS || too_long.is_some() {
+        return Err(TinybirdError::bad_request(format!(
+            "[Error] At most {MAX_PARAMS} parameters of at most {MAX_PARAM_BYTES} bytes each (emulator limit)"
+        )));
+    }
     let mut params: BTreeMap<String, Value> = query
         .iter()
         .filter(|(name, _)| !RESERVED_PARAMS.contains(&name.as_str()))
@@ -67,35 +79,70 @@ pub(crate) fn effective_params(
             params.insert(name.clone(), value.clone());
         }
     }
-    params
+    Ok(params)
 }
 
-/// The rows a pipe returns for these parameters.
-pub(crate) struct QueryResult<'a> {
-    pipe: &'a PipeDefinition,
-    rows: Vec<&'a Map<String, Value>>,
+/// What a pipe query answers, whatever the pipe is defined by.
+#[derive(Debug)]
+pub(crate) struct PipeAnswer {
+    /// `{"name", "type"}` of each column, in order.
+    pub(crate) meta: Vec<Value>,
+    /// Rows, as objects keyed by column name.
+    pub(crate) data: Vec<Value>,
+    pub(crate) rows_before_limit_at_least: Option<Value>,
+    pub(crate) rows_read: Value,
+    pub(crate) bytes_read: Value,
 }
 
-pub(crate) fn run<'a>(
-    pipe: &'a PipeDefinition,
-    params: &BTreeMap<String, Value>,
-) -> Result<QueryResult<'a>, TinybirdError> {
-    if let Some(missing) = pipe.required_params.iter().find(|name| !params.contains_key(name.as_str())) {
-        return Err(TinybirdError::bad_request(format!("[Error] Missing required parameter '{missing}'")));
+impl From<QueryRows> for PipeAnswer {
+    fn from(rows: QueryRows) -> Self {
+        let statistic = |name: &str| rows.statistics.get(name).cloned().unwrap_or(json!(0));
+        Self {
+            meta: rows.meta.clone(),
+            rows_before_limit_at_least: rows.rows_before_limit_at_least.clone(),
+            rows_read: statistic("rows_read"),
+            bytes_read: statistic("bytes_read"),
+            data: rows.rows,
+        }
     }
-    let filters: Vec<(&str, &Value)> = params
-        .iter()
-        .filter(|(name, _)| pipe.columns.iter().any(|column| &column.name == *name))
+}
+
+/// The answer of a pipe defined by rows. Its description's template is rendered first, so a
+/// missing required parameter fails exactly as that template does; then the rows equal (as
+/// text) to each column parameter are kept.
+pub(crate) fn run_rows(
+    pipe: &PipeDefinition,
+    params: &BTreeMap<String, Value>,
+) -> Result<PipeAnswer, TinybirdError> {
+    template::render_node_sql(&describe::rows_sql(pipe), params).map_err(TinybirdError::from_template)?;
+    let filters: Vec<(&str, &Value)> = describe::filter_columns(pipe)
+        .filter_map(|column| params.get_key_value(&column.name))
         .map(|(name, value)| (name.as_str(), value))
         .collect();
-    let rows = pipe
+    let data: Vec<Value> = pipe
         .rows
         .iter()
         .filter(|row| {
             filters.iter().all(|(column, wanted)| row.get(*column).is_some_and(|cell| matches(cell, wanted)))
         })
+        .map(|row| Value::Object(project(pipe, row)))
         .collect();
-    Ok(QueryResult { pipe, rows })
+    let bytes_read: usize = pipe.rows.iter().map(|row| Value::Object(row.clone()).to_string().len()).sum();
+    Ok(PipeAnswer {
+        meta: pipe.columns.iter().map(|column| json!(column)).collect(),
+        rows_before_limit_at_least: Some(json!(data.len())),
+        data,
+        rows_read: json!(pipe.rows.len()),
+        bytes_read: json!(bytes_read),
+    })
+}
+
+/// A row restricted to the pipe's columns (missing cells become null).
+fn project(pipe: &PipeDefinition, row: &Map<String, Value>) -> Map<String, Value> {
+    pipe.columns
+        .iter()
+        .map(|column| (column.name.clone(), row.get(&column.name).cloned().unwrap_or(Value::Null)))
+        .collect()
 }
 
 /// Equality as a pipe parameter sees it: compared as text; an array parameter matches any item.
@@ -113,58 +160,48 @@ fn as_text(value: &Value) -> String {
     }
 }
 
-impl QueryResult<'_> {
+impl PipeAnswer {
     pub(crate) fn into_response(self, format: Format, elapsed_secs: f64) -> Response {
         match format {
             Format::Json => self.json(elapsed_secs).into_response(),
             Format::Ndjson => {
-                let body: String =
-                    self.rows.iter().map(|row| format!("{}\n", Value::Object(self.project(row)))).collect();
+                let body: String = self.data.iter().map(|row| format!("{row}\n")).collect();
                 ([(CONTENT_TYPE, "application/x-ndjson")], body).into_response()
             }
             Format::Csv => ([(CONTENT_TYPE, "text/csv; charset=utf-8")], self.csv()).into_response(),
         }
     }
 
-    fn json(&self, elapsed_secs: f64) -> Json<Value> {
-        let data: Vec<Value> = self.rows.iter().map(|row| Value::Object(self.project(row))).collect();
-        let bytes_read: usize =
-            self.pipe.rows.iter().map(|row| Value::Object(row.clone()).to_string().len()).sum();
-        Json(json!({
-            "meta": self.pipe.columns,
-            "data": data,
-            "rows": self.rows.len(),
-            "rows_before_limit_at_least": self.rows.len(),
+    fn json(self, elapsed_secs: f64) -> Json<Value> {
+        let mut body = json!({
+            "meta": self.meta,
+            "data": self.data,
+            "rows": self.data.len(),
             "statistics": {
                 "elapsed": elapsed_secs,
-                "rows_read": self.pipe.rows.len(),
-                "bytes_read": bytes_read,
+                "rows_read": self.rows_read,
+                "bytes_read": self.bytes_read,
             },
-        }))
+        });
+        if let Some(rows) = self.rows_before_limit_at_least {
+            body["rows_before_limit_at_least"] = rows;
+        }
+        Json(body)
     }
 
-    /// A row restricted to the pipe's columns (missing cells become null).
-    fn project(&self, row: &Map<String, Value>) -> Map<String, Value> {
-        self.pipe
-            .columns
-            .iter()
-            .map(|column| {
-                let cell = row.get(&column.name).cloned().unwrap_or(Value::Null);
-                (column.name.clone(), cell)
-            })
-            .collect()
+    fn column_names(&self) -> Vec<String> {
+        self.meta.iter().map(|column| column["name"].as_str().unwrap_or_default().to_owned()).collect()
     }
 
     fn csv(&self) -> String {
-        let header: Vec<String> = self.pipe.columns.iter().map(|column| csv_field(&column.name)).collect();
+        let names = self.column_names();
+        let header: Vec<String> = names.iter().map(|name| csv_field(name)).collect();
         let mut out = header.join(",");
         out.push('\n');
-        for row in &self.rows {
-            let fields: Vec<String> = self
-                .pipe
-                .columns
+        for row in &self.data {
+            let fields: Vec<String> = names
                 .iter()
-                .map(|column| match row.get(&column.name) {
+                .map(|name| match row.get(name) {
                     None | Some(Value::Null) => String::new(),
                     Some(Value::String(text)) => csv_field(text),
                     Some(other) => csv_field(&other.to_string()),
@@ -200,7 +237,8 @@ mod tests {
         let params = effective_params(
             &query(&[("org", "globex"), ("token", "x"), ("pathname", "/")]),
             fixed.as_object(),
-        );
+        )
+        .unwrap();
         assert_eq!(params["org"], json!("acme"));
         assert_eq!(params["pathname"], json!("/"));
         assert!(!params.contains_key("token"));
@@ -209,28 +247,34 @@ mod tests {
     #[test]
     fn null_fixed_param_drops_the_filter() {
         let fixed = json!({"org": null});
-        let params = effective_params(&query(&[("org", "globex")]), fixed.as_object());
+        let params = effective_params(&query(&[("org", "globex")]), fixed.as_object()).unwrap();
         assert!(!params.contains_key("org"));
     }
 
     #[test]
     fn filters_rows_by_column_params_and_ignores_others() {
         let pipes = default_pipes();
-        let mut params = effective_params(&query(&[("org", "acme"), ("unrelated", "1")]), None);
-        let result = run(&pipes[0], &params).unwrap();
-        assert_eq!(result.rows.len(), 3);
+        let mut params = effective_params(&query(&[("org", "acme"), ("unrelated", "1")]), None).unwrap();
+        let result = run_rows(&pipes[0], &params).unwrap();
+        assert_eq!(result.data.len(), 3);
         params.insert("hits".into(), json!(120));
-        assert_eq!(run(&pipes[0], &params).unwrap().rows.len(), 1);
+        assert_eq!(run_rows(&pipes[0], &params).unwrap().data.len(), 1);
         params.insert("org".into(), json!(["globex", "initech"]));
         params.remove("hits");
-        assert_eq!(run(&pipes[0], &params).unwrap().rows.len(), 3);
+        assert_eq!(run_rows(&pipes[0], &params).unwrap().data.len(), 3);
     }
 
     #[test]
-    fn required_params_are_enforced() {
+    fn required_params_are_enforced_as_the_description_template_does() {
         let pipe = default_pipes().remove(0).with_required_param("org");
-        let error = run(&pipe, &BTreeMap::new()).err().unwrap();
+        let error = run_rows(&pipe, &BTreeMap::new()).err().unwrap();
         assert_eq!(error.status(), 400);
+        assert!(
+            error.message().starts_with("Template Syntax Error: Required parameter is not defined."),
+            "{error:?}"
+        );
+        let params = effective_params(&query(&[("org", "acme")]), None).unwrap();
+        assert_eq!(run_rows(&pipe, &params).unwrap().data.len(), 3);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use super::auth::{Access, PIPES_READ};
 use super::errors::TinybirdError;
 use super::query::{self, Format};
-use super::sql;
 use super::state::{ADMIN_TOKEN_NAME, TinybirdState};
+use super::{describe, nodes, sql};
 
 type QueryPairs = Query<Vec<(String, String)>>;
 
@@ -40,11 +40,11 @@ async fn pipe_endpoint(
     let access = state.authenticate(&headers, &query)?;
     match format {
         None => describe_pipe(&state, &access, url_name),
-        Some(format) => run_pipe(&state, &access, url_name, format?, &query, started),
+        Some(format) => run_pipe(&state, &access, url_name, format?, &query, started).await,
     }
 }
 
-fn run_pipe(
+async fn run_pipe(
     state: &TinybirdState,
     access: &Access,
     url_name: &str,
@@ -57,9 +57,23 @@ fn run_pipe(
     let (scope, rate_headers) = state.authorize(access, PIPES_READ, url_name, known)?;
     let fixed_params = scope.and_then(|scope| scope.fixed_params.as_ref());
     let pipe = pipe.ok_or_else(|| TinybirdError::pipe_not_found(url_name))?;
-    let params = query::effective_params(query, fixed_params);
-    let result = query::run(&pipe, &params).map_err(|error| error.with_headers(rate_headers.clone()))?;
-    Ok(with_headers(result.into_response(format, started.elapsed().as_secs_f64()), rate_headers))
+    let answer = async {
+        let params = query::effective_params(query, fixed_params)?;
+        match pipe.endpoint_index() {
+            Some(endpoint) => {
+                let sql = nodes::pipe_query(&pipe.nodes, endpoint, &params)
+                    .map_err(TinybirdError::from_template)?;
+                Ok(query::PipeAnswer::from(state.query(&sql).await?))
+            }
+            None => query::run_rows(&pipe, &params),
+        }
+    };
+    match answer.await {
+        Ok(answer) => {
+            Ok(with_headers(answer.into_response(format, started.elapsed().as_secs_f64()), rate_headers))
+        }
+        Err(error) => Err(error.with_headers(rate_headers)),
+    }
 }
 
 /// `GET /v0/sql?q=...`: the Query API over the data sources.
@@ -88,7 +102,7 @@ fn describe_pipe(state: &TinybirdState, access: &Access, url_name: &str) -> Resu
         return Err(TinybirdError::no_access());
     }
     let pipe = state.find_pipe(url_name).ok_or_else(|| TinybirdError::pipe_not_found(url_name))?;
-    Ok(Json(pipe.description()).into_response())
+    Ok(Json(describe::describe(&pipe)).into_response())
 }
 
 /// `GET /v1/workspace`: admin token only.

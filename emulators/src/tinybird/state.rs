@@ -125,6 +125,17 @@ impl TinybirdState {
         }
     }
 
+    /// Billed queries answered since the start (or the request log's last clear).
+    pub(crate) fn billed_queries(&self) -> u64 {
+        self.request_log.count_call(super::CALL_PIPE_QUERY)
+            + self.request_log.count_call(super::CALL_QUERY_API)
+    }
+
+    /// Free pipe descriptions answered since the start (or the request log's last clear).
+    pub(crate) fn pipe_metadata_calls(&self) -> u64 {
+        self.request_log.count_call(super::CALL_PIPE_METADATA)
+    }
+
     pub(crate) fn find_pipe(&self, url_name: &str) -> Option<PipeDefinition> {
         lock(&self.pipes).iter().find(|pipe| pipe.is_named(url_name)).cloned()
     }
@@ -147,6 +158,29 @@ impl TinybirdState {
         pipes.retain(|existing| existing.name != pipe.name);
         pipes.push(pipe.clone());
         Ok(pipe)
+    }
+
+    /// Replaces the SQL of one node of a pipe defined by nodes (checked as on creation): the
+    /// next query and description see it.
+    pub(crate) fn set_node_sql(
+        &self,
+        url_name: &str,
+        node: &str,
+        sql: String,
+    ) -> Result<PipeDefinition, EmulatorError> {
+        let mut pipes = lock(&self.pipes);
+        let Some(slot) = pipes.iter_mut().find(|pipe| pipe.is_named(url_name)) else {
+            return Err(EmulatorError::UnknownPipe(url_name.to_owned()));
+        };
+        if !slot.is_defined_by_nodes() {
+            return Err(EmulatorError::InvalidPipe(format!(
+                "pipe {} is defined by rows: its SQL follows from its columns and required_params (define it by nodes to edit SQL)",
+                slot.name
+            )));
+        }
+        let edited = slot.clone().with_node_sql(node, sql)?;
+        *slot = edited.clone();
+        Ok(edited)
     }
 
     pub(crate) fn remove_pipe(&self, url_name: &str) -> bool {
