@@ -70,10 +70,13 @@ struct TinybirdOptions {
     /// Write the admin token to this file (mode 0600), and again after every refresh.
     #[arg(long, value_name = "FILE")]
     write_admin_token: Option<PathBuf>,
-    /// JSON file with a list of pipe definitions (`name`, `columns`, `rows`, `required_params`).
+    /// JSON file with a list of pipe definitions: `name` with `nodes` (`[{name, sql}]`, SQL in
+    /// Tinybird's template language) and an optional `endpoint`, or with `columns`, `rows` and
+    /// `required_params`.
     #[arg(long, value_name = "FILE")]
     pipes_file: Option<PathBuf>,
-    /// Do not serve the demo pipes `top_pages` and `tenant_events`.
+    /// Do not serve the demo pipes (`top_pages`, `tenant_events`, `org_events`,
+    /// `org_events_strict`, `org_event_totals`, `event_counts`).
     #[arg(long)]
     no_default_pipes: bool,
     /// Python interpreter with chdb 4.4.0: real ClickHouse for the data sources and `/v0/sql`
