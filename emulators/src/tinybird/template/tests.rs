@@ -244,3 +244,34 @@ fn params_are_listed_as_tinybird_lists_them() {
         ]
     );
 }
+
+/// Arbitrary text (tags, quotes, brackets, operators and multi-byte characters mixed) never
+/// panics the parser, the renderer, the parameter listing or the table scan.
+#[test]
+fn arbitrary_text_never_panics() {
+    const PIECES: [&str; 32] = [
+        "{{", "}}", "{%", "%}", "{#", "#}", "!", "if ", "elif ", "else", "end", "set ", "x", " = ", "'",
+        "\"", "\\", "(", ")", "[", "]", ",", "String(", "Array(", "defined(", "sql_and(", "1.5e", "-",
+        " and ", "é", "\n", "FROM `",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let params = params(&json!({"x": "v", "y": ["a", 1, null]}));
+    for _ in 0..5000 {
+        let mut text = String::new();
+        for _ in 0..12 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(PIECES[usize::try_from(state % 32).unwrap()]);
+        }
+        if let Ok(template) = Template::parse(&text) {
+            let _ = template.render(&params);
+            let _ = template.params();
+            for variant in template.sql_variants() {
+                let _ = crate::tinybird::sql_scan::tables_read(&variant);
+            }
+        }
+        let _ = crate::tinybird::sql_scan::tables_read(&text);
+        let _ = crate::tinybird::sql_scan::after_leading_with(&text);
+    }
+}
