@@ -6,7 +6,7 @@ use super::scalar::Scalar;
 use super::value::{Value, quote_identifier};
 use super::{MAX_LIST_ITEMS, TemplateError};
 
-/// Typed functions' parameters after the value (`transform_type` in Tinybird's renderer).
+/// Typed functions' parameters (`transform_type` in Tinybird's renderer); `Array`'s add the item type.
 const TYPED: [&str; 8] = ["x", "default", "defined", "required", "description", "enum", "example", "format"];
 const ARRAY: [&str; 9] =
     ["x", "_type", "default", "defined", "required", "description", "enum", "example", "format"];
