@@ -24,8 +24,8 @@ use kube::runtime::wait::Condition;
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 use support::{
-    Operator, TIMEOUT, capture_logs, clerk_fingerprint_is, clerk_synced, eventually, eventually_some,
-    is_ready, logs, query_pipe, revision_at_least, token_of,
+    Operator, TIMEOUT, audit_mark, audited_since, capture_logs, clerk_fingerprint_is, clerk_synced,
+    eventually, eventually_some, is_ready, logs, query_pipe, revision_at_least, token_of,
 };
 use tenant_access::api::TenantAccess;
 use tenant_access::core::admin_token::AdminToken;
@@ -248,35 +248,13 @@ async fn service_account_client(cluster: &TestCluster, namespace: &str, name: &s
     Client::try_from(config).unwrap()
 }
 
-/// Where the audit log of a private cluster is: `hack/cluster.sh` audits the requests of
-/// ServiceAccounts (such as the operator's here), with their response codes.
-fn audit_log(cluster: &TestCluster) -> std::path::PathBuf {
-    cluster.local_dir().expect("a private cluster").join("logs/audit.log")
-}
-
-/// How far the audit log goes now: refusals after this point are the next run's.
-fn audit_mark(cluster: &TestCluster) -> usize {
-    std::fs::metadata(audit_log(cluster)).map_or(0, |m| usize::try_from(m.len()).unwrap())
-}
-
 /// The requests of `user` that the API server refused (403) after `mark` in the audit log, as
 /// `(verb, resource)` with the resource as RBAC names it (`tenantaccesses/status`).
 fn refusals_since(cluster: &TestCluster, user: &str, mark: usize) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(audit_log(cluster)).unwrap_or_default();
-    let text = text.get(mark..).unwrap_or_default();
-    // A line still being written does not parse yet; it is read again on the next call.
-    let events = text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok());
-    events
-        .filter(|event| event["user"]["username"] == user && event["responseStatus"]["code"] == 403)
-        .map(|event| {
-            let object = &event["objectRef"];
-            let resource = object["resource"].as_str().unwrap_or_default();
-            let resource = match object["subresource"].as_str() {
-                Some(subresource) => format!("{resource}/{subresource}"),
-                None => resource.to_owned(),
-            };
-            (event["verb"].as_str().unwrap_or_default().to_owned(), resource)
-        })
+    audited_since(cluster, mark)
+        .into_iter()
+        .filter(|request| request.user == user && request.code == 403)
+        .map(|request| (request.verb, request.resource))
         .collect()
 }
 

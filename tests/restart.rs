@@ -1,6 +1,8 @@
 //! An operator restart with everything in place: the new operator reconciles nothing before its
 //! caches are synced, and then finds nothing to do. It writes nothing, flips nothing, emits no
-//! event, and keeps each endpoint's health (the status is its memory).
+//! event, and keeps each endpoint's health (the status is its memory). It reads no token Secret
+//! either: it watches their metadata only, and each TenantAccess's `status.token.secretObserved`
+//! vouches for a Secret that kept its resourceVersion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -11,7 +13,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use support::{ClusterWideEnv, UNMETERED, condition_is_true, eventually, eventually_some};
+use support::{
+    ClusterWideEnv, UNMETERED, audit_mark, audited_since, condition_is_true, eventually, eventually_some,
+};
 use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
 
 const NAMESPACES: usize = 3;
@@ -251,7 +255,8 @@ async fn a_restart_with_everything_in_place_writes_nothing_flips_nothing_and_kee
     assert_eq!(before.accesses.len(), total);
 
     let restarted_at = now_ms();
-    let second = fixture.env.start_operator();
+    let mark = audit_mark(&fixture.env.cluster);
+    let second = fixture.env.start_audited_operator().await;
     // The new operator has looked at everything: every TenantAccess and workspace reconciled,
     // and every endpoint probed again.
     let workspaces = u64::try_from(fixture.namespaces.len() + DECOY_WORKSPACES).unwrap();
@@ -280,4 +285,30 @@ async fn a_restart_with_everything_in_place_writes_nothing_flips_nothing_and_kee
     }
     assert_eq!(after.versions, before.versions, "objects written across the restart");
     assert_eq!(after.events, before.events, "events emitted across the restart");
+
+    // Reads of single objects by the new operator: no token Secret (their data is never
+    // watched; the status vouches for each), and at most one per Clerk template ConfigMap, whose
+    // data the operator keeps nothing of across a restart.
+    let gets: Vec<_> = audited_since(&fixture.env.cluster, mark)
+        .into_iter()
+        .filter(|request| request.user == "operator" && request.verb == "get")
+        .collect();
+    let token_secret_reads: Vec<_> = gets
+        .iter()
+        .filter(|get| {
+            get.resource == "secrets"
+                && before.versions.contains_key(&format!("Secret {}/{}", get.namespace, get.name))
+        })
+        .collect();
+    let configmap_reads = gets.iter().filter(|get| get.resource == "configmaps").count();
+    println!(
+        "GETs after the restart: {} in all, {} of token Secrets, {configmap_reads} of ConfigMaps",
+        gets.len(),
+        token_secret_reads.len()
+    );
+    assert!(token_secret_reads.is_empty(), "token Secrets read across the restart: {token_secret_reads:?}");
+    assert!(
+        configmap_reads <= NAMESPACES,
+        "{configmap_reads} ConfigMap reads for {NAMESPACES} Clerk templates"
+    );
 }

@@ -14,7 +14,8 @@ mod workspace;
 pub use common::{Condition, SecretKeySelector};
 pub use tenant_access::{
     ClerkTemplateOutput, ClerkTemplateStatus, EndpointStatus, HealthCheckSpec, Limits, RolloutTarget, Scope,
-    SecretOutput, TenantAccess, TenantAccessSpec, TenantAccessStatus, TokenStatus, WorkspaceRef,
+    SecretObserved, SecretOutput, TenantAccess, TenantAccessSpec, TenantAccessStatus, TokenStatus,
+    WorkspaceRef,
 };
 pub use workspace::{
     ClerkConnection, ClerkTemplatesStatus, ClusterTinybirdWorkspace, ClusterTinybirdWorkspaceSpec,

@@ -303,6 +303,25 @@ pub struct TokenStatus {
     /// most 63 printable characters, else a short hash of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_request: Option<String>,
+    /// The token Secret as the operator last saw it hold this token (its own write, or a read of
+    /// the whole Secret). The operator watches token Secrets' metadata only: while the Secret
+    /// keeps this resourceVersion it still holds these values, and a restarted operator need not
+    /// read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_observed: Option<SecretObserved>,
+}
+
+/// A token Secret as the operator last saw it (`status.token.secretObserved`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretObserved {
+    /// Its `metadata.resourceVersion` then.
+    #[schemars(length(max = 64))]
+    pub resource_version: String,
+    /// A one-way hash of the keys the operator writes, as they were then (`sha256:` and 16 hex
+    /// digits), never the values.
+    #[schemars(length(max = 64))]
+    pub data_hash: String,
 }
 
 /// The Clerk template last pushed (the key cannot be read back, so its fingerprint is the

@@ -77,6 +77,7 @@ impl IssuedToken {
             signing_key_fingerprint: signer.signing_key_fingerprint.clone(),
             secret_name: validated.secret.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
             renew_request: renew_request.map(str::to_owned),
+            secret_observed: None,
         }
     }
 }
@@ -215,6 +216,43 @@ pub fn desired_secret(
         data: Some(data),
         ..Secret::default()
     })
+}
+
+/// A one-way hash of the values of a Secret's or ConfigMap's `keys` (an absent key counts as
+/// absent, and differs from an empty value): SHA-256 over each key and value, length-prefixed,
+/// as [`crate::core::admin_token::fingerprint`] shortens it. Stable across versions of the
+/// operator, since status keeps it (`status.token.secretObserved.dataHash`); it tells whether
+/// those keys still hold what was seen, never what they hold.
+#[must_use]
+pub fn data_hash<'a>(keys: &[&str], value: impl Fn(&str) -> Option<&'a [u8]>) -> String {
+    let mut input = Vec::new();
+    for key in keys {
+        input.extend_from_slice(&(key.len() as u64).to_be_bytes());
+        input.extend_from_slice(key.as_bytes());
+        match value(key) {
+            Some(bytes) => {
+                input.push(1);
+                input.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+                input.extend_from_slice(bytes);
+            }
+            None => input.push(0),
+        }
+    }
+    fingerprint(&input)
+}
+
+/// [`data_hash`] of the keys the operator writes in a token Secret.
+#[must_use]
+pub fn secret_data_hash(secret: &Secret) -> String {
+    let data = secret.data.as_ref();
+    data_hash(&secret_keys::ALL, |key| data.and_then(|d| d.get(key)).map(|v| v.0.as_slice()))
+}
+
+/// [`data_hash`] of the key the operator writes in a Clerk template ConfigMap.
+#[must_use]
+pub fn configmap_data_hash(configmap: &ConfigMap) -> String {
+    let data = configmap.data.as_ref();
+    data_hash(&[CLERK_TEMPLATE_CONFIGMAP_KEY], |key| data.and_then(|d| d.get(key)).map(String::as_bytes))
 }
 
 /// Claim marking a Clerk template as managed by the operator: `<namespace>/<name>` of the

@@ -44,6 +44,8 @@ pub mod secret_keys {
     pub const WORKSPACE_ID: &str = "workspace-id";
     /// The token's expiry, RFC 3339.
     pub const EXPIRES_AT: &str = "expires-at";
+    /// Every key the operator writes in a token Secret.
+    pub const ALL: [&str; 4] = [TOKEN, API_URL, WORKSPACE_ID, EXPIRES_AT];
 }
 
 /// Key of the rendered Clerk template in the `<name>-clerk-template` ConfigMap.

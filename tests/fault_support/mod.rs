@@ -115,32 +115,18 @@ pub fn secs(duration: Duration) -> String {
 
 /// How far the audit log of the env's private cluster goes now.
 pub fn audit_mark(env: &Env) -> usize {
-    let log = env.cluster.audit_log().unwrap();
-    std::fs::metadata(log).map_or(0, |m| usize::try_from(m.len()).unwrap())
+    crate::support::audit_mark(&env.cluster)
 }
 
 /// The write requests (`verb resource[/subresource] name`) of user `operator` after `mark` in
 /// the audit log.
 pub fn operator_writes_since(env: &Env, mark: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(env.cluster.audit_log().unwrap()).unwrap_or_default();
-    let text = text.get(mark..).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["user"]["username"] == "operator")
-        .filter(|event| {
-            matches!(
-                event["verb"].as_str(),
-                Some("create" | "update" | "patch" | "delete" | "deletecollection")
-            )
+    crate::support::audited_since(&env.cluster, mark)
+        .into_iter()
+        .filter(|request| request.user == "operator")
+        .filter(|request| {
+            matches!(request.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection")
         })
-        .map(|event| {
-            let object = &event["objectRef"];
-            let mut resource = object["resource"].as_str().unwrap_or_default().to_owned();
-            if let Some(subresource) = object["subresource"].as_str() {
-                resource = format!("{resource}/{subresource}");
-            }
-            let name = object["name"].as_str().unwrap_or_default();
-            format!("{} {resource} {name}", event["verb"].as_str().unwrap_or_default())
-        })
+        .map(|request| format!("{} {} {}", request.verb, request.resource, request.name))
         .collect()
 }

@@ -388,6 +388,13 @@ impl ClusterWideEnv {
     pub fn start_operator(&self) -> Operator {
         Operator::start(self.client.clone(), None, self.system.name())
     }
+
+    /// [`ClusterWideEnv::start_operator`] as the audited user `operator` ([`audited_since`]).
+    pub async fn start_audited_operator(&self) -> Operator {
+        let kubeconfig = self.cluster.operator_kubeconfig().unwrap();
+        let client = tenant_access_testkit::client_from_kubeconfig(&kubeconfig).await.unwrap();
+        Operator::start(client, None, self.system.name())
+    }
 }
 
 /// Polls `check` every 200 ms until it holds (a wait for a condition, not an assertion); fails
@@ -580,4 +587,58 @@ pub async fn mint_clerk_token(clerk: &tenant_access_emulators::ClerkEmulator, te
         .await
         .unwrap();
     answer["jwt"].as_str().unwrap_or_else(|| panic!("no jwt in {answer}")).to_owned()
+}
+
+/// One request in the audit log of a private cluster (`hack/cluster.sh` audits ServiceAccounts
+/// and user `operator`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited {
+    /// Who made it.
+    pub user: String,
+    /// `get`, `list`, `watch`, `create`, `patch`, ...
+    pub verb: String,
+    /// As RBAC names it (`tenantaccesses/status`).
+    pub resource: String,
+    /// The object's namespace (empty for a cluster-scoped one).
+    pub namespace: String,
+    /// The object's name (empty for a collection).
+    pub name: String,
+    /// The answer's HTTP status.
+    pub code: u16,
+}
+
+/// How far the audit log of a private cluster goes now.
+pub fn audit_mark(cluster: &TestCluster) -> usize {
+    let log = cluster.audit_log().unwrap();
+    std::fs::metadata(log).map_or(0, |m| usize::try_from(m.len()).unwrap())
+}
+
+/// The audited requests after `mark`. A line still being written does not parse yet; it is
+/// read again on the next call.
+pub fn audited_since(cluster: &TestCluster, mark: usize) -> Vec<Audited> {
+    let text = std::fs::read_to_string(cluster.audit_log().unwrap()).unwrap_or_default();
+    let text = text.get(mark..).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|event| {
+            let object = &event["objectRef"];
+            let resource = object["resource"].as_str().unwrap_or_default();
+            let resource = match object["subresource"].as_str() {
+                Some(subresource) => format!("{resource}/{subresource}"),
+                None => resource.to_owned(),
+            };
+            let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+            Audited {
+                user: text(&event["user"]["username"]),
+                verb: text(&event["verb"]),
+                resource,
+                namespace: text(&object["namespace"]),
+                name: text(&object["name"]),
+                code: event["responseStatus"]["code"]
+                    .as_u64()
+                    .and_then(|c| u16::try_from(c).ok())
+                    .unwrap_or(0),
+            }
+        })
+        .collect()
 }

@@ -297,24 +297,50 @@ pub enum ConfigMapDecision {
     Conflict,
 }
 
+/// What is known of the Clerk template ConfigMap.
+#[derive(Debug, Clone, Copy)]
+pub enum ObservedConfigMap<'a> {
+    /// Read whole.
+    Read(&'a ConfigMap),
+    /// Its metadata (the ConfigMap watch is metadata-only), and the hash of the key the operator
+    /// writes ([`crate::core::desired::configmap_data_hash`]) when the operator saw it at this
+    /// very resourceVersion (`None`: not known).
+    Metadata {
+        /// Its metadata.
+        metadata: &'a ObjectMeta,
+        /// The hash of its template key.
+        data_hash: Option<&'a str>,
+    },
+}
+
 /// Decides the Clerk template ConfigMap, as [`decide_token`] decides the Secret: only a
 /// ConfigMap this TenantAccess created (its controller reference) is written.
 #[must_use]
 pub fn decide_configmap(
     desired: &ConfigMap,
-    observed: Option<&ConfigMap>,
+    observed: Option<ObservedConfigMap<'_>>,
     owner_uid: &str,
 ) -> ConfigMapDecision {
-    match observed {
-        None => ConfigMapDecision::Create,
-        Some(observed) if !is_owned_by(observed, owner_uid) => ConfigMapDecision::Conflict,
-        Some(observed)
-            if metadata_lacks(&desired.metadata, &observed.metadata)
-                || missing(desired.data.as_ref(), observed.data.as_ref()) =>
-        {
-            ConfigMapDecision::Update
+    let Some(observed) = observed else { return ConfigMapDecision::Create };
+    let metadata = match observed {
+        ObservedConfigMap::Read(configmap) => &configmap.metadata,
+        ObservedConfigMap::Metadata { metadata, .. } => metadata,
+    };
+    let owned =
+        metadata.owner_references.iter().flatten().any(|o| o.uid == owner_uid && o.controller == Some(true));
+    if !owned {
+        return ConfigMapDecision::Conflict;
+    }
+    let data_lacks = match observed {
+        ObservedConfigMap::Read(configmap) => missing(desired.data.as_ref(), configmap.data.as_ref()),
+        ObservedConfigMap::Metadata { data_hash, .. } => {
+            data_hash != Some(crate::core::desired::configmap_data_hash(desired).as_str())
         }
-        Some(_) => ConfigMapDecision::Keep,
+    };
+    if metadata_lacks(&desired.metadata, metadata) || data_lacks {
+        ConfigMapDecision::Update
+    } else {
+        ConfigMapDecision::Keep
     }
 }
 

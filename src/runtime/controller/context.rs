@@ -87,6 +87,8 @@ pub struct Ledger {
     pub token_secrets: super::token_secrets::TokenSecrets,
     /// Which Secrets exist (names only), to create a token Secret without a GET first.
     pub known_secrets: super::known_secrets::KnownSecrets,
+    /// The data of the Clerk template ConfigMaps, as last written or read.
+    pub template_configmaps: super::template_configmaps::TemplateConfigMaps,
 }
 
 impl Ledger {
@@ -214,8 +216,8 @@ pub struct Caches {
     pub cluster_workspaces: Store<ClusterTinybirdWorkspace>,
     /// Namespaces cache.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// Managed ConfigMaps cache.
-    pub managed_configmaps: Store<ConfigMap>,
+    /// Managed ConfigMaps cache, metadata only (see `watches::keep_only_what_is_owned`).
+    pub managed_configmaps: Store<PartialObjectMeta<ConfigMap>>,
 }
 
 impl Context {

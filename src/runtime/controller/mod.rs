@@ -15,6 +15,7 @@ pub mod observe;
 mod output_writes;
 mod report;
 mod rotation;
+pub mod template_configmaps;
 pub mod tenants;
 pub mod token_secrets;
 mod watches;

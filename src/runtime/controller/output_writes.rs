@@ -14,10 +14,10 @@ use kube::{Api, Resource, ResourceExt};
 use super::clerk_sync::{self, SyncOutcome, has_finalizer};
 use super::context::Context;
 use super::error::Error;
-use super::observe::{ObservedSecret, SECRET_LIST_PATIENCE};
+use super::observe::{ObservedSecret, SECRET_LIST_PATIENCE, SeenConfigMap};
 use super::workspace_cache::WorkspaceEntry;
 use crate::adapters::apply::Ownership;
-use crate::api::{TenantAccess, TenantAccessStatus};
+use crate::api::{SecretObserved, TenantAccess, TenantAccessStatus, TokenStatus};
 use crate::core::conditions::{DesiredCondition, remove_condition};
 use crate::core::desired::{IssuedToken, clerk_configmap_name};
 use crate::core::reconcile::decide::{ConfigMapDecision, decide_configmap, is_owned_by};
@@ -119,7 +119,7 @@ pub(super) async fn revoke_token(
     let owner_uid = access.uid().unwrap_or_default();
     ctx.ledger.token_secrets.synced_within(SECRET_LIST_PATIENCE).await;
     let has_token = match ctx.ledger.token_secrets.get(&namespace, &secret_name) {
-        Some(digest) => digest.controlled_by(&owner_uid) && digest.has_token(),
+        Some(digest) => digest.controlled_by(&owner_uid) && digest.may_have_token(),
         None => false,
     };
     if !has_token {
@@ -240,12 +240,12 @@ pub(super) async fn write_token(
             // A Secret the watch never saw is created without taking over one made meanwhile.
             let known_absent = matches!(observed, Some(ObservedSecret::Absent { known: true }));
             let ownership = if known_absent { Ownership::NoForce } else { Ownership::Force };
-            apply_secret(ctx, &secrets, &secret, ownership).await?;
+            let seen = apply_secret(ctx, &secrets, &secret, ownership).await?;
             ctx.metrics
                 .tokens_signed
                 .get_or_create(&crate::runtime::metrics::IssueLabels { reason: event_reason })
                 .inc();
-            report.status.token = Some(status);
+            report.status.token = Some(TokenStatus { secret_observed: seen, ..status });
             report.set(condition);
             ctx.events.publish(
                 access,
@@ -267,8 +267,10 @@ pub(super) async fn write_token(
         }
         TokenPlan::Keep(kept) => {
             let Kept { token, revision, repair, status, condition } = *kept;
+            // As observed, unless repaired.
+            let mut seen = observed.and_then(ObservedSecret::seen);
             if let Some(desired) = repair {
-                apply_secret(ctx, &secrets, &desired, Ownership::Force).await?;
+                seen = apply_secret(ctx, &secrets, &desired, Ownership::Force).await?;
                 tracing::info!(secret = %output.name, "repaired token Secret metadata");
                 ctx.events.publish(
                     access,
@@ -279,7 +281,7 @@ pub(super) async fn write_token(
                 );
             }
             tracing::debug!(namespace = %validated.namespace, name = %validated.name, revision, "token kept");
-            report.status.token = Some(status);
+            report.status.token = Some(TokenStatus { secret_observed: seen, ..status });
             report.set(condition);
             // Workloads converge to the token too: a restart deferred or failed earlier is made.
             let restart_after =
@@ -292,13 +294,14 @@ pub(super) async fn write_token(
 /// Server-side applies a token Secret. `Ownership::NoForce` is for a Secret believed absent (the
 /// Secret watch never saw its name): a Secret created meanwhile by someone else with a conflicting
 /// field then makes it fail (409) instead of being taken over, and the next attempt reads the
-/// Secret and decides again (SecretConflict).
+/// Secret and decides again (SecretConflict). Returns the Secret as written, for
+/// `status.token.secretObserved`.
 async fn apply_secret(
     ctx: &Context,
     secrets: &Api<Secret>,
     secret: &Secret,
     ownership: Ownership,
-) -> Result<(), Error> {
+) -> Result<Option<SecretObserved>, Error> {
     let written = match crate::adapters::apply::apply_secret(secrets, secret, ownership).await {
         Ok(written) => written,
         Err(error) => {
@@ -312,7 +315,10 @@ async fn apply_secret(
         }
     };
     ctx.ledger.wrote_secret(&written);
-    Ok(())
+    Ok(written.metadata.resource_version.clone().map(|resource_version| SecretObserved {
+        resource_version,
+        data_hash: crate::core::desired::secret_data_hash(&written),
+    }))
 }
 
 /// Writes the Clerk template ConfigMap when it is this TenantAccess's (its controller reference)
@@ -326,9 +332,9 @@ async fn reconcile_configmap(
     let namespace = configmap.metadata.namespace.clone().unwrap_or_default();
     let name = configmap.metadata.name.clone().unwrap_or_default();
     let owner_uid = access.uid().unwrap_or_default();
-    let observed = super::observe::configmap(ctx, &namespace, &name).await?;
+    let observed = super::observe::configmap(ctx, &namespace, &name, &owner_uid).await?;
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    match decide_configmap(configmap, observed.as_deref(), &owner_uid) {
+    match decide_configmap(configmap, observed.as_ref().map(SeenConfigMap::as_observed), &owner_uid) {
         ConfigMapDecision::Keep => Ok(Ok(())),
         ConfigMapDecision::Conflict => Ok(Err(format!(
             "ConfigMap {namespace}/{name} exists and was not created by this TenantAccess: it was left alone and the Clerk template is not synced; delete or rename that ConfigMap, or rename this TenantAccess (the ConfigMap is always <name>{CLERK_TEMPLATE_CONFIGMAP_SUFFIX})"
@@ -338,13 +344,16 @@ async fn reconcile_configmap(
             // (409, retried) instead of being merged into.
             let params =
                 kube::api::PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
-            api.create(&params, configmap).await.map_err(Error::WriteConfigMap)?;
+            let written = api.create(&params, configmap).await.map_err(Error::WriteConfigMap)?;
+            ctx.ledger.template_configmaps.seen(&written);
             Ok(Ok(()))
         }
         ConfigMapDecision::Update => {
-            api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(configmap))
+            let written = api
+                .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(configmap))
                 .await
                 .map_err(Error::WriteConfigMap)?;
+            ctx.ledger.template_configmaps.seen(&written);
             Ok(Ok(()))
         }
     }

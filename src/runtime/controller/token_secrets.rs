@@ -1,51 +1,55 @@
 //! What the operator knows of its token Secrets, without caching them: per Secret, 64-bit hashes
-//! of its labels, annotations, data entries and owner references, and of its token.
+//! of its labels, annotations and owner references, and, once the operator has seen its data
+//! (its own write, or a read), of the keys it writes and of its token.
+//!
+//! Token Secrets are watched metadata-only: anyone may set the managed-by label on a Secret of
+//! up to 1 MiB, and a watch with data would carry (and, at a relist, hold a page of) every such
+//! Secret. A watch event says that a Secret changed and how its metadata looks; what its data
+//! holds is known only from a whole Secret the operator had in hand at that very
+//! resourceVersion, or from the TenantAccess's `status.token.secretObserved` (see
+//! `observe::rebuild`). When neither tells, the reconciler reads the Secret, as it would without
+//! the index.
 //!
 //! A digest is far smaller than a cached Secret (BENCHMARKS.md has the figures). The reconciler
 //! does not need the Secret's bytes as long as the Secret holds the token that the TenantAccess's
 //! status describes: that token can be signed again (HS256 over the same claims, `iat` and `exp`
-//! is the same JWT), and the digest says whether the Secret holds exactly it. When it does not
-//! (the spec changed, the Secret was edited, the status is behind), the reconciler reads the
-//! Secret, as it would without a cache. A hash collision would need two different values with
-//! the same 64-bit hash in the same Secret position: not a practical concern for a cache whose
-//! every answer is checked against the JWT it expects.
-//!
-//! The index is fed by the watch of managed Secrets (label-selected, as before) and by the
-//! operator's own writes (the API server's answer), so a reconcile right after a write sees it.
+//! is the same JWT), and the digest says whether the Secret holds exactly it. A hash collision
+//! would need two different values with the same 64-bit hash in the same Secret position: not a
+//! practical concern for an index whose every answer is checked against the JWT it expects.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
 pub use crate::core::reconcile::decide::TokenMatch;
-use crate::core::well_known::secret_keys;
+use crate::core::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME, secret_keys};
 
-/// Most fields a digest keeps: more than a token Secret ever has (its labels and annotations,
-/// at most 32 each of the spec's plus the operator's own, four data keys, an owner).
+/// Most metadata fields a digest keeps: more than a token Secret ever has (its labels and
+/// annotations, at most 32 each of the spec's plus the operator's own, an owner).
 const MAX_DIGEST_FIELDS: usize = 96;
 
 fn hash_one(value: impl Hash) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
 }
 
-fn parse_rv(secret: &Secret) -> Option<u64> {
-    secret.metadata.resource_version.as_deref().and_then(|rv| rv.parse().ok())
+fn parse_rv(metadata: &ObjectMeta) -> Option<u64> {
+    metadata.resource_version.as_deref().and_then(|rv| rv.parse().ok())
 }
 
-/// The hashes of everything [`crate::core::reconcile::decide::secret_needs_repair`] compares, tagged
-/// by where they come from.
-fn field_hashes(secret: &Secret) -> Vec<u64> {
-    let metadata = &secret.metadata;
+/// The hashes of the metadata [`crate::core::reconcile::decide::secret_needs_repair`] compares,
+/// tagged by where they come from.
+fn metadata_hashes(metadata: &ObjectMeta) -> Vec<u64> {
     let mut fields: Vec<u64> = metadata
         .labels
         .iter()
         .flatten()
         .map(|(k, v)| hash_one(("label", k, v)))
         .chain(metadata.annotations.iter().flatten().map(|(k, v)| hash_one(("annotation", k, v))))
-        .chain(secret.data.iter().flatten().map(|(k, v)| hash_one(("data", k, &v.0))))
         .chain(
             metadata
                 .owner_references
@@ -59,23 +63,43 @@ fn field_hashes(secret: &Secret) -> Vec<u64> {
     fields
 }
 
+/// The hashes of the keys the operator writes, as `secret` holds them.
+fn data_hashes(secret: &Secret) -> Vec<u64> {
+    let data = secret.data.as_ref();
+    let mut fields: Vec<u64> = secret_keys::ALL
+        .iter()
+        .filter_map(|key| data.and_then(|d| d.get(*key)).map(|v| hash_one(("data", key, &v.0))))
+        .collect();
+    fields.sort_unstable();
+    fields
+}
+
 /// What is known of one Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretDigest {
     resource_version: Option<u64>,
     /// Hash of the uid of its controller owner reference.
     controller: Option<u64>,
+    /// Labels, annotations, owner references.
+    fields: Box<[u64]>,
+    /// Its data at this resourceVersion, when the operator had the whole Secret in hand.
+    data: Option<DataDigest>,
+}
+
+/// What a whole Secret showed of its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DataDigest {
     /// Hashes of the JWT and of its signing input (`header.payload`).
     token: Option<(u64, u64)>,
+    /// The keys the operator writes.
     fields: Box<[u64]>,
 }
 
 impl SecretDigest {
-    /// The digest of a Secret.
+    /// The digest of a Secret's metadata (a watch event): its data is not known.
     #[must_use]
-    pub fn of(secret: &Secret) -> Self {
-        let controller = secret
-            .metadata
+    pub fn of_metadata(metadata: &ObjectMeta) -> Self {
+        let controller = metadata
             .owner_references
             .iter()
             .flatten()
@@ -85,25 +109,38 @@ impl SecretDigest {
         // keeps nothing else (a reconcile reads such a Secret, as without a digest), and one with
         // more fields than the operator ever writes keeps no fields (read too: its revision
         // annotation is not known), so each costs a constant.
-        if controller.is_none() {
-            return Self {
-                resource_version: parse_rv(secret),
-                controller,
-                token: None,
-                fields: Box::new([]),
-            };
-        }
-        let mut fields = field_hashes(secret);
+        let mut fields = if controller.is_some() { metadata_hashes(metadata) } else { Vec::new() };
         if fields.len() > MAX_DIGEST_FIELDS {
             fields = Vec::new();
         }
-        let token = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(secret_keys::TOKEN))
-            .and_then(|t| std::str::from_utf8(&t.0).ok())
-            .map(|jwt| (hash_one(jwt), hash_one(signing_input(jwt))));
-        Self { resource_version: parse_rv(secret), controller, token, fields: fields.into_boxed_slice() }
+        Self {
+            resource_version: parse_rv(metadata),
+            controller,
+            fields: fields.into_boxed_slice(),
+            data: None,
+        }
+    }
+
+    /// The digest of a whole Secret (the operator's own write, or a read).
+    #[must_use]
+    pub fn of(secret: &Secret) -> Self {
+        let mut digest = Self::of_metadata(&secret.metadata);
+        if digest.controller.is_some() {
+            let token = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(secret_keys::TOKEN))
+                .and_then(|t| std::str::from_utf8(&t.0).ok())
+                .map(|jwt| (hash_one(jwt), hash_one(signing_input(jwt))));
+            digest.data = Some(DataDigest { token, fields: data_hashes(secret).into_boxed_slice() });
+        }
+        digest
+    }
+
+    /// Its resourceVersion, as the API server wrote it.
+    #[must_use]
+    pub fn resource_version(&self) -> Option<u64> {
+        self.resource_version
     }
 
     /// Whether its controller is the TenantAccess with this uid.
@@ -112,10 +149,16 @@ impl SecretDigest {
         self.controller == Some(hash_one(owner_uid))
     }
 
-    /// How its token compares with `jwt`.
+    /// Whether its data is known (the operator had the whole Secret at this resourceVersion).
+    #[must_use]
+    pub fn data_known(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// How its token compares with `jwt` (`Unknown` when its data is not known).
     #[must_use]
     pub fn token_match(&self, jwt: &str) -> TokenMatch {
-        match self.token {
+        match self.data.as_ref().and_then(|d| d.token) {
             Some((token, _)) if token == hash_one(jwt) => TokenMatch::Same,
             Some((_, input)) if input == hash_one(signing_input(jwt)) => TokenMatch::OtherSignature,
             _ => TokenMatch::Unknown,
@@ -128,17 +171,24 @@ impl SecretDigest {
         self.has(hash_one(("annotation", key, value)))
     }
 
-    /// Whether it has a `token` key.
+    /// Whether it may hold a token: false only when its data is known and has no `token` key.
     #[must_use]
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
+    pub fn may_have_token(&self) -> bool {
+        self.data.as_ref().is_none_or(|d| d.token.is_some())
     }
 
-    /// Whether it lacks something of `desired`: a label, an annotation, a data key or value, an
-    /// owner reference (the digest form of `secret_needs_repair`).
+    /// Whether its metadata lacks something of `desired`'s: a label, an annotation, an owner
+    /// reference (the digest form of `secret_needs_repair`).
     #[must_use]
-    pub fn lacks(&self, desired: &Secret) -> bool {
-        field_hashes(desired).into_iter().any(|field| !self.has(field))
+    pub fn metadata_lacks(&self, desired: &Secret) -> bool {
+        metadata_hashes(&desired.metadata).into_iter().any(|field| !self.has(field))
+    }
+
+    /// Whether its data lacks a key or value of `desired`'s (`None`: its data is not known).
+    #[must_use]
+    pub fn data_lacks(&self, desired: &Secret) -> Option<bool> {
+        let data = self.data.as_ref()?;
+        Some(data_hashes(desired).into_iter().any(|field| data.fields.binary_search(&field).is_err()))
     }
 
     fn has(&self, field: u64) -> bool {
@@ -159,15 +209,24 @@ struct Index {
 }
 
 impl Index {
-    /// Records a digest unless a newer one is known.
+    /// What to keep of `digest` for `key`: the known digest instead when it is newer, or when it
+    /// is of the same resourceVersion and knows the data (a metadata event echoing a write).
+    fn merged(&self, key: u64, digest: SecretDigest) -> Option<SecretDigest> {
+        let Some(known) = self.secrets.get(&key) else { return Some(digest) };
+        match (known.resource_version, digest.resource_version) {
+            (Some(known_rv), Some(new)) if known_rv > new => None,
+            (Some(known_rv), Some(new))
+                if known_rv == new && known.data.is_some() && digest.data.is_none() =>
+            {
+                None
+            }
+            _ => Some(digest),
+        }
+    }
+
+    /// Records a digest unless a newer one (or the same with its data) is known.
     fn record(&mut self, key: u64, digest: SecretDigest) {
-        let newer_known = self
-            .secrets
-            .get(&key)
-            .and_then(|known| known.resource_version)
-            .zip(digest.resource_version)
-            .is_some_and(|(known, new)| known > new);
-        if !newer_known {
+        if let Some(digest) = self.merged(key, digest) {
             self.secrets.insert(key, digest);
         }
     }
@@ -181,22 +240,33 @@ pub struct TokenSecrets {
     synced: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-fn key_of(secret: &Secret) -> u64 {
+fn key_of(metadata: &ObjectMeta) -> u64 {
     super::known_secrets::hash(
-        secret.metadata.namespace.as_deref().unwrap_or_default(),
-        secret.metadata.name.as_deref().unwrap_or_default(),
+        metadata.namespace.as_deref().unwrap_or_default(),
+        metadata.name.as_deref().unwrap_or_default(),
     )
 }
 
 impl TokenSecrets {
-    /// Follows one event of the managed-Secret watch.
-    pub fn observe(&self, event: &watcher::Event<Secret>) {
+    /// Follows one event of the managed-Secret watch (metadata only).
+    pub fn observe(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
         let Ok(mut index) = self.index.lock() else { return };
         match event {
             watcher::Event::Init => index.relisting = Some(HashMap::new()),
             watcher::Event::InitApply(secret) => {
+                let key = key_of(&secret.metadata);
+                let digest = SecretDigest::of_metadata(&secret.metadata);
+                // The data seen at this very resourceVersion before the relist still holds.
+                let digest = match index.secrets.get(&key) {
+                    Some(known)
+                        if known.resource_version == digest.resource_version && known.data.is_some() =>
+                    {
+                        known.clone()
+                    }
+                    _ => digest,
+                };
                 if let Some(relisting) = index.relisting.as_mut() {
-                    relisting.insert(key_of(secret), SecretDigest::of(secret));
+                    relisting.insert(key, digest);
                 }
             }
             watcher::Event::InitDone => {
@@ -206,14 +276,16 @@ impl TokenSecrets {
                 }
                 self.synced.send_replace(true);
             }
-            watcher::Event::Apply(secret) => index.record(key_of(secret), SecretDigest::of(secret)),
+            watcher::Event::Apply(secret) => {
+                index.record(key_of(&secret.metadata), SecretDigest::of_metadata(&secret.metadata));
+            }
             watcher::Event::Delete(secret) => {
-                let key = key_of(secret);
+                let key = key_of(&secret.metadata);
                 let recreated = index
                     .secrets
                     .get(&key)
                     .and_then(|known| known.resource_version)
-                    .zip(parse_rv(secret))
+                    .zip(parse_rv(&secret.metadata))
                     .is_some_and(|(known, deleted)| known > deleted);
                 if !recreated {
                     index.secrets.remove(&key);
@@ -225,7 +297,21 @@ impl TokenSecrets {
     /// Records a Secret the operator wrote (the API server's answer).
     pub fn wrote(&self, secret: &Secret) {
         if let Ok(mut index) = self.index.lock() {
-            index.record(key_of(secret), SecretDigest::of(secret));
+            index.record(key_of(&secret.metadata), SecretDigest::of(secret));
+        }
+    }
+
+    /// Records a Secret the operator read whole, when it is one the watch follows (labelled as
+    /// managed): one it does not follow could go without the index hearing of it.
+    pub fn read(&self, secret: &Secret) {
+        let managed = secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_MANAGED_BY))
+            .is_some_and(|v| v == OPERATOR_NAME);
+        if managed {
+            self.wrote(secret);
         }
     }
 
@@ -265,7 +351,10 @@ mod tests {
         secret.metadata.namespace = Some("ns".into());
         secret.metadata.name = Some("s".into());
         secret.metadata.resource_version = Some(rv.into());
-        secret.metadata.labels = Some(BTreeMap::from([("team".to_owned(), "a".to_owned())]));
+        secret.metadata.labels = Some(BTreeMap::from([
+            ("team".to_owned(), "a".to_owned()),
+            (LABEL_MANAGED_BY.to_owned(), OPERATOR_NAME.to_owned()),
+        ]));
         secret.metadata.annotations = Some(BTreeMap::from([("rev".to_owned(), "1".to_owned())]));
         secret.metadata.owner_references = Some(vec![OwnerReference {
             uid: "owner".into(),
@@ -279,6 +368,14 @@ mod tests {
         secret
     }
 
+    fn meta(secret: &Secret) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta::<Secret> { metadata: secret.metadata.clone(), ..Default::default() }
+    }
+
+    fn lacks(digest: &SecretDigest, desired: &Secret) -> bool {
+        digest.metadata_lacks(desired) || digest.data_lacks(desired).unwrap()
+    }
+
     #[test]
     fn tells_the_same_token_from_a_re_signed_one_and_from_anything_else() {
         let digest = SecretDigest::of(&secret("1", "aaa.bbb.sig1"));
@@ -289,12 +386,24 @@ mod tests {
         assert!(!digest.controlled_by("someone-else"));
         assert!(digest.has_annotation("rev", "1"));
         assert!(!digest.has_annotation("rev", "2"));
-        assert!(digest.has_token());
+        assert!(digest.may_have_token());
 
         let mut no_token = secret("1", "x");
         no_token.data.as_mut().unwrap().remove("token");
-        assert!(!SecretDigest::of(&no_token).has_token());
+        assert!(!SecretDigest::of(&no_token).may_have_token());
         assert_eq!(SecretDigest::of(&no_token).token_match("x"), TokenMatch::Unknown);
+    }
+
+    #[test]
+    fn a_metadata_event_knows_the_metadata_and_not_the_data() {
+        let whole = secret("1", "aaa.bbb.sig1");
+        let digest = SecretDigest::of_metadata(&whole.metadata);
+        assert!(digest.controlled_by("owner") && digest.has_annotation("rev", "1"));
+        assert!(!digest.data_known());
+        assert_eq!(digest.token_match("aaa.bbb.sig1"), TokenMatch::Unknown, "the Secret must be read");
+        assert_eq!(digest.data_lacks(&whole), None);
+        assert!(!digest.metadata_lacks(&whole));
+        assert!(digest.may_have_token(), "a revocation must not assume the token is gone");
     }
 
     #[test]
@@ -303,7 +412,7 @@ mod tests {
         let mut observed = secret("5", "a.b.c");
         observed.metadata.labels.as_mut().unwrap().insert("extra".into(), "kept".into());
         observed.data.as_mut().unwrap().insert("extra".into(), ByteString(b"kept".to_vec()));
-        assert!(!SecretDigest::of(&observed).lacks(&desired));
+        assert!(!lacks(&SecretDigest::of(&observed), &desired));
         assert!(!crate::core::reconcile::decide::secret_needs_repair(&desired, &observed));
 
         let drifted: [fn(&mut Secret); 4] = [
@@ -315,7 +424,10 @@ mod tests {
         for drift in drifted {
             let mut observed = observed.clone();
             drift(&mut observed);
-            assert!(SecretDigest::of(&observed).lacks(&desired));
+            assert!(
+                lacks(&SecretDigest::of(&observed), &desired)
+                    || !SecretDigest::of(&observed).controlled_by("owner")
+            );
             assert!(crate::core::reconcile::decide::secret_needs_repair(&desired, &observed));
         }
     }
@@ -326,20 +438,24 @@ mod tests {
         foreign.metadata.owner_references = None;
         for i in 0..1000 {
             foreign.data.as_mut().unwrap().insert(format!("k{i}"), ByteString(vec![b'x'; 1024]));
+            foreign.metadata.annotations.as_mut().unwrap().insert(format!("a{i}"), "x".repeat(100));
         }
-        let digest = SecretDigest::of(&foreign);
-        assert!(digest.fields.is_empty() && digest.token.is_none(), "{digest:?}");
-        assert!(!digest.controlled_by("owner"));
+        for digest in [SecretDigest::of(&foreign), SecretDigest::of_metadata(&foreign.metadata)] {
+            assert!(digest.fields.is_empty() && digest.data.is_none(), "{digest:?}");
+            assert!(!digest.controlled_by("owner"));
+        }
 
         // Controlled, but with more fields than the operator writes: no fields, so it is read;
-        // its token is still known (a revocation must see it).
+        // its token is still known (a revocation must see it), and only the operator's keys.
         let mut padded = secret("1", "a.b.c");
         for i in 0..1000 {
             padded.metadata.labels.as_mut().unwrap().insert(format!("l{i}"), "x".into());
+            padded.data.as_mut().unwrap().insert(format!("k{i}"), ByteString(vec![b'x'; 1024]));
         }
         let digest = SecretDigest::of(&padded);
         assert!(digest.fields.is_empty());
-        assert!(digest.has_token() && digest.controlled_by("owner"));
+        assert!(digest.data.as_ref().is_some_and(|d| d.fields.len() == 2), "{digest:?}");
+        assert!(digest.may_have_token() && digest.controlled_by("owner"));
         assert!(!digest.has_annotation("rev", "1"), "its revision is not known: it is read");
     }
 
@@ -348,22 +464,42 @@ mod tests {
         let secrets = TokenSecrets::default();
         assert_eq!(secrets.get("ns", "s"), None);
         secrets.observe(&watcher::Event::Init);
-        secrets.observe(&watcher::Event::InitApply(secret("10", "t.1.a")));
+        secrets.observe(&watcher::Event::InitApply(meta(&secret("10", "t.1.a"))));
         assert_eq!(secrets.get("ns", "s"), None, "a list counts once complete");
         secrets.observe(&watcher::Event::InitDone);
-        assert_eq!(secrets.get("ns", "s").unwrap().token_match("t.1.a"), TokenMatch::Same);
+        let listed = secrets.get("ns", "s").unwrap();
+        assert!(listed.controlled_by("owner") && !listed.data_known());
 
-        // The operator's write is seen at once; the watch's older event does not undo it.
+        // The operator's write is seen at once; the watch's older event does not undo it, nor
+        // does the echo of the write (the same resourceVersion, metadata only).
         secrets.wrote(&secret("20", "t.2.a"));
-        secrets.observe(&watcher::Event::Apply(secret("15", "t.1.b")));
+        secrets.observe(&watcher::Event::Apply(meta(&secret("15", "t.1.b"))));
         assert_eq!(secrets.get("ns", "s").unwrap().token_match("t.2.a"), TokenMatch::Same);
-        secrets.observe(&watcher::Event::Apply(secret("30", "t.3.a")));
+        secrets.observe(&watcher::Event::Apply(meta(&secret("20", "t.2.a"))));
+        assert_eq!(secrets.get("ns", "s").unwrap().token_match("t.2.a"), TokenMatch::Same);
+        // A relist at that resourceVersion keeps what the write showed.
+        secrets.observe(&watcher::Event::Init);
+        secrets.observe(&watcher::Event::InitApply(meta(&secret("20", "t.2.a"))));
+        secrets.observe(&watcher::Event::InitDone);
+        assert_eq!(secrets.get("ns", "s").unwrap().token_match("t.2.a"), TokenMatch::Same);
+
+        // Someone else's change: the data is no longer known, until a read shows it.
+        secrets.observe(&watcher::Event::Apply(meta(&secret("30", "t.3.a"))));
+        assert!(!secrets.get("ns", "s").unwrap().data_known());
+        secrets.read(&secret("30", "t.3.a"));
         assert_eq!(secrets.get("ns", "s").unwrap().token_match("t.3.a"), TokenMatch::Same);
 
+        // A read of a Secret the watch does not follow (unlabelled) is not kept.
+        let mut unlabelled = secret("40", "t.4.a");
+        unlabelled.metadata.name = Some("other".into());
+        unlabelled.metadata.labels = None;
+        secrets.read(&unlabelled);
+        assert_eq!(secrets.get("ns", "other"), None);
+
         // The delete of an older incarnation keeps the newer one; its own delete removes it.
-        secrets.observe(&watcher::Event::Delete(secret("25", "t.1.a")));
+        secrets.observe(&watcher::Event::Delete(meta(&secret("25", "t.1.a"))));
         assert!(secrets.get("ns", "s").is_some());
-        secrets.observe(&watcher::Event::Delete(secret("30", "t.3.a")));
+        secrets.observe(&watcher::Event::Delete(meta(&secret("30", "t.3.a"))));
         assert_eq!(secrets.get("ns", "s"), None);
     }
 }

@@ -21,14 +21,12 @@ use crate::core::well_known::{LABEL_MANAGED_BY, OPERATOR_NAME};
 /// A watch stream of objects, as the controllers consume it.
 type Objects<K> = BoxStream<'static, Result<K, watcher::Error>>;
 
-/// Objects per page when listing what a tenant team can write with data: Secrets and ConfigMaps
-/// (at most 1 MiB each: anyone may set the managed-by label) and TenantAccesses (at most what
-/// etcd stores, 1.5 MiB). A page is read whole before it is parsed, so a page of 500 (kube's
-/// default) of 1 MiB objects would take 500 MiB at a restart; 16 bound a page to 24 MiB.
-pub const DATA_LIST_PAGE_SIZE: u32 = 16;
-/// Objects per page when listing metadata only (a few KiB each, at most 256 KiB of
-/// annotations): 64 bound a page to 16 MiB.
-pub const METADATA_LIST_PAGE_SIZE: u32 = 64;
+/// Objects per page when listing what a tenant team can write: TenantAccesses, and the Secrets
+/// and ConfigMaps (anyone may label them as managed) that are listed metadata only. An object
+/// may take up to what etcd stores, 1.5 MiB, metadata included (labels have no total bound of
+/// their own, annotations 256 KiB). A page is read whole before it is parsed, so a page of 500
+/// (kube's default) could take 750 MiB at a restart; 16 bound a page to 24 MiB.
+pub const LIST_PAGE_SIZE: u32 = 16;
 
 /// The watches of one operator, built and not yet polled.
 pub(super) struct Watches {
@@ -58,9 +56,9 @@ impl Watches {
         cluster_resource_namespace: &str,
         ledger: &super::context::Ledger,
     ) -> Self {
-        // Managed Secrets: not cached, only digested (see `token_secrets`); the watch still
-        // triggers the owners.
-        let managed_secrets = paced(api::<Secret>(client, ns), managed_selector())
+        // Managed Secrets: metadata only, not cached, only digested (see `token_secrets`); the
+        // watch still triggers the owners.
+        let managed_secrets = paced(api::<PartialObjectMeta<Secret>>(client, ns), managed_selector())
             .inspect_ok({
                 let token_secrets = ledger.token_secrets.clone();
                 move |event| token_secrets.observe(event)
@@ -75,10 +73,17 @@ impl Watches {
             }))
             .boxed();
 
-        let (managed_configmaps, configmap_writer) = reflector::store::<ConfigMap>();
+        // Managed ConfigMaps: metadata only, cached in part (see `keep_only_what_is_owned`);
+        // the data of the operator's own is known from its writes and reads.
+        let (managed_configmaps, configmap_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
         let managed_configmap_stream = reflector::reflector(
             configmap_writer,
-            paced(api::<ConfigMap>(client, ns), managed_selector()).modify(keep_only_what_is_owned),
+            paced(api::<PartialObjectMeta<ConfigMap>>(client, ns), managed_selector())
+                .inspect_ok({
+                    let template_configmaps = ledger.template_configmaps.clone();
+                    move |event| template_configmaps.observe(event)
+                })
+                .modify(keep_only_what_is_owned),
         )
         .touched_objects()
         .boxed();
@@ -93,7 +98,7 @@ impl Watches {
             tenant_writer,
             paced(
                 api::<CachedTenantAccess>(client, ns),
-                watcher::Config::default().page_size(DATA_LIST_PAGE_SIZE),
+                watcher::Config::default().page_size(LIST_PAGE_SIZE),
             ),
         )
         .applied_objects()
@@ -194,25 +199,24 @@ where
 }
 
 /// The managed-by label selects the operator's Secrets and ConfigMaps, and whatever else
-/// anyone labels so: listed in small pages (see [`DATA_LIST_PAGE_SIZE`]).
+/// anyone labels so: watched metadata only, listed in pages of [`LIST_PAGE_SIZE`].
 fn managed_selector() -> watcher::Config {
-    watcher::Config::default()
-        .labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
-        .page_size(DATA_LIST_PAGE_SIZE)
+    metadata_pages().labels(&format!("{LABEL_MANAGED_BY}={OPERATOR_NAME}"))
 }
 
-/// Metadata-only lists in pages of [`METADATA_LIST_PAGE_SIZE`].
+/// Metadata-only lists in pages of [`LIST_PAGE_SIZE`].
 fn metadata_pages() -> watcher::Config {
-    watcher::Config::default().page_size(METADATA_LIST_PAGE_SIZE)
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
 }
 
-/// What the ConfigMap cache keeps of a labelled ConfigMap. In full (less managedFields) only the
-/// Clerk template ConfigMap of a TenantAccess: controlled by a TenantAccess and named after it
-/// (`<name>-clerk-template`), so at most one per TenantAccess. Of any other (the label is no
-/// proof: anyone may set it) only what a reconcile needs to refuse to touch it: its name,
-/// namespace, uid, resourceVersion and controller reference. So the cache holds at most one
-/// ConfigMap's data per TenantAccess, whatever a team labels.
-pub(super) fn keep_only_what_is_owned(configmap: &mut ConfigMap) {
+/// What the ConfigMap cache keeps of a labelled ConfigMap (its metadata: the watch carries no
+/// data). All of it (less managedFields) only for the Clerk template ConfigMap of a
+/// TenantAccess: controlled by a TenantAccess and named after it (`<name>-clerk-template`), so
+/// at most one per TenantAccess. Of any other (the label is no proof: anyone may set it) only
+/// what a reconcile needs to refuse to touch it: its name, namespace, uid, resourceVersion and
+/// controller reference. So the cache holds a constant per labelled ConfigMap, and the
+/// metadata of at most one per TenantAccess.
+pub(super) fn keep_only_what_is_owned(configmap: &mut PartialObjectMeta<ConfigMap>) {
     configmap.managed_fields_mut().clear();
     let name = configmap.metadata.name.as_deref().unwrap_or_default();
     let controller =
@@ -231,8 +235,6 @@ pub(super) fn keep_only_what_is_owned(configmap: &mut ConfigMap) {
     meta.labels = None;
     meta.annotations = None;
     meta.finalizers = None;
-    configmap.data = None;
-    configmap.binary_data = None;
 }
 
 /// A watch-stream filter keeping the objects that are not the echo of the operator's own write,
@@ -339,9 +341,9 @@ pub(super) struct TenantDependencies {
     /// The TenantAccess cache (to map a dependency to its dependents).
     pub tenant_accesses: Store<CachedTenantAccess>,
     /// Managed Secrets (token outputs): they trigger their owners.
-    pub managed_secrets: Objects<Secret>,
-    /// Managed ConfigMaps (rollout revisions): they trigger their owners.
-    pub managed_configmaps: Objects<ConfigMap>,
+    pub managed_secrets: Objects<PartialObjectMeta<Secret>>,
+    /// Managed ConfigMaps (Clerk templates), metadata only: they trigger their owners.
+    pub managed_configmaps: Objects<PartialObjectMeta<ConfigMap>>,
     /// Namespaces (cluster-wide installs only): a label change re-evaluates their TenantAccess.
     pub namespaces: Option<Objects<PartialObjectMeta<Namespace>>>,
 }
@@ -560,16 +562,17 @@ mod tests {
     }
 
     #[test]
-    fn the_configmap_cache_keeps_data_only_of_a_tenant_access_clerk_template() {
+    fn the_configmap_cache_keeps_metadata_only_of_a_tenant_access_clerk_template() {
         use std::collections::BTreeMap;
 
         use k8s_openapi::api::core::v1::ConfigMap;
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        use kube::core::PartialObjectMeta;
 
         use super::keep_only_what_is_owned;
 
         let configmap = |name: &str, owner: Option<&str>| {
-            let mut configmap = ConfigMap::default();
+            let mut configmap = PartialObjectMeta::<ConfigMap>::default();
             configmap.metadata.name = Some(name.into());
             configmap.metadata.namespace = Some("team".into());
             configmap.metadata.labels =
@@ -585,19 +588,17 @@ mod tests {
                     ..OwnerReference::default()
                 }]
             });
-            configmap.data = Some(BTreeMap::from([("k".into(), "v".repeat(1 << 20))]));
             configmap
         };
         let mut template = configmap("dash-clerk-template", Some("dash"));
         keep_only_what_is_owned(&mut template);
-        assert!(template.data.is_some() && template.metadata.labels.is_some(), "the template is kept whole");
+        assert!(template.metadata.labels.is_some(), "the template's metadata is kept whole");
 
         for (name, owner) in
             [("ballast", None), ("ballast-clerk-template", Some("dash")), ("dash", Some("dash"))]
         {
             let mut labelled = configmap(name, owner);
             keep_only_what_is_owned(&mut labelled);
-            assert_eq!(labelled.data, None, "{name}");
             assert_eq!(labelled.metadata.annotations, None, "{name}");
             assert_eq!(labelled.metadata.labels, None, "{name}");
             assert_eq!(labelled.metadata.owner_references.map(|o| o.len()), owner.map(|_| 1), "{name}");

@@ -54,6 +54,7 @@ pub(crate) fn issued(access: &ValidatedAccess, ws: &SigningWorkspace) -> (Secret
         signing_key_fingerprint: ws.signing_key_fingerprint.clone(),
         secret_name: "acme".into(),
         renew_request: None,
+        secret_observed: None,
     };
     (secret, status, token)
 }
@@ -291,21 +292,46 @@ fn clerk_configmap() -> k8s_openapi::api::core::v1::ConfigMap {
 #[test]
 fn writes_only_a_clerk_configmap_this_tenant_access_created() {
     let desired = clerk_configmap();
+    fn read(configmap: &ConfigMap) -> Option<ObservedConfigMap<'_>> {
+        Some(ObservedConfigMap::Read(configmap))
+    }
     assert_eq!(decide_configmap(&desired, None, UID), ConfigMapDecision::Create);
-    assert_eq!(decide_configmap(&desired, Some(&desired), UID), ConfigMapDecision::Keep);
+    assert_eq!(decide_configmap(&desired, read(&desired), UID), ConfigMapDecision::Keep);
     let mut stale = desired.clone();
     stale.data.as_mut().unwrap().insert("template.json".into(), "{}".into());
-    assert_eq!(decide_configmap(&desired, Some(&stale), UID), ConfigMapDecision::Update);
+    assert_eq!(decide_configmap(&desired, read(&stale), UID), ConfigMapDecision::Update);
 
     // Someone else's: no owner, another owner, or a non-controller reference to this one.
     // The managed-by label it may carry does not make it this TenantAccess's.
     let mut foreign = desired.clone();
     foreign.metadata.owner_references = None;
-    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+    assert_eq!(decide_configmap(&desired, read(&foreign), UID), ConfigMapDecision::Conflict);
     foreign.metadata.owner_references = Some(vec![OwnerReference { uid: "uid-other".into(), ..owner() }]);
-    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+    assert_eq!(decide_configmap(&desired, read(&foreign), UID), ConfigMapDecision::Conflict);
     foreign.metadata.owner_references = Some(vec![OwnerReference { controller: None, ..owner() }]);
-    assert_eq!(decide_configmap(&desired, Some(&foreign), UID), ConfigMapDecision::Conflict);
+    assert_eq!(decide_configmap(&desired, read(&foreign), UID), ConfigMapDecision::Conflict);
+    let foreign_metadata = ObservedConfigMap::Metadata { metadata: &foreign.metadata, data_hash: None };
+    assert_eq!(decide_configmap(&desired, Some(foreign_metadata), UID), ConfigMapDecision::Conflict);
+}
+
+#[test]
+fn decides_a_clerk_configmap_from_its_metadata_and_the_hash_of_what_was_seen() {
+    let desired = clerk_configmap();
+    let hash = crate::core::desired::configmap_data_hash(&desired);
+    let known = |data_hash| Some(ObservedConfigMap::Metadata { metadata: &desired.metadata, data_hash });
+    assert_eq!(decide_configmap(&desired, known(Some(&hash)), UID), ConfigMapDecision::Keep);
+    let mut stale = desired.clone();
+    stale.data.as_mut().unwrap().insert("template.json".into(), "{}".into());
+    let stale_hash = crate::core::desired::configmap_data_hash(&stale);
+    assert_ne!(stale_hash, hash);
+    assert_eq!(decide_configmap(&desired, known(Some(&stale_hash)), UID), ConfigMapDecision::Update);
+    // Not known: written again rather than assumed.
+    assert_eq!(decide_configmap(&desired, known(None), UID), ConfigMapDecision::Update);
+    // Metadata lacking a label is repaired whatever the data.
+    let mut unlabelled = desired.metadata.clone();
+    unlabelled.labels = None;
+    let observed = ObservedConfigMap::Metadata { metadata: &unlabelled, data_hash: Some(&hash) };
+    assert_eq!(decide_configmap(&desired, Some(observed), UID), ConfigMapDecision::Update);
 }
 
 /// `acme/<name>` with `lifetime` and `renewBefore`.
