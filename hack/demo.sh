@@ -45,6 +45,11 @@ run kubectl apply -f "$ROOT/crds/"
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
 step "The Tinybird and Clerk emulators (stand-ins for the SaaS APIs)"
+# Real ClickHouse (chdb, installed by `make deps`) runs the emulator's pipes written as nodes.
+if [ -z "${CHDB_PYTHON:-}" ]; then
+  CHDB_PYTHON="$("$ROOT/hack/install-deps.sh" --print-env | sed -n 's/^CHDB_PYTHON=//p')"
+  export CHDB_PYTHON
+fi
 "$BIN/tenant-access-emulators" both --tinybird-listen 127.0.0.1:0 --clerk-listen 127.0.0.1:0 \
   --write-admin-token "$WORK/admin-token" --write-secret-key "$WORK/clerk-key" \
   >"$WORK/emulators.out" 2>"$WORK/emulators.log" &
