@@ -12,6 +12,7 @@ pub mod filter;
 pub mod jwt;
 pub mod k8s_name_rules;
 pub mod key_refusal;
+pub mod pipe_isolation;
 pub mod policy;
 pub mod reconcile;
 pub mod redact;
