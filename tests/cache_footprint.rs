@@ -119,6 +119,7 @@ impl EndpointProber for Healthy {
                 retry_after: None,
                 auth_rejection: None,
                 rate_limit: None,
+                description: None,
             }
         })
     }

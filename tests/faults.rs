@@ -459,8 +459,10 @@ async fn operator_restarts_with_everything_in_place_change_nothing() {
     apply_tenants_of(&env, 0..count / 2, "{name: analytics}", PROBED).await;
     apply_tenants_of(&env, count / 2..count, "{kind: ClusterTinybirdWorkspace, name: shared}", PROBED).await;
     let mut operator = OperatorProcess::start_with(&env, 1, true, &[]).await;
-    wait_all(&env, count, "Ready and healthy", |ta| {
-        ready(ta) && has("EndpointsHealthy", "True", "Healthy")(ta)
+    wait_all(&env, count, "Ready and healthy, the pipes' isolation judged", |ta| {
+        ready(ta)
+            && has("EndpointsHealthy", "True", "Healthy")(ta)
+            && condition(Some(ta), "PipesIsolated").is_some()
     })
     .await;
     let watcher = Watcher::start(env.secrets(), env.tinybird.subscribe_admin_token()).await;

@@ -142,6 +142,7 @@ async fn a_hundred_tenants_of_one_pipe_share_its_probe_cause_no_status_writes_an
     env.apply_yaml(&all).await;
     for i in 0..N {
         env.wait_access(&format!("t{i}"), has_condition("EndpointsHealthy", "True", "Healthy")).await;
+        env.wait_access(&format!("t{i}"), support::isolation_judged()).await;
     }
     let t0 = env.tenant_accesses().get("t0").await.unwrap();
     let renewal = t0.status.as_ref().unwrap().token.as_ref().unwrap().renewal_time.0;

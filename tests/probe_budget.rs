@@ -97,6 +97,7 @@ async fn three_hundred_tenants_over_five_pipes_stay_within_a_small_budget_and_fl
     env.apply_yaml(&accesses(N, "5s")).await;
     for i in 0..N {
         env.wait_access(&format!("t{i}"), has_condition("EndpointsHealthy", "True", "Healthy")).await;
+        env.wait_access(&format!("t{i}"), support::isolation_judged()).await;
     }
 
     // A window of 30 s of steady probing: within the budget (one per 2 s), nothing written.
@@ -167,6 +168,7 @@ async fn a_new_token_is_verified_once_soon_after_it_is_written() {
     .await;
     for i in 0..3 {
         env.wait_access(&format!("t{i}"), has_condition("EndpointsHealthy", "True", "Healthy")).await;
+        env.wait_access(&format!("t{i}"), support::isolation_judged()).await;
     }
     let by_token = |env: &Env| {
         let mut names = BTreeMap::<String, usize>::new();
@@ -202,6 +204,7 @@ async fn a_plan_level_429_holds_probes_back_and_flips_nothing() {
     env.apply_yaml(&accesses(10, "5s")).await;
     for i in 0..10 {
         env.wait_access(&format!("t{i}"), has_condition("EndpointsHealthy", "True", "Healthy")).await;
+        env.wait_access(&format!("t{i}"), support::isolation_judged()).await;
     }
     // Tinybird refuses everything with 429 (no token here has limits.rps: the plan's ceiling).
     env.tinybird.add_fault(Fault::status(429).for_path_prefix("/v0/pipes/")).unwrap();

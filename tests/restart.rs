@@ -100,7 +100,8 @@ impl Fixture {
         Api::namespaced(self.env.client.clone(), namespace)
     }
 
-    /// Every TenantAccess Ready, with healthy endpoints all reported (the mixed one's two).
+    /// Every TenantAccess Ready, with healthy endpoints all reported (the mixed one's two), and
+    /// its pipes' isolation judged.
     async fn all_ready_and_healthy(&self) -> bool {
         for namespace in &self.namespaces {
             let list = self.accesses(namespace).list(&ListParams::default()).await.unwrap();
@@ -110,9 +111,14 @@ impl Fixture {
             for access in &list.items {
                 let endpoints = access.status.as_ref().map_or(0, |s| s.endpoints.len());
                 let wanted = if access.name_any() == "mixed" { 2 } else { 1 };
+                let judged = access
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "PipesIsolated"));
                 if !condition_is_true(Some(access), "Ready")
                     || !condition_is_true(Some(access), "EndpointsHealthy")
                     || endpoints != wanted
+                    || !judged
                 {
                     return false;
                 }

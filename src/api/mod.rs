@@ -13,9 +13,9 @@ mod workspace;
 
 pub use common::{Condition, SecretKeySelector};
 pub use tenant_access::{
-    ClerkTemplateOutput, ClerkTemplateStatus, EndpointStatus, HealthCheckSpec, Limits, RolloutTarget, Scope,
-    SecretObserved, SecretOutput, TenantAccess, TenantAccessSpec, TenantAccessStatus, TokenStatus,
-    WorkspaceRef,
+    ClerkTemplateOutput, ClerkTemplateStatus, EndpointStatus, HealthCheckSpec, Limits, ParamIsolation,
+    RolloutTarget, Scope, SecretObserved, SecretOutput, TenantAccess, TenantAccessSpec, TenantAccessStatus,
+    TokenStatus, WorkspaceRef,
 };
 pub use workspace::{
     ClerkConnection, ClerkTemplatesStatus, ClusterTinybirdWorkspace, ClusterTinybirdWorkspaceSpec,

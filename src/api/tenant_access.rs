@@ -361,4 +361,23 @@ pub struct EndpointStatus {
     /// Human-readable detail, redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Whether the pipe's SQL filters by each param this TenantAccess pins on it, from the
+    /// pipe's description (read by the free existence check; absent until it is read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isolation: Vec<ParamIsolation>,
+}
+
+/// Whether a pipe's SQL filters by a pinned param (`status.endpoints[].isolation[]`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParamIsolation {
+    /// The param (a key of the scope's fixedParams).
+    pub param: String,
+    /// `Enforced` (filtered on every path, or the request fails without it), `Optional`
+    /// (filtered only when it has a value), `Unused` (never filtered: every tenant reads every
+    /// row) or `Unknown` (the SQL could not be analysed).
+    pub verdict: String,
+    /// What the verdict means, or why it is `Unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

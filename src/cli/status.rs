@@ -304,6 +304,48 @@ fn describe(access: &TenantAccess, now: jiff::Timestamp) -> String {
             if endpoint.healthy { "healthy" } else { "UNHEALTHY" },
             endpoint.message.as_deref().unwrap_or(&endpoint.reason)
         );
+        for isolation in &endpoint.isolation {
+            let verdict = match isolation.verdict.as_str() {
+                "Unused" => "UNUSED",
+                verdict => verdict,
+            };
+            let _ = writeln!(
+                out,
+                "  filters by {}: {verdict}{}",
+                isolation.param,
+                isolation.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+            );
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EndpointStatus, ParamIsolation, TenantAccessStatus};
+
+    #[test]
+    fn describes_each_endpoints_isolation_verdicts() {
+        let mut access: TenantAccess =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "dash", "namespace": "acme"}, "spec": {"workspaceRef": {"name": "analytics"}, "scopes": [{"resource": "event_counts"}]}}))
+                .unwrap();
+        access.status = Some(TenantAccessStatus {
+            endpoints: vec![EndpointStatus {
+                resource: "event_counts".into(),
+                healthy: true,
+                reason: "Healthy".into(),
+                isolation: vec![ParamIsolation {
+                    param: "org".into(),
+                    verdict: "Unused".into(),
+                    message: Some("every tenant reads every row".into()),
+                }],
+                ..EndpointStatus::default()
+            }],
+            ..TenantAccessStatus::default()
+        });
+        let text = describe(&access, jiff::Timestamp::UNIX_EPOCH);
+        assert!(text.contains("Endpoint:   event_counts healthy Healthy"), "{text}");
+        assert!(text.contains("  filters by org: UNUSED (every tenant reads every row)"), "{text}");
+    }
 }

@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod desired;
 pub mod duration;
 pub mod filter;
+pub mod isolation_report;
 pub mod jwt;
 pub mod k8s_name_rules;
 pub mod key_refusal;

@@ -63,6 +63,8 @@ pub mod condition {
     pub const CLERK_TEMPLATE_SYNCED: &str = "ClerkTemplateSynced";
     /// Every probed pipe endpoint answered as expected.
     pub const ENDPOINTS_HEALTHY: &str = "EndpointsHealthy";
+    /// Every granted pipe's SQL filters by the params the TenantAccess pins.
+    pub const PIPES_ISOLATED: &str = "PipesIsolated";
     /// A workspace's last admin-token rotation: done, in progress, or what went wrong.
     pub const KEY_ROTATION: &str = "KeyRotation";
 }
@@ -70,6 +72,12 @@ pub mod condition {
 /// Condition reasons (CamelCase, bounded: also used as metric and event labels).
 pub mod reason {
     pub const READY: &str = "Ready";
+    /// `PipesIsolated`: every granted pipe filters by the pinned params.
+    pub const ISOLATED: &str = "Isolated";
+    /// `PipesIsolated`: a granted pipe's SQL never filters by a pinned param.
+    pub const PIPE_NOT_ISOLATED: &str = "PipeNotIsolated";
+    /// `PipesIsolated`: a granted pipe's SQL could not be analysed.
+    pub const ISOLATION_UNKNOWN: &str = "IsolationUnknown";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// A referenced Secret does not list the workspace in `tenantaccess.dev/allowed-workspaces`.

@@ -238,6 +238,7 @@ impl Collector for CacheCollector {
         let mut expiry = Vec::new();
         let mut renewal = Vec::new();
         let mut ready = Vec::new();
+        let mut isolated = Vec::new();
         let mut next_rotation = Vec::new();
         for access in sources.tenant_accesses.state() {
             let labels = vec![
@@ -250,6 +251,9 @@ impl Collector for CacheCollector {
                     expiry.push((labels.clone(), expires_at as f64));
                     renewal.push((labels.clone(), renewal_time as f64));
                 }
+            }
+            if let Some(pipes_isolated) = access.pipes_isolated() {
+                isolated.push((labels.clone(), if pipes_isolated { 1.0 } else { 0.0 }));
             }
             let mut with_kind = labels;
             with_kind.push(("kind", "TenantAccess".to_owned()));
@@ -288,6 +292,12 @@ impl Collector for CacheCollector {
             &renewal,
         )?;
         gauge_family(&mut encoder, "ready", "1 when the resource's Ready condition is True", &ready)?;
+        gauge_family(
+            &mut encoder,
+            "pipes_isolated",
+            "1 when every pipe a TenantAccess is granted filters by the params it pins (its PipesIsolated condition; absent until judged)",
+            &isolated,
+        )?;
         gauge_family(
             &mut encoder,
             "rotation_next_timestamp_seconds",

@@ -469,6 +469,12 @@ pub fn has_condition(
     }
 }
 
+/// Condition: the pipes' isolation is judged (`PipesIsolated` is set, whatever its status): the
+/// first existence check of each pipe has been reported, so no status write of it is to come.
+pub fn isolation_judged() -> impl Condition<TenantAccess> {
+    |obj: Option<&TenantAccess>| condition(obj, "PipesIsolated").is_some()
+}
+
 /// Condition: Ready=True.
 pub fn is_ready() -> impl Condition<TenantAccess> {
     has_condition("Ready", "True", "Ready")

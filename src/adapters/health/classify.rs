@@ -2,10 +2,12 @@
 //! redacted one-line message. No I/O: every case is a unit test with a real-shaped body.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
+use crate::core::pipe_isolation::PipeDescription;
 use crate::core::redact::redact;
 
 /// Longest message kept (after redaction), so that status stays small.
@@ -169,7 +171,14 @@ pub struct ProbeOutcome {
     /// `X-RateLimit-Limit` of a 429: the rate of the bucket that refused (the token's own
     /// `limits.rps` when it is that one).
     pub rate_limit: Option<u64>,
+    /// What a 200 to an existence check described: the pipe's nodes and their SQL, or why the
+    /// description could not be read.
+    pub description: Option<PipeDescribed>,
 }
+
+/// The pipe description an existence check read (`GET /v0/pipes/{pipe}`, free), or why it could
+/// not be read.
+pub type PipeDescribed = Result<Arc<PipeDescription>, String>;
 
 impl ProbeOutcome {
     fn new(reason: ProbeReason, status_code: Option<u16>, message: &str) -> Self {
@@ -180,6 +189,7 @@ impl ProbeOutcome {
             retry_after: None,
             auth_rejection: None,
             rate_limit: None,
+            description: None,
         }
     }
 
@@ -187,6 +197,12 @@ impl ProbeOutcome {
     #[must_use]
     pub fn pipe_exists() -> Self {
         Self::new(ProbeReason::Healthy, Some(200), "the pipe exists")
+    }
+
+    /// A 200 to an existence check, with the pipe's description as it was read (or why not).
+    #[must_use]
+    pub fn pipe_described(description: PipeDescribed) -> Self {
+        Self { description: Some(description), ..Self::pipe_exists() }
     }
 
     /// An outcome for a probe that could not be sent (e.g. the probe token could not be signed).

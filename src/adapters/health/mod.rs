@@ -16,7 +16,7 @@ pub mod plan;
 pub mod probe;
 pub mod report;
 
-pub use classify::{AuthRejection, ProbeOutcome, ProbeReason, TransportError, classify};
+pub use classify::{AuthRejection, PipeDescribed, ProbeOutcome, ProbeReason, TransportError, classify};
 pub use plan::{PROBE_TOKEN_LIFETIME, PlannedEndpoint, ProbeCredential, ProbePlan};
 pub use probe::{EndpointProber, HttpProber, ProbePurpose, ProbeRequest};
 pub use report::{EndpointHealth, HealthSummary, summarize};

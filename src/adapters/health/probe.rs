@@ -6,15 +6,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 
-use super::classify::{ProbeOutcome, TransportError, classify};
+use super::classify::{PipeDescribed, ProbeOutcome, TransportError, classify};
 use crate::adapters::http;
 use crate::api::limits::is_tinybird_name;
 use crate::core::admin_token::AdminToken;
+use crate::core::pipe_isolation::PipeDescription;
 
 /// Upper bound of any probe timeout (the validated `healthCheck.timeout` is at most 1m); each
 /// request sets its own, shorter, timeout.
@@ -251,11 +253,12 @@ impl HttpProber {
                 let status = error.status().map(|s| s.as_u16());
                 classify(status, b"", &HeaderMap::new(), Some(&TransportError::from_reqwest(&error)))
             }
-            Ok(response)
+            Ok(mut response)
                 if request.purpose == ProbePurpose::Existence && response.status().as_u16() == 200 =>
             {
-                // The pipe's description: only its existence matters, the body is not read.
-                ProbeOutcome::pipe_exists()
+                // The pipe exists; its description (its nodes' SQL) tells whether it filters by
+                // the params tokens pin (`crate::core::pipe_isolation`).
+                ProbeOutcome::pipe_described(read_description(&mut response).await)
             }
             Ok(mut response) => {
                 let status = response.status().as_u16();
@@ -285,6 +288,33 @@ impl EndpointProber for HttpProber {
         let prober = self.clone();
         Box::pin(async move { prober.probe_once(&request).await })
     }
+}
+
+/// Most bytes of a pipe description read (its nodes' SQL): beyond, the description is not
+/// analysed.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024 * 1024;
+
+/// The pipe description an existence check answered, parsed, or why it could not be.
+async fn read_description(response: &mut reqwest::Response) -> PipeDescribed {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_DESCRIPTION_BYTES => {
+                return Err(format!(
+                    "the pipe's description is larger than {} KiB: not analysed",
+                    MAX_DESCRIPTION_BYTES / 1024
+                ));
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(error) => {
+                return Err(format!("the pipe's description could not be read: {}", error.without_url()));
+            }
+        }
+    }
+    serde_json::from_slice::<PipeDescription>(&body)
+        .map(Arc::new)
+        .map_err(|error| format!("the pipe's description is not the JSON Tinybird sends: {error}"))
 }
 
 /// The body, or `None` when it is larger than [`MAX_BODY_BYTES`].

@@ -74,6 +74,7 @@ impl EndpointHealth {
             status_code: self.status_code,
             reason: self.reason.as_str().to_owned(),
             message: (!self.message.is_empty()).then(|| self.message.clone()),
+            isolation: Vec::new(),
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct CachedTenantAccess {
     /// `status.token` `(expiresAt, renewalTime)`, Unix seconds.
     token_times: Option<(i64, i64)>,
     ready: bool,
+    /// Its `PipesIsolated` condition (`None`: not judged yet).
+    pipes_isolated: Option<bool>,
     /// [`key_tag`]s of the keys that signed `status.token` and `status.clerkTemplate` (pushed
     /// ones only), for counting the dependents on a new key during a rotation.
     key_tags: (Option<NonZeroU64>, Option<NonZeroU64>),
@@ -88,6 +90,9 @@ impl CachedTenantAccess {
             .and_then(|s| s.token.as_ref())
             .map(|t| (t.expires_at.0.as_second(), t.renewal_time.0.as_second()));
         let ready = status.is_some_and(|s| is_true(&s.conditions, condition::READY));
+        let pipes_isolated = status
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::PIPES_ISOLATED))
+            .map(|c| c.status == "True");
         let key_tags = (
             status.and_then(|s| s.token.as_ref()).and_then(|t| key_tag(&t.signing_key_fingerprint)),
             status
@@ -104,7 +109,16 @@ impl CachedTenantAccess {
         let json = serde_json::to_vec(&access)?;
         let compressed =
             lz4_flex::block::compress_prepend_size_with_dict(&json, dictionary()).into_boxed_slice();
-        Ok(Self { metadata, compressed, workspace_kind, workspace_name, token_times, ready, key_tags })
+        Ok(Self {
+            metadata,
+            compressed,
+            workspace_kind,
+            workspace_name,
+            token_times,
+            ready,
+            pipes_isolated,
+            key_tags,
+        })
     }
 
     /// The whole TenantAccess.
@@ -144,6 +158,12 @@ impl CachedTenantAccess {
     #[must_use]
     pub fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// Whether its `PipesIsolated` condition is True (`None`: no pipe judged yet).
+    #[must_use]
+    pub fn pipes_isolated(&self) -> Option<bool> {
+        self.pipes_isolated
     }
 
     /// Its namespace.

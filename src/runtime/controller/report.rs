@@ -10,11 +10,14 @@ use super::context::Context;
 use super::error::Error;
 use super::workspace_cache::WorkspaceKey;
 use crate::adapters::health::{EndpointHealth, ProbePlan, summarize};
-use crate::api::{EndpointStatus, TenantAccess, TenantAccessStatus};
+use std::collections::BTreeMap;
+
+use crate::api::{EndpointStatus, ParamIsolation, TenantAccess, TenantAccessStatus};
 use crate::core::conditions::{
     DesiredCondition, OutputState, find, ready_condition, remove_condition, set_condition,
 };
 use crate::core::desired::clerk_configmap_name;
+use crate::core::isolation_report;
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::{ValidatedAccess, WorkspaceKind};
 use crate::core::well_known::{condition, reason};
@@ -104,7 +107,51 @@ pub(super) fn stop_probes(ctx: &Context, report: &mut Report, namespace: &str, n
     let key = AccessKey::new(namespace, name);
     ctx.health.unregister(&key);
     remove_condition(&mut report.status.conditions, condition::ENDPOINTS_HEALTHY);
+    remove_condition(&mut report.status.conditions, condition::PIPES_ISOLATED);
     report.status.endpoints.clear();
+}
+
+/// Reports whether each granted pipe's SQL filters by the params this TenantAccess pins
+/// ([`crate::core::isolation_report`]), from the descriptions the free existence checks read:
+/// `status.endpoints[].isolation`, the `PipesIsolated` condition, and an event for each verdict
+/// that changed (and for a first verdict that is neither `Enforced` nor `Optional`).
+pub(super) fn isolation_stage(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    ctx: &Context,
+    report: &mut Report,
+) {
+    let key = AccessKey::new(&validated.namespace, &validated.name);
+    let pinned = isolation_report::pinned_params(validated);
+    let described: Vec<_> = pinned.iter().map(|(pipe, _)| ctx.health.pipe_description(&key, pipe)).collect();
+    let judged: BTreeMap<&str, Vec<ParamIsolation>> = pinned
+        .iter()
+        .zip(&described)
+        .filter_map(|((pipe, params), described)| {
+            let described = described.as_ref().map(|d| d.as_ref().map(AsRef::as_ref).map_err(String::as_str));
+            isolation_report::judge_pipe(described, params).map(|verdicts| (*pipe, verdicts))
+        })
+        .collect();
+    let outcome = isolation_report::report(&mut report.status.endpoints, &report.previous.endpoints, &judged);
+    for (pipe, param, before, now) in outcome.changed {
+        let safe = now == "Enforced" || now == "Optional";
+        if before.is_none() && safe {
+            continue;
+        }
+        let (type_, reason) =
+            if safe { (EventType::Normal, "PipeIsolated") } else { (EventType::Warning, "PipeNotIsolated") };
+        let was = before.map(|before| format!(" (was {before})")).unwrap_or_default();
+        ctx.events.publish(
+            access,
+            type_,
+            reason,
+            "AnalysePipe",
+            &format!("pipe {pipe}: param {param} is {now}{was}"),
+        );
+    }
+    if let Some(condition) = outcome.condition {
+        report.set(condition);
+    }
 }
 
 /// The status being built by one reconcile.

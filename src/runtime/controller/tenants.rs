@@ -28,7 +28,7 @@ use crate::core::validate::{ValidatedAccess, validate_tenant_access};
 use crate::core::well_known::condition;
 
 use super::output_writes::{TokenOutcome, revoke_token, set_finalizer, write_clerk, write_token};
-use super::report::{Report, health_stage, stop_probes};
+use super::report::{Report, health_stage, isolation_stage, stop_probes};
 
 /// Reconciles one TenantAccess.
 ///
@@ -121,6 +121,9 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
             health_stage(&access, &validated, &signer, Some(jwt), &ctx, &mut report).await;
         }
         TokenOutcome::Refused => stop_probes(&ctx, &mut report, &namespace, &name),
+    }
+    if !matches!(token, TokenOutcome::Refused) {
+        isolation_stage(&access, &validated, &ctx, &mut report);
     }
     if retry_after.is_none() {
         report.ready(&validated);

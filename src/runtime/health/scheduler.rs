@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use super::metrics::HealthMetrics;
 use super::probe_timing::{first_probe_offset, recheck_delay};
 use crate::adapters::health::{
-    EndpointHealth, EndpointProber, ProbeOutcome, ProbePlan, ProbeReason, ProbeRequest,
+    EndpointHealth, EndpointProber, PipeDescribed, ProbeOutcome, ProbePlan, ProbeReason, ProbeRequest,
 };
 use crate::core::backoff::jitter;
 use crate::core::clock::Clock;
@@ -147,6 +147,9 @@ struct Shared {
     key_checks: Mutex<HashSet<AccessKey>>,
     /// What each workspace's probes want against its budget, by `api_url#workspace_id`.
     budgets: Mutex<HashMap<Arc<str>, BudgetUse>>,
+    /// Each probed pipe's description, as its last existence check read it (kept while the pipe
+    /// has members).
+    descriptions: Mutex<HashMap<PipeKey, PipeDescribed>>,
 }
 
 impl fmt::Debug for Shared {
@@ -163,6 +166,10 @@ impl Shared {
 
     fn lock_budgets(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, BudgetUse>> {
         self.budgets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_descriptions(&self) -> std::sync::MutexGuard<'_, HashMap<PipeKey, PipeDescribed>> {
+        self.descriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forgets an access; the pipes it was a member of, if it was registered.
@@ -254,6 +261,14 @@ impl HealthScheduler {
     #[must_use]
     pub fn endpoints(&self, key: &AccessKey) -> Option<Vec<EndpointHealth>> {
         self.shared.lock_accesses().get(key).map(Registered::reported)
+    }
+
+    /// The description of the pipe `resource` that a registered TenantAccess probes, as the
+    /// last existence check of it read it (`None`: not checked yet, or not probed).
+    #[must_use]
+    pub fn pipe_description(&self, key: &AccessKey, resource: &str) -> Option<PipeDescribed> {
+        let workspace = self.shared.lock_accesses().get(key).map(|access| Arc::clone(&access.workspace))?;
+        self.shared.lock_descriptions().get(&PipeKey::new(&workspace, resource)).cloned()
     }
 
     /// Calls `visit(key, resource, healthy)` for every probed endpoint with a verdict (for the
@@ -593,7 +608,9 @@ impl Worker {
         for endpoint in registered.endpoints.iter_mut().filter(|e| e.skipped.is_none()) {
             let pipe = PipeKey::new(&registered.workspace, &endpoint.resource);
             let fresh = now + first_probe_offset(interval, jitter(&pipe.to_string()));
-            let fresh_check = now + first_probe_offset(interval, jitter(&format!("{pipe}/exists")));
+            // A new pipe's description is read at once (free, paced by the lane), so that its
+            // isolation verdict comes with the first report, not up to an interval later.
+            let fresh_check = now;
             let group = self.groups.entry(pipe.clone()).or_insert_with(|| PipeGroup {
                 members: BTreeMap::new(),
                 cursor: None,
@@ -636,7 +653,7 @@ impl Worker {
             if let Some(group) = self.groups.get_mut(&pipe) {
                 group.members.remove(key);
                 if group.members.is_empty() && !group.busy() {
-                    self.groups.remove(&pipe);
+                    self.drop_group(&pipe);
                 }
             }
         }
@@ -741,6 +758,13 @@ impl Worker {
             state.lane_next_slot = Instant::now() + lane_spacing(&plan.budget);
         }
         Arc::clone(&state.name)
+    }
+
+    /// Removes a pipe's group (it has no members and nothing in flight), and what is known of
+    /// the pipe.
+    fn drop_group(&mut self, pipe: &PipeKey) {
+        self.groups.remove(pipe);
+        self.shared.lock_descriptions().remove(pipe);
     }
 
     fn publish(&self, change: HealthChange) {

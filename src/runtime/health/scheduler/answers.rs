@@ -166,7 +166,7 @@ impl Worker {
             group.in_flight = false;
             group.due = now + DISPATCH_TICK;
             if group.members.is_empty() && !group.busy() {
-                self.groups.remove(pipe);
+                self.drop_group(pipe);
                 return;
             }
             let due = group.due;

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use super::answers::spread_verdict;
 use super::budget::PLAN_LIMIT_CAP;
 use super::{
-    AccessKey, DISPATCH_TICK, HealthChange, PipeKey, ProbeOutcome, ProbeReason, ProbeRequest, ProbeResult,
-    Registered, Worker, earliest_of,
+    AccessKey, DISPATCH_TICK, HealthChange, PipeDescribed, PipeKey, ProbeOutcome, ProbeReason, ProbeRequest,
+    ProbeResult, Registered, Worker, earliest_of,
 };
 use crate::core::backoff::jitter;
 use crate::runtime::health::probe_timing::{next_due, rate_limited_delay};
@@ -92,7 +92,7 @@ impl Worker {
         group.exists.in_flight = false;
         if group.members.is_empty() {
             if !group.busy() {
-                self.groups.remove(pipe);
+                self.drop_group(pipe);
             }
             return;
         }
@@ -118,6 +118,9 @@ impl Worker {
         }
         match outcome.reason {
             ProbeReason::Healthy => {
+                if let Some(description) = &outcome.description {
+                    self.described(pipe, description);
+                }
                 let shared = Arc::clone(&self.shared);
                 let accesses = shared.lock_accesses();
                 let Some(group) = self.groups.get_mut(pipe) else { return };
@@ -172,6 +175,32 @@ impl Worker {
                 pipe = %pipe, %reason, status = outcome.status_code, message = %outcome.message,
                 "a pipe existence check brought no verdict: the billed probes decide"
             ),
+        }
+    }
+
+    /// Keeps the description an existence check read; when it is new or changed (a pipe edited
+    /// at Tinybird), every member is told, so that its TenantAccess judges the pipe again.
+    fn described(&mut self, pipe: &PipeKey, description: &PipeDescribed) {
+        let previous = self.shared.lock_descriptions().insert(pipe.clone(), description.clone());
+        if previous.as_ref() == Some(description) {
+            return;
+        }
+        let Some(group) = self.groups.get(pipe) else { return };
+        let changes: Vec<HealthChange> = {
+            let accesses = self.shared.lock_accesses();
+            group
+                .members
+                .keys()
+                .filter_map(|member| accesses.get(member).map(|access| (member, access)))
+                .map(|(member, access)| HealthChange {
+                    key: member.clone(),
+                    endpoints: access.reported(),
+                    key_check: false,
+                })
+                .collect()
+        };
+        for change in changes {
+            self.publish(change);
         }
     }
 

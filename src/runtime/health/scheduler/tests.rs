@@ -33,6 +33,7 @@ fn outcome(reason: ProbeReason) -> ProbeOutcome {
         retry_after: None,
         auth_rejection: None,
         rate_limit: None,
+        description: None,
     }
 }
 
