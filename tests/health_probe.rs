@@ -320,11 +320,11 @@ async fn the_scheduler_reports_only_flips_and_recovery_from_a_server_error() {
     scheduler.register(key.clone(), plan);
     let probes = || tinybird.request_log().count_matching("GET", "/v0/pipes/top_pages.json");
 
-    let first = change_where(&mut events, |_| true).await;
+    let first = change_where(&mut events, |change| !change.described).await;
     assert_eq!(reason_of(&first, "top_pages"), Some(ProbeReason::Healthy));
 
     tinybird.add_fault(Fault::status(503).for_pipe("top_pages")).unwrap();
-    let failing = change_where(&mut events, |_| true).await;
+    let failing = change_where(&mut events, |change| !change.described).await;
     assert_eq!(reason_of(&failing, "top_pages"), Some(ProbeReason::ServerError));
     assert!(!failing.endpoints[0].healthy);
     let failed_at = probes();
@@ -332,7 +332,7 @@ async fn the_scheduler_reports_only_flips_and_recovery_from_a_server_error() {
     assert_eq!(events.try_recv(), None, "no change while it keeps failing");
 
     tinybird.clear_faults();
-    let recovered = change_where(&mut events, |_| true).await;
+    let recovered = change_where(&mut events, |change| !change.described).await;
     assert_eq!(reason_of(&recovered, "top_pages"), Some(ProbeReason::Healthy));
     let recovered_at = probes();
     wait_until("three more healthy probes", || probes() >= recovered_at + 3).await;

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Answer, client, get, get_with_bearer, sign};
+use common::{Answer, assert_error, client, get, get_with_bearer, sign};
 use serde_json::{Value, json};
 use tenant_access_emulators::{
     Clock, Column, DataSourceDefinition, TinybirdConfig, TinybirdEmulator, chdb_python_from_env,
@@ -41,13 +41,6 @@ async fn sql(tinybird: &TinybirdEmulator, q: &str, token: &str) -> Answer {
     let request =
         client().get(format!("{}/v0/sql", tinybird.base_url())).query(&[("q", q)]).bearer_auth(token);
     Answer::from(request.send().await.unwrap()).await
-}
-
-fn assert_error(answer: &Answer, status: u16, fragment: &str) {
-    assert_eq!(answer.status, status, "{answer:?}");
-    let message = answer.body["error"].as_str().unwrap();
-    assert!(message.contains(fragment), "{message:?} should contain {fragment:?}");
-    assert!(answer.body["documentation"].as_str().unwrap().starts_with("https://www.tinybird.co/docs/"));
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Answer, client, get_with_bearer, pipe_claims, sign};
+use common::{Answer, assert_error, client, get_with_bearer, pipe_claims, sign};
 use serde_json::{Value, json};
 use tenant_access_emulators::{
     Clock, PipeDefinition, PipeNode, TinybirdConfig, TinybirdEmulator, chdb_python_from_env,
@@ -39,13 +39,6 @@ async fn query(tinybird: &TinybirdEmulator, pipe_and_query: &str, token: &str) -
 
 async fn describe(tinybird: &TinybirdEmulator, pipe: &str) -> Answer {
     get_with_bearer(&format!("{}/v0/pipes/{pipe}", tinybird.base_url()), &tinybird.admin_token()).await
-}
-
-fn assert_error(answer: &Answer, status: u16, message: &str) {
-    assert_eq!(answer.status, status, "{answer:?}");
-    let error = answer.body["error"].as_str().unwrap();
-    assert!(error.contains(message), "{error:?} should contain {message:?}");
-    assert!(answer.body["documentation"].as_str().unwrap().starts_with("https://www.tinybird.co/docs/"));
 }
 
 #[tokio::test]

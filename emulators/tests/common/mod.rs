@@ -68,3 +68,12 @@ pub async fn get_with_bearer(url: &str, token: &str) -> Answer {
 pub async fn get(url: &str) -> Answer {
     Answer::from(client().get(url).send().await.unwrap()).await
 }
+
+/// Asserts a Tinybird error answer: `status`, an `error` containing `fragment`, and a link to
+/// Tinybird's documentation.
+pub fn assert_error(answer: &Answer, status: u16, fragment: &str) {
+    assert_eq!(answer.status, status, "{answer:?}");
+    let message = answer.body["error"].as_str().unwrap();
+    assert!(message.contains(fragment), "{message:?} should contain {fragment:?}");
+    assert!(answer.body["documentation"].as_str().unwrap().starts_with("https://www.tinybird.co/docs/"));
+}

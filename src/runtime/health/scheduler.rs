@@ -86,6 +86,9 @@ pub struct HealthChange {
     /// Tinybird rejected a token's signature while the operator believed the token valid:
     /// re-check the workspace's admin token now (it was probably refreshed).
     pub key_check: bool,
+    /// Not a change of health: a pipe's description was read for the first time or changed
+    /// (edited at Tinybird), so the TenantAccess judges the pipe's isolation again.
+    pub described: bool,
 }
 
 /// Scheduler settings.
@@ -596,7 +599,7 @@ impl Worker {
         accesses.insert(key.clone(), registered);
         drop(accesses);
         if !same_health(&before, &after) {
-            self.publish(HealthChange { key, endpoints: after, key_check: false });
+            self.publish(HealthChange { key, endpoints: after, key_check: false, described: false });
         }
     }
 

@@ -84,7 +84,12 @@ impl Worker {
         if (changed || newly_flagged)
             && let Some(access) = accesses.get(&target.key)
         {
-            changes.push(HealthChange { key: target.key.clone(), endpoints: access.reported(), key_check });
+            changes.push(HealthChange {
+                key: target.key.clone(),
+                endpoints: access.reported(),
+                key_check,
+                described: false,
+            });
         }
 
         // The pipe's part: its schedule and, for a pipe-level answer, every member's health.
@@ -285,6 +290,7 @@ pub(super) fn spread_verdict(
                 key: member.clone(),
                 endpoints: access.reported(),
                 key_check: false,
+                described: false,
             });
         }
     }

@@ -196,6 +196,7 @@ impl Worker {
                     key: member.clone(),
                     endpoints: access.reported(),
                     key_check: false,
+                    described: true,
                 })
                 .collect()
         };
@@ -231,7 +232,7 @@ impl Worker {
         }
         let endpoints = self.shared.lock_accesses().get(&member).map(Registered::reported);
         if let Some(endpoints) = endpoints {
-            self.publish(HealthChange { key: member, endpoints, key_check: true });
+            self.publish(HealthChange { key: member, endpoints, key_check: true, described: false });
         }
     }
 }
