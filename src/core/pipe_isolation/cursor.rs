@@ -2,6 +2,9 @@
 //! which parenthesis), fed token by token. It records the query's structure in a [`Builder`]
 //! and gives every `{{ }}` insertion its [`Role`].
 
+use super::conjunct::{
+    Closing, Lead, Log, Next, Piece, Reading, Step, Tail, column, compared_column, is_wrapper,
+};
 use super::lexer::{Mode, Tok, is_word_byte, lex, listed};
 use super::sql::{Bits, Builder, Member, PendingRole, Role, SourceKind, Weak};
 
@@ -130,6 +133,18 @@ struct Frame {
     negating: bool,
     case_depth: u32,
     weak: Option<Weak>,
+    /// What this parenthesis wrote since its last conjunct boundary (or argument, or item).
+    log: Log,
+    /// A grouping parenthesis that is a whole conjunct of a conjunctive parent.
+    conjunctive: bool,
+    /// A call's function, upper-cased.
+    func: String,
+    lead: Lead,
+    /// A call's commas so far, and its first argument when that is a plain column.
+    args: usize,
+    first_arg: Option<Vec<String>>,
+    /// An `AS` was read: the next name is an alias.
+    after_as: bool,
 }
 
 impl Frame {
@@ -151,6 +166,13 @@ impl Frame {
             negating: false,
             case_depth: 0,
             weak,
+            log: Log::default(),
+            conjunctive: false,
+            func: String::new(),
+            lead: Lead::Elsewhere,
+            args: 0,
+            first_arg: None,
+            after_as: false,
         }
     }
 
@@ -190,6 +212,8 @@ pub(super) struct Cursor {
     /// (only a loose one after a function's arguments: `lower(x) = org_id` still pins).
     pending_close: Vec<usize>,
     pending_close_call: bool,
+    /// Filtering uses whose conjunct is still being read: what must follow them.
+    tails: Vec<(usize, Reading, Tail)>,
     started: bool,
     ends_in_word: bool,
 }
@@ -204,6 +228,7 @@ impl Cursor {
             pending_next: Vec::new(),
             pending_close: Vec::new(),
             pending_close_call: false,
+            tails: Vec::new(),
             started: false,
             ends_in_word: false,
         }
@@ -276,6 +301,7 @@ impl Cursor {
 
     fn token(&mut self, token: Tok<'_>, builder: &mut Builder) -> Result<(), String> {
         self.check_next(&token, builder);
+        self.check_tails(&token, builder);
         if !self.started && self.frames.len() == 1 {
             if let Tok::Insert(leaf) = token {
                 builder.set_role(leaf, PendingRole::Done(Role::Leading));
@@ -301,16 +327,27 @@ impl Cursor {
                 Prev::Punct
             }
         };
+        self.alias_name(&token, builder);
+        let is_as = matches!(&token, Tok::Word(word) if word.eq_ignore_ascii_case("AS"));
+        if is_as {
+            self.as_word();
+        } else if !matches!(token, Tok::Insert(_)) {
+            let conjunctive = self.is_conjunctive(self.frames.len() - 1);
+            self.top_mut().log.record(&token, conjunctive);
+        }
         match token {
             Tok::Open => self.open(builder)?,
-            Tok::Close => self.close()?,
+            Tok::Close => self.close(builder)?,
             Tok::OpenBracket => self.push(Kind::Bracket, None, builder)?,
             Tok::CloseBracket => self.close_bracket()?,
             Tok::Word(word) => self.word(word, builder),
             Tok::Name(name) => self.quoted_name(name, builder),
-            Tok::Comma => self.comma(),
+            Tok::Comma => self.comma(builder),
             Tok::Dot => self.dot(),
-            Tok::Insert(leaf) => self.inserted(leaf, builder),
+            Tok::Insert(leaf) => {
+                self.inserted(leaf, builder);
+                self.top_mut().log.push(Piece::Insert);
+            }
             Tok::Value | Tok::Op(_) => self.operand(),
         }
         let before = std::mem::replace(&mut self.prev[0], prev);
@@ -377,7 +414,7 @@ impl Cursor {
             Kind::Query(_) if top.in_from() && top.source == SourceState::Expect => Intent::Source,
             Kind::Query(_) if matches!(top.clause, Clause::Start | Clause::SetOp) => Intent::Member,
             Kind::Query(_) => match (&top.clause, &top.with) {
-                (Clause::With, WithState::As(name)) => Intent::Cte(name.clone()),
+                (Clause::With, WithState::As(name)) if !name.is_empty() => Intent::Cte(name.clone()),
                 _ => Intent::Scalar,
             },
             Kind::Expr { carry: Some(intent) } => intent.clone(),
@@ -387,8 +424,13 @@ impl Cursor {
             *carry = None;
         }
         let call = matches!(&self.prev[0], Prev::Word(word) if !listed(GROUPING_KEYWORDS, word));
+        let (func, lead, conjunctive) = self.opening(call);
         self.push(Kind::Pending(intent), weak, builder)?;
-        self.top_mut().call = call;
+        let top = self.top_mut();
+        top.call = call;
+        top.func = func;
+        top.lead = lead;
+        top.conjunctive = conjunctive;
         Ok(())
     }
 
@@ -426,15 +468,23 @@ impl Cursor {
         }
     }
 
-    fn close(&mut self) -> Result<(), String> {
+    fn close(&mut self, builder: &mut Builder) -> Result<(), String> {
         if self.frames.len() <= 1 {
             return Err("a `)` closes no parenthesis".to_owned());
         }
         if self.top().kind == Kind::Bracket {
             return Err("a `)` closes a `[`".to_owned());
         }
-        if let Some(closed) = self.frames.pop() {
-            self.pending_close = closed.uses;
+        if let Some(mut closed) = self.frames.pop() {
+            if matches!(closed.kind, Kind::Query(_)) && closed.clause == Clause::SelectList {
+                finish_item(&closed, builder);
+            }
+            let wrapped = (closed.call && is_wrapper(&closed.func) && closed.args == 0)
+                .then(|| column(&closed.log.pieces).and_then(|names| names.last().cloned()))
+                .flatten();
+            let piece = if closed.call { Piece::Call(wrapped) } else { Piece::Value };
+            self.top_mut().log.push(piece);
+            self.pending_close = std::mem::take(&mut closed.uses);
             self.pending_close_call = closed.call;
         }
         let top = self.top_mut();
@@ -449,6 +499,7 @@ impl Cursor {
             return Err("a `]` closes no `[`".to_owned());
         }
         self.frames.pop();
+        self.top_mut().log.push(Piece::Value);
         Ok(())
     }
 
@@ -478,7 +529,13 @@ impl Cursor {
 
     fn set_clause(&mut self, clause: Clause, builder: &mut Builder) {
         let group = builder.new_group();
+        let last = self.frames.len() - 1;
+        if matches!(self.frames[last].kind, Kind::Query(_)) && self.frames[last].clause == Clause::SelectList
+        {
+            finish_item(&self.frames[last], builder);
+        }
         let top = self.top_mut();
+        top.log.clear();
         top.clause = clause;
         top.group = group;
         top.negating = false;
@@ -513,10 +570,14 @@ impl Cursor {
         } else if top.in_join_area() && upper == "ARRAY" {
             top.join_array_pending = true;
         } else if top.clause == Clause::With && upper == "AS" {
-            if let WithState::Name(name) = &top.with {
-                top.with = WithState::As(name.clone());
-            }
+            top.with = match &top.with {
+                WithState::Name(name) => WithState::As(name.clone()),
+                _ => WithState::As(String::new()),
+            };
         } else if top.clause == Clause::With {
+            if matches!(top.with, WithState::As(_)) {
+                builder.add_alias(Bits::MAX, word);
+            }
             top.with = WithState::Name(word.to_owned());
         } else if top.source == SourceState::Named {
             top.source = SourceState::After;
@@ -597,6 +658,9 @@ impl Cursor {
             self.top_mut().source = SourceState::Named;
         } else if top.source == SourceState::Qualify {
             self.qualify(&name, builder);
+        } else if top.clause == Clause::With && matches!(top.with, WithState::As(_)) {
+            builder.add_alias(Bits::MAX, &name);
+            self.top_mut().with = WithState::Name(name);
         } else if top.clause == Clause::With && top.with == WithState::None {
             self.top_mut().with = WithState::Name(name);
         } else {
@@ -604,8 +668,22 @@ impl Cursor {
         }
     }
 
-    fn comma(&mut self) {
+    fn comma(&mut self, builder: &mut Builder) {
+        let last = self.frames.len() - 1;
+        let frame = &self.frames[last];
+        if matches!(frame.kind, Kind::Query(_)) && frame.clause == Clause::SelectList {
+            finish_item(frame, builder);
+        }
         let top = self.top_mut();
+        if top.call {
+            if top.args == 0 {
+                top.first_arg = column(&top.log.pieces);
+            }
+            top.args = top.args.saturating_add(1);
+        } else if !matches!(top.kind, Kind::Query(_)) {
+            top.conjunctive = false;
+        }
+        top.log.clear();
         top.negating = false;
         if top.clause == Clause::From && matches!(top.kind, Kind::Query(_)) {
             top.source = SourceState::Expect;
@@ -648,7 +726,8 @@ impl Cursor {
                 for inner in &mut self.frames[query + 1..] {
                     inner.uses.push(leaf);
                 }
-                PendingRole::Filter { selects, weak, groups }
+                let (value, condition) = self.strictness(leaf, builder);
+                PendingRole::Filter { selects, weak, value, condition, groups }
             }
             Clause::Mixed => PendingRole::Done(Role::Ambiguous),
             _ => PendingRole::Done(Role::Other),
@@ -658,6 +737,169 @@ impl Cursor {
             || matches!(&self.prev[0], Prev::Word(word) if word == "IN");
         self.pending_next.push((leaf, false, compared));
         self.operand();
+    }
+
+    /// Whether an `AND` in this frame separates whole conjuncts of a filtering clause.
+    fn is_conjunctive(&self, at: usize) -> bool {
+        let frame = &self.frames[at];
+        match frame.kind {
+            Kind::Query(_) => frame.clause.filters() && frame.clause != Clause::Using,
+            Kind::Expr { .. } => frame.conjunctive,
+            Kind::Bracket | Kind::Pending(_) => false,
+        }
+    }
+
+    /// For a parenthesis about to open: the function it calls (taken off the parent's log),
+    /// where the call stands in the parent's conjunct, and whether a grouping parenthesis is a
+    /// whole conjunct.
+    fn opening(&mut self, call: bool) -> (String, Lead, bool) {
+        let parent = self.frames.len() - 1;
+        let conjunctive = self.is_conjunctive(parent);
+        let log = &mut self.frames[parent].log;
+        if !call {
+            return (String::new(), Lead::Elsewhere, conjunctive && log.pieces.is_empty());
+        }
+        let func = match &self.prev[0] {
+            Prev::Word(word) => word.clone(),
+            _ => String::new(),
+        };
+        if matches!(log.pieces.last(), Some(Piece::Ident(_) | Piece::Keyword)) {
+            log.pieces.pop();
+        }
+        let lead = if !conjunctive {
+            Lead::Elsewhere
+        } else if log.pieces.is_empty() {
+            Lead::Start
+        } else {
+            compared_column(&log.pieces, false).map_or(Lead::Elsewhere, Lead::Compared)
+        };
+        (func, lead, false)
+    }
+
+    /// An `AS`: the next name is an alias, except for a table (FROM, JOIN) or a CTE (WITH).
+    fn as_word(&mut self) {
+        let query = self.query_frame(self.frames.len() - 1);
+        let clause = self.frames[query].clause;
+        let table_alias = query == self.frames.len() - 1
+            && matches!(clause, Clause::From | Clause::Join | Clause::Start | Clause::SetOp | Clause::With);
+        if !table_alias {
+            self.top_mut().after_as = true;
+        }
+    }
+
+    /// Records the alias an `AS` names (`*` when a template value names it).
+    fn alias_name(&mut self, token: &Tok<'_>, builder: &mut Builder) {
+        let last = self.frames.len() - 1;
+        if !std::mem::replace(&mut self.frames[last].after_as, false) {
+            return;
+        }
+        let selects = self.frames[self.query_frame(last)].selects;
+        let frame = &self.frames[last];
+        let name = match token {
+            Tok::Word(word) => (*word).to_owned(),
+            Tok::Name(name) => name.clone(),
+            Tok::Insert(_) => "*".to_owned(),
+            _ => return,
+        };
+        let item = matches!(frame.kind, Kind::Query(_)) && frame.clause == Clause::SelectList;
+        let same_column = column(&frame.log.pieces).is_some_and(|names| names.last() == Some(&name));
+        if !(item && same_column) {
+            builder.add_alias(selects, &name);
+        }
+    }
+
+    /// Whether an insertion in a filtering clause can be a strict filtering use, as a value
+    /// and as a condition; the tails that must follow it are queued.
+    fn strictness(&mut self, leaf: usize, builder: &mut Builder) -> (Option<Weak>, Option<Weak>) {
+        let last = self.frames.len() - 1;
+        let scope = self
+            .frames
+            .iter()
+            .filter(|frame| matches!(frame.kind, Kind::Query(_)))
+            .fold(0, |scope, frame| scope | frame.selects);
+        let value = match self.value_tail() {
+            Some((tail, columns)) => {
+                builder.add_columns(leaf, columns, scope);
+                self.tails.push((leaf, Reading::Value, tail));
+                None
+            }
+            None => Some(Weak::NotCompared),
+        };
+        let condition = if self.is_conjunctive(last) && self.frames[last].log.pieces.is_empty() {
+            builder.add_columns(leaf, Vec::new(), scope);
+            self.tails.push((leaf, Reading::Condition, Tail::End));
+            None
+        } else {
+            Some(Weak::NotWhole)
+        };
+        (value, condition)
+    }
+
+    /// What must follow a value inserted here, and the column it is compared with so far.
+    fn value_tail(&self) -> Option<(Tail, Vec<String>)> {
+        let last = self.frames.len() - 1;
+        let top = &self.frames[last];
+        if self.is_conjunctive(last) {
+            if top.log.pieces.is_empty() {
+                return Some((Tail::Eq, Vec::new()));
+            }
+            return compared_column(&top.log.pieces, true).map(|columns| (Tail::End, columns));
+        }
+        if !top.call || !top.log.pieces.is_empty() {
+            return None;
+        }
+        match (top.func.as_str(), &top.lead, top.args) {
+            (func, Lead::Start, 0) if is_wrapper(func) => Some((Tail::Close { then_eq: true }, Vec::new())),
+            (func, Lead::Compared(columns), 0) if is_wrapper(func) => {
+                Some((Tail::Close { then_eq: false }, columns.clone()))
+            }
+            ("HAS" | "EQUALS", Lead::Start, 0) => Some((Tail::Comma, Vec::new())),
+            ("EQUALS", Lead::Start, 1) => {
+                top.first_arg.clone().map(|columns| (Tail::Close { then_eq: false }, columns))
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves the waiting tails on by one token.
+    fn check_tails(&mut self, token: &Tok<'_>, builder: &mut Builder) {
+        if self.tails.is_empty() {
+            return;
+        }
+        let last = self.frames.len() - 1;
+        let top = &self.frames[last];
+        let closing = match top.kind {
+            Kind::Query(_) => Closing::Query,
+            Kind::Expr { .. } if top.conjunctive && !top.call => Closing::Conjunct,
+            _ => Closing::Other,
+        };
+        let next = Next::of(token, closing);
+        let mut still = Vec::new();
+        for (leaf, reading, tail) in std::mem::take(&mut self.tails) {
+            match tail.step(&next) {
+                Step::Done => {}
+                Step::Wait(tail) => still.push((leaf, reading, tail)),
+                Step::Column(name, tail) => {
+                    builder.add_columns(leaf, vec![name], 0);
+                    still.push((leaf, reading, tail));
+                }
+                Step::Fail => loosen(builder, leaf, reading),
+            }
+        }
+        self.tails = still;
+    }
+
+    /// At the end of the SQL: tails still waiting for more, and the last SELECT item.
+    pub(super) fn settle(&mut self, builder: &mut Builder) {
+        for (leaf, reading, tail) in std::mem::take(&mut self.tails) {
+            if !tail.may_end() {
+                loosen(builder, leaf, reading);
+            }
+        }
+        let top = self.top();
+        if matches!(top.kind, Kind::Query(_)) && top.clause == Clause::SelectList {
+            finish_item(top, builder);
+        }
     }
 
     fn chain_weak(&self, from: usize) -> Option<Weak> {
@@ -746,6 +988,34 @@ fn loose_operator(token: &Tok<'_>) -> Option<Weak> {
     }
 }
 
+fn loosen(builder: &mut Builder, leaf: usize, reading: Reading) {
+    let why = match reading {
+        Reading::Value => Weak::NotCompared,
+        Reading::Condition => Weak::NotWhole,
+    };
+    builder.loosen(leaf, reading, why);
+}
+
+/// At the end of a SELECT item: an alias written without `AS` (`count() c`, `{{v}} org`).
+fn finish_item(frame: &Frame, builder: &mut Builder) {
+    let pieces = &frame.log.pieces;
+    let Some((last, before)) = pieces.split_last() else { return };
+    let aliasable = matches!(
+        before.last(),
+        Some(Piece::Ident(_) | Piece::Call(_) | Piece::Value | Piece::Insert | Piece::Unclear)
+    );
+    if !aliasable {
+        return;
+    }
+    match last {
+        Piece::Ident(name) if column(before).is_none_or(|names| names.last() != Some(name)) => {
+            builder.add_alias(frame.selects, name);
+        }
+        Piece::Insert => builder.add_alias(frame.selects, "*"),
+        _ => {}
+    }
+}
+
 fn is_join_word(word: &str) -> bool {
     let upper = word.to_ascii_uppercase();
     upper == "JOIN" || OUTER_JOIN_WORDS.contains(&upper.as_str()) || JOIN_WORDS.contains(&upper.as_str())
@@ -793,6 +1063,12 @@ pub(super) fn merge(cursors: Vec<Cursor>, builder: &mut Builder) -> Result<Curso
         }
         union(&mut merged.pending_next, other.pending_next);
         union(&mut merged.pending_close, other.pending_close);
+        union(&mut merged.tails, other.tails);
+        if merged.tails.len() > MAX_WAITING {
+            return Err(format!(
+                "more than {MAX_WAITING} template values wait for the SQL after them (one per skipped block)"
+            ));
+        }
         if merged.pending_next.len() + merged.pending_close.len() > MAX_WAITING {
             return Err(format!(
                 "more than {MAX_WAITING} template values wait for the SQL after them (one per skipped block)"
@@ -861,6 +1137,21 @@ fn merge_frame(frame: &mut Frame, theirs: Frame, builder: &mut Builder) -> Resul
     }
     frame.negating |= theirs.negating;
     frame.case_depth = frame.case_depth.max(theirs.case_depth);
+    frame.log.merge(&theirs.log);
+    frame.conjunctive &= theirs.conjunctive;
+    if frame.func != theirs.func {
+        frame.func.clear();
+    }
+    if frame.lead != theirs.lead {
+        frame.lead = Lead::Elsewhere;
+    }
+    if frame.args != theirs.args {
+        frame.args = usize::MAX;
+    }
+    if frame.first_arg != theirs.first_arg {
+        frame.first_arg = None;
+    }
+    frame.after_as |= theirs.after_as;
     if frame.weak.is_none() {
         frame.weak = theirs.weak;
     }

@@ -140,8 +140,15 @@ impl Walker<'_> {
                 );
             }
             match &written.role {
-                Some(Role::Filter { selects, weak }) => {
-                    self.filter_use(&inserted, *selects, weak.as_ref(), &mut state);
+                Some(Role::Filter { selects, weak, value, condition }) => {
+                    // The parameter's value must stand in `column = value`; a condition on it
+                    // (`sql_and()`) must be a whole conjunct.
+                    let strict = match inserted.val {
+                        Val::Tenant => value.as_ref(),
+                        Val::Cond { .. } => condition.as_ref(),
+                        _ => None,
+                    };
+                    self.filter_use(&inserted, *selects, weak.as_ref().or(strict), &mut state);
                 }
                 Some(Role::Ambiguous) if inserted.tainted => {
                     self.evidence.doubt(format!(

@@ -1,6 +1,8 @@
 //! From path states to verdicts: for every path of a node, whether the rows it returns are
 //! filtered by the parameter, following FROM items into CTEs, subqueries and upstream nodes.
 
+mod shadow;
+
 use std::collections::{HashMap, HashSet};
 
 use super::eval::{World, is_typed};
@@ -54,6 +56,8 @@ fn over_paths(outcomes: impl IntoIterator<Item = Outcome>) -> Outcome {
 struct Parsed {
     template: Template,
     shape: Shape,
+    /// The columns the node's `sql_and()` calls compare.
+    sql_and_columns: Vec<String>,
 }
 
 /// A pipe read once for all parameters.
@@ -112,8 +116,10 @@ impl<'p> Analysis<'p> {
                 continue;
             }
             self.all_nodes.push(node);
-            let parsed = parse(&self.pipe.nodes[node].sql)
-                .and_then(|template| Ok(Parsed { shape: shape(&template)?, template }));
+            let parsed = parse(&self.pipe.nodes[node].sql).and_then(|template| {
+                let sql_and_columns = shadow::sql_and_columns(&template);
+                Ok(Parsed { shape: shape(&template)?, template, sql_and_columns })
+            });
             if let Ok(parsed) = &parsed {
                 for kind in &parsed.shape.sources {
                     if let Some(read) = self.node_read(&parsed.shape, kind) {
@@ -379,7 +385,10 @@ impl Run<'_, '_> {
             return Outcome::Unknown(format!("node `{name}` {why}"));
         }
         if at.state.filtered & (1 << select) != 0 {
-            return Outcome::Filtered;
+            return match self.analysis.shadowed(at.node, select) {
+                Some(why) => Outcome::Unknown(why),
+                None => Outcome::Filtered,
+            };
         }
         let Some(outcome) = on_one_path(outcomes) else {
             return Outcome::Open(format!("node `{name}` returns rows without reading a table"));

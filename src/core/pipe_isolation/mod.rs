@@ -34,18 +34,33 @@
 //!
 //! # Filtering uses
 //!
-//! A *filtering use* is an insertion whose value is the parameter's own (raw or typed, or a
-//! `sql_and(col=..., col__in=...)` condition on it) in a WHERE, PREWHERE, HAVING, QUALIFY, or
-//! inner-join ON/USING clause, where nothing around it lets other rows through: not under an
-//! `OR`, a prefix `NOT`, a `CASE`; not inside a function other than a few that keep pinning
-//! (`has`, `hasAny`, `equals`, `lower`, `toString`, casts...); not next to `!=`, `<>`, `<`, `>`,
-//! `LIKE`, `BETWEEN`, `NOT IN`, arithmetic; not in a parenthesis that is then compared
-//! (`(org_id = x) = 0`); not compared with another template value
-//! (`{{column(c)}} = {{String(org)}}`); not in an outer join's ON. Such a use is a *doubt*, as
-//! is the parameter reaching a filter through an expression the analyser does not follow (a
-//! loop variable, a method call) or a `sql_and()` operator such as `__not_in`.
-//! `columns()`, `column()`, `symbol()` insert names, never filters; a parameter named in a
-//! comment, a string literal, a `{# #}` comment, the SELECT list or ORDER BY does not filter.
+//! A *filtering use* is an insertion of the parameter's own value (raw or typed) in a WHERE,
+//! PREWHERE, HAVING, QUALIFY, or inner-join ON clause that forms, with the SQL around it, a
+//! whole conjunct of that clause (the clause's conditions joined by `AND` at the top, or in
+//! parenthesised `AND` groups) of one of these shapes, read token by token, never searched:
+//! - `column = value` or `value = column` (also `==`), `column IN value`;
+//! - the column wrapped in `lower`, `upper`, `lowerUTF8`, `upperUTF8` or `toString`, and so the
+//!   value (`lower(org_id) = lower({{String(org)}})`);
+//! - `equals(column, value)` (either order), `has(value, column)`;
+//!
+//! where the column is one plain name (`org_id`, `e.org_id`, quoted or not) and the value is
+//! one `{{ }}` insertion with nothing else in its operand. An insertion of a `sql_and()`
+//! condition on the parameter (`col=...`, `col__in=...`) filters when it is a whole conjunct by
+//! itself. Anything else around the value is a *doubt*: a literal or another template value
+//! compared with it (`{{String(org)}} = 'acme'`, `{{column(c)}} = {{String(org)}}`), a list or
+//! array that holds other values (`org IN ({{String(org)}}, 'globex')`), the comparison's
+//! result used again (`= 0`, `IN (0, 1)`, `? :`, `::String`, `BETWEEN`, a tuple, a function
+//! other than the ones above), an `OR`, a prefix `NOT`, a `CASE`, `!=`, `<`, `LIKE`,
+//! `NOT IN`, arithmetic, an outer join's ON, and template branches that end on different SQL.
+//! So is a filter on a name the query also defines as an alias of another expression
+//! (ClickHouse reads `org` as `{{String(org)}} AS org`, or `'acme' org`, or `WITH ... AS org`,
+//! before the column; `org AS org` and `t.org AS org` are the column), or one that a node, CTE
+//! or subquery the SELECT reads defines so; and the parameter reaching a filter through an
+//! expression the analyser does not follow (a loop variable, a method call) or a `sql_and()`
+//! operator such as `__not_in`. A doubt never filters: when no other use filters those rows,
+//! the verdict is `Unknown` with the doubt as its reason. `columns()`, `column()`, `symbol()`
+//! insert names, never filters; a parameter named in a comment, a string literal, a `{# #}`
+//! comment, the SELECT list or ORDER BY does not filter.
 //!
 //! # Filtered rows
 //!
@@ -85,6 +100,7 @@
 //! values); a condition on another parameter may go either way at each block, independently
 //! (so an impossible combination can only make the verdict weaker).
 
+mod conjunct;
 mod cursor;
 mod eval;
 mod expr;

@@ -3,6 +3,7 @@
 //! SELECTs, FROM items, CTEs), which text or insertion wrote each SELECT and FROM item (so pass
 //! two knows which exist on a template path), and the [`Role`] of every insertion.
 
+use super::conjunct::Reading;
 use super::cursor::{Cursor, merge};
 use super::template::{Item, Template};
 
@@ -46,6 +47,10 @@ pub(super) enum Weak {
     OuterJoin,
     TemplateOperand,
     Unclear,
+    /// Not the value of a whole conjunct `column = value` or `column IN value`.
+    NotCompared,
+    /// Not a whole conjunct.
+    NotWhole,
 }
 
 impl Weak {
@@ -60,6 +65,12 @@ impl Weak {
             Self::OuterJoin => "in the ON or USING clause of an outer join".to_owned(),
             Self::TemplateOperand => "compared with another template value".to_owned(),
             Self::Unclear => "after template branches that end on different SQL".to_owned(),
+            Self::NotCompared => {
+                "that is not a whole AND-ed condition `column = value` or `column IN value` \
+                                  (one plain column on one side, the value alone on the other)"
+                    .to_owned()
+            }
+            Self::NotWhole => "that is not a whole AND-ed condition".to_owned(),
         }
     }
 }
@@ -71,8 +82,10 @@ pub(super) enum Role {
     Comment,
     /// In FROM or JOIN: a table named at request time (recorded as a dynamic FROM item).
     Source,
-    /// In WHERE, PREWHERE, HAVING, QUALIFY, or an ON or USING condition of these SELECTs.
-    Filter { selects: Bits, weak: Option<Weak> },
+    /// In WHERE, PREWHERE, HAVING, QUALIFY, or an ON or USING condition of these SELECTs:
+    /// `weak` whatever the value, `value` when it is the parameter's value, `condition` when it
+    /// is a condition (`sql_and()`).
+    Filter { selects: Bits, weak: Option<Weak>, value: Option<Weak>, condition: Option<Weak> },
     /// Before the query's first keyword (Tinybird's `{{max_threads(2)}}` writes a comment there).
     Leading,
     /// Where template branches left the clause unclear.
@@ -87,6 +100,10 @@ pub(super) struct Leaf {
     pub selects: Bits,
     pub sources: Bits,
     pub role: Option<Role>,
+    /// Filters: the names of the columns the insertion is compared with.
+    pub columns: Vec<String>,
+    /// Filters: the SELECTs whose aliases those names may mean (its own and enclosing ones).
+    pub scope: Bits,
 }
 
 /// A node's query structure.
@@ -103,6 +120,10 @@ pub(super) struct Shape {
     /// `WITH name AS (subquery)`.
     pub ctes: Vec<(String, usize)>,
     pub leaves: Vec<Leaf>,
+    /// Names the SQL defines as aliases (`expr AS org`, `expr org`) other than of the column of
+    /// that name, and the SELECTs they belong to (all bits for a `WITH` alias); `*` for a name
+    /// chosen at request time.
+    pub aliases: Vec<(Bits, String)>,
 }
 
 impl Shape {
@@ -131,7 +152,13 @@ impl Shape {
 #[derive(Clone, Debug)]
 pub(super) enum PendingRole {
     Done(Role),
-    Filter { selects: Bits, weak: Option<Weak>, groups: Vec<usize> },
+    Filter {
+        selects: Bits,
+        weak: Option<Weak>,
+        value: Option<Weak>,
+        condition: Option<Weak>,
+        groups: Vec<usize>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -160,6 +187,7 @@ impl Builder {
             sources: Vec::new(),
             ctes: Vec::new(),
             leaves: vec![Leaf::default(); leaves],
+            aliases: Vec::new(),
         };
         Self { shape, leaf: 0, groups: Vec::new(), roles: vec![None; leaves], overflow: None }
     }
@@ -284,6 +312,37 @@ impl Builder {
         }
     }
 
+    /// Marks one reading of an insertion as not a strict filtering use (first reason wins).
+    pub(super) fn loosen(&mut self, leaf: usize, reading: Reading, why: Weak) {
+        if let Some(Some(PendingRole::Filter { value, condition, .. })) = self.roles.get_mut(leaf) {
+            let slot = match reading {
+                Reading::Value => value,
+                Reading::Condition => condition,
+            };
+            slot.get_or_insert(why);
+        }
+    }
+
+    /// Records a column name a filtering use relies on, and the SELECTs in scope.
+    pub(super) fn add_columns(&mut self, leaf: usize, names: Vec<String>, scope: Bits) {
+        if let Some(found) = self.shape.leaves.get_mut(leaf) {
+            found.scope |= scope;
+            for name in names {
+                if !found.columns.contains(&name) && found.columns.len() < 16 {
+                    found.columns.push(name);
+                }
+            }
+        }
+    }
+
+    /// Records an alias of these SELECTs.
+    pub(super) fn add_alias(&mut self, selects: Bits, name: &str) {
+        let entry = (selects, name.to_owned());
+        if !self.shape.aliases.contains(&entry) && self.shape.aliases.len() < 4096 {
+            self.shape.aliases.push(entry);
+        }
+    }
+
     fn leaf_mut(&mut self) -> &mut Leaf {
         let last = self.shape.leaves.len().saturating_sub(1);
         let at = self.leaf.min(last);
@@ -299,9 +358,9 @@ impl Builder {
             let role = match role {
                 None => continue,
                 Some(PendingRole::Done(role)) => role,
-                Some(PendingRole::Filter { selects, weak, groups }) => {
+                Some(PendingRole::Filter { selects, weak, value, condition, groups }) => {
                     let or = groups.iter().any(|group| self.group_has_or(*group));
-                    Role::Filter { selects, weak: weak.or_else(|| or.then_some(Weak::Or)) }
+                    Role::Filter { selects, weak: weak.or_else(|| or.then_some(Weak::Or)), value, condition }
                 }
             };
             self.shape.leaves[leaf].role = Some(role);
@@ -319,6 +378,7 @@ pub(super) fn shape(template: &Template) -> Result<Shape, String> {
     let mut cursor = Cursor::new(&mut builder);
     walk(&template.items, &mut cursor, &mut builder)?;
     cursor.finish()?;
+    cursor.settle(&mut builder);
     builder.finish()
 }
 
@@ -392,8 +452,8 @@ mod tests {
         );
         let found = roles(&shape);
         assert_eq!(found[0], Role::Other);
-        assert_eq!(found[1], Role::Filter { selects: 1, weak: None });
-        assert_eq!(found[2], Role::Filter { selects: 2, weak: None });
+        assert!(matches!(found[1], Role::Filter { selects: 1, weak: None, value: None, .. }), "{found:?}");
+        assert!(matches!(found[2], Role::Filter { selects: 2, weak: None, value: None, .. }), "{found:?}");
         assert_eq!(found[3], Role::Comment);
         assert_eq!(found[4], Role::Other);
     }
@@ -425,7 +485,10 @@ mod tests {
         let strong = roles(&shape_of(
             "% SELECT * FROM t WHERE (a OR b) AND deleted_at IS NOT NULL AND org = {{String(org)}}",
         ));
-        assert_eq!(strong, vec![Role::Filter { selects: 1, weak: None }]);
+        assert!(
+            matches!(strong[..], [Role::Filter { selects: 1, weak: None, value: None, .. }]),
+            "{strong:?}"
+        );
     }
 
     #[test]

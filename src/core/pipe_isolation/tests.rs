@@ -679,6 +679,199 @@ fn loose_uses_in_filters_are_unknown() {
     check(LOOSE_USES_IN_FILTERS_ARE_UNKNOWN);
 }
 
+const NOT_WHOLE: &str = "not a whole AND-ed condition";
+
+const A_VALUE_NOT_COMPARED_WITH_A_COLUMN_AS_A_WHOLE_CONJUNCT_IS_UNKNOWN: &[Case] = &[
+    case(
+        "the value in a list of literals",
+        &[(
+            "ep",
+            "%\nSELECT org, amount FROM tenant_events WHERE {{String(org)}} IN ('acme', 'globex', 'initech')",
+        )],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "the value compared with a literal",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE {{String(org)}} = 'acme'")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "another org listed beside the value",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE org IN ({{String(org)}}, 'globex')")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "another org in an array beside the value",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE org IN [{{String(org)}}, 'globex']")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "has() of an array with other orgs",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE has(['initech', {{String(org)}}], org)")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "equals() compared again",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE equals(org, {{String(org)}}) = 0")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "the comparison tested with IN",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE org = {{String(org)}} IN (0, 1)")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "the comparison in a ternary",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE org = {{String(org)}} ? 1 : 1")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "the comparison cast and compared",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE org = {{String(org)}}::String = '0'")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "the comparison inside BETWEEN",
+        &[(
+            "ep",
+            "%\nSELECT org, amount FROM tenant_events WHERE amount BETWEEN 0 AND org = {{String(org)}}",
+        )],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "a tuple of conditions",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE (1, org = {{String(org)}}).2")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "sql_and() compared",
+        &[("ep", "%\nSELECT org, amount FROM tenant_events WHERE {{sql_and(org=String(org))}} = 0")],
+        "org",
+        "Unknown",
+        NOT_WHOLE,
+    ),
+    case(
+        "the value alias shadows the column",
+        &[(
+            "ep",
+            "%\nSELECT {{String(org)}} AS org, user, event, amount FROM tenant_events WHERE org = {{String(org)}}",
+        )],
+        "org",
+        "Unknown",
+        "alias",
+    ),
+    case(
+        "an alias without AS",
+        &[("ep", "%\nSELECT 'acme' org, amount FROM tenant_events WHERE org = {{String(org)}}")],
+        "org",
+        "Unknown",
+        "alias",
+    ),
+    case(
+        "a WITH alias",
+        &[("ep", "%\nWITH 'acme' AS org SELECT org, amount FROM tenant_events WHERE org = {{String(org)}}")],
+        "org",
+        "Unknown",
+        "alias",
+    ),
+    case(
+        "an alias chosen at request time",
+        &[("ep", "%\nSELECT 1 AS {{symbol(name, 'x')}} FROM tenant_events WHERE org = {{String(org)}}")],
+        "org",
+        "Unknown",
+        "alias",
+    ),
+    case(
+        "an upstream node computes the column",
+        &[
+            ("n0", "%\nSELECT {{String(org)}} AS org, amount FROM tenant_events"),
+            ("ep", "%\nSELECT * FROM (SELECT * FROM n0) WHERE org = {{String(org)}}"),
+        ],
+        "org",
+        "Unknown",
+        "computes as an alias",
+    ),
+];
+
+#[test]
+fn a_value_not_compared_with_a_column_as_a_whole_conjunct_is_unknown() {
+    check(A_VALUE_NOT_COMPARED_WITH_A_COLUMN_AS_A_WHOLE_CONJUNCT_IS_UNKNOWN);
+}
+
+const WHOLE_CONJUNCTS_ON_A_COLUMN_ARE_ENFORCED: &[Case] = &[
+    case(
+        "value first",
+        &[("ep", "%\nSELECT * FROM events WHERE {{String(org)}} = org_id AND x = 1")],
+        "org",
+        "Enforced",
+        "",
+    ),
+    case(
+        "in parentheses, among other groups",
+        &[("ep", "%\nSELECT * FROM events WHERE (a = 1 OR b = 2) AND ((e.org_id = {{String(org)}}) AND c)")],
+        "org",
+        "Enforced",
+        "",
+    ),
+    case(
+        "equals and has with the value alone",
+        &[(
+            "ep",
+            "%\nSELECT * FROM events WHERE equals({{String(org)}}, org_id) AND has({{Array(org, 'String')}}, org_id)",
+        )],
+        "org",
+        "Enforced",
+        "",
+    ),
+    case(
+        "the column under its own name",
+        &[(
+            "ep",
+            "%\nSELECT org AS org, t.org_id org_id, count() c FROM events t WHERE org = {{String(org)}} AND org_id = {{String(org)}} GROUP BY org, org_id",
+        )],
+        "org",
+        "Enforced",
+        "",
+    ),
+    case(
+        "an upstream node passing the column through",
+        &[
+            ("n0", "SELECT org, amount * 2 AS doubled FROM tenant_events"),
+            ("ep", "%\nSELECT * FROM n0 WHERE org = {{String(org)}}"),
+        ],
+        "org",
+        "Enforced",
+        "",
+    ),
+];
+
+#[test]
+fn whole_conjuncts_on_a_column_are_enforced() {
+    check(WHOLE_CONJUNCTS_ON_A_COLUMN_ARE_ENFORCED);
+}
+
 const WHAT_IT_CANNOT_READ_IS_UNKNOWN_WITH_WHY: &[Case] = &[
     case(
         "table name glued from branches",
@@ -989,6 +1182,8 @@ fn corpus() -> Vec<&'static str> {
         SQL_AND_COUNTS_FOR_EACH_PARAM_IT_NAMES,
         LOOSE_USES_IN_FILTERS_ARE_UNKNOWN,
         WHAT_IT_CANNOT_READ_IS_UNKNOWN_WITH_WHY,
+        A_VALUE_NOT_COMPARED_WITH_A_COLUMN_AS_A_WHOLE_CONJUNCT_IS_UNKNOWN,
+        WHOLE_CONJUNCTS_ON_A_COLUMN_ARE_ENFORCED,
     ];
     for cases in all {
         sqls.extend(cases.iter().flat_map(|case| case.nodes.iter().map(|(_, sql)| *sql)));
