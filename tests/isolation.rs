@@ -222,7 +222,10 @@ async fn withdrawing_a_namespace_revokes_its_token_and_a_missing_workspace_does_
     .unwrap()
     .unwrap();
     assert!(revoked.data.unwrap().contains_key("api-url"), "the Secret stays, without its token");
-    assert!(accesses.get("reader").await.unwrap().status.unwrap().token.is_none());
+    // The status follows (written after the Secret, by the same reconcile or the next).
+    let no_token =
+        |ta: Option<&TenantAccess>| ta.and_then(|t| t.status.as_ref()).is_some_and(|s| s.token.is_none());
+    wait_for(accesses.clone(), "reader", no_token, TIMEOUT).await.unwrap();
     // The Clerk template goes from Clerk too (no new token is minted from it).
     let front = wait_for(
         accesses.clone(),

@@ -64,8 +64,9 @@ pub struct IsolationReport {
     pub changed: Vec<(String, String, Option<String>, String)>,
 }
 
-/// Writes each judged pipe's verdicts into `endpoints` (those not judged keep what they had),
-/// and says what changed since `previous` and the condition.
+/// Writes each judged pipe's verdicts into `endpoints`; a pipe not judged now (its description
+/// not read yet, as after a restart) keeps the verdicts `previous` had for it. Says what
+/// changed since `previous`, and the condition.
 pub fn report(
     endpoints: &mut [EndpointStatus],
     previous: &[EndpointStatus],
@@ -81,6 +82,10 @@ pub fn report(
     for endpoint in endpoints.iter_mut() {
         if let Some(verdicts) = judged.get(endpoint.resource.as_str()) {
             endpoint.isolation.clone_from(verdicts);
+        } else if endpoint.isolation.is_empty()
+            && let Some(kept) = previous.iter().find(|e| e.resource == endpoint.resource)
+        {
+            endpoint.isolation.clone_from(&kept.isolation);
         }
         for isolation in &endpoint.isolation {
             let was = before.get(&(endpoint.resource.as_str(), isolation.param.as_str())).copied();
@@ -180,6 +185,12 @@ mod tests {
             "{condition:?}"
         );
         assert_eq!(first.changed.len(), 2, "two first verdicts");
+
+        // Not judged now (a restart, the descriptions not read yet): the verdicts stay.
+        let mut fresh: Vec<EndpointStatus> = endpoints.iter().map(|e| endpoint(&e.resource)).collect();
+        let kept = report(&mut fresh, &endpoints, &BTreeMap::new());
+        assert_eq!(fresh, endpoints, "a restart keeps the verdicts");
+        assert!(kept.changed.is_empty() && kept.condition == Some(condition.clone()));
 
         // Judged again, unchanged: nothing to tell. The open pipe fixed: one change.
         let previous = endpoints.clone();

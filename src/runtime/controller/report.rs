@@ -123,13 +123,10 @@ pub(super) fn isolation_stage(
 ) {
     let key = AccessKey::new(&validated.namespace, &validated.name);
     let pinned = isolation_report::pinned_params(validated);
-    let described: Vec<_> = pinned.iter().map(|(pipe, _)| ctx.health.pipe_description(&key, pipe)).collect();
     let judged: BTreeMap<&str, Vec<ParamIsolation>> = pinned
         .iter()
-        .zip(&described)
-        .filter_map(|((pipe, params), described)| {
-            let described = described.as_ref().map(|d| d.as_ref().map(AsRef::as_ref).map_err(String::as_str));
-            isolation_report::judge_pipe(described, params).map(|verdicts| (*pipe, verdicts))
+        .filter_map(|(pipe, params)| {
+            ctx.health.pipe_verdicts(&key, pipe, params).map(|verdicts| (*pipe, verdicts))
         })
         .collect();
     let outcome = isolation_report::report(&mut report.status.endpoints, &report.previous.endpoints, &judged);
@@ -246,6 +243,19 @@ impl Report {
         }
         let api: Api<TenantAccess> =
             Api::namespaced(ctx.client.clone(), &access.namespace().unwrap_or_default());
+        if self.previous.token.is_some() && self.status.token.is_none() {
+            // The token goes whole. A server-side apply removes only the fields its manager owns:
+            // a field of status.token another manager set (an earlier version's, a person's)
+            // would stay, alone, and the API server would refuse the status as invalid.
+            let patch = serde_json::json!({"status": {"token": null}});
+            api.patch_status(
+                &access.name_any(),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map_err(Error::WriteStatus)?;
+        }
         let written = crate::adapters::apply::apply_status(&api, &access.name_any(), &self.status)
             .await
             .map_err(Error::WriteStatus)?;

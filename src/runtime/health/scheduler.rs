@@ -152,7 +152,15 @@ struct Shared {
     budgets: Mutex<HashMap<Arc<str>, BudgetUse>>,
     /// Each probed pipe's description, as its last existence check read it (kept while the pipe
     /// has members).
-    descriptions: Mutex<HashMap<PipeKey, PipeDescribed>>,
+    descriptions: Mutex<HashMap<PipeKey, Described>>,
+}
+
+/// A pipe's description, and the verdicts already judged from it, by the params judged (few:
+/// the distinct sets of params the TenantAccesses granting the pipe pin). Judging parses the
+/// pipe's SQL: once per description and set of params, not at every reconcile.
+struct Described {
+    description: PipeDescribed,
+    verdicts: HashMap<Vec<String>, Vec<crate::api::ParamIsolation>>,
 }
 
 impl fmt::Debug for Shared {
@@ -171,7 +179,7 @@ impl Shared {
         self.budgets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_descriptions(&self) -> std::sync::MutexGuard<'_, HashMap<PipeKey, PipeDescribed>> {
+    fn lock_descriptions(&self) -> std::sync::MutexGuard<'_, HashMap<PipeKey, Described>> {
         self.descriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -266,12 +274,27 @@ impl HealthScheduler {
         self.shared.lock_accesses().get(key).map(Registered::reported)
     }
 
-    /// The description of the pipe `resource` that a registered TenantAccess probes, as the
-    /// last existence check of it read it (`None`: not checked yet, or not probed).
+    /// The verdicts on `params` of the pipe `resource` that a registered TenantAccess probes,
+    /// judged from the description its last existence check read
+    /// ([`crate::core::isolation_report::judge_pipe`]; `None`: not checked yet, or not probed).
     #[must_use]
-    pub fn pipe_description(&self, key: &AccessKey, resource: &str) -> Option<PipeDescribed> {
+    pub fn pipe_verdicts(
+        &self,
+        key: &AccessKey,
+        resource: &str,
+        params: &[&str],
+    ) -> Option<Vec<crate::api::ParamIsolation>> {
         let workspace = self.shared.lock_accesses().get(key).map(|access| Arc::clone(&access.workspace))?;
-        self.shared.lock_descriptions().get(&PipeKey::new(&workspace, resource)).cloned()
+        let mut descriptions = self.shared.lock_descriptions();
+        let described = descriptions.get_mut(&PipeKey::new(&workspace, resource))?;
+        let wanted: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
+        if let Some(verdicts) = described.verdicts.get(&wanted) {
+            return Some(verdicts.clone());
+        }
+        let description = described.description.as_ref().map(AsRef::as_ref).map_err(String::as_str);
+        let verdicts = crate::core::isolation_report::judge_pipe(Some(description), params)?;
+        described.verdicts.insert(wanted, verdicts.clone());
+        Some(verdicts)
     }
 
     /// Calls `visit(key, resource, healthy)` for every probed endpoint with a verdict (for the

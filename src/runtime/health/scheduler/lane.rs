@@ -181,9 +181,13 @@ impl Worker {
     /// Keeps the description an existence check read; when it is new or changed (a pipe edited
     /// at Tinybird), every member is told, so that its TenantAccess judges the pipe again.
     fn described(&mut self, pipe: &PipeKey, description: &PipeDescribed) {
-        let previous = self.shared.lock_descriptions().insert(pipe.clone(), description.clone());
-        if previous.as_ref() == Some(description) {
-            return;
+        {
+            let mut descriptions = self.shared.lock_descriptions();
+            if descriptions.get(pipe).is_some_and(|known| known.description == *description) {
+                return;
+            }
+            let described = super::Described { description: description.clone(), verdicts: HashMap::new() };
+            descriptions.insert(pipe.clone(), described);
         }
         let Some(group) = self.groups.get(pipe) else { return };
         let changes: Vec<HealthChange> = {
