@@ -84,3 +84,115 @@ async fn each_granted_pipe_is_judged_from_its_sql_and_an_edit_that_drops_the_fil
     env.wait_access("dash", verdict_is("org_events_strict", "Enforced")).await;
     env.events_with(&["pipe org_events_strict: param org is Enforced (was Unused)"]).await;
 }
+
+/// The `analytics` workspace with its Clerk connection and `pipeIsolation: Enforce`.
+async fn enforce_isolation(env: &mut Env) {
+    env.connect_clerk().await;
+    env.apply_yaml(&format!(
+        "apiVersion: tenantaccess.dev/v1alpha1\nkind: TinybirdWorkspace\nmetadata: {{name: analytics}}\nspec:\n  adminTokenSecretRef: {{name: tinybird-admin, key: token}}\n  apiUrl: {}\n{}  clerk:\n    secretKeySecretRef: {{name: clerk-key, key: secret-key}}\n    apiUrl: {}\n  policy: {{pipeIsolation: Enforce}}\n",
+        env.tinybird.base_url(),
+        support::UNMETERED,
+        env.clerk().api_url()
+    ))
+    .await;
+}
+
+/// Billed queries of `pipe` the emulator answered.
+fn billed_queries_of(env: &Env, pipe: &str) -> usize {
+    let path = format!("/v0/pipes/{pipe}.json");
+    env.tinybird.request_log().records().iter().filter(|r| r.path == path).count()
+}
+
+#[tokio::test]
+async fn under_enforce_nothing_is_issued_over_a_pipe_that_ignores_the_param_and_an_edit_withdraws_it() {
+    let mut env = Env::new("enforce").await;
+    enforce_isolation(&mut env).await;
+    env.start_operator();
+
+    // A pipe that never reads org: refused before anything is issued, and said so.
+    env.tenant_access(
+        "open",
+        "  workspaceRef: {name: analytics}\n  scopes:\n    - {resource: event_counts, fixedParams: {org: acme}}\n  secret: {}\n  healthCheck: {interval: 5s}\n",
+    )
+    .await;
+    let open = env.wait_access("open", has_condition("Ready", "False", "PipeNotIsolated")).await;
+    let status = open.status.unwrap();
+    let isolated = status.conditions.iter().find(|c| c.type_ == "PipesIsolated").unwrap();
+    assert_eq!((isolated.status.as_str(), isolated.reason.as_str()), ("False", "PipeNotIsolated"));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(
+        ready.message.contains("event_counts (org)") && ready.message.contains("Enforce"),
+        "{}",
+        ready.message
+    );
+    assert!(status.token.is_none());
+    assert!(env.secrets().get_opt("open").await.unwrap().is_none(), "no token Secret");
+    env.events_with(&["PipeNotIsolated", "event_counts (org)"]).await;
+
+    // Pipes that filter (`required=True`; `defined()` for a Clerk template, whose shortcode the
+    // operator renders with a fallback): issued.
+    env.tenant_access(
+        "dash",
+        "  workspaceRef: {name: analytics}\n  scopes:\n    - {resource: org_events_strict, fixedParams: {org: acme}}\n  secret: {}\n  healthCheck: {interval: 5s}\n",
+    )
+    .await;
+    env.tenant_access(
+        "users",
+        "  workspaceRef: {name: analytics}\n  scopes:\n    - {resource: org_events, fixedParams: {org: '{{org.slug}}'}}\n  clerkTemplate: {}\n  limits: {rps: 5}\n  healthCheck: {interval: 5s, sampleParams: {org: acme}}\n",
+    )
+    .await;
+    env.wait_access("dash", support::is_ready()).await;
+    env.wait_access("dash", has_condition("PipesIsolated", "True", "Isolated")).await;
+    let token = env.token("dash").await;
+    env.wait_access("users", support::clerk_synced()).await;
+    let template_name = format!("{}_users", env.name());
+    let template = env.clerk().template_by_name(&template_name).expect("pushed to Clerk");
+    let claims = serde_json::to_string(&template.claims).unwrap();
+    assert!(
+        claims.contains("{{org.slug || '_none_'}}"),
+        "a missing organization matches no tenant: {claims}"
+    );
+    env.wait_access("users", has_condition("PipesIsolated", "True", "Isolated")).await;
+
+    // Each pipe edited at Tinybird to drop its filter: the next existence check sees it, the
+    // token leaves its Secret and the template leaves Clerk.
+    env.tinybird
+        .set_node_sql(
+            "org_events_strict",
+            "org_events_strict_endpoint",
+            "SELECT org, user, event, amount FROM tenant_events ORDER BY amount",
+        )
+        .unwrap();
+    env.wait_access("dash", has_condition("Ready", "False", "PipeNotIsolated")).await;
+    env.wait_secret("dash", |s: Option<&k8s_openapi::api::core::v1::Secret>| {
+        s.is_some_and(|s| support::token_of(s).is_none())
+    })
+    .await;
+    env.tinybird
+        .set_node_sql("org_events", "org_events_endpoint", "SELECT org, user, event FROM tenant_events")
+        .unwrap();
+    env.wait_access("users", has_condition("Ready", "False", "PipeNotIsolated")).await;
+    support::eventually("the template leaves Clerk", || async {
+        env.clerk().template_by_name(&template_name).is_none()
+    })
+    .await;
+    env.events_with(&["pipe org_events_strict", "PipeNotIsolated"]).await;
+
+    // Fixed: the token comes back (a new one), and so does the template.
+    env.tinybird
+        .set_node_sql(
+            "org_events_strict",
+            "org_events_strict_endpoint",
+            "%\nSELECT org, user, event, amount FROM tenant_events WHERE org = {{String(org, required=True)}}",
+        )
+        .unwrap();
+    // Refused, it is out of the health checks: its pipe is described again within the recheck
+    // interval (30 s), so the wait is longer than most.
+    let recheck = support::TIMEOUT * 2;
+    tenant_access_testkit::wait_for(env.tenant_accesses(), "dash", support::is_ready(), recheck)
+        .await
+        .unwrap();
+    let again = env.token("dash").await;
+    assert_ne!(again, token, "a new token");
+    assert_eq!(billed_queries_of(&env, "event_counts"), 0, "a refused access's pipe is never queried");
+}

@@ -216,6 +216,15 @@ pub struct WorkspacePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 63), pattern(r"^([_.-][A-Za-z0-9_.-]*|[A-Za-z0-9_.-]*[_.-])$"))]
     pub clerk_missing_identity_value: Option<String>,
+    /// What a granted pipe whose SQL never filters by a param the TenantAccess pins (verdict
+    /// `Unused` in `status.endpoints[].isolation`: every tenant would read every row) does to the
+    /// TenantAccess. `Warn` (default): it is reported (condition `PipesIsolated`, an event, a
+    /// metric) and the token is issued. `Enforce`: nothing is issued for it, and a token or Clerk
+    /// template already issued is withdrawn, until the pipe filters again. A pipe the operator
+    /// cannot analyse (`Unknown`) is reported under both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Enforce", "Warn"]))]
+    pub pipe_isolation: Option<String>,
 }
 
 /// Where the value of a required fixed param comes from. Exactly one of `namespaceLabel` and

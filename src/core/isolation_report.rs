@@ -6,12 +6,94 @@
 //! `PipesIsolated` condition and the verdicts that changed.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::api::{EndpointStatus, ParamIsolation, SCOPE_PIPES_READ};
 use crate::core::conditions::DesiredCondition;
 use crate::core::pipe_isolation::{PipeDescription, Verdict, judge};
+use crate::core::reconcile::admit::{Refusal, Retry, revoke_why};
 use crate::core::validate::ValidatedAccess;
 use crate::core::well_known::{condition, reason};
+
+/// What a workspace's policy does with a granted pipe whose SQL never filters by a param the
+/// TenantAccess pins (`spec.policy.pipeIsolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationPolicy {
+    /// Reported; the token is issued (the default).
+    #[default]
+    Warn,
+    /// Nothing is issued, and what was issued is withdrawn, until the pipe filters again.
+    Enforce,
+}
+
+impl IsolationPolicy {
+    /// `spec.policy.pipeIsolation` read (`None` when it is not a policy).
+    #[must_use]
+    pub fn parse(text: Option<&str>) -> Option<Self> {
+        match text {
+            None | Some("Warn") => Some(Self::Warn),
+            Some("Enforce") => Some(Self::Enforce),
+            Some(_) => None,
+        }
+    }
+}
+
+/// How often the pipes of a TenantAccess refused under `Enforce` are described again (they are
+/// out of the health checks while it is refused): a fixed pipe is noticed within this long.
+pub const ENFORCE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Whether the workspace's policy refuses `access` for what its pipes' SQL does (`judged`: the
+/// verdicts known of its pinned params, by pipe). Under `Enforce`, a pinned param a granted
+/// pipe never filters by (`Unused`) refuses the whole TenantAccess, both outputs, and withdraws
+/// what was issued. `Optional` refuses neither output: the operator's tokens always carry the
+/// param, and so do the Clerk templates it writes (every shortcode is rendered with a fallback,
+/// the shortcode's own or the workspace's `clerkMissingIdentityValue`, so a user without the
+/// identity gets a value matching no tenant, never a missing param). `Unknown`, or a pipe not
+/// judged, refuses nothing: the analyser's doubts are reported, not enforced.
+#[must_use]
+pub fn enforce(access: &ValidatedAccess, judged: &BTreeMap<&str, Vec<ParamIsolation>>) -> Option<Refusal> {
+    if access.isolation_policy != IsolationPolicy::Enforce {
+        return None;
+    }
+    let unused: Vec<String> = judged
+        .iter()
+        .flat_map(|(pipe, verdicts)| {
+            verdicts
+                .iter()
+                .filter(|i| i.verdict == Verdict::Unused.as_str())
+                .map(move |i| format!("{pipe} ({})", i.param))
+        })
+        .collect();
+    if unused.is_empty() {
+        return None;
+    }
+    Some(Refusal {
+        reason: reason::PIPE_NOT_ISOLATED,
+        message: format!(
+            "the SQL of {} never filters by the pinned param, so every tenant would read every row, and workspace {} enforces pipe isolation (spec.policy.pipeIsolation: Enforce): nothing is issued, and what was issued is withdrawn, until the pipe filters by it (e.g. WHERE org = {{{{String(org, required=True)}}}}) or the scope is removed; the pipe is described again every {}s",
+            unused.join(", "),
+            access.workspace_name,
+            ENFORCE_RECHECK.as_secs()
+        ),
+        revoke: Some(revoke_why::PIPE_NOT_ISOLATED),
+        retry: Retry::After(ENFORCE_RECHECK),
+    })
+}
+
+/// The `PipesIsolated` condition of verdicts judged outside the health checks (a TenantAccess
+/// refused under `Enforce` has no probed endpoints to carry them).
+#[must_use]
+pub fn condition_of_judged(judged: &BTreeMap<&str, Vec<ParamIsolation>>) -> Option<DesiredCondition> {
+    let endpoints: Vec<EndpointStatus> = judged
+        .iter()
+        .map(|(pipe, verdicts)| EndpointStatus {
+            resource: (*pipe).to_owned(),
+            isolation: verdicts.clone(),
+            ..EndpointStatus::default()
+        })
+        .collect();
+    condition_of(&endpoints)
+}
 
 /// A pipe's description as the runtime knows it: read, or why it could not be.
 pub type Described<'a> = Option<Result<&'a PipeDescription, &'a str>>;
@@ -212,6 +294,48 @@ mod tests {
     ) -> IsolationReport {
         let mut endpoints = previous.to_vec();
         report(&mut endpoints, previous, judged)
+    }
+
+    fn access(policy: IsolationPolicy) -> ValidatedAccess {
+        let spec: crate::api::TenantAccessSpec = serde_json::from_value(serde_json::json!({
+            "workspaceRef": {"name": "shared"},
+            "scopes": [{"resource": "open", "fixedParams": {"org": "acme"}}, {"resource": "guarded", "fixedParams": {"org": "acme"}}],
+            "secret": {},
+        }))
+        .unwrap();
+        let mut access = crate::core::validate::validate_tenant_access("acme", "dash", &spec).unwrap();
+        access.isolation_policy = policy;
+        access
+    }
+
+    #[test]
+    fn enforce_refuses_and_withdraws_for_an_unused_param_only() {
+        let open = pipe("%\nSELECT * FROM events");
+        let guarded = pipe("%\nSELECT * FROM events {% if defined(org) %} WHERE org = {{org}} {% end %}");
+        let doubtful = pipe("%\nSELECT * FROM events WHERE org = {{org}} OR 1");
+        let verdicts = |description: &PipeDescription| judge_pipe(Some(Ok(description)), &["org"]).unwrap();
+        let judged = BTreeMap::from([("open", verdicts(&open)), ("guarded", verdicts(&guarded))]);
+
+        assert_eq!(enforce(&access(IsolationPolicy::Warn), &judged), None, "Warn reports, never refuses");
+        let refusal = enforce(&access(IsolationPolicy::Enforce), &judged).unwrap();
+        assert_eq!(refusal.reason, reason::PIPE_NOT_ISOLATED);
+        assert_eq!(refusal.revoke, Some(revoke_why::PIPE_NOT_ISOLATED), "what was issued is withdrawn");
+        assert_eq!(refusal.retry, Retry::After(ENFORCE_RECHECK), "the pipe is looked at again");
+        assert!(
+            refusal.message.contains("open (org)") && !refusal.message.contains("guarded"),
+            "{}",
+            refusal.message
+        );
+        let condition = condition_of_judged(&judged).unwrap();
+        assert!(!condition.status && condition.reason == reason::PIPE_NOT_ISOLATED);
+
+        // Optional (the operator's tokens and templates always carry the param), Unknown (a
+        // doubt, reported) and not judged yet: nothing refused.
+        let judged = BTreeMap::from([("guarded", verdicts(&guarded)), ("open", verdicts(&doubtful))]);
+        assert_eq!(judged["guarded"][0].verdict, "Optional");
+        assert_eq!(judged["open"][0].verdict, "Unknown");
+        assert_eq!(enforce(&access(IsolationPolicy::Enforce), &judged), None);
+        assert_eq!(enforce(&access(IsolationPolicy::Enforce), &BTreeMap::new()), None);
     }
 
     #[test]

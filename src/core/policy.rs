@@ -140,6 +140,14 @@ pub fn apply(
         Err(problem) => problems.push(problem),
     }
 
+    match crate::core::isolation_report::IsolationPolicy::parse(policy.pipe_isolation.as_deref()) {
+        Some(mode) => access.isolation_policy = mode,
+        None => problems.push(format!(
+            "workspace {workspace} spec.policy.pipeIsolation: {:?} is not a pipe isolation policy: use Enforce or Warn",
+            crate::core::redact::prefix(policy.pipe_isolation.as_deref().unwrap_or_default(), 40)
+        )),
+    }
+
     for (param, source) in &policy.required_params {
         match required_value(param, source, namespace, workspace) {
             Err(problem) => problems.push(problem),

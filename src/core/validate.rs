@@ -234,6 +234,9 @@ pub struct ValidatedAccess {
     /// values: set by [`crate::core::policy::apply`], empty before. Probe tokens always carry these
     /// values, whatever `healthCheck.sampleParams` says.
     pub pinned_params: BTreeMap<String, String>,
+    /// What the workspace's policy does with a granted pipe that does not filter by a pinned
+    /// param: set by [`crate::core::policy::apply`], `Warn` before.
+    pub isolation_policy: crate::core::isolation_report::IsolationPolicy,
     /// Legal but risky choices worth telling the user about.
     pub warnings: Vec<String>,
 }
@@ -405,6 +408,7 @@ pub fn validate_tenant_access(
         health,
         has_shortcodes,
         pinned_params: BTreeMap::new(),
+        isolation_policy: crate::core::isolation_report::IsolationPolicy::Warn,
         warnings,
     })
 }

@@ -345,3 +345,14 @@ fn nothing_is_pinned_without_required_params() {
         check(&format!("{CLERK_ONLY}healthCheck: {{sampleParams: {{org: globex}}}}\n"), "maxRps: 5").unwrap();
     assert!(checked.pinned_params.is_empty());
 }
+
+#[test]
+fn reads_the_pipe_isolation_policy_and_refuses_one_it_does_not_know() {
+    use crate::core::isolation_report::IsolationPolicy;
+    let spec = "workspaceRef: {name: s}\nscopes: [{resource: p, fixedParams: {org: acme}}]\nsecret: {}\n";
+    assert_eq!(check(spec, "{}").unwrap().isolation_policy, IsolationPolicy::Warn, "the default");
+    assert_eq!(check(spec, "pipeIsolation: Warn").unwrap().isolation_policy, IsolationPolicy::Warn);
+    assert_eq!(check(spec, "pipeIsolation: Enforce").unwrap().isolation_policy, IsolationPolicy::Enforce);
+    let error = check(spec, "pipeIsolation: enforce").unwrap_err().to_string();
+    assert!(error.contains("spec.policy.pipeIsolation") && error.contains("use Enforce or Warn"), "{error}");
+}

@@ -39,6 +39,9 @@ pub enum Retry {
     OnChange,
     /// With backoff: the cause may pass (a workspace not ready, facts not read yet).
     Backoff,
+    /// After this long, when what is refused is out of the cluster's sight (a pipe edited at
+    /// Tinybird) and must be looked at again.
+    After(std::time::Duration),
 }
 
 impl Refusal {
@@ -55,6 +58,9 @@ pub mod revoke_why {
     pub const NAMESPACE: &str = "its namespace is no longer admitted by the workspace";
     /// The workspace's policy now forbids the access.
     pub const POLICY: &str = "it no longer complies with its workspace's policy";
+    /// A granted pipe's SQL no longer filters by a pinned param, and the workspace enforces it.
+    pub const PIPE_NOT_ISOLATED: &str =
+        "a granted pipe's SQL does not filter by a param it pins, and its workspace enforces pipe isolation";
 }
 
 /// Validates a TenantAccess spec (step 1).

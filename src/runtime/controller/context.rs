@@ -67,6 +67,8 @@ pub struct Context {
     pub workspace_rechecks: WorkspaceRechecks,
     /// Refreshed admin tokens on their way to their Secrets (the process's one custody).
     pub custody: super::key_custody::KeyCustody,
+    /// Pipe isolation verdicts read outside the health checks (for `pipeIsolation: Enforce`).
+    pub isolation_gate: Arc<super::isolation_gate::IsolationGate>,
     /// The wall clock.
     clock: Clock,
 }
@@ -255,6 +257,7 @@ impl Context {
             workspace_cache,
             caches,
             custody: super::key_custody::KeyCustody::process(),
+            isolation_gate: Arc::default(),
             clock,
         })
     }

@@ -9,6 +9,7 @@ pub mod clerk_sweep;
 pub mod clerk_sync;
 pub mod context;
 pub mod error;
+pub mod isolation_gate;
 pub mod key_custody;
 pub mod known_secrets;
 pub mod observe;

@@ -20,6 +20,7 @@ use super::observe::{self, ObservedSecret};
 use super::workspace_cache::ClerkCredentials;
 use crate::api::{TenantAccess, TenantAccessStatus};
 use crate::core::conditions::{DesiredCondition, find};
+use crate::core::isolation_report::{self, IsolationPolicy};
 use crate::core::reconcile::admit::Retry;
 use crate::core::reconcile::decide::ObservedToken;
 use crate::core::reconcile::plan::{self, Plan, TokenPlan};
@@ -70,8 +71,18 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
 
     let Admission { validated, signer, entry } = match admission::admit(&access, &ctx, now).await? {
         Ok(admission) => admission,
-        Err(refused) => return refuse(&access, &ctx, report, &refused).await,
+        Err(refused) => return refuse(&access, &ctx, report, &refused, None).await,
     };
+    // Under `pipeIsolation: Enforce`, a granted pipe that does not filter by a pinned param
+    // refuses the TenantAccess before anything is issued, and withdraws what was.
+    if validated.isolation_policy == IsolationPolicy::Enforce {
+        let judged = super::isolation_gate::judged(&validated, &signer, &ctx).await;
+        if let Some(refusal) = isolation_report::enforce(&validated, &judged) {
+            let isolation = isolation_report::condition_of_judged(&judged);
+            let refused = Refused { refusal, entry: Some(entry) };
+            return refuse(&access, &ctx, report, &refused, isolation).await;
+        }
+    }
 
     // Observe -> plan -> write -> status.
     let observed = observe::token(&access, &validated, &signer, &ctx, previous.token.as_ref()).await?;
@@ -179,16 +190,24 @@ async fn refuse(
     ctx: &Context,
     mut report: Report,
     refused: &Refused,
+    isolation: Option<DesiredCondition>,
 ) -> Result<Action, Error> {
     let refusal = &refused.refusal;
     report.refuse(refusal.reason, &refusal.message);
     stop_probes(ctx, &mut report, &access.namespace().unwrap_or_default(), &access.name_any());
+    if let Some(isolation) = isolation {
+        report.set(isolation);
+    }
     let clerk_retry = match refusal.revoke {
         Some(why) => revoke(access, ctx, &mut report, (refusal.reason, why), refused.clerk()).await?,
         None => None,
     };
     report.finish(ctx, access).await?;
-    let backoff = (refusal.retry == Retry::Backoff).then(|| ctx.retries.failed(access).1);
+    let backoff = match refusal.retry {
+        Retry::Backoff => Some(ctx.retries.failed(access).1),
+        Retry::After(delay) => Some(delay),
+        Retry::OnChange => None,
+    };
     Ok(match (backoff, clerk_retry) {
         (Some(delay), Some(retry)) => Action::requeue(retry.min(delay)),
         (Some(delay), None) | (None, Some(delay)) => Action::requeue(delay),

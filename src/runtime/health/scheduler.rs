@@ -285,8 +285,32 @@ impl HealthScheduler {
         params: &[&str],
     ) -> Option<Vec<crate::api::ParamIsolation>> {
         let workspace = self.shared.lock_accesses().get(key).map(|access| Arc::clone(&access.workspace))?;
+        self.verdicts_in(&workspace, resource, params)
+    }
+
+    /// The verdicts on `params` of the pipe `resource` of the workspace at `api_url` with
+    /// `workspace_id`, when some registered TenantAccess probes it (`None` otherwise, or before
+    /// its first existence check): whoever asks, one description per pipe.
+    #[must_use]
+    pub fn workspace_pipe_verdicts(
+        &self,
+        api_url: &str,
+        workspace_id: &str,
+        resource: &str,
+        params: &[&str],
+    ) -> Option<Vec<crate::api::ParamIsolation>> {
+        let workspace: Arc<str> = format!("{}#{workspace_id}", api_url.trim_end_matches('/')).into();
+        self.verdicts_in(&workspace, resource, params)
+    }
+
+    fn verdicts_in(
+        &self,
+        workspace: &Arc<str>,
+        resource: &str,
+        params: &[&str],
+    ) -> Option<Vec<crate::api::ParamIsolation>> {
         let mut descriptions = self.shared.lock_descriptions();
-        let described = descriptions.get_mut(&PipeKey::new(&workspace, resource))?;
+        let described = descriptions.get_mut(&PipeKey::new(workspace, resource))?;
         let wanted: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
         if let Some(verdicts) = described.verdicts.get(&wanted) {
             return Some(verdicts.clone());

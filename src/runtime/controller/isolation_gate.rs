@@ -1,0 +1,164 @@
+//! The verdicts a workspace's `pipeIsolation: Enforce` policy decides on, before anything is
+//! issued ([`crate::core::isolation_report::enforce`]).
+//!
+//! A pipe some registered TenantAccess probes is judged from the description its last existence
+//! check read (the health scheduler's). A pipe nobody probes (a new TenantAccess, one refused
+//! under `Enforce`, health checks disabled) is described here, with the same free request
+//! (`GET /v0/pipes/{pipe}` with the admin token, counted as an existence check, never billed),
+//! and its verdicts are kept for [`ENFORCE_RECHECK`]: one request per pipe and interval,
+//! whatever the number of TenantAccesses granting it. A verdict of the health checks is kept
+//! here too, so that the newest reading stands when a TenantAccess refused for it leaves the
+//! health checks (an older reading of this gate would admit it again, and the next existence
+//! check refuse it, in a loop). Only verdicts are kept (never the description), in at most
+//! [`MAX_JUDGED_PIPES`] entries.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::context::Context;
+use crate::adapters::health::{HttpProber, ProbeRequest};
+use crate::api::ParamIsolation;
+use crate::core::isolation_report::{ENFORCE_RECHECK, judge_pipe, pinned_params};
+use crate::core::signing_workspace::SigningWorkspace;
+use crate::core::validate::ValidatedAccess;
+
+/// Most pipes whose verdicts are kept (a few hundred bytes each).
+pub const MAX_JUDGED_PIPES: usize = 4096;
+
+/// Verdicts read outside the health checks, by workspace (`api_url#workspace_id`) and pipe.
+#[derive(Debug, Default)]
+pub struct IsolationGate {
+    judged: Mutex<HashMap<(String, String), Judged>>,
+}
+
+#[derive(Debug)]
+struct Judged {
+    read_at: Timestamp,
+    /// By the params judged.
+    verdicts: HashMap<Vec<String>, Vec<ParamIsolation>>,
+}
+
+impl IsolationGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Judged>> {
+        self.judged.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn kept(&self, key: &(String, String), params: &[String], now: Timestamp) -> Option<Vec<ParamIsolation>> {
+        let judged = self.lock();
+        let entry = judged.get(key)?;
+        let fresh = now.duration_since(entry.read_at).unsigned_abs() < ENFORCE_RECHECK;
+        fresh.then(|| entry.verdicts.get(params).cloned()).flatten()
+    }
+
+    fn keep(
+        &self,
+        key: (String, String),
+        params: Vec<String>,
+        verdicts: Vec<ParamIsolation>,
+        now: Timestamp,
+    ) {
+        let mut judged = self.lock();
+        if judged.len() >= MAX_JUDGED_PIPES && !judged.contains_key(&key) {
+            judged.retain(|_, entry| now.duration_since(entry.read_at).unsigned_abs() < ENFORCE_RECHECK);
+            if judged.len() >= MAX_JUDGED_PIPES
+                && let Some(oldest) = judged.iter().min_by_key(|(_, e)| e.read_at).map(|(k, _)| k.clone())
+            {
+                judged.remove(&oldest);
+            }
+        }
+        let entry = judged.entry(key).or_insert_with(|| Judged { read_at: now, verdicts: HashMap::new() });
+        if entry.read_at != now {
+            // A new reading replaces what an older one judged.
+            entry.verdicts.clear();
+            entry.read_at = now;
+        }
+        entry.verdicts.insert(params, verdicts);
+    }
+
+    /// How many pipes' verdicts are kept.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The verdicts on the params `access` pins, by pipe: those of the health checks' descriptions,
+/// else read now (or kept from a reading less than [`ENFORCE_RECHECK`] old). A pipe that could
+/// not be described (unreachable, missing) is left out: not judged.
+pub(super) async fn judged<'a>(
+    access: &'a ValidatedAccess,
+    signer: &SigningWorkspace,
+    ctx: &Context,
+) -> BTreeMap<&'a str, Vec<ParamIsolation>> {
+    let mut judged = BTreeMap::new();
+    let workspace = format!("{}#{}", signer.api_url.trim_end_matches('/'), signer.workspace_id);
+    for (pipe, params) in pinned_params(access) {
+        let key = (workspace.clone(), pipe.to_owned());
+        let wanted: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
+        if let Some(verdicts) =
+            ctx.health.workspace_pipe_verdicts(&signer.api_url, &signer.workspace_id, pipe, &params)
+        {
+            // The newest reading: what this gate answers once nobody probes the pipe any more
+            // (the TenantAccess refused for it), not an older reading of its own.
+            ctx.isolation_gate.keep(key, wanted, verdicts.clone(), ctx.now());
+            judged.insert(pipe, verdicts);
+            continue;
+        }
+        if let Some(verdicts) = ctx.isolation_gate.kept(&key, &wanted, ctx.now()) {
+            judged.insert(pipe, verdicts);
+            continue;
+        }
+        let timeout = Duration::try_from(access.health.timeout).unwrap_or(Duration::from_secs(5));
+        let request = ProbeRequest::existence(&signer.api_url, pipe, &signer.key, timeout);
+        let outcome = HttpProber::with_client(ctx.apis.tinybird.clone()).probe_once(&request).await;
+        let Some(described) = outcome.description else {
+            tracing::debug!(%pipe, reason = ?outcome.reason, "pipe not described: its isolation is not judged");
+            continue;
+        };
+        let description = described.as_ref().map(AsRef::as_ref).map_err(String::as_str);
+        if let Some(verdicts) = judge_pipe(Some(description), &params) {
+            ctx.isolation_gate.keep(key, wanted, verdicts.clone(), ctx.now());
+            judged.insert(pipe, verdicts);
+        }
+    }
+    judged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(v: &str) -> Vec<ParamIsolation> {
+        vec![ParamIsolation { param: "org".into(), verdict: v.into(), message: None }]
+    }
+
+    #[test]
+    fn verdicts_are_kept_for_the_recheck_interval_and_bounded() {
+        let gate = IsolationGate::default();
+        let t0: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let key = ("https://api#w".to_owned(), "p".to_owned());
+        let org = vec!["org".to_owned()];
+        gate.keep(key.clone(), org.clone(), verdict("Unused"), t0);
+        assert_eq!(gate.kept(&key, &org, t0 + jiff::SignedDuration::from_secs(29)), Some(verdict("Unused")));
+        assert_eq!(gate.kept(&key, &org, t0 + jiff::SignedDuration::from_secs(30)), None, "read again");
+        assert_eq!(gate.kept(&key, &["tenant".to_owned()], t0), None, "other params: not judged yet");
+        // A newer reading replaces the older verdicts.
+        let t1 = t0 + jiff::SignedDuration::from_secs(31);
+        gate.keep(key.clone(), org.clone(), verdict("Enforced"), t1);
+        assert_eq!(gate.kept(&key, &org, t1), Some(verdict("Enforced")));
+
+        for i in 0..MAX_JUDGED_PIPES + 10 {
+            gate.keep(("w".into(), format!("p{i}")), org.clone(), verdict("Enforced"), t1);
+        }
+        assert!(gate.len() <= MAX_JUDGED_PIPES, "{}", gate.len());
+    }
+}
