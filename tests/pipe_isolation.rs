@@ -48,6 +48,19 @@ async fn each_granted_pipe_is_judged_from_its_sql_and_an_edit_that_drops_the_fil
     assert!(isolated.message.contains("event_counts (org)"), "{}", isolated.message);
     assert!(!isolated.message.contains("org_events_strict"), "{}", isolated.message);
     env.events_with(&["PipeNotIsolated", "pipe event_counts: param org is Unused"]).await;
+    // The workspace lists its pipes' verdicts, the one that leaks first.
+    let workspace = wait_workspace_pipes(&env, 4).await;
+    let listed: Vec<(&str, &str)> =
+        workspace.pipes.iter().map(|p| (p.name.as_str(), p.isolation[0].verdict.as_str())).collect();
+    assert_eq!(
+        listed,
+        [
+            ("event_counts", "Unused"),
+            ("org_events", "Optional"),
+            ("org_event_totals", "Enforced"),
+            ("org_events_strict", "Enforced")
+        ]
+    );
 
     // The pipe is edited at Tinybird to drop its filter: the next existence check (free) reads
     // the new SQL, and no billed query is needed to see it.
@@ -83,6 +96,20 @@ async fn each_granted_pipe_is_judged_from_its_sql_and_an_edit_that_drops_the_fil
         .unwrap();
     env.wait_access("dash", verdict_is("org_events_strict", "Enforced")).await;
     env.events_with(&["pipe org_events_strict: param org is Enforced (was Unused)"]).await;
+}
+
+/// The `analytics` workspace's status once it lists `count` pipes.
+async fn wait_workspace_pipes(env: &Env, count: usize) -> tenant_access::api::WorkspaceStatus {
+    let workspaces: kube::Api<tenant_access::api::TinybirdWorkspace> =
+        kube::Api::namespaced(env.client.clone(), env.name());
+    let listed = move |w: Option<&tenant_access::api::TinybirdWorkspace>| {
+        w.and_then(|w| w.status.as_ref()).is_some_and(|s| s.pipes.len() == count)
+    };
+    let workspace = tenant_access_testkit::wait_for(workspaces, "analytics", listed, support::TIMEOUT)
+        .await
+        .unwrap()
+        .unwrap();
+    workspace.status.unwrap()
 }
 
 /// The `analytics` workspace with its Clerk connection and `pipeIsolation: Enforce`.
@@ -128,6 +155,10 @@ async fn under_enforce_nothing_is_issued_over_a_pipe_that_ignores_the_param_and_
     assert!(status.token.is_none());
     assert!(env.secrets().get_opt("open").await.unwrap().is_none(), "no token Secret");
     env.events_with(&["PipeNotIsolated", "event_counts (org)"]).await;
+    // Refused, it is probed by nobody: the workspace lists the pipe from the gate's reading.
+    let workspace = wait_workspace_pipes(&env, 1).await;
+    assert_eq!(workspace.pipes[0].name, "event_counts");
+    assert_eq!(workspace.pipes[0].isolation[0].verdict, "Unused");
 
     // Pipes that filter (`required=True`; `defined()` for a Clerk template, whose shortcode the
     // operator renders with a fallback): issued.

@@ -43,6 +43,8 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Entries of a workspace policy's lists and maps (`allowedResources`, `allowedScopeTypes`,
 /// `requiredParams`).
 pub const MAX_POLICY_ENTRIES: usize = 256;
+/// Most pipes a workspace's status lists (`status.pipes`).
+pub const MAX_LISTED_PIPES: usize = 64;
 
 #[cfg(test)]
 mod tests {

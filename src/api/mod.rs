@@ -21,7 +21,7 @@ pub use workspace::{
     ClerkConnection, ClerkTemplatesStatus, ClusterTinybirdWorkspace, ClusterTinybirdWorkspaceSpec,
     HealthCheckBudgetStatus, RemovedClerkTemplate, RequiredParamSource, RotationProgress, RotationRecord,
     RotationSpec, RotationStatus, TinybirdWorkspace, TinybirdWorkspaceSpec, WorkspaceHealthChecks,
-    WorkspacePolicy, WorkspaceSpec, WorkspaceStatus,
+    WorkspacePipeStatus, WorkspacePolicy, WorkspaceSpec, WorkspaceStatus,
 };
 
 /// Scope type granting read access to a pipe endpoint.

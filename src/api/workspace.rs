@@ -286,6 +286,28 @@ pub struct WorkspaceStatus {
     /// they were not retained. Written (a merge patch of its own) only when one is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clerk_templates: Option<ClerkTemplatesStatus>,
+    /// Whether this workspace's granted pipes filter by the params its TenantAccesses pin, as
+    /// their last descriptions read: the pipes that do not first (`Unused`, then `Unknown`,
+    /// `Optional`, `Enforced`), at most 64. Kept as it was until the pipes are described again
+    /// (after a restart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::MAX_LISTED_PIPES))]
+    pub pipes: Vec<WorkspacePipeStatus>,
+    /// How many more pipes were judged than `pipes` lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipes_not_listed: Option<u32>,
+}
+
+/// One granted pipe of the workspace and its verdicts (`status.pipes[]`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspacePipeStatus {
+    /// The pipe.
+    pub name: String,
+    /// The verdict on each param some TenantAccess pins on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::MAX_FIXED_PARAMS))]
+    pub isolation: Vec<super::ParamIsolation>,
 }
 
 /// What the workspace removed from its Clerk instance.

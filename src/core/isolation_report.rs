@@ -136,6 +136,53 @@ fn entry(param: String, verdict: &Verdict) -> ParamIsolation {
     ParamIsolation { param, verdict: verdict.as_str().to_owned(), message }
 }
 
+/// One verdict per param from verdicts judged for several sets of params (a param judged in
+/// more than one set has the same verdict in each: the verdict of a param does not depend on
+/// the others), by param name.
+pub fn merge_params<'a>(judged: impl Iterator<Item = &'a Vec<ParamIsolation>>) -> Vec<ParamIsolation> {
+    let mut by_param: BTreeMap<&str, &ParamIsolation> = BTreeMap::new();
+    for verdict in judged.flatten() {
+        by_param.entry(verdict.param.as_str()).or_insert(verdict);
+    }
+    by_param.into_values().cloned().collect()
+}
+
+/// How bad a verdict is, worst first (for lists).
+fn severity(verdict: &str) -> u8 {
+    match verdict {
+        "Unused" => 0,
+        "Unknown" => 1,
+        "Optional" => 2,
+        _ => 3,
+    }
+}
+
+/// A workspace's `status.pipes` (and `pipesNotListed`) from its judged pipes: one entry per
+/// pipe (the first reading given wins), the worst first, then by name, at most
+/// [`crate::api::limits::MAX_LISTED_PIPES`].
+#[must_use]
+pub fn workspace_pipes(
+    judged: impl IntoIterator<Item = (String, Vec<ParamIsolation>)>,
+) -> (Vec<crate::api::WorkspacePipeStatus>, Option<u32>) {
+    let mut by_pipe: BTreeMap<String, Vec<ParamIsolation>> = BTreeMap::new();
+    for (pipe, verdicts) in judged {
+        by_pipe.entry(pipe).or_insert(verdicts);
+    }
+    let mut pipes: Vec<crate::api::WorkspacePipeStatus> = by_pipe
+        .into_iter()
+        .map(|(name, isolation)| crate::api::WorkspacePipeStatus { name, isolation })
+        .collect();
+    pipes.sort_by(|a, b| {
+        let worst =
+            |p: &crate::api::WorkspacePipeStatus| p.isolation.iter().map(|i| severity(&i.verdict)).min();
+        worst(a).cmp(&worst(b)).then_with(|| a.name.cmp(&b.name))
+    });
+    let max = crate::api::limits::MAX_LISTED_PIPES;
+    let not_listed = pipes.len().checked_sub(max).filter(|n| *n > 0);
+    pipes.truncate(max);
+    (pipes, not_listed.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+}
+
 /// What the isolation stage reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsolationReport {
@@ -336,6 +383,41 @@ mod tests {
         assert_eq!(judged["open"][0].verdict, "Unknown");
         assert_eq!(enforce(&access(IsolationPolicy::Enforce), &judged), None);
         assert_eq!(enforce(&access(IsolationPolicy::Enforce), &BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn a_workspace_lists_its_pipes_worst_first_and_bounded() {
+        let verdict = |param: &str, verdict: &str| ParamIsolation {
+            param: param.into(),
+            verdict: verdict.into(),
+            message: None,
+        };
+        let merged = merge_params(
+            [vec![verdict("org", "Enforced")], vec![verdict("org", "Enforced"), verdict("region", "Unused")]]
+                .iter(),
+        );
+        assert_eq!(merged, vec![verdict("org", "Enforced"), verdict("region", "Unused")], "one per param");
+
+        let judged = vec![
+            ("b_strict".to_owned(), vec![verdict("org", "Enforced")]),
+            ("a_guarded".to_owned(), vec![verdict("org", "Optional")]),
+            ("z_open".to_owned(), merged),
+            ("c_doubt".to_owned(), vec![verdict("org", "Unknown")]),
+            // A second reading of a pipe already listed (the gate's, after the scheduler's).
+            ("b_strict".to_owned(), vec![verdict("org", "Unused")]),
+        ];
+        let (pipes, not_listed) = workspace_pipes(judged);
+        let names: Vec<&str> = pipes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["z_open", "c_doubt", "a_guarded", "b_strict"]);
+        assert_eq!(pipes[3].isolation[0].verdict, "Enforced", "the first reading given wins");
+        assert_eq!(not_listed, None);
+
+        let many = (0..100).map(|i| (format!("p{i:03}"), vec![verdict("org", "Enforced")]));
+        let (pipes, not_listed) =
+            workspace_pipes(many.chain([("zz".to_owned(), vec![verdict("org", "Unused")])]));
+        assert_eq!(pipes.len(), crate::api::limits::MAX_LISTED_PIPES);
+        assert_eq!(pipes[0].name, "zz", "the pipe that leaks is never cut");
+        assert_eq!(not_listed, Some(101 - 64));
     }
 
     #[test]

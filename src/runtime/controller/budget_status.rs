@@ -1,6 +1,7 @@
-//! Keeps each workspace's `status.healthChecks` current: the health scheduler's budget use
-//! changes as TenantAccesses register and leave, not when the workspace changes, so a watch
-//! on the workspace never sees it. Every [`PERIOD`] the budget each workspace's status shows
+//! Keeps each workspace's `status.healthChecks` and `status.pipes` current: the health
+//! scheduler's budget use changes as TenantAccesses register and leave, and its pipes' verdicts
+//! as their descriptions are read, not when the workspace changes, so a watch on the workspace
+//! never sees them. Every [`PERIOD`] the budget each workspace's status shows
 //! is compared, in memory, with the scheduler's; a workspace whose status is out of date is
 //! reconciled (which writes it). No API request unless something changed, and at most one
 //! status write per workspace per period while TenantAccesses keep arriving.
@@ -13,8 +14,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::context::Context;
 use super::workspace_reconciler::Workspace;
-use crate::api::{ClusterTinybirdWorkspace, HealthCheckBudgetStatus, TinybirdWorkspace};
-use crate::runtime::health::{BudgetUse, HealthScheduler};
+use crate::api::{
+    ClusterTinybirdWorkspace, HealthCheckBudgetStatus, ParamIsolation, TinybirdWorkspace,
+    WorkspacePipeStatus, WorkspaceStatus,
+};
+use crate::runtime::health::BudgetUse;
+#[cfg(doc)]
+use crate::runtime::health::HealthScheduler;
 
 /// How often the statuses are compared with the scheduler's budget use.
 pub const PERIOD: Duration = Duration::from_secs(10);
@@ -30,17 +36,67 @@ pub fn budget_status(budget: &BudgetUse) -> Option<HealthCheckBudgetStatus> {
     })
 }
 
-/// What the workspace's `status.healthChecks` should say when it says something else; `None`
-/// when it is current, or while nothing of the workspace is probed (a start writes nothing).
+/// What a workspace's status should say of what the health checks see: `status.healthChecks`
+/// and `status.pipes` (`None` for a part not known, as after a start: kept as it is).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Wanted {
+    /// `status.healthChecks`.
+    pub health_checks: Option<Option<HealthCheckBudgetStatus>>,
+    /// `status.pipes` and `status.pipesNotListed`.
+    pub pipes: Option<(Vec<WorkspacePipeStatus>, Option<u32>)>,
+}
+
+impl Wanted {
+    /// What the status should say of the workspace at `api_url` with `workspace_id`; `described`
+    /// is the scheduler's [`HealthScheduler::described_pipes`].
+    #[must_use]
+    pub fn of(
+        ctx: &Context,
+        api_url: &str,
+        workspace_id: &str,
+        described: &HashMap<Arc<str>, Vec<(String, Vec<ParamIsolation>)>>,
+    ) -> Self {
+        let health_checks = ctx.health.budget(api_url, workspace_id).map(|budget| budget_status(&budget));
+        let name = format!("{}#{workspace_id}", api_url.trim_end_matches('/'));
+        let probed = described.get(name.as_str()).cloned().unwrap_or_default();
+        let refused = ctx.isolation_gate.recent(&name, ctx.now());
+        let pipes = (!probed.is_empty() || !refused.is_empty())
+            .then(|| crate::core::isolation_report::workspace_pipes(probed.into_iter().chain(refused)));
+        Self { health_checks, pipes }
+    }
+
+    /// Writes what is known into `status`.
+    pub fn apply(self, status: &mut WorkspaceStatus) {
+        if let Some(health_checks) = self.health_checks {
+            status.health_checks = health_checks;
+        }
+        if let Some((pipes, not_listed)) = self.pipes {
+            status.pipes = pipes;
+            status.pipes_not_listed = not_listed;
+        }
+    }
+
+    /// Whether `status` says something else.
+    #[must_use]
+    pub fn differs_from(&self, status: &WorkspaceStatus) -> bool {
+        let mut written = status.clone();
+        self.clone().apply(&mut written);
+        written != *status
+    }
+}
+
+/// What the workspace's status should say when it says something else; `None` when it is
+/// current, or while nothing of the workspace is known (a start writes nothing).
 #[must_use]
 pub fn wanted<W: Workspace>(
     workspace: &W,
-    health: &HealthScheduler,
-) -> Option<Option<HealthCheckBudgetStatus>> {
+    ctx: &Context,
+    described: &HashMap<Arc<str>, Vec<(String, Vec<ParamIsolation>)>>,
+) -> Option<Wanted> {
     let status = workspace.workspace_status()?;
     let (Some(api_url), Some(workspace_id)) = (&status.api_url, &status.workspace_id) else { return None };
-    let wanted = budget_status(&health.budget(api_url, workspace_id)?);
-    (wanted != status.health_checks).then_some(wanted)
+    let wanted = Wanted::of(ctx, api_url, workspace_id, described);
+    wanted.differs_from(status).then_some(wanted)
 }
 
 /// Remembers what each out-of-date workspace should say, and answers whether it said the same
@@ -49,12 +105,12 @@ pub fn wanted<W: Workspace>(
 /// numbers on their way.
 #[derive(Debug, Default)]
 struct Settled {
-    previous: HashMap<String, Option<HealthCheckBudgetStatus>>,
-    current: HashMap<String, Option<HealthCheckBudgetStatus>>,
+    previous: HashMap<String, Wanted>,
+    current: HashMap<String, Wanted>,
 }
 
 impl Settled {
-    fn held_still(&mut self, key: String, wanted: Option<HealthCheckBudgetStatus>) -> bool {
+    fn held_still(&mut self, key: String, wanted: Wanted) -> bool {
         let still = self.previous.get(&key) == Some(&wanted);
         self.current.insert(key, wanted);
         still
@@ -78,9 +134,10 @@ pub async fn run(
     let mut settled = Settled::default();
     loop {
         ticks.tick().await;
+        let described = ctx.health.described_pipes();
         for workspace in workspaces.state() {
             let object = ObjectRef::from_obj(workspace.as_ref());
-            if let Some(wanted) = wanted(workspace.as_ref(), &ctx.health)
+            if let Some(wanted) = wanted(workspace.as_ref(), &ctx, &described)
                 && settled.held_still(format!("{object}"), wanted)
             {
                 let _ = ctx.workspace_rechecks.namespaced.send(object);
@@ -88,7 +145,7 @@ pub async fn run(
         }
         for workspace in cluster_workspaces.state() {
             let object = ObjectRef::from_obj(workspace.as_ref());
-            if let Some(wanted) = wanted(workspace.as_ref(), &ctx.health)
+            if let Some(wanted) = wanted(workspace.as_ref(), &ctx, &described)
                 && settled.held_still(format!("cluster/{object}"), wanted)
             {
                 let _ = ctx.workspace_rechecks.cluster.send(object);
@@ -102,13 +159,16 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn budget(planned: u64) -> Option<HealthCheckBudgetStatus> {
-        Some(HealthCheckBudgetStatus {
-            max_queries_per_day: 200,
-            planned_queries_per_day: planned,
-            pipes: 1,
-            cut: None,
-        })
+    fn budget(planned: u64) -> Wanted {
+        Wanted {
+            health_checks: Some(Some(HealthCheckBudgetStatus {
+                max_queries_per_day: 200,
+                planned_queries_per_day: planned,
+                pipes: 1,
+                cut: None,
+            })),
+            pipes: None,
+        }
     }
 
     #[test]

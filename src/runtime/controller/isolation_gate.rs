@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use super::context::Context;
 use crate::adapters::health::{HttpProber, ProbeRequest};
 use crate::api::ParamIsolation;
-use crate::core::isolation_report::{ENFORCE_RECHECK, judge_pipe, pinned_params};
+use crate::core::isolation_report::{ENFORCE_RECHECK, judge_pipe, merge_params, pinned_params};
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::ValidatedAccess;
 
@@ -76,6 +76,21 @@ impl IsolationGate {
             entry.read_at = now;
         }
         entry.verdicts.insert(params, verdicts);
+    }
+
+    /// The pipes of `workspace` (`api_url#workspace_id`) judged here within the last two
+    /// recheck intervals (a refused TenantAccess has its pipes read again every interval), with
+    /// their verdicts on every param judged.
+    #[must_use]
+    pub fn recent(&self, workspace: &str, now: Timestamp) -> Vec<(String, Vec<ParamIsolation>)> {
+        let recent = ENFORCE_RECHECK * 2;
+        self.lock()
+            .iter()
+            .filter(|((w, _), entry)| {
+                w == workspace && now.duration_since(entry.read_at).unsigned_abs() < recent
+            })
+            .map(|((_, pipe), entry)| (pipe.clone(), merge_params(entry.verdicts.values())))
+            .collect()
     }
 
     /// How many pipes' verdicts are kept.

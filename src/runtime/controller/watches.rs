@@ -385,6 +385,8 @@ fn dependents_view<W: Workspace>(workspace: &W) -> u64 {
         rotation: None,
         health_checks: None,
         clerk_templates: None,
+        pipes: Vec::new(),
+        pipes_not_listed: None,
         ..status.clone()
     });
     let secrets_done = workspace

@@ -261,9 +261,14 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
             // what was cut (`budget_status` asks for this reconcile when it changes). Kept as it
             // was while no probe is registered yet (just after a start), so a restart writes
             // nothing.
-            if let Some(budget) = ctx.health.budget(&signer.api_url, &signer.workspace_id) {
-                status.health_checks = super::budget_status::budget_status(&budget);
-            }
+            // The same for the verdicts of its pipes (`status.pipes`).
+            super::budget_status::Wanted::of(
+                &ctx,
+                &signer.api_url,
+                &signer.workspace_id,
+                &ctx.health.described_pipes(),
+            )
+            .apply(&mut status);
             DesiredCondition::holds(
                 condition::READY,
                 reason::READY,

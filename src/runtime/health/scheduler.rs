@@ -303,6 +303,23 @@ impl HealthScheduler {
         self.verdicts_in(&workspace, resource, params)
     }
 
+    /// Every described pipe's verdicts, on every param judged so far, by workspace
+    /// (`api_url#workspace_id`): what the workspaces' statuses list.
+    #[must_use]
+    pub fn described_pipes(&self) -> HashMap<Arc<str>, Vec<(String, Vec<crate::api::ParamIsolation>)>> {
+        let mut by_workspace: HashMap<Arc<str>, Vec<_>> = HashMap::new();
+        for (pipe, described) in self.shared.lock_descriptions().iter() {
+            let verdicts = crate::core::isolation_report::merge_params(described.verdicts.values());
+            if !verdicts.is_empty() {
+                by_workspace
+                    .entry(Arc::clone(&pipe.workspace))
+                    .or_default()
+                    .push((pipe.resource.to_string(), verdicts));
+            }
+        }
+        by_workspace
+    }
+
     fn verdicts_in(
         &self,
         workspace: &Arc<str>,
