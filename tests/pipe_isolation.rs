@@ -227,3 +227,65 @@ async fn under_enforce_nothing_is_issued_over_a_pipe_that_ignores_the_param_and_
     assert_ne!(again, token, "a new token");
     assert_eq!(billed_queries_of(&env, "event_counts"), 0, "a refused access's pipe is never queried");
 }
+
+/// `tenant-access inspect --pipes` on a token, with the emulator's admin token in a file (the
+/// CLI blocks: it runs off the runtime that serves the emulator).
+async fn inspect_pipes(tinybird: &tenant_access_emulators::TinybirdEmulator, jwt: &str) -> (i32, String) {
+    let (url, key, jwt) = (tinybird.base_url(), tinybird.admin_token(), jwt.to_owned());
+    tokio::task::spawn_blocking(move || run_inspect(&url, &key, &jwt)).await.unwrap()
+}
+
+fn run_inspect(api_url: &str, admin_token: &str, jwt: &str) -> (i32, String) {
+    use std::io::Write as _;
+    let key_file =
+        std::env::temp_dir().join(format!("inspect-key-{}-{}", std::process::id(), support::free_port()));
+    std::fs::write(&key_file, admin_token).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-access"))
+        .args(["inspect", "-", "--pipes", "--api-url", api_url, "--admin-token-file"])
+        .arg(&key_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(jwt.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&key_file);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn inspect_pipes_judges_each_granted_pipe_with_one_free_request_each() {
+    let tinybird = tenant_access_emulators::TinybirdEmulator::start(Default::default()).await.unwrap();
+    let key = tenant_access::core::admin_token::AdminToken::new(&tinybird.admin_token());
+    let sign = |pipes: &[&str]| {
+        let scopes: Vec<serde_json::Value> = pipes
+            .iter()
+            .map(
+                |p| serde_json::json!({"type": "PIPES:READ", "resource": p, "fixed_params": {"org": "acme"}}),
+            )
+            .collect();
+        let now = jiff::Timestamp::now().as_second();
+        let claims = serde_json::json!({"workspace_id": tinybird.workspace_id(), "name": "acme_dash",
+            "iat": now, "exp": now + 600, "scopes": scopes});
+        tenant_access::core::jwt::sign_value(&claims, &key).unwrap()
+    };
+    let billed = tinybird.billed_queries();
+    let described = tinybird.pipe_metadata_calls();
+
+    let leaky = sign(&["org_events_strict", "org_events", "event_counts"]);
+    let (code, text) = inspect_pipes(&tinybird, &leaky).await;
+    assert_eq!(code, 9, "{text}");
+    assert!(text.contains("Verdict:    valid"), "{text}");
+    assert!(text.contains("- org_events_strict  org: Enforced"), "{text}");
+    assert!(text.contains("- org_events  org: Optional"), "{text}");
+    assert!(text.contains("- event_counts  org: Unused (the pipe's SQL never filters by org"), "{text}");
+    assert!(!text.contains(&leaky) && !text.contains(&tinybird.admin_token()), "nothing secret printed");
+
+    let (code, text) = inspect_pipes(&tinybird, &sign(&["org_events_strict", "org_event_totals"])).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("- org_event_totals  org: Enforced"), "{text}");
+    assert_eq!(tinybird.billed_queries(), billed, "describing is never billed");
+    assert_eq!(tinybird.pipe_metadata_calls() - described, 5, "one description per pipe");
+}

@@ -25,6 +25,14 @@ pub(super) struct InspectArgs {
     /// Judge expiry as of this time (RFC 3339) instead of now.
     #[arg(long, global = true)]
     now: Option<String>,
+    /// Also read each granted pipe's description with the admin token (`GET /v0/pipes/{pipe}`,
+    /// one free request per pipe, no query billed) and say whether its SQL filters by each of
+    /// the token's fixed params, as the operator judges it. Needs --admin-token-file.
+    #[arg(long, global = true, requires = "admin_token_file")]
+    pipes: bool,
+    /// The Tinybird API for --pipes (default: the admin token's region).
+    #[arg(long, global = true)]
+    api_url: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -80,7 +88,91 @@ pub(super) fn run(args: &InspectArgs) -> Result<ExitCode, CliError> {
         }
     };
     println!("Verdict:    {verdict}");
+    if args.pipes
+        && let Some(path) = &args.admin_token_file
+    {
+        let key = read_admin_token(path)?;
+        let api_url = match &args.api_url {
+            Some(url) => url.clone(),
+            None => {
+                let region = key.decode().ok().and_then(|facts| facts.region);
+                crate::core::admin_token::api_url_for_region(region.as_deref())
+                    .map_err(|e| CliError::Input(format!("{e}; name the API with --api-url")))?
+            }
+        };
+        let judged = block_on(judge_pipes(&token, &key, &api_url))?;
+        print!("{}", isolation_lines(&judged));
+        let leaks = judged
+            .iter()
+            .any(|(_, verdicts)| verdicts.as_ref().is_ok_and(|v| v.iter().any(|i| i.verdict == "Unused")));
+        if leaks && code == ExitCode::SUCCESS {
+            return Ok(ExitCode::from(exit::NOT_ISOLATED));
+        }
+    }
     Ok(code)
+}
+
+/// Each granted pipe with fixed params, and its verdict on each (or why it has none).
+type PipeVerdicts = Vec<(String, Result<Vec<crate::api::ParamIsolation>, String>)>;
+
+/// Describes each pipe the token grants with fixed params, and judges them
+/// ([`crate::core::isolation_report::judge_pipe`]).
+async fn judge_pipes(token: &ParsedToken, key: &AdminToken, api_url: &str) -> Result<PipeVerdicts, CliError> {
+    use crate::adapters::health::{HttpProber, ProbeRequest};
+    let client = crate::adapters::http::client(std::time::Duration::from_secs(10))
+        .map_err(|e| CliError::Input(format!("no HTTP client: {e}")))?;
+    let prober = HttpProber::with_client(client);
+    let mut judged = Vec::new();
+    for scope in token.payload.get("scopes").and_then(|v| v.as_array()).into_iter().flatten() {
+        let field = |name: &str| scope.get(name).and_then(|v| v.as_str());
+        let (Some(crate::api::SCOPE_PIPES_READ), Some(resource)) = (field("type"), field("resource")) else {
+            continue;
+        };
+        let params: Vec<&str> = scope
+            .get("fixed_params")
+            .and_then(|v| v.as_object())
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        if params.is_empty() {
+            continue;
+        }
+        let request = ProbeRequest::existence(api_url, resource, key, std::time::Duration::from_secs(10));
+        let outcome = prober.probe_once(&request).await;
+        let verdicts = match outcome.description {
+            Some(described) => {
+                let description = described.as_ref().map(AsRef::as_ref).map_err(String::as_str);
+                Ok(crate::core::isolation_report::judge_pipe(Some(description), &params).unwrap_or_default())
+            }
+            None => Err(format!("not described: {}", outcome.message)),
+        };
+        judged.push((resource.to_owned(), verdicts));
+    }
+    Ok(judged)
+}
+
+/// The `Isolation:` lines of `inspect --pipes`.
+fn isolation_lines(judged: &PipeVerdicts) -> String {
+    let mut out = String::from("Isolation:\n");
+    if judged.is_empty() {
+        out.push_str("  no pipe with fixed params: nothing to judge\n");
+    }
+    for (pipe, verdicts) in judged {
+        match verdicts {
+            Ok(verdicts) => {
+                for verdict in verdicts {
+                    let _ = write!(out, "  - {pipe}  {}: {}", verdict.param, verdict.verdict);
+                    if let Some(message) = &verdict.message {
+                        let _ = write!(out, " ({message})");
+                    }
+                    out.push('\n');
+                }
+            }
+            Err(why) => {
+                let _ = writeln!(out, "  - {pipe}  {why}");
+            }
+        }
+    }
+    out
 }
 
 /// When `text` is a workspace admin token rather than a JWT: what it is, without repeating it.

@@ -30,6 +30,8 @@ pub mod exit {
     pub const NOT_REFRESHED: u8 = 7;
     /// `revoke`: the refreshed admin token was lost (the runbook is printed).
     pub const KEY_LOST: u8 = 8;
+    /// `inspect --pipes`: a granted pipe's SQL never filters by a fixed param of the token.
+    pub const NOT_ISOLATED: u8 = 9;
 }
 
 /// Exit codes, as `--help` lists them.
@@ -43,7 +45,9 @@ const EXIT_CODES: &str = "Exit codes:
   6  status: a TenantAccess is not Ready; renew: a TenantAccess got no new token (refused, no
      spec.secret, or not within --wait); revoke: the rotation did not finish within --wait
   7  revoke: Tinybird did not refresh the admin token (nothing changed)
-  8  revoke: the refreshed admin token was lost (the runbook is printed)";
+  8  revoke: the refreshed admin token was lost (the runbook is printed)
+  9  inspect --pipes: a granted pipe's SQL never filters by a fixed param of the token (every
+     tenant reads every row)";
 
 /// The name of the executable when kubectl runs it as a plugin (`kubectl tenant-access ...`).
 pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-tenant_access";
