@@ -127,10 +127,15 @@ impl Fixture {
         true
     }
 
-    /// Whether every workspace (both kinds, decoys included) has a status for its generation.
+    /// Whether every workspace (both kinds, decoys included) has a status for its generation,
+    /// and each one TenantAccesses use lists its pipes' isolation verdicts (written once they
+    /// held still for a period).
     async fn every_workspace_observed(&self) -> bool {
         fn observed(generation: Option<i64>, status: Option<&tenant_access::api::WorkspaceStatus>) -> bool {
             status.is_some_and(|s| s.observed_generation.is_some() && s.observed_generation == generation)
+        }
+        fn lists_pipes(name: &str, status: Option<&tenant_access::api::WorkspaceStatus>) -> bool {
+            name.starts_with("decoy-") || status.is_some_and(|s| !s.pipes.is_empty())
         }
         let cluster: Api<ClusterTinybirdWorkspace> = Api::all(self.env.client.clone());
         let namespaced: Api<TinybirdWorkspace> = Api::all(self.env.client.clone());
@@ -140,6 +145,8 @@ impl Fixture {
             && namespaced.len() >= DECOY_WORKSPACES + self.namespaces.len()
             && cluster.iter().all(|w| observed(w.metadata.generation, w.status.as_ref()))
             && namespaced.iter().all(|w| observed(w.metadata.generation, w.status.as_ref()))
+            && cluster.iter().all(|w| lists_pipes(&w.name_any(), w.status.as_ref()))
+            && namespaced.iter().all(|w| lists_pipes(&w.name_any(), w.status.as_ref()))
     }
 
     /// Every event of the tenant namespaces and of the operator's, by name with its count.

@@ -183,6 +183,23 @@ pub fn workspace_pipes(
     (pipes, not_listed.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
+/// What a workspace's `status.pipes` should become (`None`: kept as it is): the pipes judged
+/// now, and while `warming_up` (just after a start, before every pipe is described again) the
+/// pipes `previous` lists that are not judged yet, as they were.
+#[must_use]
+pub fn pipes_wanted(
+    judged: Vec<(String, Vec<ParamIsolation>)>,
+    previous: &[crate::api::WorkspacePipeStatus],
+    warming_up: bool,
+) -> Option<(Vec<crate::api::WorkspacePipeStatus>, Option<u32>)> {
+    if judged.is_empty() && (warming_up || previous.is_empty()) {
+        return None;
+    }
+    let kept = previous.iter().filter(|_| warming_up).map(|p| (p.name.clone(), p.isolation.clone()));
+    // The judged first: the first reading given of a pipe wins.
+    Some(workspace_pipes(judged.into_iter().chain(kept)))
+}
+
 /// What the isolation stage reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsolationReport {
@@ -418,6 +435,31 @@ mod tests {
         assert_eq!(pipes.len(), crate::api::limits::MAX_LISTED_PIPES);
         assert_eq!(pipes[0].name, "zz", "the pipe that leaks is never cut");
         assert_eq!(not_listed, Some(101 - 64));
+    }
+
+    #[test]
+    fn after_a_start_the_listed_pipes_stay_until_judged_and_go_once_warmed_up() {
+        let verdict =
+            |v: &str| vec![ParamIsolation { param: "org".into(), verdict: v.into(), message: None }];
+        let (previous, _) =
+            workspace_pipes([("a".to_owned(), verdict("Enforced")), ("b".to_owned(), verdict("Unused"))]);
+        // Nothing judged yet: kept as it is (no write).
+        assert_eq!(pipes_wanted(Vec::new(), &previous, true), None);
+        // One judged, as before: the same list (no write); judged otherwise: the new verdict.
+        assert_eq!(
+            pipes_wanted(vec![("a".into(), verdict("Enforced"))], &previous, true).unwrap().0,
+            previous
+        );
+        let changed = pipes_wanted(vec![("b".into(), verdict("Enforced"))], &previous, true).unwrap().0;
+        assert_eq!(
+            changed.iter().map(|p| p.isolation[0].verdict.as_str()).collect::<Vec<_>>(),
+            ["Enforced", "Enforced"]
+        );
+        // Warmed up: what nobody judges any more leaves the list.
+        let (only_a, _) = pipes_wanted(vec![("a".into(), verdict("Enforced"))], &previous, false).unwrap();
+        assert_eq!(only_a.len(), 1);
+        assert_eq!(pipes_wanted(Vec::new(), &previous, false), Some((Vec::new(), None)));
+        assert_eq!(pipes_wanted(Vec::new(), &[], false), None);
     }
 
     #[test]

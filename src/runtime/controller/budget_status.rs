@@ -25,6 +25,10 @@ use crate::runtime::health::HealthScheduler;
 /// How often the statuses are compared with the scheduler's budget use.
 pub const PERIOD: Duration = Duration::from_secs(10);
 
+/// How long after a start the pipes a workspace's status lists stay listed without being
+/// judged again.
+pub const RESTART_GRACE: Duration = Duration::from_secs(15 * 60);
+
 /// What `status.healthChecks` says for this budget use: set only while probes were cut.
 #[must_use]
 pub fn budget_status(budget: &BudgetUse) -> Option<HealthCheckBudgetStatus> {
@@ -49,19 +53,24 @@ pub struct Wanted {
 impl Wanted {
     /// What the status should say of the workspace at `api_url` with `workspace_id`; `described`
     /// is the scheduler's [`HealthScheduler::described_pipes`].
+    ///
+    /// A pipe `previous` lists and nobody has judged since this process started stays listed
+    /// for [`RESTART_GRACE`] (every probed pipe is described within moments of its first
+    /// registration): a restart, registering the TenantAccesses one by one, writes nothing.
     #[must_use]
     pub fn of(
         ctx: &Context,
-        api_url: &str,
-        workspace_id: &str,
+        (api_url, workspace_id): (&str, &str),
         described: &HashMap<Arc<str>, Vec<(String, Vec<ParamIsolation>)>>,
+        previous: &WorkspaceStatus,
     ) -> Self {
         let health_checks = ctx.health.budget(api_url, workspace_id).map(|budget| budget_status(&budget));
         let name = format!("{}#{workspace_id}", api_url.trim_end_matches('/'));
-        let probed = described.get(name.as_str()).cloned().unwrap_or_default();
-        let refused = ctx.isolation_gate.recent(&name, ctx.now());
-        let pipes = (!probed.is_empty() || !refused.is_empty())
-            .then(|| crate::core::isolation_report::workspace_pipes(probed.into_iter().chain(refused)));
+        let now = ctx.now();
+        let mut judged = described.get(name.as_str()).cloned().unwrap_or_default();
+        judged.extend(ctx.isolation_gate.recent(&name, now));
+        let warming_up = ctx.isolation_gate.uptime(now) < RESTART_GRACE;
+        let pipes = crate::core::isolation_report::pipes_wanted(judged, &previous.pipes, warming_up);
         Self { health_checks, pipes }
     }
 
@@ -95,7 +104,7 @@ pub fn wanted<W: Workspace>(
 ) -> Option<Wanted> {
     let status = workspace.workspace_status()?;
     let (Some(api_url), Some(workspace_id)) = (&status.api_url, &status.workspace_id) else { return None };
-    let wanted = Wanted::of(ctx, api_url, workspace_id, described);
+    let wanted = Wanted::of(ctx, (api_url, workspace_id), described, status);
     wanted.differs_from(status).then_some(wanted)
 }
 

@@ -257,7 +257,7 @@ impl Context {
             workspace_cache,
             caches,
             custody: super::key_custody::KeyCustody::process(),
-            isolation_gate: Arc::default(),
+            isolation_gate: Arc::new(super::isolation_gate::IsolationGate::new(clock.now())),
             clock,
         })
     }

@@ -29,9 +29,11 @@ use crate::core::validate::ValidatedAccess;
 pub const MAX_JUDGED_PIPES: usize = 4096;
 
 /// Verdicts read outside the health checks, by workspace (`api_url#workspace_id`) and pipe.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IsolationGate {
     judged: Mutex<HashMap<(String, String), Judged>>,
+    /// When this process started judging.
+    started: Timestamp,
 }
 
 #[derive(Debug)]
@@ -42,6 +44,18 @@ struct Judged {
 }
 
 impl IsolationGate {
+    /// A gate of a process started at `started`.
+    #[must_use]
+    pub fn new(started: Timestamp) -> Self {
+        Self { judged: Mutex::default(), started }
+    }
+
+    /// How long since this process started judging.
+    #[must_use]
+    pub fn uptime(&self, now: Timestamp) -> Duration {
+        now.duration_since(self.started).unsigned_abs()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Judged>> {
         self.judged.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -158,8 +172,8 @@ mod tests {
 
     #[test]
     fn verdicts_are_kept_for_the_recheck_interval_and_bounded() {
-        let gate = IsolationGate::default();
         let t0: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let gate = IsolationGate::new(t0);
         let key = ("https://api#w".to_owned(), "p".to_owned());
         let org = vec!["org".to_owned()];
         gate.keep(key.clone(), org.clone(), verdict("Unused"), t0);

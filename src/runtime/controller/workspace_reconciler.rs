@@ -264,9 +264,9 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
             // The same for the verdicts of its pipes (`status.pipes`).
             super::budget_status::Wanted::of(
                 &ctx,
-                &signer.api_url,
-                &signer.workspace_id,
+                (&signer.api_url, &signer.workspace_id),
                 &ctx.health.described_pipes(),
+                &previous,
             )
             .apply(&mut status);
             DesiredCondition::holds(
