@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::CliError;
-use crate::runtime::controller::{RunConfig, run_with_event_client};
+use crate::runtime::controller::{RunConfig, StartError, run_with_event_client};
 use crate::runtime::leader::LeadLost;
 
 #[derive(Debug, clap::Args)]
@@ -175,9 +175,11 @@ async fn supervise(
     // lease included: the process exits only once it is in its Secret.
     let custody = crate::runtime::controller::key_custody::KeyCustody::process();
     if !leadership.enabled {
-        bounded_shutdown(run_with_event_client(client, events_client, config, on_stop()), on_stop()).await;
+        let ran =
+            bounded_shutdown(run_with_event_client(client, events_client, config, on_stop()), on_stop())
+                .await;
         custody.drained().await;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit_of(ran));
     }
     let namespace = leadership.namespace.clone().unwrap_or_else(|| config.cluster_resource_namespace.clone());
     let identity = config.instance.clone().unwrap_or_else(default_identity);
@@ -197,6 +199,13 @@ async fn supervise(
         bounded_shutdown(run_with_event_client(client.clone(), events_client, config, on_stop()), on_stop());
     let lead = run_while_leading(controllers, election.keep(renewed_at)).await;
     custody.drained().await;
+    let lead = match lead {
+        Ok(lead) => lead,
+        Err(error) => {
+            election.release().await;
+            return Ok(exit_of(Err(error)));
+        }
+    };
     if let Some(lost) = lead {
         let why = match lost {
             LeadLost::TakenOver => "another replica took it over",
@@ -216,12 +225,23 @@ async fn supervise(
 /// the lead is lost, drops the controllers at once (every in-flight reconcile is cancelled: a
 /// standby may take over soon) and says why.
 async fn run_while_leading(
-    controllers: impl Future<Output = ()>,
+    controllers: impl Future<Output = Result<(), StartError>>,
     keep: impl Future<Output = LeadLost>,
-) -> Option<LeadLost> {
+) -> Result<Option<LeadLost>, StartError> {
     tokio::select! {
-        () = controllers => None,
-        lost = keep => Some(lost),
+        ran = controllers => ran.map(|()| None),
+        lost = keep => Ok(Some(lost)),
+    }
+}
+
+/// The exit code of controllers that ran (or could not start: said on stderr, exit 1).
+fn exit_of(ran: Result<(), StartError>) -> ExitCode {
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(super::exit::FAILURE)
+        }
     }
 }
 
@@ -230,15 +250,18 @@ async fn run_while_leading(
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs `work`; once `stop` fires, gives it [`SHUTDOWN_GRACE`] to finish.
-async fn bounded_shutdown(work: impl Future<Output = ()>, stop: impl Future<Output = ()>) {
+async fn bounded_shutdown(
+    work: impl Future<Output = Result<(), StartError>>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let deadline = async {
         stop.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
         tracing::warn!("in-flight work did not finish in time after the shutdown request; exiting");
     };
     tokio::select! {
-        () = work => {},
-        () = deadline => {},
+        ran = work => ran,
+        () = deadline => Ok(()),
     }
 }
 
@@ -333,6 +356,7 @@ mod tests {
             async move {
                 let _flag = flag;
                 std::future::pending::<()>().await;
+                Ok(())
             }
         };
         let keep = async {
@@ -340,7 +364,7 @@ mod tests {
             LeadLost::NotRenewed
         };
         let started = tokio::time::Instant::now();
-        assert_eq!(run_while_leading(controllers, keep).await, Some(LeadLost::NotRenewed));
+        assert_eq!(run_while_leading(controllers, keep).await.unwrap(), Some(LeadLost::NotRenewed));
         assert!(cancelled.load(Ordering::SeqCst), "a reconcile outlived the lead");
         assert_eq!(started.elapsed(), Duration::from_secs(10));
     }
@@ -348,6 +372,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn controllers_that_finish_while_leading_keep_the_lease_for_its_release() {
         let keep = std::future::pending::<LeadLost>();
-        assert_eq!(run_while_leading(async {}, keep).await, None);
+        assert_eq!(run_while_leading(async { Ok(()) }, keep).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn controllers_that_cannot_start_exit_non_zero() {
+        let keep = std::future::pending::<LeadLost>();
+        let failed = async { Err(StartError("the Tinybird HTTP client could not be built: no TLS".into())) };
+        let error = run_while_leading(failed, keep).await.unwrap_err();
+        assert!(error.to_string().starts_with("cannot start: the Tinybird HTTP client"), "{error}");
+        assert_eq!(exit_of(Err(error)), ExitCode::from(super::super::exit::FAILURE));
+        let failed = async { Err(StartError("no client".into())) };
+        assert!(bounded_shutdown(failed, std::future::pending()).await.is_err(), "not an exit 0");
+        assert_eq!(exit_of(Ok(())), ExitCode::SUCCESS);
     }
 }

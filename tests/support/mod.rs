@@ -96,9 +96,13 @@ impl Operator {
             metrics: metrics.clone(),
             synced: Arc::default(),
         };
-        let task = tokio::spawn(run(client, config, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(async move {
+            run(client, config, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("the operator starts");
+        });
         Self { metrics, shutdown: Some(tx), task: Some(task) }
     }
 

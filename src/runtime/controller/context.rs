@@ -226,21 +226,22 @@ impl Context {
     /// A context over the given caches.
     ///
     /// # Errors
-    /// When the HTTP clients cannot be built (TLS backend).
+    /// When the HTTP clients cannot be built (TLS backend): the process does not start rather
+    /// than run a client without timeouts.
     pub fn new(
         client: Client,
         settings: Settings,
         caches: Caches,
         workspace_cache: WorkspaceCache,
         services: Services,
-    ) -> Result<Self, crate::adapters::clerk::ClerkError> {
+    ) -> Result<Self, String> {
         let Services { events, ledger, clerk_options, health, workspace_rechecks, metrics, clock } = services;
+        let tinybird = crate::adapters::http::client(crate::adapters::tinybird::VERIFY_TIMEOUT)
+            .map_err(|error| format!("the Tinybird HTTP client could not be built: {error}"))?;
+        let clerk = crate::adapters::clerk::ClerkClients::new(clerk_options)
+            .map_err(|error| format!("the Clerk HTTP client could not be built: {error}"))?;
         Ok(Self {
-            apis: Apis {
-                tinybird: crate::adapters::http::client(crate::adapters::tinybird::VERIFY_TIMEOUT)
-                    .unwrap_or_default(),
-                clerk: crate::adapters::clerk::ClerkClients::new(clerk_options)?,
-            },
+            apis: Apis { tinybird, clerk },
             retries: Retries {
                 backoff: settings.backoff,
                 failures: Arc::default(),

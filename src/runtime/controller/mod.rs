@@ -64,20 +64,35 @@ pub struct RunConfig {
     pub clerk_budget: crate::adapters::clerk::RequestBudget,
 }
 
+/// Why the controllers could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot start: {0}")]
+pub struct StartError(pub String);
+
 /// Runs the controllers until `shutdown` resolves (then finishes in-flight reconciles). Events
 /// are sent with `client` too.
-pub async fn run(client: Client, config: RunConfig, shutdown: impl Future<Output = ()> + Send + 'static) {
-    run_with_event_client(client.clone(), client, config, shutdown).await;
+///
+/// # Errors
+/// When the operator cannot start (its HTTP clients cannot be built): nothing ran.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    run_with_event_client(client.clone(), client, config, shutdown).await
 }
 
 /// [`run`], with events sent by `events_client` (its own rate limit, so that events never take
 /// the request budget of the writes).
+///
+/// # Errors
+/// As [`run`].
 pub async fn run_with_event_client(
     client: Client,
     events_client: Client,
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) -> Result<(), StartError> {
     let shutdown = shutdown.shared();
     let ns = match config.namespaces.as_slice() {
         [only] => Some(only.as_str()),
@@ -108,21 +123,11 @@ pub async fn run_with_event_client(
         namespaces: (config.namespaces.len() > 1).then(|| config.namespaces.iter().cloned().collect()),
     };
     let Started { services, health_events, namespaced_rechecks, cluster_rechecks } =
-        match start_services(&config, events_client, ledger) {
-            Ok(started) => started,
-            Err(error) => {
-                tracing::error!(%error, "cannot start: the HTTP clients could not be built");
-                return;
-            }
-        };
-    let ctx = match Context::new(client.clone(), settings, caches.clone(), workspace_cache.clone(), services)
-    {
-        Ok(ctx) => Arc::new(ctx),
-        Err(error) => {
-            tracing::error!(%error, "cannot start: the HTTP clients could not be built");
-            return;
-        }
-    };
+        start_services(&config, events_client, ledger).map_err(StartError)?;
+    let ctx = Arc::new(
+        Context::new(client.clone(), settings, caches.clone(), workspace_cache.clone(), services)
+            .map_err(StartError)?,
+    );
 
     let controller_config = kube::runtime::controller::Config::default().concurrency(config.concurrency);
     let workspaces = run_workspaces(
@@ -205,6 +210,7 @@ pub async fn run_with_event_client(
     // What was decided is told: the events still queued are sent before the process exits.
     ctx.events.flush(Duration::from_secs(10)).await;
     tracing::info!("operator stopped");
+    Ok(())
 }
 
 /// The services of the reconcilers, and the streams of what they ask to reconcile.
