@@ -36,30 +36,88 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// A token bucket: `burst` tokens, refilled at `qps` per second.
+/// A token bucket: `burst` tokens, refilled at `qps` per second; while boosted, at the boost's
+/// limit instead.
 #[derive(Debug)]
 struct Bucket {
     limit: RateLimit,
     tokens: f64,
     last: Instant,
+    /// A higher limit, until an instant ([`Pace::boost`]).
+    boost: Option<(RateLimit, Instant)>,
 }
 
 impl Bucket {
     fn new(limit: RateLimit, now: Instant) -> Self {
-        Self { limit, tokens: f64::from(limit.burst), last: now }
+        Self { limit, tokens: f64::from(limit.burst), last: now, boost: None }
+    }
+
+    /// The limit in force at `now`.
+    fn limit_at(&self, now: Instant) -> RateLimit {
+        match self.boost {
+            Some((boosted, until)) if now < until => boosted,
+            _ => self.limit,
+        }
     }
 
     /// Reserves one token; returns how long the caller must wait before using it.
     fn reserve(&mut self, now: Instant) -> Duration {
+        let limit = self.limit_at(now);
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.limit.qps).min(f64::from(self.limit.burst));
+        self.tokens = (self.tokens + elapsed * limit.qps).min(f64::from(limit.burst));
         self.tokens -= 1.0;
-        if self.tokens >= 0.0 || self.limit.qps <= 0.0 {
+        if self.tokens >= 0.0 || limit.qps <= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.limit.qps)
+            Duration::from_secs_f64(-self.tokens / limit.qps)
         }
+    }
+
+    fn boost(&mut self, limit: RateLimit, until: Instant, now: Instant) {
+        let until = match self.boost {
+            Some((_, current)) if current > until => current,
+            _ => until,
+        };
+        if self.limit_at(now) != limit {
+            // The new burst at once: a rotation starts writing without waiting for a refill.
+            self.tokens = self.tokens.max(f64::from(limit.burst));
+            self.last = now;
+        }
+        self.boost = Some((limit, until));
+    }
+}
+
+/// A handle on a client's rate limit: [`Pace::boost`] lifts it for a while.
+///
+/// A rotation must rewrite every token Secret, and every tenant holds a dead token until its
+/// own is rewritten: the window is set by how fast the writes go. In steady state the
+/// client-side limit keeps a burst of reconciles from flooding the API server; during a
+/// rotation it is lifted to a ceiling, and the pace is the API server's: the writes come from
+/// a bounded number of reconcile workers, each waiting for its answer, so a server that slows
+/// down (API Priority and Fairness queues) slows them; a server that refuses (429) names when
+/// to come back (`Retry-After`), which the client's retry policy honours
+/// (`kube::client::retry::RetryPolicy::server_retry`, on by default).
+#[derive(Debug, Clone)]
+pub struct Pace {
+    bucket: Arc<Mutex<Bucket>>,
+}
+
+impl Pace {
+    /// Uses `limit` instead of the steady one for `duration` from now (or longer, if an earlier
+    /// boost lasts longer).
+    pub fn boost(&self, limit: RateLimit, duration: Duration) {
+        let now = Instant::now();
+        if let Ok(mut bucket) = self.bucket.lock() {
+            bucket.boost(limit, now + duration, now);
+        }
+    }
+
+    /// Whether a boost is in force now.
+    #[must_use]
+    pub fn boosted(&self) -> bool {
+        let now = Instant::now();
+        self.bucket.lock().is_ok_and(|bucket| bucket.boost.is_some_and(|(_, until)| now < until))
     }
 }
 
@@ -74,6 +132,12 @@ impl RateLimitLayer {
     #[must_use]
     pub fn new(limit: RateLimit) -> Self {
         Self { bucket: Arc::new(Mutex::new(Bucket::new(limit, Instant::now()))) }
+    }
+
+    /// The handle that boosts this layer's limit.
+    #[must_use]
+    pub fn pace(&self) -> Pace {
+        Pace { bucket: Arc::clone(&self.bucket) }
     }
 }
 
@@ -316,17 +380,33 @@ where
 /// # Errors
 /// When the config cannot produce a client (TLS, auth).
 pub fn build(
-    mut config: kube::Config,
+    config: kube::Config,
     limit: RateLimit,
     bounds: RequestBounds,
 ) -> Result<kube::Client, kube::Error> {
+    build_paced(config, limit, bounds).map(|(client, _)| client)
+}
+
+/// [`build`], with the handle that boosts its rate limit.
+///
+/// # Errors
+/// As [`build`].
+pub fn build_paced(
+    mut config: kube::Config,
+    limit: RateLimit,
+    bounds: RequestBounds,
+) -> Result<(kube::Client, Pace), kube::Error> {
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
     // The read timeout counts from the request, not from when its pooled connection went idle.
     config.reset_reader_on_write = true;
+    // 429 and 503 are retried after the server's Retry-After (kube's server-aware policy).
+    config.default_retry = true;
     let builder = kube::client::ClientBuilder::try_from(config)?;
+    let limiter = RateLimitLayer::new(limit);
+    let pace = limiter.pace();
     // The rate limit waits in `poll_ready`, before the timeout starts.
-    Ok(builder.with_layer(&TimeoutLayer::new(bounds)).with_layer(&RateLimitLayer::new(limit)).build())
+    Ok((builder.with_layer(&TimeoutLayer::new(bounds)).with_layer(&limiter).build(), pace))
 }
 
 #[cfg(test)]
@@ -395,6 +475,92 @@ mod tests {
                 }
             })
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_boost_lifts_the_steady_limit_for_its_duration_then_the_steady_one_holds_again() {
+        let steady = RateLimit { qps: 10.0, burst: 2 };
+        let limiter = RateLimitLayer::new(steady);
+        let pace = limiter.pace();
+        let reserve = || limiter.bucket.lock().unwrap().reserve(Instant::now());
+        assert_eq!((reserve(), reserve()), (Duration::ZERO, Duration::ZERO), "the steady burst");
+        assert_eq!(reserve(), Duration::from_millis(100), "then 10 a second");
+
+        // A rotation: 1,000 writes go without waiting, the next ones at the ceiling's rate.
+        let ceiling = RateLimit { qps: 1000.0, burst: 1000 };
+        pace.boost(ceiling, Duration::from_secs(60));
+        assert!(pace.boosted());
+        let waits: Vec<Duration> = (0..1000).map(|_| reserve()).collect();
+        assert!(waits.iter().all(Duration::is_zero), "the ceiling's burst at once");
+        assert_eq!(reserve(), Duration::from_millis(1));
+        // A shorter boost asked meanwhile does not cut the longer one.
+        pace.boost(ceiling, Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(pace.boosted());
+
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(!pace.boosted(), "over after its duration");
+        let steady_again: Vec<Duration> = (0..4).map(|_| reserve()).collect();
+        assert_eq!(
+            steady_again,
+            [Duration::ZERO, Duration::ZERO, Duration::from_millis(100), Duration::from_millis(200)],
+            "the steady limit, its burst refilled and no more"
+        );
+    }
+
+    /// A fake API server that answers 429 with `Retry-After: 3` to the first `refusals`
+    /// requests, then 200.
+    #[derive(Clone)]
+    struct Refusing {
+        refusals: Arc<Mutex<u32>>,
+    }
+
+    impl tower::Service<http::Request<kube::client::Body>> for Refusing {
+        type Response = http::Response<String>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<kube::client::Body>) -> Self::Future {
+            let mut refusals = self.refusals.lock().unwrap();
+            let answer = if *refusals > 0 {
+                *refusals -= 1;
+                http::Response::builder().status(429).header("Retry-After", "3").body(String::new())
+            } else {
+                http::Response::builder().status(200).body("{}".to_owned())
+            };
+            std::future::ready(Ok(answer.unwrap()))
+        }
+    }
+
+    /// How long a write takes through the client's retry policy against a server that refuses
+    /// it `refusals` times.
+    async fn write_against(refusals: u32) -> (u16, Duration) {
+        use tower::ServiceExt as _;
+        let server = Refusing { refusals: Arc::new(Mutex::new(refusals)) };
+        let retry = kube::client::retry::RetryPolicy::server_retry();
+        let service =
+            tower::ServiceBuilder::new().layer(tower::retry::RetryLayer::new(retry)).service(server);
+        let request = http::Request::builder()
+            .method(http::Method::PATCH)
+            .uri("/api/v1/namespaces/a/secrets/token")
+            .body(kube::client::Body::from(b"{}".to_vec()))
+            .unwrap();
+        let started = Instant::now();
+        let answer = service.oneshot(request).await.unwrap();
+        (answer.status().as_u16(), started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_with_retry_after_holds_the_write_that_long_and_none_lets_it_go_at_once() {
+        assert_eq!(write_against(0).await, (200, Duration::ZERO), "no 429: at full speed");
+        let (status, took) = write_against(2).await;
+        assert_eq!(status, 200, "written once the server takes it");
+        assert!(took >= Duration::from_secs(6), "twice Retry-After: 3, waited {took:?}");
+        assert!(took < Duration::from_secs(7), "no more than the server asked: {took:?}");
     }
 
     fn bounded(server: Server) -> (Bounded<Server>, Family<VerbLabels, Counter>) {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::CliError;
-use crate::runtime::controller::{RunConfig, StartError, run_with_event_client};
+use crate::runtime::controller::{RotationBoost, RunConfig, StartError, run_with_event_client};
 use crate::runtime::leader::LeadLost;
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,12 @@ pub(super) struct RunArgs {
     /// Requests allowed at once before --kube-qps applies.
     #[arg(long, env = "TENANT_ACCESS_KUBE_BURST", default_value_t = 400)]
     kube_burst: u32,
+    /// Client-side limit while an admin-token rotation re-signs the token Secrets (every tenant
+    /// holds a dead token until its Secret is rewritten): the writes then go at the API
+    /// server's pace, bounded by --concurrency and its flow control (429 Retry-After is
+    /// honoured). At or below --kube-qps: no lift.
+    #[arg(long, env = "TENANT_ACCESS_ROTATION_KUBE_QPS", default_value_t = 1000.0)]
+    rotation_kube_qps: f64,
     /// Longest time a Kubernetes request (other than a watch) may take, answer included; a
     /// request cut by it is counted and retried.
     #[arg(long, env = "TENANT_ACCESS_KUBE_REQUEST_TIMEOUT_SECONDS", default_value_t = 15)]
@@ -102,7 +108,16 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             }
             None => None,
         };
-        let client = super::limited_client(kube_config, limit, bounds)?;
+        let (client, pace) = crate::adapters::kube_client::build_paced(kube_config, limit, bounds)
+            .map_err(|e| CliError::Input(format!("creating the Kubernetes client: {e}")))?;
+        let rotation_boost = (args.rotation_kube_qps > args.kube_qps).then(|| RotationBoost {
+            pace,
+            limit: crate::adapters::kube_client::RateLimit {
+                qps: args.rotation_kube_qps,
+                // A second's worth at once, at least the steady burst.
+                burst: args.kube_burst.max(args.rotation_kube_qps.min(f64::from(u32::MAX)) as u32),
+            },
+        });
         let config = RunConfig {
             namespaces,
             cluster_resource_namespace: args.cluster_resource_namespace,
@@ -116,6 +131,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             },
             metrics,
             synced: Arc::default(),
+            rotation_boost,
         };
         supervise(client, events_client, config, &args.leadership, webhook).await
     });

@@ -95,6 +95,7 @@ impl Operator {
             probe_concurrency: 8,
             metrics: metrics.clone(),
             synced: Arc::default(),
+            rotation_boost: None,
         };
         let task = tokio::spawn(async move {
             run(client, config, async move {

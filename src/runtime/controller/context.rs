@@ -69,6 +69,8 @@ pub struct Context {
     pub custody: super::key_custody::KeyCustody,
     /// Pipe isolation verdicts read outside the health checks (for `pipeIsolation: Enforce`).
     pub isolation_gate: Arc<super::isolation_gate::IsolationGate>,
+    /// Lifts the client's limit while a rotation re-signs.
+    pub rotation_boost: Option<super::RotationBoost>,
     /// The wall clock.
     clock: Clock,
 }
@@ -235,7 +237,16 @@ impl Context {
         workspace_cache: WorkspaceCache,
         services: Services,
     ) -> Result<Self, String> {
-        let Services { events, ledger, clerk_options, health, workspace_rechecks, metrics, clock } = services;
+        let Services {
+            events,
+            ledger,
+            clerk_options,
+            health,
+            workspace_rechecks,
+            metrics,
+            clock,
+            rotation_boost,
+        } = services;
         let tinybird = crate::adapters::http::client(crate::adapters::tinybird::VERIFY_TIMEOUT)
             .map_err(|error| format!("the Tinybird HTTP client could not be built: {error}"))?;
         let clerk = crate::adapters::clerk::ClerkClients::new(clerk_options)
@@ -259,6 +270,7 @@ impl Context {
             caches,
             custody: super::key_custody::KeyCustody::process(),
             isolation_gate: Arc::new(super::isolation_gate::IsolationGate::new(clock.now())),
+            rotation_boost,
             clock,
         })
     }
@@ -302,4 +314,6 @@ pub struct Services {
     pub metrics: crate::runtime::metrics::Metrics,
     /// The wall clock of every decision (token times, verification intervals).
     pub clock: Clock,
+    /// Lifts the client's limit while a rotation re-signs.
+    pub rotation_boost: Option<super::RotationBoost>,
 }

@@ -39,6 +39,27 @@ use self::context::{Context, Settings};
 use self::watches::{Watches, receiver_stream, workspaces_for_secret};
 use self::workspace_cache::WorkspaceCache;
 
+/// The client-side limit a rotation's re-signing runs under, and the handle that lifts the
+/// steady one to it ([`crate::adapters::kube_client::Pace`]).
+#[derive(Debug, Clone)]
+pub struct RotationBoost {
+    /// The handle on the controllers' client limit.
+    pub pace: crate::adapters::kube_client::Pace,
+    /// The ceiling while a rotation re-signs.
+    pub limit: crate::adapters::kube_client::RateLimit,
+}
+
+impl RotationBoost {
+    /// How long one sighting of a rotation lifts the limit (each pass of a rotation still
+    /// re-signing extends it).
+    pub const WINDOW: Duration = Duration::from_secs(120);
+
+    /// Lifts the limit for [`Self::WINDOW`].
+    pub fn lift(&self) {
+        self.pace.boost(self.limit, Self::WINDOW);
+    }
+}
+
 /// How the operator runs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -59,6 +80,8 @@ pub struct RunConfig {
     pub metrics: crate::runtime::metrics::Metrics,
     /// Set once every watch has synced (for `/readyz`).
     pub synced: Arc<std::sync::atomic::AtomicBool>,
+    /// Lifts the client's limit while a rotation re-signs (`None`: the steady limit always).
+    pub rotation_boost: Option<RotationBoost>,
     /// Requests the operator may make to one Clerk instance per window (Clerk allows 100 per
     /// 10 s on development instances, 1000 on production ones; leave room for your app).
     pub clerk_budget: crate::adapters::clerk::RequestBudget,
@@ -260,6 +283,7 @@ fn start_services(
         workspace_rechecks: context::WorkspaceRechecks { namespaced, cluster },
         metrics: config.metrics.clone(),
         clock,
+        rotation_boost: config.rotation_boost.clone(),
     };
     Ok(Started { services, health_events, namespaced_rechecks, cluster_rechecks })
 }

@@ -304,6 +304,10 @@ async fn refreshing<W: Workspace>(
     writer.write(&next).await?;
     finished(writer.workspace, ctx, &next);
     let tracking = next.history.first().is_some_and(|r| r.phase == phase::RESIGNING);
+    if tracking && let Some(boost) = &ctx.rotation_boost {
+        // Every tenant holds a dead token until its Secret is re-signed: at the API server's pace.
+        boost.lift();
+    }
     Ok((next, tracking.then_some(TRACK_EVERY), false))
 }
 

@@ -288,6 +288,10 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
         && crate::core::conditions::find(&previous.conditions, condition::READY)
             .is_none_or(|c| c.status != "False" || c.reason != ready.reason);
     let rotated = matches!((&previous.signing_key_fingerprint, &status.signing_key_fingerprint), (Some(old), Some(new)) if old != new);
+    if rotated && let Some(boost) = &ctx.rotation_boost {
+        // The dependents re-sign once this status lands: lifted before they start writing.
+        boost.lift();
+    }
     set_condition(&mut status.conditions, ready, workspace.meta().generation, now);
     let rotation_status = rotation.status.clone().unwrap_or_default();
     if let Some(desired) =
