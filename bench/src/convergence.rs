@@ -51,6 +51,8 @@ pub struct FloorRun {
     pub convergence_seconds: f64,
     /// The same with a new key (Secrets exist: updates).
     pub rotation_seconds: f64,
+    /// The same again with no client-side limit: what the API server itself allows.
+    pub unthrottled_rotation_seconds: f64,
     /// Requests of the first pass, by the API server's counters.
     pub api_requests: RequestCounts,
 }
@@ -82,6 +84,10 @@ pub struct ConvergenceResult {
     pub floor_rotation_median_seconds: f64,
     /// Operator / floor.
     pub rotation_ratio: f64,
+    /// Median of `floor[].unthrottled_rotation_seconds`.
+    pub unthrottled_rotation_median_seconds: f64,
+    /// Operator / the unthrottled floor.
+    pub rotation_unthrottled_ratio: f64,
 }
 
 /// Runs the floor, then the operator, `runs` times each.
@@ -121,7 +127,11 @@ pub async fn run(bench: &mut Bench) -> Result<ConvergenceResult> {
         median(&floor.iter().map(|f| f.convergence_seconds).collect::<Vec<_>>());
     let rotation_median_seconds = median(&rotation.iter().map(|p| p.seconds).collect::<Vec<_>>());
     let floor_rotation_median_seconds = median(&floor.iter().map(|f| f.rotation_seconds).collect::<Vec<_>>());
+    let unthrottled_rotation_median_seconds =
+        median(&floor.iter().map(|f| f.unthrottled_rotation_seconds).collect::<Vec<_>>());
     Ok(ConvergenceResult {
+        rotation_unthrottled_ratio: ratio(rotation_median_seconds, unthrottled_rotation_median_seconds),
+        unthrottled_rotation_median_seconds,
         tenants,
         convergence_ratio: ratio(convergence_median_seconds, floor_convergence_median_seconds),
         convergence_from_first_apply_ratio: ratio(
@@ -159,6 +169,11 @@ async fn current_signer(bench: &Bench, token: &str) -> Result<SigningWorkspace> 
 /// A client with the operator's client-side limit and request timeout (and a full bucket, like
 /// an operator that has been idle).
 async fn limited_client(bench: &Bench) -> Result<Client> {
+    client_limited_to(bench, RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst }).await
+}
+
+/// A client with this client-side limit (`qps` 0: none) and the operator's request timeout.
+async fn client_limited_to(bench: &Bench, limit: RateLimit) -> Result<Client> {
     let path = bench.env.cluster.admin_kubeconfig();
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .map_err(|e| BenchError::Fixture(format!("reading {}: {e}", path.display())))?;
@@ -168,7 +183,7 @@ async fn limited_client(bench: &Bench) -> Result<Client> {
             .map_err(|e| BenchError::Fixture(format!("reading {}: {e}", path.display())))?;
     tenant_access::adapters::kube_client::build(
         config,
-        RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst },
+        limit,
         tenant_access::adapters::kube_client::RequestBounds::default(),
     )
     .map_err(BenchError::kube("building the floor client"))
@@ -205,10 +220,17 @@ pub(crate) async fn floor_run(bench: &mut Bench, run: usize) -> Result<FloorRun>
     let client = limited_client(bench).await?;
     let rotation = write_all(&client, accesses, &rotated, 2, settings).await?;
 
+    // And again with no client-side limit: the API server's own pace.
+    let accesses = list_group(bench, &group).await?;
+    let rotated = current_signer(bench, &format!("{token}u")).await?;
+    let client = client_limited_to(bench, RateLimit { qps: 0.0, burst: 1 }).await?;
+    let unthrottled = write_all(&client, accesses, &rotated, 3, settings).await?;
+
     bench.env.delete_group(&namespaces, &group).await?;
     Ok(FloorRun {
         convergence_seconds: convergence.as_secs_f64(),
         rotation_seconds: rotation.as_secs_f64(),
+        unthrottled_rotation_seconds: unthrottled.as_secs_f64(),
         api_requests,
     })
 }

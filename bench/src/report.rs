@@ -123,6 +123,14 @@ impl Report {
                 c.rotation_ratio,
                 verdict(c.rotation_ratio <= TARGET_RATIO)
             );
+            let _ = writeln!(
+                md,
+                "| Rotation against the unthrottled floor (the same writes, no client-side limit: the API server's own pace) | {:.2} s | {:.2} s | {:.2}x | ≤ 1.3x | {} |",
+                c.rotation_median_seconds,
+                c.unthrottled_rotation_median_seconds,
+                c.rotation_unthrottled_ratio,
+                verdict(c.rotation_unthrottled_ratio <= 1.3)
+            );
         }
         if let Some(r) = &self.revoke {
             let _ = writeln!(
