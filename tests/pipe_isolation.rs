@@ -27,6 +27,28 @@ fn verdict_is(
     }
 }
 
+/// Edits `org_events_strict` at the emulator so that it no longer filters by `org`.
+fn drop_strict_filter(env: &Env) {
+    env.tinybird
+        .set_node_sql(
+            "org_events_strict",
+            "org_events_strict_endpoint",
+            "SELECT org, user, event, amount FROM tenant_events ORDER BY amount",
+        )
+        .unwrap();
+}
+
+/// Puts `org_events_strict`'s filter back (`required=True`).
+fn restore_strict_filter(env: &Env) {
+    env.tinybird
+        .set_node_sql(
+            "org_events_strict",
+            "org_events_strict_endpoint",
+            "%\nSELECT org, user, event, amount FROM tenant_events WHERE org = {{String(org, required=True)}}",
+        )
+        .unwrap();
+}
+
 #[tokio::test]
 async fn each_granted_pipe_is_judged_from_its_sql_and_an_edit_that_drops_the_filter_is_caught() {
     let mut env = Env::new("isolation").await;
@@ -66,13 +88,7 @@ async fn each_granted_pipe_is_judged_from_its_sql_and_an_edit_that_drops_the_fil
     // the new SQL, and no billed query is needed to see it.
     let billed = env.tinybird.billed_queries();
     let described = env.tinybird.pipe_metadata_calls();
-    env.tinybird
-        .set_node_sql(
-            "org_events_strict",
-            "org_events_strict_endpoint",
-            "SELECT org, user, event, amount FROM tenant_events ORDER BY amount",
-        )
-        .unwrap();
+    drop_strict_filter(&env);
     env.wait_access("dash", verdict_is("org_events_strict", "Unused")).await;
     env.events_with(&["pipe org_events_strict: param org is Unused (was Enforced)"]).await;
     assert!(env.tinybird.pipe_metadata_calls() > described, "seen through an existence check");
@@ -87,13 +103,7 @@ async fn each_granted_pipe_is_judged_from_its_sql_and_an_edit_that_drops_the_fil
     );
 
     // Fixed again: back to Enforced, and the condition holds once every pipe filters.
-    env.tinybird
-        .set_node_sql(
-            "org_events_strict",
-            "org_events_strict_endpoint",
-            "%\nSELECT org, user, event, amount FROM tenant_events WHERE org = {{String(org, required=True)}}",
-        )
-        .unwrap();
+    restore_strict_filter(&env);
     env.wait_access("dash", verdict_is("org_events_strict", "Enforced")).await;
     env.events_with(&["pipe org_events_strict: param org is Enforced (was Unused)"]).await;
 }
@@ -187,13 +197,7 @@ async fn under_enforce_nothing_is_issued_over_a_pipe_that_ignores_the_param_and_
 
     // Each pipe edited at Tinybird to drop its filter: the next existence check sees it, the
     // token leaves its Secret and the template leaves Clerk.
-    env.tinybird
-        .set_node_sql(
-            "org_events_strict",
-            "org_events_strict_endpoint",
-            "SELECT org, user, event, amount FROM tenant_events ORDER BY amount",
-        )
-        .unwrap();
+    drop_strict_filter(&env);
     env.wait_access("dash", has_condition("Ready", "False", "PipeNotIsolated")).await;
     env.wait_secret("dash", |s: Option<&k8s_openapi::api::core::v1::Secret>| {
         s.is_some_and(|s| support::token_of(s).is_none())
@@ -210,13 +214,7 @@ async fn under_enforce_nothing_is_issued_over_a_pipe_that_ignores_the_param_and_
     env.events_with(&["pipe org_events_strict", "PipeNotIsolated"]).await;
 
     // Fixed: the token comes back (a new one), and so does the template.
-    env.tinybird
-        .set_node_sql(
-            "org_events_strict",
-            "org_events_strict_endpoint",
-            "%\nSELECT org, user, event, amount FROM tenant_events WHERE org = {{String(org, required=True)}}",
-        )
-        .unwrap();
+    restore_strict_filter(&env);
     // Refused, it is out of the health checks: its pipe is described again within the recheck
     // interval (30 s), so the wait is longer than most.
     let recheck = support::TIMEOUT * 2;
