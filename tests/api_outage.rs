@@ -83,16 +83,19 @@ impl Drop for Proxy {
     }
 }
 
-/// The `attempts` of each failed reconcile of TenantAccess `name` the operator logged after the
-/// first `since` bytes of the log, in order.
+/// The `attempts` of each failed reconcile of TenantAccess `name` the operator recorded after
+/// its first `since` events, in order: read from the events' fields (the error policy records
+/// `attempts` and the error's `category`), never from their wording.
 fn failed_attempts(env: &Env, name: &str, since: usize) -> Vec<u32> {
-    let object = format!("namespace={} name={name} attempts=", env.name());
-    let logs = support::logs();
-    logs.get(since..)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains("reconcile failed"))
-        .filter_map(|line| line.split_once(&object)?.1.split(' ').next()?.parse().ok())
+    support::logged_events()
+        .into_iter()
+        .skip(since)
+        .filter(|event| {
+            event.contains_key("category")
+                && event.get("namespace").map(String::as_str) == Some(env.name())
+                && event.get("name").map(String::as_str) == Some(name)
+        })
+        .filter_map(|event| event.get("attempts")?.parse().ok())
         .collect()
 }
 
@@ -139,7 +142,7 @@ async fn after_an_outage_the_operator_catches_up_within_seconds_and_backed_off_m
     let failed_before = failed_writes(&operator);
     proxy.cut();
     let cut_at = Instant::now();
-    let logged = support::logs().len();
+    let logged = support::logged_events().len();
     let revision = revision_of(&env.wait_access("renewing", is_ready()).await);
     env.tinybird.add_fault(Fault::status(503).for_pipe("top_pages")).unwrap();
     // Synchronised on the operator's own reconcile counter, not on its log.
@@ -158,8 +161,12 @@ async fn after_an_outage_the_operator_catches_up_within_seconds_and_backed_off_m
     // the count starts again from 1 after it.
     for name in ["renewing", "probed"] {
         let attempts = failed_attempts(&env, name, logged);
-        let logs = support::logs();
-        let failures: Vec<&str> = logs.lines().filter(|line| line.contains("reconcile failed")).collect();
+        // Shown when an assertion fails: what the operator recorded of each failure.
+        let failures: Vec<_> = support::logged_events()
+            .into_iter()
+            .skip(logged)
+            .filter(|e| e.contains_key("category"))
+            .collect();
         let counting = attempts.first() == Some(&1)
             && attempts.windows(2).all(|pair| pair[1] == pair[0] + 1 || pair[1] == 1);
         assert!(counting, "the failures of {name} during a {OUTAGE:?} outage: {attempts:?} {failures:#?}");

@@ -37,18 +37,60 @@ impl Write for LogWriter {
     }
 }
 
-/// Captures every log line of this process (the operator's included), at debug level.
+/// Every event of this process with its fields (not its wording), for tests that read what the
+/// operator recorded (e.g. the `attempts` of each failed reconcile).
+static EVENTS: OnceLock<Arc<Mutex<Vec<LoggedEvent>>>> = OnceLock::new();
+
+/// One logged event's fields, by name (the message under `message`), as text.
+pub type LoggedEvent = std::collections::BTreeMap<String, String>;
+
+/// A layer keeping each event's fields.
+struct FieldCapture(Arc<Mutex<Vec<LoggedEvent>>>);
+
+struct FieldVisitor<'a>(&'a mut LoggedEvent);
+
+impl tracing::field::Visit for FieldVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.to_string());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.to_string());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for FieldCapture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut fields = LoggedEvent::new();
+        event.record(&mut FieldVisitor(&mut fields));
+        self.0.lock().unwrap().push(fields);
+    }
+}
+
+/// Captures every log line of this process (the operator's included), at debug level, and
+/// each event's fields ([`logged_events`]).
 pub fn capture_logs() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     LOGS.get_or_init(|| {
         let buffer = Arc::new(Mutex::new(Vec::new()));
+        let events = EVENTS.get_or_init(Arc::default).clone();
         let writer = LogWriter(buffer.clone());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("tenant_access=debug,kube_runtime=info,warn")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init();
+        let filter = tracing_subscriber::EnvFilter::new("tenant_access=debug,kube_runtime=info,warn");
+        let text = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || writer.clone());
+        let _ = tracing_subscriber::registry().with(filter).with(text).with(FieldCapture(events)).try_init();
         buffer
     });
+}
+
+/// Every event logged so far, with its fields.
+pub fn logged_events() -> Vec<LoggedEvent> {
+    EVENTS.get().map(|events| events.lock().unwrap().clone()).unwrap_or_default()
 }
 
 /// Everything logged so far.
