@@ -287,3 +287,24 @@ async fn inspect_pipes_judges_each_granted_pipe_with_one_free_request_each() {
     assert_eq!(tinybird.billed_queries(), billed, "describing is never billed");
     assert_eq!(tinybird.pipe_metadata_calls() - described, 5, "one description per pipe");
 }
+
+#[tokio::test]
+async fn a_clerk_templates_pipe_without_sample_params_is_judged_though_never_probed() {
+    let mut env = Env::new("unprobed").await;
+    env.connect_clerk().await;
+    env.start_operator();
+    // No sampleParams: the shortcode cannot be filled, so the pipe is never probed; its
+    // description is read at the TenantAccess's reconciles instead.
+    env.tenant_access(
+        "users",
+        "  workspaceRef: {name: analytics}\n  scopes:\n    - {resource: event_counts, fixedParams: {org: '{{org.slug}}'}}\n  clerkTemplate: {}\n  limits: {rps: 5}\n  healthCheck: {interval: 5s}\n",
+    )
+    .await;
+    let access = env.wait_access("users", verdict_is("event_counts", "Unused")).await;
+    let status = access.status.unwrap();
+    let endpoint = status.endpoints.iter().find(|e| e.resource == "event_counts").unwrap();
+    assert_eq!(endpoint.reason, "NoSampleParams", "never probed: {endpoint:?}");
+    let isolated = status.conditions.iter().find(|c| c.type_ == "PipesIsolated").unwrap();
+    assert_eq!((isolated.status.as_str(), isolated.reason.as_str()), ("False", "PipeNotIsolated"));
+    assert_eq!(env.tinybird.billed_queries(), 0, "nothing billed");
+}

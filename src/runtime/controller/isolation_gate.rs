@@ -129,37 +129,47 @@ pub(super) async fn judged<'a>(
     ctx: &Context,
 ) -> BTreeMap<&'a str, Vec<ParamIsolation>> {
     let mut judged = BTreeMap::new();
-    let workspace = format!("{}#{}", signer.api_url.trim_end_matches('/'), signer.workspace_id);
     for (pipe, params) in pinned_params(access) {
-        let key = (workspace.clone(), pipe.to_owned());
-        let wanted: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
-        if let Some(verdicts) =
-            ctx.health.workspace_pipe_verdicts(&signer.api_url, &signer.workspace_id, pipe, &params)
-        {
-            // The newest reading: what this gate answers once nobody probes the pipe any more
-            // (the TenantAccess refused for it), not an older reading of its own.
-            ctx.isolation_gate.keep(key, wanted, verdicts.clone(), ctx.now());
-            judged.insert(pipe, verdicts);
-            continue;
-        }
-        if let Some(verdicts) = ctx.isolation_gate.kept(&key, &wanted, ctx.now()) {
-            judged.insert(pipe, verdicts);
-            continue;
-        }
-        let timeout = Duration::try_from(access.health.timeout).unwrap_or(Duration::from_secs(5));
-        let request = ProbeRequest::existence(&signer.api_url, pipe, &signer.key, timeout);
-        let outcome = HttpProber::with_client(ctx.apis.tinybird.clone()).probe_once(&request).await;
-        let Some(described) = outcome.description else {
-            tracing::debug!(%pipe, reason = ?outcome.reason, "pipe not described: its isolation is not judged");
-            continue;
-        };
-        let description = described.as_ref().map(AsRef::as_ref).map_err(String::as_str);
-        if let Some(verdicts) = judge_pipe(Some(description), &params) {
-            ctx.isolation_gate.keep(key, wanted, verdicts.clone(), ctx.now());
+        if let Some(verdicts) = judge_one(access, signer, ctx, pipe, &params).await {
             judged.insert(pipe, verdicts);
         }
     }
     judged
+}
+
+/// The verdicts on `params` of `pipe`, as [`judged`] finds them.
+pub(super) async fn judge_one(
+    access: &ValidatedAccess,
+    signer: &SigningWorkspace,
+    ctx: &Context,
+    pipe: &str,
+    params: &[&str],
+) -> Option<Vec<ParamIsolation>> {
+    let workspace = format!("{}#{}", signer.api_url.trim_end_matches('/'), signer.workspace_id);
+    let key = (workspace, pipe.to_owned());
+    let wanted: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
+    if let Some(verdicts) =
+        ctx.health.workspace_pipe_verdicts(&signer.api_url, &signer.workspace_id, pipe, params)
+    {
+        // The newest reading: what this gate answers once nobody probes the pipe any more (the
+        // TenantAccess refused for it), not an older reading of its own.
+        ctx.isolation_gate.keep(key, wanted, verdicts.clone(), ctx.now());
+        return Some(verdicts);
+    }
+    if let Some(verdicts) = ctx.isolation_gate.kept(&key, &wanted, ctx.now()) {
+        return Some(verdicts);
+    }
+    let timeout = Duration::try_from(access.health.timeout).unwrap_or(Duration::from_secs(5));
+    let request = ProbeRequest::existence(&signer.api_url, pipe, &signer.key, timeout);
+    let outcome = HttpProber::with_client(ctx.apis.tinybird.clone()).probe_once(&request).await;
+    let Some(described) = outcome.description else {
+        tracing::debug!(%pipe, reason = ?outcome.reason, "pipe not described: its isolation is not judged");
+        return None;
+    };
+    let description = described.as_ref().map(AsRef::as_ref).map_err(String::as_str);
+    let verdicts = judge_pipe(Some(description), params)?;
+    ctx.isolation_gate.keep(key, wanted, verdicts.clone(), ctx.now());
+    Some(verdicts)
 }
 
 #[cfg(test)]

@@ -114,21 +114,37 @@ pub(super) fn stop_probes(ctx: &Context, report: &mut Report, namespace: &str, n
 /// Reports whether each granted pipe's SQL filters by the params this TenantAccess pins
 /// ([`crate::core::isolation_report`]), from the descriptions the free existence checks read:
 /// `status.endpoints[].isolation`, the `PipesIsolated` condition, and an event for each verdict
-/// that changed (and for a first verdict that is neither `Enforced` nor `Optional`).
-pub(super) fn isolation_stage(
+/// that changed (and for a first verdict that is neither `Enforced` nor `Optional`). A pipe this
+/// TenantAccess does not probe (a Clerk template's scope without `sampleParams`) is described
+/// at its reconciles instead, with the same free request, at most once per pipe every 30 s.
+pub(super) async fn isolation_stage(
     access: &TenantAccess,
-    validated: &ValidatedAccess,
+    (validated, signer): (&ValidatedAccess, &SigningWorkspace),
     ctx: &Context,
     report: &mut Report,
 ) {
     let key = AccessKey::new(&validated.namespace, &validated.name);
     let pinned = isolation_report::pinned_params(validated);
-    let judged: BTreeMap<&str, Vec<ParamIsolation>> = pinned
-        .iter()
-        .filter_map(|(pipe, params)| {
-            ctx.health.pipe_verdicts(&key, pipe, params).map(|verdicts| (*pipe, verdicts))
-        })
-        .collect();
+    // The pipes its health checks probe (the plan `health_stage` registered: with or without
+    // its token, the same endpoints are skipped, those of unfilled shortcodes).
+    let plan = ProbePlan::for_access(validated, signer, None);
+    let probed: std::collections::HashSet<&str> =
+        plan.as_ref().map(|plan| plan.probed_resources().collect()).unwrap_or_default();
+    let mut judged: BTreeMap<&str, Vec<ParamIsolation>> = BTreeMap::new();
+    for (pipe, params) in &pinned {
+        let verdicts = match ctx.health.pipe_verdicts(&key, pipe, params) {
+            Some(verdicts) => Some(verdicts),
+            None if plan.is_some() && !probed.contains(pipe) => {
+                super::isolation_gate::judge_one(validated, signer, ctx, pipe, params).await
+            }
+            // Probed: its first existence check says (after a restart the status keeps the
+            // verdicts until then).
+            None => None,
+        };
+        if let Some(verdicts) = verdicts {
+            judged.insert(pipe, verdicts);
+        }
+    }
     let outcome = isolation_report::report(&mut report.status.endpoints, &report.previous.endpoints, &judged);
     for (pipe, param, before, now) in outcome.changed {
         let safe = now == "Enforced" || now == "Optional";

@@ -134,7 +134,7 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         TokenOutcome::Refused => stop_probes(&ctx, &mut report, &namespace, &name),
     }
     if !matches!(token, TokenOutcome::Refused) {
-        isolation_stage(&access, &validated, &ctx, &mut report);
+        isolation_stage(&access, (&validated, &signer), &ctx, &mut report).await;
     }
     if retry_after.is_none() {
         report.ready(&validated);
