@@ -134,8 +134,15 @@ impl Fixture {
         fn observed(generation: Option<i64>, status: Option<&tenant_access::api::WorkspaceStatus>) -> bool {
             status.is_some_and(|s| s.observed_generation.is_some() && s.observed_generation == generation)
         }
+        // Every pipe of the Tinybird workspace that TenantAccesses pin a param on: top_pages
+        // (probed) and tenant_events (a Clerk scope without samples, judged at reconciles).
+        // `local` and `shared` are the same Tinybird workspace (the emulator's): the same list.
         fn lists_pipes(name: &str, status: Option<&tenant_access::api::WorkspaceStatus>) -> bool {
-            name.starts_with("decoy-") || status.is_some_and(|s| !s.pipes.is_empty())
+            let wanted = match name {
+                "local" | "shared" => 2,
+                _ => 0,
+            };
+            status.map_or(0, |s| s.pipes.len()) == wanted
         }
         let cluster: Api<ClusterTinybirdWorkspace> = Api::all(self.env.client.clone());
         let namespaced: Api<TinybirdWorkspace> = Api::all(self.env.client.clone());

@@ -251,6 +251,8 @@ impl Context {
             .map_err(|error| format!("the Tinybird HTTP client could not be built: {error}"))?;
         let clerk = crate::adapters::clerk::ClerkClients::new(clerk_options)
             .map_err(|error| format!("the Clerk HTTP client could not be built: {error}"))?;
+        let isolation_gate =
+            Arc::new(super::isolation_gate::IsolationGate::new(clock.now(), settings.resync));
         Ok(Self {
             apis: Apis { tinybird, clerk },
             retries: Retries {
@@ -269,7 +271,7 @@ impl Context {
             workspace_cache,
             caches,
             custody: super::key_custody::KeyCustody::process(),
-            isolation_gate: Arc::new(super::isolation_gate::IsolationGate::new(clock.now())),
+            isolation_gate,
             rotation_boost,
             clock,
         })

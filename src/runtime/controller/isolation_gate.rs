@@ -34,6 +34,8 @@ pub struct IsolationGate {
     judged: Mutex<HashMap<(String, String), Judged>>,
     /// When this process started judging.
     started: Timestamp,
+    /// How long a reading stays in its workspace's list ([`IsolationGate::recent`]).
+    list_window: Duration,
 }
 
 #[derive(Debug)]
@@ -44,10 +46,13 @@ struct Judged {
 }
 
 impl IsolationGate {
-    /// A gate of a process started at `started`.
+    /// A gate of a process started at `started`, whose TenantAccesses are reconciled at least
+    /// every `resync`: a pipe read here is read again within that (at every reconcile of a
+    /// TenantAccess that grants it and does not probe it, every [`ENFORCE_RECHECK`] for a refused
+    /// one), so its reading stays listed for `resync` and a margin.
     #[must_use]
-    pub fn new(started: Timestamp) -> Self {
-        Self { judged: Mutex::default(), started }
+    pub fn new(started: Timestamp, resync: Duration) -> Self {
+        Self { judged: Mutex::default(), started, list_window: resync + ENFORCE_RECHECK * 2 }
     }
 
     /// How long since this process started judging.
@@ -92,12 +97,12 @@ impl IsolationGate {
         entry.verdicts.insert(params, verdicts);
     }
 
-    /// The pipes of `workspace` (`api_url#workspace_id`) judged here within the last two
-    /// recheck intervals (a refused TenantAccess has its pipes read again every interval), with
-    /// their verdicts on every param judged.
+    /// The pipes of `workspace` (`api_url#workspace_id`) read here within the list window (see
+    /// [`IsolationGate::new`]), with their verdicts on every param judged: a pipe still granted
+    /// never drops out between two readings, one no longer granted leaves after the window.
     #[must_use]
     pub fn recent(&self, workspace: &str, now: Timestamp) -> Vec<(String, Vec<ParamIsolation>)> {
-        let recent = ENFORCE_RECHECK * 2;
+        let recent = self.list_window;
         self.lock()
             .iter()
             .filter(|((w, _), entry)| {
@@ -183,7 +188,7 @@ mod tests {
     #[test]
     fn verdicts_are_kept_for_the_recheck_interval_and_bounded() {
         let t0: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
-        let gate = IsolationGate::new(t0);
+        let gate = IsolationGate::new(t0, Duration::from_secs(600));
         let key = ("https://api#w".to_owned(), "p".to_owned());
         let org = vec!["org".to_owned()];
         gate.keep(key.clone(), org.clone(), verdict("Unused"), t0);
@@ -194,6 +199,11 @@ mod tests {
         let t1 = t0 + jiff::SignedDuration::from_secs(31);
         gate.keep(key.clone(), org.clone(), verdict("Enforced"), t1);
         assert_eq!(gate.kept(&key, &org, t1), Some(verdict("Enforced")));
+
+        // Listed for the resync and a margin (600 + 60 s), whatever the recheck interval.
+        let listed = |at: Timestamp| gate.recent("https://api#w", at).len();
+        assert_eq!(listed(t1 + jiff::SignedDuration::from_secs(659)), 1, "still granted: still listed");
+        assert_eq!(listed(t1 + jiff::SignedDuration::from_secs(660)), 0, "no longer read: gone");
 
         for i in 0..MAX_JUDGED_PIPES + 10 {
             gate.keep(("w".into(), format!("p{i}")), org.clone(), verdict("Enforced"), t1);
