@@ -352,7 +352,9 @@ fn replica(
         .arg(cluster.admin_kubeconfig())
         .args(["--namespaces", tenant, "--cluster-resource-namespace", system])
         .args(["--admin-address", &format!("127.0.0.1:{admin_port}")])
-        .args(["--leader-election", "--leader-election-lease-duration-seconds", "6"])
+        // A lease long enough that a loaded machine does not lose it: a replica that loses its
+        // lease exits, and this test wants one leader and one standby, not a failover.
+        .args(["--leader-election", "--leader-election-lease-duration-seconds", "30"])
         .args(["--webhook-address", &format!("127.0.0.1:{webhook_port}"), "--webhook-hosts", "127.0.0.1"])
         .env("POD_NAME", identity)
         .env_remove("RUST_LOG")
