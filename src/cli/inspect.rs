@@ -118,7 +118,7 @@ type PipeVerdicts = Vec<(String, Result<Vec<crate::api::ParamIsolation>, String>
 /// Describes each pipe the token grants with fixed params, and judges them
 /// ([`crate::core::isolation_report::judge_pipe`]).
 async fn judge_pipes(token: &ParsedToken, key: &AdminToken, api_url: &str) -> Result<PipeVerdicts, CliError> {
-    use crate::adapters::health::{HttpProber, ProbeRequest};
+    use crate::adapters::health::HttpProber;
     let client = crate::adapters::http::client(std::time::Duration::from_secs(10))
         .map_err(|e| CliError::Input(format!("no HTTP client: {e}")))?;
     let prober = HttpProber::with_client(client);
@@ -136,15 +136,10 @@ async fn judge_pipes(token: &ParsedToken, key: &AdminToken, api_url: &str) -> Re
         if params.is_empty() {
             continue;
         }
-        let request = ProbeRequest::existence(api_url, resource, key, std::time::Duration::from_secs(10));
-        let outcome = prober.probe_once(&request).await;
-        let verdicts = match outcome.description {
-            Some(described) => {
-                let description = described.as_ref().map(AsRef::as_ref).map_err(String::as_str);
-                Ok(crate::core::isolation_report::judge_pipe(Some(description), &params).unwrap_or_default())
-            }
-            None => Err(format!("not described: {}", outcome.message)),
-        };
+        let verdicts = prober
+            .judge_pipe(api_url, resource, (key, std::time::Duration::from_secs(10)), &params)
+            .await
+            .map_err(|why| format!("not described: {why}"));
         judged.push((resource.to_owned(), verdicts));
     }
     Ok(judged)

@@ -283,6 +283,28 @@ impl HttpProber {
     }
 }
 
+impl HttpProber {
+    /// Reads the description of pipe `resource` with the admin token `key` (the free existence
+    /// check, counted as one) and judges whether its SQL filters by each of `params`
+    /// ([`crate::core::isolation_report::judge_pipe`]). `Err`: why it was not described
+    /// (missing, unreachable, refused), never containing the key.
+    ///
+    /// # Errors
+    /// When no description came back.
+    pub async fn judge_pipe(
+        &self,
+        api_url: &str,
+        resource: &str,
+        (key, timeout): (&AdminToken, Duration),
+        params: &[&str],
+    ) -> Result<Vec<crate::api::ParamIsolation>, String> {
+        let outcome = self.probe_once(&ProbeRequest::existence(api_url, resource, key, timeout)).await;
+        let described = outcome.description.ok_or(outcome.message)?;
+        let description = described.as_ref().map(AsRef::as_ref).map_err(String::as_str);
+        Ok(crate::core::isolation_report::judge_pipe(Some(description), params).unwrap_or_default())
+    }
+}
+
 impl EndpointProber for HttpProber {
     fn probe(&self, request: ProbeRequest) -> BoxFuture<'static, ProbeOutcome> {
         let prober = self.clone();

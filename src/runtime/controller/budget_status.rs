@@ -52,7 +52,8 @@ pub struct Wanted {
 
 impl Wanted {
     /// What the status should say of the workspace at `api_url` with `workspace_id`; `described`
-    /// is the scheduler's [`HealthScheduler::described_pipes`].
+    /// is the scheduler's [`HealthScheduler::described_pipes`] when the caller has it for every
+    /// workspace (`None`: this workspace's are looked up alone).
     ///
     /// A pipe `previous` lists and nobody has judged since this process started stays listed
     /// for [`RESTART_GRACE`] (every probed pipe is described within moments of its first
@@ -61,13 +62,16 @@ impl Wanted {
     pub fn of(
         ctx: &Context,
         (api_url, workspace_id): (&str, &str),
-        described: &HashMap<Arc<str>, Vec<(String, Vec<ParamIsolation>)>>,
+        described: Option<&HashMap<Arc<str>, Vec<(String, Vec<ParamIsolation>)>>>,
         previous: &WorkspaceStatus,
     ) -> Self {
         let health_checks = ctx.health.budget(api_url, workspace_id).map(|budget| budget_status(&budget));
-        let name = format!("{}#{workspace_id}", api_url.trim_end_matches('/'));
+        let name = crate::runtime::health::workspace_name(api_url, workspace_id);
         let now = ctx.now();
-        let mut judged = described.get(name.as_str()).cloned().unwrap_or_default();
+        let mut judged = match described {
+            Some(described) => described.get(name.as_str()).cloned().unwrap_or_default(),
+            None => ctx.health.described_pipes_of(&name),
+        };
         judged.extend(ctx.isolation_gate.recent(&name, now));
         let warming_up = ctx.isolation_gate.uptime(now) < RESTART_GRACE;
         let pipes = crate::core::isolation_report::pipes_wanted(judged, &previous.pipes, warming_up);
@@ -104,7 +108,7 @@ pub fn wanted<W: Workspace>(
 ) -> Option<Wanted> {
     let status = workspace.workspace_status()?;
     let (Some(api_url), Some(workspace_id)) = (&status.api_url, &status.workspace_id) else { return None };
-    let wanted = Wanted::of(ctx, (api_url, workspace_id), described, status);
+    let wanted = Wanted::of(ctx, (api_url, workspace_id), Some(described), status);
     wanted.differs_from(status).then_some(wanted)
 }
 

@@ -19,9 +19,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::context::Context;
-use crate::adapters::health::{HttpProber, ProbeRequest};
+use crate::adapters::health::HttpProber;
 use crate::api::ParamIsolation;
-use crate::core::isolation_report::{ENFORCE_RECHECK, judge_pipe, merge_params, pinned_params};
+use crate::core::isolation_report::{ENFORCE_RECHECK, merge_params, pinned_params};
 use crate::core::signing_workspace::SigningWorkspace;
 use crate::core::validate::ValidatedAccess;
 
@@ -150,7 +150,7 @@ pub(super) async fn judge_one(
     pipe: &str,
     params: &[&str],
 ) -> Option<Vec<ParamIsolation>> {
-    let workspace = format!("{}#{}", signer.api_url.trim_end_matches('/'), signer.workspace_id);
+    let workspace = crate::runtime::health::workspace_name(&signer.api_url, &signer.workspace_id);
     let key = (workspace, pipe.to_owned());
     let wanted: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
     if let Some(verdicts) =
@@ -165,16 +165,17 @@ pub(super) async fn judge_one(
         return Some(verdicts);
     }
     let timeout = Duration::try_from(access.health.timeout).unwrap_or(Duration::from_secs(5));
-    let request = ProbeRequest::existence(&signer.api_url, pipe, &signer.key, timeout);
-    let outcome = HttpProber::with_client(ctx.apis.tinybird.clone()).probe_once(&request).await;
-    let Some(described) = outcome.description else {
-        tracing::debug!(%pipe, reason = ?outcome.reason, "pipe not described: its isolation is not judged");
-        return None;
-    };
-    let description = described.as_ref().map(AsRef::as_ref).map_err(String::as_str);
-    let verdicts = judge_pipe(Some(description), params)?;
-    ctx.isolation_gate.keep(key, wanted, verdicts.clone(), ctx.now());
-    Some(verdicts)
+    let prober = HttpProber::with_client(ctx.apis.tinybird.clone());
+    match prober.judge_pipe(&signer.api_url, pipe, (&signer.key, timeout), params).await {
+        Ok(verdicts) => {
+            ctx.isolation_gate.keep(key, wanted, verdicts.clone(), ctx.now());
+            Some(verdicts)
+        }
+        Err(why) => {
+            tracing::debug!(%pipe, %why, "pipe not described: its isolation is not judged");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -262,13 +262,8 @@ async fn reconcile_inner<W: Workspace>(workspace: Arc<W>, ctx: Arc<Context>) -> 
             // was while no probe is registered yet (just after a start), so a restart writes
             // nothing.
             // The same for the verdicts of its pipes (`status.pipes`).
-            super::budget_status::Wanted::of(
-                &ctx,
-                (&signer.api_url, &signer.workspace_id),
-                &ctx.health.described_pipes(),
-                &previous,
-            )
-            .apply(&mut status);
+            super::budget_status::Wanted::of(&ctx, (&signer.api_url, &signer.workspace_id), None, &previous)
+                .apply(&mut status);
             DesiredCondition::holds(
                 condition::READY,
                 reason::READY,

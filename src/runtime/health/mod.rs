@@ -27,4 +27,6 @@ pub mod probe_timing;
 pub mod scheduler;
 
 pub use metrics::{HealthMetrics, LatencyHistogram};
-pub use scheduler::{AccessKey, BudgetUse, HealthChange, HealthConfig, HealthEvents, HealthScheduler};
+pub use scheduler::{
+    AccessKey, BudgetUse, HealthChange, HealthConfig, HealthEvents, HealthScheduler, workspace_name,
+};

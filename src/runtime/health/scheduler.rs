@@ -299,25 +299,39 @@ impl HealthScheduler {
         resource: &str,
         params: &[&str],
     ) -> Option<Vec<crate::api::ParamIsolation>> {
-        let workspace: Arc<str> = format!("{}#{workspace_id}", api_url.trim_end_matches('/')).into();
-        self.verdicts_in(&workspace, resource, params)
+        self.verdicts_in(&workspace_name(api_url, workspace_id).into(), resource, params)
     }
 
     /// Every described pipe's verdicts, on every param judged so far, by workspace
-    /// (`api_url#workspace_id`): what the workspaces' statuses list.
+    /// ([`workspace_name`]): what the workspaces' statuses list.
     #[must_use]
     pub fn described_pipes(&self) -> HashMap<Arc<str>, Vec<(String, Vec<crate::api::ParamIsolation>)>> {
         let mut by_workspace: HashMap<Arc<str>, Vec<_>> = HashMap::new();
+        self.visit_described(|workspace, pipe, verdicts| {
+            by_workspace.entry(Arc::clone(workspace)).or_default().push((pipe.to_owned(), verdicts));
+        });
+        by_workspace
+    }
+
+    /// [`described_pipes`](Self::described_pipes) of one workspace.
+    #[must_use]
+    pub fn described_pipes_of(&self, workspace: &str) -> Vec<(String, Vec<crate::api::ParamIsolation>)> {
+        let mut pipes = Vec::new();
+        self.visit_described(|name, pipe, verdicts| {
+            if **name == *workspace {
+                pipes.push((pipe.to_owned(), verdicts));
+            }
+        });
+        pipes
+    }
+
+    fn visit_described(&self, mut visit: impl FnMut(&Arc<str>, &str, Vec<crate::api::ParamIsolation>)) {
         for (pipe, described) in self.shared.lock_descriptions().iter() {
             let verdicts = crate::core::isolation_report::merge_params(described.verdicts.values());
             if !verdicts.is_empty() {
-                by_workspace
-                    .entry(Arc::clone(&pipe.workspace))
-                    .or_default()
-                    .push((pipe.resource.to_string(), verdicts));
+                visit(&pipe.workspace, &pipe.resource, verdicts);
             }
         }
-        by_workspace
     }
 
     fn verdicts_in(
@@ -354,8 +368,7 @@ impl HealthScheduler {
     /// budget (`None` before any of its TenantAccesses is registered): for its status.
     #[must_use]
     pub fn budget(&self, api_url: &str, workspace_id: &str) -> Option<BudgetUse> {
-        let name = format!("{}#{workspace_id}", api_url.trim_end_matches('/'));
-        self.shared.lock_budgets().get(name.as_str()).cloned()
+        self.shared.lock_budgets().get(workspace_name(api_url, workspace_id).as_str()).cloned()
     }
 
     /// Calls `visit(api_url#workspace_id, use)` for every workspace probed (for the budget
@@ -414,9 +427,16 @@ impl PipeKey {
     }
 }
 
+/// The name of the Tinybird workspace at `api_url` with `workspace_id` (`api_url#workspace_id`):
+/// how the scheduler, the isolation gate and the workspaces' statuses key what they know of it.
+#[must_use]
+pub fn workspace_name(api_url: &str, workspace_id: &str) -> String {
+    format!("{}#{workspace_id}", api_url.trim_end_matches('/'))
+}
+
 /// The workspace a plan probes: its API URL and id.
 fn workspace_of(plan: &ProbePlan) -> Arc<str> {
-    format!("{}#{}", plan.api_url, plan.workspace_id).into()
+    workspace_name(&plan.api_url, &plan.workspace_id).into()
 }
 
 impl fmt::Display for PipeKey {
