@@ -15,12 +15,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::context::Context;
 use super::workspace_reconciler::Workspace;
 use crate::api::{
-    ClusterTinybirdWorkspace, HealthCheckBudgetStatus, ParamIsolation, TinybirdWorkspace,
-    WorkspacePipeStatus, WorkspaceStatus,
+    ClusterTinybirdWorkspace, HealthCheckBudgetStatus, TinybirdWorkspace, WorkspacePipeStatus,
+    WorkspaceStatus,
 };
-use crate::runtime::health::BudgetUse;
 #[cfg(doc)]
 use crate::runtime::health::HealthScheduler;
+use crate::runtime::health::{BudgetUse, DescribedPipes};
 
 /// How often the statuses are compared with the scheduler's budget use.
 pub const PERIOD: Duration = Duration::from_secs(10);
@@ -62,7 +62,7 @@ impl Wanted {
     pub fn of(
         ctx: &Context,
         (api_url, workspace_id): (&str, &str),
-        described: Option<&HashMap<Arc<str>, Vec<(String, Vec<ParamIsolation>)>>>,
+        described: Option<&DescribedPipes>,
         previous: &WorkspaceStatus,
     ) -> Self {
         let health_checks = ctx.health.budget(api_url, workspace_id).map(|budget| budget_status(&budget));
@@ -101,11 +101,7 @@ impl Wanted {
 /// What the workspace's status should say when it says something else; `None` when it is
 /// current, or while nothing of the workspace is known (a start writes nothing).
 #[must_use]
-pub fn wanted<W: Workspace>(
-    workspace: &W,
-    ctx: &Context,
-    described: &HashMap<Arc<str>, Vec<(String, Vec<ParamIsolation>)>>,
-) -> Option<Wanted> {
+pub fn wanted<W: Workspace>(workspace: &W, ctx: &Context, described: &DescribedPipes) -> Option<Wanted> {
     let status = workspace.workspace_status()?;
     let (Some(api_url), Some(workspace_id)) = (&status.api_url, &status.workspace_id) else { return None };
     let wanted = Wanted::of(ctx, (api_url, workspace_id), Some(described), status);

@@ -101,7 +101,7 @@ impl IsolationGate {
     /// [`IsolationGate::new`]), with their verdicts on every param judged: a pipe still granted
     /// never drops out between two readings, one no longer granted leaves after the window.
     #[must_use]
-    pub fn recent(&self, workspace: &str, now: Timestamp) -> Vec<(String, Vec<ParamIsolation>)> {
+    pub fn recent(&self, workspace: &str, now: Timestamp) -> crate::runtime::health::PipeVerdicts {
         let recent = self.list_window;
         self.lock()
             .iter()

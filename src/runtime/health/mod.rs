@@ -28,5 +28,6 @@ pub mod scheduler;
 
 pub use metrics::{HealthMetrics, LatencyHistogram};
 pub use scheduler::{
-    AccessKey, BudgetUse, HealthChange, HealthConfig, HealthEvents, HealthScheduler, workspace_name,
+    AccessKey, BudgetUse, DescribedPipes, HealthChange, HealthConfig, HealthEvents, HealthScheduler,
+    PipeVerdicts, workspace_name,
 };

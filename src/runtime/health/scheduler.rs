@@ -305,8 +305,8 @@ impl HealthScheduler {
     /// Every described pipe's verdicts, on every param judged so far, by workspace
     /// ([`workspace_name`]): what the workspaces' statuses list.
     #[must_use]
-    pub fn described_pipes(&self) -> HashMap<Arc<str>, Vec<(String, Vec<crate::api::ParamIsolation>)>> {
-        let mut by_workspace: HashMap<Arc<str>, Vec<_>> = HashMap::new();
+    pub fn described_pipes(&self) -> DescribedPipes {
+        let mut by_workspace = DescribedPipes::new();
         self.visit_described(|workspace, pipe, verdicts| {
             by_workspace.entry(Arc::clone(workspace)).or_default().push((pipe.to_owned(), verdicts));
         });
@@ -315,7 +315,7 @@ impl HealthScheduler {
 
     /// [`described_pipes`](Self::described_pipes) of one workspace.
     #[must_use]
-    pub fn described_pipes_of(&self, workspace: &str) -> Vec<(String, Vec<crate::api::ParamIsolation>)> {
+    pub fn described_pipes_of(&self, workspace: &str) -> PipeVerdicts {
         let mut pipes = Vec::new();
         self.visit_described(|name, pipe, verdicts| {
             if **name == *workspace {
@@ -426,6 +426,12 @@ impl PipeKey {
         Self { workspace: Arc::clone(workspace), resource: resource.into() }
     }
 }
+
+/// Pipes and their verdicts on every param judged, by pipe name.
+pub type PipeVerdicts = Vec<(String, Vec<crate::api::ParamIsolation>)>;
+
+/// [`PipeVerdicts`] by workspace ([`workspace_name`]).
+pub type DescribedPipes = HashMap<Arc<str>, PipeVerdicts>;
 
 /// The name of the Tinybird workspace at `api_url` with `workspace_id` (`api_url#workspace_id`):
 /// how the scheduler, the isolation gate and the workspaces' statuses key what they know of it.
