@@ -84,15 +84,9 @@ pub fn enforce(access: &ValidatedAccess, judged: &BTreeMap<&str, Vec<ParamIsolat
 /// refused under `Enforce` has no probed endpoints to carry them).
 #[must_use]
 pub fn condition_of_judged(judged: &BTreeMap<&str, Vec<ParamIsolation>>) -> Option<DesiredCondition> {
-    let endpoints: Vec<EndpointStatus> = judged
-        .iter()
-        .map(|(pipe, verdicts)| EndpointStatus {
-            resource: (*pipe).to_owned(),
-            isolation: verdicts.clone(),
-            ..EndpointStatus::default()
-        })
-        .collect();
-    condition_of(&endpoints)
+    let verdicts: Vec<(&str, &ParamIsolation)> =
+        judged.iter().flat_map(|(pipe, verdicts)| verdicts.iter().map(move |i| (*pipe, i))).collect();
+    condition_of(&verdicts)
 }
 
 /// A pipe's description as the runtime knows it: read, or why it could not be.
@@ -245,15 +239,16 @@ pub fn report(
             }
         }
     }
-    IsolationReport { condition: condition_of(endpoints), changed }
+    let verdicts: Vec<(&str, &ParamIsolation)> =
+        endpoints.iter().flat_map(|e| e.isolation.iter().map(move |i| (e.resource.as_str(), i))).collect();
+    IsolationReport { condition: condition_of(&verdicts), changed }
 }
 
 /// `PipesIsolated`: true when every judged param is `Enforced` or `Optional` (the operator's
 /// tokens always carry a value); false naming the pipes whose SQL does not filter by a pinned
 /// param (`PipeNotIsolated`), else those it could not analyse (`IsolationUnknown`).
-fn condition_of(endpoints: &[EndpointStatus]) -> Option<DesiredCondition> {
-    let verdicts =
-        || endpoints.iter().flat_map(|e| e.isolation.iter().map(move |i| (e.resource.as_str(), i)));
+fn condition_of(judged: &[(&str, &ParamIsolation)]) -> Option<DesiredCondition> {
+    let verdicts = || judged.iter().copied();
     verdicts().next()?;
     let listed = |verdict: &str| {
         let pipes: Vec<String> = verdicts()

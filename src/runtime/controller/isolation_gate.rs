@@ -142,6 +142,33 @@ pub(super) async fn judged<'a>(
     judged
 }
 
+/// The verdicts a TenantAccess's status reports, by pipe: for a pipe its health checks probe
+/// (`probed`), the scheduler's, from its existence checks (none yet after a restart: the status
+/// keeps its verdicts until the first check); for a pipe they skip (a Clerk template's scope
+/// without `sampleParams`), read here as [`judge_one`] does, at most once per pipe every
+/// [`ENFORCE_RECHECK`]. With health checks off (`probed` is `None`) nothing is reported.
+pub(super) async fn reported<'a>(
+    access: &'a ValidatedAccess,
+    signer: &SigningWorkspace,
+    probed: Option<&std::collections::HashSet<String>>,
+    ctx: &Context,
+) -> BTreeMap<&'a str, Vec<ParamIsolation>> {
+    let mut judged = BTreeMap::new();
+    let Some(probed) = probed else { return judged };
+    let key = crate::runtime::health::AccessKey::new(&access.namespace, &access.name);
+    for (pipe, params) in pinned_params(access) {
+        let verdicts = match ctx.health.pipe_verdicts(&key, pipe, &params) {
+            Some(verdicts) => Some(verdicts),
+            None if !probed.contains(pipe) => judge_one(access, signer, ctx, pipe, &params).await,
+            None => None,
+        };
+        if let Some(verdicts) = verdicts {
+            judged.insert(pipe, verdicts);
+        }
+    }
+    judged
+}
+
 /// The verdicts on `params` of `pipe`, as [`judged`] finds them.
 pub(super) async fn judge_one(
     access: &ValidatedAccess,

@@ -10,7 +10,7 @@ use super::context::Context;
 use super::error::Error;
 use super::workspace_cache::WorkspaceKey;
 use crate::adapters::health::{EndpointHealth, ProbePlan, summarize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::api::{EndpointStatus, ParamIsolation, TenantAccess, TenantAccessStatus};
 use crate::core::conditions::{
@@ -25,25 +25,39 @@ use crate::runtime::health::AccessKey;
 
 /// Registers the probes of a TenantAccess, asks for a key check when Tinybird rejected a token
 /// the operator believes valid (quietly: see [`crate::core::key_refusal`]), and reports health
-/// (status changes only on flips).
-pub(super) async fn health_stage(
+/// (status changes only on flips). Returns the pipes it probes (`None`: health checks off).
+pub(super) fn health_stage(
     access: &TenantAccess,
     validated: &ValidatedAccess,
     signer: &SigningWorkspace,
     issued_jwt: Option<&str>,
     ctx: &Context,
     report: &mut Report,
-) {
+) -> Option<HashSet<String>> {
     let key = AccessKey::new(&validated.namespace, &validated.name);
     let Some(plan) = ProbePlan::for_access(validated, signer, issued_jwt) else {
         stop_probes(ctx, report, &validated.namespace, &validated.name);
-        return;
+        return None;
     };
+    let probed = plan.probed_resources().map(str::to_owned).collect();
     // After a restart, the endpoints keep the verdicts the status holds until probed again.
     let last_reported =
         report.previous.endpoints.iter().filter_map(EndpointHealth::from_status).collect::<Vec<_>>();
     ctx.health.resume(key.clone(), plan, last_reported);
-    if ctx.health.take_key_check(&key) {
+    report_health(access, validated, &key, ctx, report);
+    Some(probed)
+}
+
+/// The health part of [`health_stage`]: a key check if one was flagged, and the endpoints'
+/// verdicts.
+fn report_health(
+    access: &TenantAccess,
+    validated: &ValidatedAccess,
+    key: &AccessKey,
+    ctx: &Context,
+    report: &mut Report,
+) {
+    if ctx.health.take_key_check(key) {
         let workspace = WorkspaceKey {
             kind: validated.workspace_kind,
             namespace: if validated.workspace_kind == WorkspaceKind::Namespaced {
@@ -69,7 +83,7 @@ pub(super) async fn health_stage(
         // dependent its refusal) only if Tinybird still refuses the key once the grace is over.
         tracing::info!(workspace = %validated.workspace_name, "Tinybird rejected the signature of a token that should be valid: checking the workspace's admin token with Tinybird");
     }
-    let Some(endpoints) = ctx.health.endpoints(&key) else { return };
+    let Some(endpoints) = ctx.health.endpoints(key) else { return };
     let Some(summary) = summarize(&endpoints) else { return };
     let new: Vec<EndpointStatus> = endpoints.iter().map(EndpointHealth::to_status).collect();
     // Linear in the endpoints: a map of the previous verdicts, not a search per endpoint.
@@ -112,40 +126,17 @@ pub(super) fn stop_probes(ctx: &Context, report: &mut Report, namespace: &str, n
 }
 
 /// Reports whether each granted pipe's SQL filters by the params this TenantAccess pins
-/// ([`crate::core::isolation_report`]), from the descriptions the free existence checks read:
-/// `status.endpoints[].isolation`, the `PipesIsolated` condition, and an event for each verdict
-/// that changed (and for a first verdict that is neither `Enforced` nor `Optional`). A pipe this
-/// TenantAccess does not probe (a Clerk template's scope without `sampleParams`) is described
-/// at its reconciles instead, with the same free request, at most once per pipe every 30 s.
-pub(super) async fn isolation_stage(
+/// ([`crate::core::isolation_report`]), from the verdicts judged
+/// ([`super::isolation_gate::reported`]): `status.endpoints[].isolation`, the `PipesIsolated`
+/// condition, and an event for each verdict that changed (and for a first verdict that is
+/// neither `Enforced` nor `Optional`).
+pub(super) fn isolation_stage(
     access: &TenantAccess,
-    (validated, signer): (&ValidatedAccess, &SigningWorkspace),
+    judged: &BTreeMap<&str, Vec<ParamIsolation>>,
     ctx: &Context,
     report: &mut Report,
 ) {
-    let key = AccessKey::new(&validated.namespace, &validated.name);
-    let pinned = isolation_report::pinned_params(validated);
-    // The pipes its health checks probe (the plan `health_stage` registered: with or without
-    // its token, the same endpoints are skipped, those of unfilled shortcodes).
-    let plan = ProbePlan::for_access(validated, signer, None);
-    let probed: std::collections::HashSet<&str> =
-        plan.as_ref().map(|plan| plan.probed_resources().collect()).unwrap_or_default();
-    let mut judged: BTreeMap<&str, Vec<ParamIsolation>> = BTreeMap::new();
-    for (pipe, params) in &pinned {
-        let verdicts = match ctx.health.pipe_verdicts(&key, pipe, params) {
-            Some(verdicts) => Some(verdicts),
-            None if plan.is_some() && !probed.contains(pipe) => {
-                super::isolation_gate::judge_one(validated, signer, ctx, pipe, params).await
-            }
-            // Probed: its first existence check says (after a restart the status keeps the
-            // verdicts until then).
-            None => None,
-        };
-        if let Some(verdicts) = verdicts {
-            judged.insert(pipe, verdicts);
-        }
-    }
-    let outcome = isolation_report::report(&mut report.status.endpoints, &report.previous.endpoints, &judged);
+    let outcome = isolation_report::report(&mut report.status.endpoints, &report.previous.endpoints, judged);
     for (pipe, param, before, now) in outcome.changed {
         let safe = now == "Enforced" || now == "Optional";
         if before.is_none() && safe {

@@ -75,14 +75,17 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
     };
     // Under `pipeIsolation: Enforce`, a granted pipe that does not filter by a pinned param
     // refuses the TenantAccess before anything is issued, and withdraws what was.
-    if validated.isolation_policy == IsolationPolicy::Enforce {
+    let enforced = if validated.isolation_policy == IsolationPolicy::Enforce {
         let judged = super::isolation_gate::judged(&validated, &signer, &ctx).await;
         if let Some(refusal) = isolation_report::enforce(&validated, &judged) {
             let isolation = isolation_report::condition_of_judged(&judged);
             let refused = Refused { refusal, entry: Some(entry) };
             return refuse(&access, &ctx, report, &refused, isolation).await;
         }
-    }
+        Some(judged)
+    } else {
+        None
+    };
 
     // Observe -> plan -> write -> status.
     let observed = observe::token(&access, &validated, &signer, &ctx, previous.token.as_ref()).await?;
@@ -126,15 +129,22 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         }
     }
 
-    match &token {
-        TokenOutcome::NoSecret => health_stage(&access, &validated, &signer, None, &ctx, &mut report).await,
-        TokenOutcome::Written { jwt, .. } => {
-            health_stage(&access, &validated, &signer, Some(jwt), &ctx, &mut report).await;
+    let issued_jwt = match &token {
+        TokenOutcome::NoSecret => Some(None),
+        TokenOutcome::Written { jwt, .. } => Some(Some(jwt.as_str())),
+        TokenOutcome::Refused => None,
+    };
+    match issued_jwt {
+        Some(jwt) => {
+            let probed = health_stage(&access, &validated, &signer, jwt, &ctx, &mut report);
+            // Under Enforce the verdicts were judged before anything was issued.
+            let judged = match enforced {
+                Some(judged) => judged,
+                None => super::isolation_gate::reported(&validated, &signer, probed.as_ref(), &ctx).await,
+            };
+            isolation_stage(&access, &judged, &ctx, &mut report);
         }
-        TokenOutcome::Refused => stop_probes(&ctx, &mut report, &namespace, &name),
-    }
-    if !matches!(token, TokenOutcome::Refused) {
-        isolation_stage(&access, (&validated, &signer), &ctx, &mut report).await;
+        None => stop_probes(&ctx, &mut report, &namespace, &name),
     }
     if retry_after.is_none() {
         report.ready(&validated);
