@@ -24,6 +24,10 @@ pub enum Scenario {
     /// N tenants with a Secret and a Clerk template; the admin token revoked by annotation:
     /// refresh -> every Secret, every template on the new key, against the floor.
     Revoke,
+    /// Issue 27: 10,000 and 100,000 TenantAccesses over 1,000 namespaces: time to all Ready,
+    /// RSS and cost per tenant, a restart with everything in place, a rotation against both
+    /// floors with another client's latency (not in the default list: about an hour).
+    Scale,
 }
 
 /// Benchmarks tenant-access-operator (a separate release process) against a real API server and
@@ -82,6 +86,12 @@ pub struct Args {
     /// at the defaults).
     #[arg(long, default_value_t = 900)]
     pub probe_cost_detection_bound_seconds: u64,
+    /// Tenant counts of the scale scenario, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub scale_tenants: Vec<usize>,
+    /// Namespaces the scale scenario's tenants are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub scale_namespaces: usize,
     /// Length of the token-core loop, seconds.
     #[arg(long, default_value_t = 5)]
     pub token_core_seconds: u64,

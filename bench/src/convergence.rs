@@ -159,7 +159,7 @@ fn ratio(measured: f64, floor: f64) -> f64 {
 }
 
 /// The signer of the workspace's current admin token, as the operator resolves it.
-async fn current_signer(bench: &Bench, token: &str) -> Result<SigningWorkspace> {
+pub(crate) async fn current_signer(bench: &Bench, token: &str) -> Result<SigningWorkspace> {
     let api: Api<ClusterTinybirdWorkspace> = Api::all(bench.env.client.clone());
     let workspace = api.get(&bench.env.workspace).await.map_err(BenchError::kube("reading the workspace"))?;
     resolve(&workspace.spec.workspace, AdminToken::new(token))
@@ -173,7 +173,7 @@ async fn limited_client(bench: &Bench) -> Result<Client> {
 }
 
 /// A client with this client-side limit (`qps` 0: none) and the operator's request timeout.
-async fn client_limited_to(bench: &Bench, limit: RateLimit) -> Result<Client> {
+pub(crate) async fn client_limited_to(bench: &Bench, limit: RateLimit) -> Result<Client> {
     let path = bench.env.cluster.admin_kubeconfig();
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .map_err(|e| BenchError::Fixture(format!("reading {}: {e}", path.display())))?;

@@ -19,6 +19,7 @@ mod probe_cost;
 mod progress;
 mod report;
 mod revoke;
+mod scale;
 mod token_core;
 
 use std::path::PathBuf;
@@ -84,6 +85,7 @@ async fn run(args: Args) -> Result<Report> {
         probe_cost: None,
         admission: None,
         revoke: None,
+        scale: None,
         errors: Vec::new(),
     };
 
@@ -107,8 +109,14 @@ async fn run(args: Args) -> Result<Report> {
         }
     }
 
-    let cluster_scenarios =
-        [Scenario::Convergence, Scenario::Idle, Scenario::Memory, Scenario::ProbeCost, Scenario::Revoke];
+    let cluster_scenarios = [
+        Scenario::Convergence,
+        Scenario::Idle,
+        Scenario::Memory,
+        Scenario::ProbeCost,
+        Scenario::Revoke,
+        Scenario::Scale,
+    ];
     if cluster_scenarios.iter().any(|s| args.wants(*s)) {
         if !operator_binary.is_file() {
             return Err(BenchError::Fixture(format!(
@@ -165,6 +173,13 @@ async fn run_cluster_scenarios(bench: &mut Bench, report: &mut Report) {
         match revoke::run(bench).await {
             Ok(result) => report.revoke = Some(result),
             Err(error) => report.errors.push(format!("revoke: {error}")),
+        }
+    }
+    if bench.args.wants(Scenario::Scale) {
+        tracing::info!(tenants = ?bench.args.scale_tenants, namespaces = bench.args.scale_namespaces, "scale");
+        match scale::run(bench).await {
+            Ok(result) => report.scale = Some(result),
+            Err(error) => report.errors.push(format!("scale: {error}")),
         }
     }
 }

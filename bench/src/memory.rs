@@ -143,7 +143,7 @@ async fn rss_median(operator: &mut OperatorProcess) -> Result<f64> {
 
 /// Waits (at most `timeout`, and 5 minutes) until the operator uses less than a quarter of a
 /// core over 2 s: its start-up pass over every object is done (health probes go on).
-async fn wait_quiet(operator: &mut OperatorProcess, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_quiet(operator: &mut OperatorProcess, timeout: Duration) -> Result<()> {
     let timeout = timeout.min(Duration::from_secs(300));
     let deadline = Instant::now() + timeout;
     let mut last = operator.sample()?.cpu_seconds;

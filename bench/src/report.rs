@@ -56,6 +56,8 @@ pub struct Report {
     pub admission: Option<crate::admission::AdmissionResult>,
     /// Scenario "revoke".
     pub revoke: Option<crate::revoke::RevokeResult>,
+    /// Scenario "scale" (issue 27).
+    pub scale: Option<crate::scale::ScaleResult>,
     /// Scenarios that failed, with why (the others still ran).
     pub errors: Vec<String>,
 }
@@ -252,6 +254,9 @@ impl Report {
                 "\nIdle window, API requests other than the harness's (the API server's own `GET namespaces`, about one per 7 s, included): {}.",
                 inline_counts(&i.api_requests.0)
             );
+        }
+        if let Some(scale) = &self.scale {
+            md.push_str(&crate::scale::markdown(scale));
         }
         for error in &self.errors {
             let _ = writeln!(md, "\n**Failed:** {error}");
