@@ -57,6 +57,10 @@ pub struct ScaleRun {
     pub peak_rss_mib: f64,
     /// `(rss_mib_settled - rss_mib_empty) / tenants`, bytes.
     pub bytes_per_tenant: f64,
+    /// etcd's database size (the API server's `etcd_db_total_size_in_bytes`) growth over the
+    /// creation and the first issuance, per tenant, bytes: history included until compaction, so an
+    /// upper bound of what a tenant's objects weigh in etcd.
+    pub etcd_bytes_per_tenant: Option<f64>,
     /// Operator CPU seconds from the first apply to all Ready.
     pub convergence_cpu_seconds: f64,
     /// The operator's requests during convergence (the harness's applies subtracted).
@@ -162,6 +166,7 @@ async fn run_one(bench: &mut Bench, namespaces: &[String], n: usize) -> Result<S
     // Convergence.
     let cpu_before = operator.sample()?.cpu_seconds;
     let before = RequestCounts::snapshot(&bench.env.client).await?;
+    let etcd_before = etcd_db_bytes(&bench.env.client).await?;
     let first_apply = Instant::now();
     let apply = async {
         let result = bench.env.apply_tenants(&tenants, &group, None, bench.args.apply_concurrency).await;
@@ -172,6 +177,11 @@ async fn run_one(bench: &mut Bench, namespaces: &[String], n: usize) -> Result<S
     let apply_seconds = applied?.as_secs_f64();
     let done = ready?.max(secrets?);
     let convergence_cpu_seconds = operator.sample()?.cpu_seconds - cpu_before;
+    #[allow(clippy::cast_precision_loss)]
+    let etcd_bytes_per_tenant = match (etcd_before, etcd_db_bytes(&bench.env.client).await?) {
+        (Some(before), Some(after)) => Some((after - before) / n.max(1) as f64),
+        _ => None,
+    };
     let mut convergence_requests = RequestCounts::snapshot(&bench.env.client).await?.since(&before);
     convergence_requests.subtract("APPLY tenantaccesses", u64::try_from(n).unwrap_or(u64::MAX));
     convergence_requests.subtract("LIST tenantaccesses", 1);
@@ -210,6 +220,7 @@ async fn run_one(bench: &mut Bench, namespaces: &[String], n: usize) -> Result<S
         peak_rss_mib,
         bytes_per_tenant,
         convergence_cpu_seconds,
+        etcd_bytes_per_tenant,
         convergence_requests_per_tenant: convergence_requests.per_tenant(n),
         convergence_requests,
         ratio_to_unthrottled: ratio(rotation.seconds, floor_unthrottled_seconds),
@@ -363,12 +374,27 @@ async fn list_paged(bench: &Bench, group: &str) -> Result<Vec<TenantAccess>> {
 
 /// Responses with code 429 so far, by the API server's counters (every resource).
 async fn throttled(client: &Client) -> Result<u64> {
+    Ok(count_throttled(&apiserver_metrics(client).await?))
+}
+
+/// etcd's database size as the API server reports it (the largest endpoint), when it does.
+async fn etcd_db_bytes(client: &Client) -> Result<Option<f64>> {
+    Ok(etcd_db_size(&apiserver_metrics(client).await?))
+}
+
+async fn apiserver_metrics(client: &Client) -> Result<String> {
     let request = kube::core::Request::new("")
         .get("metrics", &kube::api::GetParams::default())
         .map_err(|e| BenchError::Fixture(format!("building GET /metrics: {e}")))?;
-    let text =
-        client.request_text(request).await.map_err(BenchError::kube("reading the API server's /metrics"))?;
-    Ok(count_throttled(&text))
+    client.request_text(request).await.map_err(BenchError::kube("reading the API server's /metrics"))
+}
+
+/// The largest `etcd_db_total_size_in_bytes` sample.
+fn etcd_db_size(text: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with("etcd_db_total_size_in_bytes"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .reduce(f64::max)
 }
 
 /// Sums `apiserver_request_total{code="429"}`.
@@ -504,19 +530,20 @@ pub const TARGET_SERVING_SECONDS: f64 = 60.0;
 pub fn markdown(scale: &ScaleResult) -> String {
     use std::fmt::Write as _;
     let mut md = String::from(
-        "\n### Scale\n\n| Tenants (namespaces) | Applied → all Ready | RSS settled (empty) | Bytes per tenant | Restart: to /readyz, to quiet | Restart: changes (TenantAccess, Secret, workspace), mutating requests | Rotation | Floor, our limit | Floor, no limit | Ratio to no limit | Other client p99 read / write: before, rotation, floor no limit |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "\n### Scale\n\n| Tenants (namespaces) | Applied → all Ready | RSS settled (empty) | Bytes per tenant | etcd per tenant | Restart: to /readyz, to quiet | Restart: changes (TenantAccess, Secret, workspace), mutating requests | Rotation | Floor, our limit | Floor, no limit | Ratio to no limit | Other client p99 read / write: before, rotation, floor no limit |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &scale.runs {
         let p99 = |w: &LatencyWindow| format!("{:.0} / {:.0} ms", w.reads.p99_ms, w.writes.p99_ms);
         let _ = writeln!(
             md,
-            "| {} ({}) | {:.1} s | {:.1} MiB ({:.1}) | {:.0} B | {:.1} s, {:.1} s | {}, {}, {}; {} | {:.1} s | {:.1} s | {:.1} s | {:.2}x | {}; {}; {} |",
+            "| {} ({}) | {:.1} s | {:.1} MiB ({:.1}) | {:.0} B | {} | {:.1} s, {:.1} s | {}, {}, {}; {} | {:.1} s | {:.1} s | {:.1} s | {:.2}x | {}; {}; {} |",
             r.tenants,
             r.namespaces,
             r.ready_seconds,
             r.rss_mib_settled,
             r.rss_mib_empty,
             r.bytes_per_tenant,
+            r.etcd_bytes_per_tenant.map_or_else(|| "-".to_owned(), |b| format!("≤ {b:.0} B")),
             r.restart.seconds_to_ready,
             r.restart.seconds_to_quiet,
             r.restart.tenant_access_changes,
@@ -593,6 +620,14 @@ mod tests {
                     apiserver_request_total{code=\"200\",resource=\"secrets\",verb=\"APPLY\"} 40\n\
                     apiserver_request_total{code=\"429\",resource=\"tenantaccesses\",verb=\"APPLY\"} 2\n";
         assert_eq!(count_throttled(text), 5);
+    }
+
+    #[test]
+    fn reads_the_etcd_database_size() {
+        let text = "# TYPE etcd_db_total_size_in_bytes gauge\n\
+                    etcd_db_total_size_in_bytes{endpoint=\"http://127.0.0.1:2379\"} 2.4576e+07\n";
+        assert_eq!(etcd_db_size(text), Some(24_576_000.0));
+        assert_eq!(etcd_db_size("apiserver_request_total 3\n"), None);
     }
 
     #[test]
