@@ -2,7 +2,8 @@
 //! caches are synced, and then finds nothing to do. It writes nothing, flips nothing, emits no
 //! event, and keeps each endpoint's health (the status is its memory). It reads no token Secret
 //! either: it watches their metadata only, and each TenantAccess's `status.token.secretObserved`
-//! vouches for a Secret that kept its resourceVersion.
+//! vouches for a Secret that kept its resourceVersion. The new operator runs on a loaded machine
+//! (a CPU burner beside it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -14,7 +15,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use support::{
-    ClusterWideEnv, UNMETERED, audit_mark, audited_since, condition_is_true, eventually, eventually_some,
+    ClusterWideEnv, CpuBurner, UNMETERED, audit_mark, audited_since, condition_is_true, eventually,
+    eventually_some,
 };
 use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess, TinybirdWorkspace};
 
@@ -274,6 +276,9 @@ async fn a_restart_with_everything_in_place_writes_nothing_flips_nothing_and_kee
     let before = fixture.snapshot().await;
     assert_eq!(before.accesses.len(), total);
 
+    // The new operator starts on a loaded machine: every CPU busy beside it, the API server and
+    // etcd included. A restart writes nothing however slowly it gets through its start-up.
+    let burner = CpuBurner::start();
     let restarted_at = now_ms();
     let mark = audit_mark(&fixture.env.cluster);
     let second = fixture.env.start_audited_operator().await;
@@ -296,6 +301,7 @@ async fn a_restart_with_everything_in_place_writes_nothing_flips_nothing_and_kee
     .await;
     let after = fixture.snapshot().await;
     second.stop().await;
+    drop(burner);
 
     for (name, (version, conditions, endpoints)) in &before.accesses {
         let (version_after, conditions_after, endpoints_after) = &after.accesses[name];
