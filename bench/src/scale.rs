@@ -313,11 +313,16 @@ async fn rotation(
     written?;
     let done = resigned?;
     let other_client_during = other.stop().await;
+
     let throttled_responses = throttled(&bench.env.client).await?.saturating_sub(throttled_before);
     let sample = operator.sample()?;
     let mut requests = RequestCounts::snapshot(&bench.env.client).await?.since(&before);
     requests.subtract("APPLY secrets", 1);
     requests.subtract("LIST tenantaccesses", 1);
+    // The other client's reads and writes since the snapshot (its baseline came before it).
+    requests.subtract("GET namespaces", u64::try_from(other_client_during.reads.count).unwrap_or(u64::MAX));
+    requests
+        .subtract("APPLY configmaps", u64::try_from(other_client_during.writes.count).unwrap_or(u64::MAX));
     let seconds = done.saturating_duration_since(started).as_secs_f64();
     tracing::info!(tenants = n, seconds, "scale: rotated");
     Ok(RotationResult {
