@@ -58,21 +58,6 @@ impl RotationBoost {
     pub fn lift(&self) {
         self.pace.boost(self.limit, Self::WINDOW);
     }
-
-    /// Lifts the limit until `synced` resolves (and for one window after it): a start-up lists
-    /// every cache in small pages (thousands of requests at 100,000 tenants: 130 s under the
-    /// steady limit, where `/readyz` and every renewal wait) and then looks at every object once.
-    /// Like a rotation, it is a burst with an end, paced by the API server and its flow control.
-    pub async fn lift_until<F: Future>(&self, synced: F) -> F::Output {
-        let mut synced = std::pin::pin!(synced);
-        loop {
-            self.lift();
-            tokio::select! {
-                output = &mut synced => return output,
-                () = tokio::time::sleep(Self::WINDOW / 2) => {}
-            }
-        }
-    }
 }
 
 /// How the operator runs.
@@ -227,10 +212,6 @@ pub async fn run_with_event_client(
         caches.cluster_workspaces.clone(),
         ctx.health.clone(),
     );
-    let ready = match config.rotation_boost.clone() {
-        Some(boost) => async move { boost.lift_until(ready).await }.boxed(),
-        None => ready.boxed(),
-    };
     let synced = ready_when_synced(ready, config.synced.clone());
     let sweep = sweep_deleted(ctx.clone(), shutdown.clone());
     let templates = clerk_sweep::run(ctx.clone(), config.synced.clone(), shutdown.clone());
@@ -387,35 +368,5 @@ async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     tokio::select! {
         () = sweep => {},
         () = shutdown => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::adapters::kube_client::{RateLimit, RateLimitLayer};
-
-    #[tokio::test(start_paused = true)]
-    async fn a_start_up_is_lifted_until_the_caches_sync_and_one_window_after() {
-        let limiter = RateLimitLayer::new(RateLimit { qps: 200.0, burst: 400 });
-        let boost = RotationBoost { pace: limiter.pace(), limit: RateLimit { qps: 1000.0, burst: 1000 } };
-        let pace = boost.pace.clone();
-        // Caches that take five windows to sync: the lift holds all along, renewed.
-        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<bool>();
-        let lifted = tokio::spawn({
-            let boost = boost.clone();
-            async move { boost.lift_until(async { synced_rx.await.unwrap_or(false) }).await }
-        });
-        tokio::task::yield_now().await;
-        for _ in 0..10 {
-            assert!(pace.boosted(), "lifted while the caches list");
-            tokio::time::advance(RotationBoost::WINDOW / 2).await;
-            tokio::task::yield_now().await;
-        }
-        synced_tx.send(true).unwrap();
-        assert!(lifted.await.unwrap(), "the caches' answer passes through");
-        assert!(pace.boosted(), "the first pass over every object follows the sync");
-        tokio::time::advance(RotationBoost::WINDOW).await;
-        assert!(!pace.boosted(), "the steady limit once the window after the sync is over");
     }
 }
