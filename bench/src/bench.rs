@@ -92,6 +92,23 @@ impl Bench {
         .await
     }
 
+    /// Applies the TenantAccesses of `tenants` as group `group` and waits until every one is
+    /// Ready with a token and has its token Secret.
+    ///
+    /// # Errors
+    /// An apply failed, or a wait timed out.
+    pub async fn apply_until_ready(&self, tenants: &[TenantRef], group: &str) -> Result<Applied> {
+        let n = tenants.len();
+        let apply = async {
+            let result = self.env.apply_tenants(tenants, group, None, self.args.apply_concurrency).await;
+            (result, Instant::now())
+        };
+        let (ready, secrets, (applied, all_applied)) =
+            tokio::join!(self.wait_ready(group, n, None), self.wait_secrets(group, n), apply);
+        let apply = applied?;
+        Ok(Applied { apply, all_applied, done: ready?.max(secrets?) })
+    }
+
     /// Waits until `expected` token Secrets of `group` exist with a token.
     ///
     /// # Errors
@@ -130,6 +147,17 @@ impl Bench {
     pub async fn settle(&self, seconds: u64) {
         tokio::time::sleep(Duration::from_secs(seconds)).await;
     }
+}
+
+/// What [`Bench::apply_until_ready`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied {
+    /// How long the applies took.
+    pub apply: Duration,
+    /// When the last apply returned.
+    pub all_applied: Instant,
+    /// When the last TenantAccess was Ready with its Secret.
+    pub done: Instant,
 }
 
 /// The label selector of a group.

@@ -14,7 +14,7 @@ use tenant_access::core::admin_token::AdminToken;
 use tenant_access::core::signing_workspace::{SigningWorkspace, resolve};
 
 use crate::apiserver::RequestCounts;
-use crate::bench::{Bench, group_selector, median};
+use crate::bench::{Applied, Bench, group_selector, median};
 use crate::error::{BenchError, Result};
 use crate::fixtures::BenchEnv;
 use crate::floor::{FloorSettings, write_all};
@@ -248,14 +248,8 @@ async fn operator_run(bench: &mut Bench, run: usize) -> Result<(Phase, Phase)> {
     let reconciles_before = operator.reconcile_counters().await;
     let before = RequestCounts::snapshot(&bench.env.client).await?;
     let first_apply = Instant::now();
-    let apply = async {
-        let result = bench.env.apply_tenants(&tenants, &group, None, bench.args.apply_concurrency).await;
-        (result, Instant::now())
-    };
-    let (ready, secrets, (applied, all_applied)) =
-        tokio::join!(bench.wait_ready(&group, n, None), bench.wait_secrets(&group, n), apply);
-    let apply_duration = applied?;
-    let done = ready?.max(secrets?);
+    let Applied { apply: apply_duration, all_applied, done } =
+        bench.apply_until_ready(&tenants, &group).await?;
     let sample = operator.sample()?;
     let reconciles = since(operator.reconcile_counters().await, reconciles_before);
     let mut requests = RequestCounts::snapshot(&bench.env.client).await?.since(&before);

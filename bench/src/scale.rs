@@ -18,7 +18,7 @@ use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess};
 use tenant_access::core::admin_token::AdminToken;
 
 use crate::apiserver::RequestCounts;
-use crate::bench::{Bench, group_selector, median};
+use crate::bench::{Applied, Bench, group_selector, median};
 use crate::convergence::{client_limited_to, current_signer};
 use crate::error::{BenchError, Result};
 use crate::fixtures::{BENCH_MANAGER, BenchEnv};
@@ -168,14 +168,8 @@ async fn run_one(bench: &mut Bench, namespaces: &[String], n: usize) -> Result<S
     let before = RequestCounts::snapshot(&bench.env.client).await?;
     let etcd_before = etcd_db_bytes(&bench.env.client).await?;
     let first_apply = Instant::now();
-    let apply = async {
-        let result = bench.env.apply_tenants(&tenants, &group, None, bench.args.apply_concurrency).await;
-        (result, Instant::now())
-    };
-    let (ready, secrets, (applied, all_applied)) =
-        tokio::join!(bench.wait_ready(&group, n, None), bench.wait_secrets(&group, n), apply);
-    let apply_seconds = applied?.as_secs_f64();
-    let done = ready?.max(secrets?);
+    let Applied { apply, all_applied, done } = bench.apply_until_ready(&tenants, &group).await?;
+    let apply_seconds = apply.as_secs_f64();
     let convergence_cpu_seconds = operator.sample()?.cpu_seconds - cpu_before;
     #[allow(clippy::cast_precision_loss)]
     let etcd_bytes_per_tenant = match (etcd_before, etcd_db_bytes(&bench.env.client).await?) {
