@@ -281,9 +281,7 @@ impl HttpProber {
         crate::adapters::request_counts::probe(outcome.reason, request.purpose);
         outcome.redacted_with(&[&request.token])
     }
-}
 
-impl HttpProber {
     /// Reads the description of pipe `resource` with the admin token `key` (the free existence
     /// check, counted as one) and judges whether its SQL filters by each of `params`
     /// ([`crate::core::isolation_report::judge_pipe`]). `Err`: why it was not described

@@ -129,22 +129,20 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         }
     }
 
-    let issued_jwt = match &token {
-        TokenOutcome::NoSecret => Some(None),
-        TokenOutcome::Written { jwt, .. } => Some(Some(jwt.as_str())),
-        TokenOutcome::Refused => None,
-    };
-    match issued_jwt {
-        Some(jwt) => {
-            let probed = health_stage(&access, &validated, &signer, jwt, &ctx, &mut report);
-            // Under Enforce the verdicts were judged before anything was issued.
-            let judged = match enforced {
-                Some(judged) => judged,
-                None => super::isolation_gate::reported(&validated, &signer, probed.as_ref(), &ctx).await,
-            };
-            isolation_stage(&access, &judged, &ctx, &mut report);
-        }
-        None => stop_probes(&ctx, &mut report, &namespace, &name),
+    if matches!(token, TokenOutcome::Refused) {
+        stop_probes(&ctx, &mut report, &namespace, &name);
+    } else {
+        let jwt = match &token {
+            TokenOutcome::Written { jwt, .. } => Some(jwt.as_str()),
+            TokenOutcome::NoSecret | TokenOutcome::Refused => None,
+        };
+        let probed = health_stage(&access, &validated, &signer, jwt, &ctx, &mut report);
+        // Under Enforce the verdicts were judged before anything was issued.
+        let judged = match enforced {
+            Some(judged) => judged,
+            None => super::isolation_gate::reported(&validated, &signer, probed.as_ref(), &ctx).await,
+        };
+        isolation_stage(&access, &judged, &ctx, &mut report);
     }
     if retry_after.is_none() {
         report.ready(&validated);

@@ -307,7 +307,7 @@ impl HealthScheduler {
     #[must_use]
     pub fn described_pipes(&self) -> DescribedPipes {
         let mut by_workspace = DescribedPipes::new();
-        self.visit_described(|workspace, pipe, verdicts| {
+        self.visit_described(None, |workspace, pipe, verdicts| {
             by_workspace.entry(Arc::clone(workspace)).or_default().push((pipe.to_owned(), verdicts));
         });
         by_workspace
@@ -317,16 +317,21 @@ impl HealthScheduler {
     #[must_use]
     pub fn described_pipes_of(&self, workspace: &str) -> PipeVerdicts {
         let mut pipes = Vec::new();
-        self.visit_described(|name, pipe, verdicts| {
-            if **name == *workspace {
-                pipes.push((pipe.to_owned(), verdicts));
-            }
-        });
+        self.visit_described(Some(workspace), |_, pipe, verdicts| pipes.push((pipe.to_owned(), verdicts)));
         pipes
     }
 
-    fn visit_described(&self, mut visit: impl FnMut(&Arc<str>, &str, Vec<crate::api::ParamIsolation>)) {
+    /// Calls `visit` with each described pipe's merged verdicts (of `only` that workspace, when
+    /// given: the others are not merged).
+    fn visit_described(
+        &self,
+        only: Option<&str>,
+        mut visit: impl FnMut(&Arc<str>, &str, Vec<crate::api::ParamIsolation>),
+    ) {
         for (pipe, described) in self.shared.lock_descriptions().iter() {
+            if only.is_some_and(|workspace| *pipe.workspace != *workspace) {
+                continue;
+            }
             let verdicts = crate::core::isolation_report::merge_params(described.verdicts.values());
             if !verdicts.is_empty() {
                 visit(&pipe.workspace, &pipe.resource, verdicts);
