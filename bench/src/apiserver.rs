@@ -21,6 +21,17 @@ const RESOURCES: &[&str] = &[
     "leases",
 ];
 
+/// The API server's /metrics, as text.
+///
+/// # Errors
+/// /metrics cannot be read (the user needs `get` on the non-resource URL; admin has it).
+pub async fn metrics_text(client: &Client) -> Result<String> {
+    let request = kube::core::Request::new("")
+        .get("metrics", &kube::api::GetParams::default())
+        .map_err(|e| BenchError::Fixture(format!("building GET /metrics: {e}")))?;
+    client.request_text(request).await.map_err(BenchError::kube("reading the API server's /metrics"))
+}
+
 /// `VERB resource[/subresource]` -> count.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RequestCounts(pub BTreeMap<String, u64>);
@@ -31,14 +42,7 @@ impl RequestCounts {
     /// # Errors
     /// /metrics cannot be read (the user needs `get` on the non-resource URL; admin has it).
     pub async fn snapshot(client: &Client) -> Result<Self> {
-        let request = kube::core::Request::new("")
-            .get("metrics", &kube::api::GetParams::default())
-            .map_err(|e| BenchError::Fixture(format!("building GET /metrics: {e}")))?;
-        let text = client
-            .request_text(request)
-            .await
-            .map_err(BenchError::kube("reading the API server's /metrics"))?;
-        Ok(Self::parse(&text))
+        Ok(Self::parse(&metrics_text(client).await?))
     }
 
     /// Parses `apiserver_request_total` samples.

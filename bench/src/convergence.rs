@@ -166,12 +166,6 @@ pub(crate) async fn current_signer(bench: &Bench, token: &str) -> Result<Signing
         .map_err(|e| BenchError::Fixture(format!("resolving the workspace: {e}")))
 }
 
-/// A client with the operator's client-side limit and request timeout (and a full bucket, like
-/// an operator that has been idle).
-async fn limited_client(bench: &Bench) -> Result<Client> {
-    client_limited_to(bench, RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst }).await
-}
-
 /// A client with this client-side limit (`qps` 0: none) and the operator's request timeout.
 pub(crate) async fn client_limited_to(bench: &Bench, limit: RateLimit) -> Result<Client> {
     let path = bench.env.cluster.admin_kubeconfig();
@@ -189,13 +183,55 @@ pub(crate) async fn client_limited_to(bench: &Bench, limit: RateLimit) -> Result
     .map_err(BenchError::kube("building the floor client"))
 }
 
+/// No client-side limit: what the API server itself allows.
+pub(crate) const UNLIMITED: RateLimit = RateLimit { qps: 0.0, burst: 1 };
+
+/// Page size of the harness's own lists of a group's TenantAccesses.
+const LIST_PAGE: u32 = 1000;
+
+/// Every TenantAccess of a group, listed in pages (a single list of 100,000 is half a GB of JSON).
 async fn list_group(bench: &Bench, group: &str) -> Result<Vec<TenantAccess>> {
     let api: Api<TenantAccess> = Api::all(bench.env.client.clone());
-    let list = api
-        .list(&ListParams::default().labels(&group_selector(group)))
-        .await
-        .map_err(BenchError::kube(format!("listing TenantAccess of {group}")))?;
-    Ok(list.items)
+    let mut params = ListParams::default().labels(&group_selector(group)).limit(LIST_PAGE);
+    let mut all = Vec::new();
+    loop {
+        let page =
+            api.list(&params).await.map_err(BenchError::kube(format!("listing TenantAccess of {group}")))?;
+        all.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// One pass of the floor client over a group, ready to write: its TenantAccesses, the signer of
+/// `key`, and a client under `limit`.
+pub(crate) struct FloorPass {
+    client: Client,
+    accesses: Vec<TenantAccess>,
+    signer: SigningWorkspace,
+}
+
+impl FloorPass {
+    /// Lists the group and resolves the signer and the client.
+    pub(crate) async fn prepare(bench: &Bench, group: &str, key: &str, limit: RateLimit) -> Result<Self> {
+        let accesses = list_group(bench, group).await?;
+        let signer = current_signer(bench, key).await?;
+        let client = client_limited_to(bench, limit).await?;
+        Ok(Self { client, accesses, signer })
+    }
+
+    /// Writes every tenant's Secret and status as token revision `revision`: the wall time.
+    pub(crate) async fn write(self, revision: i64, bench: &Bench) -> Result<std::time::Duration> {
+        let settings = FloorSettings { concurrency: usize::from(bench.args.concurrency) };
+        write_all(&self.client, self.accesses, &self.signer, revision, settings).await
+    }
+}
+
+/// The operator's client limit.
+pub(crate) fn operator_limit(bench: &Bench) -> RateLimit {
+    RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst }
 }
 
 pub(crate) async fn floor_run(bench: &mut Bench, run: usize) -> Result<FloorRun> {
@@ -203,28 +239,23 @@ pub(crate) async fn floor_run(bench: &mut Bench, run: usize) -> Result<FloorRun>
     let namespaces = bench.env.tenant_namespaces(&group, bench.args.tenant_namespaces).await?;
     let tenants = BenchEnv::tenants(&namespaces, bench.args.tenants);
     bench.env.apply_tenants(&tenants, &group, None, bench.args.apply_concurrency).await?;
-    let settings = FloorSettings { concurrency: usize::from(bench.args.concurrency) };
     let token = bench.env.tinybird.admin_token();
 
-    let accesses = list_group(bench, &group).await?;
-    let signer = current_signer(bench, &token).await?;
-    let client = limited_client(bench).await?;
+    let pass = FloorPass::prepare(bench, &group, &token, operator_limit(bench)).await?;
     let before = RequestCounts::snapshot(&bench.env.client).await?;
-    let convergence = write_all(&client, accesses, &signer, 1, settings).await?;
+    let convergence = pass.write(1, bench).await?;
     let api_requests = RequestCounts::snapshot(&bench.env.client).await?.since(&before);
 
     // Rotation: any other well-formed key of the same workspace (the floor never talks to
     // Tinybird, so the emulator's key stays as it is).
-    let accesses = list_group(bench, &group).await?;
-    let rotated = current_signer(bench, &format!("{token}r")).await?;
-    let client = limited_client(bench).await?;
-    let rotation = write_all(&client, accesses, &rotated, 2, settings).await?;
+    let rotation = FloorPass::prepare(bench, &group, &format!("{token}r"), operator_limit(bench))
+        .await?
+        .write(2, bench)
+        .await?;
 
     // And again with no client-side limit: the API server's own pace.
-    let accesses = list_group(bench, &group).await?;
-    let rotated = current_signer(bench, &format!("{token}u")).await?;
-    let client = client_limited_to(bench, RateLimit { qps: 0.0, burst: 1 }).await?;
-    let unthrottled = write_all(&client, accesses, &rotated, 3, settings).await?;
+    let unthrottled =
+        FloorPass::prepare(bench, &group, &format!("{token}u"), UNLIMITED).await?.write(3, bench).await?;
 
     bench.env.delete_group(&namespaces, &group).await?;
     Ok(FloorRun {

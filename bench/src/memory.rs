@@ -136,7 +136,7 @@ pub async fn run(bench: &mut Bench) -> Result<MemoryResult> {
 }
 
 /// Median RSS over a few samples, MiB.
-async fn rss_median(operator: &mut OperatorProcess) -> Result<f64> {
+pub(crate) async fn rss_median(operator: &mut OperatorProcess) -> Result<f64> {
     let samples: Vec<ProcSample> = operator.sample_over(SAMPLES, SAMPLE_EVERY).await?;
     Ok(median(&samples.iter().map(|s| mib(s.rss_bytes)).collect::<Vec<_>>()))
 }

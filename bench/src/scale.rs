@@ -9,32 +9,25 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde::Serialize;
 use serde_json::json;
-use tenant_access::adapters::kube_client::RateLimit;
 use tenant_access::api::{ClusterTinybirdWorkspace, TenantAccess};
 use tenant_access::core::admin_token::AdminToken;
 
 use crate::apiserver::RequestCounts;
 use crate::bench::{Applied, Bench, group_selector, median};
-use crate::convergence::{client_limited_to, current_signer};
-use crate::error::{BenchError, Result};
+use crate::convergence::{FloorPass, UNLIMITED, client_limited_to, operator_limit};
+use crate::error::Result;
 use crate::fixtures::{BENCH_MANAGER, BenchEnv};
-use crate::floor::{FloorSettings, write_all};
 use crate::machine::mib;
 use crate::operator::OperatorProcess;
 
-/// RSS samples per measurement, and their spacing.
-const RSS_SAMPLES: usize = 6;
-const RSS_EVERY: Duration = Duration::from_secs(2);
 /// The other client's request spacing (one read and one write each time).
 const OTHER_CLIENT_EVERY: Duration = Duration::from_millis(100);
 /// The other client's quiet baseline before a rotation.
 const BASELINE: Duration = Duration::from_secs(10);
-/// Page size of the harness's own lists of the tenants.
-const LIST_PAGE: u32 = 1000;
 
 /// One tenant count.
 #[derive(Debug, Clone, Serialize)]
@@ -161,7 +154,7 @@ async fn run_one(bench: &mut Bench, namespaces: &[String], n: usize) -> Result<S
     let tenants = BenchEnv::tenants(namespaces, n);
     let mut operator = bench.start_operator(&tag).await?;
     bench.settle(bench.args.settle_seconds.min(10)).await;
-    let rss_mib_empty = rss_median(&mut operator).await?;
+    let rss_mib_empty = crate::memory::rss_median(&mut operator).await?;
 
     // Convergence.
     let cpu_before = operator.sample()?.cpu_seconds;
@@ -186,7 +179,7 @@ async fn run_one(bench: &mut Bench, namespaces: &[String], n: usize) -> Result<S
         "scale: all Ready"
     );
     bench.settle(bench.args.settle_seconds).await;
-    let rss_mib_settled = rss_median(&mut operator).await?;
+    let rss_mib_settled = crate::memory::rss_median(&mut operator).await?;
     let peak_rss_mib = mib(operator.sample()?.peak_rss_bytes);
     bench.save_operator_metrics(&operator, &tag).await;
 
@@ -262,7 +255,7 @@ async fn restart(
     let seconds_to_quiet = restarted.started.elapsed().as_secs_f64();
     tracing::info!(tag, seconds_to_ready, seconds_to_quiet, "scale: restarted");
     bench.settle(bench.args.settle_seconds).await;
-    let rss_mib = rss_median(&mut restarted).await?;
+    let rss_mib = crate::memory::rss_median(&mut restarted).await?;
     let mut requests = RequestCounts::snapshot(client).await?.since(&before);
     // The change watches' own lists.
     requests.subtract("LIST tenantaccesses", 1);
@@ -334,58 +327,27 @@ async fn rotation(
 /// The rotation's writes by the floor client on the group's objects (the operator stopped):
 /// under the operator's client limit, then with none (and another client measuring).
 async fn floors(bench: &Bench, group: &str) -> Result<(f64, f64, LatencyWindow)> {
-    let settings = FloorSettings { concurrency: usize::from(bench.args.concurrency) };
     let token = bench.env.tinybird.admin_token();
-
-    let accesses = list_paged(bench, group).await?;
-    let signer = current_signer(bench, &format!("{token}f")).await?;
-    let client =
-        client_limited_to(bench, RateLimit { qps: bench.args.kube_qps, burst: bench.args.kube_burst })
-            .await?;
-    let limited = write_all(&client, accesses, &signer, 101, settings).await?;
+    let pass = FloorPass::prepare(bench, group, &format!("{token}f"), operator_limit(bench)).await?;
+    let limited = pass.write(101, bench).await?;
     tracing::info!(seconds = limited.as_secs_f64(), "scale: floor under the client limit");
 
-    let accesses = list_paged(bench, group).await?;
-    let signer = current_signer(bench, &format!("{token}u")).await?;
-    let client = client_limited_to(bench, RateLimit { qps: 0.0, burst: 1 }).await?;
+    let pass = FloorPass::prepare(bench, group, &format!("{token}u"), UNLIMITED).await?;
     let other = OtherClient::start(bench).await?;
-    let unthrottled = write_all(&client, accesses, &signer, 102, settings).await?;
+    let unthrottled = pass.write(102, bench).await?;
     let latency = other.stop().await;
     tracing::info!(seconds = unthrottled.as_secs_f64(), "scale: floor with no client limit");
     Ok((limited.as_secs_f64(), unthrottled.as_secs_f64(), latency))
 }
 
-/// Every TenantAccess of a group, listed in pages (a single list of 100,000 is half a GB of JSON).
-async fn list_paged(bench: &Bench, group: &str) -> Result<Vec<TenantAccess>> {
-    let api: Api<TenantAccess> = Api::all(bench.env.client.clone());
-    let mut params = ListParams::default().labels(&group_selector(group)).limit(LIST_PAGE);
-    let mut all = Vec::new();
-    loop {
-        let page =
-            api.list(&params).await.map_err(BenchError::kube(format!("listing TenantAccess of {group}")))?;
-        all.extend(page.items);
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(all),
-        }
-    }
-}
-
 /// Responses with code 429 so far, by the API server's counters (every resource).
 async fn throttled(client: &Client) -> Result<u64> {
-    Ok(count_throttled(&apiserver_metrics(client).await?))
+    Ok(count_throttled(&crate::apiserver::metrics_text(client).await?))
 }
 
 /// etcd's database size as the API server reports it (the largest endpoint), when it does.
 async fn etcd_db_bytes(client: &Client) -> Result<Option<f64>> {
-    Ok(etcd_db_size(&apiserver_metrics(client).await?))
-}
-
-async fn apiserver_metrics(client: &Client) -> Result<String> {
-    let request = kube::core::Request::new("")
-        .get("metrics", &kube::api::GetParams::default())
-        .map_err(|e| BenchError::Fixture(format!("building GET /metrics: {e}")))?;
-    client.request_text(request).await.map_err(BenchError::kube("reading the API server's /metrics"))
+    Ok(etcd_db_size(&crate::apiserver::metrics_text(client).await?))
 }
 
 /// The largest `etcd_db_total_size_in_bytes` sample.
@@ -459,7 +421,7 @@ impl Latency {
 
 impl OtherClient {
     async fn start(bench: &Bench) -> Result<Self> {
-        let client = client_limited_to(bench, RateLimit { qps: 0.0, burst: 1 }).await?;
+        let client = client_limited_to(bench, UNLIMITED).await?;
         let namespace = format!("{}-canary", bench.env.prefix);
         let samples = std::sync::Arc::new(std::sync::Mutex::new(Samples::default()));
         let task = {
@@ -601,12 +563,6 @@ pub fn markdown(scale: &ScaleResult) -> String {
         );
     }
     md
-}
-
-/// Median RSS over a few samples, MiB.
-async fn rss_median(operator: &mut OperatorProcess) -> Result<f64> {
-    let samples = operator.sample_over(RSS_SAMPLES, RSS_EVERY).await?;
-    Ok(median(&samples.iter().map(|s| mib(s.rss_bytes)).collect::<Vec<_>>()))
 }
 
 #[cfg(test)]
