@@ -1,7 +1,7 @@
 //! What goes out: the probes due now, started as each workspace's budget allows, within the
 //! concurrency bounds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -40,24 +40,12 @@ impl Worker {
             }
             due_now.push((group.due, Due::Pipe(pipe.clone())));
         }
-        for (key, access) in accesses.iter() {
-            for (index, endpoint) in access.endpoints.iter().enumerate() {
-                if endpoint.skipped.is_some() || endpoint.in_flight {
-                    continue;
-                }
-                let Some(due) = endpoint.verify_due else { continue };
-                if due > now {
-                    earliest = earliest_of(earliest, due);
-                    continue;
-                }
-                // A token of a pipe known missing: its check could only say so too.
-                let pipe = PipeKey::new(&access.workspace, &endpoint.resource);
-                if self.groups.get(&pipe).is_some_and(|group| group.exists.missing) {
-                    continue;
-                }
-                due_now.push((due, Due::Token(key.clone(), index)));
-            }
+        let (tokens, more) = self.tokens_due(&accesses, now, &mut earliest);
+        if more {
+            // More are due than one scan starts: the next tick looks again.
+            earliest = earliest_of(earliest, now);
         }
+        due_now.extend(tokens.into_iter().map(|(due, key, index)| (due, Due::Token(key, index))));
         // The pipes first (a pipe's probe speaks for every token of it; one confirming that a
         // pipe found again is back before all), then the tokens' own checks, in the slots the
         // pipes leave (see [`PLANNED_SHARE`]); each kind most overdue first.
@@ -110,6 +98,67 @@ impl Worker {
             self.spawn_existence_check(request, pipe);
         }
         self.earliest_due = earliest_of_both(earliest, self.earliest_due);
+    }
+
+    /// The tokens' own checks due now in the workspaces whose budget lets a probe go now, the
+    /// [`TOKEN_PICKS`] most overdue of them; whether more were due. A workspace held back by its
+    /// budget is not walked: its next slot is the wake-up (a key rotation makes every token due
+    /// at once, and the budget lets them go a few a second, while the scans run at every tick).
+    fn tokens_due(
+        &self,
+        accesses: &HashMap<AccessKey, Registered>,
+        now: Instant,
+        earliest: &mut Option<Instant>,
+    ) -> (Vec<(Instant, AccessKey, usize)>, bool) {
+        let mut open: HashSet<&str> = HashSet::new();
+        for (name, state) in &self.workspaces {
+            let allowed_at = state.allowed_at();
+            if allowed_at > now {
+                // Earlier than its tokens may be due (never later): the scan at its slot walks
+                // it and finds their true due times.
+                *earliest = earliest_of(*earliest, allowed_at);
+            } else {
+                open.insert(name);
+            }
+        }
+        if open.is_empty() {
+            return (Vec::new(), false);
+        }
+        // The pipes an existence check found missing: their tokens' checks could only say so.
+        let missing: HashSet<(&str, &str)> = self
+            .groups
+            .iter()
+            .filter(|(_, group)| group.exists.missing)
+            .map(|(pipe, _)| (&*pipe.workspace, &*pipe.resource))
+            .collect();
+        let mut due_now: Vec<(Instant, &AccessKey, usize)> = Vec::new();
+        for (key, access) in accesses {
+            if !open.contains(&*access.workspace) {
+                continue;
+            }
+            for (index, endpoint) in access.endpoints.iter().enumerate() {
+                if endpoint.skipped.is_some() || endpoint.in_flight {
+                    continue;
+                }
+                let Some(due) = endpoint.verify_due else { continue };
+                if due > now {
+                    *earliest = earliest_of(*earliest, due);
+                    continue;
+                }
+                if !missing.is_empty() && missing.contains(&(&*access.workspace, endpoint.resource.as_str()))
+                {
+                    continue;
+                }
+                due_now.push((due, key, index));
+            }
+        }
+        let more = due_now.len() > TOKEN_PICKS;
+        if more {
+            due_now.select_nth_unstable_by_key(TOKEN_PICKS - 1, |(due, _, _)| *due);
+            due_now.truncate(TOKEN_PICKS);
+        }
+        let picked = due_now.into_iter().map(|(due, key, index)| (due, key.clone(), index)).collect();
+        (picked, more)
     }
 
     /// The pipe's probe with the next member whose token can go now (not busy, not held back by
@@ -213,6 +262,11 @@ impl Worker {
         self.in_flight.insert(handle.id(), target);
     }
 }
+
+/// Most token checks one scan considers: a budget lets a few go per tick (its slots are at least
+/// [`DISPATCH_TICK`] apart, one late slot may be caught up), so the most overdue of a backlog of
+/// any size are picked without sorting it.
+pub(super) const TOKEN_PICKS: usize = 64;
 
 /// A probe due now.
 enum Due {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 
+use super::dispatch::TOKEN_PICKS;
 use super::*;
 use crate::adapters::health::classify::AuthRejection;
 use crate::adapters::health::plan::{PlannedEndpoint, ProbeCredential};
@@ -812,6 +813,57 @@ async fn a_new_token_is_verified_once_and_then_only_at_the_token_interval() {
     simulate_until("the renewed token verified", || second() >= 1).await;
     assert!(Instant::now().duration_since(renewed) <= RECHECK_SPREAD + DISPATCH_TICK * 2);
     let _ = verified_at;
+    scheduler.shutdown().await;
+}
+
+/// The token checks of a workspace's tokens (`{workspace}-{wave}-{i}`), in the order sent.
+fn token_checks(script: &Script, workspace: &str) -> Vec<String> {
+    let prefix = format!("{workspace}-");
+    let calls = script.calls.lock().unwrap();
+    calls
+        .iter()
+        .filter(|(_, token, _)| token.starts_with(&prefix))
+        .map(|(_, token, _)| token.clone())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_of_new_tokens_goes_most_overdue_first_without_starving_another_workspace() {
+    // A key rotation's backlog: many more new tokens than one scan picks, in two waves, held
+    // back by a budget of 4 queries a second; another workspace has a few new tokens of its own.
+    let script = Script::with_hold(Duration::ZERO);
+    let (scheduler, _events) = start(&script, 8);
+    let interval = Duration::from_secs(24 * 3600);
+    let budget = HealthBudget { max_queries_per_second: 4, ..generous() };
+    let register = |workspace: &str, wave: usize, count: usize| {
+        for i in 0..count {
+            let token = format!("{workspace}-{wave}-{i}");
+            let plan = ProbePlan { workspace_id: workspace.into(), budget, ..plan(&["p"], interval, &token) };
+            scheduler.register(AccessKey::new(workspace, &format!("t{wave}-{i}")), plan);
+        }
+    };
+    const WAVE: usize = 3 * TOKEN_PICKS;
+    register("a", 1, WAVE);
+    // The first wave is due within RECHECK_SPREAD; the second comes after all of it is due and
+    // before a quarter of it could be checked.
+    tokio::time::sleep(RECHECK_SPREAD * 2).await;
+    register("a", 2, WAVE);
+    register("b", 1, 10);
+    let b_registered = Instant::now();
+    simulate_until("the other workspace's tokens checked", || token_checks(&script, "b").len() >= 10).await;
+    let b_took = Instant::now().duration_since(b_registered);
+    let a_meanwhile = token_checks(&script, "a").len();
+    simulate_until("every token of the backlog checked", || token_checks(&script, "a").len() >= 2 * WAVE)
+        .await;
+
+    // Each token once; the whole first wave before any of the second.
+    let a = token_checks(&script, "a");
+    assert_eq!(a.iter().collect::<HashSet<_>>().len(), 2 * WAVE, "each token checked once");
+    let first_of_second = a.iter().position(|token| token.starts_with("a-2-")).unwrap();
+    assert_eq!(first_of_second, WAVE, "the second wave went before the first was done: {a:?}");
+    // The other workspace went at its own pace (ten slots and the spread), not after the backlog.
+    assert!(a_meanwhile < 2 * WAVE, "the other workspace waited for the whole backlog");
+    assert!(b_took <= RECHECK_SPREAD + budget.spacing(DISPATCH_TICK) * 12, "{b_took:?} for 10 checks at 4/s");
     scheduler.shutdown().await;
 }
 
