@@ -218,7 +218,7 @@ async fn an_answer_slower_than_the_timeout_or_a_closed_port_is_unreachable() {
     assert_eq!(probe(&plan, "top_pages").await.reason, ProbeReason::Healthy);
 
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    plan.api_url = format!("http://{}", closed.local_addr().unwrap());
+    plan.api_url = format!("http://{}", closed.local_addr().unwrap()).into();
     drop(closed);
     let outcome = probe(&plan, "top_pages").await;
     assert_eq!(outcome.reason, ProbeReason::Unreachable);

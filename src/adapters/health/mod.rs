@@ -12,11 +12,13 @@
 //! [`summarize`] makes the `EndpointsHealthy` condition of them.
 
 pub mod classify;
+pub mod issued_token;
 pub mod plan;
 pub mod probe;
 pub mod report;
 
 pub use classify::{AuthRejection, PipeDescribed, ProbeOutcome, ProbeReason, TransportError, classify};
-pub use plan::{PROBE_TOKEN_LIFETIME, PlannedEndpoint, ProbeCredential, ProbePlan};
+pub use issued_token::{IssuedToken, TokenBasis};
+pub use plan::{CredentialError, PROBE_TOKEN_LIFETIME, PlannedEndpoint, ProbeCredential, ProbePlan};
 pub use probe::{EndpointProber, HttpProber, ProbePurpose, ProbeRequest};
 pub use report::{EndpointHealth, HealthSummary, summarize};

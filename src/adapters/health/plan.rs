@@ -16,6 +16,7 @@ use crate::core::shortcode;
 use crate::core::signing_workspace::{HealthBudget, SigningWorkspace};
 use crate::core::validate::ValidatedAccess;
 
+use super::issued_token::{IssuedToken, TokenBasis};
 use super::probe::ProbeRequest;
 
 /// Lifetime of an in-memory probe token: long enough for one probe, short enough to be useless
@@ -27,8 +28,8 @@ pub const PROBE_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_mins(5);
 pub enum ProbeCredential {
     /// The token the operator issued into the Secret, sent as is until it is replaced.
     Issued {
-        /// The JWT.
-        token: String,
+        /// The JWT (kept compacted once the scheduler registers it: see [`Self::compact`]).
+        token: IssuedToken,
         /// Its `exp`, when readable: after it, a rejection is expected, not a key problem.
         expires_at: Option<Timestamp>,
     },
@@ -47,20 +48,31 @@ impl ProbeCredential {
     /// The issued token.
     #[must_use]
     pub fn issued(token: &str) -> Self {
-        let token = token.trim().to_owned();
-        let expires_at = ParsedToken::parse(&token).ok().and_then(|parsed| parsed.expires_at());
-        Self::Issued { token, expires_at }
+        let expires_at = ParsedToken::parse(token.trim()).ok().and_then(|parsed| parsed.expires_at());
+        Self::Issued { token: IssuedToken::new(token), expires_at }
+    }
+
+    /// Keeps an issued token compressed against `basis`, its workspace's (made of this token
+    /// when the workspace has none yet).
+    pub fn compact(&mut self, basis: &mut Option<TokenBasis>) {
+        let Self::Issued { token, .. } = self else { return };
+        if basis.is_none() {
+            *basis = TokenBasis::of(token);
+        }
+        if let Some(compact) = basis.as_ref().and_then(|basis| token.compacted(basis)) {
+            *token = compact;
+        }
     }
 
     /// The bearer token for a probe at `now`.
     ///
     /// # Errors
-    /// Only if signing a probe token fails.
-    pub fn token_at(&self, now: Timestamp) -> Result<String, SignError> {
+    /// Only if signing a probe token fails (or, an operator bug, a kept token no longer decodes).
+    pub fn token_at(&self, now: Timestamp) -> Result<String, CredentialError> {
         match self {
-            Self::Issued { token, .. } => Ok(token.clone()),
+            Self::Issued { token, .. } => token.to_jwt().ok_or(CredentialError::Unreadable),
             Self::Signed { key, claims } => {
-                sign(&TinybirdClaims::new((**claims).clone(), now, PROBE_TOKEN_LIFETIME), key)
+                Ok(sign(&TinybirdClaims::new((**claims).clone(), now, PROBE_TOKEN_LIFETIME), key)?)
             }
         }
     }
@@ -77,7 +89,7 @@ impl ProbeCredential {
     /// A one-way identity, to tell whether the credential changed.
     fn identity(&self) -> String {
         match self {
-            Self::Issued { token, .. } => fingerprint(token.as_bytes()),
+            Self::Issued { token, .. } => fingerprint(token.to_jwt().unwrap_or_default().as_bytes()),
             Self::Signed { key, claims } => format!("{}/{}", key.fingerprint(), claims.hash()),
         }
     }
@@ -104,6 +116,17 @@ impl fmt::Debug for ProbeCredential {
     }
 }
 
+/// Why a probe has no token.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// Signing the in-memory probe token failed.
+    #[error("cannot sign the probe token: {0}")]
+    Sign(#[from] SignError),
+    /// The issued token kept for the checks does not decode.
+    #[error("the issued token kept for the checks does not decode (an operator bug: please report it)")]
+    Unreadable,
+}
+
 /// One pipe endpoint of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedEndpoint {
@@ -117,10 +140,11 @@ pub struct PlannedEndpoint {
 /// can shorten the interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbePlan {
-    /// Tinybird API base URL, without a trailing slash.
-    pub api_url: String,
+    /// Tinybird API base URL, without a trailing slash (one string shared by the workspace's
+    /// plans once registered).
+    pub api_url: Arc<str>,
     /// The workspace id: with `api_url`, what the TenantAccesses probing a pipe share.
-    pub workspace_id: String,
+    pub workspace_id: Arc<str>,
     /// Probe interval (never zero in a plan).
     pub interval: Duration,
     /// Timeout of one probe.
@@ -182,8 +206,8 @@ impl ProbePlan {
             None => ProbeCredential::Signed { key: workspace.key.clone(), claims: Box::new(claims) },
         };
         Some(Self {
-            api_url: workspace.api_url.trim_end_matches('/').to_owned(),
-            workspace_id: workspace.workspace_id.clone(),
+            api_url: workspace.api_url.trim_end_matches('/').into(),
+            workspace_id: workspace.workspace_id.as_str().into(),
             interval,
             timeout,
             budget: workspace.health,
@@ -204,8 +228,8 @@ impl ProbePlan {
     /// The request probing `resource` at `now` (signing a probe token if needed).
     ///
     /// # Errors
-    /// Only if signing a probe token fails.
-    pub fn request_for(&self, resource: &str, now: Timestamp) -> Result<ProbeRequest, SignError> {
+    /// Only if there is no token for it (see [`ProbeCredential::token_at`]).
+    pub fn request_for(&self, resource: &str, now: Timestamp) -> Result<ProbeRequest, CredentialError> {
         Ok(ProbeRequest::new(
             &self.api_url,
             resource,

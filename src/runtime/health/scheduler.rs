@@ -468,7 +468,7 @@ struct PipeGroup {
     scheduled: Instant,
     in_flight: bool,
     /// The last pipe-level verdict.
-    health: Option<EndpointHealth>,
+    health: Option<Arc<EndpointHealth>>,
     /// 429s in a row.
     rate_limited: u32,
     /// Per-token answers in a row (the pipe's verdict still unknown): the first is retried
@@ -525,10 +525,11 @@ struct EndpointState {
     /// A probe with this access's token is in flight (its verification or the pipe's probe).
     in_flight: bool,
     /// The health last reported; changes only on flips.
-    reported: Option<EndpointHealth>,
+    /// (Shared with its pipe's verdict when it reports that: one copy for all the members.)
+    reported: Option<Arc<EndpointHealth>>,
     /// A fault of this token alone (its signature or scope refused): reported instead of the
     /// pipe's verdict until the token is replaced or accepted.
-    token_fault: Option<Box<EndpointHealth>>,
+    token_fault: Option<Arc<EndpointHealth>>,
     /// 429s in a row of its own rate limit.
     rate_limited: u32,
     /// Its own rate limit holds probes with its token back until then.
@@ -541,18 +542,27 @@ struct EndpointState {
 
 impl EndpointState {
     /// Reports the token's fault, else the pipe's verdict; whether that flipped the health.
-    fn update_reported(&mut self, pipe: Option<&EndpointHealth>, key: &AccessKey) -> bool {
-        let Some(health) = self.token_fault.as_deref().or(pipe) else { return false };
-        if self.reported.as_ref().is_some_and(|reported| reported.same_health(health)) {
+    fn update_reported(&mut self, pipe: Option<&Arc<EndpointHealth>>, key: &AccessKey) -> bool {
+        let Some(health) = self.token_fault.as_ref().or(pipe) else { return false };
+        if let Some(reported) = &self.reported
+            && reported.same_health(health)
+        {
+            // The same verdict: shared with the pipe's from now on (one resumed from the status
+            // of an earlier run is a copy of its own until then).
+            if !Arc::ptr_eq(reported, health) && health.resource == self.resource && **reported == **health {
+                self.reported = Some(Arc::clone(health));
+            }
             return false;
         }
         tracing::info!(
             namespace = %key.namespace, name = %key.name, resource = %self.resource, reason = %health.reason,
             healthy = health.healthy, status = health.status_code, "endpoint health changed"
         );
-        let mut health = health.clone();
-        health.resource.clone_from(&self.resource);
-        self.reported = Some(health);
+        self.reported = Some(if health.resource == self.resource {
+            Arc::clone(health)
+        } else {
+            Arc::new(EndpointHealth { resource: self.resource.clone(), ..(**health).clone() })
+        });
         true
     }
 }
@@ -576,7 +586,7 @@ impl Drop for Registered {
 
 impl Registered {
     fn reported(&self) -> Vec<EndpointHealth> {
-        self.endpoints.iter().filter_map(|e| e.reported.clone()).collect()
+        self.endpoints.iter().filter_map(|e| e.reported.as_deref().cloned()).collect()
     }
 }
 
@@ -791,7 +801,7 @@ impl Worker {
                 let soon = now + recheck_delay(plan.interval, spread);
                 let (verify_due, reported, token_fault) = match (&planned.skipped, old) {
                     (Some(message), _) => {
-                        (None, Some(EndpointHealth::skipped(&planned.resource, message)), None)
+                        (None, Some(Arc::new(EndpointHealth::skipped(&planned.resource, message))), None)
                     }
                     (None, Some(old)) if credential_changed => (Some(soon), old.reported.clone(), None),
                     (None, Some(old)) => (old.verify_due, old.reported.clone(), old.token_fault.clone()),
@@ -808,7 +818,7 @@ impl Worker {
                             }
                             None => Some(soon),
                         };
-                        (verify, seeded.cloned(), None)
+                        (verify, seeded.cloned().map(Arc::new), None)
                     }
                 };
                 EndpointState {
@@ -839,14 +849,25 @@ impl Worker {
     }
 
     /// The plan's workspace, one shared string per workspace; takes the plan's budget (the
-    /// workspace's spec, the same for all its plans) and shares its admin token with the
-    /// workspace's other plans (one copy per workspace).
+    /// workspace's spec, the same for all its plans), shares its admin token, API URL and
+    /// workspace id with the workspace's other plans (one copy per workspace) and keeps its issued token compacted
+    /// against the workspace's first.
     fn intern_workspace(&mut self, plan: &mut ProbePlan) -> Arc<str> {
         let name = workspace_of(plan);
         let state = self.workspace_state(&name);
         match &state.admin_token {
             Some(shared) if **shared == *plan.admin_token => plan.admin_token = Arc::clone(shared),
             _ => state.admin_token = Some(Arc::clone(&plan.admin_token)),
+        }
+        plan.credential.compact(&mut state.token_basis);
+        match &state.ids {
+            Some((api_url, workspace_id))
+                if *api_url == plan.api_url && *workspace_id == plan.workspace_id =>
+            {
+                plan.api_url = Arc::clone(api_url);
+                plan.workspace_id = Arc::clone(workspace_id);
+            }
+            _ => state.ids = Some((Arc::clone(&plan.api_url), Arc::clone(&plan.workspace_id))),
         }
         if state.budget != plan.budget {
             state.budget = plan.budget;

@@ -54,11 +54,13 @@ healthCheck:
 fn a_secret_access_is_probed_with_its_issued_token_on_each_pipe_scope() {
     let plan = ProbePlan::for_access(&access(SECRET_ACCESS), &workspace(), Some("eyJ.issued.token\n"))
         .unwrap_or_else(|| panic!("a plan"));
-    assert_eq!(plan.api_url, "http://tinybird.local:7181");
+    assert_eq!(&*plan.api_url, "http://tinybird.local:7181");
     assert_eq!(plan.interval, Duration::from_secs(120));
     assert_eq!(plan.timeout, Duration::from_secs(3));
     assert_eq!(plan.endpoints, [PlannedEndpoint { resource: "top_pages".into(), skipped: None }]);
-    assert!(matches!(&plan.credential, ProbeCredential::Issued { token, .. } if token == "eyJ.issued.token"));
+    assert!(
+        matches!(&plan.credential, ProbeCredential::Issued { token, .. } if token.to_jwt().as_deref() == Some("eyJ.issued.token"))
+    );
 
     let request = plan.request_for("top_pages", Timestamp::now()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(request.url(), "http://tinybird.local:7181/v0/pipes/top_pages.json");
@@ -125,7 +127,8 @@ fn a_shortcode_without_a_sample_value_skips_its_scope_with_a_reason() {
 
 #[test]
 fn credentials_compare_by_identity_and_know_their_expiry() {
-    let expired = ProbeCredential::Issued { token: "a".into(), expires_at: Some(Timestamp::UNIX_EPOCH) };
+    let expired =
+        ProbeCredential::Issued { token: IssuedToken::new("a"), expires_at: Some(Timestamp::UNIX_EPOCH) };
     assert!(!expired.believed_valid_at(Timestamp::now()));
     assert_eq!(ProbeCredential::issued("a"), expired);
     assert_ne!(ProbeCredential::issued("a"), ProbeCredential::issued("b"));

@@ -222,7 +222,7 @@ impl TokenAnswer<'_> {
             }
             // The token's own rate limit: said of this token, with the verdict it had.
             let previous = endpoint.reported.as_ref().map(|r| r.healthy);
-            let health = EndpointHealth::from_outcome(&target.resource, outcome, previous);
+            let health = Arc::new(EndpointHealth::from_outcome(&target.resource, outcome, previous));
             return (false, false, endpoint.update_reported(Some(&health), &target.key));
         }
         let key_check = outcome.reason == ProbeReason::SignatureRejected
@@ -242,7 +242,7 @@ impl TokenAnswer<'_> {
             endpoint.token_fault = outcome
                 .reason
                 .is_per_token()
-                .then(|| Box::new(EndpointHealth::from_outcome(&target.resource, outcome, Some(false))));
+                .then(|| Arc::new(EndpointHealth::from_outcome(&target.resource, outcome, Some(false))));
         }
         (held, key_check, false)
     }
@@ -270,7 +270,7 @@ pub(super) fn spread_verdict(
 ) {
     group.token_answers = 0;
     let previous = group.health.as_ref().map(|h| h.healthy);
-    group.health = Some(EndpointHealth::from_outcome(&pipe.resource, outcome, previous));
+    group.health = Some(Arc::new(EndpointHealth::from_outcome(&pipe.resource, outcome, previous)));
     let health = group.health.as_ref();
     for member in group.members.keys() {
         let Some(access) = accesses.get_mut(member) else { continue };

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::DISPATCH_TICK;
+use crate::adapters::health::TokenBasis;
 use crate::core::admin_token::AdminToken;
 use crate::core::signing_workspace::HealthBudget;
 
@@ -45,6 +46,10 @@ pub(super) struct WorkspaceState {
     pub(super) dirty: bool,
     /// The admin token its plans carry, one copy for all of them (the last one registered).
     pub(super) admin_token: Option<Arc<AdminToken>>,
+    /// What its plans' issued tokens are kept compressed against (the first one registered).
+    pub(super) token_basis: Option<TokenBasis>,
+    /// Its plans' API URL and workspace id, one copy for all of them.
+    pub(super) ids: Option<(Arc<str>, Arc<str>)>,
     /// Existence checks a day at the pipes' intervals (not billed, not in the budget).
     pub(super) existence_per_day: u64,
     /// No existence check before this: one per `1 s / maxQueriesPerSecond` at most, on a pacer
@@ -74,6 +79,8 @@ impl WorkspaceState {
             stretch: 1.0,
             dirty: true,
             admin_token: None,
+            token_basis: None,
+            ids: None,
             existence_per_day: 0,
             lane_next_slot: Instant::now() + lane_spacing(&budget),
             lane_paused_until: None,

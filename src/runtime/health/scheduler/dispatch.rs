@@ -255,7 +255,7 @@ impl Worker {
             let outcome = match plan.request_for(&resource, wall_now) {
                 Ok(request) if token_check => prober.probe(request.as_token_check()).await,
                 Ok(request) => prober.probe(request).await,
-                Err(error) => ProbeOutcome::not_sent(&format!("cannot sign the probe token: {error}")),
+                Err(error) => ProbeOutcome::not_sent(&error.to_string()),
             };
             Some(ProbeResult { outcome, latency: started.elapsed(), believed_valid })
         });

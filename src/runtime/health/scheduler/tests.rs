@@ -10,6 +10,7 @@ use jiff::Timestamp;
 
 use super::dispatch::TOKEN_PICKS;
 use super::*;
+use crate::adapters::health::IssuedToken;
 use crate::adapters::health::classify::AuthRejection;
 use crate::adapters::health::plan::{PlannedEndpoint, ProbeCredential};
 use crate::adapters::health::probe::{ProbePurpose, ProbeRequest};
@@ -162,7 +163,7 @@ fn start(script: &Arc<Script>, concurrency: usize) -> (HealthScheduler, HealthEv
 fn plan(resources: &[&str], interval: Duration, token: &str) -> ProbePlan {
     ProbePlan {
         api_url: "http://tinybird.invalid".into(),
-        workspace_id: token.to_owned(),
+        workspace_id: token.into(),
         interval,
         timeout: Duration::from_secs(1),
         budget: generous(),
@@ -409,7 +410,7 @@ async fn expired_tokens_do_not_request_a_key_check() {
     // The operator knows its token expired: whatever Tinybird says, the key is not suspect.
     let mut expired = plan(&["b"], Duration::from_millis(20), "t");
     expired.credential =
-        ProbeCredential::Issued { token: "t".into(), expires_at: Some(Timestamp::UNIX_EPOCH) };
+        ProbeCredential::Issued { token: IssuedToken::new("t"), expires_at: Some(Timestamp::UNIX_EPOCH) };
     scheduler.register(AccessKey::new("tenants", "b"), expired);
     let change = next_change(&mut events).await;
     assert_eq!(&*change.key.name, "b");
