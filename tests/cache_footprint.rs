@@ -21,6 +21,7 @@ use tenant_access::core::admin_token::AdminToken;
 use tenant_access::core::signing_workspace::HealthBudget;
 use tenant_access::runtime::controller::cached_access::CachedTenantAccess;
 use tenant_access::runtime::controller::token_secrets::TokenSecrets;
+use tenant_access::runtime::controller::wakeups::Wakeups;
 use tenant_access::runtime::health::{AccessKey, HealthConfig, HealthScheduler};
 
 #[global_allocator]
@@ -97,15 +98,29 @@ fn what_is_kept_per_tenant_access_stays_small() {
 
     let health = health_bytes_per_access(&secrets[0]);
 
+    // One wake-up per TenantAccess (its renewal or the resync), over 10 namespaces.
+    let wakeups = Wakeups::default();
+    let wakeup = bytes_per_object(&accesses, |json| {
+        let access: serde_json::Value = serde_json::from_str(json).unwrap();
+        let name = access["metadata"]["name"].as_str().unwrap();
+        let namespace =
+            format!("{}-{}", access["metadata"]["namespace"].as_str().unwrap(), &name[name.len() - 1..]);
+        wakeups.set(&namespace, name, Duration::from_secs(3600));
+    });
+    assert_eq!(wakeups.len(), COUNT);
+
     println!(
         "heap per object: TenantAccess {full} B decoded, {compact} B cached; token Secret {full_secret} B \
-         decoded, {digest} B as a digest; health checks {health} B"
+         decoded, {digest} B as a digest; health checks {health} B; wake-up {wakeup} B"
     );
     assert!(compact <= 1024, "a cached TenantAccess takes {compact} bytes");
     assert!(digest <= 256, "a token Secret's digest takes {digest} bytes");
     // Its endpoint states, plus its place in its pipe's shared probe (one probe per pipe for all
     // the TenantAccesses granting it).
     assert!(health <= 900, "the health checks of a TenantAccess take {health} bytes");
+    // kube-runtime's scheduler held about 750 bytes per requeue at 10,000 (BENCHMARKS.md): a
+    // third of that at most.
+    assert!(wakeup <= 256, "a wake-up takes {wakeup} bytes");
 }
 
 /// Always healthy, at once.

@@ -71,6 +71,8 @@ pub struct Context {
     pub isolation_gate: Arc<super::isolation_gate::IsolationGate>,
     /// Lifts the client's limit while a rotation re-signs.
     pub rotation_boost: Option<super::RotationBoost>,
+    /// When each TenantAccess in order is looked at again.
+    pub wakeups: super::wakeups::Wakeups,
     /// The wall clock.
     clock: Clock,
 }
@@ -273,6 +275,7 @@ impl Context {
             custody: super::key_custody::KeyCustody::process(),
             isolation_gate,
             rotation_boost,
+            wakeups: super::wakeups::Wakeups::default(),
             clock,
         })
     }

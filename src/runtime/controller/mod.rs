@@ -19,6 +19,7 @@ mod rotation;
 pub mod template_configmaps;
 pub mod tenants;
 pub mod token_secrets;
+pub mod wakeups;
 mod watches;
 pub mod workspace_cache;
 pub mod workspace_reconciler;
@@ -188,9 +189,13 @@ pub async fn run_with_event_client(
     let health_triggers =
         health_events.map(|change| ObjectRef::new(&change.key.name).within(&change.key.namespace));
     let (outage_retry, outage_retries) = tokio::sync::mpsc::unbounded_channel();
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let woken = receiver_stream(woken)
+        .map(|sleeper: wakeups::Sleeper| ObjectRef::new(&sleeper.name).within(&sleeper.namespace));
     let tenants = tenants
         .reconcile_on(health_triggers)
         .reconcile_on(receiver_stream(outage_retries))
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             move |access, ctx| {
@@ -225,8 +230,15 @@ pub async fn run_with_event_client(
             () = shutdown.clone() => {},
         }
     };
+    let wakeups = ctx.wakeups.clone().run(
+        move |sleeper| {
+            // The receiver is gone only once the controller stopped.
+            let _ = wake.send(sleeper);
+        },
+        shutdown.clone(),
+    );
     let sweep = async move {
-        futures::join!(sweep, templates, synced, recovery);
+        futures::join!(sweep, templates, synced, recovery, wakeups);
     };
     future::join4(workspaces, cluster_workspaces, tenants, sweep).await;
     ctx.health.shutdown().await;
@@ -349,8 +361,8 @@ async fn ready_when_synced(synced: impl Future<Output = bool>, flag: Arc<std::sy
     }
 }
 
-/// Stops probing (and forgets) TenantAccess resources that were deleted: a reconcile never runs
-/// for an object that is gone.
+/// Stops probing (and forgets, wake-ups included) TenantAccess resources that were deleted: a
+/// reconcile never runs for an object that is gone.
 async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let sweep = async {
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
@@ -363,6 +375,9 @@ async fn sweep_deleted(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
                     ctx.ledger.last_writes.forget_access(&key.namespace, &key.name);
                 }
             }
+            ctx.wakeups.retain(|namespace, name| {
+                ctx.caches.tenant_accesses.get(&ObjectRef::new(name).within(namespace)).is_some()
+            });
         }
     };
     tokio::select! {

@@ -161,7 +161,9 @@ async fn reconcile_inner(access: Arc<TenantAccess>, ctx: Arc<Context>) -> Result
         TokenOutcome::NoSecret | TokenOutcome::Refused => (None, None),
     };
     let look_again = plan::look_again(renewal_time, &validated, now, ctx.settings.resync);
-    Ok(Action::requeue(restart_after.map_or(look_again, |restart| restart.min(look_again))))
+    // Kept compactly apart from kube-runtime's scheduler (see `wakeups`).
+    ctx.wakeups.set(&namespace, &name, restart_after.map_or(look_again, |restart| restart.min(look_again)));
+    Ok(Action::await_change())
 }
 
 /// The plan of this reconcile, from what was observed of the token Secret.
