@@ -97,6 +97,24 @@ impl IssuedToken {
     }
 }
 
+/// The same JWT, however each is kept (compared without copying or hashing either: plans are
+/// compared at every reconcile).
+impl PartialEq for IssuedToken {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Repr::Plain(a), Repr::Plain(b)) => a == b,
+            (Repr::Compact { basis: a, bytes: x }, Repr::Compact { basis: b, bytes: y })
+                if Arc::ptr_eq(&a.0, &b.0) =>
+            {
+                x == y
+            }
+            (Repr::Plain(text), _) => other.to_jwt().is_some_and(|jwt| *jwt == **text),
+            (_, Repr::Plain(text)) => self.to_jwt().is_some_and(|jwt| *jwt == **text),
+            _ => self.to_jwt().is_some_and(|jwt| other.to_jwt().as_ref() == Some(&jwt)),
+        }
+    }
+}
+
 impl fmt::Debug for TokenBasis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TokenBasis({} bytes)", self.0.len())
@@ -154,6 +172,9 @@ mod tests {
         assert!(compact.is_compact());
         assert!(compact.compacted(&basis).is_none(), "compacted once");
         assert_eq!(compact.to_jwt().as_deref(), Some(jwt.as_str()));
+        assert!(compact == IssuedToken::new(&jwt) && IssuedToken::new(&jwt) == compact);
+        assert!(compact == IssuedToken::new(&jwt).compacted(&basis).unwrap());
+        assert!(compact != IssuedToken::new(&token("globex-corporation", 1_900_003_601)));
         let Repr::Compact { bytes, .. } = &compact.0 else { unreachable!() };
         assert!(bytes.len() * 3 <= jwt.len(), "{} bytes kept for a {}-byte token", bytes.len(), jwt.len());
     }

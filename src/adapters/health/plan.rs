@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::api::SCOPE_PIPES_READ;
-use crate::core::admin_token::{AdminToken, fingerprint};
+use crate::core::admin_token::AdminToken;
 use crate::core::desired::access_claims;
 use crate::core::jwt::{AccessClaims, ParsedToken, SignError, TinybirdClaims, sign};
 use crate::core::shortcode;
@@ -85,19 +85,19 @@ impl ProbeCredential {
             Self::Signed { .. } => true,
         }
     }
-
-    /// A one-way identity, to tell whether the credential changed.
-    fn identity(&self) -> String {
-        match self {
-            Self::Issued { token, .. } => fingerprint(token.to_jwt().unwrap_or_default().as_bytes()),
-            Self::Signed { key, claims } => format!("{}/{}", key.fingerprint(), claims.hash()),
-        }
-    }
 }
 
+/// The same credential: the same issued token (its expiry is read from it), or the same key and
+/// claims.
 impl PartialEq for ProbeCredential {
     fn eq(&self, other: &Self) -> bool {
-        self.identity() == other.identity()
+        match (self, other) {
+            (Self::Issued { token: a, .. }, Self::Issued { token: b, .. }) => a == b,
+            (Self::Signed { key: a, claims: x }, Self::Signed { key: b, claims: y }) => {
+                a.fingerprint() == b.fingerprint() && x.hash() == y.hash()
+            }
+            _ => false,
+        }
     }
 }
 

@@ -191,7 +191,7 @@ pub async fn run_with_event_client(
     let (outage_retry, outage_retries) = tokio::sync::mpsc::unbounded_channel();
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let woken = receiver_stream(woken)
-        .map(|sleeper: wakeups::Sleeper| ObjectRef::new(&sleeper.name).within(&sleeper.namespace));
+        .map(|key: crate::runtime::health::AccessKey| ObjectRef::new(&key.name).within(&key.namespace));
     let tenants = tenants
         .reconcile_on(health_triggers)
         .reconcile_on(receiver_stream(outage_retries))
@@ -231,9 +231,9 @@ pub async fn run_with_event_client(
         }
     };
     let wakeups = ctx.wakeups.clone().run(
-        move |sleeper| {
+        move |key| {
             // The receiver is gone only once the controller stopped.
-            let _ = wake.send(sleeper);
+            let _ = wake.send(key);
         },
         shutdown.clone(),
     );

@@ -5,10 +5,11 @@
 //! a whole reconcile request (an `ObjectRef` with four optional strings and a reason) twice, in
 //! its delay queue's slab and in its map: about 0.75 KiB per TenantAccess, measured at 10,000
 //! (BENCHMARKS.md), the largest holder after the cache itself. Here a wake-up is its namespace
-//! (one string per namespace), its name and its time, in a map and an ordered set: 218 bytes,
-//! under a third of that (`tests/cache_footprint.rs`). The reconciler returns `await_change` and sets its
-//! wake-up here; [`Wakeups::run`] sends each due one to the controller as a trigger. Short
-//! retries (a failure's backoff, a held Clerk push) stay with kube-runtime: few at a time.
+//! (one string per namespace, shared by its keys), its name and its time, in a map and an ordered
+//! set: 218 bytes, under a third of that (`tests/cache_footprint.rs`). The reconciler returns
+//! `await_change` and sets its wake-up here; [`Wakeups::run`] sends each due one to the
+//! controller as a trigger. Short retries (a failure's backoff, a held Clerk push) stay with
+//! kube-runtime: few at a time.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -18,19 +19,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// A TenantAccess: its namespace (shared by the namespace's wake-ups) and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sleeper {
-    /// Namespace.
-    pub namespace: Arc<str>,
-    /// Name.
-    pub name: Arc<str>,
-}
+use crate::runtime::health::AccessKey;
 
 #[derive(Default)]
 struct Inner {
-    at: HashMap<Sleeper, Instant>,
-    queue: BTreeSet<(Instant, Sleeper)>,
+    at: HashMap<AccessKey, Instant>,
+    queue: BTreeSet<(Instant, AccessKey)>,
     /// One string per namespace with a wake-up.
     namespaces: HashSet<Arc<str>>,
 }
@@ -63,7 +57,7 @@ impl Wakeups {
                 shared
             }
         };
-        let sleeper = Sleeper { namespace, name: name.into() };
+        let sleeper = AccessKey { namespace, name: name.into() };
         if let Some(previous) = inner.at.insert(sleeper.clone(), when) {
             inner.queue.remove(&(previous, sleeper.clone()));
         }
@@ -78,7 +72,7 @@ impl Wakeups {
     /// Forgets the wake-ups of the TenantAccesses `keep` says are gone.
     pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
         let mut inner = self.lock();
-        let gone: Vec<(Sleeper, Instant)> = inner
+        let gone: Vec<(AccessKey, Instant)> = inner
             .at
             .iter()
             .filter(|(sleeper, _)| !keep(&sleeper.namespace, &sleeper.name))
@@ -104,7 +98,7 @@ impl Wakeups {
     }
 
     /// The wake-ups due by `now`, removed, earliest first.
-    fn take_due(&self, now: Instant) -> (Vec<Sleeper>, Option<Instant>) {
+    fn take_due(&self, now: Instant) -> (Vec<AccessKey>, Option<Instant>) {
         let mut inner = self.lock();
         let mut due = Vec::new();
         while let Some((when, _)) = inner.queue.first()
@@ -121,7 +115,7 @@ impl Wakeups {
     }
 
     /// Calls `wake` with each wake-up when it is due, until `stop` resolves.
-    pub async fn run(self, mut wake: impl FnMut(Sleeper), stop: impl Future<Output = ()>) {
+    pub async fn run(self, mut wake: impl FnMut(AccessKey), stop: impl Future<Output = ()>) {
         let wakes = async {
             loop {
                 // Registered before looking, so that a wake-up set in between is not missed.

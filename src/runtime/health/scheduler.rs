@@ -850,8 +850,8 @@ impl Worker {
 
     /// The plan's workspace, one shared string per workspace; takes the plan's budget (the
     /// workspace's spec, the same for all its plans), shares its admin token, API URL and
-    /// workspace id with the workspace's other plans (one copy per workspace) and keeps its issued token compacted
-    /// against the workspace's first.
+    /// workspace id with the workspace's other plans (one copy per workspace) and keeps its
+    /// issued token compacted against the workspace's first.
     fn intern_workspace(&mut self, plan: &mut ProbePlan) -> Arc<str> {
         let name = workspace_of(plan);
         let state = self.workspace_state(&name);
